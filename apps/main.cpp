@@ -1,0 +1,2 @@
+#include <cstdio>
+int main() { std::puts("llamarun: skeleton"); return 0; }

@@ -1,0 +1,88 @@
+// Tokenizers: SentencePiece-style BPE with byte fallback (Llama 2; from tokenizer.model or a GGUF
+// `llama` vocabulary) and byte-level BPE with merges (GPT-2 style; from tokenizer.json or a GGUF
+// `gpt2` vocabulary; SmolLM2, Llama 3).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace llamarun {
+
+struct WeightMap;
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Text -> ids, without BOS (callers add bos_id() when add_bos() says so).
+  // parse_special=false: special-token strings in `text` ("<s>", "<|im_start|>") are plain text.
+  // parse_special=true: they map to their ids (chat templates use this).
+  // Invalid UTF-8 never throws: it is tokenised as the reference implementation does.
+  virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const = 0;
+
+  // The raw bytes a token contributes to the output text (byte tokens give their byte, "▁" gives a
+  // space, byte-level BPE symbols are mapped back to bytes). Control tokens (BOS/EOS, ...) give "".
+  virtual std::string token_bytes(int32_t id) const = 0;
+  // The token's string as stored in the vocabulary (for `tokenize` output and debugging).
+  virtual std::string piece(int32_t id) const = 0;
+
+  // Ids -> text. Drops control tokens; for SentencePiece drops the leading space that the dummy
+  // prefix added to the first token, as sentencepiece's decode does.
+  virtual std::string decode(const std::vector<int32_t>& ids) const;
+
+  int vocab_size() const { return vocab_size_; }
+  int bos_id() const { return bos_id_; }  // -1 when none
+  int eos_id() const { return eos_id_; }  // -1 when none
+  bool add_bos() const { return add_bos_; }
+  // Extra end-of-generation ids (e.g. <|eot_id|>, <|im_end|>), eos_id included.
+  const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
+  bool is_control(int32_t id) const;
+  // Id of an exact vocabulary string, or -1.
+  virtual int32_t find_token(std::string_view piece) const = 0;
+  // "spm" or "bpe"
+  virtual const char* kind() const = 0;
+
+  void set_bos(int id) { bos_id_ = id; }
+  void set_eos(int id);
+  void set_add_bos(bool b) { add_bos_ = b; }
+  void add_stop_id(int id);
+
+ protected:
+  int vocab_size_ = 0;
+  int bos_id_ = -1;
+  int eos_id_ = -1;
+  bool add_bos_ = false;
+  std::vector<int32_t> stop_ids_;
+  std::vector<uint8_t> control_;  // per id: 1 when a control/special token
+};
+
+// Loads a tokenizer from a file: `tokenizer.model` (SentencePiece protobuf) or `tokenizer.json`
+// (Hugging Face tokenizers; BPE models). Throws Error naming the file on failure.
+std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path);
+
+// Loads from a Hugging Face model directory: tokenizer.json if present, else tokenizer.model;
+// BOS/EOS/add_bos from tokenizer_config.json / config.json / generation_config.json when present.
+std::unique_ptr<Tokenizer> load_tokenizer_dir(const std::string& dir);
+
+// Builds the tokenizer embedded in a GGUF file (tokenizer.ggml.model = "llama" or "gpt2").
+std::unique_ptr<Tokenizer> tokenizer_from_gguf(const WeightMap& wm);
+
+// Streaming detokenisation: push ids one at a time and get back only complete UTF-8 text; bytes of
+// a character split across tokens are held until the character is complete. Never emits a broken
+// UTF-8 sequence; flush() emits what is left (invalid bytes as U+FFFD).
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  std::string push(int32_t id);
+  std::string flush();
+
+ private:
+  const Tokenizer& tok_;
+  std::string pending_;
+  bool first_ = true;
+};
+
+}  // namespace llamarun
