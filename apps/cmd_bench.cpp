@@ -1,0 +1,176 @@
+// llamarun bench: llama-bench style prompt-processing (pp) and generation (tg) speed, set against
+// the machine's read bandwidth and FLOP peak measured in the same run.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "backends/cpu/machine_peak.h"
+#include "common.h"
+#include "commands.h"
+#include "core/error.h"
+#include "model/random_model.h"
+#include "ops/matmul.h"
+
+namespace llamarun::cli {
+
+namespace {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
+struct Stats {
+  double median = 0, min = 0, max = 0;
+};
+Stats stats(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  Stats s;
+  s.min = v.front();
+  s.max = v.back();
+  s.median = v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  return s;
+}
+
+// Bytes of the matrices one decode step streams (every linear weight and the LM head).
+size_t streamed_weight_bytes(const LlamaWeights& w) {
+  auto b = [](const WeightView& v) { return v.row_bytes() * size_t(v.rows); };
+  size_t n = b(w.lm_head);
+  for (auto& L : w.layers) n += b(L.wq) + b(L.wk) + b(L.wv) + b(L.wo) + b(L.w_gate) + b(L.w_up) + b(L.w_down);
+  return n;
+}
+
+// Multiply-adds x2 per token of the linear layers (embedding excluded, LM head included).
+double linear_flops_per_token(const LlamaConfig& c) {
+  double D = c.hidden_size, F = c.intermediate_size, QD = double(c.num_heads) * c.head_dim,
+         KD = double(c.num_kv_heads) * c.head_dim;
+  double per_layer = D * QD + 2 * D * KD + QD * D + 3 * D * F;
+  return 2.0 * (c.num_layers * per_layer + D * c.vocab_size);
+}
+
+}  // namespace
+
+int cmd_bench(int argc, char** argv) {
+  Args args("bench",
+            "Measure prompt processing (pp) and generation (tg) speed on the CPU, with the machine's read\n"
+            "bandwidth and FLOP peak measured in the same run. Reports medians over repetitions.",
+            {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
+             {"--random-weights", "", true, "use a random model of a preset shape: tiny, smollm2-135m, llama-1b, llama2-7b", ""},
+             {"--dtype", "", true, "weight dtype for --random-weights: f32, f16, bf16, q8_0, q4_0, q4_1", "bf16"},
+             {"--pp", "", true, "prompt tokens for the pp test", "512"},
+             {"--tg", "", true, "tokens generated in the tg test", "64"},
+             {"--depth", "", true, "context already in the KV cache before tg", "0"},
+             {"--reps", "-r", true, "repetitions", "3"},
+             {"--threads", "-t", true, "CPU threads", "all cores"},
+             {"--device", "", true, "cpu (this command's CUDA path is llamarun_bench_cuda)", "cpu"},
+             {"--json", "", false, "print one JSON object", ""}});
+  args.parse(argc, argv, 2);
+  if (args.help_requested()) {
+    std::fputs(args.help_text().c_str(), stdout);
+    return 0;
+  }
+  if (args.str("--device", "cpu") != "cpu")
+    fail("bench --device ", args.str("--device"), ": this build's bench runs on the CPU; for CUDA use llamarun_bench_cuda");
+  if (args.has("--threads")) {
+    long long t = args.integer("--threads", 1);
+    if (t < 1 || t > 1024) fail("--threads must be between 1 and 1024");
+    omp_set_num_threads(int(t));
+  }
+  const int pp = int(args.integer("--pp", 512)), tg = int(args.integer("--tg", 64)),
+            depth = int(args.integer("--depth", 0)), reps = int(args.integer("--reps", 3));
+  if (pp < 1 || tg < 1 || depth < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
+  const int threads = omp_get_max_threads();
+
+  std::unique_ptr<Model> m;
+  std::string model_name;
+  if (args.has("--random-weights")) {
+    const std::string dt = args.str("--dtype", "bf16");
+    DType d = dt == "f32" ? DType::F32 : dt == "f16" ? DType::F16 : dt == "bf16" ? DType::BF16
+            : dt == "q8_0" ? DType::Q8_0 : dt == "q4_0" ? DType::Q4_0 : dt == "q4_1" ? DType::Q4_1
+            : (fail("--dtype: unknown dtype '", dt, "'"), DType::F32);
+    m = make_random_model(random_model_preset(args.str("--random-weights")), d, 1, std::min(pp, 512));
+    model_name = "random:" + args.str("--random-weights") + ":" + dt;
+  } else {
+    LoadOptions lo;
+    lo.max_batch = std::min(pp, 512);
+    lo.load_tokenizer = false;
+    m = load_model(args.str("--model", default_model_path()), lo);
+    model_name = m->path;
+  }
+  const LlamaConfig& c = m->cfg;
+  const int ctx = std::max(pp, depth + tg) + 1;
+  if (ctx > c.max_position) fail("bench needs a context of ", ctx, " tokens but the model allows ", c.max_position);
+
+  std::fprintf(stderr, "bench: measuring machine limits (%d threads, SIMD %s)...\n", threads, simd_level_name());
+  const double bw = measure_read_bandwidth_gbs(threads);
+  const double f32_peak = measure_fp32_peak_gflops(threads);
+  const double bf16_peak = measure_bf16_peak_gflops(threads);
+
+  KVCache kv = m->llama->make_cache(ctx);
+  std::vector<float> logits(size_t(std::min(pp, 512)) * c.vocab_size);
+  std::mt19937 rng(7);
+  std::vector<int32_t> ids(std::max(pp, depth + tg));
+  for (auto& t : ids) t = int32_t(rng() % uint32_t(c.vocab_size));
+
+  // Warm-up: page the weights in.
+  m->llama->forward(ids.data(), 1, 0, kv, logits.data());
+
+  std::vector<double> pp_tps, tg_tps;
+  for (int r = 0; r < reps; ++r) {
+    double t0 = now_s();
+    for (int p = 0; p < pp; p += m->llama->max_batch()) {
+      int n = std::min(m->llama->max_batch(), pp - p);
+      m->llama->forward(ids.data() + p, n, p, kv, logits.data());
+    }
+    pp_tps.push_back(pp / (now_s() - t0));
+  }
+  for (int r = 0; r < reps; ++r) {
+    // Fill the cache to `depth` (untimed), then time tg single-token steps.
+    for (int p = 0; p < depth; p += m->llama->max_batch()) {
+      int n = std::min(m->llama->max_batch(), depth - p);
+      m->llama->forward(ids.data() + p, n, p, kv, logits.data());
+    }
+    double t0 = now_s();
+    for (int i = 0; i < tg; ++i) m->llama->forward(&ids[depth + i], 1, depth + i, kv, logits.data());
+    tg_tps.push_back(tg / (now_s() - t0));
+  }
+  Stats pps = stats(pp_tps), tgs = stats(tg_tps);
+  const size_t wbytes = streamed_weight_bytes(m->llama->weights());
+  const double kv_bytes_per_tok = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float) * (depth + tg / 2.0);
+  const double tg_gbs = tgs.median * (wbytes + kv_bytes_per_tok) / 1e9;
+  const double attn_flops = 4.0 * c.num_layers * c.num_heads * c.head_dim * (pp / 2.0);
+  const double pp_gflops = pps.median * (linear_flops_per_token(c) + attn_flops) / 1e9;
+  const bool bf16_w = m->llama->weights().layers[0].wq.dtype == DType::BF16 && bf16_peak > 0;
+  const double flop_peak = bf16_w ? bf16_peak : f32_peak;
+
+  nlohmann::json j{{"model", model_name},
+                   {"threads", threads},
+                   {"simd", simd_level_name()},
+                   {"weight_bytes_streamed_per_token", wbytes},
+                   {"machine", {{"read_bandwidth_gbs", bw}, {"fp32_peak_gflops", f32_peak}, {"bf16_peak_gflops", bf16_peak}}},
+                   {"pp", {{"tokens", pp}, {"tok_per_s_median", pps.median}, {"tok_per_s_min", pps.min},
+                           {"tok_per_s_max", pps.max}, {"gflops", pp_gflops},
+                           {"peak_used", bf16_w ? "bf16" : "fp32"}, {"pct_of_peak", 100 * pp_gflops / flop_peak}}},
+                   {"tg", {{"tokens", tg}, {"depth", depth}, {"tok_per_s_median", tgs.median}, {"tok_per_s_min", tgs.min},
+                           {"tok_per_s_max", tgs.max}, {"gbs", tg_gbs}, {"pct_of_read_bandwidth", 100 * tg_gbs / bw}}},
+                   {"reps", reps}};
+  if (args.has("--json")) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model %s | %d threads | SIMD %s | %.2f GB streamed per token\n", model_name.c_str(), threads,
+              simd_level_name(), wbytes / 1e9);
+  std::printf("machine: read bandwidth %.1f GB/s | fp32 peak %.1f GFLOP/s | bf16 peak %.1f GFLOP/s\n", bw, f32_peak,
+              bf16_peak);
+  std::printf("pp%-5d %8.2f tok/s (min %.2f, max %.2f) | %.1f GFLOP/s = %.1f%% of %s peak\n", pp, pps.median, pps.min,
+              pps.max, pp_gflops, 100 * pp_gflops / flop_peak, bf16_w ? "bf16" : "fp32");
+  std::printf("tg%-5d %8.2f tok/s (min %.2f, max %.2f) at depth %d | %.1f GB/s = %.1f%% of read bandwidth\n", tg,
+              tgs.median, tgs.min, tgs.max, depth, tg_gbs, 100 * tg_gbs / bw);
+  return 0;
+}
+
+}  // namespace llamarun::cli

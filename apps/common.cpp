@@ -1,0 +1,76 @@
+#include "common.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace llamarun::cli {
+
+std::vector<OptSpec> model_opts() {
+  return {{"--model", "-m", true, "model directory (Hugging Face) or GGUF file", "the default model"},
+          {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
+          {"--threads", "-t", true, "CPU threads", "all cores"},
+          {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16", "auto"}};
+}
+
+std::vector<OptSpec> sampling_opts(const char* default_temp) {
+  return {{"--n-predict", "-n", true, "most tokens to generate", "256"},
+          {"--temp", "", true, "temperature; 0 = greedy", default_temp},
+          {"--top-k", "", true, "keep the k most likely tokens (0 = off)", "0"},
+          {"--top-p", "", true, "nucleus sampling threshold (1 = off)", "1"},
+          {"--min-p", "", true, "drop tokens below min_p x the top probability (0 = off)", "0"},
+          {"--repeat-penalty", "", true, "repetition penalty, HF semantics (1 = off)", "1"},
+          {"--repeat-last-n", "", true, "penalty window in tokens (-1 = all)", "-1"},
+          {"--presence-penalty", "", true, "OpenAI presence penalty", "0"},
+          {"--frequency-penalty", "", true, "OpenAI frequency penalty", "0"},
+          {"--seed", "-s", true, "random seed (same seed, same text)", "random"},
+          {"--stop", "", true, "stop string (repeatable)", ""},
+          {"--ignore-eos", "", false, "keep generating after end-of-sequence tokens", ""}};
+}
+
+std::unique_ptr<Model> open_model(const Args& args) {
+  if (args.has("--threads")) {
+    long long t = args.integer("--threads", 0);
+    if (t < 1 || t > 1024) fail("--threads must be between 1 and 1024, got ", t);
+    omp_set_num_threads(int(t));
+  }
+  LoadOptions lo;
+  lo.activations = args.str("--act", "auto");
+  return load_model(args.str("--model", default_model_path()), lo);
+}
+
+int context_size(const Args& args, const Model& m) {
+  long long def = std::min(m.cfg.max_position, 4096);
+  long long c = args.integer("--ctx", def);
+  if (c < 1 || c > m.cfg.max_position)
+    fail("--ctx ", c, " is outside 1..", m.cfg.max_position, " (the model's max_position_embeddings)");
+  return int(c);
+}
+
+SamplingParams sampling_from(const Args& args, double default_temp) {
+  SamplingParams p;
+  p.temperature = float(args.number("--temp", default_temp));
+  p.top_k = int(args.integer("--top-k", 0));
+  p.top_p = float(args.number("--top-p", 1.0));
+  p.min_p = float(args.number("--min-p", 0.0));
+  p.repetition_penalty = float(args.number("--repeat-penalty", 1.0));
+  p.penalty_last_n = int(args.integer("--repeat-last-n", -1));
+  p.presence_penalty = float(args.number("--presence-penalty", 0.0));
+  p.frequency_penalty = float(args.number("--frequency-penalty", 0.0));
+  long long n = args.integer("--n-predict", 256);
+  if (n < 1 || n > (1 << 24)) fail("--n-predict must be between 1 and 16777216, got ", n);
+  p.max_tokens = int(n);
+  if (args.has("--seed")) {
+    long long s = args.integer("--seed", 0);
+    if (s < 0) fail("--seed must be non-negative, got ", s);
+    p.seed = uint64_t(s);
+  }
+  p.stop = args.all("--stop");
+  p.ignore_eos = args.has("--ignore-eos");
+  return p;
+}
+
+}  // namespace llamarun::cli

@@ -1,0 +1,30 @@
+// Options shared by generate, chat and bench: model loading, threads, sampling.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "args.h"
+#include "model/model.h"
+#include "sampling/sampling_params.h"
+
+namespace llamarun::cli {
+
+// --model, --ctx, --threads, --act
+std::vector<OptSpec> model_opts();
+// --temp, --top-k, --top-p, --min-p, --repeat-penalty, --repeat-last-n, --presence-penalty,
+// --frequency-penalty, --seed, --stop, --n-predict, --ignore-eos
+std::vector<OptSpec> sampling_opts(const char* default_temp);
+
+std::unique_ptr<Model> open_model(const Args& args);
+// The context size: --ctx, else min(model max_position, 4096).
+int context_size(const Args& args, const Model& m);
+SamplingParams sampling_from(const Args& args, double default_temp);
+
+template <typename... V>
+std::vector<OptSpec> concat(std::vector<OptSpec> a, const V&... rest) {
+  (a.insert(a.end(), rest.begin(), rest.end()), ...);
+  return a;
+}
+
+}  // namespace llamarun::cli

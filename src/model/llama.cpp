@@ -1,0 +1,255 @@
+#include "model/llama.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/fp16.h"
+#include "model/rope.h"
+#include "ops/matmul.h"
+
+namespace llamarun {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+WeightView bind(const WeightMap& wm, const std::string& name, std::vector<int64_t> want,
+                const std::string& where, const char* what) {
+  const TensorInfo* t = wm.find(name);
+  if (!t) fail(where, ": tensor '", name, "' is missing (", what, ")");
+  if (t->shape != want)
+    fail(where, ": tensor '", name, "' has shape ", shape_str(t->shape), " but the config (", what, ") needs ",
+         shape_str(want));
+  if (want.size() == 1 && dtype_is_quantized(t->dtype))
+    fail(where, ": tensor '", name, "' is ", dtype_name(t->dtype), "; norm weights must be f32, f16 or bf16");
+  WeightView v;
+  v.dtype = t->dtype;
+  v.rows = want.size() == 2 ? want[0] : 1;
+  v.cols = want.back();
+  v.data = t->data;
+  return v;
+}
+
+}  // namespace
+
+LlamaWeights bind_llama_weights(const LlamaConfig& c, const WeightMap& wm, bool gguf, const std::string& where) {
+  const int64_t D = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  const int64_t QD = int64_t(c.num_heads) * c.head_dim, KD = int64_t(c.num_kv_heads) * c.head_dim;
+  LlamaWeights w;
+  auto nm = [&](const char* hf, const char* gg) { return std::string(gguf ? gg : hf); };
+  w.tok_embd = bind(wm, nm("model.embed_tokens.weight", "token_embd.weight"), {V, D}, where,
+                    "vocab_size x hidden_size");
+  w.out_norm = bind(wm, nm("model.norm.weight", "output_norm.weight"), {D}, where, "hidden_size");
+  std::string head = nm("lm_head.weight", "output.weight");
+  if (c.tie_embeddings || !wm.find(head)) {
+    if (!c.tie_embeddings) fail(where, ": tensor '", head, "' is missing and tie_word_embeddings is false");
+    w.lm_head = w.tok_embd;
+  } else {
+    w.lm_head = bind(wm, head, {V, D}, where, "vocab_size x hidden_size");
+  }
+  for (int l = 0; l < c.num_layers; ++l) {
+    std::string p = gguf ? "blk." + std::to_string(l) + "." : "model.layers." + std::to_string(l) + ".";
+    LlamaLayerWeights L;
+    L.attn_norm = bind(wm, p + (gguf ? "attn_norm.weight" : "input_layernorm.weight"), {D}, where, "hidden_size");
+    L.ffn_norm =
+        bind(wm, p + (gguf ? "ffn_norm.weight" : "post_attention_layernorm.weight"), {D}, where, "hidden_size");
+    L.wq = bind(wm, p + (gguf ? "attn_q.weight" : "self_attn.q_proj.weight"), {QD, D}, where,
+                "num_attention_heads*head_dim x hidden_size");
+    L.wk = bind(wm, p + (gguf ? "attn_k.weight" : "self_attn.k_proj.weight"), {KD, D}, where,
+                "num_key_value_heads*head_dim x hidden_size");
+    L.wv = bind(wm, p + (gguf ? "attn_v.weight" : "self_attn.v_proj.weight"), {KD, D}, where,
+                "num_key_value_heads*head_dim x hidden_size");
+    L.wo = bind(wm, p + (gguf ? "attn_output.weight" : "self_attn.o_proj.weight"), {D, QD}, where,
+                "hidden_size x num_attention_heads*head_dim");
+    L.w_gate = bind(wm, p + (gguf ? "ffn_gate.weight" : "mlp.gate_proj.weight"), {F, D}, where,
+                    "intermediate_size x hidden_size");
+    L.w_up = bind(wm, p + (gguf ? "ffn_up.weight" : "mlp.up_proj.weight"), {F, D}, where,
+                  "intermediate_size x hidden_size");
+    L.w_down = bind(wm, p + (gguf ? "ffn_down.weight" : "mlp.down_proj.weight"), {D, F}, where,
+                    "hidden_size x intermediate_size");
+    w.layers.push_back(L);
+  }
+  return w;
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& cfg, LlamaWeights weights, int max_batch)
+    : cfg_(cfg), w_(std::move(weights)), max_batch_(max_batch) {
+  inv_freq_ = rope_inv_freq(cfg_);
+  const size_t B = size_t(max_batch);
+  x_.resize(B * cfg_.hidden_size);
+  xn_.resize(B * cfg_.hidden_size);
+  o_.resize(B * cfg_.hidden_size);
+  q_.resize(B * cfg_.num_heads * cfg_.head_dim);
+  att_.resize(B * cfg_.num_heads * cfg_.head_dim);
+  k_.resize(B * cfg_.num_kv_heads * cfg_.head_dim);
+  v_.resize(B * cfg_.num_kv_heads * cfg_.head_dim);
+  gate_.resize(B * cfg_.intermediate_size);
+  up_.resize(B * cfg_.intermediate_size);
+}
+
+KVCache LlamaModel::make_cache(int max_ctx) const {
+  return KVCache(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, max_ctx);
+}
+
+void LlamaModel::round_act(float* x, size_t n) const {
+  if (!opts_.emulate_bf16) return;
+  for (size_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+namespace {
+
+// out[r] = rmsnorm(x[r]) * w   (r < rows), variance in double.
+void rms_norm_rows(const float* x, const WeightView& w, float eps, int rows, int D, float* out, bool bf16) {
+  float wbuf[16384];
+  const bool small = D <= 16384;
+  std::vector<float> wv;
+  float* wp = wbuf;
+  if (!small) {
+    wv.resize(D);
+    wp = wv.data();
+  }
+  weight_row_f32(w, 0, wp);
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + size_t(r) * D;
+    float* o = out + size_t(r) * D;
+    double ss = 0;
+    for (int i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
+    float inv = 1.0f / std::sqrt(float(ss / D) + eps);
+    for (int i = 0; i < D; ++i) {
+      float h = xr[i] * inv;
+      if (bf16) h = bf16_to_f32(f32_to_bf16(h));
+      float v = wp[i] * h;
+      o[i] = bf16 ? bf16_to_f32(f32_to_bf16(v)) : v;
+    }
+  }
+}
+
+}  // namespace
+
+void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
+  const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
+  const int group = H / KVH;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const bool bf = opts_.emulate_bf16;
+  const int ctx = pos + n;
+  const int nthreads = omp_get_max_threads();
+  if (scores_.size() < size_t(nthreads) * kv.max_ctx()) scores_.resize(size_t(nthreads) * kv.max_ctx());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int job = 0; job < n * H; ++job) {
+    const int t = job / H, h = job % H, g = h / group;
+    const int tpos = pos + t;  // causal: attends to 0..tpos
+    const float* q = &q_[(size_t(t) * H + h) * hd];
+    float* sc = &scores_[size_t(omp_get_thread_num()) * kv.max_ctx()];
+    float mx = -INFINITY;
+    for (int j = 0; j <= tpos; ++j) {
+      const float* kj = kv.k(layer, g, j);
+      float s = 0;
+      for (int d = 0; d < hd; ++d) s += q[d] * kj[d];
+      if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
+      else s *= scale;
+      sc[j] = s;
+      mx = std::max(mx, s);
+    }
+    double sum = 0;
+    for (int j = 0; j <= tpos; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    const float inv = float(1.0 / sum);
+    float* out = &att_[(size_t(t) * H + h) * hd];
+    std::fill(out, out + hd, 0.0f);
+    for (int j = 0; j <= tpos; ++j) {
+      float p = sc[j] * inv;
+      if (bf) p = bf16_to_f32(f32_to_bf16(p));
+      const float* vj = kv.v(layer, g, j);
+      for (int d = 0; d < hd; ++d) out[d] += p * vj[d];
+    }
+    if (bf)
+      for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
+  }
+  (void)ctx;
+}
+
+void LlamaModel::forward(const int32_t* tokens, int n, int pos, KVCache& kv, float* logits, bool all_logits) {
+  const int D = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
+  const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
+  LLAMARUN_CHECK(n >= 1 && n <= max_batch_, "forward: batch of ", n, " tokens; this model runner takes 1..",
+                 max_batch_);
+  LLAMARUN_CHECK(pos >= 0 && pos + n <= kv.max_ctx(), "forward: positions ", pos, "..", pos + n - 1,
+                 " exceed the KV cache size ", kv.max_ctx());
+  const bool bf = opts_.emulate_bf16;
+  auto dump = [&](const char* name, int layer, const float* data, int64_t cols) {
+    if (opts_.dump) opts_.dump(name, layer, data, n, cols);
+  };
+
+  for (int t = 0; t < n; ++t) {
+    LLAMARUN_CHECK(tokens[t] >= 0 && tokens[t] < V, "forward: token id ", tokens[t], " at index ", t,
+                   " is outside the vocabulary (size ", V, ")");
+    weight_row_f32(w_.tok_embd, tokens[t], &x_[size_t(t) * D]);
+  }
+  dump("embd", -1, x_.data(), D);
+
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const LlamaLayerWeights& L = w_.layers[l];
+    rms_norm_rows(x_.data(), L.attn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    dump("attn_norm", l, xn_.data(), D);
+    matmul(L.wq, xn_.data(), n, q_.data());
+    matmul(L.wk, xn_.data(), n, k_.data());
+    matmul(L.wv, xn_.data(), n, v_.data());
+    round_act(q_.data(), size_t(n) * H * hd);
+    round_act(k_.data(), size_t(n) * KVH * hd);
+    round_act(v_.data(), size_t(n) * KVH * hd);
+    for (int t = 0; t < n; ++t) {
+      rope_apply(&q_[size_t(t) * H * hd], H, hd, pos + t, inv_freq_, cfg_.rope_layout, bf);
+      rope_apply(&k_[size_t(t) * KVH * hd], KVH, hd, pos + t, inv_freq_, cfg_.rope_layout, bf);
+      for (int g = 0; g < KVH; ++g) {
+        std::memcpy(kv.k(l, g, pos + t), &k_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
+        std::memcpy(kv.v(l, g, pos + t), &v_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
+      }
+    }
+    dump("q_rope", l, q_.data(), int64_t(H) * hd);
+    dump("k_rope", l, k_.data(), int64_t(KVH) * hd);
+    attention(l, n, pos, kv);
+    dump("attn_out", l, att_.data(), int64_t(H) * hd);
+    matmul(L.wo, att_.data(), n, o_.data());
+    round_act(o_.data(), size_t(n) * D);
+    for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
+    round_act(x_.data(), size_t(n) * D);
+    dump("attn_residual", l, x_.data(), D);
+
+    rms_norm_rows(x_.data(), L.ffn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    matmul(L.w_gate, xn_.data(), n, gate_.data());
+    matmul(L.w_up, xn_.data(), n, up_.data());
+    round_act(gate_.data(), size_t(n) * F);
+    round_act(up_.data(), size_t(n) * F);
+    for (size_t i = 0; i < size_t(n) * F; ++i) {
+      float g = gate_[i];
+      float s = g / (1.0f + std::exp(-g));
+      if (bf) s = bf16_to_f32(f32_to_bf16(s));
+      gate_[i] = s * up_[i];
+    }
+    round_act(gate_.data(), size_t(n) * F);
+    dump("ffn_act", l, gate_.data(), F);
+    matmul(L.w_down, gate_.data(), n, o_.data());
+    round_act(o_.data(), size_t(n) * D);
+    for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
+    round_act(x_.data(), size_t(n) * D);
+    dump("ffn_residual", l, x_.data(), D);
+  }
+
+  const int first = all_logits ? 0 : n - 1;
+  const int rows = n - first;
+  rms_norm_rows(&x_[size_t(first) * D], w_.out_norm, cfg_.rms_eps, rows, D, xn_.data(), bf);
+  matmul(w_.lm_head, xn_.data(), rows, logits);
+  round_act(logits, size_t(rows) * V);
+}
+
+}  // namespace llamarun

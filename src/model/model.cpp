@@ -1,0 +1,82 @@
+#include "model/model.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/mmap.h"
+#include "formats/model_files.h"
+
+namespace llamarun {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  std::string p(buf, size_t(n));
+  auto slash = p.rfind('/');
+  return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+}  // namespace
+
+std::string default_model_path() {
+  if (const char* env = std::getenv("LLAMARUN_MODEL"); env && *env) return env;
+  const std::string rel = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  const std::string exe = exe_dir();
+  for (const std::string& base : {std::string("."), exe + "/..", exe + "/../..", exe})
+    if (file_exists(base + "/" + rel)) return base + "/" + rel;
+  fail("the default model (", rel, ") is not present: run scripts/setup.sh (or scripts/get-default-model.sh), ",
+       "or pass -m MODEL");
+}
+
+std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opts) {
+  auto m = std::make_unique<Model>();
+  m->path = path;
+  if (!file_exists(path)) fail(path, ": no such file or directory");
+  m->weights = std::make_shared<WeightMap>(load_weights(path));
+  m->gguf = !is_directory(path);
+  if (m->gguf) {
+    m->cfg = config_from_gguf(*m->weights, path);
+    if (auto it = m->weights->meta.find("tokenizer.chat_template"); it != m->weights->meta.end())
+      if (auto* s = std::get_if<std::string>(&it->second)) m->chat_template = *s;
+    if (opts.load_tokenizer && m->weights->meta.count("tokenizer.ggml.model"))
+      m->tokenizer = tokenizer_from_gguf(*m->weights);
+  } else {
+    const std::string cfg_path = path + "/config.json";
+    m->cfg = config_from_hf_json(read_text_file(cfg_path), cfg_path);
+    if (opts.load_tokenizer && (file_exists(path + "/tokenizer.json") || file_exists(path + "/tokenizer.model")))
+      m->tokenizer = load_tokenizer_dir(path);
+    const std::string tc = path + "/tokenizer_config.json";
+    if (file_exists(tc)) {
+      try {
+        auto j = nlohmann::json::parse(read_text_file(tc));
+        if (j.contains("chat_template") && j["chat_template"].is_string()) m->chat_template = j["chat_template"];
+      } catch (const nlohmann::json::exception& e) {
+        fail(tc, ": not valid JSON: ", e.what());
+      }
+    }
+  }
+  m->cfg.validate(path);
+  if (m->tokenizer && m->tokenizer->vocab_size() > m->cfg.vocab_size)
+    fail(path, ": the tokenizer has ", m->tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
+         m->cfg.vocab_size);
+  LlamaWeights w = bind_llama_weights(m->cfg, *m->weights, m->gguf, path);
+  const bool bf16_ckpt = w.tok_embd.dtype == DType::BF16;
+  m->llama = std::make_unique<LlamaModel>(m->cfg, std::move(w), opts.max_batch);
+  if (opts.activations == "bf16") m->llama->options().emulate_bf16 = true;
+  else if (opts.activations == "f32") m->llama->options().emulate_bf16 = false;
+  else if (opts.activations == "auto") m->llama->options().emulate_bf16 = bf16_ckpt;
+  else fail("activations must be auto, f32 or bf16, not '", opts.activations, "'");
+  return m;
+}
+
+}  // namespace llamarun
