@@ -42,6 +42,10 @@ json parse_header(const std::string& path, const char* text, size_t n) {
     }
     return true;
   };
+  // nlohmann's lexer treats a NUL byte as the end of input, so "{}\0garbage" would pass; NUL is never
+  // valid in JSON text (not even inside strings).
+  if (const void* z = std::memchr(text, 0, n))
+    fail(path, ": header is not valid UTF-8 JSON: NUL byte at header offset ", static_cast<const char*>(z) - text);
   try {
     return json::parse(text, text + n, cb);
   } catch (const json::exception& e) {

@@ -254,9 +254,24 @@ RopeScaling fit_llama3_rope(const TensorInfo& t, const LlamaConfig& c, int64_t o
        "(low_freq_factor 1, high_freq_factor 4); such rope scaling is not supported");
 }
 
+LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where);
+
 }  // namespace
 
 LlamaConfig config_from_gguf(const WeightMap& wm, const std::string& where) {
+  try {
+    return config_from_gguf_impl(wm, where);
+  } catch (const Error& e) {
+    // Metadata accessors name the mapped file; make sure `where` leads every message.
+    std::string m = e.what();
+    if (m.rfind(where, 0) == 0) throw;
+    fail(where, ": ", m);
+  }
+}
+
+namespace {
+
+LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where) {
   std::string arch = meta_str(wm, "general.architecture", "");
   if (arch.empty()) fail(where, ": metadata key 'general.architecture' is missing");
   if (arch != "llama") fail(where, ": unsupported architecture '", arch, "' (only 'llama' is supported)");
@@ -331,6 +346,8 @@ LlamaConfig config_from_gguf(const WeightMap& wm, const std::string& where) {
   }
   return c;
 }
+
+}  // namespace
 
 // ---------------------------------------------------------------- tensor/config agreement
 
