@@ -1,0 +1,83 @@
+// Per-sequence sampler: logits processors (logit_bias, penalties) then greedy or seeded random
+// sampling with temperature / top-k / top-p / min-p. One Sampler per sequence; not thread-safe.
+//
+//   Sampler s(params, vocab);      // validates params (throws Error)
+//   s.reset(prompt_ids);
+//   loop: id = s.sample(logits);   // logits: [vocab] floats of the last position, modified in place
+//         s.accept(id);            // record the token the sequence actually continues with
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "sampling/logprobs.h"
+#include "sampling/penalties.h"
+#include "sampling/sampling_params.h"
+
+namespace llamarun {
+
+// Scratch memory for the random-sampling path: vocab_size * 12 bytes (+ 4 with logprobs). A Sampler owns one
+// lazily; an engine that samples many sequences on one thread can share one workspace between them.
+class SamplerWorkspace {
+ public:
+  struct Candidate {
+    float s;     // processed logit; after top-k: (logit - max) / temperature
+    float w;     // exp(s): unnormalised probability
+    int32_t id;  // token id
+  };
+  void reserve(int vocab_size);
+
+ private:
+  friend class Sampler;
+  std::vector<Candidate> cand_;  // [vocab]
+  std::vector<float> raw_;       // [vocab] copy of the raw logits, only when logprobs are requested
+};
+
+class Sampler {
+ public:
+  // Validates params against vocab_size (throws Error naming the bad parameter).
+  Sampler(const SamplingParams& params, int vocab_size);
+
+  // Starts a new sequence: records the prompt for the repetition penalty (ids must be in the
+  // vocabulary, else Error) and re-seeds the generator (same seed -> same draws again).
+  void reset(std::span<const int32_t> prompt);
+
+  // logits: [vocab_size] raw model logits for the next position. Returns the sampled id.
+  // On return, logits holds the processed values (logit_bias and penalties applied; temperature and
+  // filtering are NOT written back). NaN and +-inf logits are never chosen; throws Error when no
+  // logit is finite. Does not record the token: call accept().
+  int32_t sample(float* logits);
+  int32_t sample(float* logits, SamplerWorkspace& ws);
+
+  // The logit processors alone (logit_bias, then repetition, then frequency/presence), in place.
+  void process_logits(float* logits) const;
+
+  // Records a generated token (id in the vocabulary, else Error).
+  void accept(int32_t id);
+
+  // Log-probabilities of the last sample() call, when params.wants_logprobs() (see logprobs.h for
+  // the convention: log_softmax of the raw logits). Empty (chosen.id == -1) otherwise.
+  const SampleLogprobs& last_logprobs() const { return logprobs_; }
+
+  const SamplingParams& params() const { return params_; }
+  int vocab_size() const { return vocab_size_; }
+  // The seed in use (params.seed, or the one drawn from std::random_device).
+  uint64_t seed() const { return seed_; }
+
+ private:
+  int32_t argmax(const float* logits) const;
+  int32_t sample_random(const float* logits, SamplerWorkspace& ws);
+  double uniform01();  // [0, 1), 53 random bits
+
+  SamplingParams params_;
+  int vocab_size_;
+  uint64_t seed_;
+  std::mt19937_64 rng_;
+  PenaltyTracker penalties_;
+  SamplerWorkspace own_ws_;
+  SampleLogprobs logprobs_;
+};
+
+}  // namespace llamarun
