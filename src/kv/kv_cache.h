@@ -2,6 +2,7 @@
 // Layout: k[layer][kv_head][pos][head_dim], v likewise; f32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
