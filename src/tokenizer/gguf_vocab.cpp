@@ -156,7 +156,9 @@ std::unique_ptr<Tokenizer> build_bpe(const Meta& m) {
     fail(m.what, ": tokenizer.ggml.pre '", pre,
          "' is not supported (supported: default, gpt2, smollm, llama-bpe, llama3)");
   }
-  v.unk_id = m.token_id("tokenizer.ggml.unknown_token_id", n);
+  // Validated, but not used for BPE: a byte missing from the vocabulary is dropped, as Hugging Face
+  // tokenizers does for a BPE model without unk_token (byte-level vocabularies have all 256 bytes).
+  (void)m.token_id("tokenizer.ggml.unknown_token_id", n);
   v.bos_id = m.token_id("tokenizer.ggml.bos_token_id", n);
   v.eos_id = m.token_id("tokenizer.ggml.eos_token_id", n);
   v.add_bos = m.boolean("tokenizer.ggml.add_bos_token", false);
