@@ -71,10 +71,10 @@ MODELS = {
                  rms_norm_eps=1e-6, max_position_embeddings=512,
                  rope_scaling={"rope_type": "linear", "factor": 4.0}),
         dtype="bfloat16", seed=1005),
-    # Explicit head_dim 32 != hidden/heads (=16), odd vocabulary 1001.
+    # Explicit head_dim 32 != hidden/heads (=16), odd vocabulary 1001, tied (keeps the fixture small).
     "headdim32_vocab1001": dict(
         cfg=dict(hidden_size=64, intermediate_size=176, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, head_dim=32, vocab_size=1001, tie_word_embeddings=False,
+                 num_key_value_heads=2, head_dim=32, vocab_size=1001, tie_word_embeddings=True,
                  rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=128),
         dtype="float32", seed=1006),
     # bfloat16 MHA, untied, theta 500000.
