@@ -17,6 +17,7 @@
 #include "sampling/sampler.h"
 #include "sampling/sampling_params.h"
 #include "sampling/stop_matcher.h"
+#include "sampling/vocab_kernels.h"
 
 using namespace llamarun;
 
@@ -383,6 +384,197 @@ TEST(SamplingRandom, LargeVocabNucleusAndTopK) {
     auto a = logits, b = logits;
     EXPECT_TRUE(in_nucleus[sp.sample(a.data(), shared)]);
     EXPECT_TRUE(in_top40[sk.sample(b.data())]);
+  }
+}
+
+namespace {
+
+// Reference for the kept set, by a full sort in double precision: order (logit desc, id asc);
+// top-k; softmax over the top-k set at temperature t; top-p = smallest prefix whose mass reaches
+// top_p; min-p = p >= min_p * p_max. `doubtful` marks tokens whose membership depends on rounding
+// (a cumulative mass or a probability ratio within 1e-5 of its threshold).
+struct RefSet {
+  std::vector<bool> keep, doubtful;
+  std::vector<double> p;  // renormalised over keep
+};
+RefSet reference_set(const std::vector<float>& l, double t, int top_k, double top_p, double min_p) {
+  const int v = static_cast<int>(l.size());
+  std::vector<int> order(v);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+  const int k = (top_k > 0 && top_k < v) ? top_k : v;
+  std::vector<double> p(v, 0.0);
+  double z = 0;
+  for (int r = 0; r < k; ++r) z += p[order[r]] = std::exp((l[order[r]] - l[order[0]]) / t);
+  for (auto& x : p) x /= z;
+  RefSet out{std::vector<bool>(v, false), std::vector<bool>(v, false), std::vector<double>(v, 0.0)};
+  double cum = 0;
+  bool reached = false;
+  for (int r = 0; r < k; ++r) {
+    const int id = order[r];
+    const double ratio = p[id] / p[order[0]];
+    const bool in_p = !reached;
+    const double before = cum;
+    cum += p[id];
+    reached = reached || cum >= top_p;
+    const bool in_min = ratio >= min_p;
+    out.keep[id] = in_p && in_min;
+    if ((top_p < 1 && (std::abs(before - top_p) < 1e-5 || std::abs(cum - top_p) < 1e-5)) ||
+        (min_p > 0 && std::abs(ratio - min_p) < 1e-5))
+      out.doubtful[id] = true;
+  }
+  double kept = 0;
+  for (int i = 0; i < v; ++i)
+    if (out.keep[i]) kept += p[i];
+  for (int i = 0; i < v; ++i) out.p[i] = out.keep[i] ? p[i] / kept : 0.0;
+  return out;
+}
+
+}  // namespace
+
+TEST(SamplingRandom, FilterCombinationsMatchReferenceSet) {
+  // Many random (vocab, temperature, top_k, top_p, min_p) cases, on peaked and on flat logits;
+  // every drawn token must be in the reference set (or on a rounding edge of it).
+  std::mt19937 rng(77);
+  const int vocab_sizes[] = {7, 300, 5000, 40000};
+  const int top_ks[] = {0, 0, 1, 3, 50, 1000};
+  const float top_ps[] = {1.0f, 1.0f, 0.05f, 0.5f, 0.9f, 0.99f};
+  const float min_ps[] = {0.0f, 0.0f, 0.01f, 0.2f, 0.9f};
+  const float temps[] = {0.3f, 1.0f, 2.5f};
+  const float scales[] = {0.05f, 1.0f, 4.0f};
+  int cases = 0;
+  for (int v : vocab_sizes) {
+    for (int trial = 0; trial < 24; ++trial) {
+      SamplingParams p;
+      p.temperature = temps[rng() % 3];
+      p.top_k = top_ks[rng() % 6];
+      p.top_p = top_ps[rng() % 6];
+      p.min_p = min_ps[rng() % 5];
+      p.seed = rng();
+      auto logits = random_logits(v, rng, scales[rng() % 3]);
+      if (trial % 4 == 0) logits[rng() % v] = std::numeric_limits<float>::quiet_NaN();
+      if (trial % 5 == 0) logits[rng() % v] = -kInf;
+      std::vector<float> clean = logits;  // the reference sees non-finite logits as absent
+      for (auto& x : clean)
+        if (!std::isfinite(x)) x = -1e30f;
+      const RefSet ref = reference_set(clean, p.temperature, p.top_k, p.top_p, p.min_p);
+      Sampler s(p, v);
+      std::vector<float> buf;
+      for (int d = 0; d < 50; ++d) {
+        buf = logits;
+        const int id = s.sample(buf.data());
+        ASSERT_TRUE(ref.keep[id] || ref.doubtful[id])
+            << "vocab " << v << " T " << p.temperature << " top_k " << p.top_k << " top_p " << p.top_p
+            << " min_p " << p.min_p << ": drew id " << id << " with p " << ref.p[id];
+      }
+      ++cases;
+    }
+  }
+  EXPECT_EQ(cases, 96);
+}
+
+TEST(SamplingRandom, FilterCombinationsMatchReferenceFrequencies) {
+  // Small vocabulary, all filters at once: frequencies follow the renormalised reference.
+  std::mt19937 rng(5);
+  const int draws = 20000;
+  int checked = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    SamplingParams p;
+    p.temperature = trial % 3 == 0 ? 0.6f : 1.4f;
+    p.top_k = trial % 2 ? 6 : 0;
+    p.top_p = trial % 4 < 2 ? 0.8f : 0.95f;
+    p.min_p = trial % 3 == 2 ? 0.05f : 0.0f;
+    p.seed = 1000 + trial;
+    auto logits = random_logits(8, rng, 1.5f);
+    const RefSet ref = reference_set(logits, p.temperature, p.top_k, p.top_p, p.min_p);
+    if (std::find(ref.doubtful.begin(), ref.doubtful.end(), true) != ref.doubtful.end()) continue;
+    const int kept = static_cast<int>(std::count(ref.keep.begin(), ref.keep.end(), true));
+    Sampler s(p, 8);
+    const auto counts = histogram(s, logits, draws);
+    for (int i = 0; i < 8; ++i)
+      if (!ref.keep[i]) EXPECT_EQ(counts[i], 0) << "trial " << trial << " id " << i;
+    if (kept > 1) {
+      EXPECT_LT(chi_square(counts, ref.p, draws), chi2_crit(std::min(kept - 1, 6))) << "trial " << trial;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 8);
+}
+
+TEST(SamplingKernels, FastExpIsAccurate) {
+  double worst = 0;
+  for (float x = -86.0f; x <= 88.0f; x += 0.0137f) {
+    const double ref = std::exp(static_cast<double>(x));
+    worst = std::max(worst, std::abs(fast_expf(x) - ref) / ref);
+  }
+  EXPECT_LT(worst, 2e-7);
+  EXPECT_EQ(fast_expf(0.0f), 1.0f);
+  EXPECT_EQ(fast_expf(-0.0f), 1.0f);
+  EXPECT_EQ(fast_expf(-87.0f), 0.0f);
+  EXPECT_EQ(fast_expf(-kInf), 0.0f);
+  EXPECT_EQ(fast_expf(kNaN), 0.0f);
+  EXPECT_FLOAT_EQ(fast_expf(1000.0f), std::exp(88.0f));
+}
+
+TEST(SamplingKernels, DenseLoopsMatchScalarReferences) {
+  std::mt19937 rng(31);
+  for (int n : {1, 7, 8, 9, 255, 256, 257, 1000, 4099}) {
+    auto x = random_logits(n, rng, 3.0f);
+    if (n > 5) {
+      x[3] = kNaN;
+      x[n - 2] = kInf;  // +inf is not a finite maximum
+      x[1] = -kInf;
+    }
+    float mx = -kInf;
+    int arg = -1;
+    for (int i = 0; i < n; ++i)
+      if (std::isfinite(x[i]) && x[i] > mx) mx = x[i], arg = i;
+    EXPECT_EQ(finite_max(x.data(), n), mx);
+    EXPECT_EQ(finite_argmax(x.data(), n), arg);
+    std::vector<float> w(n);
+    std::vector<double> blocks((n + kBlock - 1) / kBlock);
+    const double z = exp_weights(x.data(), n, mx, 0.7f, w.data(), blocks.data());
+    double zref = 0, bsum = 0;
+    for (int i = 0; i < n; ++i) {
+      // The argument rounded as the kernel computes it (float), then exp in double.
+      const float arg = (x[i] - mx) / 0.7f;
+      const double e = std::isfinite(x[i]) ? std::exp(static_cast<double>(arg)) : 0.0;
+      EXPECT_NEAR(w[i], e, 3e-7 * e + 1e-30) << i;
+      zref += e;
+    }
+    for (double b : blocks) bsum += b;
+    EXPECT_NEAR(z, zref, 1e-6 * zref);
+    EXPECT_EQ(z, bsum);
+    double lse = 0;
+    for (int i = 0; i < n; ++i)
+      if (std::isfinite(x[i])) lse += std::exp(static_cast<double>(x[i]) - mx);
+    EXPECT_NEAR(log_sum_exp_fast(x.data(), n), mx + std::log(lse), 1e-5);
+    // Histogram buckets: every weight lies in [floor(b), floor(b - 1)) of its bucket.
+    std::vector<double> mass(kMassBuckets);
+    mass_histogram(w.data(), n, mass.data());
+    double msum = 0;
+    for (double m : mass) msum += m;
+    EXPECT_NEAR(msum, z, 1e-6 * z);  // float lanes in exp_weights, double sums here
+  }
+  // Ties: the lowest index wins, across lanes and the tail.
+  std::vector<float> t(21, 1.0f);
+  t[13] = t[20] = t[5] = 2.0f;
+  EXPECT_EQ(finite_argmax(t.data(), 21), 5);
+  std::vector<float> none = {kNaN, -kInf, kInf};
+  EXPECT_EQ(finite_argmax(none.data(), 3), -1);
+  EXPECT_EQ(finite_max(none.data(), 3), -kInf);
+  // Bucket floors decrease and bound their buckets.
+  for (int b = 1; b < 40; ++b) {
+    const float hi = mass_bucket_floor(b - 1), lo = mass_bucket_floor(b);
+    EXPECT_LT(lo, hi);
+    std::vector<float> one = {std::nextafter(hi, 0.0f)};
+    std::vector<double> m(kMassBuckets);
+    mass_histogram(one.data(), 1, m.data());
+    EXPECT_GT(m[b], 0.0) << b;
+    one[0] = lo;
+    std::fill(m.begin(), m.end(), 0.0);
+    mass_histogram(one.data(), 1, m.data());
+    EXPECT_GT(m[b], 0.0) << b;
   }
 }
 

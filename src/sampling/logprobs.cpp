@@ -3,33 +3,20 @@
 #include <cmath>
 #include <limits>
 
+#include "sampling/vocab_kernels.h"
+
 namespace llamarun {
 
-float log_sum_exp(const float* logits, int n) {
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  float mx = kNegInf;
-  for (int i = 0; i < n; ++i) {
-    if (logits[i] > mx) mx = logits[i];  // NaN compares false: skipped
-  }
-  if (mx == kNegInf) return kNegInf;
-  if (std::isinf(mx)) return mx;  // +inf dominates
-  double sum = 0.0;
-  for (int i = 0; i < n; ++i) {
-    const float l = logits[i];
-    if (l > kNegInf) sum += std::exp(static_cast<double>(l - mx));
-  }
-  return mx + static_cast<float>(std::log(sum));
-}
+float log_sum_exp(const float* logits, int n) { return log_sum_exp_fast(logits, n); }
 
 void top_logprobs(const float* logits, int n, int top_n, float lse, std::vector<TokenLogprob>& out) {
   out.clear();
   if (top_n <= 0) return;
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   // out holds raw logits in descending order while scanning (a small insertion-sorted list; top_n is
   // at most a few dozen, and most tokens are rejected by the first comparison).
   for (int i = 0; i < n; ++i) {
     const float l = logits[i];
-    if (!(l > kNegInf)) continue;
+    if (!std::isfinite(l)) continue;
     const bool full = static_cast<int>(out.size()) == top_n;
     // Ids arrive in increasing order, so equal logits keep the earlier (lower) id ahead.
     if (full && !(l > out.back().logprob)) continue;

@@ -3,7 +3,7 @@
 // Convention (as vLLM's default "raw" logprobs): they are the log_softmax of the RAW model logits,
 // before logit_bias, penalties, temperature and top-k/top-p/min-p filtering. So they describe what
 // the model predicted, and the chosen token's logprob is finite even when sampling was filtered.
-// NaN logits count as -inf.
+// Non-finite logits (NaN, +-inf) count as -inf, as in the sampler.
 #pragma once
 
 #include <cstdint>
@@ -21,12 +21,12 @@ struct SampleLogprobs {
   std::vector<TokenLogprob> top;  // most likely first (ties: lower id first); size <= top_logprobs
 };
 
-// log(sum_i exp(logits[i])) over logits[0..n), computed stably (max-shifted, double accumulator).
-// -inf when every logit is -inf or NaN.
+// log(sum_i exp(logits[i])) over the finite logits of logits[0..n), computed stably (max-shifted,
+// fast_expf, double accumulation of blocks). -inf when no logit is finite.
 float log_sum_exp(const float* logits, int n);
 
 // Writes the top_n most likely tokens of logits[0..n) into out (cleared first), ordered by
-// logit descending, ties by lower id; tokens whose logit is -inf or NaN are never listed.
+// logit descending, ties by lower id; non-finite logits are never listed.
 // out[i].logprob = logits[id] - lse. Does not allocate when out.capacity() >= top_n.
 void top_logprobs(const float* logits, int n, int top_n, float lse, std::vector<TokenLogprob>& out);
 

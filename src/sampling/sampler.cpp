@@ -1,10 +1,12 @@
 #include "sampling/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
 #include "core/error.h"
+#include "sampling/vocab_kernels.h"
 
 namespace llamarun {
 
@@ -23,7 +25,12 @@ inline bool better(const SamplerWorkspace::Candidate& a, const SamplerWorkspace:
 }  // namespace
 
 void SamplerWorkspace::reserve(int vocab_size) {
-  if (cand_.size() < static_cast<size_t>(vocab_size)) cand_.resize(vocab_size);
+  if (cand_.size() < static_cast<size_t>(vocab_size)) {
+    cand_.resize(vocab_size);
+    w_.resize(vocab_size);
+    blocks_.resize((vocab_size + kBlock - 1) / kBlock);
+    mass_.resize(kMassBuckets);
+  }
 }
 
 Sampler::Sampler(const SamplingParams& params, int vocab_size)
@@ -69,102 +76,292 @@ int32_t Sampler::sample(float* logits, SamplerWorkspace& ws) {
 }
 
 int32_t Sampler::argmax(const float* logits) const {
-  int32_t best = -1;
-  float best_l = -std::numeric_limits<float>::infinity();
-  for (int32_t i = 0; i < vocab_size_; ++i) {
-    const float l = logits[i];
-    // Strict '>' keeps the lowest id on ties; NaN and -inf never win, +inf is excluded explicitly.
-    if (l > best_l && std::isfinite(l)) {
-      best_l = l;
-      best = i;
-    }
-  }
+  const int32_t best = finite_argmax(logits, vocab_size_);  // lowest id on ties
   LLAMARUN_CHECK(best >= 0, "sampler: no finite logit among ", vocab_size_, " (all NaN or infinite)");
   return best;
 }
 
-int32_t Sampler::sample_random(const float* logits, SamplerWorkspace& ws) {
-  using Candidate = SamplerWorkspace::Candidate;
-  ws.reserve(vocab_size_);
-  Candidate* c = ws.cand_.data();
+namespace {
 
-  // Candidates: every finite logit.
+using Candidate = SamplerWorkspace::Candidate;
+
+// Top-k by a single pass with a heap of k candidates whose front is the worst kept one; most tokens
+// are rejected by one comparison. Writes the (unordered) finite top-k into c[0..k); returns how many
+// were written (fewer than k when fewer logits are finite).
+int select_top_k_heap(const float* logits, int vocab, int k, Candidate* c) {
   int n = 0;
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int32_t i = 0; i < vocab_size_; ++i) {
+  for (int32_t i = 0; i < vocab; ++i) {
     const float l = logits[i];
     if (!std::isfinite(l)) continue;
-    c[n++] = {l, 0.0f, i};
-    mx = std::max(mx, l);
-  }
-  LLAMARUN_CHECK(n > 0, "sampler: no finite logit among ", vocab_size_, " (all NaN or infinite)");
-
-  // Top-k on the unscaled logits: c[0..k) become the k best (unordered), O(n).
-  const int k = params_.top_k;
-  if (k > 0 && k < n) {
-    std::nth_element(c, c + k, c + n, better);
-    n = k;
-  }
-
-  // Temperature and unnormalised probabilities; the best token gets s = 0, w = 1.
-  const float t = params_.temperature;
-  double z = 0.0;
-  for (int j = 0; j < n; ++j) {
-    const float s = (c[j].s - mx) / t;
-    c[j].s = s;
-    c[j].w = std::exp(s);
-    z += c[j].w;
-  }
-
-  // Top-p: sort only as long a prefix as needed (growing geometrically) to reach top_p of the mass.
-  if (params_.top_p < 1.0f) {
-    const double target = static_cast<double>(params_.top_p) * z;
-    double cum = 0.0;
-    int sorted = 0;
-    int keep = n;
-    bool found = false;
-    while (!found && sorted < n) {
-      const int next = std::min(n, std::max(64, 2 * sorted));
-      if (next < n) std::nth_element(c + sorted, c + next, c + n, better);
-      std::sort(c + sorted, c + next, better);
-      for (int j = sorted; j < next; ++j) {
-        cum += c[j].w;
-        if (cum >= target) {
-          keep = j + 1;
-          found = true;
-          break;
-        }
-      }
-      sorted = next;
+    if (n < k) {
+      c[n++] = {l, 0.0f, i};
+      std::push_heap(c, c + n, better);
+    } else if (l > c[0].s) {  // equal logit: the later (higher) id is worse, so '>' is exact
+      std::pop_heap(c, c + n, better);
+      c[n - 1] = {l, 0.0f, i};
+      std::push_heap(c, c + n, better);
     }
-    n = keep;
   }
+  return n;
+}
 
-  // Min-p: p / p_max = exp(s - 0) >= min_p  <=>  s >= log(min_p). Stable compaction; the best
-  // token (s = 0) always stays.
-  if (params_.min_p > 0.0f) {
-    const float thr = std::log(params_.min_p);
-    int m = 0;
-    for (int j = 0; j < n; ++j) {
-      if (c[j].s >= thr) c[m++] = c[j];
+// Reorders c[0..n) so that c[0..keep) is the smallest set of best candidates (by `better`) whose
+// weights sum to at least target, and returns keep (n when the target is never reached).
+// Expected O(n): a quickselect that recurses on the side holding the cut.
+int select_nucleus(Candidate* c, int n, double target) {
+  int lo = 0, hi = n;   // the cut lies in (lo, hi]
+  double before = 0.0;  // weight of c[0..lo), all better than c[lo..hi)
+  int budget = 64;      // guards against degenerate pivots: then sort the rest
+  while (hi - lo > 32 && budget-- > 0) {
+    // Median of three as pivot, moved to lo.
+    const int mid = lo + (hi - lo) / 2;
+    Candidate* a = &c[lo];
+    Candidate* b = &c[mid];
+    Candidate* d = &c[hi - 1];
+    if (better(*b, *a)) std::swap(a, b);
+    if (better(*d, *b)) std::swap(b, d);
+    if (better(*b, *a)) std::swap(a, b);
+    std::swap(c[lo], *b);
+    const Candidate pv = c[lo];
+    // Better than the pivot -> c[lo+1..m), worse -> c[m..hi).
+    Candidate* m = std::partition(c + lo + 1, c + hi, [&](const Candidate& x) { return better(x, pv); });
+    const int mi = static_cast<int>(m - c);
+    // Pivot to its final place: c[lo..mi-1) better, c[mi-1] pivot, c[mi..hi) worse.
+    std::swap(c[lo], c[mi - 1]);
+    double mass = 0.0;
+    for (int j = lo; j < mi - 1; ++j) mass += c[j].w;
+    if (before + mass >= target) {
+      hi = mi - 1;
+    } else if (before + mass + pv.w >= target) {
+      return mi;
+    } else {
+      before += mass + pv.w;
+      lo = mi;
     }
-    n = m;
   }
+  std::sort(c + lo, c + hi, better);
+  double cum = before;
+  for (int j = lo; j < hi; ++j) {
+    cum += c[j].w;
+    if (cum >= target) return j + 1;
+  }
+  return hi;  // reached only through rounding (or hi == n: all tokens needed)
+}
 
-  // Draw.
-  double total = 0.0;
-  for (int j = 0; j < n; ++j) total += c[j].w;
-  const double r = uniform01() * total;
+}  // namespace
+
+namespace {
+
+// Draws from w[0..n) (unnormalised, total z = sum of block_sums in order) by finding the block
+// first, then the token inside it.
+int32_t draw_dense(const float* w, const double* block_sums, int n, double z, double u) {
+  const double r = u * z;
+  const int nb = (n + kBlock - 1) / kBlock;
+  double cum = 0.0;
+  int b = 0;
+  while (b < nb - 1 && !(r < cum + block_sums[b])) cum += block_sums[b++];
+  const int begin = b * kBlock, end = std::min(n, begin + kBlock);
+  int last_nonzero = -1;
+  for (int i = begin; i < end; ++i) {
+    if (w[i] <= 0.0f) continue;
+    cum += w[i];
+    last_nonzero = i;
+    if (r < cum) return i;
+  }
+  if (last_nonzero >= 0) return last_nonzero;  // rounding at the end of the block
+  for (int i = n - 1; i >= 0; --i)             // unreachable unless every block before was empty
+    if (w[i] > 0.0f) return i;
+  return 0;
+}
+
+// Sum of c[0..n).w in four interleaved double accumulators (a fixed order: deterministic).
+double sum_weights(const Candidate* c, int n) {
+  double a[4] = {};
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    for (int l = 0; l < 4; ++l) a[l] += c[j + l].w;
+  }
+  for (; j < n; ++j) a[0] += c[j].w;
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+// Draws from the candidates c[0..n) with weights c[j].w summing to total.
+int32_t draw_candidates(const Candidate* c, int n, double total, double u) {
+  const double r = u * total;
   double cum = 0.0;
   for (int j = 0; j < n; ++j) {
     cum += c[j].w;
     if (r < cum) return c[j].id;
   }
-  // Only reachable through rounding: fall back to the last token with non-zero weight.
-  for (int j = n - 1; j > 0; --j) {
+  for (int j = n - 1; j > 0; --j)  // only through rounding
     if (c[j].w > 0.0f) return c[j].id;
-  }
   return c[0].id;
+}
+
+// Applies min-p then top-p to candidates c[0..n) (s = scaled logit, w = exp(s); the best has
+// s = 0). Both keep a prefix of the ranking, so the result is the shorter prefix: min-p is a
+// cheap filter (p / p_max = exp(s) >= min_p <=> s >= log(min_p)) and goes first; the top-p search
+// then only runs when its cut lies inside what min-p kept. z is the mass of the whole (top-k)
+// set, which top-p is relative to. Returns the new count and sets total to its mass.
+int apply_min_p_top_p(Candidate* c, int n, double z, float min_p, float top_p, double& total) {
+  total = 0.0;
+  if (min_p > 0.0f) {
+    const float thr = std::log(min_p);
+    int m = 0;
+    for (int j = 0; j < n; ++j) {
+      if (c[j].s >= thr) {
+        total += c[j].w;
+        c[m++] = c[j];
+      }
+    }
+    n = m;
+  } else {
+    total = sum_weights(c, n);
+  }
+  if (top_p < 1.0f) {
+    const double target = static_cast<double>(top_p) * z;
+    if (total >= target) {
+      const int keep = select_nucleus(c, n, target);
+      if (keep < n) {
+        n = keep;
+        total = sum_weights(c, n);
+      }
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+int32_t Sampler::sample_random(const float* logits, SamplerWorkspace& ws) {
+  ws.reserve(vocab_size_);
+  Candidate* c = ws.cand_.data();
+  const float t = params_.temperature;
+  const float top_p = params_.top_p;
+  const float min_p = params_.min_p;
+  const int k = params_.top_k;
+
+  if (k <= 0 || k >= vocab_size_) {
+    // No top-k: dense weights over the whole vocabulary (vectorized).
+    const float mx = finite_max(logits, vocab_size_);
+    LLAMARUN_CHECK(mx > -std::numeric_limits<float>::infinity(), "sampler: no finite logit among ",
+                   vocab_size_, " (all NaN or infinite)");
+    float* w = ws.w_.data();
+    const double z = exp_weights(logits, vocab_size_, mx, t, w, ws.blocks_.data());
+    if (top_p >= 1.0f && min_p <= 0.0f) return draw_dense(w, ws.blocks_.data(), vocab_size_, z, uniform01());
+
+    // Filters on: gather candidates from a prefix of the ranking that provably holds the result.
+    // For top-p, a mass histogram gives the narrow weight bucket (the "edge") where the cumulative
+    // mass reaches top_p * z: tokens above it are in the nucleus for sure, tokens below it are out.
+    const double target = static_cast<double>(top_p) * z;
+    float floor_w = 0.0f;  // weights below this are out
+    float sure_w = 2.0f;   // weights at or above this are in (when top-p decides)
+    int edge = -1;
+    if (top_p < 1.0f) {
+      double* mass = ws.mass_.data();
+      mass_histogram(w, vocab_size_, mass);
+      double cum = 0.0;
+      for (int b = 0; b < kMassBuckets; ++b) {
+        cum += mass[b];
+        if (cum >= target) {
+          edge = b;
+          floor_w = mass_bucket_floor(b);
+          if (b > 0) sure_w = mass_bucket_floor(b - 1);
+          break;
+        }
+      }
+    }
+    // Min-p keeps p / p_max >= min_p, i.e. (l - mx) / t >= log(min_p): l >= mx + t * log(min_p)
+    // (exactly l == mx for min_p = 1).
+    const float l_min = min_p > 0.0f ? mx + t * std::log(min_p) : -std::numeric_limits<float>::infinity();
+
+    // Branch-free gathering (which side a token lands on is unpredictable): every token is stored
+    // at both the front (sure) and the back (edge) slot, and only the matching count advances.
+    // Weights are >= 0, so their bit patterns compare like the floats.
+    auto gather = [&](float floor, int& n_sure, int& n_edge, double& sure_mass) {
+      const int32_t floor_bits = std::max(1, std::bit_cast<int32_t>(floor));  // also excludes w == 0
+      const int32_t sure_bits = std::bit_cast<int32_t>(sure_w);
+      Candidate* back = c + vocab_size_ - 1;
+      n_sure = n_edge = 0;
+      for (int32_t i = 0; i < vocab_size_; ++i) {
+        const float wi = w[i];
+        const int32_t bits = std::bit_cast<int32_t>(wi);
+        const bool keep = (bits >= floor_bits) & (logits[i] >= l_min);
+        const bool sure = keep & (bits >= sure_bits);
+        const Candidate cand{0.0f, wi, i};  // s is filled in below where it is needed
+        c[n_sure] = cand;
+        back[-n_edge] = cand;
+        n_sure += sure;
+        n_edge += keep & !sure;
+      }
+      sure_mass = sum_weights(c, n_sure);
+      // Edge tokens to follow the sure ones (forward copy: the destination starts first), in id order.
+      std::reverse(c + vocab_size_ - n_edge, c + vocab_size_);
+      std::copy(c + vocab_size_ - n_edge, c + vocab_size_, c + n_sure);
+    };
+    auto fill_s = [&](int from, int to) {
+      for (int j = from; j < to; ++j) c[j].s = (logits[c[j].id] - mx) / t;
+    };
+
+    int n_sure, n_edge;
+    double sure_mass;
+    gather(floor_w, n_sure, n_edge, sure_mass);
+    if (min_p <= 0.0f && edge >= 0 && sure_mass < target) {
+      // Top-p alone: only the edge tokens need ordering.
+      fill_s(n_sure, n_sure + n_edge);
+      const int keep = select_nucleus(c + n_sure, n_edge, target - sure_mass);
+      const double total = sure_mass + sum_weights(c + n_sure, keep);
+      if (total >= target || keep < n_edge) return draw_candidates(c, n_sure + keep, total, uniform01());
+      // Rounding put the cut below the edge bucket: gather everything and decide exactly below.
+    }
+    // General case (min-p on, or a rounding edge): the gathered set already passed min-p; it is
+    // either the min-p set (when its mass stays below target) or contains the nucleus.
+    int n = n_sure + n_edge;
+    double total = sum_weights(c, n);
+    if (top_p < 1.0f && total < target && floor_w > 0.0f && l_min < mx + t * std::log(floor_w)) {
+      // The floor, not min-p, limited the set yet its mass is short of target (rounding): regather.
+      gather(0.0f, n_sure, n_edge, sure_mass);
+      n = n_sure + n_edge;
+      total = sum_weights(c, n);
+    }
+    if (top_p < 1.0f && total >= target) {
+      fill_s(0, n);
+      const int keep = select_nucleus(c, n, target);
+      if (keep < n) {
+        n = keep;
+        total = sum_weights(c, n);
+      }
+    }
+    return draw_candidates(c, n, total, uniform01());
+  }
+
+  // Top-k: the k best finite logits (unordered) become the candidates.
+  int n = 0;
+  if (k <= kHeapTopKMax) {
+    n = select_top_k_heap(logits, vocab_size_, k, c);
+  } else {
+    for (int32_t i = 0; i < vocab_size_; ++i) {
+      const float l = logits[i];
+      if (std::isfinite(l)) c[n++] = {l, 0.0f, i};
+    }
+    if (k < n) {
+      std::nth_element(c, c + k, c + n, better);
+      n = k;
+    }
+  }
+  LLAMARUN_CHECK(n > 0, "sampler: no finite logit among ", vocab_size_, " (all NaN or infinite)");
+  float mx = c[0].s;
+  for (int j = 1; j < n; ++j) mx = std::max(mx, c[j].s);
+  double z = 0.0;
+  for (int j = 0; j < n; ++j) {
+    const float s = (c[j].s - mx) / t;  // the best token gets s = 0, w = 1
+    c[j].s = s;
+    c[j].w = fast_expf(s);
+    z += c[j].w;
+  }
+  double total = z;
+  n = apply_min_p_top_p(c, n, z, min_p, top_p, total);
+  return draw_candidates(c, n, total, uniform01());
 }
 
 }  // namespace llamarun

@@ -18,8 +18,8 @@
 
 namespace llamarun {
 
-// Scratch memory for the random-sampling path: vocab_size * 12 bytes (+ 4 with logprobs). A Sampler owns one
-// lazily; an engine that samples many sequences on one thread can share one workspace between them.
+// Scratch memory for the random-sampling path: about vocab_size * 16 bytes (+ 4 with logprobs). A Sampler
+// owns one lazily; an engine that samples many sequences on one thread can share one workspace between them.
 class SamplerWorkspace {
  public:
   struct Candidate {
@@ -32,6 +32,9 @@ class SamplerWorkspace {
  private:
   friend class Sampler;
   std::vector<Candidate> cand_;  // [vocab]
+  std::vector<float> w_;         // [vocab] dense unnormalised probabilities (no top-k)
+  std::vector<double> blocks_;   // [ceil(vocab / kBlock)] block sums of w_
+  std::vector<double> mass_;     // [kMassBuckets] mass histogram of w_ (top-p without top-k)
   std::vector<float> raw_;       // [vocab] copy of the raw logits, only when logprobs are requested
 };
 
@@ -67,6 +70,9 @@ class Sampler {
   uint64_t seed() const { return seed_; }
 
  private:
+  // top_k up to this uses a one-pass heap; larger values use nth_element over all candidates.
+  static constexpr int kHeapTopKMax = 256;
+
   int32_t argmax(const float* logits) const;
   int32_t sample_random(const float* logits, SamplerWorkspace& ws);
   double uniform01();  // [0, 1), 53 random bits

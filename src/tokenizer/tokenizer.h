@@ -45,6 +45,16 @@ class Tokenizer {
   // "spm" or "bpe"
   virtual const char* kind() const = 0;
 
+  // True when, at the start of decoded text, this token's leading space is dropped (sentencepiece
+  // removes the space that its dummy prefix added). Used by decode() and StreamDecoder.
+  virtual bool strips_leading_space(int32_t id) const { return false; }
+  // How decode()/StreamDecoder replace invalid UTF-8 with U+FFFD: one per invalid byte
+  // (sentencepiece) or one per maximal ill-formed subsequence (Hugging Face tokenizers).
+  bool repairs_per_byte() const { return repair_per_byte_; }
+  // True when a control token between byte tokens ends the byte run (sentencepiece repairs each
+  // run of byte tokens on its own); false when control tokens are simply skipped (HF).
+  bool control_breaks_bytes() const { return control_breaks_bytes_; }
+
   void set_bos(int id) { bos_id_ = id; }
   void set_eos(int id);
   void set_add_bos(bool b) { add_bos_ = b; }
@@ -57,6 +67,11 @@ class Tokenizer {
   bool add_bos_ = false;
   std::vector<int32_t> stop_ids_;
   std::vector<uint8_t> control_;  // per id: 1 when a control/special token
+  bool repair_per_byte_ = false;
+  bool control_breaks_bytes_ = false;
+
+  // Adds eos and the known end-of-turn tokens present in the vocabulary to stop_ids_.
+  void init_stop_ids();
 };
 
 // Loads a tokenizer from a file: `tokenizer.model` (SentencePiece protobuf) or `tokenizer.json`
@@ -68,7 +83,16 @@ std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path);
 std::unique_ptr<Tokenizer> load_tokenizer_dir(const std::string& dir);
 
 // Builds the tokenizer embedded in a GGUF file (tokenizer.ggml.model = "llama" or "gpt2").
+// "llama": tokens, scores, token_type, bos/eos/unknown_token_id, add_bos_token, add_space_prefix.
+// "gpt2": tokens, merges, token_type (3 = control -> special, 4 = user-defined -> added token),
+// tokenizer.ggml.pre selecting the pre-tokenizer ("smollm", "llama-bpe"/"llama3", "gpt2"/"default").
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const WeightMap& wm);
+
+// The same builders on in-memory content (`what` names the source in error messages).
+// A tokenizer.json (Hugging Face tokenizers) with a byte-level BPE model.
+std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view json_text, const std::string& what);
+// A serialized sentencepiece ModelProto (BPE type).
+std::unique_ptr<Tokenizer> tokenizer_from_spm_proto(std::string_view proto, const std::string& what);
 
 // Streaming detokenisation: push ids one at a time and get back only complete UTF-8 text; bytes of
 // a character split across tokens are held until the character is complete. Never emits a broken

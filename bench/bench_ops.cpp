@@ -1,0 +1,233 @@
+// Op microbenchmarks against the machine's measured limits:
+//  - gemv (decode, M = 1 and 4): weight bytes/s against the measured read bandwidth. The weights
+//    cycle through copies totalling >= 256 MiB so they come from DRAM, not the last-level cache.
+//  - gemm (prefill, M = 512, N = K = 2048): FLOP/s against the measured f32 FMA peak, or the bf16
+//    dot peak for the bf16-activation path.
+//  - the small ops of the forward pass.
+// Peaks are measured at start-up in the same run (all OpenMP threads) and printed; each benchmark
+// runs 5 repetitions and reports mean/median/stddev. LLAMARUN_BENCH_BW_MIB sets the bandwidth
+// probe's buffer (default 1024).
+#include <benchmark/benchmark.h>
+#include <omp.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cpu/machine_peak.h"
+#include "backends/cpu/simd_level.h"
+#include "core/dtype.h"
+#include "ops/matmul.h"
+
+using namespace llamarun;
+using cpu::SimdLevel;
+
+namespace {
+
+struct Peaks {
+  double read_gbs = 0, fp32_gflops = 0, bf16_gflops = 0;
+};
+Peaks g_peaks;  // measured once in main, before any benchmark runs
+
+std::vector<float> randn(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// `copies` copies of one random N x K matrix of dtype t, back to back.
+struct WeightPool {
+  DType dtype;
+  int64_t N, K;
+  int copies;
+  size_t matrix_bytes;
+  std::vector<uint8_t> bytes;
+  WeightView view(int i) const { return WeightView{dtype, N, K, bytes.data() + size_t(i) * matrix_bytes}; }
+};
+
+// Keeps only the most recently used pool alive, to bound memory.
+const WeightPool& get_pool(DType t, int64_t N, int64_t K, size_t min_total_bytes) {
+  static std::unique_ptr<WeightPool> pool;
+  const size_t mb = dtype_row_bytes(t, K) * size_t(N);
+  const int copies = int((min_total_bytes + mb - 1) / mb);
+  if (pool && pool->dtype == t && pool->N == N && pool->K == K && pool->copies >= copies) return *pool;
+  pool.reset();
+  auto p = std::make_unique<WeightPool>(WeightPool{t, N, K, copies, mb, {}});
+  p->bytes.resize(mb * size_t(copies));
+  const std::vector<float> src = randn(size_t(K), 42);
+  std::vector<float> row(static_cast<size_t>(K));
+  std::mt19937 rng(7);
+  for (int64_t n = 0; n < N; ++n) {  // rows: a shuffled, rescaled base row (quantising is the slow part)
+    const float s = 0.5f + float(rng() % 1000) * 1e-3f;
+    const size_t off = rng() % size_t(K);
+    for (int64_t k = 0; k < K; ++k) row[size_t(k)] = s * src[(size_t(k) + off) % size_t(K)];
+    quantize_row(t, row.data(), p->bytes.data() + size_t(n) * dtype_row_bytes(t, K), K);
+  }
+  for (int c = 1; c < copies; ++c) std::memcpy(p->bytes.data() + size_t(c) * mb, p->bytes.data(), mb);
+  pool = std::move(p);
+  return *pool;
+}
+
+void BM_Gemv(benchmark::State& state, DType t, SimdLevel level, int64_t M, int64_t N, int64_t K) {
+  const WeightPool& pool = get_pool(t, N, K, size_t(256) << 20);
+  const std::vector<float> x = randn(size_t(M * K), 1);
+  std::vector<float> y(size_t(M * N));
+  int i = 0;
+  for (auto _ : state) {
+    matmul_at_level(level, pool.view(i), x.data(), M, y.data());
+    i = (i + 1) % pool.copies;
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double bytes = double(pool.matrix_bytes), flops = 2.0 * double(M * N * K);
+  using C = benchmark::Counter;
+  state.counters["weight_B/s"] = C(bytes, C::kIsIterationInvariantRate, C::kIs1000);
+  state.counters["FLOP/s"] = C(flops, C::kIsIterationInvariantRate, C::kIs1000);
+  state.counters["frac_of_read_bw"] = C(bytes / (g_peaks.read_gbs * 1e9), C::kIsIterationInvariantRate);
+}
+
+void BM_Gemm(benchmark::State& state, DType t, SimdLevel level, bool bf16_act, int64_t M, int64_t N,
+             int64_t K) {
+  const WeightPool& pool = get_pool(t, N, K, 0);
+  const std::vector<float> x = randn(size_t(M * K), 1);
+  std::vector<float> y(size_t(M * N));
+  MatmulOptions opt;
+  opt.bf16_activations = bf16_act;
+  for (auto _ : state) {
+    matmul_at_level(level, pool.view(0), x.data(), M, y.data(), opt);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * double(M * N * K);
+  const bool bf_path = bf16_act && t == DType::BF16 && level == SimdLevel::kAvx512Bf16;
+  const double peak = bf_path ? g_peaks.bf16_gflops : g_peaks.fp32_gflops;
+  using C = benchmark::Counter;
+  state.counters["FLOP/s"] = C(flops, C::kIsIterationInvariantRate, C::kIs1000);
+  state.counters[bf_path ? "frac_of_bf16_peak" : "frac_of_fp32_peak"] =
+      C(flops / (peak * 1e9), C::kIsIterationInvariantRate);
+}
+
+void BM_RmsNorm(benchmark::State& state, SimdLevel level, int64_t rows, int64_t D) {
+  const std::vector<float> x = randn(size_t(rows * D), 1), w = randn(size_t(D), 2);
+  std::vector<float> y(size_t(rows * D));
+  const cpu::CpuKernels& k = cpu::kernels_for(level);
+  for (auto _ : state) {
+    k.rms_norm(x.data(), DType::F32, w.data(), 1e-5f, rows, D, y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * rows * D * 8);
+}
+
+void BM_SiluMul(benchmark::State& state, SimdLevel level, int64_t n) {
+  const std::vector<float> g = randn(size_t(n), 1), u = randn(size_t(n), 2);
+  std::vector<float> y(static_cast<size_t>(n));
+  const cpu::CpuKernels& k = cpu::kernels_for(level);
+  for (auto _ : state) {
+    k.silu_mul(g.data(), u.data(), y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * n);
+}
+
+void BM_Softmax(benchmark::State& state, SimdLevel level, int64_t n) {
+  const std::vector<float> x0 = randn(size_t(n), 1);
+  std::vector<float> x = x0;
+  const cpu::CpuKernels& k = cpu::kernels_for(level);
+  for (auto _ : state) {
+    k.softmax(x.data(), n);
+    benchmark::DoNotOptimize(x.data());
+  }
+  state.SetItemsProcessed(int64_t(state.iterations()) * n);
+}
+
+void BM_Dot(benchmark::State& state, SimdLevel level, int64_t n) {
+  const std::vector<float> a = randn(size_t(n), 1), b = randn(size_t(n), 2);
+  const cpu::CpuKernels& k = cpu::kernels_for(level);
+  for (auto _ : state) benchmark::DoNotOptimize(k.dot(a.data(), b.data(), n));
+  state.SetItemsProcessed(int64_t(state.iterations()) * n);
+}
+
+const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1};
+
+void register_all() {
+  const SimdLevel top = cpu::detected_simd_level();
+  std::vector<SimdLevel> levels;  // SIMD levels worth comparing: avx2 .. top (+ scalar for gemv)
+  for (int l = 0; l <= int(top); ++l)
+    if (SimdLevel(l) != SimdLevel::kAvx512Bf16) levels.push_back(SimdLevel(l));
+  auto reg = [](const std::string& name, auto fn) {
+    return benchmark::RegisterBenchmark(name.c_str(), fn)
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond)
+        ->Repetitions(5)
+        ->ReportAggregatesOnly(true)
+        ->MinTime(0.2);
+  };
+  for (DType t : kDtypes)
+    for (int64_t M : {1, 4})
+      for (SimdLevel l : levels) {
+        const std::string name = std::string("gemv/") + dtype_name(t) + "/M=" + std::to_string(M) +
+                                 "/N=4096/K=4096/" + cpu::simd_level_str(l);
+        reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, l, M, 4096, 4096); });
+      }
+  for (DType t : kDtypes)
+    for (SimdLevel l : levels) {
+      if (l == SimdLevel::kScalar) continue;
+      const std::string name =
+          std::string("gemm/") + dtype_name(t) + "/M=512/N=2048/K=2048/" + cpu::simd_level_str(l);
+      reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, l, false, 512, 2048, 2048); });
+    }
+  if (top == SimdLevel::kAvx512Bf16) {
+    reg("gemm/bf16/M=512/N=2048/K=2048/avx512bf16-bf16act",
+        [](benchmark::State& s) { BM_Gemm(s, DType::BF16, SimdLevel::kAvx512Bf16, true, 512, 2048, 2048); });
+    reg("gemm/bf16/M=64/N=2048/K=2048/avx512bf16-bf16act",
+        [](benchmark::State& s) { BM_Gemm(s, DType::BF16, SimdLevel::kAvx512Bf16, true, 64, 2048, 2048); });
+  }
+  for (DType t : {DType::F32, DType::Q4_1}) {
+    const std::string name =
+        std::string("gemm/") + dtype_name(t) + "/M=64/N=2048/K=2048/" + cpu::simd_level_str(top);
+    reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 64, 2048, 2048); });
+  }
+  for (SimdLevel l : {SimdLevel::kScalar, top}) {
+    const std::string suffix = std::string("/") + cpu::simd_level_str(l);
+    reg("rms_norm/rows=1/D=2048" + suffix, [=](benchmark::State& s) { BM_RmsNorm(s, l, 1, 2048); });
+    reg("silu_mul/n=5632" + suffix, [=](benchmark::State& s) { BM_SiluMul(s, l, 5632); });
+    reg("softmax/n=1024" + suffix, [=](benchmark::State& s) { BM_Softmax(s, l, 1024); });
+    reg("dot/n=64" + suffix, [=](benchmark::State& s) { BM_Dot(s, l, 64); });
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  const int threads = omp_get_max_threads();
+  size_t bw_mib = 1024;
+  if (const char* e = std::getenv("LLAMARUN_BENCH_BW_MIB")) bw_mib = size_t(std::strtoull(e, nullptr, 10));
+  g_peaks.read_gbs = cpu::measure_read_bandwidth_gbs(threads, bw_mib << 20);
+  g_peaks.fp32_gflops = cpu::measure_fp32_peak_gflops(threads);
+  g_peaks.bf16_gflops = cpu::measure_bf16_peak_gflops(threads);
+  std::printf(
+      "machine peaks (%d threads, SIMD %s): read bandwidth %.2f GB/s, fp32 FMA %.1f GFLOP/s, bf16 dot %.1f "
+      "GFLOP/s\n",
+      threads, cpu::simd_level_str(cpu::detected_simd_level()), g_peaks.read_gbs, g_peaks.fp32_gflops,
+      g_peaks.bf16_gflops);
+  std::fflush(stdout);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f", g_peaks.read_gbs);
+  benchmark::AddCustomContext("peak_read_GBps", buf);
+  std::snprintf(buf, sizeof buf, "%.1f", g_peaks.fp32_gflops);
+  benchmark::AddCustomContext("peak_fp32_GFLOPs", buf);
+  std::snprintf(buf, sizeof buf, "%.1f", g_peaks.bf16_gflops);
+  benchmark::AddCustomContext("peak_bf16_GFLOPs", buf);
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,65 @@
+// The CPU backend's kernel table: one set of function pointers per SIMD level, picked once.
+// The op front-ends in src/ops/ check shapes and dtypes, then call through this table; the
+// per-level entry points are visible here so parity tests can run every level the CPU has.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "backends/cpu/simd_level.h"
+#include "core/dtype.h"
+
+namespace llamarun::cpu {
+
+// y[m, n] = sum_k x[m, k] * W[n, k]  (m < M, n < N, k < K).
+struct MatmulArgs {
+  DType dtype = DType::F32;
+  const uint8_t* w = nullptr;  // N rows of w_row_bytes bytes; K % block size == 0
+  size_t w_row_bytes = 0;
+  int64_t N = 0, K = 0;
+  const float* x = nullptr;  // M x K, row-major
+  int64_t M = 0;
+  float* y = nullptr;  // M x N, row-major
+  // BF16 weights only, large M only, AVX512_BF16 only: round x to bf16 and use vdpbf16ps.
+  bool bf16_dot = false;
+};
+
+struct CpuKernels {
+  SimdLevel level;
+  bool has_bf16_dot;  // matmul honours MatmulArgs::bf16_dot
+  void (*matmul)(const MatmulArgs& a);
+  // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w[:]; x, out: rows x D; w: D values of wt
+  // (F32/F16/BF16). out may equal x.
+  void (*rms_norm)(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out);
+  // out[i] = silu(gate[i]) * up[i]; out may equal gate or up.
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  // x[0..n) = softmax(x[0..n)); -inf entries become 0. n >= 1.
+  void (*softmax)(float* x, int64_t n);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // y[i] += a * x[i]
+  void (*axpy)(float a, const float* x, float* y, int64_t n);
+};
+
+// The table for `level`; level must not exceed detected_simd_level() (checked: throws Error).
+const CpuKernels& kernels_for(SimdLevel level);
+// The table for active_simd_level().
+const CpuKernels& active_kernels();
+
+// Per-ISA implementations (kernels_*.cpp / matmul_*.cpp).
+void matmul_scalar(const MatmulArgs& a);
+void matmul_avx2(const MatmulArgs& a);
+void matmul_avx512(const MatmulArgs& a);
+
+void rms_norm_scalar(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out);
+void silu_mul_scalar(const float* gate, const float* up, float* out, int64_t n);
+void softmax_scalar(float* x, int64_t n);
+float dot_scalar(const float* a, const float* b, int64_t n);
+void axpy_scalar(float a, const float* x, float* y, int64_t n);
+
+void rms_norm_avx2(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out);
+void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n);
+void softmax_avx2(float* x, int64_t n);
+float dot_avx2(const float* a, const float* b, int64_t n);
+void axpy_avx2(float a, const float* x, float* y, int64_t n);
+
+}  // namespace llamarun::cpu

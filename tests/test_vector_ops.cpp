@@ -1,0 +1,148 @@
+// Parity of the small forward-pass ops (rms_norm, silu_mul, softmax, dot, axpy): every SIMD level
+// this CPU has against the scalar reference, plus a few values checked by hand.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "backends/cpu/kernels.h"
+#include "core/error.h"
+#include "core/fp16.h"
+#include "ops/activation.h"
+#include "ops/rms_norm.h"
+#include "ops/softmax.h"
+#include "ops/vector_ops.h"
+
+using namespace llamarun;
+using cpu::SimdLevel;
+
+namespace {
+
+std::vector<const cpu::CpuKernels*> all_tables() {
+  std::vector<const cpu::CpuKernels*> v;
+  for (int l = 0; l <= int(cpu::detected_simd_level()); ++l) v.push_back(&cpu::kernels_for(SimdLevel(l)));
+  return v;
+}
+
+std::vector<float> randn(int64_t n, uint32_t seed, float scale = 1.f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+const int64_t kSizes[] = {1, 7, 8, 9, 16, 31, 64, 100, 576, 1001};
+
+TEST(RmsNorm, MatchesReferenceAllLevels) {
+  const float eps = 1e-5f;
+  for (int64_t D : kSizes) {
+    const int64_t rows = 3;
+    const std::vector<float> x = randn(rows * D, uint32_t(D), 2.f);
+    const std::vector<float> wf = randn(D, uint32_t(D) + 1);
+    std::vector<uint16_t> w16(static_cast<size_t>(D)), wb16(static_cast<size_t>(D));
+    for (int64_t i = 0; i < D; ++i) w16[i] = f32_to_f16(wf[i]), wb16[i] = f32_to_bf16(wf[i]);
+    const std::pair<DType, const void*> weights[] = {
+        {DType::F32, wf.data()}, {DType::F16, w16.data()}, {DType::BF16, wb16.data()}};
+    for (auto [wt, wp] : weights) {
+      std::vector<float> ref(x.size()), out(x.size());
+      cpu::rms_norm_scalar(x.data(), wt, wp, eps, rows, D, ref.data());
+      for (const cpu::CpuKernels* k : all_tables()) {
+        k->rms_norm(x.data(), wt, wp, eps, rows, D, out.data());
+        for (size_t i = 0; i < out.size(); ++i)
+          ASSERT_NEAR(out[i], ref[i], 2e-6 * (std::fabs(ref[i]) + 1e-3))
+              << "D=" << D << " dtype=" << dtype_name(wt) << " level=" << cpu::simd_level_str(k->level)
+              << " i=" << i;
+      }
+    }
+  }
+}
+
+TEST(RmsNorm, KnownValuesAndInPlace) {
+  // x = (3, 4): mean square = 12.5; w = (1, 2).
+  std::vector<float> x = {3.f, 4.f};
+  const float w[2] = {1.f, 2.f};
+  rms_norm(x.data(), WeightView{DType::F32, 1, 2, w}, 0.f, 1, 2, x.data());
+  EXPECT_NEAR(x[0], 3.f / std::sqrt(12.5f), 1e-6);
+  EXPECT_NEAR(x[1], 8.f / std::sqrt(12.5f), 1e-6);
+  EXPECT_THROW(rms_norm(x.data(), WeightView{DType::F32, 1, 3, w}, 0.f, 1, 2, x.data()), Error);
+  EXPECT_THROW(rms_norm(x.data(), WeightView{DType::Q8_0, 1, 32, w}, 0.f, 1, 32, x.data()), Error);
+}
+
+TEST(SiluMul, MatchesReferenceAllLevels) {
+  for (int64_t n : kSizes) {
+    std::vector<float> g = randn(n, uint32_t(n), 6.f), u = randn(n, uint32_t(n) + 7);
+    if (n >= 9) g[0] = 100.f, g[1] = -100.f, g[2] = 0.f, g[3] = -88.f, g[4] = 89.f;
+    std::vector<float> ref(static_cast<size_t>(n)), out(static_cast<size_t>(n));
+    cpu::silu_mul_scalar(g.data(), u.data(), ref.data(), n);
+    for (const cpu::CpuKernels* k : all_tables()) {
+      k->silu_mul(g.data(), u.data(), out.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(out[i], ref[i], 1e-6 * std::fabs(ref[i]) + 1e-30)
+            << "n=" << n << " g=" << g[i] << " level=" << cpu::simd_level_str(k->level);
+    }
+  }
+  const float g = 1.5f, u = 2.f;
+  float o;
+  silu_mul(&g, &u, &o, 1);
+  EXPECT_NEAR(o, 1.5 / (1 + std::exp(-1.5)) * 2, 1e-6);
+}
+
+TEST(Softmax, MatchesReferenceAllLevels) {
+  const float ninf = -std::numeric_limits<float>::infinity();
+  for (int64_t n : kSizes) {
+    std::vector<float> x = randn(n, uint32_t(n), 5.f);
+    for (auto& v : x) v += 1000.f;  // needs the max subtraction
+    if (n >= 9) x[1] = ninf, x[n - 1] = ninf;
+    std::vector<float> ref = x;
+    cpu::softmax_scalar(ref.data(), n);
+    double total = 0;
+    for (float v : ref) total += v;
+    EXPECT_NEAR(total, 1.0, 1e-5);
+    for (const cpu::CpuKernels* k : all_tables()) {
+      std::vector<float> out = x;
+      k->softmax(out.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(out[i], ref[i], 1e-6 * std::fabs(ref[i]) + 1e-9)
+            << "n=" << n << " i=" << i << " level=" << cpu::simd_level_str(k->level);
+      if (n >= 9) {
+        EXPECT_EQ(out[1], 0.f);
+        EXPECT_EQ(out[n - 1], 0.f);
+      }
+    }
+  }
+  std::vector<float> all_masked(5, ninf);
+  softmax_inplace(all_masked.data(), 5);
+  for (float v : all_masked) EXPECT_EQ(v, 0.f);
+  std::vector<float> two = {0.f, std::log(3.f)};
+  softmax_inplace(two.data(), 2);
+  EXPECT_NEAR(two[0], 0.25f, 1e-7);
+  EXPECT_NEAR(two[1], 0.75f, 1e-7);
+}
+
+TEST(DotAxpy, MatchesReferenceAllLevels) {
+  for (int64_t n : kSizes) {
+    const std::vector<float> a = randn(n, uint32_t(n)), b = randn(n, uint32_t(n) + 3);
+    double abs_sum = 0;
+    for (int64_t i = 0; i < n; ++i) abs_sum += std::fabs(double(a[i]) * b[i]);
+    const float ref = cpu::dot_scalar(a.data(), b.data(), n);
+    std::vector<float> yref = b;
+    cpu::axpy_scalar(0.37f, a.data(), yref.data(), n);
+    for (const cpu::CpuKernels* k : all_tables()) {
+      EXPECT_NEAR(k->dot(a.data(), b.data(), n), ref, 1e-6 * abs_sum + 1e-30) << "n=" << n;
+      std::vector<float> y = b;
+      k->axpy(0.37f, a.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_NEAR(y[i], yref[i], 1e-6 * (std::fabs(b[i]) + std::fabs(0.37f * a[i]))) << "n=" << n;
+    }
+  }
+  const float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
+  EXPECT_EQ(dot_f32(a, b, 3), 32.f);
+  float y[3] = {1, 1, 1};
+  axpy_f32(2.f, a, y, 3);
+  EXPECT_EQ(y[2], 7.f);
+}
+
+}  // namespace
