@@ -106,9 +106,9 @@ int cmd_bench(int argc, char** argv) {
   if (ctx > c.max_position) fail("bench needs a context of ", ctx, " tokens but the model allows ", c.max_position);
 
   std::fprintf(stderr, "bench: measuring machine limits (%d threads, SIMD %s)...\n", threads, simd_level_name());
-  const double bw = measure_read_bandwidth_gbs(threads);
-  const double f32_peak = measure_fp32_peak_gflops(threads);
-  const double bf16_peak = measure_bf16_peak_gflops(threads);
+  const double bw = cpu::measure_read_bandwidth_gbs(threads);
+  const double f32_peak = cpu::measure_fp32_peak_gflops(threads);
+  const double bf16_peak = cpu::measure_bf16_peak_gflops(threads);
 
   KVCache kv = m->llama->make_cache(ctx);
   std::vector<float> logits(size_t(std::min(pp, 512)) * c.vocab_size);

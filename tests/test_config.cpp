@@ -265,8 +265,7 @@ TEST(ConfigGguf, Errors) {
   }
 }
 
-// Llama 3 scaling baked into rope_freqs.weight is recovered; the factors here are computed the way
-// llama.cpp's convert_hf_to_gguf.py computes them.
+// rope_freqs.weight (llama.cpp bakes Llama 3 scaling into it) is read as per-dimension divisors.
 TEST(ConfigGguf, Llama3RopeFreqs) {
   WeightMap wm = tiny_gguf_meta();
   const int hd = 16;
@@ -290,11 +289,12 @@ TEST(ConfigGguf, Llama3RopeFreqs) {
   t.nbytes = f.size() * 4;
   wm.tensors[t.name] = t;
   LlamaConfig c = config_from_gguf(wm, "m.gguf");
-  EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::kLlama3);
-  EXPECT_FLOAT_EQ(c.rope_scaling.factor, 8.f);
-  EXPECT_EQ(c.rope_scaling.original_max_position, 8192);
-  f[3] *= 1.5f;  // no longer a Llama 3 curve
-  EXPECT_NE(gguf_cfg_error(wm).find("rope_freqs.weight"), std::string::npos);
+  EXPECT_EQ(c.rope_scaling.type, RopeScaling::Type::kNone);
+  ASSERT_EQ(c.rope_freq_factors.size(), size_t(hd / 2));
+  for (int i = 0; i < hd / 2; ++i) EXPECT_EQ(c.rope_freq_factors[i], f[i]);
+  f[3] = -1.0f;
+  EXPECT_NE(gguf_cfg_error(wm).find("rope_freqs.weight[3] = -1 is not positive"), std::string::npos);
+  f[3] = 1.0f;
   wm.tensors[t.name].shape = {3};
   EXPECT_NE(gguf_cfg_error(wm).find("rope_freqs.weight must be f32 [8]"), std::string::npos);
 }

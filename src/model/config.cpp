@@ -210,48 +210,18 @@ int to_int(int64_t v, const std::string& key, const std::string& where) {
   return int(v);
 }
 
-// Llama 3 rope scaling factor for one frequency (the formula of transformers' _compute_llama3_parameters,
-// expressed as the divisor applied to the frequency).
-double llama3_factor(double inv_freq, const RopeScaling& rs) {
-  const double pi = 3.14159265358979323846;
-  double wavelen = 2 * pi / inv_freq;
-  double low_wavelen = rs.original_max_position / rs.low_freq_factor;
-  double high_wavelen = rs.original_max_position / rs.high_freq_factor;
-  if (wavelen < high_wavelen) return 1.0;
-  if (wavelen > low_wavelen) return rs.factor;
-  double smooth = (rs.original_max_position / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
-  return 1.0 / ((1.0 - smooth) / rs.factor + smooth);
-}
-
-// Recovers Llama 3 scaling parameters from GGUF's baked per-dimension `rope_freqs.weight`.
-RopeScaling fit_llama3_rope(const TensorInfo& t, const LlamaConfig& c, int64_t orig_ctx, const std::string& where) {
+// GGUF's `rope_freqs.weight` (llama.cpp bakes Llama 3 scaling into it): per-dimension divisors of
+// the RoPE frequencies, applied as they are.
+std::vector<float> read_rope_freq_factors(const TensorInfo& t, const LlamaConfig& c, const std::string& where) {
   const int64_t half = c.head_dim / 2;
   if (t.dtype != DType::F32 || t.shape.size() != 1 || t.shape[0] != half)
     fail(where, ": rope_freqs.weight must be f32 [", half, "] (head_dim / 2), got ", dtype_name(t.dtype), " with ",
          t.shape.size(), " dims");
   const float* f = static_cast<const float*>(t.data);
-  float max_f = 0;
-  for (int64_t i = 0; i < half; ++i) {
-    if (!std::isfinite(f[i]) || f[i] <= 0) fail(where, ": rope_freqs.weight[", i, "] = ", f[i], " is not positive");
-    max_f = std::max(max_f, f[i]);
-  }
-  RopeScaling rs;
-  rs.type = RopeScaling::Type::kLlama3;
-  rs.factor = max_f;
-  const int64_t candidates[] = {orig_ctx, 8192, 4096, 16384, 32768, 2048};
-  for (int64_t orig : candidates) {
-    if (orig <= 0) continue;
-    rs.original_max_position = int(orig);
-    bool ok = true;
-    for (int64_t i = 0; i < half && ok; ++i) {
-      double inv = std::pow(double(c.rope_theta), -2.0 * double(i) / double(c.head_dim));
-      double want = llama3_factor(inv, rs);
-      ok = std::fabs(want - f[i]) <= 1e-3 * want;
-    }
-    if (ok) return rs;
-  }
-  fail(where, ": rope_freqs.weight holds per-dimension rope factors that match no Llama 3 scaling "
-       "(low_freq_factor 1, high_freq_factor 4); such rope scaling is not supported");
+  std::vector<float> out(f, f + half);
+  for (int64_t i = 0; i < half; ++i)
+    if (!std::isfinite(out[i]) || out[i] <= 0) fail(where, ": rope_freqs.weight[", i, "] = ", out[i], " is not positive");
+  return out;
 }
 
 LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where);
@@ -341,7 +311,7 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
   if (const TensorInfo* rf = wm.find("rope_freqs.weight")) {
     if (c.rope_scaling.type != RopeScaling::Type::kNone)
       fail(where, ": both rope_freqs.weight and llama.rope.scaling.type are given");
-    c.rope_scaling = fit_llama3_rope(*rf, c, meta_int(wm, p + "rope.scaling.original_context_length", 0), where);
+    c.rope_freq_factors = read_rope_freq_factors(*rf, c, where);
     c.validate(where);
   }
   return c;

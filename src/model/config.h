@@ -36,6 +36,8 @@ struct LlamaConfig {
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   RopeLayout rope_layout = RopeLayout::kHalf;
+  // GGUF `rope_freqs.weight` (head_dim/2 values): inv_freq[i] /= rope_freq_factors[i]; empty = none.
+  std::vector<float> rope_freq_factors;
   bool tie_embeddings = false;
   int bos_id = -1;
   std::vector<int> eos_ids;

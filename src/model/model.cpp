@@ -13,9 +13,6 @@ namespace llamarun {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
 
 std::string exe_dir() {
   char buf[4096];

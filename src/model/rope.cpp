@@ -35,6 +35,8 @@ std::vector<float> rope_inv_freq(const LlamaConfig& cfg) {
       }
     }
   }
+  if (!cfg.rope_freq_factors.empty())
+    for (int i = 0; i < dim / 2; ++i) inv[i] /= cfg.rope_freq_factors[i];
   return inv;
 }
 
