@@ -64,9 +64,9 @@ std::string render_llama2(const std::vector<ChatMessage>& msgs) {
     std::string content = m.content;
     if (i == first && has_system) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content;
     if (m.role == "user") {
-      out += "<s>[INST] " + py_strip(content) + " [/INST]";
+      out.append("<s>[INST] ").append(py_strip(content)).append(" [/INST]");
     } else {
-      out += " " + py_strip(content) + " </s>";
+      out.append(" ").append(py_strip(content)).append(" </s>");
     }
   }
   return out;
