@@ -29,12 +29,14 @@ TEST(TokenizerChat, MatchesJinjaTemplates) {
   const std::string smol_template = j["chatml_template"].get<std::string>();
   const ChatOptions smol_opts = chat_options_from_template(ChatFormat::kChatML, smol_template);
   ASSERT_TRUE(smol_opts.default_system.has_value());
-  EXPECT_EQ(*smol_opts.default_system, "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  EXPECT_EQ(*smol_opts.default_system,
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
   size_t n = 0;
   for (const auto& c : j["cases"]) {
     const ChatFormat f = format_named(c["format"].get<std::string>());
     std::vector<ChatMessage> msgs;
-    for (const auto& m : c["messages"]) msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    for (const auto& m : c["messages"])
+      msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
     const bool gen = c["add_generation_prompt"].get<bool>();
     const ChatOptions opt = f == ChatFormat::kChatML ? smol_opts : ChatOptions{};
     if (c.contains("error")) {
@@ -67,7 +69,7 @@ TEST(TokenizerChat, RenderedPromptTokenizesWithSpecials) {
   auto smol = load_tokenizer_file(fixture_path("smollm2_tokenizer.json"));
   const std::string p = render_chat(ChatFormat::kChatML, {{"user", "Hi"}}, true);
   const auto ids = smol->encode(p, true);
-  EXPECT_EQ(ids.front(), 1);  // <|im_start|>
+  EXPECT_EQ(ids.front(), 1);                            // <|im_start|>
   EXPECT_EQ(std::count(ids.begin(), ids.end(), 2), 2);  // two <|im_end|>
 }
 

@@ -77,11 +77,15 @@ TEST(TokenizerStream, InvalidAndTruncatedBytes) {
   // A lone continuation byte is emitted at once as U+FFFD.
   EXPECT_EQ(stream(bpe(), {x9f, a}), (std::vector<std::string>{"\xEF\xBF\xBD", "a", ""}));
   // A truncated sequence followed by ASCII: one U+FFFD (maximal subpart) when "a" arrives.
-  EXPECT_EQ(stream(bpe(), {f0, x9f, a}), (std::vector<std::string>{"", "", "\xEF\xBF\xBD" "a", ""}));
+  EXPECT_EQ(stream(bpe(), {f0, x9f, a}), (std::vector<std::string>{"", "",
+                                                                   "\xEF\xBF\xBD"
+                                                                   "a",
+                                                                   ""}));
   // Left pending at the end: flush repairs it.
   EXPECT_EQ(stream(bpe(), {a, f0, x9f}), (std::vector<std::string>{"a", "", "", "\xEF\xBF\xBD"}));
   // sentencepiece repairs byte by byte: two bytes, two U+FFFD.
-  EXPECT_EQ(stream(spm(), {3 + 0xF0, 3 + 0x9F}), (std::vector<std::string>{"", "", "\xEF\xBF\xBD\xEF\xBF\xBD"}));
+  EXPECT_EQ(stream(spm(), {3 + 0xF0, 3 + 0x9F}),
+            (std::vector<std::string>{"", "", "\xEF\xBF\xBD\xEF\xBF\xBD"}));
   // and a control token ends a byte run.
   EXPECT_EQ(stream(spm(), {3 + 0xE4, 2, 3 + 0xBD, 3 + 0xA0}).size(), 5u);
 }
@@ -108,10 +112,18 @@ TEST(TokenizerStream, CorpusStreamsEqualDecode) {
 TEST(TokenizerUtf8, ScanAndRepair) {
   EXPECT_TRUE(utf8_is_valid("a\xC3\xA9\xE4\xBD\xA0\xF0\x9F\xA6\x99"));
   EXPECT_FALSE(utf8_is_valid("\xC0\x80"));
-  EXPECT_FALSE(utf8_is_valid("\xED\xA0\x80"));  // surrogate
+  EXPECT_FALSE(utf8_is_valid("\xED\xA0\x80"));      // surrogate
   EXPECT_FALSE(utf8_is_valid("\xF4\x90\x80\x80"));  // > U+10FFFF
-  EXPECT_EQ(utf8_repair("\xE4\xBD" "a", Utf8Repair::kMaximalSubpart), "\xEF\xBF\xBD" "a");
-  EXPECT_EQ(utf8_repair("\xE4\xBD" "a", Utf8Repair::kPerByte), "\xEF\xBF\xBD\xEF\xBF\xBD" "a");
+  EXPECT_EQ(utf8_repair("\xE4\xBD"
+                        "a",
+                        Utf8Repair::kMaximalSubpart),
+            "\xEF\xBF\xBD"
+            "a");
+  EXPECT_EQ(utf8_repair("\xE4\xBD"
+                        "a",
+                        Utf8Repair::kPerByte),
+            "\xEF\xBF\xBD\xEF\xBF\xBD"
+            "a");
   EXPECT_EQ(utf8_repair("\xED\xA0\x80", Utf8Repair::kMaximalSubpart), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
   EXPECT_EQ(utf8_incomplete_tail("ab\xF0\x9F\xA6"), 3u);
   EXPECT_EQ(utf8_incomplete_tail("ab\xF0\x9F\xA6\x99"), 0u);

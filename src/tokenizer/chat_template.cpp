@@ -13,7 +13,8 @@ constexpr const char* kSmolLmSystem = "You are a helpful AI assistant named Smol
 // Python's str.isspace() code points (what jinja's `trim` and str.strip() remove).
 bool is_py_space(uint32_t c) {
   return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 // Python's str.strip(): removes leading and trailing whitespace characters.
@@ -58,8 +59,10 @@ std::string render_llama2(const std::vector<ChatMessage>& msgs) {
     check_role(m);
     const bool expect_user = (i - first) % 2 == 0;
     if ((m.role == "user") != expect_user || m.role == "system") {
-      fail("Llama 2 chat: conversation roles must alternate user/assistant/user/assistant/... "
-           "(message ", i, " is '", m.role, "')");
+      fail(
+          "Llama 2 chat: conversation roles must alternate user/assistant/user/assistant/... "
+          "(message ",
+          i, " is '", m.role, "')");
     }
     std::string content = m.content;
     if (i == first && has_system) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content;
@@ -112,10 +115,14 @@ std::string render_zephyr(const std::vector<ChatMessage>& msgs, bool gen) {
 
 const char* chat_format_name(ChatFormat f) {
   switch (f) {
-    case ChatFormat::kLlama2: return "llama2";
-    case ChatFormat::kChatML: return "chatml";
-    case ChatFormat::kLlama3: return "llama3";
-    case ChatFormat::kZephyr: return "zephyr";
+    case ChatFormat::kLlama2:
+      return "llama2";
+    case ChatFormat::kChatML:
+      return "chatml";
+    case ChatFormat::kLlama3:
+      return "llama3";
+    case ChatFormat::kZephyr:
+      return "zephyr";
   }
   return "?";
 }
@@ -150,12 +157,17 @@ ChatOptions chat_options_from_template(ChatFormat f, const std::string& t) {
   return opt;
 }
 
-std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool gen, const ChatOptions& opt) {
+std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool gen,
+                        const ChatOptions& opt) {
   switch (f) {
-    case ChatFormat::kLlama2: return render_llama2(msgs);
-    case ChatFormat::kChatML: return render_chatml(msgs, gen, opt);
-    case ChatFormat::kLlama3: return render_llama3(msgs, gen);
-    case ChatFormat::kZephyr: return render_zephyr(msgs, gen);
+    case ChatFormat::kLlama2:
+      return render_llama2(msgs);
+    case ChatFormat::kChatML:
+      return render_chatml(msgs, gen, opt);
+    case ChatFormat::kLlama3:
+      return render_llama3(msgs, gen);
+    case ChatFormat::kZephyr:
+      return render_zephyr(msgs, gen);
   }
   fail("unknown chat format");
 }
