@@ -41,8 +41,8 @@ void expect_corpus_matches(const Tokenizer& tok, const std::string& golden) {
   for (size_t i = 0; i < corpus.size(); ++i) {
     const auto got = tok.encode(corpus[i]);
     if (got != ids[i] && bad++ == 0) {
-      ADD_FAILURE() << "first mismatch at corpus line " << i << ": \"" << escaped(corpus[i]) << "\"\n  got      "
-                    << show_ids(got) << "\n  expected " << show_ids(ids[i]);
+      ADD_FAILURE() << "first mismatch at corpus line " << i << ": \"" << escaped(corpus[i])
+                    << "\"\n  got      " << show_ids(got) << "\n  expected " << show_ids(ids[i]);
     }
   }
   EXPECT_EQ(bad, 0u) << "mismatching lines of " << corpus.size();
@@ -56,7 +56,8 @@ WeightMap smollm2_gguf_meta() {
   std::vector<int64_t> types(tokens.size(), 1);
   for (const auto& a : j["added_tokens"]) types.at(a["id"].get<size_t>()) = 3;
   std::vector<std::string> merges;
-  for (const auto& m : j["model"]["merges"]) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+  for (const auto& m : j["model"]["merges"])
+    merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
   WeightMap wm;
   wm.meta["tokenizer.ggml.model"] = std::string("gpt2");
   wm.meta["tokenizer.ggml.pre"] = std::string("smollm");
@@ -97,7 +98,8 @@ TEST(TokenizerBpe, ParseSpecialMatchesHfTokenizers) {
     const size_t idx = std::stoul(line.substr(0, tab));
     ASSERT_LT(idx, corpus.size());
     const auto expect = parse_ids(line.substr(tab + 1));
-    ASSERT_EQ(smollm2().encode(corpus[idx], true), expect) << "corpus line " << idx << ": " << escaped(corpus[idx]);
+    ASSERT_EQ(smollm2().encode(corpus[idx], true), expect)
+        << "corpus line " << idx << ": " << escaped(corpus[idx]);
     ++n;
   }
   EXPECT_GT(n, 50u);
@@ -108,7 +110,8 @@ TEST(TokenizerBpe, DecodeMatchesHfTokenizers) {
   const auto cases = read_decode_cases("smollm2.decode.jsonl");
   ASSERT_GE(cases.size(), 500u);
   for (size_t i = 0; i < cases.size(); ++i) {
-    ASSERT_EQ(smollm2().decode(cases[i].ids), cases[i].text) << "case " << i << " ids " << show_ids(cases[i].ids);
+    ASSERT_EQ(smollm2().decode(cases[i].ids), cases[i].text)
+        << "case " << i << " ids " << show_ids(cases[i].ids);
   }
 }
 
@@ -172,15 +175,17 @@ TEST(TokenizerBpe, Llama3RegexVariant) {
   // merges as "a b" strings: as in tools/make_bpe_tokenizer_goldens.py.
   json j = json::parse(slurp_file(kJsonPath));
   json merges = json::array();
-  for (const auto& m : j["model"]["merges"]) merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+  for (const auto& m : j["model"]["merges"])
+    merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
   j["model"]["merges"] = merges;
   j["model"]["ignore_merges"] = true;
   const std::string pat =
       R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
-  j["pre_tokenizer"] = {{"type", "Sequence"},
-                        {"pretokenizers",
-                         {{{"type", "Split"}, {"pattern", {{"Regex", pat}}}, {"behavior", "Isolated"}, {"invert", false}},
-                          {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
+  j["pre_tokenizer"] = {
+      {"type", "Sequence"},
+      {"pretokenizers",
+       {{{"type", "Split"}, {"pattern", {{"Regex", pat}}}, {"behavior", "Isolated"}, {"invert", false}},
+        {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
   auto tok = tokenizer_from_hf_json(j.dump(), "llama3-variant");
   expect_corpus_matches(*tok, "smollm2_llama3regex.ids");
 
@@ -212,22 +217,36 @@ TEST(TokenizerBpe, JsonErrors) {
   auto ok = tokenizer_from_hf_json(with(R"("a b")"), "x");
   EXPECT_EQ(ok->encode("ab"), std::vector<int32_t>{2});
   EXPECT_EQ(ok->encode("abba"), (std::vector<int32_t>{2, 1, 0}));
-  EXPECT_EQ(ok->encode("aXb"), std::vector<int32_t>{2});  // a byte missing from the vocabulary is dropped (HF)
-  EXPECT_THROW(tokenizer_from_hf_json(with(R"("a c")"), "x"), Error);      // c not in vocab
-  EXPECT_THROW(tokenizer_from_hf_json(with(R"("ab")"), "x"), Error);       // not a pair
-  EXPECT_THROW(tokenizer_from_hf_json(with(R"(["a"])"), "x"), Error);      // not a pair
+  EXPECT_EQ(ok->encode("aXb"),
+            std::vector<int32_t>{2});  // a byte missing from the vocabulary is dropped (HF)
+  EXPECT_THROW(tokenizer_from_hf_json(with(R"("a c")"), "x"), Error);  // c not in vocab
+  EXPECT_THROW(tokenizer_from_hf_json(with(R"("ab")"), "x"), Error);   // not a pair
+  EXPECT_THROW(tokenizer_from_hf_json(with(R"(["a"])"), "x"), Error);  // not a pair
   EXPECT_THROW(tokenizer_from_hf_json(with(R"(5)"), "x"), Error);
   std::string bad_regex = with(R"("a b")");
-  bad_regex.replace(bad_regex.find(R"({"type": "ByteLevel")"), 0,
-                    R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(["}}, )");
+  bad_regex.replace(
+      bad_regex.find(R"({"type": "ByteLevel")"), 0,
+      R"({"type": "Sequence", "pretokenizers": [{"type": "Split", "pattern": {"Regex": "(["}}, )");
   bad_regex.replace(bad_regex.rfind("}}"), 2, "}]}}");
   EXPECT_THROW(tokenizer_from_hf_json(bad_regex, "x"), Error);
+  // Sparse ids far beyond the vocabulary (a huge allocation) are rejected.
+  std::string sparse = with(R"("a b")");
+  sparse.replace(sparse.find(R"("ab": 2)"), 8, R"("ab": 1000000000)");
+  EXPECT_THROW(tokenizer_from_hf_json(sparse, "x"), Error);
+  // Deeply nested pre-tokenizer sequences are rejected, not recursed into.
+  std::string deep = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": )";
+  for (int i = 0; i < 10000; ++i) deep += R"({"type": "Sequence", "pretokenizers": [)";
+  deep += "null";
+  for (int i = 0; i < 10000; ++i) deep += "]}";
+  deep += "}";
+  EXPECT_THROW(tokenizer_from_hf_json(deep, "x"), Error);
 }
 
 TEST(TokenizerBpe, LoadDirReadsConfigs) {
   const auto dir = std::filesystem::temp_directory_path() / "llamarun_tok_dir_test";
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(kJsonPath, dir / "tokenizer.json", std::filesystem::copy_options::overwrite_existing);
+  std::filesystem::copy_file(kJsonPath, dir / "tokenizer.json",
+                             std::filesystem::copy_options::overwrite_existing);
   std::ofstream(dir / "tokenizer_config.json")
       << R"({"bos_token": "<|im_start|>", "eos_token": {"content": "<|im_end|>"}, "add_bos_token": true})";
   std::ofstream(dir / "config.json") << R"({"bos_token_id": 0, "eos_token_id": [0, 5]})";
@@ -249,7 +268,8 @@ TEST(TokenizerBpe, EncodeSpeed) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = tok->encode(big);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("bpe: %zu bytes -> %zu ids in %.3f s (%.1f MB/s)\n", big.size(), ids.size(), s, big.size() / s / 1e6);
+  std::printf("bpe: %zu bytes -> %zu ids in %.3f s (%.1f MB/s)\n", big.size(), ids.size(), s,
+              big.size() / s / 1e6);
   EXPECT_LT(s, 5.0);
 }
 

@@ -34,8 +34,8 @@ void expect_corpus_matches(const Tokenizer& tok, const std::string& golden) {
     const auto got = tok.encode(corpus[i]);
     if (got != ids[i]) {
       if (bad++ == 0) {
-        ADD_FAILURE() << "first mismatch at corpus line " << i << ": \"" << escaped(corpus[i]) << "\"\n  got      "
-                      << show_ids(got) << "\n  expected " << show_ids(ids[i]);
+        ADD_FAILURE() << "first mismatch at corpus line " << i << ": \"" << escaped(corpus[i])
+                      << "\"\n  got      " << show_ids(got) << "\n  expected " << show_ids(ids[i]);
       }
     }
   }
@@ -65,8 +65,8 @@ TEST(TokenizerSpm, ReadmeExample) {
   std::vector<std::string> pieces;
   for (auto id : ids) pieces.push_back(llama2().piece(id));
   EXPECT_EQ(pieces, (std::vector<std::string>{"\xE2\x96\x81Hello", "\xE2\x96\x81world", "!", "\xE2\x96\x81",
-                                              "\xE4\xBD\xA0", "\xE5\xA5\xBD", "\xE2\x96\x81", "<0xF0>", "<0x9F>",
-                                              "<0xA6>", "<0x99>"}));
+                                              "\xE4\xBD\xA0", "\xE5\xA5\xBD", "\xE2\x96\x81", "<0xF0>",
+                                              "<0x9F>", "<0xA6>", "<0x99>"}));
 }
 
 TEST(TokenizerSpm, CorpusMatchesSentencepiece) { expect_corpus_matches(llama2(), "llama2_spm.ids"); }
@@ -75,7 +75,8 @@ TEST(TokenizerSpm, DecodeMatchesSentencepiece) {
   const auto cases = read_decode_cases("llama2_spm.decode.jsonl");
   ASSERT_GE(cases.size(), 500u);
   for (size_t i = 0; i < cases.size(); ++i) {
-    ASSERT_EQ(llama2().decode(cases[i].ids), cases[i].text) << "case " << i << " ids " << show_ids(cases[i].ids);
+    ASSERT_EQ(llama2().decode(cases[i].ids), cases[i].text)
+        << "case " << i << " ids " << show_ids(cases[i].ids);
   }
 }
 
@@ -145,7 +146,8 @@ TEST(TokenizerSpm, FromGgufVocabulary) {
 TEST(TokenizerSpm, CorruptModelsThrow) {
   const std::string good = slurp_file(kModel);
   // Every truncation is either a clean error or (at message boundaries) a valid smaller model.
-  for (size_t cut : {size_t(0), size_t(1), size_t(2), size_t(5), size_t(100), good.size() / 2, good.size() - 1}) {
+  for (size_t cut :
+       {size_t(0), size_t(1), size_t(2), size_t(5), size_t(100), good.size() / 2, good.size() - 1}) {
     try {
       auto t = tokenizer_from_spm_proto(std::string_view(good).substr(0, cut), "cut");
       (void)t->encode("hello world");
@@ -169,7 +171,7 @@ TEST(TokenizerSpm, CorruptModelsThrow) {
     }
   }
   EXPECT_THROW(tokenizer_from_spm_proto("\x0a\xff\xff\xff\xff\x0f", "len"), Error);  // length past end
-  EXPECT_THROW(tokenizer_from_spm_proto("\x0a\x02\x18\x09", "type"), Error);          // piece type 9
+  EXPECT_THROW(tokenizer_from_spm_proto("\x0a\x02\x18\x09", "type"), Error);         // piece type 9
   EXPECT_THROW(load_tokenizer_file("/nonexistent/tokenizer.model"), Error);
 }
 
@@ -179,7 +181,8 @@ TEST(TokenizerSpm, EncodeSpeed) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto ids = llama2().encode(big);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("spm: %zu bytes -> %zu ids in %.3f s (%.1f MB/s)\n", big.size(), ids.size(), s, big.size() / s / 1e6);
+  std::printf("spm: %zu bytes -> %zu ids in %.3f s (%.1f MB/s)\n", big.size(), ids.size(), s,
+              big.size() / s / 1e6);
   EXPECT_LT(s, 5.0);
 }
 

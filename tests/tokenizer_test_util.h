@@ -69,7 +69,8 @@ inline std::vector<std::string> read_corpus() {
   std::string line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line);
-    out.push_back(j.contains("text") ? j["text"].get<std::string>() : base64_decode(j["b64"].get<std::string>()));
+    out.push_back(j.contains("text") ? j["text"].get<std::string>()
+                                     : base64_decode(j["b64"].get<std::string>()));
   }
   return out;
 }

@@ -13,8 +13,11 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
   // Ids of the model vocabulary (added tokens may also appear there, or only in `added`).
   std::vector<uint8_t> in_model(tokens_.size());
   for (size_t i = 0; i < tokens_.size(); ++i) in_model[i] = !tokens_[i].empty();
+  const size_t max_id = tokens_.size() + v.added.size();  // ids stay dense: no huge allocations
   for (const auto& a : v.added) {
-    if (a.id < 0) fail(what, ": added token '", a.content, "' has negative id ", a.id);
+    if (a.id < 0 || static_cast<size_t>(a.id) >= max_id) {
+      fail(what, ": added token '", a.content, "' has id ", a.id, ", outside [0, ", max_id, ")");
+    }
     if (static_cast<size_t>(a.id) >= tokens_.size()) tokens_.resize(static_cast<size_t>(a.id) + 1);
     if (tokens_[a.id].empty()) tokens_[a.id] = a.content;
   }
@@ -56,8 +59,8 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
     if (li == by_string_.end() || ri == by_string_.end() || mi == by_string_.end()) {
       fail(what, ": merge ", rank, " ('", l, "' '", r, "') uses a token that is not in the vocabulary");
     }
-    const uint64_t key = (static_cast<uint64_t>(static_cast<uint32_t>(li->second)) << 32) |
-                         static_cast<uint32_t>(ri->second);
+    const uint64_t key =
+        (static_cast<uint64_t>(static_cast<uint32_t>(li->second)) << 32) | static_cast<uint32_t>(ri->second);
     merges_[key] = {rank, mi->second};  // a repeated merge takes its last rank, as HF does
     ++rank;
   }
@@ -110,12 +113,14 @@ void BpeTokenizer::encode_word(const std::string& word, std::vector<int32_t>& ou
     }
   };
   auto lookup = [&](int32_t l, int32_t r) -> const MergeInfo* {
-    auto it = merges_.find((static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r));
+    auto it =
+        merges_.find((static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r));
     return it == merges_.end() ? nullptr : &it->second;
   };
   std::priority_queue<Merge, std::vector<Merge>, Later> queue;
   for (size_t i = 0; i + 1 < sym.size(); ++i) {
-    if (const MergeInfo* m = lookup(sym[i].id, sym[i + 1].id)) queue.push({m->rank, static_cast<int>(i), m->id});
+    if (const MergeInfo* m = lookup(sym[i].id, sym[i + 1].id))
+      queue.push({m->rank, static_cast<int>(i), m->id});
   }
   while (!queue.empty()) {
     const Merge top = queue.top();

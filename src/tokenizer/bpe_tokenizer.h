@@ -50,18 +50,18 @@ class BpeTokenizer final : public Tokenizer {
   void encode_text(std::string_view text, std::vector<int32_t>& out) const;
   void encode_word(const std::string& word, std::vector<int32_t>& out) const;
 
-  std::vector<std::string> tokens_;  // [n] as stored
-  std::vector<std::string> bytes_;   // [n] raw bytes each token stands for
-  StringMap<int32_t> by_string_;     // stored string -> id
-  StringMap<int32_t> by_bytes_;      // raw bytes -> id (model vocabulary)
+  std::vector<std::string> tokens_;   // [n] as stored
+  std::vector<std::string> bytes_;    // [n] raw bytes each token stands for
+  StringMap<int32_t> by_string_;      // stored string -> id
+  StringMap<int32_t> by_bytes_;       // raw bytes -> id (model vocabulary)
   std::array<int32_t, 256> byte_id_;  // single-byte symbols (-1: not in the vocabulary)
   struct MergeInfo {
     int32_t rank, id;
   };
   std::unordered_map<uint64_t, MergeInfo> merges_;  // (left id << 32 | right id) -> merge
   PreTokenizer pre_;
-  SpecialMatcher added_all_;      // every added token
-  SpecialMatcher added_plain_;    // non-special added tokens (always matched)
+  SpecialMatcher added_all_;    // every added token
+  SpecialMatcher added_plain_;  // non-special added tokens (always matched)
   bool ignore_merges_ = false;
   int32_t unk_id_ = -1;
 

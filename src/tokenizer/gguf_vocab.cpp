@@ -97,7 +97,8 @@ std::unique_ptr<Tokenizer> build_spm(const Meta& m) {
   const size_t n = tokens.size();
   const std::vector<double>* scores = m.floats("tokenizer.ggml.scores");
   if (!scores) fail(m.what, ": metadata 'tokenizer.ggml.scores' is missing (needed by a llama vocabulary)");
-  if (scores->size() != n) fail(m.what, ": tokenizer.ggml.scores has ", scores->size(), " entries for ", n, " tokens");
+  if (scores->size() != n)
+    fail(m.what, ": tokenizer.ggml.scores has ", scores->size(), " entries for ", n, " tokens");
   const std::vector<int64_t> types = token_types(m, n);
   SpmModel sm;
   sm.pieces = tokens;

@@ -9,7 +9,9 @@ namespace {
 
 using nlohmann::json;
 
-std::string type_of(const json& j) { return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : ""; }
+std::string type_of(const json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
+}
 
 bool get_bool(const json& j, const char* key, bool def) {
   if (!j.contains(key) || j[key].is_null()) return def;
@@ -41,12 +43,14 @@ PreTokenizerStep::Behavior parse_behavior(const json& j) {
 }
 
 // Adds the steps of one pre_tokenizer node; sets *byte_level when a ByteLevel step is seen.
-void add_pre(const json& j, PreTokenizer& pre, bool* byte_level, const std::string& what) {
+void add_pre(const json& j, PreTokenizer& pre, bool* byte_level, const std::string& what, int depth = 0) {
   if (j.is_null()) return;
+  if (depth > 8) fail("pre_tokenizer Sequences nested more than 8 deep");
   const std::string t = type_of(j);
   if (t == "Sequence") {
-    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array()) fail("Sequence without 'pretokenizers'");
-    for (const auto& c : j["pretokenizers"]) add_pre(c, pre, byte_level, what);
+    if (!j.contains("pretokenizers") || !j["pretokenizers"].is_array())
+      fail("Sequence without 'pretokenizers'");
+    for (const auto& c : j["pretokenizers"]) add_pre(c, pre, byte_level, what, depth + 1);
   } else if (t == "ByteLevel") {
     *byte_level = true;
     if (get_bool(j, "add_prefix_space", true)) pre.add_prefix_space();
@@ -97,8 +101,9 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
   if (type.empty() && model.contains("merges")) type = "BPE";
   if (type != "BPE") fail("model type '", type, "' is not supported (only BPE)");
   if (get_bool(model, "byte_fallback", false)) {
-    fail("BPE with byte_fallback (a converted sentencepiece model) is not supported from tokenizer.json; "
-         "load tokenizer.model instead");
+    fail(
+        "BPE with byte_fallback (a converted sentencepiece model) is not supported from tokenizer.json; "
+        "load tokenizer.model instead");
   }
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(k) && model[k].is_string() && !model[k].get<std::string>().empty()) {
@@ -111,12 +116,18 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
 
   BpeVocab v;
   if (!model.contains("vocab") || !model["vocab"].is_object()) fail("model.vocab is not an object");
+  // Ids must be dense: below the number of vocabulary plus added entries (no huge allocations).
+  const size_t n_added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
+  const int64_t max_id = static_cast<int64_t>(model["vocab"].size() + n_added);
   for (const auto& [tok, idj] : model["vocab"].items()) {
     if (!idj.is_number_integer()) fail("model.vocab['", tok, "'] is not an integer");
     const int64_t id = idj.get<int64_t>();
-    if (id < 0 || id >= (int64_t(1) << 30)) fail("model.vocab['", tok, "'] = ", id, " is out of range");
+    if (id < 0 || id >= max_id) {
+      fail("model.vocab['", tok, "'] = ", id, " is out of range (", max_id, " vocabulary and added entries)");
+    }
     if (static_cast<size_t>(id) >= v.tokens.size()) v.tokens.resize(static_cast<size_t>(id) + 1);
-    if (!v.tokens[id].empty()) fail("model.vocab: id ", id, " is used by '", v.tokens[id], "' and '", tok, "'");
+    if (!v.tokens[id].empty())
+      fail("model.vocab: id ", id, " is used by '", v.tokens[id], "' and '", tok, "'");
     if (tok.empty()) fail("model.vocab: empty token string for id ", id);
     v.tokens[id] = tok;
   }
@@ -144,8 +155,9 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
         fail("added_tokens: an entry lacks an integer 'id' or a string 'content'");
       }
       const int64_t id = a["id"].get<int64_t>();
-      if (id < 0 || id >= (int64_t(1) << 30)) fail("added_tokens: id ", id, " is out of range");
-      v.added.push_back({static_cast<int32_t>(id), a["content"].get<std::string>(), get_bool(a, "special", false)});
+      if (id < 0 || id >= max_id) fail("added_tokens: id ", id, " is out of range (", max_id, " entries)");
+      v.added.push_back(
+          {static_cast<int32_t>(id), a["content"].get<std::string>(), get_bool(a, "special", false)});
     }
   }
   if (model.contains("unk_token") && model["unk_token"].is_string()) {

@@ -18,7 +18,7 @@ extern const char* const kLlama3Pattern;
 
 struct PreTokenizerStep {
   enum class Kind {
-    kSplit,      // regex split (HF Split with a Regex pattern, Digits, ByteLevel use_regex)
+    kSplit,        // regex split (HF Split with a Regex pattern, Digits, ByteLevel use_regex)
     kPrefixSpace,  // prepend " " to each piece not starting with one (ByteLevel add_prefix_space)
   };
   // How matches and the text between them become pieces (HF SplitDelimiterBehavior).

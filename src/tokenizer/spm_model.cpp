@@ -45,14 +45,29 @@ void parse_trainer(ProtoReader r, SpmModel& m) {
     if (wire == ProtoReader::kVarint) {
       const uint64_t v = r.varint();
       switch (field) {
-        case 3: m.model_type = as_int32(v); break;
-        case 24: m.treat_whitespace_as_suffix = v != 0; break;
-        case 35: m.byte_fallback = v != 0; break;
-        case 40: m.unk_id = as_int32(v); break;
-        case 41: m.bos_id = as_int32(v); break;
-        case 42: m.eos_id = as_int32(v); break;
-        case 43: m.pad_id = as_int32(v); break;
-        default: break;
+        case 3:
+          m.model_type = as_int32(v);
+          break;
+        case 24:
+          m.treat_whitespace_as_suffix = v != 0;
+          break;
+        case 35:
+          m.byte_fallback = v != 0;
+          break;
+        case 40:
+          m.unk_id = as_int32(v);
+          break;
+        case 41:
+          m.bos_id = as_int32(v);
+          break;
+        case 42:
+          m.eos_id = as_int32(v);
+          break;
+        case 43:
+          m.pad_id = as_int32(v);
+          break;
+        default:
+          break;
       }
     } else if (field == 44 && wire == ProtoReader::kLengthDelimited) {
       m.unk_surface = std::string(r.bytes());
@@ -112,8 +127,7 @@ SpmModel parse_spm_model(std::string_view data, const std::string& what) {
   if (m.pieces.empty()) fail(what, ": not a sentencepiece model (no pieces)");
   if (!have_normalizer) m.normalizer_name = "identity";
   if (m.model_type != 2) {
-    fail(what, ": sentencepiece model_type ", m.model_type,
-         " is not supported (only BPE = 2; 1 is unigram)");
+    fail(what, ": sentencepiece model_type ", m.model_type, " is not supported (only BPE = 2; 1 is unigram)");
   }
   return m;
 }

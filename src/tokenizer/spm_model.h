@@ -26,7 +26,7 @@ struct SpmModel {
   int model_type = 2;               // TrainerSpec.model_type: 1 unigram, 2 BPE, 3 word, 4 char
   bool byte_fallback = false;
   int unk_id = 0, bos_id = 1, eos_id = 2, pad_id = -1;  // TrainerSpec ids (-1: none)
-  std::string unk_surface = " \xE2\x81\x87 ";         // what decode prints for <unk>
+  std::string unk_surface = " \xE2\x81\x87 ";           // what decode prints for <unk>
   // NormalizerSpec (no precompiled charsmap: only the identity normalization is supported).
   std::string normalizer_name;
   bool add_dummy_prefix = true;

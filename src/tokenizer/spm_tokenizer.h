@@ -40,8 +40,8 @@ class SpmTokenizer final : public Tokenizer {
   StringMap<int32_t> normal_;    // NORMAL, USER_DEFINED and UNUSED pieces (mergeable)
   StringMap<int32_t> reserved_;  // CONTROL, UNKNOWN and BYTE pieces
   std::array<int32_t, 256> byte_id_;
-  SpecialMatcher user_defined_;  // USER_DEFINED pieces: matched literally, never merged
-  SpecialMatcher control_text_;  // CONTROL/UNKNOWN pieces: matched when parse_special
+  SpecialMatcher user_defined_;     // USER_DEFINED pieces: matched literally, never merged
+  SpecialMatcher control_text_;     // CONTROL/UNKNOWN pieces: matched when parse_special
   std::vector<std::string> bytes_;  // [n] token_bytes per id
   bool has_unused_ = false;
 };

@@ -61,10 +61,10 @@ std::string StreamDecoder::push(int32_t id) {
   // never become valid are replaced now.
   const size_t keep = utf8_incomplete_tail(pending_);
   std::string_view ready(pending_.data(), pending_.size() - keep);
-  std::string out = utf8_is_valid(ready)
-                        ? std::string(ready)
-                        : utf8_repair(ready, tok_.repairs_per_byte() ? Utf8Repair::kPerByte
-                                                                     : Utf8Repair::kMaximalSubpart);
+  std::string out =
+      utf8_is_valid(ready)
+          ? std::string(ready)
+          : utf8_repair(ready, tok_.repairs_per_byte() ? Utf8Repair::kPerByte : Utf8Repair::kMaximalSubpart);
   pending_.erase(0, pending_.size() - keep);
   return out;
 }

@@ -52,7 +52,8 @@ json read_json_if_exists(const fs::path& p) {
 // A token given as "<s>" or {"content": "<s>", ...} in tokenizer_config.json.
 std::string token_string(const json& j) {
   if (j.is_string()) return j.get<std::string>();
-  if (j.is_object() && j.contains("content") && j["content"].is_string()) return j["content"].get<std::string>();
+  if (j.is_object() && j.contains("content") && j["content"].is_string())
+    return j["content"].get<std::string>();
   return "";
 }
 
@@ -110,7 +111,8 @@ std::unique_ptr<Tokenizer> load_tokenizer_dir(const std::string& dir) {
   for (const char* name : {"config.json", "generation_config.json"}) {
     const json c = read_json_if_exists(d / name);
     if (!c.is_object()) continue;
-    if (c.contains("bos_token_id") && c["bos_token_id"].is_number_integer() && valid(c["bos_token_id"].get<int64_t>())) {
+    if (c.contains("bos_token_id") && c["bos_token_id"].is_number_integer() &&
+        valid(c["bos_token_id"].get<int64_t>())) {
       tok->set_bos(static_cast<int>(c["bos_token_id"].get<int64_t>()));
     }
     if (c.contains("eos_token_id")) {

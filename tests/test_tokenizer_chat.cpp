@@ -1,0 +1,87 @@
+// Chat templates against the real jinja templates rendered by jinja2 (tools/make_chat_goldens.py).
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "formats/weight_map.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer_test_util.h"
+
+namespace llamarun {
+namespace {
+
+using namespace testutil;
+using nlohmann::json;
+
+ChatFormat format_named(const std::string& s) {
+  if (s == "llama2") return ChatFormat::kLlama2;
+  if (s == "chatml") return ChatFormat::kChatML;
+  if (s == "llama3") return ChatFormat::kLlama3;
+  if (s == "zephyr") return ChatFormat::kZephyr;
+  ADD_FAILURE() << "unknown format " << s;
+  return ChatFormat::kChatML;
+}
+
+TEST(TokenizerChat, MatchesJinjaTemplates) {
+  const json j = json::parse(slurp_file(fixture_path("chat_goldens.json")));
+  const std::string smol_template = j["chatml_template"].get<std::string>();
+  const ChatOptions smol_opts = chat_options_from_template(ChatFormat::kChatML, smol_template);
+  ASSERT_TRUE(smol_opts.default_system.has_value());
+  EXPECT_EQ(*smol_opts.default_system,
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
+  size_t n = 0;
+  for (const auto& c : j["cases"]) {
+    const ChatFormat f = format_named(c["format"].get<std::string>());
+    std::vector<ChatMessage> msgs;
+    for (const auto& m : c["messages"])
+      msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    const bool gen = c["add_generation_prompt"].get<bool>();
+    const ChatOptions opt = f == ChatFormat::kChatML ? smol_opts : ChatOptions{};
+    if (c.contains("error")) {
+      EXPECT_THROW(render_chat(f, msgs, gen, opt), Error) << c.dump();
+    } else {
+      EXPECT_EQ(render_chat(f, msgs, gen, opt), c["text"].get<std::string>()) << c.dump();
+      if (f == ChatFormat::kChatML) EXPECT_EQ(render_chat(f, msgs, gen), c["text"].get<std::string>());
+    }
+    ++n;
+  }
+  EXPECT_GE(n, 100u);
+}
+
+TEST(TokenizerChat, Detect) {
+  auto smol = load_tokenizer_file(fixture_path("smollm2_tokenizer.json"));
+  const json j = json::parse(slurp_file(fixture_path("chat_goldens.json")));
+  EXPECT_EQ(detect_chat_format(j["chatml_template"].get<std::string>(), *smol), ChatFormat::kChatML);
+  EXPECT_EQ(detect_chat_format("", *smol), ChatFormat::kChatML);
+  EXPECT_EQ(detect_chat_format("{{ bos_token + '[INST] ' }}", *smol), ChatFormat::kLlama2);
+  EXPECT_EQ(detect_chat_format("x<|start_header_id|>y", *smol), ChatFormat::kLlama3);
+  EXPECT_EQ(detect_chat_format("{{ '<|user|>\\n' }}", *smol), ChatFormat::kZephyr);
+  auto llama2 = load_tokenizer_file(shared_asset("llama2-tokenizer.model"));
+  EXPECT_EQ(detect_chat_format("", *llama2), ChatFormat::kLlama2);
+  EXPECT_FALSE(chat_options_from_template(ChatFormat::kChatML, "{{'<|im_start|>' + message['role']}}")
+                   .default_system.value_or("x")
+                   .size());
+}
+
+TEST(TokenizerChat, RenderedPromptTokenizesWithSpecials) {
+  auto smol = load_tokenizer_file(fixture_path("smollm2_tokenizer.json"));
+  const std::string p = render_chat(ChatFormat::kChatML, {{"user", "Hi"}}, true);
+  const auto ids = smol->encode(p, true);
+  EXPECT_EQ(ids.front(), 1);                            // <|im_start|>
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), 2), 2);  // two <|im_end|>
+}
+
+TEST(TokenizerChat, GgufTemplate) {
+  WeightMap wm;
+  EXPECT_EQ(gguf_chat_template(wm), "");
+  wm.meta["tokenizer.chat_template"] = std::string("{{x}}");
+  EXPECT_EQ(gguf_chat_template(wm), "{{x}}");
+  wm.meta["tokenizer.chat_template"] = int64_t{3};
+  EXPECT_THROW(gguf_chat_template(wm), Error);
+  EXPECT_THROW(render_chat(ChatFormat::kChatML, {{"tool", "x"}}, false), Error);
+}
+
+}  // namespace
+}  // namespace llamarun
