@@ -9,7 +9,9 @@
 #include "core/error.h"
 #include "core/fp16.h"
 #include "model/rope.h"
+#include "ops/activation.h"
 #include "ops/matmul.h"
+#include "ops/vector_ops.h"
 
 namespace llamarun {
 
@@ -139,7 +141,6 @@ void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
   const int group = H / KVH;
   const float scale = 1.0f / std::sqrt(float(hd));
   const bool bf = opts_.emulate_bf16;
-  const int ctx = pos + n;
   const int nthreads = omp_get_max_threads();
   if (scores_.size() < size_t(nthreads) * kv.max_ctx()) scores_.resize(size_t(nthreads) * kv.max_ctx());
 #pragma omp parallel for schedule(dynamic, 1)
@@ -151,8 +152,7 @@ void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
     float mx = -INFINITY;
     for (int j = 0; j <= tpos; ++j) {
       const float* kj = kv.k(layer, g, j);
-      float s = 0;
-      for (int d = 0; d < hd; ++d) s += q[d] * kj[d];
+      float s = dot_f32(q, kj, hd);
       if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
       else s *= scale;
       sc[j] = s;
@@ -169,13 +169,11 @@ void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
     for (int j = 0; j <= tpos; ++j) {
       float p = sc[j] * inv;
       if (bf) p = bf16_to_f32(f32_to_bf16(p));
-      const float* vj = kv.v(layer, g, j);
-      for (int d = 0; d < hd; ++d) out[d] += p * vj[d];
+      axpy_f32(p, kv.v(layer, g, j), out, hd);
     }
     if (bf)
       for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
   }
-  (void)ctx;
 }
 
 void LlamaModel::forward(const int32_t* tokens, int n, int pos, KVCache& kv, float* logits, bool all_logits) {
@@ -230,13 +228,15 @@ void LlamaModel::forward(const int32_t* tokens, int n, int pos, KVCache& kv, flo
     matmul(L.w_up, xn_.data(), n, up_.data());
     round_act(gate_.data(), size_t(n) * F);
     round_act(up_.data(), size_t(n) * F);
-    for (size_t i = 0; i < size_t(n) * F; ++i) {
-      float g = gate_[i];
-      float s = g / (1.0f + std::exp(-g));
-      if (bf) s = bf16_to_f32(f32_to_bf16(s));
-      gate_[i] = s * up_[i];
+    if (bf) {
+      for (size_t i = 0; i < size_t(n) * F; ++i) {
+        float g = gate_[i];
+        float s = bf16_to_f32(f32_to_bf16(g / (1.0f + std::exp(-g))));
+        gate_[i] = bf16_to_f32(f32_to_bf16(s * up_[i]));
+      }
+    } else {
+      silu_mul(gate_.data(), up_.data(), gate_.data(), int64_t(n) * F);
     }
-    round_act(gate_.data(), size_t(n) * F);
     dump("ffn_act", l, gate_.data(), F);
     matmul(L.w_down, gate_.data(), n, o_.data());
     round_act(o_.data(), size_t(n) * D);
