@@ -1,0 +1,112 @@
+// The serving engine: a request queue and an iteration-level scheduler over a paged KV cache
+// (continuous batching, chunked prefill, preemption by recompute, automatic prefix caching).
+// The engine never sees JSON: the HTTP edge turns requests into these native types.
+//
+// Threading: one engine thread runs step() in a loop (start()/stop()); submit() and cancel() may be
+// called from any thread. Output callbacks run on the engine thread and must not block: they hand
+// data to the connection's own queue and return.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sampling/logprobs.h"
+#include "sampling/sampling_params.h"
+
+namespace llamarun {
+
+struct Model;
+
+struct EngineConfig {
+  int block_size = 16;            // tokens per KV block
+  int num_blocks = 0;             // 0: derived from kv_cache_bytes
+  size_t kv_cache_bytes = 1ull << 30;
+  int max_num_seqs = 256;         // most sequences running at once
+  int max_batch_tokens = 512;     // per-step token budget (prefill chunks + decodes)
+  int max_queue = 1024;           // waiting requests beyond which submit() refuses (HTTP 429)
+  bool enable_prefix_caching = true;
+  int max_model_len = 0;          // 0: the model's max_position
+};
+
+// One generated token, as delivered to the request's callback.
+struct TokenOutput {
+  int32_t id = -1;
+  std::string text;               // UTF-8-safe text delta (may be empty while bytes are held back)
+  TokenLogprob logprob;           // when params.wants_logprobs()
+  std::vector<TokenLogprob> top;  // params.top_logprobs alternatives
+};
+
+struct RequestOutput {
+  uint64_t request_id = 0;
+  int choice = 0;                 // index among the request's n choices
+  std::vector<TokenOutput> tokens;  // new tokens since the last callback (usually one)
+  bool finished = false;
+  std::string finish_reason;      // "stop", "length", "cancelled", "error" when finished
+  std::string error;              // message when finish_reason == "error"
+  // Totals, valid when finished:
+  int prompt_tokens = 0;
+  int completion_tokens = 0;
+  int cached_prompt_tokens = 0;   // prompt tokens served from the prefix cache
+};
+
+using OutputCallback = std::function<void(const RequestOutput&)>;
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;    // ids, BOS included when the model wants it
+  SamplingParams params;          // validated by submit()
+  int n = 1;                      // independent choices (seeds params.seed + i when seeded)
+  OutputCallback on_output;       // required
+};
+
+struct EngineStats {
+  int running = 0;
+  int waiting = 0;
+  double kv_usage = 0;            // fraction of KV blocks in use
+  uint64_t prompt_tokens_total = 0;
+  uint64_t generation_tokens_total = 0;
+  uint64_t preemptions_total = 0;
+  uint64_t prefix_cache_queries = 0;  // prompt tokens looked up
+  uint64_t prefix_cache_hits = 0;     // prompt tokens found
+  uint64_t steps_total = 0;
+  uint64_t requests_finished_total = 0;
+};
+
+class Engine {
+ public:
+  Engine(Model& model, const EngineConfig& cfg);
+  ~Engine();
+
+  // Queues a request; returns its id. Throws Error (a client error: bad params, prompt + max_tokens
+  // beyond the context, with both numbers) or QueueFull when max_queue requests are waiting.
+  uint64_t submit(GenerationRequest req);
+  // Cancels a request (e.g. the client went away): its KV blocks are freed at the next step and its
+  // callback gets a final "cancelled" output. Unknown/finished ids are ignored.
+  void cancel(uint64_t request_id);
+
+  // Runs one scheduler iteration (schedule -> run -> postprocess); false when there was no work.
+  bool step();
+  // Engine thread: runs step() until stop(). stop(drain=true) lets running and waiting requests
+  // finish first (up to timeout_s), then cancels the rest.
+  void start();
+  void stop(bool drain, double timeout_s = 30);
+
+  EngineStats stats() const;
+  const Model& model() const;
+  int max_model_len() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+class QueueFull : public std::runtime_error {
+ public:
+  QueueFull() : std::runtime_error("the request queue is full") {}
+};
+
+}  // namespace llamarun
