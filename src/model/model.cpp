@@ -47,6 +47,10 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
       if (auto* s = std::get_if<std::string>(&it->second)) m->chat_template = *s;
     if (opts.load_tokenizer && m->weights->meta.count("tokenizer.ggml.model"))
       m->tokenizer = tokenizer_from_gguf(*m->weights);
+    // The vocabulary arrays now live in the tokenizer; drop the metadata copies.
+    for (const char* k : {"tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.scores",
+                          "tokenizer.ggml.token_type"})
+      m->weights->meta.erase(k);
   } else {
     const std::string cfg_path = path + "/config.json";
     m->cfg = config_from_hf_json(read_text_file(cfg_path), cfg_path);
