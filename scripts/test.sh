@@ -12,7 +12,7 @@ if [ "${LLAMARUN_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "test: sanitizer build (ASan + UBSan) of the bad-input tests"
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLLAMARUN_SANITIZE=ON -DLLAMARUN_BENCH=OFF >/dev/null
   cmake --build build-asan -j"$(nproc)" --target llamarun llamarun_tests
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ASAN_OPTIONS=detect_leaks=1:exitcode=86 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=87 \
     ctest --test-dir build-asan -L cpu --output-on-failure -j"$(nproc)" --timeout 900 \
       -R 'Gguf|Safetensors|ModelFiles|Config|Tokenizer|Spm|Bpe|CliBadInput|Sampling|StopMatcher|Golden'
 fi
