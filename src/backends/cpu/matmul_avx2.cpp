@@ -46,13 +46,16 @@ template <DType T>
 LR_INLINE void load32(const uint8_t* row, int64_t k, __m256 w[4]) {
   if constexpr (T == DType::F32) {
     const float* p = reinterpret_cast<const float*>(row) + k;
+#pragma GCC unroll 16
     for (int q = 0; q < 4; ++q) w[q] = _mm256_loadu_ps(p + 8 * q);
   } else if constexpr (T == DType::F16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + k;
+#pragma GCC unroll 16
     for (int q = 0; q < 4; ++q)
       w[q] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * q)));
   } else if constexpr (T == DType::BF16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + k;
+#pragma GCC unroll 16
     for (int q = 0; q < 4; ++q) w[q] = bf16x8(p + 8 * q);
   } else if constexpr (T == DType::Q8_0) {
     const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(row) + (k >> 5);
@@ -105,17 +108,24 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
   constexpr int A = (R * M * 2 <= 10) ? 2 : 1;
   const int64_t K = a.K, K32 = K & ~int64_t(31);
   const uint8_t* rows[R];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) rows[r] = a.w + size_t(n + r) * a.w_row_bytes;
   __m256 acc[R][M][A];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
       for (int j = 0; j < A; ++j) acc[r][m][j] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K32; k += 32) {
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       __m256 w[4];
       load32<T>(rows[r], k, w);
+#pragma GCC unroll 16
       for (int m = 0; m < M; ++m) {
         const float* xm = a.x + m * K + k;
+#pragma GCC unroll 16
         for (int q = 0; q < 4; ++q)
           acc[r][m][q % A] = _mm256_fmadd_ps(w[q], _mm256_loadu_ps(xm + 8 * q), acc[r][m][q % A]);
       }
@@ -124,10 +134,14 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
   float tail[R][M] = {};
   if constexpr (is_plain(T)) {
     for (int64_t k = K32; k < K; ++k)
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
         for (int m = 0; m < M; ++m) tail[r][m] += elem<T>(rows[r], k) * a.x[m * K + k];
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       __m256 s = acc[r][m][0];
       if constexpr (A == 2) s = _mm256_add_ps(s, acc[r][m][1]);
@@ -176,18 +190,22 @@ constexpr int kNB = 48;  // weight rows converted per panel (8 micro-tiles)
 template <int NRW, int MV>
 void micro_f32(const float* w, int64_t ldw, const float* xt, int64_t K, float* y, int64_t ldy, int mvalid) {
   __m256 acc[NRW][MV];
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     __m256 xv[MV];
     for (int v = 0; v < MV; ++v) xv[v] = _mm256_load_ps(xt + k * kMP + 8 * v);
     for (int r = 0; r < NRW; ++r) {
-      const __m256 b = _mm256_broadcast_ss(w + r * ldw + k);
+      const __m256 b = _mm256_set1_ps(w[r * ldw + k]);
       for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_fmadd_ps(b, xv[v], acc[r][v]);
     }
   }
   alignas(32) float tmp[kMP] = {};
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r) {
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) _mm256_store_ps(tmp + 8 * v, acc[r][v]);
     for (int i = 0; i < mvalid; ++i) y[i * ldy + r] = tmp[i];
   }
@@ -222,6 +240,7 @@ void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K,
     for (int64_t k = 0; k < K32; k += 32) {
       __m256 w[4];
       load32<T>(row, k, w);
+#pragma GCC unroll 16
       for (int q = 0; q < 4; ++q) _mm256_storeu_ps(out + k + 8 * q, w[q]);
     }
     if constexpr (is_plain(T)) {

@@ -107,44 +107,63 @@ LR_INLINE float elem(const uint8_t* row, int64_t k) {
 
 // ---------------------------------------------------------------- GEMV (M <= 8)
 
-// y[m, n + r] for r < R, m < M: R weight rows streamed together, 2 accumulators per (r, m).
-template <DType T, int M, int R>
+// y[m, n + r] for r < R, m < M: R weight rows streamed together; A accumulators per (r, m) (with
+// A = 2 the two 16-value halves of a block go to separate chains). More rows per tile means fewer
+// activation loads per weight, which matters once M x K activations no longer fit in L1.
+template <DType T, int M, int R, int A>
 LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
   const int64_t K = a.K, K32 = K & ~int64_t(31);
   const uint8_t* rows[R];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) rows[r] = a.w + size_t(n + r) * a.w_row_bytes;
-  __m512 acc[R][M][2];
+  __m512 acc[R][M][A];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < M; ++m) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
+      for (int j = 0; j < A; ++j) acc[r][m][j] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K32; k += 32) {
     __m512 w[R][2];
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) load32<T>(rows[r], k, w[r][0], w[r][1]);
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       const __m512 x0 = _mm512_loadu_ps(a.x + m * K + k), x1 = _mm512_loadu_ps(a.x + m * K + k + 16);
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         acc[r][m][0] = _mm512_fmadd_ps(w[r][0], x0, acc[r][m][0]);
-        acc[r][m][1] = _mm512_fmadd_ps(w[r][1], x1, acc[r][m][1]);
+        acc[r][m][A - 1] = _mm512_fmadd_ps(w[r][1], x1, acc[r][m][A - 1]);
       }
     }
   }
   float tail[R][M] = {};
   if constexpr (is_plain(T)) {
     for (int64_t k = K32; k < K; ++k)
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
         for (int m = 0; m < M; ++m) tail[r][m] += elem<T>(rows[r], k) * a.x[m * K + k];
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    for (int m = 0; m < M; ++m)
-      a.y[m * a.N + n + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1])) + tail[r][m];
+#pragma GCC unroll 16
+    for (int m = 0; m < M; ++m) {
+      __m512 s = acc[r][m][0];
+      if constexpr (A == 2) s = _mm512_add_ps(s, acc[r][m][1]);
+      a.y[m * a.N + n + r] = _mm512_reduce_add_ps(s) + tail[r][m];
+    }
 }
 
+// Register budget (32 zmm): R*M*A accumulators + 2R weights + 2 activations.
 template <DType T, int M>
 void gemv(const MatmulArgs& a) {
-  constexpr int R = M <= 2 ? 4 : (M <= 4 ? 2 : 1);
+  constexpr int R = M <= 4 ? 4 : 2;
+  constexpr int A = M <= 2 ? 2 : 1;
   const int64_t tiles = a.N / R;
 #pragma omp parallel for schedule(static) if (a.N * a.K * M >= (1 << 16))
-  for (int64_t t = 0; t < tiles; ++t) gemv_tile<T, M, R>(a, t * R);
-  for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile<T, M, 1>(a, n);
+  for (int64_t t = 0; t < tiles; ++t) gemv_tile<T, M, R, A>(a, t * R);
+  for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile<T, M, 1, A>(a, n);
 }
 
 template <DType T>
@@ -180,18 +199,25 @@ constexpr int kNB = 48;  // weight rows converted per panel (4 micro-tiles)
 template <int NRW, int MV>
 void micro_f32(const float* w, int64_t ldw, const float* xt, int64_t K, float* y, int64_t ldy, int mvalid) {
   __m512 acc[NRW][MV];
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     __m512 xv[MV];
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) xv[v] = _mm512_load_ps(xt + k * kMP + 16 * v);
+#pragma GCC unroll 16
     for (int r = 0; r < NRW; ++r) {
       const __m512 b = _mm512_set1_ps(w[r * ldw + k]);
+#pragma GCC unroll 16
       for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_fmadd_ps(b, xv[v], acc[r][v]);
     }
   }
   alignas(64) float tmp[kMP] = {};
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r) {
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) _mm512_store_ps(tmp + 16 * v, acc[r][v]);
     for (int i = 0; i < mvalid; ++i) y[i * ldy + r] = tmp[i];
   }
@@ -203,29 +229,39 @@ template <int NRW, int MV>
 void micro_bf16(const uint16_t* w, int64_t ldw, const uint32_t* xt, int64_t K, float* y, int64_t ldy,
                 int mvalid) {
   __m512 acc[NRW][MV];
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_setzero_ps();
   const int64_t K2 = K >> 1;
   for (int64_t j = 0; j < K2; ++j) {
     __m512bh xv[MV];
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) xv[v] = (__m512bh)_mm512_load_si512(xt + j * kMP + 16 * v);
+#pragma GCC unroll 16
     for (int r = 0; r < NRW; ++r) {
       uint32_t pair;
       std::memcpy(&pair, w + r * ldw + 2 * j, 4);
       const __m512bh b = (__m512bh)_mm512_set1_epi32(int(pair));
+#pragma GCC unroll 16
       for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], b, xv[v]);
     }
   }
   if (K & 1) {  // last, unpaired k: weight pair (w[K-1], 0)
     __m512bh xv[MV];
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) xv[v] = (__m512bh)_mm512_load_si512(xt + K2 * kMP + 16 * v);
+#pragma GCC unroll 16
     for (int r = 0; r < NRW; ++r) {
       const __m512bh b = (__m512bh)_mm512_set1_epi32(int(uint32_t(w[r * ldw + K - 1])));
+#pragma GCC unroll 16
       for (int v = 0; v < MV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], b, xv[v]);
     }
   }
   alignas(64) float tmp[kMP] = {};
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r) {
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) _mm512_store_ps(tmp + 16 * v, acc[r][v]);
     for (int i = 0; i < mvalid; ++i) y[i * ldy + r] = tmp[i];
   }
