@@ -123,7 +123,21 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 16
       for (int j = 0; j < A; ++j) acc[r][m][j] = _mm512_setzero_ps();
+  // Bytes per 32 values, and how far ahead to prefetch: the same place in the next tile's rows.
+  constexpr size_t kBlockBytes = T == DType::F32                       ? 128
+                                 : T == DType::F16 || T == DType::BF16 ? 64
+                                 : T == DType::Q8_0                    ? sizeof(BlockQ8_0)
+                                 : T == DType::Q4_0                    ? sizeof(BlockQ4_0)
+                                                                       : sizeof(BlockQ4_1);
+  const size_t ahead = size_t(R) * a.w_row_bytes;
   for (int64_t k = 0; k < K32; k += 32) {
+    const size_t bo = size_t(k >> 5) * kBlockBytes;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo), _MM_HINT_T0);
+      if constexpr (kBlockBytes > 64)
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo + 64), _MM_HINT_T0);
+    }
     __m512 w[R][2];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) load32<T>(rows[r], k, w[r][0], w[r][1]);
