@@ -12,6 +12,7 @@
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -61,7 +62,7 @@ struct WeightPool {
 const WeightPool& get_pool(DType t, int64_t N, int64_t K, size_t min_total_bytes) {
   static std::unique_ptr<WeightPool> pool;
   const size_t mb = dtype_row_bytes(t, K) * size_t(N);
-  const int copies = int((min_total_bytes + mb - 1) / mb);
+  const int copies = std::max(1, int((min_total_bytes + mb - 1) / mb));
   if (pool && pool->dtype == t && pool->N == N && pool->K == K && pool->copies >= copies) return *pool;
   pool.reset();
   auto p = std::make_unique<WeightPool>(WeightPool{t, N, K, copies, mb, {}});
@@ -176,6 +177,15 @@ void register_all() {
                                  "/N=4096/K=4096/" + cpu::simd_level_str(l);
         reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, l, M, 4096, 4096); });
       }
+  // Decode shapes of the default model (SmolLM2-135M: hidden 576, MLP 1536, vocab 49152), best level.
+  const int64_t smol_shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
+  for (DType t : {DType::Q4_1, DType::Q8_0, DType::BF16})
+    for (const auto& nk : smol_shapes) {
+      const int64_t N = nk[0], K = nk[1];
+      const std::string name = std::string("gemv/") + dtype_name(t) + "/M=1/N=" + std::to_string(N) +
+                               "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top);
+      reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, top, 1, N, K); });
+    }
   for (DType t : kDtypes)
     for (SimdLevel l : levels) {
       if (l == SimdLevel::kScalar) continue;
