@@ -102,6 +102,11 @@ LR_INLINE float elem(const uint8_t* row, int64_t k) {
 
 // ---------------------------------------------------------------- GEMV (M <= 8)
 
+// GEMV software prefetch into L2 (the L1 prefetcher takes it from there): at least this many bytes
+// ahead, at the same place of a later tile. Rows can be short (1 KiB), too short for the hardware
+// stream prefetchers to get ahead on their own.
+constexpr size_t kPrefetchBytes = 16384;
+
 // y[m, n + r] for r < R, m < M. A accumulators per (r, m) (2 when registers allow).
 template <DType T, int M, int R>
 LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
@@ -117,20 +122,26 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
     for (int m = 0; m < M; ++m)
 #pragma GCC unroll 16
       for (int j = 0; j < A; ++j) acc[r][m][j] = _mm256_setzero_ps();
-  // Bytes per 32 values, and how far ahead to prefetch: the same place in the next tile's rows.
+  // Bytes per 32 values, and how far ahead to prefetch.
   constexpr size_t kBlockBytes = T == DType::F32                       ? 128
                                  : T == DType::F16 || T == DType::BF16 ? 64
                                  : T == DType::Q8_0                    ? sizeof(BlockQ8_0)
                                  : T == DType::Q4_0                    ? sizeof(BlockQ4_0)
                                                                        : sizeof(BlockQ4_1);
-  const size_t ahead = size_t(R) * a.w_row_bytes;
+  const size_t tile_bytes = size_t(R) * a.w_row_bytes;
+  const size_t ahead =
+      tile_bytes * ((kPrefetchBytes + tile_bytes - 1) / tile_bytes);  // whole tiles, >= 8 KiB
   for (int64_t k = 0; k < K32; k += 32) {
     const size_t bo = size_t(k >> 5) * kBlockBytes;
+    // Small blocks: one prefetch per kEvery blocks still touches every 64-byte line.
+    constexpr int64_t kEvery = kBlockBytes >= 64 ? 1 : int64_t(64 / kBlockBytes);
+    if (kEvery == 1 || (k >> 5) % kEvery == 0) {
 #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo), _MM_HINT_T0);
-      if constexpr (kBlockBytes > 64)
-        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo + 64), _MM_HINT_T0);
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo), _MM_HINT_T1);
+        if constexpr (kBlockBytes > 64)
+          _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo + 64), _MM_HINT_T1);
+      }
     }
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
