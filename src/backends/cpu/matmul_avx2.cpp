@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/scratch.h"
@@ -174,10 +175,81 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
     }
 }
 
+// Quantised weights with one activation row, factored per block (see matmul_avx512.cpp):
+//   Q8_0: d (q . x);  Q4_0: d (q . x) - 8 d xsum[b];  Q4_1: d (q . x) + m xsum[b].
+template <DType T, int R>
+LR_INLINE void gemv_tile_factored(const MatmulArgs& a, int64_t n, const float* xsum) {
+  using Block = std::conditional_t<T == DType::Q8_0, BlockQ8_0,
+                                   std::conditional_t<T == DType::Q4_0, BlockQ4_0, BlockQ4_1>>;
+  const int64_t nb = a.K >> 5;
+  const Block* rows[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const Block*>(a.w + size_t(n + r) * a.w_row_bytes);
+  __m256 acc[R];
+  float csum[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), csum[r] = 0.f;
+  const size_t tile_bytes = size_t(R) * a.w_row_bytes;
+  const size_t ahead = tile_bytes * ((kPrefetchBytes + tile_bytes - 1) / tile_bytes);
+  constexpr int64_t kEvery = sizeof(Block) >= 64 ? 1 : int64_t(64 / sizeof(Block));
+  const __m256i m4 = _mm256_set1_epi32(0x0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    if (kEvery == 1 || b % kEvery == 0) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + b) + ahead, _MM_HINT_T1);
+    }
+    const float* xb = a.x + b * 32;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = rows[r] + b;
+      __m256 q[4];  // values 0-7, 8-15, 16-23, 24-31
+      if constexpr (T == DType::Q8_0) {
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+        const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs + 16));
+        q[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0));
+        q[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8)));
+        q[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1));
+        q[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8)));
+      } else {  // byte j holds value j (low nibble) and value j + 16 (high nibble)
+        const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+        const __m256i v0 = _mm256_cvtepu8_epi32(qb), v1 = _mm256_cvtepu8_epi32(_mm_srli_si128(qb, 8));
+        q[0] = _mm256_cvtepi32_ps(_mm256_and_si256(v0, m4));
+        q[1] = _mm256_cvtepi32_ps(_mm256_and_si256(v1, m4));
+        q[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4));
+        q[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));
+      }
+      __m256 t = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
+      t = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xb + 8), t);
+      t = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), t);
+      t = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), t);
+      const float d = h2f(blk->d);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), t, acc[r]);
+      if constexpr (T == DType::Q4_0) csum[r] += -8.f * d * xsum[b];
+      if constexpr (T == DType::Q4_1) csum[r] += h2f(blk->m) * xsum[b];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) a.y[n + r] = hsum(acc[r]) + csum[r];
+}
+
 template <DType T, int M>
 void gemv(const MatmulArgs& a) {
   constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
   const int64_t tiles = a.N / R;
+  if constexpr (M == 1 && !is_plain(T)) {
+    const int64_t nb = a.K >> 5;
+    float* xsum = static_cast<float*>(thread_scratch(kScratchBlockSums, size_t(nb) * sizeof(float)));
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = a.x + 32 * b;
+      xsum[b] = hsum(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                   _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+    }
+#pragma omp parallel for schedule(static) if (a.N * a.K >= (1 << 16))
+    for (int64_t t = 0; t < tiles; ++t) gemv_tile_factored<T, R>(a, t * R, xsum);
+    for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile_factored<T, 1>(a, n, xsum);
+    return;
+  }
 #pragma omp parallel for schedule(static) if (a.N * a.K * M >= (1 << 16))
   for (int64_t t = 0; t < tiles; ++t) gemv_tile<T, M, R>(a, t * R);
   for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile<T, M, 1>(a, n);
