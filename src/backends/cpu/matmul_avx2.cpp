@@ -328,12 +328,13 @@ void transpose_panel_f32(const float* x, int64_t M, int64_t K, int64_t p, float*
   }
 }
 
+// rows x K weight values starting at row `src` to f32, row stride ldd floats.
 template <DType T>
-void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K, float* dst) {
+void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K, float* dst, int64_t ldd) {
   const int64_t K32 = K & ~int64_t(31);
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = src + size_t(r) * row_bytes;
-    float* out = dst + r * K;
+    float* out = dst + r * ldd;
     for (int64_t k = 0; k < K32; k += 32) {
       __m256 w[4];
       load32<T>(row, k, w);
@@ -354,27 +355,20 @@ void gemm(const MatmulArgs& a) {
   float* xt =
       static_cast<float*>(thread_scratch(kScratchActivations, size_t(m_panels) * size_t(K) * kMP * 4));
   const int nthreads = omp_get_max_threads();
-  float* wbuf_all = nullptr;  // nthreads x [kNB][K]
-  if (T != DType::F32)
-    wbuf_all = static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(K) * 4));
+  // Per-thread f32 weight panels nthreads x [kNB][ldw]; the row stride is padded by a cache line so
+  // the rows a micro-kernel broadcasts from do not all map to one L1 set.
+  const int64_t ldw = ((K + 15) & ~int64_t(15)) + 16;
+  float* wbuf_all =
+      static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(ldw) * 4));
 #pragma omp parallel num_threads(nthreads) if (M * N * K >= (1 << 18))
   {
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < m_panels; ++p) transpose_panel_f32(a.x, M, K, p, xt + p * K * kMP);
-    float* wbuf = wbuf_all ? wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K) : nullptr;
+    float* wf = wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(ldw);
 #pragma omp for schedule(static)
     for (int64_t np = 0; np < n_panels; ++np) {
       const int64_t n0 = np * kNB, nrows = min64(kNB, N - n0);
-      const uint8_t* wsrc = a.w + size_t(n0) * a.w_row_bytes;
-      const float* wf;
-      int64_t ldw = K;
-      if constexpr (T == DType::F32) {
-        wf = reinterpret_cast<const float*>(wsrc);
-        ldw = int64_t(a.w_row_bytes / 4);
-      } else {
-        convert_rows<T>(wsrc, a.w_row_bytes, nrows, K, wbuf);
-        wf = wbuf;
-      }
+      convert_rows<T>(a.w + size_t(n0) * a.w_row_bytes, a.w_row_bytes, nrows, K, wf, ldw);
       for (int64_t p = 0; p < m_panels; ++p) {
         const int64_t m0 = p * kMP;
         const int mvalid = int(min64(kMP, M - m0));

@@ -405,13 +405,13 @@ void transpose_panel_bf16(const float* x, int64_t M, int64_t K, int64_t p, uint3
   }
 }
 
-// rows x K weight values starting at row `src` to f32, row stride K.
+// rows x K weight values starting at row `src` to f32, row stride ldd floats.
 template <DType T>
-void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K, float* dst) {
+void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K, float* dst, int64_t ldd) {
   const int64_t K32 = K & ~int64_t(31);
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = src + size_t(r) * row_bytes;
-    float* out = dst + r * K;
+    float* out = dst + r * ldd;
     for (int64_t k = 0; k < K32; k += 32) {
       __m512 lo, hi;
       load32<T>(row, k, lo, hi);
@@ -434,10 +434,12 @@ void gemm(const MatmulArgs& a) {
   // Scratch is taken by the calling thread only, so allocation failures surface here, not in a worker.
   void* xt = thread_scratch(kScratchActivations, size_t(m_panels) * size_t(bf ? K2 : K) * kMP * 4);
   const int nthreads = omp_get_max_threads();
-  // Per-thread f32 weight panels: nthreads x [kNB][K].
-  float* wbuf_all = nullptr;
-  if (T != DType::F32 && !bf)
-    wbuf_all = static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(K) * 4));
+  // Per-thread weight panels: nthreads x [kNB][ldw] f32, or [kNB][ldb] bf16 for the bf16-dot path.
+  // The row strides are padded by one cache line so the 12 rows a micro-kernel broadcasts from do
+  // not all map to the same L1 set (with K = 2048, unpadded f32 rows are exactly 8 KiB apart).
+  const int64_t ldw = ((K + 15) & ~int64_t(15)) + 16, ldb = ((K + 31) & ~int64_t(31)) + 32;
+  const size_t panel_bytes = size_t(kNB) * (bf ? size_t(ldb) * 2 : size_t(ldw) * 4);
+  uint8_t* wbuf_all = static_cast<uint8_t*>(thread_scratch(kScratchWeights, size_t(nthreads) * panel_bytes));
 #pragma omp parallel num_threads(nthreads) if (M * N * K >= (1 << 18))
   {
 #pragma omp for schedule(static)
@@ -448,21 +450,18 @@ void gemm(const MatmulArgs& a) {
         transpose_panel_f32(a.x, M, K, p, static_cast<float*>(xt) + p * K * kMP);
     }
     // (implicit barrier: all panels are ready)
-    float* wbuf = wbuf_all ? wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K) : nullptr;
+    uint8_t* wbuf = wbuf_all + size_t(omp_get_thread_num()) * panel_bytes;
+    float* wf = reinterpret_cast<float*>(wbuf);
+    uint16_t* wb = reinterpret_cast<uint16_t*>(wbuf);
 #pragma omp for schedule(static)
     for (int64_t np = 0; np < n_panels; ++np) {
       const int64_t n0 = np * kNB, nrows = min64(kNB, N - n0);
       const uint8_t* wsrc = a.w + size_t(n0) * a.w_row_bytes;
-      const float* wf = nullptr;
-      int64_t ldw = K;
-      if constexpr (T == DType::F32) {
-        wf = reinterpret_cast<const float*>(wsrc);
-        ldw = int64_t(a.w_row_bytes / 4);
+      if (bf) {
+        for (int64_t r = 0; r < nrows; ++r)
+          std::memcpy(wb + r * ldb, wsrc + size_t(r) * a.w_row_bytes, size_t(K) * 2);
       } else {
-        if (!bf) {
-          convert_rows<T>(wsrc, a.w_row_bytes, nrows, K, wbuf);
-          wf = wbuf;
-        }
+        convert_rows<T>(wsrc, a.w_row_bytes, nrows, K, wf, ldw);
       }
       for (int64_t p = 0; p < m_panels; ++p) {
         const int64_t m0 = p * kMP;
@@ -472,9 +471,8 @@ void gemm(const MatmulArgs& a) {
           const int nr = int(min64(kNR, nrows - r0));
           float* yt = a.y + m0 * N + n0 + r0;
           if (bf) {
-            const uint16_t* wb = reinterpret_cast<const uint16_t*>(wsrc) + r0 * int64_t(a.w_row_bytes / 2);
-            kMicroBf16[mv_idx][nr - 1](wb, int64_t(a.w_row_bytes / 2),
-                                       static_cast<const uint32_t*>(xt) + p * K2 * kMP, K, yt, N, mvalid);
+            kMicroBf16[mv_idx][nr - 1](wb + r0 * ldb, ldb, static_cast<const uint32_t*>(xt) + p * K2 * kMP, K,
+                                       yt, N, mvalid);
           } else {
             kMicroF32[mv_idx][nr - 1](wf + r0 * ldw, ldw, static_cast<const float*>(xt) + p * K * kMP, K, yt,
                                       N, mvalid);
