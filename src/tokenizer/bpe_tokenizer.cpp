@@ -126,7 +126,8 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
   bos_id_ = id_or_none(v.bos_id);
   eos_id_ = id_or_none(v.eos_id);
   add_bos_ = v.add_bos && bos_id_ >= 0;
-  repair_per_byte_ = false;
+  // Byte fallback: HF replaces each token of an invalid byte run (one byte each) with U+FFFD.
+  repair_per_byte_ = byte_fallback_;
   init_stop_ids();
 }
 

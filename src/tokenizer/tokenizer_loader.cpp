@@ -78,6 +78,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm_proto(std::string_view proto, cons
 std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path) {
   const std::string data = read_file(path);
   if (looks_like_json(data)) return tokenizer_from_hf_json(data, path);
+  if (data.compare(0, 4, "GGUF") == 0) {
+    fail(path, ": a GGUF model file, not a tokenizer file (its tokenizer comes from tokenizer_from_gguf)");
+  }
   return tokenizer_from_spm_proto(data, path);
 }
 
