@@ -9,6 +9,14 @@ namespace {
 
 using nlohmann::json;
 
+// j[key], or a null value when absent (a reference: deep values are never copied).
+const json& member(const json& j, const char* key) {
+  static const json kNull;
+  if (!j.is_object()) return kNull;
+  auto it = j.find(key);
+  return it == j.end() ? kNull : *it;
+}
+
 std::string type_of(const json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
 }
@@ -58,7 +66,7 @@ void add_pre(const json& j, PreTokenizer& pre, bool* byte_level, const std::stri
   } else if (t == "Digits") {
     pre.add_digits(get_bool(j, "individual_digits", false), what);
   } else if (t == "Split") {
-    const json& p = j.contains("pattern") ? j["pattern"] : json();
+    const json& p = member(j, "pattern");
     std::string pattern;
     if (p.is_object() && p.contains("Regex") && p["Regex"].is_string()) {
       pattern = p["Regex"].get<std::string>();
@@ -67,8 +75,7 @@ void add_pre(const json& j, PreTokenizer& pre, bool* byte_level, const std::stri
     } else {
       fail("Split pre-tokenizer without a Regex or String pattern");
     }
-    pre.add_regex(pattern, what, parse_behavior(j.contains("behavior") ? j["behavior"] : json()),
-                  get_bool(j, "invert", false));
+    pre.add_regex(pattern, what, parse_behavior(member(j, "behavior")), get_bool(j, "invert", false));
   } else {
     fail("pre_tokenizer type '", t, "' is not supported (supported: ByteLevel, Split, Digits, Sequence)");
   }
@@ -245,15 +252,15 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
     }
   }
   v.ignore_merges = get_bool(model, "ignore_merges", false);
-  const json& normalizer = j.contains("normalizer") ? j["normalizer"] : json();
-  const json& pre_tok = j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json();
+  const json& normalizer = member(j, "normalizer");
+  const json& pre_tok = member(j, "pre_tokenizer");
   v.byte_fallback = get_bool(model, "byte_fallback", false);
   if (v.byte_fallback) {
     // A converted sentencepiece model: normalizer and Metaspace become per-segment operations.
     v.fuse_unk = get_bool(model, "fuse_unk", false);
     add_normalizer(normalizer, v.normalizer);
     add_metaspace(pre_tok, v.normalizer);
-    v.decode_strip_space = decoder_strips_space(j.contains("decoder") ? j["decoder"] : json());
+    v.decode_strip_space = decoder_strips_space(member(j, "decoder"));
   } else {
     if (!normalizer.is_null())
       fail("normalizer '", type_of(normalizer), "' is not supported with byte-level BPE");
@@ -261,7 +268,7 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
     add_pre(pre_tok, v.pre, &byte_level, what);
     if (!byte_level) fail("BPE without a ByteLevel pre-tokenizer or byte_fallback is not supported");
   }
-  const std::string bos = template_bos(j.contains("post_processor") ? j["post_processor"] : json());
+  const std::string bos = template_bos(member(j, "post_processor"));
   if (!bos.empty()) {
     for (const auto& a : v.added) {
       if (a.content == bos) v.bos_id = a.id;
@@ -273,12 +280,21 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
 
 }  // namespace
 
+constexpr int kMaxJsonDepth = 64;
+
 std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view json_text, const std::string& what) {
   json j;
   try {
-    j = json::parse(json_text.begin(), json_text.end());
+    // Real tokenizer.json files nest about 6 deep; refuse deep nesting while parsing (before any
+    // recursive copy or walk could exhaust the stack).
+    j = json::parse(json_text.begin(), json_text.end(), [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth) throw Error("JSON nested more than 64 deep");
+      return true;
+    });
   } catch (const json::exception& e) {
     fail(what, ": not valid JSON: ", e.what());
+  } catch (const Error& e) {
+    fail(what, ": ", e.what());
   }
   try {
     return build(j, what);
