@@ -556,6 +556,10 @@ int32_t CudaLlama::decode_step_sample(int32_t id, const CudaSampling& s) {
 }
 
 void CudaLlama::reset() { impl_->cur_pos = 0; }
+void CudaLlama::truncate(int p) {
+  if (p < 0 || p > impl_->cur_pos) fail("truncate: position ", p, " outside [0, ", impl_->cur_pos, "]");
+  impl_->cur_pos = p;
+}
 int CudaLlama::position() const { return impl_->cur_pos; }
 int CudaLlama::max_context() const { return impl_->max_ctx; }
 const LlamaConfig& CudaLlama::config() const { return impl_->cfg; }

@@ -74,6 +74,9 @@ class CudaLlama {
   int32_t decode_step_sample(int32_t id, const CudaSampling& s);
 
   void reset();  // empty the KV cache: position() = 0
+  // Forgets positions >= pos (0 <= pos <= position()): the cache keeps the first pos tokens, so a shared
+  // prefix is reused without recomputing it.
+  void truncate(int pos);
   int position() const;
   int max_context() const;
   const LlamaConfig& config() const;

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# GPU check for the CUDA backend, meant for a machine with an NVIDIA GPU (H100/H200), in < 10 minutes:
+#   1. configure + build (Ninja, LLAMARUN_CUDA=ON) the CUDA tests and the CUDA bench
+#   2. ctest -L cuda
+#   3. compute-sanitizer memcheck (and racecheck on the attention kernels) on a subset of the tests
+#   4. llamarun_bench_cuda (random-weight llama2-7b fp16) -> bench_cuda.json
+#   5. the peers: transformers generate() and a CUDA-graph PyTorch decode loop -> peers.jsonl
+# Results go to $OUT (or ./gpu-results). Every step runs even if an earlier one fails; the exit status
+# is non-zero if any failed. Environment:
+#   BUILD_DIR   build directory (default build-gpu)
+#   PREBUILT=1  skip configure/build and use the binaries already in BUILD_DIR (e.g. built elsewhere)
+#   CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default 90a: H100/H200 only, builds fastest)
+#   QUICK=1     fewer repetitions, no peers
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-./gpu-results}"
+mkdir -p "$OUT"
+BUILD_DIR="${BUILD_DIR:-build-gpu}"
+CUDA_ARCHS="${CUDA_ARCHS:-90a}"
+REPS=5
+[ "${QUICK:-0}" = 1 ] && REPS=2
+status=0
+summary="$OUT/summary.txt"
+: >"$summary"
+log() { echo "$*" | tee -a "$summary"; }
+step() {  # step NAME LOGFILE CMD...: runs CMD, output to LOGFILE, records pass/fail and time
+  local name=$1 logf=$2
+  shift 2
+  local t0=$SECONDS
+  "$@" >>"$logf" 2>&1
+  local rc=$?
+  log "$(printf '%-22s rc=%-3s %4ss  (%s)' "$name" "$rc" "$((SECONDS - t0))" "$(basename "$logf")")"
+  [ $rc -ne 0 ] && status=1
+  return $rc
+}
+
+{
+  date -u
+  git rev-parse --short HEAD 2>/dev/null || true
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 || true
+  nvcc --version 2>&1 | tail -1 || true
+} >>"$summary"
+
+if [ "${PREBUILT:-0}" != 1 ]; then
+  step configure "$OUT/build.log" cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMARUN_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS"
+  step build "$OUT/build.log" cmake --build "$BUILD_DIR" -j"$(nproc)" --target llamarun_cuda_tests llamarun_bench_cuda
+fi
+TESTS="$BUILD_DIR/tests/llamarun_cuda_tests"
+BENCH="$BUILD_DIR/bench/cuda/llamarun_bench_cuda"
+
+if [ -f "$BUILD_DIR/CTestTestfile.cmake" ] && [ "${PREBUILT:-0}" != 1 ]; then
+  step ctest-cuda "$OUT/tests.log" ctest --test-dir "$BUILD_DIR" -L cuda --output-on-failure --timeout 300
+else
+  step cuda-tests "$OUT/tests.log" "$TESTS"
+fi
+
+if command -v compute-sanitizer >/dev/null; then
+  step memcheck "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$TESTS" \
+    --gtest_filter='Dtypes/CudaKernel.*/f16:Dtypes/CudaLlamaTest.HfNames*/bf16:Dtypes/CudaLlamaTest.Graph*/f16:CudaSampling.*'
+  step racecheck "$OUT/sanitizer.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$TESTS" \
+    --gtest_filter='Dtypes/CudaKernel.PrefillAttention*/f16:Dtypes/CudaLlamaTest.MhaHeadDim128*/f16'
+else
+  log "compute-sanitizer not found: skipped"
+fi
+
+step bench "$OUT/bench.log" "$BENCH" --preset llama2-7b --dtype f16 --reps "$REPS" --json "$OUT/bench_cuda.json"
+
+if [ "${QUICK:-0}" != 1 ]; then
+  : >"$OUT/peers.jsonl"
+  step peer-torch-graph "$OUT/peers.jsonl" python3 bench/peers/torch_graph_decode.py --reps 3
+  step peer-hf-generate "$OUT/peers.jsonl" python3 bench/peers/hf_generate.py --reps 2
+fi
+
+log "---- bench ----"
+grep -E "copy|GEMM|pp|tg|memory|model" "$OUT/bench.log" >>"$summary" 2>/dev/null
+log "---- tests ----"
+grep -E "PASSED|FAILED|tests passed|tests failed" "$OUT/tests.log" | tail -20 >>"$summary" 2>/dev/null
+log "---- peers ----"
+cut -c1-400 "$OUT/peers.jsonl" >>"$summary" 2>/dev/null
+cat "$summary"
+exit $status
