@@ -9,6 +9,12 @@
 # is non-zero if any failed. Environment:
 #   BUILD_DIR   build directory (default build-gpu)
 #   PREBUILT=1  skip configure/build and use the binaries already in BUILD_DIR (e.g. built elsewhere)
+#   PREBUILT_DIR  used when configuring here fails (the lent GPU machines lack libpcre2-dev, nlohmann-json
+#               and gtest): binaries built on the dev machine and carried along (default build-cuda)
+# On the lent GPU machines (no build dependencies there), build on the dev machine first:
+#   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMARUN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a
+#   cmake --build build-cuda -j2 --target llamarun_cuda_tests llamarun_bench_cuda
+# then run this script there with build-cuda carried: PREBUILT=1 BUILD_DIR=build-cuda bash scripts/gpu-check.sh
 #   CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default 90a: H100/H200 only, builds fastest)
 #   QUICK=1     fewer repetitions, no peers
 set -uo pipefail
@@ -41,10 +47,16 @@ step() {  # step NAME LOGFILE CMD...: runs CMD, output to LOGFILE, records pass/
   nvcc --version 2>&1 | tail -1 || true
 } >>"$summary"
 
+export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64:/usr/local/cuda/lib"
 if [ "${PREBUILT:-0}" != 1 ]; then
-  step configure "$OUT/build.log" cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMARUN_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS"
-  step build "$OUT/build.log" cmake --build "$BUILD_DIR" -j"$(nproc)" --target llamarun_cuda_tests llamarun_bench_cuda
+  if step configure "$OUT/build.log" cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMARUN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS"; then
+    step build "$OUT/build.log" cmake --build "$BUILD_DIR" -j"$(nproc)" --target llamarun_cuda_tests llamarun_bench_cuda
+  elif [ -x "${PREBUILT_DIR:-build-cuda}/tests/llamarun_cuda_tests" ]; then
+    log "configure failed here (see build.log); using the prebuilt binaries in ${PREBUILT_DIR:-build-cuda}"
+    BUILD_DIR="${PREBUILT_DIR:-build-cuda}"
+    PREBUILT=1
+  fi
 fi
 TESTS="$BUILD_DIR/tests/llamarun_cuda_tests"
 BENCH="$BUILD_DIR/bench/cuda/llamarun_bench_cuda"

@@ -214,7 +214,7 @@ TEST_P(CudaKernel, GemvAllBatchSizes) {
           dy.download(y.data(), y.size() * 4);
         else
           y = download16(t(), dy, y.size());
-        double tol = f32 ? 1e-5 : tol_rel(t());
+        double tol = f32 ? 5e-5 : tol_rel(t());
         EXPECT_LT(rel_l2(y, ref), tol) << "M=" << M << " N=" << s.N << " K=" << s.K << " f32=" << f32;
       }
     }
