@@ -221,6 +221,68 @@ TEST_P(CudaKernel, GemvAllBatchSizes) {
   }
 }
 
+TEST_P(CudaKernel, GemvFusedProloguesAndResidualEpilogue) {
+  const int N = 300, K = 1024;
+  const float eps = 1e-5f;
+  auto W = rand_vec(gen, size_t(N) * K);
+  auto wb = quantize16(t(), W);
+  auto nw = rand_vec(gen, K, 0.5f, 1.5f);
+  auto nwb = quantize16(t(), nw);
+  DevBuf dW(wb.size() * 2), dnw(nwb.size() * 2);
+  dW.upload(wb.data(), wb.size() * 2);
+  dnw.upload(nwb.data(), nwb.size() * 2);
+  for (int M : {1, 3, 8}) {
+    // RMSNorm prologue == add_rmsnorm (no residual) followed by the plain GEMV.
+    auto x = rand_vec(gen, size_t(M) * K, -3, 3);
+    auto xb = quantize16(t(), x);
+    DevBuf dx(xb.size() * 2), dxn(xb.size() * 2), dy1(size_t(M) * N * 4), dy2(size_t(M) * N * 4);
+    dx.upload(xb.data(), xb.size() * 2);
+    add_rmsnorm(t(), dx.p, nullptr, dnw.p, dxn.p, M, K, eps, nullptr);
+    dy1.poison();
+    dy2.poison();
+    gemv(t(), dW.p, dxn.p, dy1.p, true, M, N, K, nullptr);
+    GemvFusion fn{GemvPrologue::kRmsNorm, dnw.p, eps, false};
+    gemv_fused(t(), dW.p, dx.p, dy2.p, true, M, N, K, fn, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> y1(size_t(M) * N), y2(y1.size());
+    dy1.download(y1.data(), y1.size() * 4);
+    dy2.download(y2.data(), y2.size() * 4);
+    EXPECT_LT(rel_l2(y2, y1), tol_rel(t())) << "rmsnorm prologue M=" << M;
+
+    // SiLU-mul prologue == silu_mul followed by the plain GEMV (same arithmetic).
+    auto gu = rand_vec(gen, size_t(M) * 2 * K, -4, 4);
+    auto gub = quantize16(t(), gu);
+    DevBuf dgu(gub.size() * 2), dact(size_t(M) * K * 2);
+    dgu.upload(gub.data(), gub.size() * 2);
+    silu_mul(t(), dgu.p, dact.p, M, K, nullptr);
+    dy1.poison();
+    dy2.poison();
+    gemv(t(), dW.p, dact.p, dy1.p, true, M, N, K, nullptr);
+    GemvFusion fs{GemvPrologue::kSiluMul, nullptr, 0.f, false};
+    gemv_fused(t(), dW.p, dgu.p, dy2.p, true, M, N, K, fs, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    dy1.download(y1.data(), y1.size() * 4);
+    dy2.download(y2.data(), y2.size() * 4);
+    EXPECT_LT(rel_l2(y2, y1), 1e-6) << "silu prologue M=" << M;
+
+    // Residual epilogue: y (act dtype) += x W^T, against the CPU.
+    auto y0 = rand_vec(gen, size_t(M) * N, -5, 5);
+    auto y0b = quantize16(t(), y0);
+    DevBuf dyr(y0b.size() * 2);
+    dyr.upload(y0b.data(), y0b.size() * 2);
+    GemvFusion fa{GemvPrologue::kNone, nullptr, 0.f, true};
+    gemv_fused(t(), dW.p, dx.p, dyr.p, false, M, N, K, fa, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> ref;
+    gemv_ref(W, x, M, N, K, ref);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    EXPECT_LT(rel_l2(download16(t(), dyr, ref.size()), ref), tol_rel(t())) << "residual epilogue M=" << M;
+  }
+  // A fused prologue needs x staged in 48 KB of shared memory.
+  GemvFusion fs{GemvPrologue::kSiluMul, nullptr, 0.f, false};
+  EXPECT_THROW(gemv_fused(t(), dW.p, dW.p, dW.p, true, 8, 4, 8192, fs, nullptr), Error);
+}
+
 TEST_P(CudaKernel, GemmCublasLt) {
   DevBuf ws(32u << 20);
   LtGemm lt(ws.p, ws.n);

@@ -207,13 +207,15 @@ class CudaLlamaTest : public ::testing::TestWithParam<DType> {
   DType t() const { return GetParam(); }
 };
 
-void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk) {
+void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
+                             bool fuse = true) {
   HostModel hm = make_host_model(cfg, t, gguf, 42);
   CudaLlamaOptions opt;
   opt.dtype = t;
   opt.max_context = 128;
   opt.max_prefill_chunk = chunk;
   opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
+  opt.fuse_decode = fuse;
   CudaLlama gpu(cfg, hm.wm, opt);
   CpuLlama cpu(cfg, hm.eff, opt.max_context);
   std::mt19937 g(3);
@@ -241,6 +243,10 @@ TEST_P(CudaLlamaTest, HfNamesMatchCpuReference) {
 
 TEST_P(CudaLlamaTest, ChunkedPrefillThroughGemvMatchesCpuReference) {
   check_against_reference(tiny_config(), t(), false, 13, 5);  // chunks of 5, 5, 3: the GEMV path
+}
+
+TEST_P(CudaLlamaTest, UnfusedDecodeMatchesCpuReference) {
+  check_against_reference(tiny_config(), t(), false, 11, 512, /*fuse=*/false);
 }
 
 TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {

@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -138,6 +139,7 @@ struct CudaLlama::Impl {
   cudaGraphExec_t graph_exec = nullptr;
 
   int cur_pos = 0;
+  bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
   CudaLoadStats load;
   CudaMemoryStats mem;
 
@@ -195,6 +197,7 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   max_ctx = o.max_context;
   mmax = std::min(o.max_prefill_chunk, max_ctx);
   esz = 2;
+  fused_decode = o.fuse_decode && size_t(std::max({H, I, nh * hd})) * 2 <= 48 * 1024;
 
   device = parse_device(o.device);
   set_device(device);
@@ -419,6 +422,30 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
   const float scale = 1.f / std::sqrt(float(hd));
   const int qd = nh * hd;
   embedding(act, tok, M, embed, V, H, x, stream);
+  if (decode && fused_decode) {
+    // 7 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, SiLU-mul in the down
+    // GEMV's, and the residual adds in the o / down GEMVs' epilogues (x is updated in place).
+    GemvFusion norm_attn{GemvPrologue::kRmsNorm, nullptr, cfg.rms_eps, false};
+    GemvFusion add{GemvPrologue::kNone, nullptr, 0.f, true};
+    GemvFusion silu_add{GemvPrologue::kSiluMul, nullptr, 0.f, true};
+    for (int l = 0; l < L; ++l) {
+      const LayerWeights& lw = layers[l];
+      norm_attn.norm_weight = lw.attn_norm;
+      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, norm_attn, stream);
+      rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l), vc_layer(l),
+                    stream);
+      decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
+                       part_stats, attn, stream);
+      gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream);
+      norm_attn.norm_weight = lw.ffn_norm;
+      gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, norm_attn, stream);
+      gemv_fused(act, lw.down, gu, x, false, 1, H, I, silu_add, stream);
+    }
+    norm_attn.norm_weight = final_norm;
+    gemv_fused(act, lm_head, x, logits, true, 1, V, H, norm_attn, stream);
+    argmax(logits, V, next, stream);
+    return;
+  }
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = layers[l];
     add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, M, H, cfg.rms_eps, stream);

@@ -63,6 +63,22 @@ void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t*
 void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
           cudaStream_t stream);
 
+// GEMV with fusions for the decode step (same contract as gemv otherwise):
+//   prologue kRmsNorm: x [M, K] is the residual stream; the GEMV multiplies rmsnorm(x) * norm_weight [K]
+//                      (rounded to act, as add_rmsnorm's output would be). eps: the norm's epsilon.
+//   prologue kSiluMul: x [M, 2K] holds gate | up per row; the GEMV multiplies silu(gate) * up.
+//   add_to_y:          y += x W^T (y is the residual stream; one rounding to act).
+// Fused prologues need M * K * 2 bytes <= 48 KB (Error otherwise).
+enum class GemvPrologue { kNone = 0, kRmsNorm = 1, kSiluMul = 2 };
+struct GemvFusion {
+  GemvPrologue prologue = GemvPrologue::kNone;
+  const void* norm_weight = nullptr;
+  float eps = 0.f;
+  bool add_to_y = false;
+};
+void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+                const GemvFusion& fusion, cudaStream_t stream);
+
 // ---- decode attention, split-K / flash-decoding (attention_decode.cu) ----
 
 // Work partition for decode attention over up to max_ctx positions.
