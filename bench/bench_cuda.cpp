@@ -1,7 +1,7 @@
 // llamarun_bench_cuda: llama-bench style throughput of the CUDA backend, reported against the device's
 // own ceilings measured in the same run (device-to-device copy bandwidth, large cuBLASLt GEMM).
 //
-//   llamarun_bench_cuda [--preset llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg 128]
+//   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg 128]
 //                       [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
 //
 // pp<N>: prefill of N tokens (tok/s and achieved TFLOP/s). tg<N>@d: N greedy decode steps after a
@@ -87,7 +87,7 @@ Args parse(int argc, char** argv) {
       if (i + 1 >= argc) fail("option ", k, " needs a value");
       return argv[++i];
     };
-    if (k == "--preset") a.preset = val();
+    if (k == "--preset" || k == "--random-weights") a.preset = val();
     else if (k == "--device") a.device = val();
     else if (k == "--json") a.json_path = val();
     else if (k == "--dtype") a.dtype = val();

@@ -144,8 +144,8 @@ struct CudaLlama::Impl {
   CudaMemoryStats mem;
 
   void init_common(const LlamaConfig& c, const CudaLlamaOptions& o);
-  void check_fits();
-  void allocate();
+  void check_fits(size_t extra);  // extra: transient buffers (upload staging)
+  void allocate(size_t extra = 0);
   void load_weights(const WeightMap& wm);
   void random_weights(uint64_t seed);
   void forward(int M, bool decode, int start);
@@ -209,17 +209,17 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&h_io, 4 * sizeof(int32_t)));
 }
 
-void CudaLlama::Impl::check_fits() {
+void CudaLlama::Impl::check_fits(size_t extra) {
   size_t w = weight_bytes(), kv = kv_bytes(), a = act_bytes();
-  require_fits(w + kv + a + workspace_bytes,
+  require_fits(w + kv + a + workspace_bytes + extra,
                detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w), ", KV cache ",
                               format_bytes(kv), " for ", max_ctx, " positions, activations ", format_bytes(a),
                               ", workspace ", format_bytes(workspace_bytes), ")"),
                size_t(64) << 20);
 }
 
-void CudaLlama::Impl::allocate() {
-  check_fits();
+void CudaLlama::Impl::allocate(size_t extra) {
+  check_fits(extra);
   layers.resize(L);
   size_t before = alloc.allocated();
   embed = alloc.alloc(lin_bytes(V, H), "token embedding");
@@ -361,10 +361,11 @@ void CudaLlama::Impl::load_weights(const WeightMap& wm) {
   else if (!wm.find("model.embed_tokens.weight"))
     fail("weights: neither 'model.embed_tokens.weight' (Hugging Face) nor 'token_embd.weight' (GGUF) is present");
   if (!cfg.tie_embeddings && !wm.find(ns.lm_head())) cfg.tie_embeddings = true;  // no lm_head: tied
-  allocate();
+  const size_t staging = std::max<size_t>(opt.staging_bytes, 1u << 20);
+  allocate(2 * staging);
   double t0 = now_s();
   {
-    Uploader up(alloc, stream, act, std::max<size_t>(opt.staging_bytes, 1u << 20));
+    Uploader up(alloc, stream, act, staging);
     int64_t h = H, inter = I, qd = int64_t(nh) * hd, kd = int64_t(nkv) * hd;
     up.upload(get_checked(wm, ns.embed(), {V, h}), embed);
     up.upload(get_checked(wm, ns.final_norm(), {h}), final_norm);
