@@ -1,7 +1,8 @@
 // llamarun_bench_cuda: llama-bench style throughput of the CUDA backend, reported against the device's
 // own ceilings measured in the same run (device-to-device copy bandwidth, large cuBLASLt GEMM).
 //
-//   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg 128]
+//   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg
+//   128]
 //                       [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
 //
 // pp<N>: prefill of N tokens (tok/s and achieved TFLOP/s). tg<N>@d: N greedy decode steps after a
@@ -44,7 +45,9 @@ Stats stats_of(std::vector<double> v) {
   s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
   return s;
 }
-json to_json(const Stats& s) { return json{{"median", s.median}, {"min", s.min}, {"max", s.max}, {"all", s.all}}; }
+json to_json(const Stats& s) {
+  return json{{"median", s.median}, {"min", s.min}, {"max", s.max}, {"all", s.all}};
+}
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -87,14 +90,22 @@ Args parse(int argc, char** argv) {
       if (i + 1 >= argc) fail("option ", k, " needs a value");
       return argv[++i];
     };
-    if (k == "--preset" || k == "--random-weights") a.preset = val();
-    else if (k == "--device") a.device = val();
-    else if (k == "--json") a.json_path = val();
-    else if (k == "--dtype") a.dtype = val();
-    else if (k == "--reps") a.reps = std::stoi(val());
-    else if (k == "--pp") a.pp = std::stoi(val());
-    else if (k == "--tg") a.tg = std::stoi(val());
-    else if (k == "--no-graph") a.graph = false;
+    if (k == "--preset" || k == "--random-weights")
+      a.preset = val();
+    else if (k == "--device")
+      a.device = val();
+    else if (k == "--json")
+      a.json_path = val();
+    else if (k == "--dtype")
+      a.dtype = val();
+    else if (k == "--reps")
+      a.reps = std::stoi(val());
+    else if (k == "--pp")
+      a.pp = std::stoi(val());
+    else if (k == "--tg")
+      a.tg = std::stoi(val());
+    else if (k == "--no-graph")
+      a.graph = false;
     else if (k == "--depths") {
       a.depths.clear();
       std::string s = val();
@@ -106,8 +117,9 @@ Args parse(int argc, char** argv) {
         p = q + 1;
       }
     } else if (k == "--help" || k == "-h") {
-      std::printf("usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-                  "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph]\n");
+      std::printf(
+          "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -124,12 +136,16 @@ int run(int argc, char** argv) {
   int dev = cuda::parse_device(args.device);
   cuda::set_device(dev);
   cuda::DeviceInfo di = cuda::device_info(dev);
-  std::printf("device: %s (cc %d.%d, %d SMs, %s, L2 %s), commit %s\n", di.name.c_str(), di.cc_major, di.cc_minor,
-              di.sm_count, cuda::format_bytes(di.total_memory).c_str(), cuda::format_bytes(di.l2_bytes).c_str(),
-              LLAMARUN_GIT_COMMIT);
+  std::printf("device: %s (cc %d.%d, %d SMs, %s, L2 %s), commit %s\n", di.name.c_str(), di.cc_major,
+              di.cc_minor, di.sm_count, cuda::format_bytes(di.total_memory).c_str(),
+              cuda::format_bytes(di.l2_bytes).c_str(), LLAMARUN_GIT_COMMIT);
   json J;
-  J["device"] = {{"name", di.name}, {"index", dev}, {"cc", std::to_string(di.cc_major) + "." + std::to_string(di.cc_minor)},
-                 {"sm_count", di.sm_count}, {"total_memory", di.total_memory}, {"l2_bytes", di.l2_bytes}};
+  J["device"] = {{"name", di.name},
+                 {"index", dev},
+                 {"cc", std::to_string(di.cc_major) + "." + std::to_string(di.cc_minor)},
+                 {"sm_count", di.sm_count},
+                 {"total_memory", di.total_memory},
+                 {"l2_bytes", di.l2_bytes}};
   J["commit"] = LLAMARUN_GIT_COMMIT;
   J["reps"] = args.reps;
   cudaStream_t stream;
@@ -148,8 +164,9 @@ int run(int argc, char** argv) {
     LLAMARUN_CUDA_CHECK(cudaMalloc(&a, bytes));
     LLAMARUN_CUDA_CHECK(cudaMalloc(&b, bytes));
     cuda::fill_random(DType::F16, a, int64_t(bytes / 2), 1.f, 1, stream);
-    auto t = time_events([&] { LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream)); },
-                         3, std::max(10, args.reps), stream);
+    auto t = time_events(
+        [&] { LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream)); }, 3,
+        std::max(10, args.reps), stream);
     std::vector<double> gbs;
     for (double s : t) gbs.push_back(2.0 * bytes / s / 1e9);
     Stats st = stats_of(gbs);
@@ -172,14 +189,15 @@ int run(int argc, char** argv) {
     cuda::fill_random(dt, x, int64_t(n) * n, 1.f, 3, stream);
     {
       cuda::LtGemm lt(ws, wsb);
-      auto t = time_events([&] { lt.run(dt, w, x, y, false, n, n, n, stream); }, 3, std::max(10, args.reps), stream);
+      auto t = time_events([&] { lt.run(dt, w, x, y, false, n, n, n, stream); }, 3, std::max(10, args.reps),
+                           stream);
       std::vector<double> tf;
       for (double s : t) tf.push_back(2.0 * n * n * double(n) / s / 1e12);
       Stats st = stats_of(tf);
       gemm_tflops = st.median;
       J["gemm_8192_tflops"] = to_json(st);
-      std::printf("cuBLASLt GEMM 8192^3 %s    %8.1f TFLOP/s [%.1f .. %.1f]\n", args.dtype.c_str(), st.median, st.min,
-                  st.max);
+      std::printf("cuBLASLt GEMM 8192^3 %s    %8.1f TFLOP/s [%.1f .. %.1f]\n", args.dtype.c_str(), st.median,
+                  st.min, st.max);
     }
     note_used();
     cudaFree(w);
@@ -203,17 +221,23 @@ int run(int argc, char** argv) {
   double init_s = now_s() - t0;
   note_used();
   const size_t wbytes = model.weight_bytes_per_token();
-  std::printf("model: %s random weights, %s, %s of weights (%s read per token), init %.2f s\n", args.preset.c_str(),
-              args.dtype.c_str(), cuda::format_bytes(model.memory_stats().weights).c_str(),
-              cuda::format_bytes(wbytes).c_str(), init_s);
-  J["model"] = {{"preset", args.preset}, {"dtype", args.dtype}, {"weights_bytes", model.memory_stats().weights},
-                {"weight_bytes_per_token", wbytes}, {"max_context", opt.max_context}, {"graph", args.graph},
+  std::printf("model: %s random weights, %s, %s of weights (%s read per token), init %.2f s\n",
+              args.preset.c_str(), args.dtype.c_str(),
+              cuda::format_bytes(model.memory_stats().weights).c_str(), cuda::format_bytes(wbytes).c_str(),
+              init_s);
+  J["model"] = {{"preset", args.preset},
+                {"dtype", args.dtype},
+                {"weights_bytes", model.memory_stats().weights},
+                {"weight_bytes_per_token", wbytes},
+                {"max_context", opt.max_context},
+                {"graph", args.graph},
                 {"init_seconds", init_s}};
 
   std::vector<int32_t> prompt(std::max(args.pp, max_depth));
   for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 13) % cfg.vocab_size);
 
-  // pp: tokens/s and FLOP/s (2 * matmul weights per token + attention's 4 * L * nh * hd per (query, key) pair).
+  // pp: tokens/s and FLOP/s (2 * matmul weights per token + attention's 4 * L * nh * hd per (query, key)
+  // pair).
   {
     const double H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
     const double nh = cfg.num_heads, nkv = cfg.num_kv_heads, L = cfg.num_layers, V = cfg.vocab_size;
@@ -232,7 +256,9 @@ int run(int argc, char** argv) {
       tfl.push_back(flops / s / 1e12);
     }
     Stats st = stats_of(tps), sf = stats_of(tfl);
-    J["pp"] = {{"tokens", args.pp}, {"tok_per_s", to_json(st)}, {"tflops", to_json(sf)},
+    J["pp"] = {{"tokens", args.pp},
+               {"tok_per_s", to_json(st)},
+               {"tflops", to_json(sf)},
                {"pct_of_gemm_peak", 100.0 * sf.median / gemm_tflops}};
     std::printf("pp%-4d                     %8.1f tok/s [%.1f .. %.1f]  %.1f TFLOP/s (%.0f%% of GEMM peak)\n",
                 args.pp, st.median, st.min, st.max, sf.median, 100.0 * sf.median / gemm_tflops);
@@ -260,17 +286,26 @@ int run(int argc, char** argv) {
       gbs.push_back(bytes / s / 1e9);
     }
     Stats st = stats_of(tps), sg = stats_of(gbs);
-    tgj.push_back({{"depth", d}, {"tokens", args.tg}, {"tok_per_s", to_json(st)}, {"effective_gbs", to_json(sg)},
+    tgj.push_back({{"depth", d},
+                   {"tokens", args.tg},
+                   {"tok_per_s", to_json(st)},
+                   {"effective_gbs", to_json(sg)},
                    {"pct_of_copy_bw", 100.0 * sg.median / copy_gbs},
-                   {"bytes_per_token", bytes / args.tg}, {"ms_per_token", 1e3 / st.median}});
-    std::printf("tg%d @ d%-5d               %8.1f tok/s [%.1f .. %.1f]  %.3f ms/tok  %.0f GB/s (%.1f%% of copy)\n",
-                args.tg, d, st.median, st.min, st.max, 1e3 / st.median, sg.median, 100.0 * sg.median / copy_gbs);
+                   {"bytes_per_token", bytes / args.tg},
+                   {"ms_per_token", 1e3 / st.median}});
+    std::printf(
+        "tg%d @ d%-5d               %8.1f tok/s [%.1f .. %.1f]  %.3f ms/tok  %.0f GB/s (%.1f%% of copy)\n",
+        args.tg, d, st.median, st.min, st.max, 1e3 / st.median, sg.median, 100.0 * sg.median / copy_gbs);
     note_used();
   }
   J["tg"] = tgj;
   CudaMemoryStats ms = model.memory_stats();
-  J["memory"] = {{"model_peak_bytes", ms.peak}, {"model_allocated_bytes", ms.allocated}, {"weights", ms.weights},
-                 {"kv_cache", ms.kv_cache}, {"activations", ms.activations}, {"workspace", ms.workspace},
+  J["memory"] = {{"model_peak_bytes", ms.peak},
+                 {"model_allocated_bytes", ms.allocated},
+                 {"weights", ms.weights},
+                 {"kv_cache", ms.kv_cache},
+                 {"activations", ms.activations},
+                 {"workspace", ms.workspace},
                  {"device_peak_used_bytes", peak_used}};
   std::printf("memory: model peak %s (weights %s, KV %s, activations %s), device used peak %s\n",
               cuda::format_bytes(ms.peak).c_str(), cuda::format_bytes(ms.weights).c_str(),

@@ -23,14 +23,16 @@ namespace llamarun::cuda::test {
     if (!::llamarun::cuda::cuda_available()) GTEST_SKIP() << "no CUDA GPU"; \
   } while (0)
 
-#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call << ": " << cudaGetErrorString(cudaGetLastError())
+#define CUDA_OK(call) \
+  ASSERT_EQ((call), cudaSuccess) << #call << ": " << cudaGetErrorString(cudaGetLastError())
 
 // Device memory freed on scope exit.
 struct DevBuf {
   void* p = nullptr;
   size_t n = 0;
   explicit DevBuf(size_t bytes) : n(bytes) {
-    if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess) throw std::runtime_error("cudaMalloc failed in test");
+    if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess)
+      throw std::runtime_error("cudaMalloc failed in test");
   }
   ~DevBuf() { cudaFree(p); }
   DevBuf(const DevBuf&) = delete;
@@ -42,10 +44,12 @@ struct DevBuf {
   // Fill with a byte pattern that decodes to NaN in f16, bf16 and f32 (0xFF bytes): unwritten outputs show.
   void poison() { cudaMemset(p, 0xff, n); }
   void upload(const void* src, size_t bytes) {
-    if (cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess) throw std::runtime_error("H2D failed");
+    if (cudaMemcpy(p, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+      throw std::runtime_error("H2D failed");
   }
   void download(void* dst, size_t bytes) const {
-    if (cudaMemcpy(dst, p, bytes, cudaMemcpyDeviceToHost) != cudaSuccess) throw std::runtime_error("D2H failed");
+    if (cudaMemcpy(dst, p, bytes, cudaMemcpyDeviceToHost) != cudaSuccess)
+      throw std::runtime_error("D2H failed");
   }
 };
 

@@ -41,7 +41,8 @@ TEST_P(CudaKernel, AddRmsNorm) {
   for (bool with_res : {false, true}) {
     const int M = 3, H = 4096;
     const float eps = 1e-5f;
-    auto x = rand_vec(gen, size_t(M) * H, -2, 2), r = rand_vec(gen, size_t(M) * H), w = rand_vec(gen, H, 0.5, 1.5);
+    auto x = rand_vec(gen, size_t(M) * H, -2, 2), r = rand_vec(gen, size_t(M) * H),
+         w = rand_vec(gen, H, 0.5, 1.5);
     auto xb = quantize16(t(), x), rb = quantize16(t(), r), wb = quantize16(t(), w);
     DevBuf dx(xb.size() * 2), dr(rb.size() * 2), dw(wb.size() * 2), dout(xb.size() * 2);
     dx.upload(xb.data(), xb.size() * 2);
@@ -116,7 +117,8 @@ TEST_P(CudaKernel, ConvertAndDequantize) {
 }
 
 // CPU reference RoPE on one head vector (fp64 angles).
-void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vector<float>& inv, RopeLayout lay) {
+void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vector<float>& inv,
+              RopeLayout lay) {
   for (int i = 0; i < hd / 2; ++i) {
     int i0 = lay == RopeLayout::kInterleaved ? 2 * i : i;
     int i1 = lay == RopeLayout::kInterleaved ? 2 * i + 1 : i + hd / 2;
@@ -148,8 +150,8 @@ TEST_P(CudaKernel, RopeStoreKv) {
       dq.poison();
       dk.poison();
       dv.poison();
-      rope_store_kv(t(), lay, dqkv.p, dpos.as<int32_t>(), dinv.as<float>(), M, nh, nkv, hd, max_ctx, dq.p, dk.p, dv.p,
-                    nullptr);
+      rope_store_kv(t(), lay, dqkv.p, dpos.as<int32_t>(), dinv.as<float>(), M, nh, nkv, hd, max_ctx, dq.p,
+                    dk.p, dv.p, nullptr);
       CUDA_OK(cudaDeviceSynchronize());
       std::vector<float> ref = qkv;
       for (int m = 0; m < M; ++m)
@@ -168,7 +170,8 @@ TEST_P(CudaKernel, RopeStoreKv) {
           }
         }
       }
-      EXPECT_LT(rel_l2(gq, rq), tol_rel(t())) << "q hd=" << hd << " interleaved=" << (lay == RopeLayout::kInterleaved);
+      EXPECT_LT(rel_l2(gq, rq), tol_rel(t()))
+          << "q hd=" << hd << " interleaved=" << (lay == RopeLayout::kInterleaved);
       EXPECT_LT(rel_l2(gk, rk), tol_rel(t())) << "k hd=" << hd;
       EXPECT_EQ(rel_l2(gv, rv), 0.0) << "v copied exactly";
       // A cache slot no token was written to stays untouched (still NaN poison).
@@ -178,7 +181,8 @@ TEST_P(CudaKernel, RopeStoreKv) {
   }
 }
 
-void gemv_ref(const std::vector<float>& W, const std::vector<float>& x, int M, int N, int K, std::vector<float>& y) {
+void gemv_ref(const std::vector<float>& W, const std::vector<float>& x, int M, int N, int K,
+              std::vector<float>& y) {
   y.assign(size_t(M) * N, 0.f);
   for (int m = 0; m < M; ++m)
     for (int n = 0; n < N; ++n) {
@@ -313,8 +317,8 @@ TEST_P(CudaKernel, GemmCublasLt) {
 }
 
 // CPU attention for one query vector over positions 0..len-1 of one kv head (fp64 softmax).
-void attend_ref(const float* q, const std::vector<float>& kc, const std::vector<float>& vc, int kvh, int max_ctx,
-                int hd, int len, float scale, float* out) {
+void attend_ref(const float* q, const std::vector<float>& kc, const std::vector<float>& vc, int kvh,
+                int max_ctx, int hd, int len, float scale, float* out) {
   std::vector<double> s(len);
   double mx = -1e300;
   for (int p = 0; p < len; ++p) {
@@ -348,7 +352,8 @@ TEST_P(CudaKernel, DecodeAttentionSplitK) {
     dv.upload(vb.data(), cache_n * 2);
     for (int sms : {132, 4}) {  // many splits, and few (long chunks per block)
       DecodeAttnPlan plan = make_decode_attn_plan(c.nkv, max_ctx, sms);
-      DevBuf po(decode_attn_partial_floats(plan, c.nh, c.hd) * 4), ps(decode_attn_stats_floats(plan, c.nh) * 4);
+      DevBuf po(decode_attn_partial_floats(plan, c.nh, c.hd) * 4),
+          ps(decode_attn_stats_floats(plan, c.nh) * 4);
       for (int len : {1, 7, 64, 65, 1000, 4096}) {
         auto q = rand_vec(gen, size_t(c.nh) * c.hd);
         auto qb = quantize16(t(), q);
@@ -384,7 +389,8 @@ TEST_P(CudaKernel, PrefillAttentionCausal) {
         // Positions past start+M-1 hold NaN: the kernel must never read them.
         for (size_t kh = 0; kh < size_t(c.nkv); ++kh)
           for (size_t p = start + M; p < size_t(max_ctx); ++p)
-            for (int i = 0; i < c.hd; ++i) kb[(kh * max_ctx + p) * c.hd + i] = vb[(kh * max_ctx + p) * c.hd + i] = 0x7fff;
+            for (int i = 0; i < c.hd; ++i)
+              kb[(kh * max_ctx + p) * c.hd + i] = vb[(kh * max_ctx + p) * c.hd + i] = 0x7fff;
         auto q = rand_vec(gen, size_t(M) * c.nh * c.hd);
         auto qb = quantize16(t(), q);
         DevBuf dk(cache_n * 2), dv(cache_n * 2), dq(qb.size() * 2), dout(qb.size() * 2);
@@ -392,7 +398,8 @@ TEST_P(CudaKernel, PrefillAttentionCausal) {
         dv.upload(vb.data(), cache_n * 2);
         dq.upload(qb.data(), qb.size() * 2);
         dout.poison();
-        prefill_attention(t(), dq.p, dk.p, dv.p, M, start, c.nh, c.nkv, c.hd, max_ctx, scale, dout.p, nullptr);
+        prefill_attention(t(), dq.p, dk.p, dv.p, M, start, c.nh, c.nkv, c.hd, max_ctx, scale, dout.p,
+                          nullptr);
         CUDA_OK(cudaDeviceSynchronize());
         auto out = download16(t(), dout, qb.size());
         std::vector<float> ref(qb.size());
@@ -402,15 +409,17 @@ TEST_P(CudaKernel, PrefillAttentionCausal) {
             size_t off = (size_t(m) * c.nh + h) * c.hd;
             attend_ref(&q[off], kc, vc, h / G, max_ctx, c.hd, start + m + 1, scale, &ref[off]);
           }
-        EXPECT_LT(rel_l2(out, ref), tol_rel(t())) << "nh=" << c.nh << " hd=" << c.hd << " start=" << start
-                                                  << " M=" << M;
+        EXPECT_LT(rel_l2(out, ref), tol_rel(t()))
+            << "nh=" << c.nh << " hd=" << c.hd << " start=" << start << " M=" << M;
       }
     }
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaKernel, ::testing::Values(DType::F16, DType::BF16),
-                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(dname(i.param)); });
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(dname(i.param));
+                         });
 
 }  // namespace
 }  // namespace llamarun::cuda::test

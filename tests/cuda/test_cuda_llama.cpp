@@ -55,14 +55,17 @@ struct HostModel {
   }
 };
 
-// gguf: GGUF names with quantised linear weights (q8_0 / q4_1 / q4_0) and f32 norms; else HF names stored in act.
+// gguf: GGUF names with quantised linear weights (q8_0 / q4_1 / q4_0) and f32 norms; else HF names stored in
+// act.
 HostModel make_host_model(const LlamaConfig& c, DType act, bool gguf, uint32_t seed) {
   std::mt19937 g(seed);
   HostModel m;
   m.act = act;
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size, qd = int64_t(c.num_heads) * c.head_dim,
-                kd = int64_t(c.num_kv_heads) * c.head_dim;
-  auto lin = [&](int64_t rows, int64_t cols) { return rand_vec(g, rows * cols, -std::sqrt(3.f / cols), std::sqrt(3.f / cols)); };
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
+                qd = int64_t(c.num_heads) * c.head_dim, kd = int64_t(c.num_kv_heads) * c.head_dim;
+  auto lin = [&](int64_t rows, int64_t cols) {
+    return rand_vec(g, rows * cols, -std::sqrt(3.f / cols), std::sqrt(3.f / cols));
+  };
   DType lin_t = gguf ? DType::Q8_0 : act;
   DType norm_t = gguf ? DType::F32 : act;
   m.add(gguf ? "token_embd.weight" : "model.embed_tokens.weight", "embed", {V, H}, gguf ? DType::F16 : act,
@@ -75,11 +78,12 @@ HostModel make_host_model(const LlamaConfig& c, DType act, bool gguf, uint32_t s
     m.add(gguf ? gp + "attn_norm.weight" : hp + "input_layernorm.weight", k + "attn_norm", {H}, norm_t,
           rand_vec(g, H, 0.8f, 1.2f));
     m.add(gguf ? gp + "attn_q.weight" : hp + "self_attn.q_proj.weight", k + "q", {qd, H}, lin_t, lin(qd, H));
-    m.add(gguf ? gp + "attn_k.weight" : hp + "self_attn.k_proj.weight", k + "k", {kd, H}, gguf ? DType::Q4_1 : act,
-          lin(kd, H));
-    m.add(gguf ? gp + "attn_v.weight" : hp + "self_attn.v_proj.weight", k + "v", {kd, H}, gguf ? DType::Q4_0 : act,
-          lin(kd, H));
-    m.add(gguf ? gp + "attn_output.weight" : hp + "self_attn.o_proj.weight", k + "o", {H, qd}, lin_t, lin(H, qd));
+    m.add(gguf ? gp + "attn_k.weight" : hp + "self_attn.k_proj.weight", k + "k", {kd, H},
+          gguf ? DType::Q4_1 : act, lin(kd, H));
+    m.add(gguf ? gp + "attn_v.weight" : hp + "self_attn.v_proj.weight", k + "v", {kd, H},
+          gguf ? DType::Q4_0 : act, lin(kd, H));
+    m.add(gguf ? gp + "attn_output.weight" : hp + "self_attn.o_proj.weight", k + "o", {H, qd}, lin_t,
+          lin(H, qd));
     m.add(gguf ? gp + "ffn_norm.weight" : hp + "post_attention_layernorm.weight", k + "ffn_norm", {H}, norm_t,
           rand_vec(g, H, 0.8f, 1.2f));
     m.add(gguf ? gp + "ffn_gate.weight" : hp + "mlp.gate_proj.weight", k + "gate", {I, H}, lin_t, lin(I, H));
@@ -103,7 +107,8 @@ class CpuLlama {
   std::vector<float> step(int token) {
     const int H = c_.hidden_size, I = c_.intermediate_size, nh = c_.num_heads, nkv = c_.num_kv_heads,
               hd = c_.head_dim, G = nh / nkv;
-    std::vector<float> x(w_.at("embed").begin() + size_t(token) * H, w_.at("embed").begin() + size_t(token + 1) * H);
+    std::vector<float> x(w_.at("embed").begin() + size_t(token) * H,
+                         w_.at("embed").begin() + size_t(token + 1) * H);
     for (int l = 0; l < c_.num_layers; ++l) {
       std::string k = std::to_string(l) + ".";
       auto h = rmsnorm(x, w_.at(k + "attn_norm"));
@@ -344,7 +349,8 @@ TEST_P(CudaLlamaTest, ErrorsNameTheProblem) {
   }
   CudaLlama m(cfg, hm.wm, o);
   std::vector<int32_t> ids(16, 1);
-  EXPECT_NE(error_of([&] { m.decode_step(cfg.vocab_size); }).find("outside the vocabulary"), std::string::npos);
+  EXPECT_NE(error_of([&] { m.decode_step(cfg.vocab_size); }).find("outside the vocabulary"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { m.prefill(ids.data(), 17); }).find("exceed the context"), std::string::npos);
   m.prefill(ids.data(), 16);
   EXPECT_NE(error_of([&] { m.decode_step(1); }).find("is full"), std::string::npos);
@@ -359,7 +365,9 @@ TEST_P(CudaLlamaTest, ErrorsNameTheProblem) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaLlamaTest, ::testing::Values(DType::F16, DType::BF16),
-                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(dname(i.param)); });
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(dname(i.param));
+                         });
 
 }  // namespace
 }  // namespace llamarun::cuda::test

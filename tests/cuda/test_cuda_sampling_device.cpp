@@ -62,7 +62,8 @@ TEST(CudaDevice, CudaErrorsBecomeLlamarunErrors) {
   e = error_of([] { gemv(DType::F16, nullptr, nullptr, nullptr, false, 9, 8, 8, nullptr); });
   EXPECT_NE(e.find("1..8"), std::string::npos) << e;
   // A CUDA runtime failure becomes an Error naming the call and the CUDA error name.
-  e = error_of([] { LLAMARUN_CUDA_CHECK(cudaMemcpy(nullptr, reinterpret_cast<void*>(16), 64, cudaMemcpyDefault)); });
+  e = error_of(
+      [] { LLAMARUN_CUDA_CHECK(cudaMemcpy(nullptr, reinterpret_cast<void*>(16), 64, cudaMemcpyDefault)); });
   EXPECT_NE(e.find("cudaMemcpy"), std::string::npos) << e;
   EXPECT_NE(e.find("cudaError"), std::string::npos) << e;
   cudaGetLastError();
@@ -180,8 +181,8 @@ TEST(CudaSampling, ArgmaxAndTopKTopP) {
     int same = 0, in_set = 0;
     const int draws = 200;
     for (int d = 0; d < draws; ++d) {
-      sample_top_k_top_p(dl.as<float>(), V, prm.temp, prm.k, prm.p, seed, dctr.as<uint64_t>(), dout.as<int32_t>(),
-                         nullptr);
+      sample_top_k_top_p(dl.as<float>(), V, prm.temp, prm.k, prm.p, seed, dctr.as<uint64_t>(),
+                         dout.as<int32_t>(), nullptr);
       dout.download(&tok, 4);
       CpuPick ref = cpu_sample(logits, prm.temp, prm.k, prm.p, sample_uniform(seed, uint64_t(d)));
       ASSERT_GE(tok, 0);

@@ -26,10 +26,10 @@ __global__ void __launch_bounds__(kThreads)
     decode_attn_partial(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
                         const int32_t* __restrict__ pos_dev, int nh, int G, int max_ctx, float scale,
                         float* __restrict__ part_o, float* __restrict__ part_stats) {
-  constexpr int LPP = HD / 8;        // lanes per position: each lane holds 8 of the HD values
-  constexpr int PPW = 32 / LPP;      // positions per warp per step
-  constexpr int PG = kWarps * PPW;   // position groups per block
-  constexpr int PER = kTile / PG;    // positions per group per tile
+  constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
+  constexpr int PPW = 32 / LPP;     // positions per warp per step
+  constexpr int PG = kWarps * PPW;  // position groups per block
+  constexpr int PER = kTile / PG;   // positions per group per tile
   __shared__ float s_p[MAXG][kTile];
   __shared__ float s_alpha[MAXG], s_m[MAXG], s_l[MAXG];
   __shared__ float red[PG][MAXG][HD];
@@ -50,7 +50,7 @@ __global__ void __launch_bounds__(kThreads)
     return;
   }
   const int lane = tid & 31, warp = tid >> 5;
-  const int dl = lane % LPP;              // which 8 values of the head
+  const int dl = lane % LPP;               // which 8 values of the head
   const int pg = warp * PPW + lane / LPP;  // position group
   const T* kbase = kc + size_t(kvh) * max_ctx * HD + dl * 8;
   const T* vbase = vc + size_t(kvh) * max_ctx * HD + dl * 8;
@@ -173,8 +173,8 @@ __global__ void __launch_bounds__(kThreads)
 
 // One block per query head, one thread per dimension: merges the chunks' partial softmax results.
 template <typename T>
-__global__ void decode_attn_merge(const float* __restrict__ part_o, const float* __restrict__ part_stats, int nh,
-                                  int hd, int S, T* __restrict__ out) {
+__global__ void decode_attn_merge(const float* __restrict__ part_o, const float* __restrict__ part_stats,
+                                  int nh, int hd, int S, T* __restrict__ out) {
   int h = blockIdx.x;
   float M = -INFINITY;
   for (int s = 0; s < S; ++s) {
@@ -196,8 +196,8 @@ __global__ void decode_attn_merge(const float* __restrict__ part_o, const float*
 }
 
 template <typename T, int HD>
-void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx, float scale,
-               int S, float* po, float* ps, cudaStream_t stream) {
+void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx,
+               float scale, int S, float* po, float* ps, cudaStream_t stream) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
   if (G == 1)
@@ -225,10 +225,12 @@ size_t decode_attn_partial_floats(const DecodeAttnPlan& plan, int nh, int hd) {
 }
 size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh) { return size_t(plan.splits) * nh * 2; }
 
-void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache, const int32_t* pos_dev,
-                      int nh, int nkv, int hd, int max_ctx, float scale, const DecodeAttnPlan& plan, float* part_o,
-                      float* part_stats, void* out, cudaStream_t stream) {
-  if (nkv <= 0 || nh % nkv != 0) fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
+void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
+                      const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
+                      const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
+                      cudaStream_t stream) {
+  if (nkv <= 0 || nh % nkv != 0)
+    fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("decode_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
   if (hd != 64 && hd != 128) fail("decode_attention: head_dim ", hd, " not supported (64 or 128)");
   int S = plan.splits;

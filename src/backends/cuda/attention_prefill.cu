@@ -90,10 +90,11 @@ __global__ void __launch_bounds__(kRows * 32)
 
 }  // namespace
 
-void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start, int nh,
-                       int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream) {
+void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
+                       int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream) {
   if (M <= 0) return;
-  if (nkv <= 0 || nh % nkv != 0) fail("prefill_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
+  if (nkv <= 0 || nh % nkv != 0)
+    fail("prefill_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (hd != 64 && hd != 128) fail("prefill_attention: head_dim ", hd, " not supported (64 or 128)");
   if (start < 0 || start + M > max_ctx)
     fail("prefill_attention: positions ", start, "..", start + M - 1, " exceed the cache of ", max_ctx);
@@ -104,9 +105,11 @@ void prefill_attention(DType act, const void* q, const void* k_cache, const void
     auto* vv = static_cast<const T*>(v_cache);
     auto* oo = static_cast<T*>(out);
     if (hd == 64)
-      prefill_attn_kernel<T, 64><<<grid, kRows * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, scale, oo);
+      prefill_attn_kernel<T, 64>
+          <<<grid, kRows * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, scale, oo);
     else
-      prefill_attn_kernel<T, 128><<<grid, kRows * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, scale, oo);
+      prefill_attn_kernel<T, 128>
+          <<<grid, kRows * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, scale, oo);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("prefill_attention");
 }

@@ -38,7 +38,8 @@ int parse_device(const std::string& spec) {
   } else if (spec.rfind("cuda:", 0) == 0 && spec.size() > 5 && spec.size() <= 9) {
     index = 0;
     for (size_t i = 5; i < spec.size(); ++i) {
-      if (spec[i] < '0' || spec[i] > '9') fail("device '", spec, "': expected 'cuda' or 'cuda:N' with N a number");
+      if (spec[i] < '0' || spec[i] > '9')
+        fail("device '", spec, "': expected 'cuda' or 'cuda:N' with N a number");
       index = index * 10 + (spec[i] - '0');
     }
   } else {
@@ -98,8 +99,9 @@ std::string format_bytes(size_t bytes) {
 void require_fits(size_t bytes, const std::string& what, size_t reserve) {
   MemInfo m = mem_info();
   if (bytes + reserve > m.free)
-    fail(what, " needs ", format_bytes(bytes), reserve ? detail::concat(" (+", format_bytes(reserve), " reserve)") : "",
-         " of GPU memory but only ", format_bytes(m.free), " of ", format_bytes(m.total),
+    fail(what, " needs ", format_bytes(bytes),
+         reserve ? detail::concat(" (+", format_bytes(reserve), " reserve)") : "", " of GPU memory but only ",
+         format_bytes(m.free), " of ", format_bytes(m.total),
          " is free (cudaMemGetInfo); use a smaller model, max context or dtype");
 }
 

@@ -23,10 +23,10 @@ struct DeviceInfo {
   int index = 0;
   int cc_major = 0, cc_minor = 0;
   int sm_count = 0;
-  size_t total_memory = 0;    // bytes
+  size_t total_memory = 0;  // bytes
   size_t l2_bytes = 0;
-  size_t smem_optin = 0;      // largest dynamic shared memory a block can opt into
-  double peak_bw_gbs = 0;     // from memory clock and bus width (a datasheet-style lead, not measured)
+  size_t smem_optin = 0;   // largest dynamic shared memory a block can opt into
+  double peak_bw_gbs = 0;  // from memory clock and bus width (a datasheet-style lead, not measured)
 };
 DeviceInfo device_info(int index);
 

@@ -61,13 +61,15 @@ struct NameScheme {
   std::string final_norm() const { return gguf ? "output_norm.weight" : "model.norm.weight"; }
   std::string lm_head() const { return gguf ? "output.weight" : "lm_head.weight"; }
   std::string layer(int i, Role r) const {
-    static const char* hf[] = {"input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-                               "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-                               "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
-    static const char* gg[] = {"attn_norm.weight",   "attn_q.weight",    "attn_k.weight",
-                               "attn_v.weight",      "attn_output.weight", "ffn_norm.weight",
-                               "ffn_gate.weight",    "ffn_up.weight",    "ffn_down.weight"};
-    return gguf ? detail::concat("blk.", i, ".", gg[int(r)]) : detail::concat("model.layers.", i, ".", hf[int(r)]);
+    static const char* hf[] = {
+        "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
+        "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
+    static const char* gg[] = {"attn_norm.weight", "attn_q.weight",      "attn_k.weight",
+                               "attn_v.weight",    "attn_output.weight", "ffn_norm.weight",
+                               "ffn_gate.weight",  "ffn_up.weight",      "ffn_down.weight"};
+    return gguf ? detail::concat("blk.", i, ".", gg[int(r)])
+                : detail::concat("model.layers.", i, ".", hf[int(r)]);
   }
 };
 
@@ -105,27 +107,27 @@ struct CudaLlama::Impl {
   void* final_norm = nullptr;  // [H]
   void* lm_head = nullptr;     // [V, H] (== embed when tied)
   std::vector<LayerWeights> layers;
-  float* inv_freq = nullptr;   // [hd / 2]
+  float* inv_freq = nullptr;  // [hd / 2]
 
   // KV cache: [L][nkv][max_ctx][hd] each.
   void* k_cache = nullptr;
   void* v_cache = nullptr;
 
   // Activations, sized for mmax rows.
-  void* x = nullptr;       // [mmax, H] residual stream
-  void* xn = nullptr;      // [mmax, H] normalised
-  void* qkv = nullptr;     // [mmax, qkv_rows]
-  void* q = nullptr;       // [mmax, nh hd] rotated queries
-  void* attn = nullptr;    // [mmax, nh hd]
-  void* o = nullptr;       // [mmax, H]
-  void* gu = nullptr;      // [mmax, 2 I]
-  void* mlp = nullptr;     // [mmax, I]
-  void* down = nullptr;    // [mmax, H]
-  float* logits = nullptr; // [V]
-  int32_t* ids = nullptr;  // [mmax]
-  int32_t* pos = nullptr;  // [mmax]
-  int32_t* step = nullptr; // [2]: decode token, decode position (written before each graph replay)
-  int32_t* next = nullptr; // [1]: sampled token
+  void* x = nullptr;        // [mmax, H] residual stream
+  void* xn = nullptr;       // [mmax, H] normalised
+  void* qkv = nullptr;      // [mmax, qkv_rows]
+  void* q = nullptr;        // [mmax, nh hd] rotated queries
+  void* attn = nullptr;     // [mmax, nh hd]
+  void* o = nullptr;        // [mmax, H]
+  void* gu = nullptr;       // [mmax, 2 I]
+  void* mlp = nullptr;      // [mmax, I]
+  void* down = nullptr;     // [mmax, H]
+  float* logits = nullptr;  // [V]
+  int32_t* ids = nullptr;   // [mmax]
+  int32_t* pos = nullptr;   // [mmax]
+  int32_t* step = nullptr;  // [2]: decode token, decode position (written before each graph replay)
+  int32_t* next = nullptr;  // [1]: sampled token
   uint64_t* rng_counter = nullptr;
   float* part_o = nullptr;
   float* part_stats = nullptr;
@@ -167,8 +169,8 @@ struct CudaLlama::Impl {
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
-    b += 4 * size_t(V) + 8 * m + 64 + (decode_attn_partial_floats(attn_plan, nh, hd) +
-                                      decode_attn_stats_floats(attn_plan, nh)) * 4;
+    b += 4 * size_t(V) + 8 * m + 64 +
+         (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
     return b + 16 * 256;  // allocation rounding
   }
 };
@@ -183,21 +185,22 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size, L = cfg.num_layers;
   nh = cfg.num_heads, nkv = cfg.num_kv_heads, hd = cfg.head_dim;
   if (H <= 0 || I <= 0 || V <= 0 || L <= 0 || nh <= 0 || nkv <= 0 || hd <= 0)
-    fail("CudaLlama: config has a non-positive size (hidden ", H, ", intermediate ", I, ", vocab ", V, ", layers ", L,
-         ", heads ", nh, ", kv heads ", nkv, ", head_dim ", hd, ")");
+    fail("CudaLlama: config has a non-positive size (hidden ", H, ", intermediate ", I, ", vocab ", V,
+         ", layers ", L, ", heads ", nh, ", kv heads ", nkv, ", head_dim ", hd, ")");
   if (H % 8 || I % 8 || (nh * hd) % 8)
-    fail("CudaLlama: hidden ", H, ", intermediate ", I, " and heads*head_dim ", nh * hd, " must be multiples of 8");
+    fail("CudaLlama: hidden ", H, ", intermediate ", I, " and heads*head_dim ", nh * hd,
+         " must be multiples of 8");
   if (nh % nkv) fail("CudaLlama: ", nh, " heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("CudaLlama: GQA group ", nh / nkv, " > 8 not supported");
   if (hd != 64 && hd != 128) fail("CudaLlama: head_dim ", hd, " not supported (64 or 128)");
-  if (H > 12288) fail("CudaLlama: hidden size ", H, " > 12288 not supported");
+  if (H > 12224) fail("CudaLlama: hidden size ", H, " > 12224 not supported");
   if (o.max_context <= 0) fail("CudaLlama: max_context ", o.max_context, " must be positive");
   if (o.max_prefill_chunk <= 0) fail("CudaLlama: max_prefill_chunk must be positive");
   qkv_rows = (nh + 2 * nkv) * hd;
   max_ctx = o.max_context;
   mmax = std::min(o.max_prefill_chunk, max_ctx);
   esz = 2;
-  fused_decode = o.fuse_decode && size_t(std::max({H, I, nh * hd})) * 2 <= 48 * 1024;
+  fused_decode = o.fuse_decode && size_t(std::max({H, I, nh * hd})) * 2 <= size_t(kGemvStageBytes);
 
   device = parse_device(o.device);
   set_device(device);
@@ -212,9 +215,9 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
 void CudaLlama::Impl::check_fits(size_t extra) {
   size_t w = weight_bytes(), kv = kv_bytes(), a = act_bytes();
   require_fits(w + kv + a + workspace_bytes + extra,
-               detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w), ", KV cache ",
-                              format_bytes(kv), " for ", max_ctx, " positions, activations ", format_bytes(a),
-                              ", workspace ", format_bytes(workspace_bytes), ")"),
+               detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w),
+                              ", KV cache ", format_bytes(kv), " for ", max_ctx, " positions, activations ",
+                              format_bytes(a), ", workspace ", format_bytes(workspace_bytes), ")"),
                size_t(64) << 20);
 }
 
@@ -344,11 +347,12 @@ const TensorInfo& get_checked(const WeightMap& wm, const std::string& name, std:
     std::string want, got;
     for (auto d : shape) want += detail::concat(want.empty() ? "" : ", ", d);
     for (auto d : t.shape) got += detail::concat(got.empty() ? "" : ", ", d);
-    fail(t.file.empty() ? std::string("weights") : t.file, ": tensor '", name, "' has shape [", got, "], expected [",
-         want, "]");
+    fail(t.file.empty() ? std::string("weights") : t.file, ": tensor '", name, "' has shape [", got,
+         "], expected [", want, "]");
   }
   if (dtype_is_quantized(t.dtype) && t.numel() % kQuantBlock)
-    fail(t.file, ": tensor '", name, "' of ", dtype_name(t.dtype), " has ", t.numel(), " values, not whole blocks");
+    fail(t.file, ": tensor '", name, "' of ", dtype_name(t.dtype), " has ", t.numel(),
+         " values, not whole blocks");
   return t;
 }
 
@@ -359,7 +363,9 @@ void CudaLlama::Impl::load_weights(const WeightMap& wm) {
   if (wm.find("token_embd.weight"))
     ns.gguf = true;
   else if (!wm.find("model.embed_tokens.weight"))
-    fail("weights: neither 'model.embed_tokens.weight' (Hugging Face) nor 'token_embd.weight' (GGUF) is present");
+    fail(
+        "weights: neither 'model.embed_tokens.weight' (Hugging Face) nor 'token_embd.weight' (GGUF) is "
+        "present");
   if (!cfg.tie_embeddings && !wm.find(ns.lm_head())) cfg.tie_embeddings = true;  // no lm_head: tied
   const size_t staging = std::max<size_t>(opt.staging_bytes, 1u << 20);
   allocate(2 * staging);
@@ -433,8 +439,8 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
       const LayerWeights& lw = layers[l];
       norm_attn.norm_weight = lw.attn_norm;
       gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, norm_attn, stream);
-      rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l), vc_layer(l),
-                    stream);
+      rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l),
+                    vc_layer(l), stream);
       decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
                        part_stats, attn, stream);
       gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream);
@@ -451,13 +457,14 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     const LayerWeights& lw = layers[l];
     add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, M, H, cfg.rms_eps, stream);
     linear(*lt, act, lw.qkv, xn, qkv, false, M, qkv_rows, H, stream);
-    rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, M, nh, nkv, hd, max_ctx, q, kc_layer(l), vc_layer(l),
-                  stream);
+    rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, M, nh, nkv, hd, max_ctx, q, kc_layer(l),
+                  vc_layer(l), stream);
     if (decode)
       decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
                        part_stats, attn, stream);
     else
-      prefill_attention(act, q, kc_layer(l), vc_layer(l), M, start, nh, nkv, hd, max_ctx, scale, attn, stream);
+      prefill_attention(act, q, kc_layer(l), vc_layer(l), M, start, nh, nkv, hd, max_ctx, scale, attn,
+                        stream);
     linear(*lt, act, lw.o, attn, o, false, M, H, qd, stream);
     add_rmsnorm(act, x, o, lw.ffn_norm, xn, M, H, cfg.rms_eps, stream);
     linear(*lt, act, lw.gate_up, xn, gu, false, M, 2 * I, H, stream);
@@ -525,7 +532,8 @@ std::vector<float> CudaLlama::prefill(const int32_t* tokens, int n) {
   Impl& m = *impl_;
   if (n <= 0) fail("prefill: empty prompt");
   if (m.cur_pos + n > m.max_ctx)
-    fail("prefill: ", n, " tokens at position ", m.cur_pos, " exceed the context of ", m.max_ctx, " positions");
+    fail("prefill: ", n, " tokens at position ", m.cur_pos, " exceed the context of ", m.max_ctx,
+         " positions");
   for (int i = 0; i < n; ++i)
     if (tokens[i] < 0 || tokens[i] >= m.V)
       fail("prefill: token id ", tokens[i], " at index ", i, " is outside the vocabulary [0, ", m.V, ")");

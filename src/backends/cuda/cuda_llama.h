@@ -18,7 +18,7 @@ namespace llamarun {
 struct WeightMap;
 
 struct CudaLlamaOptions {
-  std::string device = "cuda:0";    // "cuda" or "cuda:N"
+  std::string device = "cuda:0";     // "cuda" or "cuda:N"
   DType dtype = DType::F16;          // weights, activations and KV cache: F16 or BF16
   int max_context = 4096;            // KV-cache positions (prompt + generated)
   int max_prefill_chunk = 512;       // tokens per prefill forward; longer prompts run in chunks
@@ -28,9 +28,9 @@ struct CudaLlamaOptions {
 };
 
 struct CudaLoadStats {
-  double seconds = 0;          // wall time of the weight upload / initialisation
-  size_t host_bytes = 0;       // bytes read from the host weights (0 for random weights)
-  double gb_per_s = 0;         // host_bytes / seconds
+  double seconds = 0;     // wall time of the weight upload / initialisation
+  size_t host_bytes = 0;  // bytes read from the host weights (0 for random weights)
+  double gb_per_s = 0;    // host_bytes / seconds
   size_t device_weight_bytes = 0;
 };
 

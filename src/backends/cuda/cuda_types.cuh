@@ -97,14 +97,14 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
 }  // namespace llamarun::cuda
 
 // Calls FN<T>(args...) with T = __half or __nv_bfloat16 according to `act`.
-#define LLAMARUN_DISPATCH_ACT(act, where, ...)                                  \
-  do {                                                                          \
-    ::llamarun::cuda::check_act_dtype((act), (where));                          \
-    if ((act) == ::llamarun::DType::F16) {                                      \
-      using T = __half;                                                         \
-      __VA_ARGS__;                                                              \
-    } else {                                                                    \
-      using T = __nv_bfloat16;                                                  \
-      __VA_ARGS__;                                                              \
-    }                                                                           \
+#define LLAMARUN_DISPATCH_ACT(act, where, ...)         \
+  do {                                                 \
+    ::llamarun::cuda::check_act_dtype((act), (where)); \
+    if ((act) == ::llamarun::DType::F16) {             \
+      using T = __half;                                \
+      __VA_ARGS__;                                     \
+    } else {                                           \
+      using T = __nv_bfloat16;                         \
+      __VA_ARGS__;                                     \
+    }                                                  \
   } while (0)

@@ -70,12 +70,19 @@ __device__ __forceinline__ float h2f(uint16_t h) { return __half2float(__ushort_
 // One thread per output value.
 template <typename T>
 __global__ void convert_kernel(DType src_type, const void* __restrict__ src, T* __restrict__ dst, int64_t n) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     float v = 0.f;
     switch (src_type) {
-      case DType::F32: v = static_cast<const float*>(src)[i]; break;
-      case DType::F16: v = h2f(static_cast<const uint16_t*>(src)[i]); break;
-      case DType::BF16: v = __bfloat162float(__ushort_as_bfloat16(static_cast<const uint16_t*>(src)[i])); break;
+      case DType::F32:
+        v = static_cast<const float*>(src)[i];
+        break;
+      case DType::F16:
+        v = h2f(static_cast<const uint16_t*>(src)[i]);
+        break;
+      case DType::BF16:
+        v = __bfloat162float(__ushort_as_bfloat16(static_cast<const uint16_t*>(src)[i]));
+        break;
       case DType::Q8_0: {
         const BlockQ8_0& b = static_cast<const BlockQ8_0*>(src)[i / 32];
         v = h2f(b.d) * float(b.qs[i % 32]);
@@ -102,7 +109,8 @@ __global__ void convert_kernel(DType src_type, const void* __restrict__ src, T* 
 
 template <typename T>
 __global__ void fill_random_kernel(T* __restrict__ dst, int64_t n, float scale, uint64_t seed) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
     float u = sample_uniform(seed, uint64_t(i));
     dst[i] = from_f32<T>((2.f * u - 1.f) * scale);
   }
@@ -110,7 +118,8 @@ __global__ void fill_random_kernel(T* __restrict__ dst, int64_t n, float scale, 
 
 template <typename T>
 __global__ void fill_const_kernel(T* __restrict__ dst, int64_t n, float value) {
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
     dst[i] = from_f32<T>(value);
 }
 
@@ -125,8 +134,8 @@ void embedding(DType act, const int32_t* ids, int M, const void* table, int V, i
                cudaStream_t stream) {
   if (M <= 0) return;
   LLAMARUN_DISPATCH_ACT(act, "embedding", {
-    embedding_kernel<T><<<M, kRowThreads, 0, stream>>>(ids, static_cast<const T*>(table), V, H,
-                                                        static_cast<T*>(out));
+    embedding_kernel<T>
+        <<<M, kRowThreads, 0, stream>>>(ids, static_cast<const T*>(table), V, H, static_cast<T*>(out));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("embedding");
 }
@@ -135,11 +144,11 @@ void add_rmsnorm(DType act, void* x, const void* residual, const void* w, void* 
                  cudaStream_t stream) {
   if (M <= 0) return;
   size_t smem = size_t(H) * sizeof(float);
-  if (smem > 48 * 1024) fail("add_rmsnorm: hidden size ", H, " too large (max 12288)");
+  if (smem > 48 * 1024 - 256) fail("add_rmsnorm: hidden size ", H, " too large (max 12224)");
   LLAMARUN_DISPATCH_ACT(act, "add_rmsnorm", {
-    add_rmsnorm_kernel<T><<<M, kRowThreads * 2, smem, stream>>>(static_cast<T*>(x), static_cast<const T*>(residual),
-                                                                 static_cast<const T*>(w), static_cast<T*>(out), H,
-                                                                 eps);
+    add_rmsnorm_kernel<T>
+        <<<M, kRowThreads * 2, smem, stream>>>(static_cast<T*>(x), static_cast<const T*>(residual),
+                                               static_cast<const T*>(w), static_cast<T*>(out), H, eps);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("add_rmsnorm");
 }
@@ -156,7 +165,8 @@ void silu_mul(DType act, const void* gu, void* out, int M, int I, cudaStream_t s
 void convert_to_act(DType act, DType src_type, const void* src, void* dst, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
   if (dtype_is_quantized(src_type) && n % 32 != 0)
-    fail("convert_to_act: ", n, " values of ", dtype_name(src_type), " is not a multiple of the block size 32");
+    fail("convert_to_act: ", n, " values of ", dtype_name(src_type),
+         " is not a multiple of the block size 32");
   LLAMARUN_DISPATCH_ACT(act, "convert_to_act", {
     convert_kernel<T><<<grid_for(n, 256), 256, 0, stream>>>(src_type, src, static_cast<T*>(dst), n);
   });

@@ -20,7 +20,8 @@ struct LtGemm::Plan {
   }
 };
 
-LtGemm::LtGemm(void* workspace, size_t workspace_bytes) : workspace_(workspace), workspace_bytes_(workspace_bytes) {
+LtGemm::LtGemm(void* workspace, size_t workspace_bytes)
+    : workspace_(workspace), workspace_bytes_(workspace_bytes) {
   cublasLtHandle_t h = nullptr;
   LLAMARUN_CUBLAS_CHECK(cublasLtCreate(&h));
   handle_ = h;
@@ -57,9 +58,8 @@ LtGemm::Plan& LtGemm::plan_for(DType act, bool y_f32, int M, int N, int K) {
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws));
     cublasLtMatmulHeuristicResult_t res{};
     int found = 0;
-    cublasStatus_t st =
-        cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_), p->desc, p->a, p->b, p->c, p->c,
-                                       pref, 1, &res, &found);
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(static_cast<cublasLtHandle_t>(handle_), p->desc, p->a,
+                                                       p->b, p->c, p->c, pref, 1, &res, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     LLAMARUN_CUBLAS_CHECK(st);
     if (found == 0)

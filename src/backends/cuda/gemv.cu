@@ -18,13 +18,13 @@ namespace {
 
 constexpr int kWarps = 8;  // per block
 constexpr int kThreads = kWarps * 32;
-constexpr int kSmemX = 48 * 1024;
+constexpr int kSmemX = kGemvStageBytes;
 
 struct Fuse {
-  int prologue;          // GemvPrologue
-  const void* norm_w;    // kRmsNorm: [K]
+  int prologue;        // GemvPrologue
+  const void* norm_w;  // kRmsNorm: [K]
   float eps;
-  bool add;              // y += result
+  bool add;  // y += result
 };
 
 // Stages x (or its fused transform) into xs as T: M rows of K values.
@@ -89,9 +89,9 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
 }
 
 template <typename T, typename OutT, int M, int R, int U>
-__global__ void __launch_bounds__(kThreads) gemv_kernel(const T* __restrict__ W, const T* __restrict__ x,
-                                                         OutT* __restrict__ y, int N, int K, bool x_in_smem,
-                                                         Fuse f) {
+__global__ void __launch_bounds__(kThreads)
+    gemv_kernel(const T* __restrict__ W, const T* __restrict__ x, OutT* __restrict__ y, int N, int K,
+                bool x_in_smem, Fuse f) {
   extern __shared__ uint4 xs[];
   const int nvec = K / 8;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
@@ -165,7 +165,8 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
   size_t xbytes = size_t(M) * K * sizeof(T);
   bool smem = xbytes <= size_t(kSmemX);
   if (!smem && f.prologue != int(GemvPrologue::kNone))
-    fail("gemv_fused: ", M, " rows of ", K, " values do not fit the 48 KB staging buffer a fused prologue needs");
+    fail("gemv_fused: ", M, " rows of ", K,
+         " values do not fit the shared-memory staging a fused prologue needs");
   int rows_per_block = kWarps * R;
   int grid = (N + rows_per_block - 1) / rows_per_block;
   gemv_kernel<T, OutT, M, R, U><<<grid, kThreads, smem ? xbytes : 0, stream>>>(W, x, y, N, K, smem, f);
@@ -174,31 +175,52 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
 template <typename T, typename OutT>
 void launch(const T* W, const T* x, OutT* y, int M, int N, int K, const Fuse& f, cudaStream_t stream) {
   switch (M) {
-    case 1: launch_m<T, OutT, 1>(W, x, y, N, K, f, stream); break;
-    case 2: launch_m<T, OutT, 2>(W, x, y, N, K, f, stream); break;
-    case 3: launch_m<T, OutT, 3>(W, x, y, N, K, f, stream); break;
-    case 4: launch_m<T, OutT, 4>(W, x, y, N, K, f, stream); break;
-    case 5: launch_m<T, OutT, 5>(W, x, y, N, K, f, stream); break;
-    case 6: launch_m<T, OutT, 6>(W, x, y, N, K, f, stream); break;
-    case 7: launch_m<T, OutT, 7>(W, x, y, N, K, f, stream); break;
-    case 8: launch_m<T, OutT, 8>(W, x, y, N, K, f, stream); break;
+    case 1:
+      launch_m<T, OutT, 1>(W, x, y, N, K, f, stream);
+      break;
+    case 2:
+      launch_m<T, OutT, 2>(W, x, y, N, K, f, stream);
+      break;
+    case 3:
+      launch_m<T, OutT, 3>(W, x, y, N, K, f, stream);
+      break;
+    case 4:
+      launch_m<T, OutT, 4>(W, x, y, N, K, f, stream);
+      break;
+    case 5:
+      launch_m<T, OutT, 5>(W, x, y, N, K, f, stream);
+      break;
+    case 6:
+      launch_m<T, OutT, 6>(W, x, y, N, K, f, stream);
+      break;
+    case 7:
+      launch_m<T, OutT, 7>(W, x, y, N, K, f, stream);
+      break;
+    case 8:
+      launch_m<T, OutT, 8>(W, x, y, N, K, f, stream);
+      break;
   }
 }
 
-void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K, const Fuse& f,
-               cudaStream_t stream) {
+void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+               const Fuse& f, cudaStream_t stream) {
   if (M < 1 || M > 8) fail("gemv: M = ", M, " rows; the GEMV path takes 1..8 (use the GEMM path)");
   if (K % 8 != 0) fail("gemv: K = ", K, " must be a multiple of 8 (16-byte vectors)");
   if ((reinterpret_cast<uintptr_t>(W) | reinterpret_cast<uintptr_t>(x) |
-       reinterpret_cast<uintptr_t>(f.norm_w)) % 16 != 0)
+       reinterpret_cast<uintptr_t>(f.norm_w)) %
+          16 !=
+      0)
     fail("gemv: W, x and the norm weight must be 16-byte aligned");
-  if (f.prologue == int(GemvPrologue::kRmsNorm) && !f.norm_w) fail("gemv_fused: RMSNorm prologue without weight");
+  if (f.prologue == int(GemvPrologue::kRmsNorm) && !f.norm_w)
+    fail("gemv_fused: RMSNorm prologue without weight");
   if (N <= 0) return;
   LLAMARUN_DISPATCH_ACT(act, "gemv", {
     if (y_f32)
-      launch<T, float>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<float*>(y), M, N, K, f, stream);
+      launch<T, float>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<float*>(y), M, N, K, f,
+                       stream);
     else
-      launch<T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f, stream);
+      launch<T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f,
+                   stream);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("gemv");
 }

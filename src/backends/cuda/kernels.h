@@ -68,7 +68,8 @@ void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, i
 //                      (rounded to act, as add_rmsnorm's output would be). eps: the norm's epsilon.
 //   prologue kSiluMul: x [M, 2K] holds gate | up per row; the GEMV multiplies silu(gate) * up.
 //   add_to_y:          y += x W^T (y is the residual stream; one rounding to act).
-// Fused prologues need M * K * 2 bytes <= 48 KB (Error otherwise).
+// Fused prologues need M * K * 2 bytes <= kGemvStageBytes (Error otherwise).
+constexpr int kGemvStageBytes = 44 * 1024;  // shared memory for staged x (static + dynamic stays < 48 KB)
 enum class GemvPrologue { kNone = 0, kRmsNorm = 1, kSiluMul = 2 };
 struct GemvFusion {
   GemvPrologue prologue = GemvPrologue::kNone;

@@ -10,7 +10,8 @@ namespace {
 template <typename T, bool kInterleaved>
 __global__ void rope_store_kv_kernel(const T* __restrict__ qkv, const int32_t* __restrict__ pos,
                                      const float* __restrict__ inv_freq, int nh, int nkv, int hd, int max_ctx,
-                                     T* __restrict__ q_out, T* __restrict__ k_cache, T* __restrict__ v_cache) {
+                                     T* __restrict__ q_out, T* __restrict__ k_cache,
+                                     T* __restrict__ v_cache) {
   int head = blockIdx.x;
   int m = blockIdx.y;
   int i = threadIdx.x;  // pair index, < hd/2
@@ -56,9 +57,11 @@ void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t*
     auto* vc = static_cast<T*>(v_cache);
     auto* in = static_cast<const T*>(qkv);
     if (layout == RopeLayout::kInterleaved)
-      rope_store_kv_kernel<T, true><<<grid, hd / 2, 0, stream>>>(in, pos, inv_freq, nh, nkv, hd, max_ctx, qo, kc, vc);
+      rope_store_kv_kernel<T, true>
+          <<<grid, hd / 2, 0, stream>>>(in, pos, inv_freq, nh, nkv, hd, max_ctx, qo, kc, vc);
     else
-      rope_store_kv_kernel<T, false><<<grid, hd / 2, 0, stream>>>(in, pos, inv_freq, nh, nkv, hd, max_ctx, qo, kc, vc);
+      rope_store_kv_kernel<T, false>
+          <<<grid, hd / 2, 0, stream>>>(in, pos, inv_freq, nh, nkv, hd, max_ctx, qo, kc, vc);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("rope_store_kv");
 }

@@ -16,16 +16,17 @@ std::vector<float> rope_inv_freq(int head_dim, float theta, const RopeScaling& s
     inv[i] = 1.0f / std::pow(theta, e);
   }
   switch (sc.type) {
-    case RopeScaling::Type::kNone: break;
+    case RopeScaling::Type::kNone:
+      break;
     case RopeScaling::Type::kLinear:
       if (!(sc.factor > 0.f)) fail("rope_scaling linear: factor ", sc.factor, " must be positive");
       for (float& f : inv) f /= sc.factor;
       break;
     case RopeScaling::Type::kLlama3: {
       if (!(sc.factor > 0.f) || !(sc.high_freq_factor > sc.low_freq_factor) || sc.original_max_position <= 0)
-        fail("rope_scaling llama3: bad parameters (factor ", sc.factor, ", low_freq_factor ", sc.low_freq_factor,
-             ", high_freq_factor ", sc.high_freq_factor, ", original_max_position_embeddings ",
-             sc.original_max_position, ")");
+        fail("rope_scaling llama3: bad parameters (factor ", sc.factor, ", low_freq_factor ",
+             sc.low_freq_factor, ", high_freq_factor ", sc.high_freq_factor,
+             ", original_max_position_embeddings ", sc.original_max_position, ")");
       const float old_ctx = float(sc.original_max_position);
       const float low_wavelen = old_ctx / sc.low_freq_factor;
       const float high_wavelen = old_ctx / sc.high_freq_factor;
@@ -35,7 +36,8 @@ std::vector<float> rope_inv_freq(int head_dim, float theta, const RopeScaling& s
         float scaled = wavelen > low_wavelen ? f / sc.factor : f;
         bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
         if (medium) {
-          float smooth = (old_ctx / wavelen - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor);
+          float smooth =
+              (old_ctx / wavelen - sc.low_freq_factor) / (sc.high_freq_factor - sc.low_freq_factor);
           scaled = (1.f - smooth) * scaled / sc.factor + smooth * scaled;
         }
         f = scaled;

@@ -63,7 +63,8 @@ __device__ ValIdx argmax_all(const float* logits, int V, float* sv, int* si) {
   return best;
 }
 
-__global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restrict__ logits, int V, int32_t* out) {
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(const float* __restrict__ logits, int V, int32_t* out) {
   __shared__ float sv[32];
   __shared__ int si[32];
   ValIdx best = argmax_all(logits, V, sv, si);
@@ -71,8 +72,8 @@ __global__ void __launch_bounds__(kThreads) argmax_kernel(const float* __restric
 }
 
 __global__ void __launch_bounds__(kThreads)
-    sample_kernel(const float* __restrict__ logits, int V, float inv_temp, int top_k, float top_p, uint64_t seed,
-                  uint64_t* counter, int32_t* out) {
+    sample_kernel(const float* __restrict__ logits, int V, float inv_temp, int top_k, float top_p,
+                  uint64_t seed, uint64_t* counter, int32_t* out) {
   __shared__ float sv[32];
   __shared__ int si[32];
   __shared__ float scratch[32];
