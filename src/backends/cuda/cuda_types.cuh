@@ -37,20 +37,48 @@ struct alignas(16) Vec8 {
   uint4 u;
 };
 
+// Two 16-bit values packed in a 32-bit word -> floats, in registers (no reinterpretation through memory,
+// which makes the compiler split 16-byte loads into 2-byte ones).
+template <typename T>
+__device__ __forceinline__ void unpack2(uint32_t w, float& lo, float& hi);
+template <>
+__device__ __forceinline__ void unpack2<__half>(uint32_t w, float& lo, float& hi) {
+  lo = __half2float(__ushort_as_half(static_cast<unsigned short>(w & 0xffffu)));
+  hi = __half2float(__ushort_as_half(static_cast<unsigned short>(w >> 16)));
+}
+template <>
+__device__ __forceinline__ void unpack2<__nv_bfloat16>(uint32_t w, float& lo, float& hi) {
+  lo = __uint_as_float(w << 16);
+  hi = __uint_as_float(w & 0xffff0000u);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t bits16(float f);
+template <>
+__device__ __forceinline__ uint32_t bits16<__half>(float f) {
+  return __half_as_ushort(__float2half_rn(f));
+}
+template <>
+__device__ __forceinline__ uint32_t bits16<__nv_bfloat16>(float f) {
+  return __bfloat16_as_ushort(__float2bfloat16_rn(f));
+}
+
 // Unpacks 8 values of T held in a uint4 into floats.
 template <typename T>
 __device__ __forceinline__ void unpack8(const uint4& u, float* f) {
-  const T* h = reinterpret_cast<const T*>(&u);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) f[i] = to_f32(h[i]);
+  unpack2<T>(u.x, f[0], f[1]);
+  unpack2<T>(u.y, f[2], f[3]);
+  unpack2<T>(u.z, f[4], f[5]);
+  unpack2<T>(u.w, f[6], f[7]);
 }
 
 template <typename T>
 __device__ __forceinline__ uint4 pack8(const float* f) {
   uint4 u;
-  T* h = reinterpret_cast<T*>(&u);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) h[i] = from_f32<T>(f[i]);
+  u.x = bits16<T>(f[0]) | (bits16<T>(f[1]) << 16);
+  u.y = bits16<T>(f[2]) | (bits16<T>(f[3]) << 16);
+  u.z = bits16<T>(f[4]) | (bits16<T>(f[5]) << 16);
+  u.w = bits16<T>(f[6]) | (bits16<T>(f[7]) << 16);
   return u;
 }
 
@@ -60,6 +88,13 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p));
+  return r;
+}
+
+// 16-byte load through a generic pointer (shared or global), kept as one vector load.
+__device__ __forceinline__ uint4 ld_v4(const void* p) {
+  uint4 r;
+  asm volatile("ld.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
   return r;
 }
 

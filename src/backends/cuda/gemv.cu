@@ -39,8 +39,8 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
     for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
       int m = i / nvec, v = i % nvec;
       float g[8], u[8], o[8];
-      unpack8<T>(xv[size_t(m) * 2 * nvec + v], g);
-      unpack8<T>(xv[size_t(m) * 2 * nvec + nvec + v], u);
+      unpack8<T>(__ldg(xv + size_t(m) * 2 * nvec + v), g);
+      unpack8<T>(__ldg(xv + size_t(m) * 2 * nvec + nvec + v), u);
 #pragma unroll
       for (int j = 0; j < 8; ++j) o[j] = g[j] / (1.f + __expf(-g[j])) * u[j];
       xs[i] = pack8<T>(o);
@@ -55,7 +55,7 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float a[8];
-        unpack8<T>(xv[size_t(m) * nvec + v], a);
+        unpack8<T>(__ldg(xv + size_t(m) * nvec + v), a);
 #pragma unroll
         for (int j = 0; j < 8; ++j) ss[m] = fmaf(a[j], a[j], ss[m]);
       }
@@ -77,8 +77,8 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
     for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
       int m = i / nvec, v = i % nvec;
       float a[8], w[8];
-      unpack8<T>(xv[i], a);
-      unpack8<T>(wv[v], w);
+      unpack8<T>(__ldg(xv + i), a);
+      unpack8<T>(__ldg(wv + v), w);
       float r = inv[m];
 #pragma unroll
       for (int j = 0; j < 8; ++j) a[j] = a[j] * r * w[j];
@@ -128,7 +128,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int m = 0; m < M; ++m) {
           float xf[8];
-          unpack8<T>(xv[m * nvec + v], xf);
+          unpack8<T>(ld_v4(xv + m * nvec + v), xf);
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             float wf[8];
