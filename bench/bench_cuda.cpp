@@ -79,7 +79,7 @@ struct Args {
   std::string preset = "llama2-7b", device = "cuda:0", json_path, dtype = "f16";
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
-  bool graph = true;
+  bool graph = true, pdl = true, fuse = true;
 };
 
 Args parse(int argc, char** argv) {
@@ -106,6 +106,10 @@ Args parse(int argc, char** argv) {
       a.tg = std::stoi(val());
     else if (k == "--no-graph")
       a.graph = false;
+    else if (k == "--no-pdl")
+      a.pdl = false;
+    else if (k == "--no-fuse")
+      a.fuse = false;
     else if (k == "--depths") {
       a.depths.clear();
       std::string s = val();
@@ -119,7 +123,7 @@ Args parse(int argc, char** argv) {
     } else if (k == "--help" || k == "-h") {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph]\n");
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -216,6 +220,8 @@ int run(int argc, char** argv) {
   opt.max_context = std::max(args.pp, max_depth + args.tg);
   opt.max_prefill_chunk = std::max(args.pp, 1);
   opt.use_graph = args.graph;
+  opt.pdl = args.pdl;
+  opt.fuse_decode = args.fuse;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -228,6 +234,8 @@ int run(int argc, char** argv) {
   J["model"] = {{"preset", args.preset},
                 {"dtype", args.dtype},
                 {"weights_bytes", model.memory_stats().weights},
+                {"pdl", args.pdl},
+                {"fuse_decode", args.fuse},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},

@@ -78,6 +78,14 @@ fi
 
 step bench "$OUT/bench.log" "$BENCH" --preset llama2-7b --dtype f16 --reps "$REPS" --json "$OUT/bench_cuda.json"
 
+# Ablations of the decode step at depth 0 (what graph capture, PDL and the fusions are worth).
+for flags in "--no-pdl" "--no-pdl --no-fuse" "--no-graph"; do
+  echo "== $flags" >>"$OUT/bench_ablation.log"
+  # shellcheck disable=SC2086
+  step "bench $flags" "$OUT/bench_ablation.log" "$BENCH" --preset llama2-7b --dtype f16 --reps 3 --pp 64 --tg 64 \
+    --depths 0 $flags
+done
+
 if [ "${QUICK:-0}" != 1 ]; then
   : >"$OUT/peers.jsonl"
   step peer-torch-graph "$OUT/peers.jsonl" python3 bench/peers/torch_graph_decode.py --reps 3
@@ -88,6 +96,8 @@ log "---- bench ----"
 grep -E "copy|GEMM|pp|tg|memory|model" "$OUT/bench.log" >>"$summary" 2>/dev/null
 log "---- tests ----"
 grep -E "PASSED|FAILED|tests passed|tests failed" "$OUT/tests.log" | tail -20 >>"$summary" 2>/dev/null
+log "---- ablations (tg64 @ d0) ----"
+grep -E "^==|tg64" "$OUT/bench_ablation.log" >>"$summary" 2>/dev/null
 log "---- peers ----"
 cut -c1-400 "$OUT/peers.jsonl" >>"$summary" 2>/dev/null
 cat "$summary"

@@ -280,6 +280,7 @@ TEST_P(CudaLlamaTest, GraphReplayEqualsDirectLaunchAndGreedyMatchesLogits) {
   a.dtype = b.dtype = t();
   a.max_context = b.max_context = 64;
   b.use_graph = false;
+  b.pdl = false;  // a: graph + programmatic dependent launch; b: plain launches. Same bits expected.
   CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b), gc(cfg, hm.wm, a);
   std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   ga.prefill(prompt.data(), 10);

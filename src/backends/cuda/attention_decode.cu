@@ -34,6 +34,8 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float s_alpha[MAXG], s_m[MAXG], s_l[MAXG];
   __shared__ float red[PG][MAXG][HD];
 
+  pdl_trigger();
+  pdl_wait();  // before any read of earlier kernels' output and before any write
   const int kvh = blockIdx.x, split = blockIdx.y, S = gridDim.y;
   int len = pos_dev[0] + 1;
   len = len < 1 ? 1 : (len > max_ctx ? max_ctx : len);
@@ -175,6 +177,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 __global__ void decode_attn_merge(const float* __restrict__ part_o, const float* __restrict__ part_stats,
                                   int nh, int hd, int S, T* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();
   int h = blockIdx.x;
   float M = -INFINITY;
   for (int s = 0; s < S; ++s) {
@@ -197,17 +201,21 @@ __global__ void decode_attn_merge(const float* __restrict__ part_o, const float*
 
 template <typename T, int HD>
 void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx,
-               float scale, int S, float* po, float* ps, cudaStream_t stream) {
+               float scale, int S, float* po, float* ps, cudaStream_t stream, bool pdl) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
   if (G == 1)
-    decode_attn_partial<T, HD, 1><<<grid, kThreads, 0, stream>>>(q, k, v, pos, nh, G, max_ctx, scale, po, ps);
+    launch_kernel(pdl, decode_attn_partial<T, HD, 1>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
+                  max_ctx, scale, po, ps);
   else if (G == 2)
-    decode_attn_partial<T, HD, 2><<<grid, kThreads, 0, stream>>>(q, k, v, pos, nh, G, max_ctx, scale, po, ps);
+    launch_kernel(pdl, decode_attn_partial<T, HD, 2>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
+                  max_ctx, scale, po, ps);
   else if (G <= 4)
-    decode_attn_partial<T, HD, 4><<<grid, kThreads, 0, stream>>>(q, k, v, pos, nh, G, max_ctx, scale, po, ps);
+    launch_kernel(pdl, decode_attn_partial<T, HD, 4>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
+                  max_ctx, scale, po, ps);
   else
-    decode_attn_partial<T, HD, 8><<<grid, kThreads, 0, stream>>>(q, k, v, pos, nh, G, max_ctx, scale, po, ps);
+    launch_kernel(pdl, decode_attn_partial<T, HD, 8>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
+                  max_ctx, scale, po, ps);
 }
 
 }  // namespace
@@ -228,7 +236,7 @@ size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh) { return siz
 void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
                       const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
                       const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, bool pdl) {
   if (nkv <= 0 || nh % nkv != 0)
     fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("decode_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
@@ -239,11 +247,12 @@ void decode_attention(DType act, const void* q, const void* k_cache, const void*
     auto* kk = static_cast<const T*>(k_cache);
     auto* vv = static_cast<const T*>(v_cache);
     if (hd == 64)
-      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream);
+      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
     else
-      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream);
+      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
     LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_partial");
-    decode_attn_merge<T><<<nh, hd, 0, stream>>>(part_o, part_stats, nh, hd, S, static_cast<T*>(out));
+    launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,
+                  (const float*)part_stats, nh, hd, S, static_cast<T*>(out));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_merge");
 }

@@ -142,6 +142,7 @@ struct CudaLlama::Impl {
 
   int cur_pos = 0;
   bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
+  bool pdl = false;          // opt.pdl on a Hopper (cc >= 9) GPU: decode kernels overlap their neighbours
   CudaLoadStats load;
   CudaMemoryStats mem;
 
@@ -207,6 +208,7 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   DeviceInfo di = device_info(device);
   device_name = di.name;
   sm_count = di.sm_count;
+  pdl = o.pdl && di.cc_major >= 9;
   attn_plan = make_decode_attn_plan(nkv, max_ctx, sm_count);
   LLAMARUN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&h_io, 4 * sizeof(int32_t)));
@@ -431,26 +433,27 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
   embedding(act, tok, M, embed, V, H, x, stream);
   if (decode && fused_decode) {
     // 7 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, SiLU-mul in the down
-    // GEMV's, and the residual adds in the o / down GEMVs' epilogues (x is updated in place).
+    // GEMV's, and the residual adds in the o / down GEMVs' epilogues (x is updated in place). With pdl,
+    // every kernel after the embedding may start while its predecessor drains (GEMVs prefetch weights).
     GemvFusion norm_attn{GemvPrologue::kRmsNorm, nullptr, cfg.rms_eps, false};
     GemvFusion add{GemvPrologue::kNone, nullptr, 0.f, true};
     GemvFusion silu_add{GemvPrologue::kSiluMul, nullptr, 0.f, true};
     for (int l = 0; l < L; ++l) {
       const LayerWeights& lw = layers[l];
       norm_attn.norm_weight = lw.attn_norm;
-      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, norm_attn, stream);
+      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, norm_attn, stream, pdl);
       rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l),
-                    vc_layer(l), stream);
+                    vc_layer(l), stream, pdl);
       decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
-                       part_stats, attn, stream);
-      gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream);
+                       part_stats, attn, stream, pdl);
+      gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream, pdl);
       norm_attn.norm_weight = lw.ffn_norm;
-      gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, norm_attn, stream);
-      gemv_fused(act, lw.down, gu, x, false, 1, H, I, silu_add, stream);
+      gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, norm_attn, stream, pdl);
+      gemv_fused(act, lw.down, gu, x, false, 1, H, I, silu_add, stream, pdl);
     }
     norm_attn.norm_weight = final_norm;
-    gemv_fused(act, lm_head, x, logits, true, 1, V, H, norm_attn, stream);
-    argmax(logits, V, next, stream);
+    gemv_fused(act, lm_head, x, logits, true, 1, V, H, norm_attn, stream, pdl);
+    argmax(logits, V, next, stream, pdl);
     return;
   }
   for (int l = 0; l < L; ++l) {

@@ -24,6 +24,7 @@ struct CudaLlamaOptions {
   int max_prefill_chunk = 512;       // tokens per prefill forward; longer prompts run in chunks
   bool use_graph = true;             // replay the decode step from a captured CUDA graph
   bool fuse_decode = true;           // decode: RMSNorm / SiLU / residual fused into the GEMVs
+  bool pdl = true;                   // decode (fused): programmatic dependent launch on Hopper GPUs
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
 };
 

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "backends/cuda/cuda_check.h"
 #include "core/dtype.h"
@@ -127,6 +128,43 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   __syncthreads();
   float r = lane < nw ? scratch[lane] : -INFINITY;
   return warp_max(r);
+}
+
+// Programmatic dependent launch (Hopper): a kernel launched with launch_kernel(pdl = true) may start while
+// the previous kernel in the stream is still running. Every kernel so launched calls pdl_wait() before
+// it reads anything an earlier kernel wrote or writes anything at all (only constant data such as
+// weights may be touched before), and pdl_trigger() early so that the next kernel can be scheduled.
+// Both are no-ops when the kernel was launched normally, and on pre-Hopper GPUs.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Hint: bring a 16-byte line into L2 (used for weights before pdl_wait).
+__device__ __forceinline__ void prefetch_l2(const void* p) {
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
+// Launches `kernel` on `stream`, with the programmatic-stream-serialization attribute when pdl is set.
+template <typename... KArgs, typename... Args>
+void launch_kernel(bool pdl, void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = pdl ? attr : nullptr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  LLAMARUN_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 
 }  // namespace llamarun::cuda

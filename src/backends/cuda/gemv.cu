@@ -93,18 +93,27 @@ __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const T* __restrict__ W, const T* __restrict__ x, OutT* __restrict__ y, int N, int K,
                 bool x_in_smem, Fuse f) {
   extern __shared__ uint4 xs[];
+  pdl_trigger();
   const int nvec = K / 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kWarps + warp) * R;
+  const uint4* wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(W + size_t(min(row0 + r, N - 1)) * K);
+  if (row0 < N) {  // weights are constant: start pulling the first two steps' worth into L2 before waiting
+#pragma unroll
+    for (int u = 0; u < 2 * U; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (lane + u * 32 < nvec) prefetch_l2(wrow[r] + lane + u * 32);
+  }
+  pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   if (x_in_smem) {
     stage_x<T, M>(x, xs, K, f);
     xv = xs;
   }
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + warp) * R;
   if (row0 >= N) return;
-  const uint4* wrow[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(W + size_t(min(row0 + r, N - 1)) * K);
 
   float acc[R][M];
 #pragma unroll
@@ -159,7 +168,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 template <typename T, typename OutT, int M>
-void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream) {
+void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream, bool pdl) {
   constexpr int R = M <= 2 ? 2 : 1;
   constexpr int U = 4;
   size_t xbytes = size_t(M) * K * sizeof(T);
@@ -169,41 +178,43 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
          " values do not fit the shared-memory staging a fused prologue needs");
   int rows_per_block = kWarps * R;
   int grid = (N + rows_per_block - 1) / rows_per_block;
-  gemv_kernel<T, OutT, M, R, U><<<grid, kThreads, smem ? xbytes : 0, stream>>>(W, x, y, N, K, smem, f);
+  launch_kernel(pdl, gemv_kernel<T, OutT, M, R, U>, dim3(grid), dim3(kThreads), smem ? xbytes : 0, stream, W,
+                x, y, N, K, smem, f);
 }
 
 template <typename T, typename OutT>
-void launch(const T* W, const T* x, OutT* y, int M, int N, int K, const Fuse& f, cudaStream_t stream) {
+void launch(const T* W, const T* x, OutT* y, int M, int N, int K, const Fuse& f, cudaStream_t stream,
+            bool pdl) {
   switch (M) {
     case 1:
-      launch_m<T, OutT, 1>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 1>(W, x, y, N, K, f, stream, pdl);
       break;
     case 2:
-      launch_m<T, OutT, 2>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 2>(W, x, y, N, K, f, stream, pdl);
       break;
     case 3:
-      launch_m<T, OutT, 3>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 3>(W, x, y, N, K, f, stream, pdl);
       break;
     case 4:
-      launch_m<T, OutT, 4>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 4>(W, x, y, N, K, f, stream, pdl);
       break;
     case 5:
-      launch_m<T, OutT, 5>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 5>(W, x, y, N, K, f, stream, pdl);
       break;
     case 6:
-      launch_m<T, OutT, 6>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 6>(W, x, y, N, K, f, stream, pdl);
       break;
     case 7:
-      launch_m<T, OutT, 7>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 7>(W, x, y, N, K, f, stream, pdl);
       break;
     case 8:
-      launch_m<T, OutT, 8>(W, x, y, N, K, f, stream);
+      launch_m<T, OutT, 8>(W, x, y, N, K, f, stream, pdl);
       break;
   }
 }
 
 void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
-               const Fuse& f, cudaStream_t stream) {
+               const Fuse& f, cudaStream_t stream, bool pdl) {
   if (M < 1 || M > 8) fail("gemv: M = ", M, " rows; the GEMV path takes 1..8 (use the GEMM path)");
   if (K % 8 != 0) fail("gemv: K = ", K, " must be a multiple of 8 (16-byte vectors)");
   if ((reinterpret_cast<uintptr_t>(W) | reinterpret_cast<uintptr_t>(x) |
@@ -217,10 +228,10 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
   LLAMARUN_DISPATCH_ACT(act, "gemv", {
     if (y_f32)
       launch<T, float>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<float*>(y), M, N, K, f,
-                       stream);
+                       stream, pdl);
     else
-      launch<T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f,
-                   stream);
+      launch<T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f, stream,
+                   pdl);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("gemv");
 }
@@ -229,13 +240,13 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
 
 void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
           cudaStream_t stream) {
-  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false}, stream);
+  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false}, stream, false);
 }
 
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
-                const GemvFusion& fusion, cudaStream_t stream) {
+                const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
   gemv_impl(act, W, x, y, y_f32, M, N, K,
-            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y}, stream);
+            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y}, stream, pdl);
 }
 
 }  // namespace llamarun::cuda

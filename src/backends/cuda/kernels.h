@@ -2,6 +2,8 @@
 // bf16 (`act` is DType::F16 or DType::BF16); every reduction accumulates in fp32. All pointers are
 // device pointers unless said otherwise; all launches go on `stream` and are asynchronous; launch
 // errors throw llamarun::Error naming the kernel. Needs the CUDA runtime header (for cudaStream_t).
+// `pdl`: launch with programmatic dependent launch (Hopper; see cuda_types.cuh): the kernel may start while
+// the previous one finishes; the GEMV prefetches its weights meanwhile.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -54,7 +56,7 @@ void fill_const(DType act, void* dst, int64_t n, float value, cudaStream_t strea
 // inv_freq [hd/2] fp32. Positions outside [0, max_ctx) are skipped (callers check).
 void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t* pos, const float* inv_freq,
                    int M, int nh, int nkv, int hd, int max_ctx, void* q_out, void* k_cache, void* v_cache,
-                   cudaStream_t stream);
+                   cudaStream_t stream, bool pdl = false);
 
 // ---- decode GEMV (gemv.cu) ----
 
@@ -78,7 +80,7 @@ struct GemvFusion {
   bool add_to_y = false;
 };
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
-                const GemvFusion& fusion, cudaStream_t stream);
+                const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
 
 // ---- decode attention, split-K / flash-decoding (attention_decode.cu) ----
 
@@ -98,7 +100,7 @@ size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh);
 void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
                       const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
                       const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream);
+                      cudaStream_t stream, bool pdl = false);
 
 // ---- prefill attention, causal, tiled with online softmax (attention_prefill.cu) ----
 
@@ -110,7 +112,7 @@ void prefill_attention(DType act, const void* q, const void* k_cache, const void
 // ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
 
 // out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32.
-void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream);
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false);
 
 // Samples from softmax(logits / temperature) restricted to the top_k largest (top_k <= 0: all) and
 // then to the smallest set of largest logits whose probability reaches top_p (top_p >= 1: all).

@@ -12,6 +12,8 @@ __global__ void rope_store_kv_kernel(const T* __restrict__ qkv, const int32_t* _
                                      const float* __restrict__ inv_freq, int nh, int nkv, int hd, int max_ctx,
                                      T* __restrict__ q_out, T* __restrict__ k_cache,
                                      T* __restrict__ v_cache) {
+  pdl_trigger();
+  pdl_wait();
   int head = blockIdx.x;
   int m = blockIdx.y;
   int i = threadIdx.x;  // pair index, < hd/2
@@ -47,7 +49,7 @@ __global__ void rope_store_kv_kernel(const T* __restrict__ qkv, const int32_t* _
 
 void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t* pos, const float* inv_freq,
                    int M, int nh, int nkv, int hd, int max_ctx, void* q_out, void* k_cache, void* v_cache,
-                   cudaStream_t stream) {
+                   cudaStream_t stream, bool pdl) {
   if (M <= 0) return;
   if (hd % 2 != 0 || hd > 2048) fail("rope_store_kv: head_dim ", hd, " must be even and <= 2048");
   dim3 grid(nh + 2 * nkv, M);
@@ -57,11 +59,11 @@ void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t*
     auto* vc = static_cast<T*>(v_cache);
     auto* in = static_cast<const T*>(qkv);
     if (layout == RopeLayout::kInterleaved)
-      rope_store_kv_kernel<T, true>
-          <<<grid, hd / 2, 0, stream>>>(in, pos, inv_freq, nh, nkv, hd, max_ctx, qo, kc, vc);
+      launch_kernel(pdl, rope_store_kv_kernel<T, true>, grid, dim3(hd / 2), 0, stream, in, pos, inv_freq, nh,
+                    nkv, hd, max_ctx, qo, kc, vc);
     else
-      rope_store_kv_kernel<T, false>
-          <<<grid, hd / 2, 0, stream>>>(in, pos, inv_freq, nh, nkv, hd, max_ctx, qo, kc, vc);
+      launch_kernel(pdl, rope_store_kv_kernel<T, false>, grid, dim3(hd / 2), 0, stream, in, pos, inv_freq, nh,
+                    nkv, hd, max_ctx, qo, kc, vc);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("rope_store_kv");
 }

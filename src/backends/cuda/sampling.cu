@@ -171,9 +171,9 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream) {
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl) {
   if (V <= 0) fail("argmax: empty vocabulary");
-  argmax_kernel<<<1, kThreads, 0, stream>>>(logits, V, out);
+  launch_kernel(pdl, argmax_kernel, dim3(1), dim3(kThreads), 0, stream, logits, V, out);
   LLAMARUN_CUDA_LAUNCH_CHECK("argmax");
 }
 
