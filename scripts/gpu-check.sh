@@ -28,7 +28,7 @@ REPS=5
 status=0
 summary="$OUT/summary.txt"
 : >"$summary"
-log() { echo "$*" | tee -a "$summary"; }
+log() { echo "$*" >>"$summary"; }
 step() {  # step NAME LOGFILE CMD...: runs CMD, output to LOGFILE, records pass/fail and time
   local name=$1 logf=$2
   shift 2
@@ -47,7 +47,12 @@ step() {  # step NAME LOGFILE CMD...: runs CMD, output to LOGFILE, records pass/
   nvcc --version 2>&1 | tail -1 || true
 } >>"$summary"
 
-export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}/usr/local/cuda/lib64:/usr/local/cuda/lib"
+# libcudart / libcublas(Lt) .so.13 for binaries built elsewhere: the toolkit's, else the pip-installed ones.
+for d in /usr/local/cuda/lib64 /usr/local/cuda/lib /usr/local/cuda/targets/x86_64-linux/lib \
+  /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib; do
+  [ -d "$d" ] && LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+done
+export LD_LIBRARY_PATH
 if [ "${PREBUILT:-0}" != 1 ]; then
   if step configure "$OUT/build.log" cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMARUN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS"; then
@@ -96,6 +101,7 @@ log "---- bench ----"
 grep -E "copy|GEMM|pp|tg|memory|model" "$OUT/bench.log" >>"$summary" 2>/dev/null
 log "---- tests ----"
 grep -E "PASSED|FAILED|tests passed|tests failed" "$OUT/tests.log" | tail -20 >>"$summary" 2>/dev/null
+log "skipped tests (should be 0 on a GPU machine): $(grep -c 'SKIPPED \]' "$OUT/tests.log" 2>/dev/null)"
 log "---- ablations (tg64 @ d0) ----"
 grep -E "^==|tg64" "$OUT/bench_ablation.log" >>"$summary" 2>/dev/null
 log "---- peers ----"
