@@ -494,7 +494,18 @@ void CudaLlama::Impl::capture_graph() {
     throw;
   }
   LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  LLAMARUN_CUDA_CHECK(cudaGraphInstantiate(&graph_exec, graph, 0));
+  cudaError_t err = cudaGraphInstantiate(&graph_exec, graph, 0);
+  if (err != cudaSuccess && pdl) {
+    // A driver that cannot instantiate programmatic-launch edges: capture again with plain launches.
+    cudaGetLastError();
+    cudaGraphDestroy(graph);
+    graph = nullptr;
+    graph_exec = nullptr;
+    pdl = false;
+    capture_graph();
+    return;
+  }
+  LLAMARUN_CUDA_CHECK(err);
 }
 
 void CudaLlama::Impl::run_decode() {
