@@ -483,29 +483,31 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
 }
 
 void CudaLlama::Impl::capture_graph() {
-  LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  try {
-    forward(1, true, 0);
-  } catch (...) {
-    cudaGraph_t g = nullptr;
-    cudaStreamEndCapture(stream, &g);
-    if (g) cudaGraphDestroy(g);
-    cudaGetLastError();
-    throw;
-  }
-  LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-  cudaError_t err = cudaGraphInstantiate(&graph_exec, graph, 0);
-  if (err != cudaSuccess && pdl) {
-    // A driver that cannot instantiate programmatic-launch edges: capture again with plain launches.
+  // With pdl, a driver that cannot capture or instantiate programmatic-launch edges gets a second
+  // capture with plain launches.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      forward(1, true, 0);
+    } catch (...) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(stream, &g);
+      if (g) cudaGraphDestroy(g);
+      cudaGetLastError();
+      if (!pdl) throw;
+      pdl = false;
+      continue;
+    }
+    LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    cudaError_t err = cudaGraphInstantiate(&graph_exec, graph, 0);
+    if (err == cudaSuccess) return;
     cudaGetLastError();
     cudaGraphDestroy(graph);
     graph = nullptr;
     graph_exec = nullptr;
+    if (!pdl) LLAMARUN_CUDA_CHECK(err);
     pdl = false;
-    capture_graph();
-    return;
   }
-  LLAMARUN_CUDA_CHECK(err);
 }
 
 void CudaLlama::Impl::run_decode() {
