@@ -307,6 +307,9 @@ int run(int argc, char** argv) {
     note_used();
   }
   J["tg"] = tgj;
+  J["model"]["pdl_active"] = model.pdl_active();
+  std::printf("decode: graph %s, fused %s, PDL active %s\n", args.graph ? "on" : "off", args.fuse ? "on" : "off",
+              model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

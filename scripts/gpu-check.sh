@@ -98,7 +98,7 @@ if [ "${QUICK:-0}" != 1 ]; then
 fi
 
 log "---- bench ----"
-grep -E "copy|GEMM|pp|tg|memory|model" "$OUT/bench.log" >>"$summary" 2>/dev/null
+grep -E "copy|GEMM|pp|tg|memory|model|decode:" "$OUT/bench.log" >>"$summary" 2>/dev/null
 log "---- tests ----"
 grep -E "PASSED|FAILED|tests passed|tests failed" "$OUT/tests.log" | tail -20 >>"$summary" 2>/dev/null
 log "skipped tests (should be 0 on a GPU machine): $(grep -c 'SKIPPED \]' "$OUT/tests.log" 2>/dev/null)"

@@ -618,6 +618,7 @@ const LlamaConfig& CudaLlama::config() const { return impl_->cfg; }
 DType CudaLlama::dtype() const { return impl_->act; }
 CudaLoadStats CudaLlama::load_stats() const { return impl_->load; }
 std::string CudaLlama::device_name() const { return impl_->device_name; }
+bool CudaLlama::pdl_active() const { return impl_->pdl && impl_->fused_decode; }
 
 CudaMemoryStats CudaLlama::memory_stats() const {
   CudaMemoryStats s = impl_->mem;

@@ -86,6 +86,9 @@ class CudaLlama {
   CudaLoadStats load_stats() const;
   CudaMemoryStats memory_stats() const;
   std::string device_name() const;
+  // Whether the decode step runs with programmatic dependent launch (opt.pdl, Hopper, and the driver took it;
+  // known after the first decode step).
+  bool pdl_active() const;
   // Bytes of weights read per decoded token (all layer weights + final norm + lm_head).
   size_t weight_bytes_per_token() const;
   // Bytes of KV cache read by one decode step at `pos` (positions 0..pos, all layers, K and V).
