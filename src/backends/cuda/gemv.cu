@@ -33,14 +33,14 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
   const int nvec = K / 8;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   if (f.prologue == int(GemvPrologue::kNone)) {
-    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[i] = xv[i];
+    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[i] = ld_v4(xv + i);
   } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
     // x rows are [gate (K) | up (K)]
     for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
       int m = i / nvec, v = i % nvec;
       float g[8], u[8], o[8];
-      unpack8<T>(__ldg(xv + size_t(m) * 2 * nvec + v), g);
-      unpack8<T>(__ldg(xv + size_t(m) * 2 * nvec + nvec + v), u);
+      unpack8<T>(ld_v4(xv + size_t(m) * 2 * nvec + v), g);
+      unpack8<T>(ld_v4(xv + size_t(m) * 2 * nvec + nvec + v), u);
 #pragma unroll
       for (int j = 0; j < 8; ++j) o[j] = g[j] / (1.f + __expf(-g[j])) * u[j];
       xs[i] = pack8<T>(o);
@@ -55,7 +55,7 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         float a[8];
-        unpack8<T>(__ldg(xv + size_t(m) * nvec + v), a);
+        unpack8<T>(ld_v4(xv + size_t(m) * nvec + v), a);
 #pragma unroll
         for (int j = 0; j < 8; ++j) ss[m] = fmaf(a[j], a[j], ss[m]);
       }
@@ -77,7 +77,7 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
     for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
       int m = i / nvec, v = i % nvec;
       float a[8], w[8];
-      unpack8<T>(__ldg(xv + i), a);
+      unpack8<T>(ld_v4(xv + i), a);
       unpack8<T>(__ldg(wv + v), w);
       float r = inv[m];
 #pragma unroll
