@@ -7,9 +7,12 @@
 // Peaks are measured at start-up in the same run (all OpenMP threads) and printed; each benchmark
 // runs 5 repetitions and reports mean/median/stddev. LLAMARUN_BENCH_BW_MIB sets the bandwidth
 // probe's buffer (default 1024).
+// LLAMARUN_BENCH_CPU_TIME=1 (with OMP_NUM_THREADS=1): peaks and rates use the thread's CPU time instead
+// of the wall clock: one core's figures, robust while other processes load the machine.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,7 +37,8 @@ namespace {
 struct Peaks {
   double read_gbs = 0, fp32_gflops = 0, bf16_gflops = 0;
 };
-Peaks g_peaks;  // measured once in main, before any benchmark runs
+Peaks g_peaks;            // measured once in main, before any benchmark runs
+bool g_cpu_time = false;  // LLAMARUN_BENCH_CPU_TIME
 
 std::vector<float> randn(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -58,7 +62,7 @@ struct WeightPool {
 const WeightPool& get_pool(DType t, int64_t N, int64_t K, size_t min_total_bytes) {
   static std::unique_ptr<WeightPool> pool;
   const size_t mb = dtype_row_bytes(t, K) * size_t(N);
-  const int copies = int((min_total_bytes + mb - 1) / mb);
+  const int copies = std::max(1, int((min_total_bytes + mb - 1) / mb));
   if (pool && pool->dtype == t && pool->N == N && pool->K == K && pool->copies >= copies) return *pool;
   pool.reset();
   auto p = std::make_unique<WeightPool>(WeightPool{t, N, K, copies, mb, {}});
@@ -162,12 +166,9 @@ void register_all() {
   for (int l = 0; l <= int(top); ++l)
     if (SimdLevel(l) != SimdLevel::kAvx512Bf16) levels.push_back(SimdLevel(l));
   auto reg = [](const std::string& name, auto fn) {
-    return benchmark::RegisterBenchmark(name.c_str(), fn)
-        ->UseRealTime()
-        ->Unit(benchmark::kMicrosecond)
-        ->Repetitions(5)
-        ->ReportAggregatesOnly(true)
-        ->MinTime(0.2);
+    auto* b = benchmark::RegisterBenchmark(name.c_str(), fn);
+    if (!g_cpu_time) b->UseRealTime();
+    return b->Unit(benchmark::kMicrosecond)->Repetitions(5)->ReportAggregatesOnly(true)->MinTime(0.2);
   };
   for (DType t : kDtypes)
     for (int64_t M : {1, 4})
@@ -176,6 +177,15 @@ void register_all() {
                                  "/N=4096/K=4096/" + cpu::simd_level_str(l);
         reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, l, M, 4096, 4096); });
       }
+  // Decode shapes of the default model (SmolLM2-135M: hidden 576, MLP 1536, vocab 49152), best level.
+  const int64_t smol_shapes[][2] = {{576, 576}, {1536, 576}, {576, 1536}, {49152, 576}};
+  for (DType t : {DType::Q4_1, DType::Q8_0, DType::BF16})
+    for (const auto& nk : smol_shapes) {
+      const int64_t N = nk[0], K = nk[1];
+      const std::string name = std::string("gemv/") + dtype_name(t) + "/M=1/N=" + std::to_string(N) +
+                               "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top);
+      reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, top, 1, N, K); });
+    }
   for (DType t : kDtypes)
     for (SimdLevel l : levels) {
       if (l == SimdLevel::kScalar) continue;
@@ -210,14 +220,21 @@ int main(int argc, char** argv) {
   const int threads = omp_get_max_threads();
   size_t bw_mib = 1024;
   if (const char* e = std::getenv("LLAMARUN_BENCH_BW_MIB")) bw_mib = size_t(std::strtoull(e, nullptr, 10));
-  g_peaks.read_gbs = cpu::measure_read_bandwidth_gbs(threads, bw_mib << 20);
-  g_peaks.fp32_gflops = cpu::measure_fp32_peak_gflops(threads);
-  g_peaks.bf16_gflops = cpu::measure_bf16_peak_gflops(threads);
+  if (const char* e = std::getenv("LLAMARUN_BENCH_CPU_TIME")) g_cpu_time = std::strcmp(e, "1") == 0;
+  if (g_cpu_time && threads != 1) {
+    std::fprintf(stderr, "LLAMARUN_BENCH_CPU_TIME=1 needs OMP_NUM_THREADS=1 (got %d threads)\n", threads);
+    return 2;
+  }
+  const cpu::PeakClock clock = g_cpu_time ? cpu::PeakClock::kThreadCpu : cpu::PeakClock::kWall;
+  g_peaks.read_gbs = cpu::measure_read_bandwidth_gbs(threads, bw_mib << 20, clock);
+  g_peaks.fp32_gflops = cpu::measure_fp32_peak_gflops(threads, clock);
+  g_peaks.bf16_gflops = cpu::measure_bf16_peak_gflops(threads, clock);
   std::printf(
-      "machine peaks (%d threads, SIMD %s): read bandwidth %.2f GB/s, fp32 FMA %.1f GFLOP/s, bf16 dot %.1f "
+      "machine peaks (%d threads, SIMD %s, %s): read bandwidth %.2f GB/s, fp32 FMA %.1f GFLOP/s, bf16 dot "
+      "%.1f "
       "GFLOP/s\n",
-      threads, cpu::simd_level_str(cpu::detected_simd_level()), g_peaks.read_gbs, g_peaks.fp32_gflops,
-      g_peaks.bf16_gflops);
+      threads, cpu::simd_level_str(cpu::detected_simd_level()), g_cpu_time ? "thread CPU time" : "wall clock",
+      g_peaks.read_gbs, g_peaks.fp32_gflops, g_peaks.bf16_gflops);
   std::fflush(stdout);
   char buf[64];
   std::snprintf(buf, sizeof buf, "%.2f", g_peaks.read_gbs);

@@ -50,6 +50,26 @@ TEST(TokenizerChat, MatchesJinjaTemplates) {
   EXPECT_GE(n, 100u);
 }
 
+TEST(TokenizerChat, PromptIdsMatchHfTokenizers) {
+  const json j = json::parse(slurp_file(fixture_path("chat_goldens.json")));
+  auto llama2 = load_tokenizer_file(shared_asset("llama2-tokenizer.model"));
+  auto smol = load_tokenizer_file(fixture_path("smollm2_tokenizer.json"));
+  size_t n = 0;
+  for (const auto& c : j["cases"]) {
+    if (!c.contains("ids")) continue;
+    const std::string f = c["format"].get<std::string>();
+    const Tokenizer& tok = f == "llama2" ? *llama2 : *smol;
+    std::vector<ChatMessage> msgs;
+    for (const auto& m : c["messages"])
+      msgs.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    const auto expect = c["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok.encode(c["text"].get<std::string>(), true), expect) << c.dump();
+    EXPECT_EQ(encode_chat(tok, format_named(f), msgs, c["add_generation_prompt"].get<bool>()), expect);
+    ++n;
+  }
+  EXPECT_GE(n, 40u);
+}
+
 TEST(TokenizerChat, Detect) {
   auto smol = load_tokenizer_file(fixture_path("smollm2_tokenizer.json"));
   const json j = json::parse(slurp_file(fixture_path("chat_goldens.json")));

@@ -2,6 +2,9 @@
 // complete; concatenated pushes + flush equal decode().
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <thread>
+
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
@@ -138,6 +141,32 @@ TEST(TokenizerUtf8, ByteLevelMapping) {
   ASSERT_TRUE(byte_level_to_bytes(bytes_to_byte_level(all), &back));
   EXPECT_EQ(back, all);
   EXPECT_FALSE(byte_level_to_bytes(" ", &back));  // a plain space is not in the alphabet
+}
+
+}  // namespace
+}  // namespace llamarun
+
+namespace llamarun {
+namespace {
+
+TEST(TokenizerThreads, ConcurrentEncodeIsConsistent) {
+  const auto corpus = testutil::read_corpus();
+  auto tok = load_tokenizer_file(testutil::fixture_path("smollm2_tokenizer.json"));
+  std::vector<std::vector<int32_t>> expect;
+  for (size_t i = 0; i < 400; ++i) expect.push_back(tok->encode(corpus[i]));
+  auto fresh = load_tokenizer_file(testutil::fixture_path("smollm2_tokenizer.json"));  // empty word cache
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = t; i < 400; i += 2) {
+        if (fresh->encode(corpus[i]) != expect[i]) ++bad;
+        if (spm().encode(corpus[i]).empty() && !corpus[i].empty()) ++bad;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
 }
 
 }  // namespace

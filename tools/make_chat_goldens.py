@@ -8,14 +8,23 @@ Llama 2 = meta-llama/Llama-2-7b-chat-hf tokenizer_config.json; Llama 3 =
 meta-llama/Meta-Llama-3-8B-Instruct tokenizer_config.json; Zephyr = HuggingFaceH4/zephyr-7b-beta
 (texts below, as published in those files).
 
+Also the ids Hugging Face tokenizers gives for each rendered text (special tokens matched, no BOS
+added), as apply_chat_template(tokenize=True) does: "llama2" cases with the Llama 2 tokenizer
+converted by transformers (hub tokenizer.json format), "chatml" cases with
+tests/fixtures/tokenizer/smollm2_tokenizer.json.
+
 Writes tests/fixtures/tokenizer/chat_goldens.json:
-  [{"format", "messages", "add_generation_prompt", "text" | "error": true}, ...]
-Usage: python3 tools/make_chat_goldens.py [gguf]   (pip install jinja2 gguf)
+  {"chatml_template", "cases": [{"format", "messages", "add_generation_prompt",
+                                 "text" | "error": true, "ids"?}, ...]}
+Usage: python3 tools/make_chat_goldens.py [gguf] [llama2 tokenizer.model]
+       (pip install jinja2 gguf tokenizers "transformers<4.50" sentencepiece protobuf)
 """
 import json
 import sys
 
 from gguf import GGUFReader
+from tokenizers import Tokenizer
+from transformers import LlamaTokenizerFast
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -70,6 +79,13 @@ def main():
     def raise_exception(msg):
         raise TemplateError(msg)
 
+    spm_model = sys.argv[2] if len(sys.argv) > 2 else "/work/shared/assets/llama2-tokenizer.model"
+    lj = json.loads(LlamaTokenizerFast(vocab_file=spm_model, legacy=True, from_slow=True).backend_tokenizer.to_str())
+    lj["normalizer"] = {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}
+    encoders = {"llama2": Tokenizer.from_str(json.dumps(lj)),
+                "chatml": Tokenizer.from_file("tests/fixtures/tokenizer/smollm2_tokenizer.json")}
+
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = raise_exception
     out = []
@@ -83,6 +99,8 @@ def main():
                 try:
                     rec["text"] = tmpl.render(messages=msgs, add_generation_prompt=gen, bos_token=bos,
                                               eos_token=eos)
+                    if fmt in encoders:
+                        rec["ids"] = encoders[fmt].encode(rec["text"], add_special_tokens=False).ids
                 except TemplateError:
                     rec["error"] = True
                 out.append(rec)

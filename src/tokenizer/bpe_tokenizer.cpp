@@ -7,9 +7,52 @@
 #include "tokenizer/utf8.h"
 
 namespace llamarun {
+namespace {
+
+constexpr std::string_view kSpaceSymbol = "\xE2\x96\x81";  // U+2581 "▁"
+
+// "<0xAB>" -> 0xAB; -1 otherwise.
+int byte_piece_value(std::string_view p) {
+  if (p.size() != 6 || p.substr(0, 3) != "<0x" || p[5] != '>') return -1;
+  int v = 0;
+  for (int i = 3; i < 5; ++i) {
+    const char c = p[i];
+    const int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (d < 0) return -1;
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  if (from.empty()) return std::string(s);
+  std::string out;
+  size_t pos = 0;
+  for (;;) {
+    const size_t hit = s.find(from, pos);
+    if (hit == std::string_view::npos) break;
+    out.append(s.substr(pos, hit - pos));
+    out.append(to);
+    pos = hit + from.size();
+  }
+  out.append(s.substr(pos));
+  return out;
+}
+
+uint64_t pair_key(int32_t l, int32_t r) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r);
+}
+
+}  // namespace
 
 BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
-    : tokens_(std::move(v.tokens)), pre_(std::move(v.pre)), ignore_merges_(v.ignore_merges) {
+    : tokens_(std::move(v.tokens)),
+      pre_(std::move(v.pre)),
+      ignore_merges_(v.ignore_merges),
+      byte_fallback_(v.byte_fallback),
+      fuse_unk_(v.fuse_unk),
+      normalizer_(std::move(v.normalizer)),
+      decode_strip_space_(v.decode_strip_space) {
   // Ids of the model vocabulary (added tokens may also appear there, or only in `added`).
   std::vector<uint8_t> in_model(tokens_.size());
   for (size_t i = 0; i < tokens_.size(); ++i) in_model[i] = !tokens_[i].empty();
@@ -26,19 +69,33 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
   vocab_size_ = static_cast<int>(n);
   control_.assign(n, 0);
   bytes_.resize(n);
+  is_byte_.assign(n, 0);
   byte_id_.fill(-1);
   in_model.resize(n, 0);
   for (size_t i = 0; i < n; ++i) {
     const std::string& t = tokens_[i];
+    const auto id = static_cast<int32_t>(i);
     if (t.empty()) continue;
-    by_string_.emplace(t, static_cast<int32_t>(i));  // first id wins for duplicates
+    by_string_.emplace(t, id);  // first id wins for duplicates
+    if (byte_fallback_) {
+      const int b = byte_piece_value(t);
+      if (b >= 0 && in_model[i]) {
+        is_byte_[i] = 1;
+        bytes_[i] = std::string(1, static_cast<char>(b));
+        if (byte_id_[b] < 0) byte_id_[b] = id;
+      } else {
+        bytes_[i] = replace_all(t, kSpaceSymbol, " ");
+      }
+      if (in_model[i]) model_.emplace(t, id);
+      continue;
+    }
     std::string raw;
     if (byte_level_to_bytes(t, &raw)) {
       bytes_[i] = raw;
       if (in_model[i]) {
-        by_bytes_.emplace(raw, static_cast<int32_t>(i));
+        model_.emplace(raw, id);
         if (raw.size() == 1 && byte_id_[static_cast<uint8_t>(raw[0])] < 0) {
-          byte_id_[static_cast<uint8_t>(raw[0])] = static_cast<int32_t>(i);
+          byte_id_[static_cast<uint8_t>(raw[0])] = id;
         }
       }
     } else {
@@ -59,9 +116,8 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
     if (li == by_string_.end() || ri == by_string_.end() || mi == by_string_.end()) {
       fail(what, ": merge ", rank, " ('", l, "' '", r, "') uses a token that is not in the vocabulary");
     }
-    const uint64_t key =
-        (static_cast<uint64_t>(static_cast<uint32_t>(li->second)) << 32) | static_cast<uint32_t>(ri->second);
-    merges_[key] = {rank, mi->second};  // a repeated merge takes its last rank, as HF does
+    merges_[pair_key(li->second, ri->second)] = {rank,
+                                                 mi->second};  // a repeated merge keeps its last rank (HF)
     ++rank;
   }
   if (v.unk_id >= vocab_size_) fail(what, ": unknown-token id ", v.unk_id, " is out of range");
@@ -70,37 +126,21 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
   bos_id_ = id_or_none(v.bos_id);
   eos_id_ = id_or_none(v.eos_id);
   add_bos_ = v.add_bos && bos_id_ >= 0;
-  repair_per_byte_ = false;
+  // Byte fallback: HF replaces each token of an invalid byte run (one byte each) with U+FFFD.
+  repair_per_byte_ = byte_fallback_;
   init_stop_ids();
 }
 
-void BpeTokenizer::encode_word(const std::string& word, std::vector<int32_t>& out) const {
-  if (ignore_merges_) {
-    if (auto it = by_bytes_.find(word); it != by_bytes_.end()) {
-      out.push_back(it->second);
-      return;
-    }
-  }
-  {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    if (auto it = cache_.find(word); it != cache_.end()) {
-      out.insert(out.end(), it->second.begin(), it->second.end());
-      return;
-    }
-  }
+void BpeTokenizer::merge(std::vector<int32_t>& ids) const {
+  if (ids.size() < 2) return;
   struct Symbol {
     int32_t id;
     int prev, next;
-    uint32_t len;
+    bool live;
   };
-  std::vector<Symbol> sym;
-  sym.reserve(word.size());
-  for (char c : word) {
-    const int32_t id = byte_id_[static_cast<uint8_t>(c)];
-    if (id < 0 && unk_id_ < 0) continue;  // HF drops a character missing from the vocabulary
-    const int idx = static_cast<int>(sym.size());
-    sym.push_back({id < 0 ? unk_id_ : id, idx - 1, -1, 1});
-    if (idx > 0) sym[idx - 1].next = idx;
+  std::vector<Symbol> sym(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    sym[i] = {ids[i], static_cast<int>(i) - 1, i + 1 < ids.size() ? static_cast<int>(i) + 1 : -1, true};
   }
   struct Merge {
     int32_t rank;
@@ -113,8 +153,7 @@ void BpeTokenizer::encode_word(const std::string& word, std::vector<int32_t>& ou
     }
   };
   auto lookup = [&](int32_t l, int32_t r) -> const MergeInfo* {
-    auto it =
-        merges_.find((static_cast<uint64_t>(static_cast<uint32_t>(l)) << 32) | static_cast<uint32_t>(r));
+    auto it = merges_.find(pair_key(l, r));
     return it == merges_.end() ? nullptr : &it->second;
   };
   std::priority_queue<Merge, std::vector<Merge>, Later> queue;
@@ -126,13 +165,12 @@ void BpeTokenizer::encode_word(const std::string& word, std::vector<int32_t>& ou
     const Merge top = queue.top();
     queue.pop();
     Symbol& s = sym[top.pos];
-    if (s.len == 0 || s.next < 0) continue;
+    if (!s.live || s.next < 0) continue;
     Symbol& right = sym[s.next];
     const MergeInfo* m = lookup(s.id, right.id);
     if (!m || m->id != top.id) continue;  // stale entry
     s.id = top.id;
-    s.len += right.len;
-    right.len = 0;
+    right.live = false;
     s.next = right.next;
     if (s.next >= 0) sym[s.next].prev = top.pos;
     if (s.prev >= 0) {
@@ -142,16 +180,91 @@ void BpeTokenizer::encode_word(const std::string& word, std::vector<int32_t>& ou
       if (const MergeInfo* nm = lookup(s.id, sym[s.next].id)) queue.push({nm->rank, top.pos, nm->id});
     }
   }
+  ids.clear();
+  for (int i = 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+}
+
+void BpeTokenizer::encode_word(const std::string& word, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {
+    if (auto it = model_.find(word); it != model_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    if (auto it = cache_.find(word); it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
   std::vector<int32_t> ids;
-  for (int i = sym.empty() ? -1 : 0; i >= 0; i = sym[i].next) ids.push_back(sym[i].id);
+  ids.reserve(word.size());
+  for (char c : word) {
+    const int32_t id = byte_id_[static_cast<uint8_t>(c)];
+    if (id >= 0) {
+      ids.push_back(id);
+    } else if (unk_id_ >= 0) {
+      ids.push_back(unk_id_);
+    }  // else HF drops a byte missing from the vocabulary
+  }
+  merge(ids);
   out.insert(out.end(), ids.begin(), ids.end());
   std::lock_guard<std::mutex> lock(cache_mu_);
   if (cache_.size() >= kCacheMax) cache_.clear();
   cache_.emplace(word, std::move(ids));
 }
 
-void BpeTokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
-  for (const std::string& word : pre_.split(text)) encode_word(word, out);
+void BpeTokenizer::encode_chars(const std::string& word, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {
+    if (auto it = model_.find(word); it != model_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
+  std::vector<int32_t> ids;
+  ids.reserve(word.size());
+  const auto* p = reinterpret_cast<const uint8_t*>(word.data());
+  bool prev_unk = false;
+  for (size_t i = 0; i < word.size();) {
+    const Utf8Scan sc = utf8_scan(p + i, word.size() - i);
+    const size_t len = sc.status == Utf8Status::kValid ? sc.len : 1;
+    const std::string_view ch(word.data() + i, len);
+    i += len;
+    if (auto it = model_.find(ch); it != model_.end()) {
+      ids.push_back(it->second);
+      prev_unk = false;
+      continue;
+    }
+    bool all_bytes = true;
+    for (char c : ch) all_bytes &= byte_id_[static_cast<uint8_t>(c)] >= 0;
+    if (all_bytes) {
+      for (char c : ch) ids.push_back(byte_id_[static_cast<uint8_t>(c)]);
+      prev_unk = false;
+    } else if (unk_id_ >= 0) {
+      if (!(fuse_unk_ && prev_unk)) ids.push_back(unk_id_);
+      prev_unk = true;
+    }
+  }
+  merge(ids);
+  out.insert(out.end(), ids.begin(), ids.end());
+}
+
+void BpeTokenizer::encode_segment(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
+  if (!byte_fallback_) {
+    for (const std::string& word : pre_.split(text)) encode_word(word, out);
+    return;
+  }
+  std::string s(text);
+  for (const auto& op : normalizer_) {
+    if (op.kind == BpeVocab::NormOp::Kind::kReplace) {
+      s = replace_all(s, op.a, op.b);
+    } else if (!s.empty() && (!op.first_only || at_start) &&
+               !(op.unless_present && s.compare(0, op.a.size(), op.a) == 0)) {
+      s.insert(0, op.a);
+    }
+  }
+  if (!s.empty()) encode_chars(s, out);
 }
 
 std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool parse_special) const {
@@ -164,17 +277,49 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool parse_spec
   out.reserve(text.size() / 3 + 4);
   const SpecialMatcher& m = parse_special ? added_all_ : added_plain_;
   if (m.empty()) {
-    encode_text(text, out);
+    encode_segment(text, true, out);
     return out;
   }
   for (const auto& seg : m.split(text)) {
     if (seg.id >= 0) {
       out.push_back(seg.id);
     } else {
-      encode_text(seg.text, out);
+      encode_segment(seg.text, seg.text.data() == text.data(), out);
     }
   }
   return out;
+}
+
+std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
+  if (!byte_fallback_) return Tokenizer::decode(ids);
+  std::string out, run;
+  size_t run_tokens = 0;
+  auto flush_run = [&] {
+    if (utf8_is_valid(run)) {
+      out += run;
+    } else {
+      for (size_t k = 0; k < run_tokens; ++k) out += kReplacementChar;
+    }
+    run.clear();
+    run_tokens = 0;
+  };
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size_ || control_[id]) continue;
+    if (is_byte_[id]) {
+      run += bytes_[id];
+      ++run_tokens;
+    } else {
+      flush_run();
+      out += bytes_[id];
+    }
+  }
+  flush_run();
+  if (decode_strip_space_ && !out.empty() && out[0] == ' ') out.erase(0, 1);
+  return out;
+}
+
+bool BpeTokenizer::strips_leading_space(int32_t id) const {
+  return decode_strip_space_ && id >= 0 && id < vocab_size_ && !bytes_[id].empty() && bytes_[id][0] == ' ';
 }
 
 std::string BpeTokenizer::token_bytes(int32_t id) const {

@@ -172,6 +172,11 @@ std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool
   fail("unknown chat format");
 }
 
+std::vector<int32_t> encode_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs,
+                                 bool gen, const ChatOptions& opt) {
+  return tok.encode(render_chat(f, msgs, gen, opt), /*parse_special=*/true);
+}
+
 std::string gguf_chat_template(const WeightMap& wm) {
   auto it = wm.meta.find("tokenizer.chat_template");
   if (it == wm.meta.end()) return "";

@@ -3,6 +3,7 @@
 // The rendered text contains special-token strings; encode it with parse_special = true.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -47,6 +48,11 @@ ChatOptions chat_options_from_template(ChatFormat f, const std::string& jinja_te
 // template's raise_exception does).
 std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool add_generation_prompt,
                         const ChatOptions& opt = {});
+
+// The prompt ids: render_chat, then encode with parse_special = true. The rendered text already
+// holds the BOS string where the template puts one, so no BOS is added (as apply_chat_template).
+std::vector<int32_t> encode_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs,
+                                 bool add_generation_prompt, const ChatOptions& opt = {});
 
 // tokenizer.chat_template from GGUF metadata, or "" when absent.
 std::string gguf_chat_template(const WeightMap& wm);

@@ -9,6 +9,14 @@ namespace {
 
 using nlohmann::json;
 
+// j[key], or a null value when absent (a reference: deep values are never copied).
+const json& member(const json& j, const char* key) {
+  static const json kNull;
+  if (!j.is_object()) return kNull;
+  auto it = j.find(key);
+  return it == j.end() ? kNull : *it;
+}
+
 std::string type_of(const json& j) {
   return j.is_object() && j.contains("type") && j["type"].is_string() ? j["type"].get<std::string>() : "";
 }
@@ -58,7 +66,7 @@ void add_pre(const json& j, PreTokenizer& pre, bool* byte_level, const std::stri
   } else if (t == "Digits") {
     pre.add_digits(get_bool(j, "individual_digits", false), what);
   } else if (t == "Split") {
-    const json& p = j.contains("pattern") ? j["pattern"] : json();
+    const json& p = member(j, "pattern");
     std::string pattern;
     if (p.is_object() && p.contains("Regex") && p["Regex"].is_string()) {
       pattern = p["Regex"].get<std::string>();
@@ -67,11 +75,95 @@ void add_pre(const json& j, PreTokenizer& pre, bool* byte_level, const std::stri
     } else {
       fail("Split pre-tokenizer without a Regex or String pattern");
     }
-    pre.add_regex(pattern, what, parse_behavior(j.contains("behavior") ? j["behavior"] : json()),
-                  get_bool(j, "invert", false));
+    pre.add_regex(pattern, what, parse_behavior(member(j, "behavior")), get_bool(j, "invert", false));
   } else {
     fail("pre_tokenizer type '", t, "' is not supported (supported: ByteLevel, Split, Digits, Sequence)");
   }
+}
+
+constexpr const char* kMetaspace = "\xE2\x96\x81";  // U+2581 "▁"
+
+std::string string_pattern(const json& j, const char* where) {
+  if (j.is_object() && j.contains("pattern") && j["pattern"].is_object() && j["pattern"].contains("String") &&
+      j["pattern"]["String"].is_string()) {
+    return j["pattern"]["String"].get<std::string>();
+  }
+  fail(where, " with a non-literal pattern is not supported");
+}
+
+// Normalizers of converted sentencepiece models: Prepend, Replace (literal), Sequence of these.
+void add_normalizer(const json& j, std::vector<BpeVocab::NormOp>& ops, int depth = 0) {
+  if (j.is_null()) return;
+  if (depth > 8) fail("normalizer Sequences nested more than 8 deep");
+  const std::string t = type_of(j);
+  using K = BpeVocab::NormOp::Kind;
+  if (t == "Sequence") {
+    if (!j.contains("normalizers") || !j["normalizers"].is_array())
+      fail("normalizer Sequence without 'normalizers'");
+    for (const auto& c : j["normalizers"]) add_normalizer(c, ops, depth + 1);
+  } else if (t == "Prepend") {
+    if (!j.contains("prepend") || !j["prepend"].is_string()) fail("Prepend normalizer without 'prepend'");
+    ops.push_back({K::kPrepend, j["prepend"].get<std::string>(), "", false, false});
+  } else if (t == "Replace") {
+    if (!j.contains("content") || !j["content"].is_string()) fail("Replace normalizer without 'content'");
+    ops.push_back({K::kReplace, string_pattern(j, "Replace normalizer"), j["content"].get<std::string>(),
+                   false, false});
+  } else {
+    fail("normalizer '", t, "' is not supported (supported: Prepend, Replace, Sequence)");
+  }
+}
+
+// Metaspace pre-tokenizer (split = false): spaces become the replacement character, which is also
+// prepended (prepend_scheme "always", or "first": only at the start of the text).
+void add_metaspace(const json& j, std::vector<BpeVocab::NormOp>& ops) {
+  if (j.is_null()) return;
+  const std::string t = type_of(j);
+  if (t == "Sequence" && j.contains("pretokenizers") && j["pretokenizers"].is_array() &&
+      j["pretokenizers"].size() == 1) {
+    add_metaspace(j["pretokenizers"][0], ops);
+    return;
+  }
+  if (t != "Metaspace")
+    fail("pre_tokenizer '", t, "' is not supported with byte_fallback BPE (only Metaspace)");
+  if (get_bool(j, "split", false)) fail("Metaspace with split = true is not supported");
+  const std::string rep = j.contains("replacement") && j["replacement"].is_string()
+                              ? j["replacement"].get<std::string>()
+                              : std::string(kMetaspace);
+  std::string scheme = "always";
+  if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string()) {
+    scheme = j["prepend_scheme"].get<std::string>();
+  } else if (!get_bool(j, "add_prefix_space", true)) {
+    scheme = "never";
+  }
+  using K = BpeVocab::NormOp::Kind;
+  ops.push_back({K::kReplace, " ", rep, false, false});
+  if (scheme == "always" || scheme == "first") {
+    ops.push_back({K::kPrepend, rep, "", scheme == "first", true});
+  } else if (scheme != "never") {
+    fail("Metaspace prepend_scheme '", scheme, "' is not supported");
+  }
+}
+
+// Whether the decoder removes one leading space (Strip start >= 1, or a prepending Metaspace).
+bool decoder_strips_space(const json& j) {
+  if (!j.is_object()) return false;
+  const std::string t = type_of(j);
+  if (t == "Sequence" && j.contains("decoders") && j["decoders"].is_array()) {
+    for (const auto& c : j["decoders"]) {
+      if (decoder_strips_space(c)) return true;
+    }
+    return false;
+  }
+  if (t == "Strip") {
+    return j.contains("start") && j["start"].is_number_integer() && j["start"].get<int64_t>() >= 1 &&
+           j.contains("content") && j["content"] == " ";
+  }
+  if (t == "Metaspace") {
+    if (j.contains("prepend_scheme") && j["prepend_scheme"].is_string())
+      return j["prepend_scheme"] != "never";
+    return get_bool(j, "add_prefix_space", true);
+  }
+  return false;
 }
 
 // The BOS a TemplateProcessing post-processor puts before the text, or "" if none.
@@ -100,24 +192,17 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
   std::string type = type_of(model);
   if (type.empty() && model.contains("merges")) type = "BPE";
   if (type != "BPE") fail("model type '", type, "' is not supported (only BPE)");
-  if (get_bool(model, "byte_fallback", false)) {
-    fail(
-        "BPE with byte_fallback (a converted sentencepiece model) is not supported from tokenizer.json; "
-        "load tokenizer.model instead");
-  }
   for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (model.contains(k) && model[k].is_string() && !model[k].get<std::string>().empty()) {
       fail("model.", k, " is not supported");
     }
   }
-  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
-    fail("normalizer '", type_of(j["normalizer"]), "' is not supported (only null)");
-  }
 
   BpeVocab v;
   if (!model.contains("vocab") || !model["vocab"].is_object()) fail("model.vocab is not an object");
   // Ids must be dense: below the number of vocabulary plus added entries (no huge allocations).
-  const size_t n_added = j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
+  const size_t n_added =
+      j.contains("added_tokens") && j["added_tokens"].is_array() ? j["added_tokens"].size() : 0;
   const int64_t max_id = static_cast<int64_t>(model["vocab"].size() + n_added);
   for (const auto& [tok, idj] : model["vocab"].items()) {
     if (!idj.is_number_integer()) fail("model.vocab['", tok, "'] is not an integer");
@@ -167,10 +252,23 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
     }
   }
   v.ignore_merges = get_bool(model, "ignore_merges", false);
-  bool byte_level = false;
-  add_pre(j.contains("pre_tokenizer") ? j["pre_tokenizer"] : json(), v.pre, &byte_level, what);
-  if (!byte_level) fail("only byte-level BPE is supported (the pre_tokenizer has no ByteLevel step)");
-  const std::string bos = template_bos(j.contains("post_processor") ? j["post_processor"] : json());
+  const json& normalizer = member(j, "normalizer");
+  const json& pre_tok = member(j, "pre_tokenizer");
+  v.byte_fallback = get_bool(model, "byte_fallback", false);
+  if (v.byte_fallback) {
+    // A converted sentencepiece model: normalizer and Metaspace become per-segment operations.
+    v.fuse_unk = get_bool(model, "fuse_unk", false);
+    add_normalizer(normalizer, v.normalizer);
+    add_metaspace(pre_tok, v.normalizer);
+    v.decode_strip_space = decoder_strips_space(member(j, "decoder"));
+  } else {
+    if (!normalizer.is_null())
+      fail("normalizer '", type_of(normalizer), "' is not supported with byte-level BPE");
+    bool byte_level = false;
+    add_pre(pre_tok, v.pre, &byte_level, what);
+    if (!byte_level) fail("BPE without a ByteLevel pre-tokenizer or byte_fallback is not supported");
+  }
+  const std::string bos = template_bos(member(j, "post_processor"));
   if (!bos.empty()) {
     for (const auto& a : v.added) {
       if (a.content == bos) v.bos_id = a.id;
@@ -182,12 +280,21 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
 
 }  // namespace
 
+constexpr int kMaxJsonDepth = 64;
+
 std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view json_text, const std::string& what) {
   json j;
   try {
-    j = json::parse(json_text.begin(), json_text.end());
+    // Real tokenizer.json files nest about 6 deep; refuse deep nesting while parsing (before any
+    // recursive copy or walk could exhaust the stack).
+    j = json::parse(json_text.begin(), json_text.end(), [](int depth, json::parse_event_t, json&) {
+      if (depth > kMaxJsonDepth) throw Error("JSON nested more than 64 deep");
+      return true;
+    });
   } catch (const json::exception& e) {
     fail(what, ": not valid JSON: ", e.what());
+  } catch (const Error& e) {
+    fail(what, ": ", e.what());
   }
   try {
     return build(j, what);

@@ -1,6 +1,9 @@
 // Tokenizers: SentencePiece-style BPE with byte fallback (Llama 2; from tokenizer.model or a GGUF
-// `llama` vocabulary) and byte-level BPE with merges (GPT-2 style; from tokenizer.json or a GGUF
-// `gpt2` vocabulary; SmolLM2, Llama 3).
+// `llama` vocabulary; spm_tokenizer.h) and BPE with ranked merges (bpe_tokenizer.h): byte-level
+// (GPT-2 style; from tokenizer.json or a GGUF `gpt2` vocabulary; SmolLM2, Llama 3) or byte-fallback
+// (sentencepiece models converted to tokenizer.json). Chat prompts: chat_template.h.
+//
+// Thread safety: a loaded Tokenizer is immutable; encode/decode may run concurrently.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +22,11 @@ class Tokenizer {
 
   // Text -> ids, without BOS (callers add bos_id() when add_bos() says so).
   // parse_special=false: special-token strings in `text` ("<s>", "<|im_start|>") are plain text.
-  // parse_special=true: they map to their ids (chat templates use this).
-  // Invalid UTF-8 never throws: it is tokenised as the reference implementation does.
+  // parse_special=true: they map to their ids (chat templates use this); each plain segment
+  // between them is encoded on its own (sentencepiece: with its own dummy prefix, as HF does).
+  // Invalid UTF-8 never throws: it is tokenised as the reference implementation does
+  // (sentencepiece: each invalid byte becomes U+FFFD; BPE: the text is first repaired as
+  // Python's errors="replace" does, since HF tokenizers only takes valid text).
   virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const = 0;
 
   // The raw bytes a token contributes to the output text (byte tokens give their byte, "▁" gives a
@@ -29,15 +35,17 @@ class Tokenizer {
   // The token's string as stored in the vocabulary (for `tokenize` output and debugging).
   virtual std::string piece(int32_t id) const = 0;
 
-  // Ids -> text. Drops control tokens; for SentencePiece drops the leading space that the dummy
-  // prefix added to the first token, as sentencepiece's decode does.
+  // Ids -> text, always valid UTF-8. Drops control tokens and out-of-range ids; for SentencePiece
+  // drops the leading space that the dummy prefix added to the first token, as sentencepiece's
+  // decode does. Matches sentencepiece's decode / HF's decode(skip_special_tokens=True).
   virtual std::string decode(const std::vector<int32_t>& ids) const;
 
   int vocab_size() const { return vocab_size_; }
   int bos_id() const { return bos_id_; }  // -1 when none
   int eos_id() const { return eos_id_; }  // -1 when none
   bool add_bos() const { return add_bos_; }
-  // Extra end-of-generation ids (e.g. <|eot_id|>, <|im_end|>), eos_id included.
+  // End-of-generation ids: eos_id, the eos ids of config.json / generation_config.json, and the
+  // control tokens <|eot_id|>, <|im_end|>, <|end_of_text|>, <|endoftext|>, <|eom_id|> when present.
   const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
   bool is_control(int32_t id) const;
   // Id of an exact vocabulary string, or -1.
@@ -74,12 +82,18 @@ class Tokenizer {
   void init_stop_ids();
 };
 
-// Loads a tokenizer from a file: `tokenizer.model` (SentencePiece protobuf) or `tokenizer.json`
-// (Hugging Face tokenizers; BPE models). Throws Error naming the file on failure.
+// Loads a tokenizer from a file: `tokenizer.model` (SentencePiece protobuf, BPE type) or
+// `tokenizer.json` (Hugging Face tokenizers; BPE models only: other model types, normalizers other
+// than Prepend/Replace, and pre-tokenizers other than ByteLevel/Split/Digits/Metaspace are a clear
+// Error). Throws Error naming the file on failure.
 std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path);
 
-// Loads from a Hugging Face model directory: tokenizer.json if present, else tokenizer.model;
-// BOS/EOS/add_bos from tokenizer_config.json / config.json / generation_config.json when present.
+// Loads from a Hugging Face model directory: tokenizer.json if present (but tokenizer.model when
+// both exist and the json is a sentencepiece conversion), else tokenizer.model; then bos/eos from
+// config.json and generation_config.json (bos_token_id, eos_token_id: an int or a list, all of which
+// become stop ids), overridden by tokenizer_config.json (bos_token, eos_token: a string or
+// {"content": ...}; add_bos_token). Without add_bos_token: sentencepiece true, BPE from the
+// tokenizer.json post-processor (TemplateProcessing starting with a special token), else false.
 std::unique_ptr<Tokenizer> load_tokenizer_dir(const std::string& dir);
 
 // Builds the tokenizer embedded in a GGUF file (tokenizer.ggml.model = "llama" or "gpt2").
@@ -89,7 +103,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_dir(const std::string& dir);
 std::unique_ptr<Tokenizer> tokenizer_from_gguf(const WeightMap& wm);
 
 // The same builders on in-memory content (`what` names the source in error messages).
-// A tokenizer.json (Hugging Face tokenizers) with a byte-level BPE model.
+// A tokenizer.json (Hugging Face tokenizers) with a BPE model.
 std::unique_ptr<Tokenizer> tokenizer_from_hf_json(std::string_view json_text, const std::string& what);
 // A serialized sentencepiece ModelProto (BPE type).
 std::unique_ptr<Tokenizer> tokenizer_from_spm_proto(std::string_view proto, const std::string& what);

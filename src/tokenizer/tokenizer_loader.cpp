@@ -38,15 +38,24 @@ bool looks_like_json(std::string_view s) {
   return false;
 }
 
+// Parses JSON, refusing nesting deeper than 64 (real configs nest a few levels).
+json parse_json_limited(const std::string& text, const std::string& what) {
+  try {
+    return json::parse(text, [](int depth, json::parse_event_t, json&) {
+      if (depth > 64) throw Error("JSON nested more than 64 deep");
+      return true;
+    });
+  } catch (const json::exception& e) {
+    fail(what, ": not valid JSON: ", e.what());
+  } catch (const Error& e) {
+    fail(what, ": ", e.what());
+  }
+}
+
 // Parses an optional JSON config file; null json when absent.
 json read_json_if_exists(const fs::path& p) {
   if (!fs::exists(p)) return json();
-  const std::string text = read_file(p.string());
-  try {
-    return json::parse(text);
-  } catch (const json::exception& e) {
-    fail(p.string(), ": not valid JSON: ", e.what());
-  }
+  return parse_json_limited(read_file(p.string()), p.string());
 }
 
 // A token given as "<s>" or {"content": "<s>", ...} in tokenizer_config.json.
@@ -78,6 +87,9 @@ std::unique_ptr<Tokenizer> tokenizer_from_spm_proto(std::string_view proto, cons
 std::unique_ptr<Tokenizer> load_tokenizer_file(const std::string& path) {
   const std::string data = read_file(path);
   if (looks_like_json(data)) return tokenizer_from_hf_json(data, path);
+  if (data.compare(0, 4, "GGUF") == 0) {
+    fail(path, ": a GGUF model file, not a tokenizer file (its tokenizer comes from tokenizer_from_gguf)");
+  }
   return tokenizer_from_spm_proto(data, path);
 }
 
@@ -87,13 +99,14 @@ std::unique_ptr<Tokenizer> load_tokenizer_dir(const std::string& dir) {
   std::unique_ptr<Tokenizer> tok;
   if (fs::exists(tj)) {
     const std::string text = read_file(tj.string());
-    // A tokenizer.json converted from sentencepiece (byte_fallback BPE): use the original model.
+    // A tokenizer.json converted from sentencepiece (byte_fallback BPE) next to its original
+    // tokenizer.model: use the original (sentencepiece's own handling of invalid UTF-8).
     bool spm_style = false;
-    try {
-      const json j = json::parse(text);
-      spm_style = j.contains("model") && j["model"].is_object() && j["model"].contains("byte_fallback") &&
-                  j["model"]["byte_fallback"].is_boolean() && j["model"]["byte_fallback"].get<bool>();
-    } catch (const json::exception&) {
+    if (fs::exists(tm)) {
+      const json j = parse_json_limited(text, tj.string());
+      const json& model = j.is_object() && j.contains("model") ? j["model"] : j;
+      spm_style = model.is_object() && model.contains("byte_fallback") &&
+                  model["byte_fallback"].is_boolean() && model["byte_fallback"].get<bool>();
     }
     if (spm_style && fs::exists(tm)) {
       tok = load_tokenizer_file(tm.string());

@@ -1,6 +1,7 @@
 #include "backends/cpu/machine_peak.h"
 
 #include <omp.h>
+#include <time.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -13,8 +14,19 @@
 namespace llamarun::cpu {
 namespace {
 
-double now_s() {
+double now_s(PeakClock clock) {
+  if (clock == PeakClock::kThreadCpu) {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+  }
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void check_threads(const char* what, int threads, PeakClock clock) {
+  LLAMARUN_CHECK(threads >= 1, what, ": threads=", threads, " (need >= 1)");
+  LLAMARUN_CHECK(clock == PeakClock::kWall || threads == 1, what, ": thread CPU time needs threads=1, got ",
+                 threads);
 }
 
 struct FreeDeleter {
@@ -22,19 +34,19 @@ struct FreeDeleter {
 };
 
 // Best GFLOP/s of `reps` runs of loop(iters) on `threads` threads.
-double best_gflops(int threads, float (*loop)(long, double*), long iters, int reps) {
+double best_gflops(int threads, PeakClock clock, float (*loop)(long, double*), long iters, int reps) {
   double best = 0;
   float sink = 0;
   for (int rep = 0; rep < reps; ++rep) {
     double flops_total = 0;
-    const double t0 = now_s();
+    const double t0 = now_s(clock);
 #pragma omp parallel num_threads(threads) reduction(+ : flops_total) reduction(+ : sink)
     {
       double f = 0;
       sink += loop(iters, &f);
       flops_total += f;
     }
-    const double dt = now_s() - t0;
+    const double dt = now_s(clock) - t0;
     if (dt > 0 && flops_total / dt > best) best = flops_total / dt;
   }
   if (sink == 12345.678f) best += 0;  // keeps `sink` alive
@@ -43,8 +55,8 @@ double best_gflops(int threads, float (*loop)(long, double*), long iters, int re
 
 }  // namespace
 
-double measure_read_bandwidth_gbs(int threads, size_t bytes) {
-  LLAMARUN_CHECK(threads >= 1, "measure_read_bandwidth_gbs: threads=", threads);
+double measure_read_bandwidth_gbs(int threads, size_t bytes, PeakClock clock) {
+  check_threads("measure_read_bandwidth_gbs", threads, clock);
   const size_t n = bytes / sizeof(float) / 64 * 64;
   LLAMARUN_CHECK(n > 0, "measure_read_bandwidth_gbs: buffer of ", bytes, " bytes is too small");
   std::unique_ptr<float, FreeDeleter> buf(static_cast<float*>(std::aligned_alloc(64, n * sizeof(float))));
@@ -65,7 +77,7 @@ double measure_read_bandwidth_gbs(int threads, size_t bytes) {
   double best = 0;
   float sink = 0;
   for (int rep = 0; rep < 5; ++rep) {
-    const double t0 = now_s();
+    const double t0 = now_s(clock);
 #pragma omp parallel num_threads(threads) reduction(+ : sink)
     {
       const int t = omp_get_thread_num(), nt = omp_get_num_threads();
@@ -73,7 +85,7 @@ double measure_read_bandwidth_gbs(int threads, size_t bytes) {
       const size_t end = t == nt - 1 ? n : begin + chunk;
       sink += sum(p + begin, end - begin);
     }
-    const double dt = now_s() - t0;
+    const double dt = now_s(clock) - t0;
     const double gbs = double(n) * sizeof(float) / dt * 1e-9;
     if (gbs > best) best = gbs;
   }
@@ -81,13 +93,13 @@ double measure_read_bandwidth_gbs(int threads, size_t bytes) {
   return best;
 }
 
-double measure_fp32_peak_gflops(int threads) {
-  LLAMARUN_CHECK(threads >= 1, "measure_fp32_peak_gflops: threads=", threads);
+double measure_fp32_peak_gflops(int threads, PeakClock clock) {
+  check_threads("measure_fp32_peak_gflops", threads, clock);
   const SimdLevel level = active_simd_level();
   if (level == SimdLevel::kScalar) {
     // Plain C++ loop (the compiler may use SSE): a rough figure for CPUs without AVX2.
     return best_gflops(
-        threads,
+        threads, clock,
         [](long iters, double* flops) {
           float a[8] = {1, 2, 3, 4, 5, 6, 7, 8};
           for (long i = 0; i < iters; ++i)
@@ -97,18 +109,18 @@ double measure_fp32_peak_gflops(int threads) {
         },
         20'000'000, 3);
   }
-  double best = best_gflops(threads, fma_loop_avx2, 20'000'000, 5);
+  double best = best_gflops(threads, clock, fma_loop_avx2, 20'000'000, 5);
   if (level >= SimdLevel::kAvx512) {
-    const double b512 = best_gflops(threads, fma_loop_avx512, 10'000'000, 5);
+    const double b512 = best_gflops(threads, clock, fma_loop_avx512, 10'000'000, 5);
     if (b512 > best) best = b512;
   }
   return best;
 }
 
-double measure_bf16_peak_gflops(int threads) {
-  LLAMARUN_CHECK(threads >= 1, "measure_bf16_peak_gflops: threads=", threads);
+double measure_bf16_peak_gflops(int threads, PeakClock clock) {
+  check_threads("measure_bf16_peak_gflops", threads, clock);
   if (active_simd_level() < SimdLevel::kAvx512Bf16) return 0;
-  return best_gflops(threads, dpbf16_loop_avx512, 10'000'000, 5);
+  return best_gflops(threads, clock, dpbf16_loop_avx512, 10'000'000, 5);
 }
 
 float read_sum_scalar(const float* p, size_t n) {

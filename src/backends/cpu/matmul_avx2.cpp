@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/scratch.h"
@@ -46,13 +47,16 @@ template <DType T>
 LR_INLINE void load32(const uint8_t* row, int64_t k, __m256 w[4]) {
   if constexpr (T == DType::F32) {
     const float* p = reinterpret_cast<const float*>(row) + k;
+#pragma GCC unroll 16
     for (int q = 0; q < 4; ++q) w[q] = _mm256_loadu_ps(p + 8 * q);
   } else if constexpr (T == DType::F16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + k;
+#pragma GCC unroll 16
     for (int q = 0; q < 4; ++q)
       w[q] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8 * q)));
   } else if constexpr (T == DType::BF16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + k;
+#pragma GCC unroll 16
     for (int q = 0; q < 4; ++q) w[q] = bf16x8(p + 8 * q);
   } else if constexpr (T == DType::Q8_0) {
     const BlockQ8_0* b = reinterpret_cast<const BlockQ8_0*>(row) + (k >> 5);
@@ -99,23 +103,55 @@ LR_INLINE float elem(const uint8_t* row, int64_t k) {
 
 // ---------------------------------------------------------------- GEMV (M <= 8)
 
+// GEMV software prefetch into L2 (the L1 prefetcher takes it from there): at least this many bytes
+// ahead, at the same place of a later tile. Rows can be short (1 KiB), too short for the hardware
+// stream prefetchers to get ahead on their own.
+constexpr size_t kPrefetchBytes = 16384;
+
 // y[m, n + r] for r < R, m < M. A accumulators per (r, m) (2 when registers allow).
 template <DType T, int M, int R>
 LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
   constexpr int A = (R * M * 2 <= 10) ? 2 : 1;
   const int64_t K = a.K, K32 = K & ~int64_t(31);
   const uint8_t* rows[R];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) rows[r] = a.w + size_t(n + r) * a.w_row_bytes;
   __m256 acc[R][M][A];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m)
+#pragma GCC unroll 16
       for (int j = 0; j < A; ++j) acc[r][m][j] = _mm256_setzero_ps();
+  // Bytes per 32 values, and how far ahead to prefetch.
+  constexpr size_t kBlockBytes = T == DType::F32                       ? 128
+                                 : T == DType::F16 || T == DType::BF16 ? 64
+                                 : T == DType::Q8_0                    ? sizeof(BlockQ8_0)
+                                 : T == DType::Q4_0                    ? sizeof(BlockQ4_0)
+                                                                       : sizeof(BlockQ4_1);
+  const size_t tile_bytes = size_t(R) * a.w_row_bytes;
+  const size_t ahead =
+      tile_bytes * ((kPrefetchBytes + tile_bytes - 1) / tile_bytes);  // whole tiles, >= 8 KiB
   for (int64_t k = 0; k < K32; k += 32) {
+    const size_t bo = size_t(k >> 5) * kBlockBytes;
+    // Small blocks: one prefetch per kEvery blocks still touches every 64-byte line.
+    constexpr int64_t kEvery = kBlockBytes >= 64 ? 1 : int64_t(64 / kBlockBytes);
+    if (kEvery == 1 || (k >> 5) % kEvery == 0) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo), _MM_HINT_T1);
+        if constexpr (kBlockBytes > 64)
+          _mm_prefetch(reinterpret_cast<const char*>(rows[r] + ahead + bo + 64), _MM_HINT_T1);
+      }
+    }
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) {
       __m256 w[4];
       load32<T>(rows[r], k, w);
+#pragma GCC unroll 16
       for (int m = 0; m < M; ++m) {
         const float* xm = a.x + m * K + k;
+#pragma GCC unroll 16
         for (int q = 0; q < 4; ++q)
           acc[r][m][q % A] = _mm256_fmadd_ps(w[q], _mm256_loadu_ps(xm + 8 * q), acc[r][m][q % A]);
       }
@@ -124,10 +160,14 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
   float tail[R][M] = {};
   if constexpr (is_plain(T)) {
     for (int64_t k = K32; k < K; ++k)
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
         for (int m = 0; m < M; ++m) tail[r][m] += elem<T>(rows[r], k) * a.x[m * K + k];
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
     for (int m = 0; m < M; ++m) {
       __m256 s = acc[r][m][0];
       if constexpr (A == 2) s = _mm256_add_ps(s, acc[r][m][1]);
@@ -135,10 +175,81 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
     }
 }
 
+// Quantised weights with one activation row, factored per block (see matmul_avx512.cpp):
+//   Q8_0: d (q . x);  Q4_0: d (q . x) - 8 d xsum[b];  Q4_1: d (q . x) + m xsum[b].
+template <DType T, int R>
+LR_INLINE void gemv_tile_factored(const MatmulArgs& a, int64_t n, const float* xsum) {
+  using Block = std::conditional_t<T == DType::Q8_0, BlockQ8_0,
+                                   std::conditional_t<T == DType::Q4_0, BlockQ4_0, BlockQ4_1>>;
+  const int64_t nb = a.K >> 5;
+  const Block* rows[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) rows[r] = reinterpret_cast<const Block*>(a.w + size_t(n + r) * a.w_row_bytes);
+  __m256 acc[R];
+  float csum[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), csum[r] = 0.f;
+  const size_t tile_bytes = size_t(R) * a.w_row_bytes;
+  const size_t ahead = tile_bytes * ((kPrefetchBytes + tile_bytes - 1) / tile_bytes);
+  constexpr int64_t kEvery = sizeof(Block) >= 64 ? 1 : int64_t(64 / sizeof(Block));
+  const __m256i m4 = _mm256_set1_epi32(0x0f);
+  for (int64_t b = 0; b < nb; ++b) {
+    if (kEvery == 1 || b % kEvery == 0) {
+#pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(rows[r] + b) + ahead, _MM_HINT_T1);
+    }
+    const float* xb = a.x + b * 32;
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+      const Block* blk = rows[r] + b;
+      __m256 q[4];  // values 0-7, 8-15, 16-23, 24-31
+      if constexpr (T == DType::Q8_0) {
+        const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+        const __m128i q1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs + 16));
+        q[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q0));
+        q[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q0, 8)));
+        q[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q1));
+        q[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(q1, 8)));
+      } else {  // byte j holds value j (low nibble) and value j + 16 (high nibble)
+        const __m128i qb = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs));
+        const __m256i v0 = _mm256_cvtepu8_epi32(qb), v1 = _mm256_cvtepu8_epi32(_mm_srli_si128(qb, 8));
+        q[0] = _mm256_cvtepi32_ps(_mm256_and_si256(v0, m4));
+        q[1] = _mm256_cvtepi32_ps(_mm256_and_si256(v1, m4));
+        q[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v0, 4));
+        q[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(v1, 4));
+      }
+      __m256 t = _mm256_mul_ps(q[0], _mm256_loadu_ps(xb));
+      t = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xb + 8), t);
+      t = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xb + 16), t);
+      t = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xb + 24), t);
+      const float d = h2f(blk->d);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d), t, acc[r]);
+      if constexpr (T == DType::Q4_0) csum[r] += -8.f * d * xsum[b];
+      if constexpr (T == DType::Q4_1) csum[r] += h2f(blk->m) * xsum[b];
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) a.y[n + r] = hsum(acc[r]) + csum[r];
+}
+
 template <DType T, int M>
 void gemv(const MatmulArgs& a) {
   constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
   const int64_t tiles = a.N / R;
+  if constexpr (M == 1 && !is_plain(T)) {
+    const int64_t nb = a.K >> 5;
+    float* xsum = static_cast<float*>(thread_scratch(kScratchBlockSums, size_t(nb) * sizeof(float)));
+    for (int64_t b = 0; b < nb; ++b) {
+      const float* xb = a.x + 32 * b;
+      xsum[b] = hsum(_mm256_add_ps(_mm256_add_ps(_mm256_loadu_ps(xb), _mm256_loadu_ps(xb + 8)),
+                                   _mm256_add_ps(_mm256_loadu_ps(xb + 16), _mm256_loadu_ps(xb + 24))));
+    }
+#pragma omp parallel for schedule(static) if (a.N * a.K >= (1 << 16))
+    for (int64_t t = 0; t < tiles; ++t) gemv_tile_factored<T, R>(a, t * R, xsum);
+    for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile_factored<T, 1>(a, n, xsum);
+    return;
+  }
 #pragma omp parallel for schedule(static) if (a.N * a.K * M >= (1 << 16))
   for (int64_t t = 0; t < tiles; ++t) gemv_tile<T, M, R>(a, t * R);
   for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile<T, M, 1>(a, n);
@@ -176,18 +287,22 @@ constexpr int kNB = 48;  // weight rows converted per panel (8 micro-tiles)
 template <int NRW, int MV>
 void micro_f32(const float* w, int64_t ldw, const float* xt, int64_t K, float* y, int64_t ldy, int mvalid) {
   __m256 acc[NRW][MV];
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     __m256 xv[MV];
     for (int v = 0; v < MV; ++v) xv[v] = _mm256_load_ps(xt + k * kMP + 8 * v);
     for (int r = 0; r < NRW; ++r) {
-      const __m256 b = _mm256_broadcast_ss(w + r * ldw + k);
+      const __m256 b = _mm256_set1_ps(w[r * ldw + k]);
       for (int v = 0; v < MV; ++v) acc[r][v] = _mm256_fmadd_ps(b, xv[v], acc[r][v]);
     }
   }
   alignas(32) float tmp[kMP] = {};
+#pragma GCC unroll 16
   for (int r = 0; r < NRW; ++r) {
+#pragma GCC unroll 16
     for (int v = 0; v < MV; ++v) _mm256_store_ps(tmp + 8 * v, acc[r][v]);
     for (int i = 0; i < mvalid; ++i) y[i * ldy + r] = tmp[i];
   }
@@ -213,15 +328,17 @@ void transpose_panel_f32(const float* x, int64_t M, int64_t K, int64_t p, float*
   }
 }
 
+// rows x K weight values starting at row `src` to f32, row stride ldd floats.
 template <DType T>
-void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K, float* dst) {
+void convert_rows(const uint8_t* src, size_t row_bytes, int64_t rows, int64_t K, float* dst, int64_t ldd) {
   const int64_t K32 = K & ~int64_t(31);
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = src + size_t(r) * row_bytes;
-    float* out = dst + r * K;
+    float* out = dst + r * ldd;
     for (int64_t k = 0; k < K32; k += 32) {
       __m256 w[4];
       load32<T>(row, k, w);
+#pragma GCC unroll 16
       for (int q = 0; q < 4; ++q) _mm256_storeu_ps(out + k + 8 * q, w[q]);
     }
     if constexpr (is_plain(T)) {
@@ -238,27 +355,20 @@ void gemm(const MatmulArgs& a) {
   float* xt =
       static_cast<float*>(thread_scratch(kScratchActivations, size_t(m_panels) * size_t(K) * kMP * 4));
   const int nthreads = omp_get_max_threads();
-  float* wbuf_all = nullptr;  // nthreads x [kNB][K]
-  if (T != DType::F32)
-    wbuf_all = static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(K) * 4));
+  // Per-thread f32 weight panels nthreads x [kNB][ldw]; the row stride is padded by a cache line so
+  // the rows a micro-kernel broadcasts from do not all map to one L1 set.
+  const int64_t ldw = ((K + 15) & ~int64_t(15)) + 16;
+  float* wbuf_all =
+      static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(ldw) * 4));
 #pragma omp parallel num_threads(nthreads) if (M * N * K >= (1 << 18))
   {
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < m_panels; ++p) transpose_panel_f32(a.x, M, K, p, xt + p * K * kMP);
-    float* wbuf = wbuf_all ? wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K) : nullptr;
+    float* wf = wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(ldw);
 #pragma omp for schedule(static)
     for (int64_t np = 0; np < n_panels; ++np) {
       const int64_t n0 = np * kNB, nrows = min64(kNB, N - n0);
-      const uint8_t* wsrc = a.w + size_t(n0) * a.w_row_bytes;
-      const float* wf;
-      int64_t ldw = K;
-      if constexpr (T == DType::F32) {
-        wf = reinterpret_cast<const float*>(wsrc);
-        ldw = int64_t(a.w_row_bytes / 4);
-      } else {
-        convert_rows<T>(wsrc, a.w_row_bytes, nrows, K, wbuf);
-        wf = wbuf;
-      }
+      convert_rows<T>(a.w + size_t(n0) * a.w_row_bytes, a.w_row_bytes, nrows, K, wf, ldw);
       for (int64_t p = 0; p < m_panels; ++p) {
         const int64_t m0 = p * kMP;
         const int mvalid = int(min64(kMP, M - m0));

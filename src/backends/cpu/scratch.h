@@ -7,7 +7,13 @@
 namespace llamarun::cpu {
 
 // Slots let one thread hold several buffers at once.
-enum ScratchSlot : int { kScratchActivations = 0, kScratchWeights = 1, kScratchRow = 2, kScratchSlots = 3 };
+enum ScratchSlot : int {
+  kScratchActivations = 0,
+  kScratchWeights = 1,
+  kScratchRow = 2,
+  kScratchBlockSums = 3,
+  kScratchSlots = 4
+};
 
 // A 64-byte aligned buffer of at least `bytes` bytes owned by the calling thread. Its content is
 // undefined; it stays valid until the same thread asks for the same slot again.

@@ -1,0 +1,344 @@
+// llamarun_bench_cuda: llama-bench style throughput of the CUDA backend, reported against the device's
+// own ceilings measured in the same run (device-to-device copy bandwidth, large cuBLASLt GEMM).
+//
+//   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg
+//   128]
+//                       [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
+//
+// pp<N>: prefill of N tokens (tok/s and achieved TFLOP/s). tg<N>@d: N greedy decode steps after a
+// context of d tokens (tok/s, effective GB/s = (weights + KV cache read per token) / time per token,
+// and that as a % of the measured copy bandwidth). Repetitions: median, min and max.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_llama.h"
+#include "backends/cuda/gemm.h"
+#include "backends/cuda/kernels.h"
+#include "core/error.h"
+
+using namespace llamarun;
+using json = nlohmann::json;
+
+namespace {
+
+struct Stats {
+  double median = 0, min = 0, max = 0;
+  std::vector<double> all;
+};
+Stats stats_of(std::vector<double> v) {
+  Stats s;
+  s.all = v;
+  std::sort(v.begin(), v.end());
+  s.min = v.front();
+  s.max = v.back();
+  size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return s;
+}
+json to_json(const Stats& s) {
+  return json{{"median", s.median}, {"min", s.min}, {"max", s.max}, {"all", s.all}};
+}
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Times `fn` (enqueued on `stream`) with CUDA events: returns seconds per call for each repetition.
+template <typename F>
+std::vector<double> time_events(F fn, int warmup, int reps, cudaStream_t stream) {
+  for (int i = 0; i < warmup; ++i) fn();
+  cudaEvent_t a, b;
+  LLAMARUN_CUDA_CHECK(cudaEventCreate(&a));
+  LLAMARUN_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<double> out;
+  for (int r = 0; r < reps; ++r) {
+    LLAMARUN_CUDA_CHECK(cudaEventRecord(a, stream));
+    fn();
+    LLAMARUN_CUDA_CHECK(cudaEventRecord(b, stream));
+    LLAMARUN_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    LLAMARUN_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    out.push_back(ms / 1e3);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return out;
+}
+
+struct Args {
+  std::string preset = "llama2-7b", device = "cuda:0", json_path, dtype = "f16";
+  int reps = 5, pp = 512, tg = 128;
+  std::vector<int> depths = {0, 512, 4096};
+  bool graph = true, pdl = true, fuse = true;
+};
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto val = [&]() -> std::string {
+      if (i + 1 >= argc) fail("option ", k, " needs a value");
+      return argv[++i];
+    };
+    if (k == "--preset" || k == "--random-weights")
+      a.preset = val();
+    else if (k == "--device")
+      a.device = val();
+    else if (k == "--json")
+      a.json_path = val();
+    else if (k == "--dtype")
+      a.dtype = val();
+    else if (k == "--reps")
+      a.reps = std::stoi(val());
+    else if (k == "--pp")
+      a.pp = std::stoi(val());
+    else if (k == "--tg")
+      a.tg = std::stoi(val());
+    else if (k == "--no-graph")
+      a.graph = false;
+    else if (k == "--no-pdl")
+      a.pdl = false;
+    else if (k == "--no-fuse")
+      a.fuse = false;
+    else if (k == "--depths") {
+      a.depths.clear();
+      std::string s = val();
+      size_t p = 0;
+      while (p <= s.size()) {
+        size_t q = s.find(',', p);
+        if (q == std::string::npos) q = s.size();
+        if (q > p) a.depths.push_back(std::stoi(s.substr(p, q - p)));
+        p = q + 1;
+      }
+    } else if (k == "--help" || k == "-h") {
+      std::printf(
+          "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse]\n");
+      std::exit(0);
+    } else {
+      fail("unknown option '", k, "' (try --help)");
+    }
+  }
+  if (a.reps < 1) fail("--reps must be >= 1");
+  if (a.dtype != "f16" && a.dtype != "bf16") fail("--dtype must be f16 or bf16");
+  return a;
+}
+
+int run(int argc, char** argv) {
+  Args args = parse(argc, argv);
+  const DType dt = args.dtype == "f16" ? DType::F16 : DType::BF16;
+  int dev = cuda::parse_device(args.device);
+  cuda::set_device(dev);
+  cuda::DeviceInfo di = cuda::device_info(dev);
+  std::printf("device: %s (cc %d.%d, %d SMs, %s, L2 %s), commit %s\n", di.name.c_str(), di.cc_major,
+              di.cc_minor, di.sm_count, cuda::format_bytes(di.total_memory).c_str(),
+              cuda::format_bytes(di.l2_bytes).c_str(), LLAMARUN_GIT_COMMIT);
+  json J;
+  J["device"] = {{"name", di.name},
+                 {"index", dev},
+                 {"cc", std::to_string(di.cc_major) + "." + std::to_string(di.cc_minor)},
+                 {"sm_count", di.sm_count},
+                 {"total_memory", di.total_memory},
+                 {"l2_bytes", di.l2_bytes}};
+  J["commit"] = LLAMARUN_GIT_COMMIT;
+  J["reps"] = args.reps;
+  cudaStream_t stream;
+  LLAMARUN_CUDA_CHECK(cudaStreamCreate(&stream));
+  size_t peak_used = 0;
+  auto note_used = [&] {
+    cuda::MemInfo m = cuda::mem_info();
+    peak_used = std::max(peak_used, m.total - m.free);
+  };
+
+  // 1. Ceilings: device-to-device copy and a large GEMM, on random data.
+  double copy_gbs = 0, gemm_tflops = 0;
+  {
+    const size_t bytes = size_t(1) << 30;
+    void *a = nullptr, *b = nullptr;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&a, bytes));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&b, bytes));
+    cuda::fill_random(DType::F16, a, int64_t(bytes / 2), 1.f, 1, stream);
+    auto t = time_events(
+        [&] { LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream)); }, 3,
+        std::max(10, args.reps), stream);
+    std::vector<double> gbs;
+    for (double s : t) gbs.push_back(2.0 * bytes / s / 1e9);
+    Stats st = stats_of(gbs);
+    copy_gbs = st.median;
+    J["copy_bandwidth_gbs"] = to_json(st);
+    note_used();
+    cudaFree(a);
+    cudaFree(b);
+    std::printf("copy D2D (read+write)      %8.1f GB/s  [%.1f .. %.1f]\n", st.median, st.min, st.max);
+  }
+  {
+    const int n = 8192;
+    void *w, *x, *y, *ws;
+    size_t mat = size_t(n) * n * 2, wsb = 32u << 20;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&w, mat));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&x, mat));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&y, mat));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&ws, wsb));
+    cuda::fill_random(dt, w, int64_t(n) * n, 1.f, 2, stream);
+    cuda::fill_random(dt, x, int64_t(n) * n, 1.f, 3, stream);
+    {
+      cuda::LtGemm lt(ws, wsb);
+      auto t = time_events([&] { lt.run(dt, w, x, y, false, n, n, n, stream); }, 3, std::max(10, args.reps),
+                           stream);
+      std::vector<double> tf;
+      for (double s : t) tf.push_back(2.0 * n * n * double(n) / s / 1e12);
+      Stats st = stats_of(tf);
+      gemm_tflops = st.median;
+      J["gemm_8192_tflops"] = to_json(st);
+      std::printf("cuBLASLt GEMM 8192^3 %s    %8.1f TFLOP/s [%.1f .. %.1f]\n", args.dtype.c_str(), st.median,
+                  st.min, st.max);
+    }
+    note_used();
+    cudaFree(w);
+    cudaFree(x);
+    cudaFree(y);
+    cudaFree(ws);
+  }
+
+  // 2. The model.
+  LlamaConfig cfg = cuda_preset_config(args.preset);
+  int max_depth = 0;
+  for (int d : args.depths) max_depth = std::max(max_depth, d);
+  CudaLlamaOptions opt;
+  opt.device = args.device;
+  opt.dtype = dt;
+  opt.max_context = std::max(args.pp, max_depth + args.tg);
+  opt.max_prefill_chunk = std::max(args.pp, 1);
+  opt.use_graph = args.graph;
+  opt.pdl = args.pdl;
+  opt.fuse_decode = args.fuse;
+  double t0 = now_s();
+  CudaLlama model(cfg, 1234, opt);
+  double init_s = now_s() - t0;
+  note_used();
+  const size_t wbytes = model.weight_bytes_per_token();
+  std::printf("model: %s random weights, %s, %s of weights (%s read per token), init %.2f s\n",
+              args.preset.c_str(), args.dtype.c_str(),
+              cuda::format_bytes(model.memory_stats().weights).c_str(), cuda::format_bytes(wbytes).c_str(),
+              init_s);
+  J["model"] = {{"preset", args.preset},
+                {"dtype", args.dtype},
+                {"weights_bytes", model.memory_stats().weights},
+                {"pdl", args.pdl},
+                {"fuse_decode", args.fuse},
+                {"weight_bytes_per_token", wbytes},
+                {"max_context", opt.max_context},
+                {"graph", args.graph},
+                {"init_seconds", init_s}};
+
+  std::vector<int32_t> prompt(std::max(args.pp, max_depth));
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = int32_t((i * 7919 + 13) % cfg.vocab_size);
+
+  // pp: tokens/s and FLOP/s (2 * matmul weights per token + attention's 4 * L * nh * hd per (query, key)
+  // pair).
+  {
+    const double H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
+    const double nh = cfg.num_heads, nkv = cfg.num_kv_heads, L = cfg.num_layers, V = cfg.vocab_size;
+    double per_tok = 2.0 * L * (H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * I);
+    double n = args.pp;
+    double flops = per_tok * n + 4.0 * L * nh * hd * n * (n + 1) / 2 + 2.0 * V * H;
+    model.reset();
+    model.prefill(prompt.data(), args.pp);  // warm-up (cuBLASLt heuristics)
+    std::vector<double> tps, tfl;
+    for (int r = 0; r < args.reps; ++r) {
+      model.reset();
+      double a = now_s();
+      model.prefill(prompt.data(), args.pp);
+      double s = now_s() - a;
+      tps.push_back(n / s);
+      tfl.push_back(flops / s / 1e12);
+    }
+    Stats st = stats_of(tps), sf = stats_of(tfl);
+    J["pp"] = {{"tokens", args.pp},
+               {"tok_per_s", to_json(st)},
+               {"tflops", to_json(sf)},
+               {"pct_of_gemm_peak", 100.0 * sf.median / gemm_tflops}};
+    std::printf("pp%-4d                     %8.1f tok/s [%.1f .. %.1f]  %.1f TFLOP/s (%.0f%% of GEMM peak)\n",
+                args.pp, st.median, st.min, st.max, sf.median, 100.0 * sf.median / gemm_tflops);
+    note_used();
+  }
+
+  // tg at each depth: the depth's context is prefilled once, then each repetition rewinds to it.
+  json tgj = json::array();
+  std::vector<std::string> lines;
+  for (int d : args.depths) {
+    model.reset();
+    if (d > 0) model.prefill(prompt.data(), d);
+    int32_t tok = 1;
+    tok = model.decode_step(tok);  // warm-up (graph capture)
+    model.truncate(d);
+    std::vector<double> tps, gbs;
+    double bytes = 0;
+    for (int i = 0; i < args.tg; ++i) bytes += double(wbytes) + double(model.kv_bytes_per_token(d + i));
+    for (int r = 0; r < args.reps; ++r) {
+      model.truncate(d);
+      double a = now_s();
+      for (int i = 0; i < args.tg; ++i) tok = model.decode_step(tok);
+      double s = now_s() - a;
+      tps.push_back(args.tg / s);
+      gbs.push_back(bytes / s / 1e9);
+    }
+    Stats st = stats_of(tps), sg = stats_of(gbs);
+    tgj.push_back({{"depth", d},
+                   {"tokens", args.tg},
+                   {"tok_per_s", to_json(st)},
+                   {"effective_gbs", to_json(sg)},
+                   {"pct_of_copy_bw", 100.0 * sg.median / copy_gbs},
+                   {"bytes_per_token", bytes / args.tg},
+                   {"ms_per_token", 1e3 / st.median}});
+    std::printf(
+        "tg%d @ d%-5d               %8.1f tok/s [%.1f .. %.1f]  %.3f ms/tok  %.0f GB/s (%.1f%% of copy)\n",
+        args.tg, d, st.median, st.min, st.max, 1e3 / st.median, sg.median, 100.0 * sg.median / copy_gbs);
+    note_used();
+  }
+  J["tg"] = tgj;
+  J["model"]["pdl_active"] = model.pdl_active();
+  std::printf("decode: graph %s, fused %s, PDL active %s\n", args.graph ? "on" : "off", args.fuse ? "on" : "off",
+              model.pdl_active() ? "yes" : "no");
+  CudaMemoryStats ms = model.memory_stats();
+  J["memory"] = {{"model_peak_bytes", ms.peak},
+                 {"model_allocated_bytes", ms.allocated},
+                 {"weights", ms.weights},
+                 {"kv_cache", ms.kv_cache},
+                 {"activations", ms.activations},
+                 {"workspace", ms.workspace},
+                 {"device_peak_used_bytes", peak_used}};
+  std::printf("memory: model peak %s (weights %s, KV %s, activations %s), device used peak %s\n",
+              cuda::format_bytes(ms.peak).c_str(), cuda::format_bytes(ms.weights).c_str(),
+              cuda::format_bytes(ms.kv_cache).c_str(), cuda::format_bytes(ms.activations).c_str(),
+              cuda::format_bytes(peak_used).c_str());
+  if (!args.json_path.empty()) {
+    std::ofstream f(args.json_path);
+    if (!f) fail("cannot write ", args.json_path);
+    f << J.dump(2) << "\n";
+    std::printf("wrote %s\n", args.json_path.c_str());
+  }
+  cudaStreamDestroy(stream);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "llamarun_bench_cuda: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,102 @@
+// CudaLlama: the Llama forward pass on one CUDA GPU (fp16 or bf16 weights, activations and KV cache;
+// fp32 accumulation). Single sequence: prefill a prompt, then decode one token per step, the decode
+// step replayed from a CUDA graph. Plain C++ header (no CUDA headers), so any code can include it;
+// it is only linked in builds with LLAMARUN_CUDA.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "model/config.h"
+
+namespace llamarun {
+
+struct WeightMap;
+
+struct CudaLlamaOptions {
+  std::string device = "cuda:0";     // "cuda" or "cuda:N"
+  DType dtype = DType::F16;          // weights, activations and KV cache: F16 or BF16
+  int max_context = 4096;            // KV-cache positions (prompt + generated)
+  int max_prefill_chunk = 512;       // tokens per prefill forward; longer prompts run in chunks
+  bool use_graph = true;             // replay the decode step from a captured CUDA graph
+  bool fuse_decode = true;           // decode: RMSNorm / SiLU / residual fused into the GEMVs
+  bool pdl = true;                   // decode (fused): programmatic dependent launch on Hopper GPUs
+  size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
+};
+
+struct CudaLoadStats {
+  double seconds = 0;     // wall time of the weight upload / initialisation
+  size_t host_bytes = 0;  // bytes read from the host weights (0 for random weights)
+  double gb_per_s = 0;    // host_bytes / seconds
+  size_t device_weight_bytes = 0;
+};
+
+struct CudaMemoryStats {
+  size_t weights = 0, kv_cache = 0, activations = 0, workspace = 0;
+  size_t allocated = 0;  // all device memory this model holds now
+  size_t peak = 0;       // the most it ever held
+};
+
+struct CudaSampling {
+  float temperature = 0.f;  // <= 0: greedy
+  int top_k = 0;            // <= 0: no top-k cut
+  float top_p = 1.f;        // >= 1: no top-p cut
+  uint64_t seed = 0;
+};
+
+// Named model shapes for random-weight runs: "llama2-7b" (hidden 4096, 32 layers, 32 heads, intermediate
+// 11008, vocab 32000), "tiny" (a small GQA model for tests). Throws Error for other names.
+LlamaConfig cuda_preset_config(const std::string& name);
+
+class CudaLlama {
+ public:
+  // From host weights (mmap'ed). Tensor names may be Hugging Face's (model.layers.N.self_attn.q_proj.weight,
+  // ...) or GGUF's (blk.N.attn_q.weight, ...); any stored dtype (f32, f16, bf16, q8_0, q4_0, q4_1) is
+  // converted to opt.dtype on the GPU while uploading through pinned staging buffers. config.rope_layout
+  // must match the weights (GGUF llama files: kInterleaved). Throws Error when a tensor is missing or has
+  // the wrong shape, when the device is absent, or when the model does not fit in GPU memory.
+  CudaLlama(const LlamaConfig& config, const WeightMap& weights, const CudaLlamaOptions& opt = {});
+  // Random weights (uniform, scaled by 1/sqrt(fan-in)), generated on the GPU from `seed`.
+  CudaLlama(const LlamaConfig& config, uint64_t seed, const CudaLlamaOptions& opt = {});
+  ~CudaLlama();
+  CudaLlama(const CudaLlama&) = delete;
+  CudaLlama& operator=(const CudaLlama&) = delete;
+
+  // Appends ids[0..n) at positions position() .. position()+n-1 and returns the logits [vocab] of the last.
+  std::vector<float> prefill(const int32_t* ids, int n);
+  // Appends `id` at position() and returns the greedy (argmax) next token, chosen on the GPU.
+  int32_t decode_step(int32_t id);
+  // Same step, returning the logits [vocab] (copied to the host).
+  std::vector<float> decode_step_logits(int32_t id);
+  // Same step with temperature / top-k / top-p sampling on the GPU.
+  int32_t decode_step_sample(int32_t id, const CudaSampling& s);
+
+  void reset();  // empty the KV cache: position() = 0
+  // Forgets positions >= pos (0 <= pos <= position()): the cache keeps the first pos tokens, so a shared
+  // prefix is reused without recomputing it.
+  void truncate(int pos);
+  int position() const;
+  int max_context() const;
+  const LlamaConfig& config() const;
+  DType dtype() const;
+  CudaLoadStats load_stats() const;
+  CudaMemoryStats memory_stats() const;
+  std::string device_name() const;
+  // Whether the decode step runs with programmatic dependent launch (opt.pdl, Hopper, and the driver took it;
+  // known after the first decode step).
+  bool pdl_active() const;
+  // Bytes of weights read per decoded token (all layer weights + final norm + lm_head).
+  size_t weight_bytes_per_token() const;
+  // Bytes of KV cache read by one decode step at `pos` (positions 0..pos, all layers, K and V).
+  size_t kv_bytes_per_token(int pos) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llamarun

@@ -1,0 +1,252 @@
+// Decode GEMV: y = x W^T for M = 1..8 rows of x, streaming W [N, K] once at close to memory bandwidth.
+//
+// Each warp owns R consecutive rows of W; each lane reads 16-byte vectors (8 values) of those rows,
+// U vectors per row before the first use (R * U independent 16-byte loads in flight per lane), with
+// loads that bypass L1 (W is read once). x is staged in shared memory when it fits (48 KB), else read
+// through L1/L2. fp32 accumulation; one warp reduction per output.
+//
+// Fusions (gemv_fused), chosen at run time so no extra instantiations are needed: the x staging can apply
+// RMSNorm (each block recomputes the row's sum of squares: a few KB from L2) or SiLU-and-multiply, and the
+// epilogue can add into y (the residual stream). In the decode step this removes the separate norm,
+// SiLU and residual kernels.
+#include "backends/cuda/cuda_types.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace llamarun::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;  // per block
+constexpr int kThreads = kWarps * 32;
+constexpr int kSmemX = kGemvStageBytes;
+
+struct Fuse {
+  int prologue;        // GemvPrologue
+  const void* norm_w;  // kRmsNorm: [K]
+  float eps;
+  bool add;  // y += result
+};
+
+// Stages x (or its fused transform) into xs as T: M rows of K values.
+template <typename T, int M>
+__device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int K, const Fuse& f) {
+  const int nvec = K / 8;
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  if (f.prologue == int(GemvPrologue::kNone)) {
+    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[i] = ld_v4(xv + i);
+  } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
+    // x rows are [gate (K) | up (K)]
+    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
+      int m = i / nvec, v = i % nvec;
+      float g[8], u[8], o[8];
+      unpack8<T>(ld_v4(xv + size_t(m) * 2 * nvec + v), g);
+      unpack8<T>(ld_v4(xv + size_t(m) * 2 * nvec + nvec + v), u);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) o[j] = g[j] / (1.f + __expf(-g[j])) * u[j];
+      xs[i] = pack8<T>(o);
+    }
+  } else {  // kRmsNorm
+    __shared__ float red[kWarps][M];
+    __shared__ float inv[M];
+    float ss[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) ss[m] = 0.f;
+    for (int v = threadIdx.x; v < nvec; v += blockDim.x) {
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        float a[8];
+        unpack8<T>(ld_v4(xv + size_t(m) * nvec + v), a);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) ss[m] = fmaf(a[j], a[j], ss[m]);
+      }
+    }
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      float s = warp_sum(ss[m]);
+      if (lane == 0) red[warp][m] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < M) {
+      float s = 0.f;
+      for (int w = 0; w < kWarps; ++w) s += red[w][threadIdx.x];
+      inv[threadIdx.x] = rsqrtf(s / float(K) + f.eps);
+    }
+    __syncthreads();
+    const uint4* wv = reinterpret_cast<const uint4*>(f.norm_w);
+    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
+      int m = i / nvec, v = i % nvec;
+      float a[8], w[8];
+      unpack8<T>(ld_v4(xv + i), a);
+      unpack8<T>(__ldg(wv + v), w);
+      float r = inv[m];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) a[j] = a[j] * r * w[j];
+      xs[i] = pack8<T>(a);
+    }
+  }
+  __syncthreads();
+}
+
+template <typename T, typename OutT, int M, int R, int U>
+__global__ void __launch_bounds__(kThreads)
+    gemv_kernel(const T* __restrict__ W, const T* __restrict__ x, OutT* __restrict__ y, int N, int K,
+                bool x_in_smem, Fuse f) {
+  extern __shared__ uint4 xs[];
+  pdl_trigger();
+  const int nvec = K / 8;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kWarps + warp) * R;
+  const uint4* wrow[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(W + size_t(min(row0 + r, N - 1)) * K);
+  if (row0 < N) {  // weights are constant: start pulling the first two steps' worth into L2 before waiting
+#pragma unroll
+    for (int u = 0; u < 2 * U; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (lane + u * 32 < nvec) prefetch_l2(wrow[r] + lane + u * 32);
+  }
+  pdl_wait();  // x (and y, when adding) come from earlier kernels
+  const uint4* xv = reinterpret_cast<const uint4*>(x);
+  if (x_in_smem) {
+    stage_x<T, M>(x, xs, K, f);
+    xv = xs;
+  }
+  if (row0 >= N) return;
+
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+
+  for (int base = lane; base < nvec; base += 32 * U) {
+    uint4 w[R][U];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        int v = base + u * 32;
+        w[r][u] = v < nvec ? ld_stream(wrow[r] + v) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      int v = base + u * 32;
+      if (v < nvec) {
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          float xf[8];
+          unpack8<T>(ld_v4(xv + m * nvec + v), xf);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            float wf[8];
+            unpack8<T>(w[r][u], wf);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[j], xf[j], acc[r][m]);
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (row0 + r < N)
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+          size_t idx = size_t(m) * N + row0 + r;
+          float v = acc[r][m];
+          if (f.add) v += to_f32(y[idx]);
+          y[idx] = from_f32<OutT>(v);
+        }
+  }
+}
+
+template <typename T, typename OutT, int M>
+void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream, bool pdl) {
+  constexpr int R = M <= 2 ? 2 : 1;
+  constexpr int U = 4;
+  size_t xbytes = size_t(M) * K * sizeof(T);
+  bool smem = xbytes <= size_t(kSmemX);
+  if (!smem && f.prologue != int(GemvPrologue::kNone))
+    fail("gemv_fused: ", M, " rows of ", K,
+         " values do not fit the shared-memory staging a fused prologue needs");
+  int rows_per_block = kWarps * R;
+  int grid = (N + rows_per_block - 1) / rows_per_block;
+  launch_kernel(pdl, gemv_kernel<T, OutT, M, R, U>, dim3(grid), dim3(kThreads), smem ? xbytes : 0, stream, W,
+                x, y, N, K, smem, f);
+}
+
+template <typename T, typename OutT>
+void launch(const T* W, const T* x, OutT* y, int M, int N, int K, const Fuse& f, cudaStream_t stream,
+            bool pdl) {
+  switch (M) {
+    case 1:
+      launch_m<T, OutT, 1>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 2:
+      launch_m<T, OutT, 2>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 3:
+      launch_m<T, OutT, 3>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 4:
+      launch_m<T, OutT, 4>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 5:
+      launch_m<T, OutT, 5>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 6:
+      launch_m<T, OutT, 6>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 7:
+      launch_m<T, OutT, 7>(W, x, y, N, K, f, stream, pdl);
+      break;
+    case 8:
+      launch_m<T, OutT, 8>(W, x, y, N, K, f, stream, pdl);
+      break;
+  }
+}
+
+void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+               const Fuse& f, cudaStream_t stream, bool pdl) {
+  if (M < 1 || M > 8) fail("gemv: M = ", M, " rows; the GEMV path takes 1..8 (use the GEMM path)");
+  if (K % 8 != 0) fail("gemv: K = ", K, " must be a multiple of 8 (16-byte vectors)");
+  if ((reinterpret_cast<uintptr_t>(W) | reinterpret_cast<uintptr_t>(x) |
+       reinterpret_cast<uintptr_t>(f.norm_w)) %
+          16 !=
+      0)
+    fail("gemv: W, x and the norm weight must be 16-byte aligned");
+  if (f.prologue == int(GemvPrologue::kRmsNorm) && !f.norm_w)
+    fail("gemv_fused: RMSNorm prologue without weight");
+  if (N <= 0) return;
+  LLAMARUN_DISPATCH_ACT(act, "gemv", {
+    if (y_f32)
+      launch<T, float>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<float*>(y), M, N, K, f,
+                       stream, pdl);
+    else
+      launch<T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f, stream,
+                   pdl);
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("gemv");
+}
+
+}  // namespace
+
+void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+          cudaStream_t stream) {
+  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false}, stream, false);
+}
+
+void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+                const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
+  gemv_impl(act, W, x, y, y_f32, M, N, K,
+            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y}, stream, pdl);
+}
+
+}  // namespace llamarun::cuda

@@ -1,0 +1,125 @@
+// Launchers for the CUDA kernels of the Llama forward pass. Activations and fp weights are fp16 or
+// bf16 (`act` is DType::F16 or DType::BF16); every reduction accumulates in fp32. All pointers are
+// device pointers unless said otherwise; all launches go on `stream` and are asynchronous; launch
+// errors throw llamarun::Error naming the kernel. Needs the CUDA runtime header (for cudaStream_t).
+// `pdl`: launch with programmatic dependent launch (Hopper; see cuda_types.cuh): the kernel may start while
+// the previous one finishes; the GEMV prefetches its weights meanwhile.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+#include "model/config.h"
+
+namespace llamarun::cuda {
+
+// Throws Error unless act is F16 or BF16.
+void check_act_dtype(DType act, const char* where);
+
+// ---- element-wise and row kernels (elementwise.cu) ----
+
+// out[m, :] = table[ids[m], :].  ids [M] int32; table [V, H]; out [M, H].
+// An id outside [0, V) yields a row of zeros (callers validate ids on the host).
+void embedding(DType act, const int32_t* ids, int M, const void* table, int V, int H, void* out,
+               cudaStream_t stream);
+
+// Fused residual add + RMSNorm over rows of H values:
+//   if residual: x[m, :] += residual[m, :]   (x is the residual stream, updated in place)
+//   out[m, :] = x[m, :] / sqrt(mean(x[m, :]^2) + eps) * w
+// x, residual, out [M, H]; w [H]. residual may be nullptr. out may not alias x.
+void add_rmsnorm(DType act, void* x, const void* residual, const void* w, void* out, int M, int H, float eps,
+                 cudaStream_t stream);
+
+// gu [M, 2*I] holds per row the gate (first I) and up (last I) projections; out [M, I] = silu(gate) * up.
+void silu_mul(DType act, const void* gu, void* out, int M, int I, cudaStream_t stream);
+
+// dst[0..n) (act dtype) = src[0..n) converted from src_type (F32, F16, BF16, Q8_0, Q4_0, Q4_1).
+// For quantised types n must be a multiple of 32 and src holds n/32 blocks.
+void convert_to_act(DType act, DType src_type, const void* src, void* dst, int64_t n, cudaStream_t stream);
+
+// dst[i] = uniform(-scale, scale), a fixed function of (seed, i) (random-weight models).
+void fill_random(DType act, void* dst, int64_t n, float scale, uint64_t seed, cudaStream_t stream);
+// dst[i] = value.
+void fill_const(DType act, void* dst, int64_t n, float value, cudaStream_t stream);
+
+// ---- RoPE (rope.cu) ----
+
+// qkv [M, (nh + 2*nkv) * hd]: per row the nh query heads, then nkv key heads, then nkv value heads.
+// For row m at position pos[m] (device int32 [M]):
+//   q_out[m, h, :]            = rope(q[m, h, :])          q_out [M, nh, hd]
+//   k_cache[kh, pos[m], :]    = rope(k[m, kh, :])         k_cache, v_cache: one layer, [nkv, max_ctx, hd]
+//   v_cache[kh, pos[m], :]    = v[m, kh, :]
+// rope rotates pairs (i, i + hd/2) (kHalf) or (2i, 2i + 1) (kInterleaved) by angle pos * inv_freq[i];
+// inv_freq [hd/2] fp32. Positions outside [0, max_ctx) are skipped (callers check).
+void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t* pos, const float* inv_freq,
+                   int M, int nh, int nkv, int hd, int max_ctx, void* q_out, void* k_cache, void* v_cache,
+                   cudaStream_t stream, bool pdl = false);
+
+// ---- decode GEMV (gemv.cu) ----
+
+// y[m, n] = sum_k x[m, k] * W[n, k].  W [N, K] row-major (act dtype), x [M, K] (act), y [M, N]:
+// fp32 if y_f32 else act. M in 1..8; K a multiple of 8; W, x 16-byte aligned.
+void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+          cudaStream_t stream);
+
+// GEMV with fusions for the decode step (same contract as gemv otherwise):
+//   prologue kRmsNorm: x [M, K] is the residual stream; the GEMV multiplies rmsnorm(x) * norm_weight [K]
+//                      (rounded to act, as add_rmsnorm's output would be). eps: the norm's epsilon.
+//   prologue kSiluMul: x [M, 2K] holds gate | up per row; the GEMV multiplies silu(gate) * up.
+//   add_to_y:          y += x W^T (y is the residual stream; one rounding to act).
+// Fused prologues need M * K * 2 bytes <= kGemvStageBytes (Error otherwise).
+constexpr int kGemvStageBytes = 44 * 1024;  // shared memory for staged x (static + dynamic stays < 48 KB)
+enum class GemvPrologue { kNone = 0, kRmsNorm = 1, kSiluMul = 2 };
+struct GemvFusion {
+  GemvPrologue prologue = GemvPrologue::kNone;
+  const void* norm_weight = nullptr;
+  float eps = 0.f;
+  bool add_to_y = false;
+};
+void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
+                const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
+
+// ---- decode attention, split-K / flash-decoding (attention_decode.cu) ----
+
+// Work partition for decode attention over up to max_ctx positions.
+struct DecodeAttnPlan {
+  int splits = 1;  // blocks per kv head along the context; each takes a contiguous chunk
+};
+DecodeAttnPlan make_decode_attn_plan(int nkv, int max_ctx, int sm_count);
+// Scratch sizes (floats) for a plan: partial outputs [splits, nh, hd] and (max, sum) [splits, nh, 2].
+size_t decode_attn_partial_floats(const DecodeAttnPlan& plan, int nh, int hd);
+size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh);
+
+// One query token at position *pos_dev (device int32, read at run time, so a captured graph replays at
+// every position) attends to cache positions 0..*pos_dev. q [nh, hd]; k_cache, v_cache: one layer,
+// [nkv, max_ctx, hd]; out [nh, hd]. Query head h reads kv head h / (nh / nkv). hd in {64, 128};
+// nh / nkv <= 8. scale multiplies q.k (1/sqrt(hd)). part_o, part_stats: scratch sized as above.
+void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
+                      const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
+                      const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
+                      cudaStream_t stream, bool pdl = false);
+
+// ---- prefill attention, causal, tiled with online softmax (attention_prefill.cu) ----
+
+// q [M, nh, hd] for tokens at positions start .. start+M-1; the cache already holds positions
+// 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd]. hd in {64, 128}.
+void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
+                       int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream);
+
+// ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
+
+// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32.
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false);
+
+// Samples from softmax(logits / temperature) restricted to the top_k largest (top_k <= 0: all) and
+// then to the smallest set of largest logits whose probability reaches top_p (top_p >= 1: all).
+// The uniform draw is sample_uniform(seed, *counter) (sampling_rng.h); *counter (device uint64) is
+// incremented, so a captured graph draws fresh numbers each replay. temperature <= 0 means argmax.
+// Ties at the top-k / top-p threshold value are all kept.
+void sample_top_k_top_p(const float* logits, int V, float temperature, int top_k, float top_p, uint64_t seed,
+                        uint64_t* counter, int32_t* out, cudaStream_t stream);
+
+}  // namespace llamarun::cuda

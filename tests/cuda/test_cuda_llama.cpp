@@ -1,0 +1,374 @@
+// CudaLlama against a small self-contained fp32 CPU reference forward pass on a tiny random model.
+#include <algorithm>
+#include <memory>
+
+#include "backends/cuda/cuda_llama.h"
+#include "backends/cuda/rope_freq.h"
+#include "core/error.h"
+#include "cuda_test_util.h"
+#include "formats/weight_map.h"
+
+namespace llamarun::cuda::test {
+namespace {
+
+LlamaConfig tiny_config() {
+  LlamaConfig c;
+  c.vocab_size = 256;
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 64;
+  c.rms_eps = 1e-5f;
+  c.rope_theta = 10000.f;
+  return c;
+}
+
+// Host weights in a WeightMap (names HF or GGUF, stored dtypes chosen per tensor), plus the effective fp32
+// values the GPU model computes with (stored value -> f32 -> rounded to the model dtype).
+struct HostModel {
+  WeightMap wm;
+  std::map<std::string, std::vector<float>> eff;  // by HF-style logical key
+  std::vector<std::unique_ptr<std::vector<uint8_t>>> store;
+
+  DType act = DType::F16;
+  void add(const std::string& name, const std::string& key, std::vector<int64_t> shape, DType st,
+           std::vector<float> vals) {
+    int64_t n = 1;
+    for (auto d : shape) n *= d;
+    auto buf = std::make_unique<std::vector<uint8_t>>(dtype_row_bytes(st, n));
+    quantize_row(st, vals.data(), buf->data(), n);
+    std::vector<float> back(n);
+    dequantize_row(st, buf->data(), back.data(), n);
+    for (auto& v : back) v = round_to(act, v);
+    eff[key] = back;
+    TensorInfo t;
+    t.name = name;
+    t.dtype = st;
+    t.shape = shape;
+    t.data = buf->data();
+    t.nbytes = buf->size();
+    t.file = "test-model";
+    wm.tensors[name] = t;
+    store.push_back(std::move(buf));
+  }
+};
+
+// gguf: GGUF names with quantised linear weights (q8_0 / q4_1 / q4_0) and f32 norms; else HF names stored in
+// act.
+HostModel make_host_model(const LlamaConfig& c, DType act, bool gguf, uint32_t seed) {
+  std::mt19937 g(seed);
+  HostModel m;
+  m.act = act;
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size,
+                qd = int64_t(c.num_heads) * c.head_dim, kd = int64_t(c.num_kv_heads) * c.head_dim;
+  auto lin = [&](int64_t rows, int64_t cols) {
+    return rand_vec(g, rows * cols, -std::sqrt(3.f / cols), std::sqrt(3.f / cols));
+  };
+  DType lin_t = gguf ? DType::Q8_0 : act;
+  DType norm_t = gguf ? DType::F32 : act;
+  m.add(gguf ? "token_embd.weight" : "model.embed_tokens.weight", "embed", {V, H}, gguf ? DType::F16 : act,
+        rand_vec(g, V * H));
+  m.add(gguf ? "output_norm.weight" : "model.norm.weight", "norm", {H}, norm_t, rand_vec(g, H, 0.8f, 1.2f));
+  m.add(gguf ? "output.weight" : "lm_head.weight", "lm_head", {V, H}, lin_t, lin(V, H));
+  for (int l = 0; l < c.num_layers; ++l) {
+    std::string hp = "model.layers." + std::to_string(l) + ".", gp = "blk." + std::to_string(l) + ".";
+    std::string k = std::to_string(l) + ".";
+    m.add(gguf ? gp + "attn_norm.weight" : hp + "input_layernorm.weight", k + "attn_norm", {H}, norm_t,
+          rand_vec(g, H, 0.8f, 1.2f));
+    m.add(gguf ? gp + "attn_q.weight" : hp + "self_attn.q_proj.weight", k + "q", {qd, H}, lin_t, lin(qd, H));
+    m.add(gguf ? gp + "attn_k.weight" : hp + "self_attn.k_proj.weight", k + "k", {kd, H},
+          gguf ? DType::Q4_1 : act, lin(kd, H));
+    m.add(gguf ? gp + "attn_v.weight" : hp + "self_attn.v_proj.weight", k + "v", {kd, H},
+          gguf ? DType::Q4_0 : act, lin(kd, H));
+    m.add(gguf ? gp + "attn_output.weight" : hp + "self_attn.o_proj.weight", k + "o", {H, qd}, lin_t,
+          lin(H, qd));
+    m.add(gguf ? gp + "ffn_norm.weight" : hp + "post_attention_layernorm.weight", k + "ffn_norm", {H}, norm_t,
+          rand_vec(g, H, 0.8f, 1.2f));
+    m.add(gguf ? gp + "ffn_gate.weight" : hp + "mlp.gate_proj.weight", k + "gate", {I, H}, lin_t, lin(I, H));
+    m.add(gguf ? gp + "ffn_up.weight" : hp + "mlp.up_proj.weight", k + "up", {I, H}, gguf ? DType::BF16 : act,
+          lin(I, H));
+    m.add(gguf ? gp + "ffn_down.weight" : hp + "mlp.down_proj.weight", k + "down", {H, I}, lin_t, lin(H, I));
+  }
+  return m;
+}
+
+// The plain fp32 reference forward, one token at a time (HF Llama semantics).
+class CpuLlama {
+ public:
+  CpuLlama(const LlamaConfig& c, const std::map<std::string, std::vector<float>>& w, int max_ctx)
+      : c_(c), w_(w), max_ctx_(max_ctx) {
+    inv_ = rope_inv_freq(c.head_dim, c.rope_theta, c.rope_scaling);
+    size_t n = size_t(c.num_layers) * c.num_kv_heads * max_ctx * c.head_dim;
+    kc_.assign(n, 0.f);
+    vc_.assign(n, 0.f);
+  }
+  std::vector<float> step(int token) {
+    const int H = c_.hidden_size, I = c_.intermediate_size, nh = c_.num_heads, nkv = c_.num_kv_heads,
+              hd = c_.head_dim, G = nh / nkv;
+    std::vector<float> x(w_.at("embed").begin() + size_t(token) * H,
+                         w_.at("embed").begin() + size_t(token + 1) * H);
+    for (int l = 0; l < c_.num_layers; ++l) {
+      std::string k = std::to_string(l) + ".";
+      auto h = rmsnorm(x, w_.at(k + "attn_norm"));
+      auto q = matvec(w_.at(k + "q"), h, nh * hd), kk = matvec(w_.at(k + "k"), h, nkv * hd),
+           v = matvec(w_.at(k + "v"), h, nkv * hd);
+      for (int i = 0; i < nh; ++i) rope(q, size_t(i) * hd);
+      for (int i = 0; i < nkv; ++i) rope(kk, size_t(i) * hd);
+      for (int i = 0; i < nkv; ++i)
+        for (int d = 0; d < hd; ++d) {
+          kc_[cidx(l, i, pos_, d)] = kk[size_t(i) * hd + d];
+          vc_[cidx(l, i, pos_, d)] = v[size_t(i) * hd + d];
+        }
+      std::vector<float> att(size_t(nh) * hd);
+      for (int i = 0; i < nh; ++i) {
+        std::vector<double> s(pos_ + 1);
+        double mx = -1e300;
+        for (int p = 0; p <= pos_; ++p) {
+          double d = 0;
+          for (int e = 0; e < hd; ++e) d += double(q[size_t(i) * hd + e]) * kc_[cidx(l, i / G, p, e)];
+          s[p] = d / std::sqrt(double(hd));
+          mx = std::max(mx, s[p]);
+        }
+        double den = 0;
+        for (auto& e : s) den += (e = std::exp(e - mx));
+        for (int e = 0; e < hd; ++e) {
+          double o = 0;
+          for (int p = 0; p <= pos_; ++p) o += s[p] * vc_[cidx(l, i / G, p, e)];
+          att[size_t(i) * hd + e] = float(o / den);
+        }
+      }
+      auto o = matvec(w_.at(k + "o"), att, H);
+      for (int i = 0; i < H; ++i) x[i] += o[i];
+      h = rmsnorm(x, w_.at(k + "ffn_norm"));
+      auto gt = matvec(w_.at(k + "gate"), h, I), up = matvec(w_.at(k + "up"), h, I);
+      for (int i = 0; i < I; ++i) gt[i] = float(gt[i] / (1 + std::exp(-double(gt[i]))) * up[i]);
+      auto dn = matvec(w_.at(k + "down"), gt, H);
+      for (int i = 0; i < H; ++i) x[i] += dn[i];
+    }
+    auto h = rmsnorm(x, w_.at("norm"));
+    ++pos_;
+    return matvec(w_.at("lm_head"), h, c_.vocab_size);
+  }
+
+ private:
+  size_t cidx(int l, int kvh, int p, int d) const {
+    return ((size_t(l) * c_.num_kv_heads + kvh) * max_ctx_ + p) * c_.head_dim + d;
+  }
+  std::vector<float> rmsnorm(const std::vector<float>& x, const std::vector<float>& w) const {
+    double ss = 0;
+    for (float v : x) ss += double(v) * v;
+    double inv = 1.0 / std::sqrt(ss / x.size() + c_.rms_eps);
+    std::vector<float> o(x.size());
+    for (size_t i = 0; i < x.size(); ++i) o[i] = float(x[i] * inv * w[i]);
+    return o;
+  }
+  static std::vector<float> matvec(const std::vector<float>& W, const std::vector<float>& x, int rows) {
+    std::vector<float> y(rows);
+    size_t K = x.size();
+    for (int r = 0; r < rows; ++r) {
+      double s = 0;
+      for (size_t k = 0; k < K; ++k) s += double(W[r * K + k]) * x[k];
+      y[r] = float(s);
+    }
+    return y;
+  }
+  void rope(std::vector<float>& v, size_t off) const {
+    int hd = c_.head_dim;
+    bool il = c_.rope_layout == RopeLayout::kInterleaved;
+    for (int i = 0; i < hd / 2; ++i) {
+      int i0 = il ? 2 * i : i, i1 = il ? 2 * i + 1 : i + hd / 2;
+      double a = double(pos_) * inv_[i], cs = std::cos(a), sn = std::sin(a);
+      double x0 = v[off + i0], x1 = v[off + i1];
+      v[off + i0] = float(x0 * cs - x1 * sn);
+      v[off + i1] = float(x1 * cs + x0 * sn);
+    }
+  }
+  LlamaConfig c_;
+  const std::map<std::string, std::vector<float>>& w_;
+  int max_ctx_;
+  int pos_ = 0;
+  std::vector<float> inv_, kc_, vc_;
+};
+
+// Logits tolerance for a 2-layer model whose intermediates are rounded to the dtype at every step.
+double logits_tol(DType t) { return t == DType::F16 ? 1e-2 : 6e-2; }
+
+int argmax_of(const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); }
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+class CudaLlamaTest : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override { LLAMARUN_REQUIRE_GPU(); }
+  DType t() const { return GetParam(); }
+};
+
+void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
+                             bool fuse = true) {
+  HostModel hm = make_host_model(cfg, t, gguf, 42);
+  CudaLlamaOptions opt;
+  opt.dtype = t;
+  opt.max_context = 128;
+  opt.max_prefill_chunk = chunk;
+  opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
+  opt.fuse_decode = fuse;
+  CudaLlama gpu(cfg, hm.wm, opt);
+  CpuLlama cpu(cfg, hm.eff, opt.max_context);
+  std::mt19937 g(3);
+  std::vector<int32_t> prompt(prompt_len);
+  for (auto& id : prompt) id = int32_t(g() % cfg.vocab_size);
+  std::vector<float> ref;
+  for (int id : prompt) ref = cpu.step(id);
+  auto got = gpu.prefill(prompt.data(), prompt_len);
+  EXPECT_EQ(gpu.position(), prompt_len);
+  EXPECT_LT(rel_l2(got, ref), logits_tol(t)) << "prefill of " << prompt_len << " chunk " << chunk;
+  int tok = argmax_of(ref);
+  for (int s = 0; s < 6; ++s) {
+    ref = cpu.step(tok);
+    got = gpu.decode_step_logits(tok);
+    EXPECT_LT(rel_l2(got, ref), logits_tol(t)) << "decode step " << s;
+    tok = argmax_of(ref);
+  }
+  EXPECT_EQ(gpu.position(), prompt_len + 6);
+  EXPECT_GT(gpu.load_stats().host_bytes, 0u);
+}
+
+TEST_P(CudaLlamaTest, HfNamesMatchCpuReference) {
+  check_against_reference(tiny_config(), t(), false, 20, 512);  // prefill through cuBLASLt (M > 8)
+}
+
+TEST_P(CudaLlamaTest, ChunkedPrefillThroughGemvMatchesCpuReference) {
+  check_against_reference(tiny_config(), t(), false, 13, 5);  // chunks of 5, 5, 3: the GEMV path
+}
+
+TEST_P(CudaLlamaTest, UnfusedDecodeMatchesCpuReference) {
+  check_against_reference(tiny_config(), t(), false, 11, 512, /*fuse=*/false);
+}
+
+TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {
+  LlamaConfig c = tiny_config();
+  c.rope_layout = RopeLayout::kInterleaved;
+  c.rope_scaling.type = RopeScaling::Type::kLlama3;
+  c.rope_scaling.factor = 8;
+  c.rope_scaling.original_max_position = 64;
+  c.rope_theta = 500000.f;
+  check_against_reference(c, t(), true, 17, 512);
+}
+
+TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {
+  LlamaConfig c = tiny_config();
+  c.num_heads = 2;
+  c.num_kv_heads = 2;
+  c.head_dim = 128;
+  c.num_layers = 1;
+  check_against_reference(c, t(), false, 9, 512);
+}
+
+TEST_P(CudaLlamaTest, GraphReplayEqualsDirectLaunchAndGreedyMatchesLogits) {
+  LlamaConfig cfg = tiny_config();
+  HostModel hm = make_host_model(cfg, t(), false, 5);
+  CudaLlamaOptions a, b;
+  a.dtype = b.dtype = t();
+  a.max_context = b.max_context = 64;
+  b.use_graph = false;
+  b.pdl = false;  // a: graph + programmatic dependent launch; b: plain launches. Same bits expected.
+  CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b), gc(cfg, hm.wm, a);
+  std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  ga.prefill(prompt.data(), 10);
+  gb.prefill(prompt.data(), 10);
+  gc.prefill(prompt.data(), 10);
+  int tok = 11;
+  for (int s = 0; s < 8; ++s) {
+    auto la = ga.decode_step_logits(tok);
+    auto lb = gb.decode_step_logits(tok);
+    ASSERT_EQ(la, lb) << "graph replay differs from direct launches at step " << s;
+    int greedy = gc.decode_step(tok);
+    EXPECT_EQ(greedy, argmax_of(la)) << "step " << s;
+    tok = greedy;
+  }
+  // Greedy through the sampler (temperature 0) is the argmax too.
+  auto l = ga.decode_step_logits(tok);
+  CudaSampling s;
+  EXPECT_EQ(gc.decode_step_sample(tok, s), argmax_of(l));
+  // reset() starts a new sequence: same prompt, same logits.
+  ga.reset();
+  gb.reset();
+  EXPECT_EQ(ga.prefill(prompt.data(), 10), gb.prefill(prompt.data(), 10));
+}
+
+TEST_P(CudaLlamaTest, RandomWeightsAreDeterministicAndFinite) {
+  LlamaConfig cfg = cuda_preset_config("tiny");
+  CudaLlamaOptions o;
+  o.dtype = t();
+  o.max_context = 256;
+  CudaLlama a(cfg, 7, o), b(cfg, 7, o);
+  std::vector<int32_t> prompt(40);
+  for (int i = 0; i < 40; ++i) prompt[i] = (i * 37) % cfg.vocab_size;
+  auto la = a.prefill(prompt.data(), 40), lb = b.prefill(prompt.data(), 40);
+  for (float v : la) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(la, lb);
+  int ta = argmax_of(la), tb = ta;
+  for (int s = 0; s < 20; ++s) {
+    ta = a.decode_step(ta);
+    tb = b.decode_step(tb);
+    ASSERT_EQ(ta, tb);
+  }
+  CudaMemoryStats m = a.memory_stats();
+  EXPECT_GT(m.weights, 0u);
+  EXPECT_GT(m.kv_cache, 0u);
+  EXPECT_GE(m.peak, m.allocated);
+  EXPECT_EQ(a.kv_bytes_per_token(0), size_t(2) * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * 2);
+}
+
+TEST_P(CudaLlamaTest, ErrorsNameTheProblem) {
+  LlamaConfig cfg = tiny_config();
+  HostModel hm = make_host_model(cfg, t(), false, 9);
+  CudaLlamaOptions o;
+  o.dtype = t();
+  o.max_context = 16;
+  {
+    HostModel bad = make_host_model(cfg, t(), false, 9);
+    bad.wm.tensors.erase("model.layers.1.mlp.up_proj.weight");
+    std::string e = error_of([&] { CudaLlama m(cfg, bad.wm, o); });
+    EXPECT_NE(e.find("model.layers.1.mlp.up_proj.weight"), std::string::npos) << e;
+  }
+  {
+    HostModel bad = make_host_model(cfg, t(), false, 9);
+    bad.wm.tensors["model.layers.0.self_attn.k_proj.weight"].shape = {64, 256};
+    std::string e = error_of([&] { CudaLlama m(cfg, bad.wm, o); });
+    EXPECT_NE(e.find("k_proj"), std::string::npos) << e;
+    EXPECT_NE(e.find("expected [128, 256]"), std::string::npos) << e;
+  }
+  CudaLlama m(cfg, hm.wm, o);
+  std::vector<int32_t> ids(16, 1);
+  EXPECT_NE(error_of([&] { m.decode_step(cfg.vocab_size); }).find("outside the vocabulary"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { m.prefill(ids.data(), 17); }).find("exceed the context"), std::string::npos);
+  m.prefill(ids.data(), 16);
+  EXPECT_NE(error_of([&] { m.decode_step(1); }).find("is full"), std::string::npos);
+  CudaLlamaOptions bad_dev = o;
+  bad_dev.device = "cuda:63";
+  EXPECT_NE(error_of([&] { CudaLlama x(cfg, hm.wm, bad_dev); }).find("out of range"), std::string::npos);
+  CudaLlamaOptions huge = o;
+  huge.max_context = 1 << 30;  // a KV cache of terabytes
+  std::string e = error_of([&] { CudaLlama x(cfg, 1, huge); });
+  EXPECT_NE(e.find("KV cache"), std::string::npos) << e;
+  EXPECT_NE(e.find("is free"), std::string::npos) << e;
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CudaLlamaTest, ::testing::Values(DType::F16, DType::BF16),
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(dname(i.param));
+                         });
+
+}  // namespace
+}  // namespace llamarun::cuda::test
