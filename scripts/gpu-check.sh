@@ -19,6 +19,8 @@
 #   QUICK=1     fewer repetitions, no peers
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Build dependencies carried as .debs (scripts/fetch-gpu-deps.sh), unpacked into .deps/prefix.
+source scripts/gpu-env.sh
 OUT="${OUT:-./gpu-results}"
 mkdir -p "$OUT"
 BUILD_DIR="${BUILD_DIR:-build-gpu}"

@@ -11,7 +11,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
-#include "backends/cuda/rope_freq.h"
+#include "model/rope.h"
 #include "core/error.h"
 #include "formats/weight_map.h"
 
@@ -270,7 +270,7 @@ void CudaLlama::Impl::allocate(size_t extra) {
   mem.workspace = workspace_bytes;
   lt = std::make_unique<LtGemm>(workspace, workspace_bytes);
 
-  std::vector<float> f = rope_inv_freq(hd, cfg.rope_theta, cfg.rope_scaling);
+  std::vector<float> f = llamarun::rope_inv_freq(cfg);  // includes GGUF rope_freqs factors
   LLAMARUN_CUDA_CHECK(cudaMemcpy(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
   LLAMARUN_CUDA_CHECK(cudaMemset(rng_counter, 0, 8));
   load.device_weight_bytes = mem.weights;

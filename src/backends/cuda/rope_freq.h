@@ -1,6 +1,5 @@
-// RoPE inverse frequencies, computed on the host in float32 the way Hugging Face transformers does
-// (default: 1 / theta^(2i/d); linear: divided by factor; llama3: transformers'
-// _compute_llama3_parameters, i.e. low frequencies divided by factor, high kept, a smooth blend between).
+// RoPE inverse frequencies for the CUDA backend: the CPU path's rope_inv_freq (model/rope.h), which
+// computes them in float32 the way transformers does, including GGUF per-dimension rope_freqs.
 #pragma once
 
 #include <vector>
@@ -9,7 +8,7 @@
 
 namespace llamarun::cuda {
 
-// inv_freq[i] for i < head_dim / 2.
+// inv_freq[i] for i < head_dim / 2 (no per-dimension factors).
 std::vector<float> rope_inv_freq(int head_dim, float theta, const RopeScaling& scaling);
 
 }  // namespace llamarun::cuda
