@@ -4,16 +4,19 @@
 // baseline callers.
 //
 // Two shapes of work:
-//  - M <= 8 (decode): memory-bound GEMV. Each weight row is streamed once and its blocks are
-//    dequantised in registers, then dotted against all M activation rows (f32 activations, f32
-//    accumulation, activations never quantised). Rows are split over threads in static chunks.
+//  - M <= 8 (decode): memory-bound GEMV. Each weight row is streamed once (with software prefetch
+//    into L2) and its blocks are dequantised in registers, then dotted against all M activation rows
+//    (f32 activations, f32 accumulation, activations never quantised). Rows are split over threads
+//    in static chunks. For quantised weights and M = 1 the block scale is applied to the block's
+//    partial dot instead of to every value (gemv_tile_factored).
 //  - M > 8 (prefill): compute-bound GEMM. x is transposed once into panels xt[K][32] (32 activation
-//    rows side by side); each thread converts a panel of 48 weight rows to f32 once (kept in L2)
-//    and runs a 12 x 32 register-blocked micro-kernel (24 zmm accumulators: 12 weight rows
-//    broadcast, 2 vectors of 16 activation rows) over the whole K for every activation panel.
+//    rows side by side); each thread converts a panel of 48 weight rows to f32 once (kept in L2,
+//    row stride padded by a cache line) and runs a 12 x 32 register-blocked micro-kernel (24 zmm
+//    accumulators: 12 weight rows broadcast, 2 vectors of 16 activation rows) over the whole K for
+//    every activation panel.
 //    For BF16 weights with MatmulArgs::bf16_dot, the activations are ROUNDED TO BF16 (round to
 //    nearest even, as PyTorch's bf16 matmul does) and the micro-kernel uses vdpbf16ps on (k, k+1)
-//    pairs straight from the stored weight rows, with f32 accumulation.
+//    pairs of the bf16 weight rows (copied into a padded panel), with f32 accumulation.
 #include <immintrin.h>
 #include <omp.h>
 
