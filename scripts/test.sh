@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 BUILD_DIR=${BUILD_DIR:-build}
+# Spinning OpenMP workers are ruinous on a shared 2-core machine (tests run two at a time).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ctest --test-dir "$BUILD_DIR" -L cpu --output-on-failure -j"$(nproc)" --timeout 900
 
 if [ "${LLAMARUN_SKIP_SANITIZERS:-0}" != 1 ]; then
