@@ -87,9 +87,10 @@ TEST(TokenizerBpe, Header) {
 
 TEST(TokenizerBpe, CorpusMatchesHfTokenizers) { expect_corpus_matches(smollm2(), "smollm2.ids"); }
 
-TEST(TokenizerBpe, ParseSpecialMatchesHfTokenizers) {
+// Lines of a "<index>\t<ids>" file, encoded with parse_special.
+void expect_special_lines(const Tokenizer& tok, const std::string& golden) {
   const auto corpus = read_corpus();
-  std::istringstream in(slurp_file(fixture_path("smollm2.special.ids")));
+  std::istringstream in(slurp_file(fixture_path(golden)));
   std::string line;
   size_t n = 0;
   while (std::getline(in, line)) {
@@ -98,12 +99,29 @@ TEST(TokenizerBpe, ParseSpecialMatchesHfTokenizers) {
     const size_t idx = std::stoul(line.substr(0, tab));
     ASSERT_LT(idx, corpus.size());
     const auto expect = parse_ids(line.substr(tab + 1));
-    ASSERT_EQ(smollm2().encode(corpus[idx], true), expect)
-        << "corpus line " << idx << ": " << escaped(corpus[idx]);
+    ASSERT_EQ(tok.encode(corpus[idx], true), expect) << "corpus line " << idx << ": " << escaped(corpus[idx]);
     ++n;
   }
   EXPECT_GT(n, 50u);
+}
+
+TEST(TokenizerBpe, ParseSpecialMatchesHfTokenizers) {
+  expect_special_lines(smollm2(), "smollm2.special.ids");
   EXPECT_EQ(smollm2().encode("<|im_start|>user\nhi<|im_end|>", true).front(), 1);
+}
+
+TEST(TokenizerBpe, AddedTokenStripMatchesHfTokenizers) {
+  // As STRIP_FLAGS in tools/make_bpe_tokenizer_goldens.py.
+  json j = json::parse(slurp_file(kJsonPath));
+  for (auto& a : j["added_tokens"]) {
+    const std::string c = a["content"].get<std::string>();
+    if (c == "<|im_start|>") a["lstrip"] = true;
+    if (c == "<|im_end|>") a["rstrip"] = true;
+    if (c == "<|endoftext|>") a["lstrip"] = a["rstrip"] = true;
+  }
+  auto tok = tokenizer_from_hf_json(j.dump(), "strip");
+  expect_special_lines(*tok, "smollm2.strip.ids");
+  EXPECT_EQ(tok->encode("a \u3000 <|endoftext|>\n\tb", true), smollm2().encode("a<|endoftext|>b", true));
 }
 
 TEST(TokenizerBpe, DecodeMatchesHfTokenizers) {
