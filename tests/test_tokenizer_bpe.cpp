@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "formats/weight_map.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/pretokenizer.h"
+#include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer_test_util.h"
@@ -277,6 +279,18 @@ TEST(TokenizerBpe, LoadDirReadsConfigs) {
   }
   std::filesystem::remove_all(dir);
   EXPECT_THROW(load_tokenizer_dir(dir.string()), Error);
+}
+
+TEST(TokenizerBpe, HugeWhitespaceRunsDoNotHitRegexLimits) {
+  // Llama 3's \s*[\r\n]+ backtracks over a whole run of spaces: 16M spaces exceed PCRE2's default
+  // match limit, which must not turn into an error.
+  Regex llama3(kLlama3Pattern, "llama3");
+  std::string s(16'000'000, ' ');
+  s += "x";
+  const auto m = llama3.find_all(s);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(m[0], (std::pair<size_t, size_t>{0, 15'999'999}));
+  EXPECT_EQ(m[1], (std::pair<size_t, size_t>{15'999'999, 16'000'001}));
 }
 
 TEST(TokenizerBpe, EncodeSpeed) {
