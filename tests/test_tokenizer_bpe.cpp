@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "formats/weight_map.h"
 #include "tokenizer/byte_level.h"
+#include "tokenizer/chat_template.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
@@ -185,8 +186,13 @@ TEST(TokenizerBpe, GgufVocabularyErrors) {
 TEST(TokenizerBpe, FromDefaultModelGguf) {
   const std::string path = std::string(LLAMARUN_SOURCE_DIR) + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
   if (!std::filesystem::exists(path)) GTEST_SKIP() << path << " is not present";
-  auto tok = tokenizer_from_gguf(read_gguf(path));
+  const WeightMap wm = read_gguf(path);
+  auto tok = tokenizer_from_gguf(wm);
   expect_corpus_matches(*tok, "smollm2.ids");
+  const std::string tmpl = gguf_chat_template(wm);
+  EXPECT_EQ(detect_chat_format(tmpl, *tok), ChatFormat::kChatML);
+  EXPECT_EQ(chat_options_from_template(ChatFormat::kChatML, tmpl).default_system.value_or(""),
+            "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
 }
 #endif
 
