@@ -35,11 +35,24 @@ const Tokenizer& smollm2() {
   return *tok;
 }
 
-void expect_corpus_matches(const Tokenizer& tok, const std::string& golden) {
+// Every corpus line against `golden`; `diff` (optional) replaces some lines ("<index>\t<ids>").
+void expect_corpus_matches(const Tokenizer& tok, const std::string& golden, const std::string& diff = "") {
   const auto corpus = read_corpus();
-  const auto ids = read_ids(golden);
+  auto ids = read_ids(golden);
   ASSERT_EQ(corpus.size(), ids.size());
   ASSERT_GE(corpus.size(), 2000u);
+  if (!diff.empty()) {
+    std::istringstream in(slurp_file(fixture_path(diff)));
+    std::string line;
+    size_t n = 0;
+    while (std::getline(in, line)) {
+      const size_t tab = line.find('\t');
+      ASSERT_NE(tab, std::string::npos);
+      ids.at(std::stoul(line.substr(0, tab))) = parse_ids(line.substr(tab + 1));
+      ++n;
+    }
+    ASSERT_GT(n, 0u);
+  }
   size_t bad = 0;
   for (size_t i = 0; i < corpus.size(); ++i) {
     const auto got = tok.encode(corpus[i]);
@@ -129,7 +142,7 @@ TEST(TokenizerBpe, AddedTokenStripMatchesHfTokenizers) {
 
 TEST(TokenizerBpe, DecodeMatchesHfTokenizers) {
   const auto cases = read_decode_cases("smollm2.decode.jsonl");
-  ASSERT_GE(cases.size(), 500u);
+  ASSERT_GE(cases.size(), 400u);
   for (size_t i = 0; i < cases.size(); ++i) {
     ASSERT_EQ(smollm2().decode(cases[i].ids), cases[i].text)
         << "case " << i << " ids " << show_ids(cases[i].ids);
@@ -213,12 +226,12 @@ TEST(TokenizerBpe, Llama3RegexVariant) {
        {{{"type", "Split"}, {"pattern", {{"Regex", pat}}}, {"behavior", "Isolated"}, {"invert", false}},
         {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}}}};
   auto tok = tokenizer_from_hf_json(j.dump(), "llama3-variant");
-  expect_corpus_matches(*tok, "smollm2_llama3regex.ids");
+  expect_corpus_matches(*tok, "smollm2.ids", "smollm2_llama3regex.ids");
 
   // The same through a GGUF vocabulary with pre "llama-bpe".
   WeightMap wm = smollm2_gguf_meta();
   wm.meta["tokenizer.ggml.pre"] = std::string("llama-bpe");
-  expect_corpus_matches(*tokenizer_from_gguf(wm), "smollm2_llama3regex.ids");
+  expect_corpus_matches(*tokenizer_from_gguf(wm), "smollm2.ids", "smollm2_llama3regex.ids");
 }
 
 TEST(TokenizerBpe, JsonErrors) {

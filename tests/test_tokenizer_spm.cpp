@@ -73,7 +73,7 @@ TEST(TokenizerSpm, CorpusMatchesSentencepiece) { expect_corpus_matches(llama2(),
 
 TEST(TokenizerSpm, DecodeMatchesSentencepiece) {
   const auto cases = read_decode_cases("llama2_spm.decode.jsonl");
-  ASSERT_GE(cases.size(), 500u);
+  ASSERT_GE(cases.size(), 400u);
   for (size_t i = 0; i < cases.size(); ++i) {
     ASSERT_EQ(llama2().decode(cases[i].ids), cases[i].text)
         << "case " << i << " ids " << show_ids(cases[i].ids);

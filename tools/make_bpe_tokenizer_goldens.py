@@ -18,7 +18,7 @@
 3. A Llama-3-style variant of the same vocabulary: pre-tokenizer Sequence[Split(Llama 3 regex,
    isolated), ByteLevel(use_regex=False)], ignore_merges=True, merges written as "a b" strings
    (tests build the same tokenizer.json by patching smollm2_tokenizer.json; see LLAMA3_PATTERN).
-   -> smollm2_llama3regex.ids
+   -> smollm2_llama3regex.ids  only the lines that differ from smollm2.ids, as "<index>\t<ids>"
 
 Usage: python3 tools/make_bpe_tokenizer_goldens.py [models/SmolLM2-135M-Instruct.Q4_1.gguf]
 """
@@ -112,7 +112,7 @@ def main():
 
     rng = random.Random(11)
     with open(f"{FIX}/smollm2.decode.jsonl", "w", encoding="utf-8") as f:
-        for ids in plain[:300]:
+        for ids in plain[:100]:
             f.write(json.dumps({"ids": ids, "text": tok.decode(ids, skip_special_tokens=True)},
                                ensure_ascii=False) + "\n")
         for _ in range(300):
@@ -129,7 +129,11 @@ def main():
                                ensure_ascii=False) + "\n")
 
     tok3 = build(tokens, types, merges, llama3=True)
-    write_ids(tok3, corpus, f"{FIX}/smollm2_llama3regex.ids", special=False)
+    llama3 = write_ids(tok3, corpus, f"{FIX}/smollm2_llama3regex.ids", special=False)
+    with open(f"{FIX}/smollm2_llama3regex.ids", "w") as f:
+        for i, (a, b) in enumerate(zip(plain, llama3)):
+            if a != b:
+                f.write(f"{i}\t" + " ".join(map(str, b)) + "\n")
     print(f"wrote goldens for {len(corpus)} lines")
 
 
