@@ -3,6 +3,7 @@
 // `gpt2` vocabulary, and a Llama-3-regex variant; decode goldens; loader errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>

@@ -2,6 +2,7 @@
 // (tools/make_tokenizer_goldens.py), decode goldens, GGUF `llama` vocabulary, corrupt files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
