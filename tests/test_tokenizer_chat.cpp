@@ -1,6 +1,7 @@
 // Chat templates against the real jinja templates rendered by jinja2 (tools/make_chat_goldens.py).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"

@@ -2,6 +2,7 @@
 // (tools/make_tokenizer_goldens.py), decode goldens, GGUF `llama` vocabulary, corrupt files.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/error.h"
@@ -73,7 +74,7 @@ TEST(TokenizerSpm, CorpusMatchesSentencepiece) { expect_corpus_matches(llama2(),
 
 TEST(TokenizerSpm, DecodeMatchesSentencepiece) {
   const auto cases = read_decode_cases("llama2_spm.decode.jsonl");
-  ASSERT_GE(cases.size(), 500u);
+  ASSERT_GE(cases.size(), 400u);
   for (size_t i = 0; i < cases.size(); ++i) {
     ASSERT_EQ(llama2().decode(cases[i].ids), cases[i].text)
         << "case " << i << " ids " << show_ids(cases[i].ids);
@@ -141,6 +142,41 @@ TEST(TokenizerSpm, FromGgufVocabulary) {
   EXPECT_THROW(tokenizer_from_gguf(wm), Error);
   wm.meta["tokenizer.ggml.model"] = std::string("t5");
   EXPECT_THROW(tokenizer_from_gguf(wm), Error);
+}
+
+TEST(TokenizerSpm, UserDefinedAndUnusedPiecesMatchSentencepiece) {
+  // The changes tools/make_spm_user_defined_goldens.py made to the model before encoding.
+  SpmModel m = read_spm_model_file(kModel);
+  auto index = [&](const std::string& p) {
+    for (size_t i = 0; i < m.pieces.size(); ++i) {
+      if (m.pieces[i] == p) return i;
+    }
+    ADD_FAILURE() << "no piece " << p;
+    return size_t{0};
+  };
+  m.types[index("the")] = SpmPieceType::kUserDefined;
+  m.types[index("\xE2\x96\x81world")] = SpmPieceType::kUnused;
+  m.types[index("ing")] = SpmPieceType::kUnused;
+  for (const char* p : {"<|user|>", "[INST]", "\xF0\x9F\xA6\x99", "123"}) {
+    m.pieces.push_back(p);
+    m.scores.push_back(0.0f);
+    m.types.push_back(SpmPieceType::kUserDefined);
+  }
+  SpmTokenizer tok(m, "modified llama2 model");
+  const auto corpus = read_corpus();
+  const auto ids = read_ids("llama2_userdef.ids");
+  ASSERT_EQ(ids.size(), 600u);
+  size_t bad = 0;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const auto got = tok.encode(corpus[i]);
+    if (got != ids[i] && bad++ == 0) {
+      ADD_FAILURE() << "first mismatch at corpus line " << i << ": \"" << escaped(corpus[i])
+                    << "\"\n  got      " << show_ids(got) << "\n  expected " << show_ids(ids[i]);
+    }
+  }
+  EXPECT_EQ(bad, 0u);
+  // User-defined pieces decode as their text.
+  EXPECT_EQ(tok.decode(tok.encode("say <|user|> 123")), "say <|user|> 123");
 }
 
 TEST(TokenizerSpm, CorruptModelsThrow) {

@@ -171,3 +171,51 @@ TEST(TokenizerThreads, ConcurrentEncodeIsConsistent) {
 
 }  // namespace
 }  // namespace llamarun
+
+namespace llamarun {
+namespace {
+
+TEST(TokenizerFuzz, RandomBytesNeverThrow) {
+  std::vector<std::unique_ptr<Tokenizer>> toks;
+  toks.push_back(load_tokenizer_file(testutil::shared_asset("llama2-tokenizer.model")));
+  toks.push_back(load_tokenizer_file(testutil::fixture_path("smollm2_tokenizer.json")));
+  toks.push_back(load_tokenizer_file(testutil::fixture_path("llama2_small_tokenizer.json")));
+  const char* pieces[] = {"<s>",          "</s>",     "<|im_start|>", "<|im_end|>", " ", "\n",
+                          "\xE2\x96\x81", "\xF0\x9F", "\xFF",         "a",          "1", "\xE4\xBD\xA0",
+                          "\xC3",         "<unk>",    "'s",           "\t\t"};
+  uint32_t st = 2024;
+  auto rnd = [&] {
+    st = st * 1664525u + 1013904223u;
+    return st >> 8;
+  };
+  for (int round = 0; round < 400; ++round) {
+    std::string s;
+    const int n = rnd() % 40;
+    for (int k = 0; k < n; ++k) {
+      if (rnd() % 2) {
+        s += static_cast<char>(rnd() & 0xFF);
+      } else {
+        s += pieces[rnd() % (sizeof(pieces) / sizeof(pieces[0]))];
+      }
+    }
+    for (const auto& tok : toks) {
+      for (bool special : {false, true}) {
+        std::vector<int32_t> ids;
+        ASSERT_NO_THROW(ids = tok->encode(s, special)) << testutil::escaped(s);
+        for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok->vocab_size());
+        const std::string text = tok->decode(ids);
+        ASSERT_TRUE(utf8_is_valid(text)) << testutil::escaped(s);
+        StreamDecoder sd(*tok);
+        for (int32_t id : ids) ASSERT_TRUE(utf8_is_valid(sd.push(id)));
+        ASSERT_TRUE(utf8_is_valid(sd.flush()));
+      }
+      // Arbitrary ids, including out-of-range ones, decode to valid UTF-8.
+      std::vector<int32_t> ids;
+      for (int k = 0; k < 10; ++k) ids.push_back(static_cast<int32_t>(rnd() % (tok->vocab_size() + 10)) - 5);
+      ASSERT_TRUE(utf8_is_valid(tok->decode(ids)));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace llamarun

@@ -13,10 +13,12 @@
                            smollm2.ids, as "<line index>\t<ids>"
    -> smollm2.decode.jsonl {"ids", "text": decode(ids, skip_special_tokens=True)} for corpus ids and
                            random id sequences
+   -> smollm2.strip.ids    special tokens matched, with lstrip/rstrip set on some added tokens
+                           (STRIP_FLAGS; tests patch the json the same way); differing lines only
 3. A Llama-3-style variant of the same vocabulary: pre-tokenizer Sequence[Split(Llama 3 regex,
    isolated), ByteLevel(use_regex=False)], ignore_merges=True, merges written as "a b" strings
    (tests build the same tokenizer.json by patching smollm2_tokenizer.json; see LLAMA3_PATTERN).
-   -> smollm2_llama3regex.ids
+   -> smollm2_llama3regex.ids  only the lines that differ from smollm2.ids, as "<index>\t<ids>"
 
 Usage: python3 tools/make_bpe_tokenizer_goldens.py [models/SmolLM2-135M-Instruct.Q4_1.gguf]
 """
@@ -34,6 +36,10 @@ from tokenizer_corpus import read_corpus  # noqa: E402
 FIX = "tests/fixtures/tokenizer"
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                   r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+# content -> (lstrip, rstrip) for the strip variant.
+STRIP_FLAGS = {"<|im_start|>": (True, False), "<|im_end|>": (False, True), "<|endoftext|>": (True, True)}
 
 
 def gguf_vocab(path):
@@ -94,9 +100,19 @@ def main():
             if a != b:
                 f.write(f"{i}\t" + " ".join(map(str, b)) + "\n")
 
+    sj = json.loads(tok.to_str())
+    for a in sj["added_tokens"]:
+        if a["content"] in STRIP_FLAGS:
+            a["lstrip"], a["rstrip"] = STRIP_FLAGS[a["content"]]
+    stripped = write_ids(Tokenizer.from_str(json.dumps(sj)), corpus, f"{FIX}/smollm2.strip.ids", special=True)
+    with open(f"{FIX}/smollm2.strip.ids", "w") as f:
+        for i, (a, b) in enumerate(zip(plain, stripped)):
+            if a != b:
+                f.write(f"{i}\t" + " ".join(map(str, b)) + "\n")
+
     rng = random.Random(11)
     with open(f"{FIX}/smollm2.decode.jsonl", "w", encoding="utf-8") as f:
-        for ids in plain[:300]:
+        for ids in plain[:100]:
             f.write(json.dumps({"ids": ids, "text": tok.decode(ids, skip_special_tokens=True)},
                                ensure_ascii=False) + "\n")
         for _ in range(300):
@@ -113,7 +129,11 @@ def main():
                                ensure_ascii=False) + "\n")
 
     tok3 = build(tokens, types, merges, llama3=True)
-    write_ids(tok3, corpus, f"{FIX}/smollm2_llama3regex.ids", special=False)
+    llama3 = write_ids(tok3, corpus, f"{FIX}/smollm2_llama3regex.ids", special=False)
+    with open(f"{FIX}/smollm2_llama3regex.ids", "w") as f:
+        for i, (a, b) in enumerate(zip(plain, llama3)):
+            if a != b:
+                f.write(f"{i}\t" + " ".join(map(str, b)) + "\n")
     print(f"wrote goldens for {len(corpus)} lines")
 
 

@@ -35,7 +35,7 @@ def main():
             f.write(" ".join(map(str, ids)) + "\n")
     rng = random.Random(7)
     with open(f"{FIX}/llama2_spm.decode.jsonl", "w", encoding="utf-8") as f:
-        for ids in all_ids[:300]:
+        for ids in all_ids[:100]:
             f.write(json.dumps({"ids": ids, "text": sp.decode(ids)}, ensure_ascii=False) + "\n")
         for _ in range(300):
             ids = []

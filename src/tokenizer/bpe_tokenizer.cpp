@@ -103,11 +103,11 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
     }
   }
   for (const auto& a : v.added) {
-    added_all_.add(a.content, a.id);
+    added_all_.add(a.content, a.id, a.lstrip, a.rstrip);
     if (a.special) {
       control_[a.id] = 1;
     } else {
-      added_plain_.add(a.content, a.id);
+      added_plain_.add(a.content, a.id, a.lstrip, a.rstrip);
     }
   }
   int32_t rank = 0;

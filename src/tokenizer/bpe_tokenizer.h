@@ -31,6 +31,7 @@ struct BpeVocab {
     int32_t id;
     std::string content;
     bool special;
+    bool lstrip = false, rstrip = false;  // absorb whitespace before / after a match (HF)
   };
   std::vector<Added> added;
   PreTokenizer pre;            // byte-level flavour only

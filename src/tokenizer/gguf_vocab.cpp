@@ -148,14 +148,14 @@ std::unique_ptr<Tokenizer> build_bpe(const Meta& m) {
   if (pre == "smollm") {
     v.pre.add_digits(true, m.what);
     v.pre.add_regex(kGpt2Pattern, m.what);
-  } else if (pre == "llama-bpe" || pre == "llama3") {
+  } else if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3") {
     v.pre.add_regex(kLlama3Pattern, m.what);
     v.ignore_merges = true;
   } else if (pre == "gpt2" || pre == "default" || pre.empty()) {
     v.pre.add_regex(kGpt2Pattern, m.what);
   } else {
     fail(m.what, ": tokenizer.ggml.pre '", pre,
-         "' is not supported (supported: default, gpt2, smollm, llama-bpe, llama3)");
+         "' is not supported (supported: default, gpt2, smollm, llama-bpe, llama3, llama-v3)");
   }
   // Validated, but not used for BPE: a byte missing from the vocabulary is dropped, as Hugging Face
   // tokenizers does for a BPE model without unk_token (byte-level vocabularies have all 256 bytes).

@@ -241,8 +241,9 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
       }
       const int64_t id = a["id"].get<int64_t>();
       if (id < 0 || id >= max_id) fail("added_tokens: id ", id, " is out of range (", max_id, " entries)");
-      v.added.push_back(
-          {static_cast<int32_t>(id), a["content"].get<std::string>(), get_bool(a, "special", false)});
+      v.added.push_back({static_cast<int32_t>(id), a["content"].get<std::string>(),
+                         get_bool(a, "special", false), get_bool(a, "lstrip", false),
+                         get_bool(a, "rstrip", false)});
     }
   }
   if (model.contains("unk_token") && model["unk_token"].is_string()) {

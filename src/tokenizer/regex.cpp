@@ -3,6 +3,9 @@
 
 #include <pcre2.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "core/error.h"
 
 namespace llamarun {
@@ -29,16 +32,22 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view s) const
   auto* code = static_cast<pcre2_code*>(code_);
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> md(
       pcre2_match_data_create_from_pattern(code, nullptr), &pcre2_match_data_free);
-  if (!md) fail("regex: out of memory creating match data");
+  std::unique_ptr<pcre2_match_context, decltype(&pcre2_match_context_free)> mc(
+      pcre2_match_context_create(nullptr), &pcre2_match_context_free);
+  if (!md || !mc) fail("regex: out of memory creating match data");
+  // The tokenizer patterns backtrack at most linearly (Llama 3's \s*[\r\n]+ over a long run of
+  // spaces): scale PCRE2's backtracking limit (default 10 million) with the subject length.
+  const uint64_t limit = std::max<uint64_t>(10'000'000, 64 * static_cast<uint64_t>(s.size()));
+  pcre2_set_match_limit(mc.get(), static_cast<uint32_t>(std::min<uint64_t>(limit, UINT32_MAX)));
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(s.data());
   size_t pos = 0;
   while (pos <= s.size()) {
-    const int rc = pcre2_match(code, subject, s.size(), pos, 0, md.get(), nullptr);
+    const int rc = pcre2_match(code, subject, s.size(), pos, 0, md.get(), mc.get());
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(rc, msg, sizeof(msg));
-      fail("regex '", pattern_, "': match failed: ", reinterpret_cast<const char*>(msg));
+      // A resource limit on pathological input: leave the rest unsplit rather than fail (the
+      // caller treats text between matches as a piece of its own).
+      break;
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     const size_t a = ov[0], b = ov[1];

@@ -21,7 +21,9 @@ class Regex {
   Regex& operator=(const Regex&) = delete;
 
   // All non-overlapping matches, left to right, as [start, end) byte ranges. Empty matches are
-  // skipped (the search moves on by one character). Thread-safe.
+  // skipped (the search moves on by one character). Never throws for any subject: the
+  // backtracking limit grows with the subject length, and if a resource limit is still hit the
+  // search stops there (the rest stays one unmatched range). Thread-safe.
   std::vector<std::pair<size_t, size_t>> find_all(std::string_view s) const;
   const std::string& pattern() const { return pattern_; }
 

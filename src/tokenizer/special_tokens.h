@@ -12,8 +12,10 @@ namespace llamarun {
 
 class SpecialMatcher {
  public:
-  // Adds a literal; empty strings are ignored. A later add of the same string replaces the id.
-  void add(std::string_view text, int32_t id);
+  // Adds a literal; empty strings are ignored. A later add of the same string replaces it.
+  // lstrip / rstrip: whitespace (Unicode White_Space) before / after a match is absorbed into it
+  // (HF AddedToken options).
+  void add(std::string_view text, int32_t id, bool lstrip = false, bool rstrip = false);
   bool empty() const { return count_ == 0; }
 
   // Length of the longest literal that starts at s[pos] (0 if none); its id in *id.
@@ -28,8 +30,14 @@ class SpecialMatcher {
   std::vector<Segment> split(std::string_view s) const;
 
  private:
+  struct Literal {
+    std::string text;
+    int32_t id;
+    bool lstrip, rstrip;
+  };
+  const Literal* find_at(std::string_view s, size_t pos) const;
   // Literals grouped by their first byte, longest first.
-  std::array<std::vector<std::pair<std::string, int32_t>>, 256> by_first_;
+  std::array<std::vector<Literal>, 256> by_first_;
   size_t count_ = 0;
 };
 
