@@ -22,6 +22,11 @@ namespace llamarun {
 
 namespace {
 
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
+
 struct Request;
 
 // One choice of a request: the scheduler's Sequence plus its sampling and text state.
@@ -76,6 +81,7 @@ struct Engine::Impl {
   SamplerWorkspace ws;
   RequestOutput out;
   uint64_t steps = 0, prompt_tokens = 0, gen_tokens = 0, finished_reqs = 0;
+  double t_sched = 0, t_model = 0, t_post = 0;
 
   std::thread thread;
   bool thread_stop = false;  // under mu
@@ -238,9 +244,13 @@ struct Engine::Impl {
     stats.prefix_cache_hits = sched->prefix_hits();
     stats.steps_total = steps;
     stats.requests_finished_total = finished_reqs;
+    stats.schedule_seconds = t_sched;
+    stats.model_seconds = t_model;
+    stats.postprocess_seconds = t_post;
   }
 
   bool step() {
+    const double t0 = now_s();
     admit_new();
     drop_finished();
     if (!sched->has_work()) {
@@ -274,9 +284,12 @@ struct Engine::Impl {
     }
     if (logits.size() < size_t(rows) * vocab) logits.resize(size_t(rows) * vocab);
     ++steps;
+    const double t1 = now_s();
+    t_sched += t1 - t0;
     try {
       model.llama->forward_batch(batch, pool, logits.data());
     } catch (const std::exception& e) {
+      t_model += now_s() - t1;
       for (const ScheduledChunk& c : so.chunks) {
         SeqCtx* sc = static_cast<SeqCtx*>(c.seq->owner);
         reset_out(*sc);
@@ -285,6 +298,8 @@ struct Engine::Impl {
       update_stats();
       return true;
     }
+    const double t2 = now_s();
+    t_model += t2 - t1;
     // Advance every chunk before any sequence finishes (finishing releases blocks).
     for (const ScheduledChunk& c : so.chunks) sched->on_computed(c);
     for (size_t i = 0; i < so.chunks.size(); ++i) {
@@ -297,6 +312,7 @@ struct Engine::Impl {
         finish_seq(*sc, "error", e.what());
       }
     }
+    t_post += now_s() - t2;
     update_stats();
     return true;
   }

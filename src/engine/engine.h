@@ -73,6 +73,11 @@ struct EngineStats {
   uint64_t prefix_cache_hits = 0;     // prompt tokens found
   uint64_t steps_total = 0;
   uint64_t requests_finished_total = 0;
+  // Engine-thread wall time, cumulative: scheduling (admission, queues, batch building), the model's
+  // forward passes, and postprocessing (sampling, detokenisation, stop checks, callbacks).
+  double schedule_seconds = 0;
+  double model_seconds = 0;
+  double postprocess_seconds = 0;
 };
 
 class Engine {

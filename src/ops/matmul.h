@@ -14,10 +14,11 @@ struct MatmulOptions {
   // vdpbf16ps, accumulating in f32. About 2x the f32 throughput; relative error ~1e-2 of
   // sum|x||w| instead of ~1e-6. false keeps f32 activations everywhere.
   bool bf16_activations = true;
-  // Per-row results independent of M (the batch size): always take the GEMM path, whose every
-  // output is one f32 FMA chain over k in order, whatever the other rows are. The serving engine
-  // sets this so that a sequence gives bit-identical results alone and batched. Slower than the
-  // GEMV path for M <= 8.
+  // Per-row results independent of M (the batch size) and of the other rows: every output is
+  // computed with the GEMV's reduction order whatever M is (large M reuses f32 panels of the weights
+  // instead of the blocked GEMM, whose summation order differs). The serving engine sets this so that
+  // a sequence gives bit-identical results alone and batched. bf16_activations is ignored. Prefill-
+  // sized M runs somewhat slower than the GEMM.
   bool batch_invariant = false;
 };
 
