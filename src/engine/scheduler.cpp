@@ -11,8 +11,10 @@ Scheduler::Scheduler(const SchedulerConfig& cfg, BlockAllocator& blocks) : cfg_(
   LLAMARUN_CHECK(cfg.max_batch_tokens >= 1, "scheduler: max_batch_tokens must be at least 1, got ",
                  cfg.max_batch_tokens);
   LLAMARUN_CHECK(cfg.max_num_seqs >= 1, "scheduler: max_num_seqs must be at least 1, got ", cfg.max_num_seqs);
-  running_.reserve(cfg.max_num_seqs);
-  out_.chunks.reserve(cfg.max_num_seqs);
+  // Every running sequence's decode must fit one step's budget, or the newest would starve.
+  cfg_.max_num_seqs = std::min(cfg_.max_num_seqs, cfg_.max_batch_tokens);
+  running_.reserve(cfg_.max_num_seqs);
+  out_.chunks.reserve(cfg_.max_num_seqs);
 }
 
 void Scheduler::add(Sequence* s) {

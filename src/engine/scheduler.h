@@ -38,7 +38,7 @@ struct Sequence {
 };
 
 struct SchedulerConfig {
-  int max_num_seqs = 256;      // running sequences at most
+  int max_num_seqs = 256;      // running sequences at most (capped at max_batch_tokens)
   int max_batch_tokens = 512;  // tokens per step (prefill chunks + decodes), >= 1
   // Blocks kept free when admitting while others run (avoids admit-then-preempt thrashing).
   int watermark_blocks = 0;
