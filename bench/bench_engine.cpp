@@ -78,8 +78,9 @@ int main(int argc, char** argv) {
       t0 = now_s();
       for (int r = 0; r < reps; ++r) m->llama->forward_batch(b, pool, logits.data());
       const double t_inv = (now_s() - t0) / reps;
-      std::printf("decode M=%2d: forward %.2f ms/step, forward_batch (batch-invariant) %.2f ms/step (x%.2f)\n", M,
-                  t_gemv * 1e3, t_inv * 1e3, t_inv / t_gemv);
+      std::printf(
+          "decode M=%2d: forward %.2f ms/step, forward_batch (batch-invariant) %.2f ms/step (x%.2f)\n", M,
+          t_gemv * 1e3, t_inv * 1e3, t_inv / t_gemv);
     }
 
     // 2. Engine throughput.
@@ -105,9 +106,10 @@ int main(int argc, char** argv) {
       std::printf(
           "engine concurrency %3d: %d/%d done, %.2f s, %.1f generated tok/s, %llu steps; schedule %.2f ms "
           "(%.2f%%), model %.2f s, postprocess %.2f ms; per step: schedule %.1f us, postprocess %.1f us\n",
-          conc, done, conc, wall, double(st.generation_tokens_total) / wall, (unsigned long long)st.steps_total,
-          st.schedule_seconds * 1e3, 100 * st.schedule_seconds / wall, st.model_seconds, st.postprocess_seconds * 1e3,
-          1e6 * st.schedule_seconds / st.steps_total, 1e6 * st.postprocess_seconds / st.steps_total);
+          conc, done, conc, wall, double(st.generation_tokens_total) / wall,
+          (unsigned long long)st.steps_total, st.schedule_seconds * 1e3, 100 * st.schedule_seconds / wall,
+          st.model_seconds, st.postprocess_seconds * 1e3, 1e6 * st.schedule_seconds / st.steps_total,
+          1e6 * st.postprocess_seconds / st.steps_total);
     }
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "llamarun_bench_engine: %s\n", ex.what());

@@ -10,10 +10,10 @@
 #include <random>
 #include <thread>
 
+#include "backends/cpu/simd_level.h"
 #include "core/error.h"
 #include "engine/engine.h"
 #include "model/model.h"
-#include "backends/cpu/simd_level.h"
 #include "ops/matmul.h"
 
 using namespace llamarun;
@@ -153,8 +153,8 @@ TEST(BatchInvariance, MatmulRowsDoNotDependOnBatch) {
             matmul_at_level(cpu::SimdLevel(level), w, x.data(), M, y.data(), mo);
             for (int64_t n = 0; n < N; ++n)
               ASSERT_EQ(y[size_t(at) * N + n], y1[n])
-                  << cpu::simd_level_str(cpu::SimdLevel(level)) << " " << dtype_name(t) << " K=" << K << " M=" << M
-                  << " row " << at << " col " << n;
+                  << cpu::simd_level_str(cpu::SimdLevel(level)) << " " << dtype_name(t) << " K=" << K
+                  << " M=" << M << " row " << at << " col " << n;
           }
         }
         // And close to the reference (the invariant path is still a correct matmul).
@@ -174,7 +174,8 @@ TEST(Engine, GreedyMatchesTransformersGolden) {
   Sink sink;
   std::vector<uint64_t> ids;
   for (size_t p = 0; p < g["prompts"].size(); ++p)
-    ids.push_back(e.submit(greedy_req(g["prompts"][p].get<std::vector<int32_t>>(), int(g["greedy"][p].size()), sink)));
+    ids.push_back(
+        e.submit(greedy_req(g["prompts"][p].get<std::vector<int32_t>>(), int(g["greedy"][p].size()), sink)));
   run_to_completion(e);
   for (size_t p = 0; p < ids.size(); ++p) {
     const Collected& c = sink.at(ids[p], 0);
@@ -213,7 +214,8 @@ TEST(Engine, GreedyAloneEqualsBatchedWith63Others) {
     e.step();  // the target arrives while others are mid-prefill / decoding
     uint64_t id = e.submit(greedy_req(target, 40, sink));
     for (int i = 0; i < 32; ++i)
-      others.push_back(e.submit(greedy_req(random_prompt(rng, 1 + int(rng() % 60)), 1 + int(rng() % 50), sink)));
+      others.push_back(
+          e.submit(greedy_req(random_prompt(rng, 1 + int(rng() % 60)), 1 + int(rng() % 50), sink)));
     run_to_completion(e);
     EXPECT_EQ(result(sink, id), ref) << "budget " << budget;
     for (uint64_t o : others) EXPECT_TRUE(sink.at(o, 0).finished);

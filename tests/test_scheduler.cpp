@@ -99,9 +99,9 @@ TEST(Scheduler, DecodesAndPrefillsMixWithDecodesReserved) {
 
 TEST(Scheduler, AdmissionWaitsForBlocksFcfs) {
   Sim sim(4, 4, 64);
-  Sequence* a = sim.add(iota_tokens(12));  // 3 blocks
-  Sequence* b = sim.add(iota_tokens(8, 100));   // 2 blocks: does not fit next to a
-  Sequence* c = sim.add(iota_tokens(2, 200));   // would fit, but FCFS: waits behind b
+  Sequence* a = sim.add(iota_tokens(12));      // 3 blocks
+  Sequence* b = sim.add(iota_tokens(8, 100));  // 2 blocks: does not fit next to a
+  Sequence* c = sim.add(iota_tokens(2, 200));  // would fit, but FCFS: waits behind b
   const SchedulerOutput& o = sim.step();
   ASSERT_EQ(o.chunks.size(), 1u);
   EXPECT_EQ(o.chunks[0].seq, a);
@@ -126,8 +126,8 @@ TEST(Scheduler, MaxNumSeqs) {
 
 TEST(Scheduler, PreemptsNewestAndRecomputes) {
   Sim sim(4, 2, 64, 256, false);
-  Sequence* a = sim.add(iota_tokens(3));       // 2 blocks
-  Sequence* b = sim.add(iota_tokens(3, 10));   // 2 blocks: pool full
+  Sequence* a = sim.add(iota_tokens(3));      // 2 blocks
+  Sequence* b = sim.add(iota_tokens(3, 10));  // 2 blocks: pool full
   sim.step();
   EXPECT_EQ(sim.blocks.num_available(), 0);
   // Both now have 4 tokens, 3 computed: decoding position 3 fits block 1. Next decode (position 4)
@@ -162,8 +162,8 @@ TEST(Scheduler, SelfPreemptionWhenAlone) {
   // itself and waits (it never fails).
   Sim sim(2, 2, 64, 256, false);
   Sequence* a = sim.add(iota_tokens(3));
-  sim.step();  // 2 blocks
-  sim.step();  // position 3
+  sim.step();                             // 2 blocks
+  sim.step();                             // position 3
   const SchedulerOutput& o = sim.step();  // position 4 needs a third block
   ASSERT_EQ(o.preempted.size(), 1u);
   EXPECT_EQ(o.preempted[0], a);
@@ -241,8 +241,10 @@ TEST(Scheduler, RandomLoadAlwaysCompletesAndConservesBlocks) {
       for (const auto& c : o.chunks) {
         if (!c.sample) continue;
         size_t i = c.seq->id;
-        if (int(c.seq->tokens.size()) + 1 >= target[i]) sim.sched.finish(c.seq);
-        else c.seq->tokens.push_back(int32_t(c.seq->tokens.size()));
+        if (int(c.seq->tokens.size()) + 1 >= target[i])
+          sim.sched.finish(c.seq);
+        else
+          c.seq->tokens.push_back(int32_t(c.seq->tokens.size()));
       }
       if (!cache) EXPECT_GE(sim.blocks.num_available(), 0);
       (void)used;

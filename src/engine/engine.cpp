@@ -66,8 +66,8 @@ struct Engine::Impl {
   std::vector<std::unique_ptr<Request>> incoming;
   std::vector<uint64_t> cancels;
   uint64_t next_id = 1;
-  int queued = 0;        // requests submitted but not yet admitted by the scheduler (approximate)
-  int unfinished = 0;    // requests submitted and not finished
+  int queued = 0;      // requests submitted but not yet admitted by the scheduler (approximate)
+  int unfinished = 0;  // requests submitted and not finished
   bool stopping = false;
   EngineStats stats;
 
@@ -76,7 +76,7 @@ struct Engine::Impl {
   std::vector<std::unique_ptr<Request>> new_reqs;  // swapped with `incoming`
   std::vector<uint64_t> new_cancels;
   BatchInput batch;
-  std::vector<float> logits;  // [rows, vocab]
+  std::vector<float> logits;        // [rows, vocab]
   std::vector<int32_t> sample_row;  // per chunk: logits row or -1
   SamplerWorkspace ws;
   RequestOutput out;
@@ -91,8 +91,8 @@ struct Engine::Impl {
     const LlamaConfig& mc = m.cfg;
     vocab = mc.vocab_size;
     max_len = cfg.max_model_len > 0 ? std::min(cfg.max_model_len, mc.max_position) : mc.max_position;
-    LLAMARUN_CHECK(cfg.block_size >= 1 && cfg.block_size <= 1024, "engine: block_size must be in [1, 1024], got ",
-                   cfg.block_size);
+    LLAMARUN_CHECK(cfg.block_size >= 1 && cfg.block_size <= 1024,
+                   "engine: block_size must be in [1, 1024], got ", cfg.block_size);
     LLAMARUN_CHECK(cfg.max_batch_tokens >= 1, "engine: max_batch_tokens must be at least 1, got ",
                    cfg.max_batch_tokens);
     LLAMARUN_CHECK(cfg.max_num_seqs >= 1, "engine: max_num_seqs must be at least 1, got ", cfg.max_num_seqs);
@@ -118,7 +118,7 @@ struct Engine::Impl {
     ws.reserve(vocab);
   }
 
-  int capacity_tokens() const { return cfg.num_blocks * cfg.block_size; }
+  int64_t capacity_tokens() const { return int64_t(cfg.num_blocks) * cfg.block_size; }
 
   void emit(SeqCtx& sc) {
     try {
@@ -190,13 +190,16 @@ struct Engine::Impl {
       t.text = std::move(res.text);
       if (res.stopped) reason = "stop";
     }
-    if (!reason && (sc.generated >= p.max_tokens || int(sc.seq.tokens.size()) + 1 > max_len)) reason = "length";
+    if (!reason && (sc.generated >= p.max_tokens || int(sc.seq.tokens.size()) + 1 > max_len))
+      reason = "length";
     if (reason) {
       if (sc.dec && !sc.stops->stopped()) {
         StopMatcher::Result res = sc.stops->push(sc.dec->flush());
         t.text += res.text;
-        if (res.stopped) reason = "stop";
-        else t.text += sc.stops->flush();
+        if (res.stopped)
+          reason = "stop";
+        else
+          t.text += sc.stops->flush();
       }
       finish_seq(sc, reason);
       return;
@@ -226,8 +229,10 @@ struct Engine::Impl {
 
   void drop_finished() {
     for (auto it = active.begin(); it != active.end();) {
-      if (it->second->n_done == int(it->second->seqs.size())) it = active.erase(it);
-      else ++it;
+      if (it->second->n_done == int(it->second->seqs.size()))
+        it = active.erase(it);
+      else
+        ++it;
     }
   }
 
@@ -359,22 +364,23 @@ uint64_t Engine::submit(GenerationRequest req) {
   if (req.prompt.empty()) fail("the prompt is empty (no tokens)");
   validate(req.params, I.vocab);
   for (size_t i = 0; i < req.prompt.size(); ++i)
-    LLAMARUN_CHECK(req.prompt[i] >= 0 && req.prompt[i] < I.vocab, "prompt token ", req.prompt[i], " at index ", i,
-                   " is outside the vocabulary (size ", I.vocab, ")");
+    LLAMARUN_CHECK(req.prompt[i] >= 0 && req.prompt[i] < I.vocab, "prompt token ", req.prompt[i],
+                   " at index ", i, " is outside the vocabulary (size ", I.vocab, ")");
   const int64_t total = int64_t(req.prompt.size()) + req.params.max_tokens;
   if (total > I.max_len)
-    fail("the prompt has ", req.prompt.size(), " tokens and max_tokens is ", req.params.max_tokens, ": ", total,
-         " tokens exceed the model's context length of ", I.max_len);
+    fail("the prompt has ", req.prompt.size(), " tokens and max_tokens is ", req.params.max_tokens, ": ",
+         total, " tokens exceed the model's context length of ", I.max_len);
   if (total > I.capacity_tokens())
-    fail("the prompt has ", req.prompt.size(), " tokens and max_tokens is ", req.params.max_tokens, ": ", total,
-         " tokens exceed the KV cache capacity of ", I.capacity_tokens(), " tokens");
+    fail("the prompt has ", req.prompt.size(), " tokens and max_tokens is ", req.params.max_tokens, ": ",
+         total, " tokens exceed the KV cache capacity of ", I.capacity_tokens(), " tokens");
 
   auto r = std::make_unique<Request>();
   const Tokenizer* tok = I.model.tokenizer.get();
   if (!req.params.ignore_eos) {
     if (tok) r->stop_ids = tok->stop_ids();
     for (int id : I.model.cfg.eos_ids)
-      if (std::find(r->stop_ids.begin(), r->stop_ids.end(), id) == r->stop_ids.end()) r->stop_ids.push_back(id);
+      if (std::find(r->stop_ids.begin(), r->stop_ids.end(), id) == r->stop_ids.end())
+        r->stop_ids.push_back(id);
   }
   for (int i = 0; i < req.n; ++i) {
     auto sc = std::make_unique<SeqCtx>();

@@ -62,12 +62,12 @@ class BlockAllocator {
 
   int block_size_ = 0;
   bool enable_cache_ = false;
-  std::vector<int32_t> ref_;         // [num_blocks]
-  std::vector<uint64_t> hash_;       // [num_blocks] 0 when not registered
-  std::vector<uint64_t> parent_;     // [num_blocks] parent hash of a registered block
-  std::vector<int32_t> tokens_;      // [num_blocks][block_size] tokens of a registered block
-  std::vector<int32_t> free_;        // stack of free block ids
-  std::vector<int32_t> prev_, next_; // [num_blocks] LRU links (-1 = none); head = oldest
+  std::vector<int32_t> ref_;          // [num_blocks]
+  std::vector<uint64_t> hash_;        // [num_blocks] 0 when not registered
+  std::vector<uint64_t> parent_;      // [num_blocks] parent hash of a registered block
+  std::vector<int32_t> tokens_;       // [num_blocks][block_size] tokens of a registered block
+  std::vector<int32_t> free_;         // stack of free block ids
+  std::vector<int32_t> prev_, next_;  // [num_blocks] LRU links (-1 = none); head = oldest
   int32_t lru_head_ = -1, lru_tail_ = -1;
   int lru_size_ = 0;
   std::unordered_map<uint64_t, int32_t> by_hash_;
