@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -42,6 +43,27 @@ int main(int argc, char** argv) {
       for (auto& t : v) t = int32_t(rng() % uint32_t(c.vocab_size));
       return v;
     };
+
+    // 0. The batch-invariant matmul against the default one, on this model's w_gate of layer 0.
+    {
+      for (const WeightView& w : {m->llama->weights().layers[0].w_gate, m->llama->weights().lm_head})
+      for (int M : {1, 4, 16, 64, 256}) {
+        std::vector<float> x(size_t(M) * w.cols, 0.5f), y(size_t(M) * w.rows);
+        MatmulOptions inv;
+        inv.batch_invariant = true;
+        double best[2] = {1e9, 1e9};
+        for (int r = 0; r < 5; ++r) {
+          for (int k = 0; k < 2; ++k) {
+            const double t0 = now_s();
+            matmul(w, x.data(), M, y.data(), k ? inv : MatmulOptions{});
+            best[k] = std::min(best[k], now_s() - t0);
+          }
+        }
+        std::printf("matmul %s %lldx%lld, M=%3d: default %.3f ms, batch-invariant %.3f ms (x%.2f)\n",
+                    dtype_name(w.dtype), (long long)w.rows, (long long)w.cols, M, best[0] * 1e3, best[1] * 1e3,
+                    best[1] / best[0]);
+      }
+    }
 
     // 1. Decode cost per step.
     const int ctx = 256, reps = 32;
