@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <atomic>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -435,4 +436,55 @@ TEST(Engine, StopIdsEndTheSequenceUnlessIgnoreEos) {
     EXPECT_EQ(sink.at(id2, 0).ids, ref);
   }
   m.cfg.eos_ids = saved;
+}
+
+TEST(Engine, StopWithoutDrainCancelsAndCallbacksMayCancelOrThrow) {
+  std::mt19937 rng(23);
+  EngineConfig cfg = small_cfg();
+  Engine e(tiny_model(), cfg);
+  Sink sink;
+  // A callback that cancels its own request after 3 tokens (a client going away mid-stream).
+  std::atomic<uint64_t> self_id{0};
+  std::atomic<int> seen{0};
+  GenerationRequest r = greedy_req(random_prompt(rng, 5), 50, sink);
+  OutputCallback inner = r.on_output;
+  r.on_output = [&, inner](const RequestOutput& o) {
+    inner(o);
+    if (++seen == 3) e.cancel(self_id);
+  };
+  // A callback that throws: its request ends (as if cancelled), the engine goes on.
+  GenerationRequest t = greedy_req(random_prompt(rng, 5), 50, sink);
+  OutputCallback inner_t = t.on_output;
+  t.on_output = [inner_t](const RequestOutput& o) {
+    inner_t(o);
+    if (!o.finished) throw std::runtime_error("connection reset");
+  };
+  self_id = e.submit(std::move(r));
+  uint64_t thrower = e.submit(std::move(t));
+  uint64_t ok = e.submit(greedy_req(random_prompt(rng, 5), 20, sink));
+  run_to_completion(e);
+  EXPECT_EQ(sink.at(self_id, 0).reason, "cancelled");
+  EXPECT_EQ(sink.at(self_id, 0).ids.size(), 3u);
+  EXPECT_EQ(sink.at(thrower, 0).reason, "cancelled");
+  EXPECT_EQ(sink.at(thrower, 0).ids.size(), 1u);
+  EXPECT_EQ(sink.at(ok, 0).reason, "length");
+  EXPECT_EQ(e.stats().kv_usage, 0.0);
+
+  // stop(drain=false) on a running engine thread cancels what is left.
+  e.start();
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < 8; ++i) ids.push_back(e.submit(greedy_req(random_prompt(rng, 20), 100, sink)));
+  e.stop(/*drain=*/false);
+  for (uint64_t id : ids) {
+    EXPECT_TRUE(sink.at(id, 0).finished);
+    EXPECT_TRUE(sink.at(id, 0).reason == "cancelled" || sink.at(id, 0).reason == "length");
+    EXPECT_EQ(sink.at(id, 0).outputs_after_finish, 0);
+  }
+  EXPECT_EQ(e.stats().kv_usage, 0.0);
+  EXPECT_EQ(e.stats().running + e.stats().waiting, 0);
+  // And it can start again.
+  e.start();
+  uint64_t again = e.submit(greedy_req(random_prompt(rng, 4), 3, sink));
+  e.stop(/*drain=*/true);
+  EXPECT_EQ(sink.at(again, 0).reason, "length");
 }
