@@ -75,6 +75,7 @@ struct Engine::Impl {
   std::unordered_map<uint64_t, std::unique_ptr<Request>> active;
   std::vector<std::unique_ptr<Request>> new_reqs;  // swapped with `incoming`
   std::vector<uint64_t> new_cancels;
+  std::vector<uint64_t> done_ids;  // requests whose every choice finished
   BatchInput batch;
   std::vector<float> logits;        // [rows, vocab]
   std::vector<int32_t> sample_row;  // per chunk: logits row or -1
@@ -144,6 +145,7 @@ struct Engine::Impl {
     emit(sc);
     if (++sc.req->n_done == int(sc.req->seqs.size())) {
       ++finished_reqs;
+      done_ids.push_back(sc.req->id);
       std::lock_guard<std::mutex> lk(mu);
       --unfinished;
     }
@@ -227,13 +229,10 @@ struct Engine::Impl {
     new_cancels.clear();
   }
 
+  // Frees the state of requests finished since the last call (outside the callbacks that ran).
   void drop_finished() {
-    for (auto it = active.begin(); it != active.end();) {
-      if (it->second->n_done == int(it->second->seqs.size()))
-        it = active.erase(it);
-      else
-        ++it;
-    }
+    for (uint64_t id : done_ids) active.erase(id);
+    done_ids.clear();
   }
 
   void update_stats() {
