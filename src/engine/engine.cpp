@@ -115,7 +115,6 @@ struct Engine::Impl {
     sc.max_batch_tokens = cfg.max_batch_tokens;
     sc.watermark_blocks = nb / 100;
     sched.emplace(sc, alloc);
-    logits.resize(size_t(std::min(cfg.max_num_seqs, cfg.max_batch_tokens)) * vocab);
     ws.reserve(vocab);
   }
 
