@@ -2,8 +2,8 @@
 // vocab 257, 128 positions): batch invariance, prefix caching, preemption, cancellation, load.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <atomic>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -170,19 +170,23 @@ TEST(BatchInvariance, MatmulRowsDoNotDependOnBatch) {
 TEST(Engine, GreedyMatchesTransformersGolden) {
   std::ifstream f(kDir + "/golden.json");
   nlohmann::json g = nlohmann::json::parse(f);
-  EngineConfig cfg = small_cfg();
-  Engine e(tiny_model(), cfg);
-  Sink sink;
-  std::vector<uint64_t> ids;
-  for (size_t p = 0; p < g["prompts"].size(); ++p)
-    ids.push_back(
-        e.submit(greedy_req(g["prompts"][p].get<std::vector<int32_t>>(), int(g["greedy"][p].size()), sink)));
-  run_to_completion(e);
-  for (size_t p = 0; p < ids.size(); ++p) {
-    const Collected& c = sink.at(ids[p], 0);
-    EXPECT_TRUE(c.finished);
-    EXPECT_EQ(c.reason, "length");
-    EXPECT_EQ(c.ids, g["greedy"][p].get<std::vector<int32_t>>()) << "prompt " << p;
+  for (bool invariant : {true, false}) {
+    EngineConfig cfg = small_cfg();
+    cfg.batch_invariant = invariant;
+    Engine e(tiny_model(), cfg);
+    Sink sink;
+    std::vector<uint64_t> ids;
+    for (size_t p = 0; p < g["prompts"].size(); ++p)
+      ids.push_back(e.submit(
+          greedy_req(g["prompts"][p].get<std::vector<int32_t>>(), int(g["greedy"][p].size()), sink)));
+    run_to_completion(e);
+    for (size_t p = 0; p < ids.size(); ++p) {
+      const Collected& c = sink.at(ids[p], 0);
+      EXPECT_TRUE(c.finished);
+      EXPECT_EQ(c.reason, "length");
+      EXPECT_EQ(c.ids, g["greedy"][p].get<std::vector<int32_t>>())
+          << "prompt " << p << " invariant " << invariant;
+    }
   }
 }
 

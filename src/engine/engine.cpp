@@ -116,6 +116,7 @@ struct Engine::Impl {
     sc.watermark_blocks = nb / 100;
     sched.emplace(sc, alloc);
     ws.reserve(vocab);
+    batch.batch_invariant = cfg.batch_invariant;
   }
 
   int64_t capacity_tokens() const { return int64_t(cfg.num_blocks) * cfg.block_size; }

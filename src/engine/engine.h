@@ -30,6 +30,9 @@ struct EngineConfig {
   int max_queue = 1024;           // waiting requests beyond which submit() refuses (HTTP 429)
   bool enable_prefix_caching = true;
   int max_model_len = 0;          // 0: the model's max_position
+  // Bit-identical results for a request whatever it is batched with (batch-invariant matmuls; prefill
+  // runs slower than the blocked GEMM). false: faster prefill, last-bit differences between batches.
+  bool batch_invariant = true;
 };
 
 // One generated token, as delivered to the request's callback. A stop id (EOS, <|im_end|>, ...)

@@ -344,7 +344,7 @@ void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logi
   reserve(n);
   const bool bf = opts_.emulate_bf16;
   MatmulOptions mo;
-  mo.batch_invariant = true;
+  mo.batch_invariant = b.batch_invariant;
   auto dump = [&](const char* name, int layer, const float* data, int64_t cols) {
     if (opts_.dump) opts_.dump(name, layer, data, n, cols);
   };

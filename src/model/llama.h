@@ -60,6 +60,9 @@ struct BatchInput {
   // [n_seqs] each sequence's block table; it must cover every position of its tokens in this step.
   std::vector<std::span<const int32_t>> block_tables;
   std::vector<int32_t> logit_rows;  // token indices whose logits are wanted (any order)
+  // true: MatmulOptions::batch_invariant (each row's results independent of the batch). false: the
+  // default matmul (blocked GEMM above 8 rows: faster prefill, last-bit differences between batches).
+  bool batch_invariant = true;
   void clear() {
     tokens.clear();
     positions.clear();
@@ -83,8 +86,8 @@ class LlamaModel {
   // Runs a varlen batch over the paged pool: for each layer, the K/V of every token are written to
   // its sequence's blocks first, then each token attends to positions 0..its own position of its own
   // sequence (so chunked prefill and decodes mix in one call). The linear layers run as one matmul
-  // over all tokens with MatmulOptions::batch_invariant, and everything else is per row, so each
-  // token's results are bit-identical whatever else is in the batch.
+  // over all tokens with MatmulOptions::batch_invariant (unless b.batch_invariant is false), and
+  // everything else is per row, so each token's results are bit-identical whatever else is in the batch.
   // logits: [logit_rows.size(), vocab], row i for token logit_rows[i].
   // Grows the scratch buffers when the batch is larger than max_batch (amortised).
   void forward_batch(const BatchInput& b, PagedKVPool& kv, float* logits);
