@@ -273,7 +273,9 @@ void LlamaModel::paged_attention(int layer, const BatchInput& b, const PagedKVPo
   const int nthreads = omp_get_max_threads();
   if (scores_.size() < size_t(nthreads) * max_len) scores_.resize(size_t(nthreads) * max_len);
   const size_t stride = scores_.size() / nthreads;
-#pragma omp parallel for schedule(dynamic, 1)
+  // Small batches over short contexts are not worth waking the thread team.
+  const bool parallel = int64_t(n) * H * max_len * hd >= (int64_t(1) << 16);
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int job = 0; job < n * H; ++job) {
     const int t = job / H, h = job % H, g = h / group;
     const int tpos = b.positions[t];
