@@ -22,17 +22,21 @@ namespace llamarun {
 struct Model;
 
 struct EngineConfig {
-  int block_size = 16;            // tokens per KV block
-  int num_blocks = 0;             // 0: derived from kv_cache_bytes
+  int block_size = 16;            // tokens per KV block, in [1, 1024]
+  int num_blocks = 0;             // 0: derived from kv_cache_bytes (f32 K and V of every layer)
   size_t kv_cache_bytes = 1ull << 30;
-  int max_num_seqs = 256;         // most sequences running at once
-  int max_batch_tokens = 512;     // per-step token budget (prefill chunks + decodes)
+  int max_num_seqs = 256;         // most sequences running at once (capped at max_batch_tokens)
+  int max_batch_tokens = 512;     // per-step token budget (prefill chunks + decodes; decodes first)
   int max_queue = 1024;           // waiting requests beyond which submit() refuses (HTTP 429)
   bool enable_prefix_caching = true;
   int max_model_len = 0;          // 0: the model's max_position
+  // Bit-identical results for a request whatever it is batched with (batch-invariant matmuls; prefill
+  // runs slower than the blocked GEMM). false: faster prefill, last-bit differences between batches.
+  bool batch_invariant = true;
 };
 
-// One generated token, as delivered to the request's callback.
+// One generated token, as delivered to the request's callback. A stop id (EOS, <|im_end|>, ...)
+// that ends the sequence is delivered too (counted in completion_tokens) with empty text.
 struct TokenOutput {
   int32_t id = -1;
   std::string text;               // UTF-8-safe text delta (may be empty while bytes are held back)
@@ -40,6 +44,9 @@ struct TokenOutput {
   std::vector<TokenLogprob> top;  // params.top_logprobs alternatives
 };
 
+// Each choice gets exactly one output with finished == true, and nothing after it. The final output
+// may carry the last token(s) and the text held back until then (a partial stop-string match, an
+// incomplete UTF-8 character).
 struct RequestOutput {
   uint64_t request_id = 0;
   int choice = 0;                 // index among the request's n choices
@@ -73,6 +80,11 @@ struct EngineStats {
   uint64_t prefix_cache_hits = 0;     // prompt tokens found
   uint64_t steps_total = 0;
   uint64_t requests_finished_total = 0;
+  // Engine-thread wall time, cumulative: scheduling (admission, queues, batch building), the model's
+  // forward passes, and postprocessing (sampling, detokenisation, stop checks, callbacks).
+  double schedule_seconds = 0;
+  double model_seconds = 0;
+  double postprocess_seconds = 0;
 };
 
 class Engine {
@@ -80,17 +92,23 @@ class Engine {
   Engine(Model& model, const EngineConfig& cfg);
   ~Engine();
 
-  // Queues a request; returns its id. Throws Error (a client error: bad params, prompt + max_tokens
-  // beyond the context, with both numbers) or QueueFull when max_queue requests are waiting.
+  // Queues a request; returns its id. Throws Error (a client error: empty prompt, ids outside the
+  // vocabulary, bad params, n outside [1, 128], prompt + max_tokens beyond the context or beyond
+  // the whole KV cache, with the numbers; or "shutting down" during stop()) or QueueFull when
+  // max_queue requests are waiting. Thread-safe; the Sampler is built here, off the engine thread.
   uint64_t submit(GenerationRequest req);
   // Cancels a request (e.g. the client went away): its KV blocks are freed at the next step and its
   // callback gets a final "cancelled" output. Unknown/finished ids are ignored.
   void cancel(uint64_t request_id);
 
   // Runs one scheduler iteration (schedule -> run -> postprocess); false when there was no work.
+  // Call it from one thread only, and not while start()'s thread runs (tests drive it directly).
+  // A failing forward pass ends the step's sequences with finish_reason "error"; the engine goes on.
   bool step();
-  // Engine thread: runs step() until stop(). stop(drain=true) lets running and waiting requests
-  // finish first (up to timeout_s), then cancels the rest.
+  // Engine thread: runs step() until stop(). stop(drain=true) refuses new submissions and lets
+  // running and waiting requests finish first (up to timeout_s), then cancels the rest (their
+  // callbacks run on the caller's thread). The engine can be start()ed again afterwards.
+  // The destructor calls stop(false).
   void start();
   void stop(bool drain, double timeout_s = 30);
 

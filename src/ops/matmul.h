@@ -14,6 +14,12 @@ struct MatmulOptions {
   // vdpbf16ps, accumulating in f32. About 2x the f32 throughput; relative error ~1e-2 of
   // sum|x||w| instead of ~1e-6. false keeps f32 activations everywhere.
   bool bf16_activations = true;
+  // Per-row results independent of M (the batch size) and of the other rows: every output is
+  // computed with the GEMV's reduction order whatever M is (large M reuses f32 panels of the weights
+  // instead of the blocked GEMM, whose summation order differs). The serving engine sets this so that
+  // a sequence gives bit-identical results alone and batched. bf16_activations is ignored. Prefill-
+  // sized M runs somewhat slower than the GEMM.
+  bool batch_invariant = false;
 };
 
 // y[m, n] = sum_k x[m, k] * W[n, k] for m < M, n < W.rows, k < W.cols.

@@ -22,6 +22,8 @@ struct MatmulArgs {
   float* y = nullptr;  // M x N, row-major
   // BF16 weights only, large M only, AVX512_BF16 only: round x to bf16 and use vdpbf16ps.
   bool bf16_dot = false;
+  // Per-row results independent of M (see MatmulOptions::batch_invariant).
+  bool batch_invariant = false;
 };
 
 struct CpuKernels {

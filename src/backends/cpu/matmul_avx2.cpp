@@ -108,10 +108,10 @@ LR_INLINE float elem(const uint8_t* row, int64_t k) {
 // stream prefetchers to get ahead on their own.
 constexpr size_t kPrefetchBytes = 16384;
 
-// y[m, n + r] for r < R, m < M. A accumulators per (r, m) (2 when registers allow).
-template <DType T, int M, int R>
+// y[m, n + r] for r < R, m < M. A accumulators per (r, m): AF when given, else 2 when registers allow.
+template <DType T, int M, int R, int AF = 0>
 LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
-  constexpr int A = (R * M * 2 <= 10) ? 2 : 1;
+  constexpr int A = AF ? AF : ((R * M * 2 <= 10) ? 2 : 1);
   const int64_t K = a.K, K32 = K & ~int64_t(31);
   const uint8_t* rows[R];
 #pragma GCC unroll 16
@@ -163,7 +163,8 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
-        for (int m = 0; m < M; ++m) tail[r][m] += elem<T>(rows[r], k) * a.x[m * K + k];
+        // explicit FMA: contraction must not vary by instance (batch invariance)
+        for (int m = 0; m < M; ++m) tail[r][m] = __builtin_fmaf(elem<T>(rows[r], k), a.x[m * K + k], tail[r][m]);
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -382,9 +383,84 @@ void gemm(const MatmulArgs& a) {
   }
 }
 
+// ---------------------------------------------------------------- batch-invariant (any M)
+
+// MatmulArgs::batch_invariant: every y[m, n] is computed as gemv_tile with ONE accumulator computes it
+// (an FMA chain over k in order, one reduction, the same tail), so a row's result depends neither on
+// M nor on the other rows. M <= 4 streams the weights as the GEMV does; larger M converts panels of
+// kNB weight rows to f32 once (the very values load32 produces in registers) and runs the same tile
+// over that copy, 4 activation rows at a time.
+template <DType T, int M>
+void gemv_invariant(const MatmulArgs& a) {
+  constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);
+  const int64_t tiles = a.N / R;
+#pragma omp parallel for schedule(static) if (a.N * a.K * M >= (1 << 16))
+  for (int64_t t = 0; t < tiles; ++t) gemv_tile<T, M, R, 1>(a, t * R);
+  for (int64_t n = tiles * R; n < a.N; ++n) gemv_tile<T, M, 1, 1>(a, n);
+}
+
+template <int MC>
+LR_INLINE void invariant_rows(const MatmulArgs& s, int64_t nrows) {
+  for (int64_t r = 0; r < nrows; ++r) gemv_tile<DType::F32, MC, 1, 1>(s, r);
+}
+
+template <DType T>
+void matmul_invariant(const MatmulArgs& a) {
+  switch (a.M) {
+    case 1:
+      return gemv_invariant<T, 1>(a);
+    case 2:
+      return gemv_invariant<T, 2>(a);
+    case 3:
+      return gemv_invariant<T, 3>(a);
+    case 4:
+      return gemv_invariant<T, 4>(a);
+    default:
+      break;
+  }
+  const int64_t M = a.M, N = a.N, K = a.K;
+  const int64_t n_panels = (N + kNB - 1) / kNB;
+  const int nthreads = omp_get_max_threads();
+  float* wbuf_all = nullptr;  // nthreads x [kNB][K]
+  if (T != DType::F32)
+    wbuf_all = static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(K) * 4));
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (M * N * K >= (1 << 18))
+  for (int64_t np = 0; np < n_panels; ++np) {
+    const int64_t n0 = np * kNB, nrows = min64(kNB, N - n0);
+    MatmulArgs s = a;
+    s.dtype = DType::F32;
+    s.w = a.w + size_t(n0) * a.w_row_bytes;
+    if constexpr (T != DType::F32) {
+      float* wbuf = wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K);
+      convert_rows<T>(s.w, a.w_row_bytes, nrows, K, wbuf);
+      s.w = reinterpret_cast<const uint8_t*>(wbuf);
+      s.w_row_bytes = size_t(K) * 4;
+    }
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      s.x = a.x + m0 * K;
+      s.y = a.y + m0 * N + n0;
+      switch (min64(4, M - m0)) {
+        case 1:
+          invariant_rows<1>(s, nrows);
+          break;
+        case 2:
+          invariant_rows<2>(s, nrows);
+          break;
+        case 3:
+          invariant_rows<3>(s, nrows);
+          break;
+        default:
+          invariant_rows<4>(s, nrows);
+      }
+    }
+  }
+}
+
 template <DType T>
 void matmul_t(const MatmulArgs& a) {
-  if (a.M <= 8)
+  if (a.batch_invariant)
+    matmul_invariant<T>(a);
+  else if (a.M <= 8)
     gemv_dispatch<T>(a);
   else
     gemm<T>(a);
