@@ -53,7 +53,7 @@ int64_t get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64
   const json& v = *it;
   if (v.is_number_unsigned()) {
     uint64_t u = v.get<uint64_t>();
-    if (u > uint64_t(hi))
+    if (u > uint64_t(hi) || (lo > 0 && u < uint64_t(lo)))
       bad(key, std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
                    ", got " + std::to_string(u));
     return int64_t(u);
