@@ -103,7 +103,7 @@ def test_disconnect_while_waiting_for_first_token(server):
     before = server.metrics()
     socks = []
     for i in range(3):  # non-streamed requests with long prompts: the client leaves during prefill/queueing
-        body = json.dumps({"prompt": "lorem ipsum " * 100 + str(i), "max_tokens": 100, "ignore_eos": True}).encode()
+        body = json.dumps({"prompt": "lorem ipsum " * 50 + str(i), "max_tokens": 100, "ignore_eos": True}).encode()
         sk = socket.create_connection(("127.0.0.1", server.port))
         sk.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.api_key}\r\n"
                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
