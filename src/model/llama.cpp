@@ -83,8 +83,14 @@ LlamaWeights bind_llama_weights(const LlamaConfig& c, const WeightMap& wm, bool 
 }
 
 LlamaModel::LlamaModel(const LlamaConfig& cfg, LlamaWeights weights, int max_batch)
-    : cfg_(cfg), w_(std::move(weights)), max_batch_(max_batch) {
+    : cfg_(cfg), w_(std::move(weights)), max_batch_(0) {
   inv_freq_ = rope_inv_freq(cfg_);
+  reserve(max_batch);
+}
+
+void LlamaModel::reserve(int max_batch) {
+  if (max_batch <= max_batch_) return;
+  max_batch_ = max_batch;
   const size_t B = size_t(max_batch);
   x_.resize(B * cfg_.hidden_size);
   xn_.resize(B * cfg_.hidden_size);
@@ -249,6 +255,158 @@ void LlamaModel::forward(const int32_t* tokens, int n, int pos, KVCache& kv, flo
   const int rows = n - first;
   rms_norm_rows(&x_[size_t(first) * D], w_.out_norm, cfg_.rms_eps, rows, D, xn_.data(), bf);
   matmul(w_.lm_head, xn_.data(), rows, logits);
+  round_act(logits, size_t(rows) * V);
+}
+
+}  // namespace llamarun
+
+namespace llamarun {
+
+void LlamaModel::paged_attention(int layer, const BatchInput& b, const PagedKVPool& kv) {
+  const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
+  const int group = H / KVH, bs = kv.block_size();
+  const float scale = 1.0f / std::sqrt(float(hd));
+  const bool bf = opts_.emulate_bf16;
+  const int n = b.size();
+  int max_len = 1;
+  for (int t = 0; t < n; ++t) max_len = std::max(max_len, b.positions[t] + 1);
+  const int nthreads = omp_get_max_threads();
+  if (scores_.size() < size_t(nthreads) * max_len) scores_.resize(size_t(nthreads) * max_len);
+  const size_t stride = scores_.size() / nthreads;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int job = 0; job < n * H; ++job) {
+    const int t = job / H, h = job % H, g = h / group;
+    const int tpos = b.positions[t];
+    const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
+    const float* q = &q_[(size_t(t) * H + h) * hd];
+    float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
+    float mx = -INFINITY;
+    for (int j0 = 0; j0 <= tpos; j0 += bs) {
+      const float* kb = kv.k(layer, table[j0 / bs], g, 0);
+      const int jn = std::min(bs, tpos + 1 - j0);
+      for (int j = 0; j < jn; ++j) {
+        float s = dot_f32(q, kb + size_t(j) * hd, hd);
+        if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
+        else s *= scale;
+        sc[j0 + j] = s;
+        mx = std::max(mx, s);
+      }
+    }
+    double sum = 0;
+    for (int j = 0; j <= tpos; ++j) {
+      sc[j] = std::exp(sc[j] - mx);
+      sum += sc[j];
+    }
+    const float inv = float(1.0 / sum);
+    float* out = &att_[(size_t(t) * H + h) * hd];
+    std::fill(out, out + hd, 0.0f);
+    for (int j0 = 0; j0 <= tpos; j0 += bs) {
+      const float* vb = kv.v(layer, table[j0 / bs], g, 0);
+      const int jn = std::min(bs, tpos + 1 - j0);
+      for (int j = 0; j < jn; ++j) {
+        float p = sc[j0 + j] * inv;
+        if (bf) p = bf16_to_f32(f32_to_bf16(p));
+        axpy_f32(p, vb + size_t(j) * hd, out, hd);
+      }
+    }
+    if (bf)
+      for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
+  }
+}
+
+void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logits) {
+  const int D = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
+  const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
+  const int n = b.size();
+  LLAMARUN_CHECK(n >= 1, "forward_batch: empty batch");
+  LLAMARUN_CHECK(b.positions.size() == size_t(n) && b.seq_index.size() == size_t(n),
+                 "forward_batch: ", n, " tokens but ", b.positions.size(), " positions and ", b.seq_index.size(),
+                 " sequence indices");
+  LLAMARUN_CHECK(kv.n_layers() == cfg_.num_layers && kv.n_kv_heads() == KVH && kv.head_dim() == hd,
+                 "forward_batch: the KV pool's shape (", kv.n_layers(), " layers, ", kv.n_kv_heads(), " kv heads, head_dim ",
+                 kv.head_dim(), ") does not match the model");
+  const int bs = kv.block_size();
+  for (int t = 0; t < n; ++t) {
+    LLAMARUN_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "forward_batch: token id ", b.tokens[t], " at index ", t,
+                   " is outside the vocabulary (size ", V, ")");
+    const int s = b.seq_index[t], p = b.positions[t];
+    LLAMARUN_CHECK(s >= 0 && size_t(s) < b.block_tables.size(), "forward_batch: token ", t, " names sequence ", s,
+                   " of ", b.block_tables.size());
+    LLAMARUN_CHECK(p >= 0 && p < cfg_.max_position && size_t(p / bs) < b.block_tables[s].size(),
+                   "forward_batch: position ", p, " of token ", t, " is outside its block table (",
+                   b.block_tables[s].size(), " blocks of ", bs, ") or the model's ", cfg_.max_position, " positions");
+    const int32_t blk = b.block_tables[s][p / bs];
+    LLAMARUN_CHECK(blk >= 0 && blk < kv.num_blocks(), "forward_batch: block ", blk, " outside the pool of ",
+                   kv.num_blocks());
+  }
+  for (int r : b.logit_rows)
+    LLAMARUN_CHECK(r >= 0 && r < n, "forward_batch: logit row ", r, " outside the batch of ", n);
+  reserve(n);
+  const bool bf = opts_.emulate_bf16;
+  MatmulOptions mo;
+  mo.batch_invariant = true;
+  auto dump = [&](const char* name, int layer, const float* data, int64_t cols) {
+    if (opts_.dump) opts_.dump(name, layer, data, n, cols);
+  };
+
+  for (int t = 0; t < n; ++t) weight_row_f32(w_.tok_embd, b.tokens[t], &x_[size_t(t) * D]);
+  dump("embd", -1, x_.data(), D);
+
+  for (int l = 0; l < cfg_.num_layers; ++l) {
+    const LlamaLayerWeights& L = w_.layers[l];
+    rms_norm_rows(x_.data(), L.attn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    matmul(L.wq, xn_.data(), n, q_.data(), mo);
+    matmul(L.wk, xn_.data(), n, k_.data(), mo);
+    matmul(L.wv, xn_.data(), n, v_.data(), mo);
+    round_act(q_.data(), size_t(n) * H * hd);
+    round_act(k_.data(), size_t(n) * KVH * hd);
+    round_act(v_.data(), size_t(n) * KVH * hd);
+    for (int t = 0; t < n; ++t) {
+      const int p = b.positions[t];
+      rope_apply(&q_[size_t(t) * H * hd], H, hd, p, inv_freq_, cfg_.rope_layout, bf);
+      rope_apply(&k_[size_t(t) * KVH * hd], KVH, hd, p, inv_freq_, cfg_.rope_layout, bf);
+      const int32_t blk = b.block_tables[b.seq_index[t]][p / bs];
+      for (int g = 0; g < KVH; ++g) {
+        std::memcpy(kv.k(l, blk, g, p % bs), &k_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
+        std::memcpy(kv.v(l, blk, g, p % bs), &v_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
+      }
+    }
+    paged_attention(l, b, kv);
+    dump("attn_out", l, att_.data(), int64_t(H) * hd);
+    matmul(L.wo, att_.data(), n, o_.data(), mo);
+    round_act(o_.data(), size_t(n) * D);
+    for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
+    round_act(x_.data(), size_t(n) * D);
+
+    rms_norm_rows(x_.data(), L.ffn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    matmul(L.w_gate, xn_.data(), n, gate_.data(), mo);
+    matmul(L.w_up, xn_.data(), n, up_.data(), mo);
+    round_act(gate_.data(), size_t(n) * F);
+    round_act(up_.data(), size_t(n) * F);
+    if (bf) {
+      for (size_t i = 0; i < size_t(n) * F; ++i) {
+        float g = gate_[i];
+        float s = bf16_to_f32(f32_to_bf16(g / (1.0f + std::exp(-g))));
+        gate_[i] = bf16_to_f32(f32_to_bf16(s * up_[i]));
+      }
+    } else {
+      // Row by row: a vectorised kernel's tail handling must not depend on where a row sits.
+      for (int t = 0; t < n; ++t) silu_mul(&gate_[size_t(t) * F], &up_[size_t(t) * F], &gate_[size_t(t) * F], F);
+    }
+    matmul(L.w_down, gate_.data(), n, o_.data(), mo);
+    round_act(o_.data(), size_t(n) * D);
+    for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
+    round_act(x_.data(), size_t(n) * D);
+    dump("ffn_residual", l, x_.data(), D);
+  }
+
+  const int rows = int(b.logit_rows.size());
+  if (rows == 0) return;
+  if (logit_x_.size() < size_t(rows) * D) logit_x_.resize(size_t(rows) * D);
+  for (int i = 0; i < rows; ++i)
+    std::memcpy(&logit_x_[size_t(i) * D], &x_[size_t(b.logit_rows[i]) * D], D * sizeof(float));
+  rms_norm_rows(logit_x_.data(), w_.out_norm, cfg_.rms_eps, rows, D, xn_.data(), bf);
+  matmul(w_.lm_head, xn_.data(), rows, logits, mo);
   round_act(logits, size_t(rows) * V);
 }
 

@@ -4,12 +4,14 @@
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "formats/weight_map.h"
 #include "kv/kv_cache.h"
+#include "kv/paged_kv_pool.h"
 #include "model/config.h"
 
 namespace llamarun {
@@ -49,6 +51,25 @@ struct ForwardOptions {
   DumpHook dump;
 };
 
+// The tokens of one serving step, from any number of sequences (prefill chunks and decodes mixed).
+// The engine keeps one and refills it each step (clear() keeps the capacity).
+struct BatchInput {
+  std::vector<int32_t> tokens;     // [n] token ids
+  std::vector<int32_t> positions;  // [n] position of each token inside its sequence
+  std::vector<int32_t> seq_index;  // [n] index into block_tables
+  // [n_seqs] each sequence's block table; it must cover every position of its tokens in this step.
+  std::vector<std::span<const int32_t>> block_tables;
+  std::vector<int32_t> logit_rows;  // token indices whose logits are wanted (any order)
+  void clear() {
+    tokens.clear();
+    positions.clear();
+    seq_index.clear();
+    block_tables.clear();
+    logit_rows.clear();
+  }
+  int size() const { return int(tokens.size()); }
+};
+
 class LlamaModel {
  public:
   // max_batch: the most tokens one forward() call processes (longer prompts are chunked by callers).
@@ -59,6 +80,15 @@ class LlamaModel {
   // Preconditions: 1 <= n <= max_batch, pos + n <= kv.max_ctx().
   void forward(const int32_t* tokens, int n, int pos, KVCache& kv, float* logits, bool all_logits = false);
 
+  // Runs a varlen batch over the paged pool: for each layer, the K/V of every token are written to
+  // its sequence's blocks first, then each token attends to positions 0..its own position of its own
+  // sequence (so chunked prefill and decodes mix in one call). The linear layers run as one matmul
+  // over all tokens with MatmulOptions::batch_invariant, and everything else is per row, so each
+  // token's results are bit-identical whatever else is in the batch.
+  // logits: [logit_rows.size(), vocab], row i for token logit_rows[i].
+  // Grows the scratch buffers when the batch is larger than max_batch (amortised).
+  void forward_batch(const BatchInput& b, PagedKVPool& kv, float* logits);
+
   KVCache make_cache(int max_ctx) const;
   const LlamaConfig& config() const { return cfg_; }
   const LlamaWeights& weights() const { return w_; }
@@ -67,6 +97,8 @@ class LlamaModel {
 
  private:
   void attention(int layer, int n, int pos, KVCache& kv);
+  void paged_attention(int layer, const BatchInput& b, const PagedKVPool& kv);
+  void reserve(int n);
   void round_act(float* x, size_t n) const;
 
   LlamaConfig cfg_;
@@ -85,6 +117,7 @@ class LlamaModel {
   std::vector<float> gate_;   // [max_batch, intermediate]
   std::vector<float> up_;     // [max_batch, intermediate]
   std::vector<float> scores_; // [threads, max_ctx] attention scores, grown by max_ctx on first use
+  std::vector<float> logit_x_; // [rows, hidden] normalised rows whose logits forward_batch computes
 };
 
 }  // namespace llamarun

@@ -51,6 +51,7 @@ void matmul(const WeightView& w, const float* x, int64_t M, float* y, const Matm
   const cpu::CpuKernels& k = cpu::active_kernels();
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
+  a.batch_invariant = opt.batch_invariant;
   k.matmul(a);
 }
 
@@ -62,6 +63,7 @@ void matmul_at_level(cpu::SimdLevel level, const WeightView& w, const float* x, 
   const cpu::CpuKernels& k = cpu::kernels_for(level);
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
+  a.batch_invariant = opt.batch_invariant;
   k.matmul(a);
 }
 

@@ -14,6 +14,11 @@ struct MatmulOptions {
   // vdpbf16ps, accumulating in f32. About 2x the f32 throughput; relative error ~1e-2 of
   // sum|x||w| instead of ~1e-6. false keeps f32 activations everywhere.
   bool bf16_activations = true;
+  // Per-row results independent of M (the batch size): always take the GEMM path, whose every
+  // output is one f32 FMA chain over k in order, whatever the other rows are. The serving engine
+  // sets this so that a sequence gives bit-identical results alone and batched. Slower than the
+  // GEMV path for M <= 8.
+  bool batch_invariant = false;
 };
 
 // y[m, n] = sum_k x[m, k] * W[n, k] for m < M, n < W.rows, k < W.cols.

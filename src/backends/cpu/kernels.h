@@ -22,6 +22,8 @@ struct MatmulArgs {
   float* y = nullptr;  // M x N, row-major
   // BF16 weights only, large M only, AVX512_BF16 only: round x to bf16 and use vdpbf16ps.
   bool bf16_dot = false;
+  // Never take the M <= 8 GEMV path: every y[m, n] is then computed the same way for any M.
+  bool batch_invariant = false;
 };
 
 struct CpuKernels {

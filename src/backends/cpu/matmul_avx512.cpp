@@ -358,7 +358,7 @@ void gemm(const MatmulArgs& a) {
 
 template <DType T>
 void matmul_t(const MatmulArgs& a) {
-  if (a.M <= 8)
+  if (a.M <= 8 && !a.batch_invariant)
     gemv_dispatch<T>(a);
   else
     gemm<T>(a);

@@ -1,0 +1,449 @@
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "engine/scheduler.h"
+#include "kv/block_allocator.h"
+#include "kv/paged_kv_pool.h"
+#include "model/model.h"
+#include "sampling/sampler.h"
+#include "sampling/stop_matcher.h"
+#include "tokenizer/tokenizer.h"
+
+namespace llamarun {
+
+namespace {
+
+struct Request;
+
+// One choice of a request: the scheduler's Sequence plus its sampling and text state.
+struct SeqCtx {
+  Sequence seq;
+  Request* req = nullptr;
+  int choice = 0;
+  std::optional<Sampler> sampler;
+  std::optional<StreamDecoder> dec;
+  std::optional<StopMatcher> stops;
+  int generated = 0;
+  bool done = false;
+};
+
+struct Request {
+  uint64_t id = 0;
+  GenerationRequest req;
+  std::vector<int32_t> stop_ids;
+  std::vector<std::unique_ptr<SeqCtx>> seqs;
+  int n_done = 0;
+};
+
+}  // namespace
+
+struct Engine::Impl {
+  Model& model;
+  EngineConfig cfg;
+  int max_len = 0;
+  int vocab = 0;
+  PagedKVPool pool;
+  BlockAllocator alloc;
+  std::optional<Scheduler> sched;
+
+  // Shared with submitting threads.
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::unique_ptr<Request>> incoming;
+  std::vector<uint64_t> cancels;
+  uint64_t next_id = 1;
+  int queued = 0;        // requests submitted but not yet admitted by the scheduler (approximate)
+  int unfinished = 0;    // requests submitted and not finished
+  bool stopping = false;
+  EngineStats stats;
+
+  // Engine thread only.
+  std::unordered_map<uint64_t, std::unique_ptr<Request>> active;
+  std::vector<std::unique_ptr<Request>> new_reqs;  // swapped with `incoming`
+  std::vector<uint64_t> new_cancels;
+  BatchInput batch;
+  std::vector<float> logits;  // [rows, vocab]
+  std::vector<int32_t> sample_row;  // per chunk: logits row or -1
+  SamplerWorkspace ws;
+  RequestOutput out;
+  uint64_t steps = 0, prompt_tokens = 0, gen_tokens = 0, finished_reqs = 0;
+
+  std::thread thread;
+  bool thread_stop = false;  // under mu
+
+  Impl(Model& m, const EngineConfig& c) : model(m), cfg(c) {
+    LLAMARUN_CHECK(m.llama, "engine: the model has no forward pass");
+    const LlamaConfig& mc = m.cfg;
+    vocab = mc.vocab_size;
+    max_len = cfg.max_model_len > 0 ? std::min(cfg.max_model_len, mc.max_position) : mc.max_position;
+    LLAMARUN_CHECK(cfg.block_size >= 1 && cfg.block_size <= 1024, "engine: block_size must be in [1, 1024], got ",
+                   cfg.block_size);
+    LLAMARUN_CHECK(cfg.max_batch_tokens >= 1, "engine: max_batch_tokens must be at least 1, got ",
+                   cfg.max_batch_tokens);
+    LLAMARUN_CHECK(cfg.max_num_seqs >= 1, "engine: max_num_seqs must be at least 1, got ", cfg.max_num_seqs);
+    LLAMARUN_CHECK(cfg.max_queue >= 1, "engine: max_queue must be at least 1, got ", cfg.max_queue);
+    const size_t per_block =
+        PagedKVPool::bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, cfg.block_size);
+    int nb = cfg.num_blocks;
+    if (nb <= 0) {
+      const size_t want = cfg.kv_cache_bytes / per_block;
+      LLAMARUN_CHECK(want >= 1, "engine: kv_cache_bytes ", cfg.kv_cache_bytes, " is less than one KV block (",
+                     per_block, " bytes)");
+      nb = int(std::min<size_t>(want, size_t(1) << 30));
+    }
+    cfg.num_blocks = nb;
+    pool = PagedKVPool(mc.num_layers, mc.num_kv_heads, mc.head_dim, cfg.block_size, nb);
+    alloc = BlockAllocator(nb, cfg.block_size, cfg.enable_prefix_caching);
+    SchedulerConfig sc;
+    sc.max_num_seqs = cfg.max_num_seqs;
+    sc.max_batch_tokens = cfg.max_batch_tokens;
+    sc.watermark_blocks = nb / 100;
+    sched.emplace(sc, alloc);
+    logits.resize(size_t(std::min(cfg.max_num_seqs, cfg.max_batch_tokens)) * vocab);
+    ws.reserve(vocab);
+  }
+
+  int capacity_tokens() const { return cfg.num_blocks * cfg.block_size; }
+
+  void emit(SeqCtx& sc) {
+    try {
+      sc.req->req.on_output(out);
+    } catch (...) {
+      // A failing callback ends its request (as a disconnect would), never the engine.
+      std::lock_guard<std::mutex> lk(mu);
+      cancels.push_back(sc.req->id);
+    }
+  }
+
+  // Ends a sequence: frees its blocks now and sends the final output (with `text` appended).
+  void finish_seq(SeqCtx& sc, const char* reason, const std::string& error = {}) {
+    if (sc.done) return;
+    sched->finish(&sc.seq);
+    sc.done = true;
+    out.finished = true;
+    out.finish_reason = reason;
+    out.error = error;
+    out.prompt_tokens = sc.seq.prompt_len;
+    out.completion_tokens = sc.generated;
+    out.cached_prompt_tokens = sc.seq.cached_prompt_tokens;
+    emit(sc);
+    if (++sc.req->n_done == int(sc.req->seqs.size())) {
+      ++finished_reqs;
+      std::lock_guard<std::mutex> lk(mu);
+      --unfinished;
+    }
+  }
+
+  void reset_out(SeqCtx& sc) {
+    out.request_id = sc.req->id;
+    out.choice = sc.choice;
+    out.tokens.clear();
+    out.finished = false;
+    out.finish_reason.clear();
+    out.error.clear();
+    out.prompt_tokens = out.completion_tokens = out.cached_prompt_tokens = 0;
+  }
+
+  void cancel_request(Request& r, const char* reason, const std::string& error = {}) {
+    for (auto& sc : r.seqs) {
+      if (sc->done) continue;
+      reset_out(*sc);
+      finish_seq(*sc, reason, error);
+    }
+  }
+
+  // The sequence's sampled token: stop ids, stop strings, max_tokens, context length.
+  void postprocess(SeqCtx& sc, float* row_logits) {
+    const SamplingParams& p = sc.req->req.params;
+    reset_out(sc);
+    const int32_t id = sc.sampler->sample(row_logits, ws);
+    sc.sampler->accept(id);
+    ++sc.generated;
+    ++gen_tokens;
+    TokenOutput& t = out.tokens.emplace_back();
+    t.id = id;
+    if (p.wants_logprobs()) {
+      const SampleLogprobs& lp = sc.sampler->last_logprobs();
+      t.logprob = lp.chosen;
+      t.top = lp.top;
+    }
+    const char* reason = nullptr;
+    if (std::find(sc.req->stop_ids.begin(), sc.req->stop_ids.end(), id) != sc.req->stop_ids.end()) {
+      reason = "stop";
+    } else if (sc.dec) {
+      StopMatcher::Result res = sc.stops->push(sc.dec->push(id));
+      t.text = std::move(res.text);
+      if (res.stopped) reason = "stop";
+    }
+    if (!reason && (sc.generated >= p.max_tokens || int(sc.seq.tokens.size()) + 1 > max_len)) reason = "length";
+    if (reason) {
+      if (sc.dec && !sc.stops->stopped()) {
+        StopMatcher::Result res = sc.stops->push(sc.dec->flush());
+        t.text += res.text;
+        if (res.stopped) reason = "stop";
+        else t.text += sc.stops->flush();
+      }
+      finish_seq(sc, reason);
+      return;
+    }
+    sc.seq.tokens.push_back(id);
+    emit(sc);
+  }
+
+  void admit_new() {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      new_reqs.swap(incoming);
+      new_cancels.swap(cancels);
+    }
+    for (auto& r : new_reqs) {
+      Request* rp = r.get();
+      for (auto& sc : rp->seqs) sched->add(&sc->seq);
+      active.emplace(rp->id, std::move(r));
+    }
+    new_reqs.clear();
+    for (uint64_t id : new_cancels) {
+      auto it = active.find(id);
+      if (it != active.end()) cancel_request(*it->second, "cancelled");
+    }
+    new_cancels.clear();
+  }
+
+  void drop_finished() {
+    for (auto it = active.begin(); it != active.end();) {
+      if (it->second->n_done == int(it->second->seqs.size())) it = active.erase(it);
+      else ++it;
+    }
+  }
+
+  void update_stats() {
+    std::lock_guard<std::mutex> lk(mu);
+    stats.running = int(sched->num_running());
+    queued = int(sched->num_waiting());
+    stats.waiting = queued + int(incoming.size());
+    stats.kv_usage = double(alloc.num_in_use()) / alloc.num_blocks();
+    stats.prompt_tokens_total = prompt_tokens;
+    stats.generation_tokens_total = gen_tokens;
+    stats.preemptions_total = sched->preemptions();
+    stats.prefix_cache_queries = sched->prefix_queries();
+    stats.prefix_cache_hits = sched->prefix_hits();
+    stats.steps_total = steps;
+    stats.requests_finished_total = finished_reqs;
+  }
+
+  bool step() {
+    admit_new();
+    drop_finished();
+    if (!sched->has_work()) {
+      update_stats();
+      return false;
+    }
+    const SchedulerOutput& so = sched->schedule();
+    if (so.empty()) {
+      update_stats();
+      return false;
+    }
+    batch.clear();
+    sample_row.clear();
+    int rows = 0;
+    for (size_t i = 0; i < so.chunks.size(); ++i) {
+      const ScheduledChunk& c = so.chunks[i];
+      batch.block_tables.emplace_back(c.seq->blocks.data(), c.seq->blocks.size());
+      for (int j = 0; j < c.n; ++j) {
+        batch.tokens.push_back(c.seq->tokens[c.start + j]);
+        batch.positions.push_back(c.start + j);
+        batch.seq_index.push_back(int32_t(i));
+      }
+      if (c.sample) {
+        batch.logit_rows.push_back(batch.size() - 1);
+        sample_row.push_back(rows++);
+      } else {
+        sample_row.push_back(-1);
+      }
+      if (c.seq->num_computed < c.seq->prompt_len)
+        prompt_tokens += std::min(c.start + c.n, c.seq->prompt_len) - c.start;
+    }
+    if (logits.size() < size_t(rows) * vocab) logits.resize(size_t(rows) * vocab);
+    ++steps;
+    try {
+      model.llama->forward_batch(batch, pool, logits.data());
+    } catch (const std::exception& e) {
+      for (const ScheduledChunk& c : so.chunks) {
+        SeqCtx* sc = static_cast<SeqCtx*>(c.seq->owner);
+        reset_out(*sc);
+        finish_seq(*sc, "error", e.what());
+      }
+      update_stats();
+      return true;
+    }
+    // Advance every chunk before any sequence finishes (finishing releases blocks).
+    for (const ScheduledChunk& c : so.chunks) sched->on_computed(c);
+    for (size_t i = 0; i < so.chunks.size(); ++i) {
+      if (sample_row[i] < 0) continue;
+      SeqCtx* sc = static_cast<SeqCtx*>(so.chunks[i].seq->owner);
+      try {
+        postprocess(*sc, &logits[size_t(sample_row[i]) * vocab]);
+      } catch (const std::exception& e) {
+        reset_out(*sc);
+        finish_seq(*sc, "error", e.what());
+      }
+    }
+    update_stats();
+    return true;
+  }
+
+  bool idle() const {
+    std::lock_guard<std::mutex> lk(mu);
+    return unfinished == 0;
+  }
+
+  void loop() {
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> lk(mu);
+        if (thread_stop) return;
+      }
+      bool worked = false;
+      try {
+        worked = step();
+      } catch (const std::exception&) {
+        worked = false;  // step() reports per-sequence errors itself; never let the thread die
+      }
+      if (!worked) {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait_for(lk, std::chrono::milliseconds(20),
+                    [&] { return thread_stop || !incoming.empty() || !cancels.empty(); });
+      }
+    }
+  }
+};
+
+Engine::Engine(Model& model, const EngineConfig& cfg) : impl_(std::make_unique<Impl>(model, cfg)) {}
+
+Engine::~Engine() {
+  try {
+    stop(false);
+  } catch (...) {
+  }
+}
+
+uint64_t Engine::submit(GenerationRequest req) {
+  Impl& I = *impl_;
+  LLAMARUN_CHECK(req.on_output, "request has no output callback");
+  LLAMARUN_CHECK(req.n >= 1 && req.n <= 128, "n must be in [1, 128], got ", req.n);
+  if (req.prompt.empty()) fail("the prompt is empty (no tokens)");
+  validate(req.params, I.vocab);
+  for (size_t i = 0; i < req.prompt.size(); ++i)
+    LLAMARUN_CHECK(req.prompt[i] >= 0 && req.prompt[i] < I.vocab, "prompt token ", req.prompt[i], " at index ", i,
+                   " is outside the vocabulary (size ", I.vocab, ")");
+  const int64_t total = int64_t(req.prompt.size()) + req.params.max_tokens;
+  if (total > I.max_len)
+    fail("the prompt has ", req.prompt.size(), " tokens and max_tokens is ", req.params.max_tokens, ": ", total,
+         " tokens exceed the model's context length of ", I.max_len);
+  if (total > I.capacity_tokens())
+    fail("the prompt has ", req.prompt.size(), " tokens and max_tokens is ", req.params.max_tokens, ": ", total,
+         " tokens exceed the KV cache capacity of ", I.capacity_tokens(), " tokens");
+
+  auto r = std::make_unique<Request>();
+  const Tokenizer* tok = I.model.tokenizer.get();
+  if (!req.params.ignore_eos) {
+    if (tok) r->stop_ids = tok->stop_ids();
+    for (int id : I.model.cfg.eos_ids)
+      if (std::find(r->stop_ids.begin(), r->stop_ids.end(), id) == r->stop_ids.end()) r->stop_ids.push_back(id);
+  }
+  for (int i = 0; i < req.n; ++i) {
+    auto sc = std::make_unique<SeqCtx>();
+    sc->req = r.get();
+    sc->seq.owner = sc.get();
+    sc->choice = i;
+    SamplingParams p = req.params;
+    if (p.seed) p.seed = *p.seed + uint64_t(i);
+    sc->sampler.emplace(p, I.vocab);
+    sc->sampler->reset(req.prompt);
+    if (tok) {
+      sc->dec.emplace(*tok);
+      sc->stops.emplace(p.stop);
+    }
+    sc->seq.tokens.reserve(total);
+    sc->seq.tokens = req.prompt;
+    sc->seq.prompt_len = int(req.prompt.size());
+    r->seqs.push_back(std::move(sc));
+  }
+  r->req = std::move(req);
+  std::lock_guard<std::mutex> lk(I.mu);
+  if (I.stopping) fail("the engine is shutting down");
+  if (I.queued + int(I.incoming.size()) >= I.cfg.max_queue) throw QueueFull();
+  r->id = I.next_id++;
+  for (auto& sc : r->seqs) sc->seq.id = r->id;
+  const uint64_t id = r->id;
+  I.incoming.push_back(std::move(r));
+  ++I.unfinished;
+  I.cv.notify_all();
+  return id;
+}
+
+void Engine::cancel(uint64_t request_id) {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  impl_->cancels.push_back(request_id);
+  impl_->cv.notify_all();
+}
+
+bool Engine::step() { return impl_->step(); }
+
+void Engine::start() {
+  Impl& I = *impl_;
+  if (I.thread.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lk(I.mu);
+    I.thread_stop = false;
+    I.stopping = false;
+  }
+  I.thread = std::thread([&I] { I.loop(); });
+}
+
+void Engine::stop(bool drain, double timeout_s) {
+  Impl& I = *impl_;
+  {
+    std::lock_guard<std::mutex> lk(I.mu);
+    I.stopping = true;
+  }
+  if (drain && I.thread.joinable()) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
+    while (!I.idle() && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (I.thread.joinable()) {
+    {
+      std::lock_guard<std::mutex> lk(I.mu);
+      I.thread_stop = true;
+      I.cv.notify_all();
+    }
+    I.thread.join();
+  }
+  // Whatever is left is cancelled (on the caller's thread: the engine thread is gone).
+  I.admit_new();
+  for (auto& [id, r] : I.active) I.cancel_request(*r, "cancelled");
+  I.drop_finished();
+  I.update_stats();
+  std::lock_guard<std::mutex> lk(I.mu);
+  I.stopping = false;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::mutex> lk(impl_->mu);
+  return impl_->stats;
+}
+
+const Model& Engine::model() const { return impl_->model; }
+int Engine::max_model_len() const { return impl_->max_len; }
+
+}  // namespace llamarun
