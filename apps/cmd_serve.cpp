@@ -13,27 +13,28 @@
 namespace llamarun::cli {
 
 int cmd_serve(int argc, char** argv) {
-  Args args("serve",
-            "Serve the model over HTTP with an OpenAI-compatible API: /v1/completions, /v1/chat/completions\n"
-            "(streaming and not), /v1/models, /tokenize, /detokenize, /health, /metrics (Prometheus).\n"
-            "SIGTERM or Ctrl-C drains: new requests are refused, running ones finish, exit code 0.",
-            concat(model_opts(),
-                   std::vector<OptSpec>{
-                       {"--host", "", true, "address to listen on", "127.0.0.1"},
-                       {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
-                       {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},
-                       {"--served-model-name", "", true, "model id reported and accepted in requests",
-                        "the file name without .gguf"},
-                       {"--max-queue", "", true, "waiting requests beyond which new ones get 429", "1024"},
-                       {"--max-num-seqs", "", true, "most sequences running at once", "256"},
-                       {"--max-batch-tokens", "", true, "tokens per engine step (prefill chunks + decodes)", "512"},
-                       {"--kv-cache-mb", "", true, "KV cache size in MiB", "1024"},
-                       {"--block-size", "", true, "tokens per KV block", "16"},
-                       {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
-                       {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
-                       {"--max-n", "", true, "largest n (choices per prompt)", "16"},
-                       {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
-                       {"--quiet", "", false, "no per-request log lines", ""}}));
+  Args args(
+      "serve",
+      "Serve the model over HTTP with an OpenAI-compatible API: /v1/completions, /v1/chat/completions\n"
+      "(streaming and not), /v1/models, /tokenize, /detokenize, /health, /metrics (Prometheus).\n"
+      "SIGTERM or Ctrl-C drains: new requests are refused, running ones finish, exit code 0.",
+      concat(model_opts(),
+             std::vector<OptSpec>{
+                 {"--host", "", true, "address to listen on", "127.0.0.1"},
+                 {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
+                 {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},
+                 {"--served-model-name", "", true, "model id reported and accepted in requests",
+                  "the file name without .gguf"},
+                 {"--max-queue", "", true, "waiting requests beyond which new ones get 429", "1024"},
+                 {"--max-num-seqs", "", true, "most sequences running at once", "256"},
+                 {"--max-batch-tokens", "", true, "tokens per engine step (prefill chunks + decodes)", "512"},
+                 {"--kv-cache-mb", "", true, "KV cache size in MiB", "1024"},
+                 {"--block-size", "", true, "tokens per KV block", "16"},
+                 {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
+                 {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
+                 {"--max-n", "", true, "largest n (choices per prompt)", "16"},
+                 {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
+                 {"--quiet", "", false, "no per-request log lines", ""}}));
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);

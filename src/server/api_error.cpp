@@ -4,7 +4,8 @@
 
 namespace llamarun::server {
 
-std::string error_body(int status, const std::string& message, const std::string& param, const std::string& type) {
+std::string error_body(int status, const std::string& message, const std::string& param,
+                       const std::string& type) {
   nlohmann::json e{{"message", message},
                    {"type", type.empty() ? ApiError::default_type(status) : type},
                    {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},

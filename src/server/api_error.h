@@ -14,18 +14,24 @@ class ApiError : public std::runtime_error {
     if (this->type.empty()) this->type = default_type(status);
   }
   int status;
-  std::string param;  // the offending request field, "" when none
-  std::string type;   // "invalid_request_error", "authentication_error", ...
+  std::string param;      // the offending request field, "" when none
+  std::string type;       // "invalid_request_error", "authentication_error", ...
   int retry_after_s = 0;  // > 0: send a Retry-After header (429, 503)
 
   static std::string default_type(int status) {
     switch (status) {
-      case 401: return "authentication_error";
-      case 404: return "not_found_error";
-      case 413: return "request_too_large";
-      case 429: return "rate_limit_error";
-      case 503: return "service_unavailable";
-      default: return status >= 500 ? "server_error" : "invalid_request_error";
+      case 401:
+        return "authentication_error";
+      case 404:
+        return "not_found_error";
+      case 413:
+        return "request_too_large";
+      case 429:
+        return "rate_limit_error";
+      case 503:
+        return "service_unavailable";
+      default:
+        return status >= 500 ? "server_error" : "invalid_request_error";
     }
   }
 };

@@ -39,7 +39,8 @@ json bytes_of(const std::string& s) {
 
 CompletionSession::CompletionSession(CompletionJob job, std::shared_ptr<Exchange> ex, const Tokenizer& tok,
                                      std::string id, std::string model, double arrival_s,
-                                     ServerMetrics& metrics, std::function<void(const SessionSummary&)> on_done)
+                                     ServerMetrics& metrics,
+                                     std::function<void(const SessionSummary&)> on_done)
     : job_(std::move(job)),
       ex_(std::move(ex)),
       tok_(tok),
@@ -69,8 +70,9 @@ void CompletionSession::begin() {
   }
 }
 
-std::string CompletionSession::chunk_json(int index, const std::string& delta, const std::vector<TokenOutput>& toks,
-                                          const char* finish_reason, bool role) {
+std::string CompletionSession::chunk_json(int index, const std::string& delta,
+                                          const std::vector<TokenOutput>& toks, const char* finish_reason,
+                                          bool role) {
   json c;
   c["index"] = index;
   json lp = nullptr;
@@ -84,7 +86,9 @@ std::string CompletionSession::chunk_json(int index, const std::string& delta, c
           std::string as = token_str(a.id);
           top.push_back({{"token", as}, {"logprob", finite_lp(a.logprob)}, {"bytes", bytes_of(as)}});
         }
-        content.push_back({{"token", s}, {"logprob", finite_lp(t.logprob.logprob)}, {"bytes", bytes_of(s)},
+        content.push_back({{"token", s},
+                           {"logprob", finite_lp(t.logprob.logprob)},
+                           {"bytes", bytes_of(s)},
                            {"top_logprobs", top}});
       }
       lp = {{"content", content}};
@@ -185,8 +189,10 @@ std::string CompletionSession::final_json() {
       lp = parsed["choices"][0]["logprobs"];
       if (lp.is_null()) lp = job_.chat ? json{{"content", json::array()}} : json(nullptr);
     }
-    if (job_.chat) c["message"] = {{"role", "assistant"}, {"content", ch.text}};
-    else c["text"] = ch.text;
+    if (job_.chat)
+      c["message"] = {{"role", "assistant"}, {"content", ch.text}};
+    else
+      c["text"] = ch.text;
     c["logprobs"] = lp;
     c["finish_reason"] = ch.finish_reason;
     choices.push_back(c);
@@ -195,12 +201,9 @@ std::string CompletionSession::final_json() {
              {"completion_tokens", completion},
              {"total_tokens", prompt_tokens_ + completion},
              {"prompt_tokens_details", {{"cached_tokens", cached_tokens_}}}};
-  json j{{"id", id_},
-         {"object", job_.chat ? "chat.completion" : "text_completion"},
-         {"created", created_},
-         {"model", model_},
-         {"choices", choices},
-         {"usage", usage}};
+  json j{{"id", id_},           {"object", job_.chat ? "chat.completion" : "text_completion"},
+         {"created", created_}, {"model", model_},
+         {"choices", choices},  {"usage", usage}};
   return dump(j);
 }
 

@@ -43,23 +43,40 @@ std::string_view trim(std::string_view s) {
 
 const char* reason_phrase(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Payload Too Large";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -70,8 +87,8 @@ struct Connection {
   uint64_t id = 0;
   int fd = -1;
   std::string remote;
-  std::string in;            // received, not yet consumed
-  std::string out;           // queued for sending, from out_off
+  std::string in;   // received, not yet consumed
+  std::string out;  // queued for sending, from out_off
   size_t out_off = 0;
   State state = kReading;
   std::shared_ptr<Exchange> ex;
@@ -79,8 +96,8 @@ struct Connection {
   bool close_after_write = false;
   bool parsing = false;
   bool sent_continue = false;
-  size_t discard_left = 0;   // body bytes still to read and drop after a 413
-  double first_byte_t = 0;   // when the pending partial request began (0: none)
+  size_t discard_left = 0;  // body bytes still to read and drop after a 413
+  double first_byte_t = 0;  // when the pending partial request began (0: none)
   double last_active = 0;
   uint32_t interest = 0;
 };
@@ -246,10 +263,14 @@ void HttpServer::run() {
     if (n < 0 && errno != EINTR) fail("epoll_wait: ", std::strerror(errno));
     for (int i = 0; i < n; ++i) {
       const uint64_t id = events[i].data.u64;
-      if (id == kListenId) accept_all();
-      else if (id == kEventId) run_posted();
-      else if (id < 16) watchers_[id - kFirstWatcherId].second();
-      else on_event(id, events[i].events);
+      if (id == kListenId)
+        accept_all();
+      else if (id == kEventId)
+        run_posted();
+      else if (id < 16)
+        watchers_[id - kFirstWatcherId].second();
+      else
+        on_event(id, events[i].events);
     }
     const double t = now_s();
     if (t - last_sweep_ > 0.5) {
@@ -386,13 +407,15 @@ void HttpServer::parse_requests(Connection& c) {
     size_t he = c.in.find("\r\n\r\n");
     if (he == std::string::npos) {
       if (c.in.size() > opts_.max_header_bytes)
-        send_error(c, 431, "the request line and headers exceed " + std::to_string(opts_.max_header_bytes) +
-                               " bytes", true);
+        send_error(c, 431,
+                   "the request line and headers exceed " + std::to_string(opts_.max_header_bytes) + " bytes",
+                   true);
       break;
     }
     if (he + 4 > opts_.max_header_bytes) {
-      send_error(c, 431, "the request line and headers exceed " + std::to_string(opts_.max_header_bytes) +
-                             " bytes", true);
+      send_error(c, 431,
+                 "the request line and headers exceed " + std::to_string(opts_.max_header_bytes) + " bytes",
+                 true);
       break;
     }
     // Content-Length from the headers (full parse happens in dispatch).
@@ -403,7 +426,8 @@ void HttpServer::parse_requests(Connection& c) {
     size_t pos = head.find("\r\n");
     while (pos != std::string_view::npos && pos < head.size()) {
       size_t next = head.find("\r\n", pos + 2);
-      std::string_view line = head.substr(pos + 2, (next == std::string_view::npos ? head.size() : next) - pos - 2);
+      std::string_view line =
+          head.substr(pos + 2, (next == std::string_view::npos ? head.size() : next) - pos - 2);
       pos = next;
       size_t colon = line.find(':');
       if (colon == std::string_view::npos || colon == 0) {
@@ -441,8 +465,10 @@ void HttpServer::parse_requests(Connection& c) {
       break;
     }
     if (body_len > opts_.max_body_bytes) {
-      send_error(c, 413, "the request body is " + std::to_string(body_len) + " bytes; the limit is " +
-                             std::to_string(opts_.max_body_bytes) + " bytes", true);
+      send_error(c, 413,
+                 "the request body is " + std::to_string(body_len) + " bytes; the limit is " +
+                     std::to_string(opts_.max_body_bytes) + " bytes",
+                 true);
       // Read and drop the body the client is sending so that it sees the 413 rather than a reset.
       size_t have = c.in.size() - (he + 4);
       size_t left = body_len > have ? body_len - have : 0;
@@ -500,7 +526,8 @@ void HttpServer::dispatch(Connection& c, size_t he, size_t body_len) {
   size_t pos = eol;
   while (pos != std::string_view::npos && pos < head.size()) {
     size_t next = head.find("\r\n", pos + 2);
-    std::string_view l = head.substr(pos + 2, (next == std::string_view::npos ? head.size() : next) - pos - 2);
+    std::string_view l =
+        head.substr(pos + 2, (next == std::string_view::npos ? head.size() : next) - pos - 2);
     pos = next;
     size_t colon = l.find(':');
     req.headers.emplace_back(lower(l.substr(0, colon)), std::string(trim(l.substr(colon + 1))));
@@ -631,8 +658,10 @@ void HttpServer::sweep_timeouts() {
     if (c.state == Connection::kReading) {
       if (c.first_byte_t > 0 && t - c.first_byte_t > opts_.header_timeout_s) {
         c.in.clear();
-        send_error(c, 408, "the request did not arrive completely within " +
-                               std::to_string(int(opts_.header_timeout_s)) + " s", true);
+        send_error(c, 408,
+                   "the request did not arrive completely within " +
+                       std::to_string(int(opts_.header_timeout_s)) + " s",
+                   true);
       } else if (c.in.empty() && t - c.last_active > opts_.idle_timeout_s) {
         close_conn(c);
       }

@@ -22,9 +22,9 @@
 namespace llamarun::server {
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // target before '?', e.g. "/v1/completions"
-  std::string query;   // after '?', without it
+  std::string method;                                        // "GET", "POST", ...
+  std::string path;                                          // target before '?', e.g. "/v1/completions"
+  std::string query;                                         // after '?', without it
   std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
   std::string body;
   std::string remote;  // "ip:port" of the client
@@ -79,8 +79,8 @@ struct HttpServerOptions {
   size_t max_header_bytes = 16 << 10;   // request line + headers; larger get 431
   size_t max_output_bytes = 64u << 20;  // unsent bytes of a slow reader before it is dropped
   int max_connections = 16384;
-  double header_timeout_s = 30;   // a request must arrive completely within this after its first byte
-  double idle_timeout_s = 300;    // keep-alive connections with nothing in flight are closed after this
+  double header_timeout_s = 30;  // a request must arrive completely within this after its first byte
+  double idle_timeout_s = 300;   // keep-alive connections with nothing in flight are closed after this
   // Body of the errors this layer sends itself: (status, message) -> (content type, body).
   std::function<std::pair<std::string, std::string>(int, const std::string&)> error_body;
 };

@@ -19,7 +19,8 @@ void gauge(std::string& out, const std::string& name, const std::string& help, d
 
 }  // namespace
 
-Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
+Histogram::Histogram(std::vector<double> bounds)
+    : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
 
 void Histogram::observe(double v) {
   size_t i = 0;
@@ -42,9 +43,10 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 }
 
 ServerMetrics::ServerMetrics()
-    : ttft({0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}),
-      itl({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,
-           0.5, 0.75, 1, 2.5}),
+    : ttft(
+          {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80}),
+      itl({0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
+           0.075, 0.1,    0.15,  0.2,  0.3,   0.4,  0.5,   0.75, 1,    2.5}),
       e2e({0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480}) {}
 
 std::string ServerMetrics::render(const EngineStats* s, bool ready, size_t open_connections) const {
@@ -56,8 +58,10 @@ std::string ServerMetrics::render(const EngineStats* s, bool ready, size_t open_
   gauge(out, "llamarun_num_requests_running", "Requests running in the engine (in the batch)", e.running);
   gauge(out, "llamarun_num_requests_waiting", "Requests waiting in the engine queue", e.waiting);
   gauge(out, "llamarun_kv_cache_usage_ratio", "Fraction of KV cache blocks in use (0..1)", e.kv_usage);
-  gauge(out, "llamarun_prompt_tokens_total", "Prompt tokens processed", double(e.prompt_tokens_total), "counter");
-  gauge(out, "llamarun_generation_tokens_total", "Tokens generated", double(e.generation_tokens_total), "counter");
+  gauge(out, "llamarun_prompt_tokens_total", "Prompt tokens processed", double(e.prompt_tokens_total),
+        "counter");
+  gauge(out, "llamarun_generation_tokens_total", "Tokens generated", double(e.generation_tokens_total),
+        "counter");
   gauge(out, "llamarun_num_preemptions_total", "Sequences preempted (KV cache full; recomputed later)",
         double(e.preemptions_total), "counter");
   gauge(out, "llamarun_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache",
@@ -70,12 +74,14 @@ std::string ServerMetrics::render(const EngineStats* s, bool ready, size_t open_
   ttft.render(out, "llamarun_time_to_first_token_seconds", "Time from request arrival to its first token");
   itl.render(out, "llamarun_inter_token_latency_seconds", "Time between consecutive tokens of a choice");
   e2e.render(out, "llamarun_e2e_request_latency_seconds", "Time from request arrival to its last token");
-  out += "# HELP llamarun_request_success_total Generation requests finished, by finish reason\n"
-         "# TYPE llamarun_request_success_total counter\n";
+  out +=
+      "# HELP llamarun_request_success_total Generation requests finished, by finish reason\n"
+      "# TYPE llamarun_request_success_total counter\n";
   for (const auto& [reason, n] : finished_requests)
     out += "llamarun_request_success_total{finished_reason=\"" + reason + "\"} " + std::to_string(n) + "\n";
-  out += "# HELP llamarun_http_responses_total HTTP responses, by status code\n"
-         "# TYPE llamarun_http_responses_total counter\n";
+  out +=
+      "# HELP llamarun_http_responses_total HTTP responses, by status code\n"
+      "# TYPE llamarun_http_responses_total counter\n";
   for (const auto& [code, n] : http_responses)
     out += "llamarun_http_responses_total{code=\"" + std::to_string(code) + "\"} " + std::to_string(n) + "\n";
   gauge(out, "llamarun_rejected_queue_full_total", "Requests refused with 429 because the queue was full",

@@ -22,15 +22,23 @@ constexpr size_t kMaxPrompts = 64;
 
 std::string type_name(const json& v) {
   switch (v.type()) {
-    case json::value_t::null: return "null";
-    case json::value_t::boolean: return "a boolean";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::boolean:
+      return "a boolean";
     case json::value_t::number_integer:
-    case json::value_t::number_unsigned: return "an integer";
-    case json::value_t::number_float: return "a number";
-    case json::value_t::string: return "a string";
-    case json::value_t::array: return "an array";
-    case json::value_t::object: return "an object";
-    default: return "an unsupported value";
+    case json::value_t::number_unsigned:
+      return "an integer";
+    case json::value_t::number_float:
+      return "a number";
+    case json::value_t::string:
+      return "a string";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::object:
+      return "an object";
+    default:
+      return "an unsupported value";
   }
 }
 
@@ -58,7 +66,8 @@ int64_t get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64
                    ", got " + std::to_string(u));
     return int64_t(u);
   }
-  if (!v.is_number_integer()) bad(key, std::string(key) + " must be an integer, got " + type_name(v) + " " + show(v));
+  if (!v.is_number_integer())
+    bad(key, std::string(key) + " must be an integer, got " + type_name(v) + " " + show(v));
   int64_t x = v.get<int64_t>();
   if (x < lo || x > hi)
     bad(key, std::string(key) + " must be between " + std::to_string(lo) + " and " + std::to_string(hi) +
@@ -76,7 +85,8 @@ std::string fmt_num(double x) {
 double get_num(const json& body, const char* key, double lo, double hi, double def, bool lo_open = false) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return def;
-  if (!it->is_number()) bad(key, std::string(key) + " must be a number, got " + type_name(*it) + " " + show(*it));
+  if (!it->is_number())
+    bad(key, std::string(key) + " must be a number, got " + type_name(*it) + " " + show(*it));
   double x = it->get<double>();
   if (!std::isfinite(x) || x < lo || x > hi || (lo_open && x == lo))
     bad(key, std::string(key) + " must be in " + (lo_open ? "(" : "[") + fmt_num(lo) + ", " + fmt_num(hi) +
@@ -87,7 +97,8 @@ double get_num(const json& body, const char* key, double lo, double hi, double d
 bool get_bool(const json& body, const char* key, bool def) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return def;
-  if (!it->is_boolean()) bad(key, std::string(key) + " must be a boolean, got " + type_name(*it) + " " + show(*it));
+  if (!it->is_boolean())
+    bad(key, std::string(key) + " must be a boolean, got " + type_name(*it) + " " + show(*it));
   return it->get<bool>();
 }
 
@@ -136,7 +147,8 @@ std::vector<ChatMessage> parse_messages(const json& body) {
     std::string role = r->get<std::string>();
     if (role == "developer") role = "system";
     if (role != "system" && role != "user" && role != "assistant")
-      bad("messages", where + ".role '" + role.substr(0, 40) + "' is not supported (system, user, assistant)");
+      bad("messages",
+          where + ".role '" + role.substr(0, 40) + "' is not supported (system, user, assistant)");
     std::string content;
     auto c = m.find("content");
     if (c == m.end() || c->is_null()) {
@@ -148,7 +160,8 @@ std::vector<ChatMessage> parse_messages(const json& body) {
         const json& part = (*c)[k];
         auto ty = part.is_object() ? part.find("type") : part.end();
         if (!part.is_object() || ty == part.end() || !ty->is_string() || *ty != "text")
-          bad("messages", where + ".content[" + std::to_string(k) + "] must be {\"type\": \"text\", \"text\": ...}");
+          bad("messages",
+              where + ".content[" + std::to_string(k) + "] must be {\"type\": \"text\", \"text\": ...}");
         auto tx = part.find("text");
         if (tx == part.end() || !tx->is_string())
           bad("messages", where + ".content[" + std::to_string(k) + "].text must be a string");
@@ -163,7 +176,8 @@ std::vector<ChatMessage> parse_messages(const json& body) {
   return msgs;
 }
 
-std::vector<int32_t> render_messages(const std::vector<ChatMessage>& msgs, const ApiContext& ctx, bool gen_prompt) {
+std::vector<int32_t> render_messages(const std::vector<ChatMessage>& msgs, const ApiContext& ctx,
+                                     bool gen_prompt) {
   std::string text;
   try {
     text = render_chat(ctx.chat_format, msgs, gen_prompt, ctx.chat_options);
@@ -179,8 +193,10 @@ void check_model(const json& body, const ApiContext& ctx) {
   if (!it->is_string()) bad("model", "model must be a string, got " + type_name(*it));
   const std::string m = it->get<std::string>();
   if (m != ctx.model_name)
-    throw ApiError(404, "The model '" + m.substr(0, 100) + "' does not exist; this server serves '" +
-                            ctx.model_name + "'", "model", "not_found_error");
+    throw ApiError(
+        404,
+        "The model '" + m.substr(0, 100) + "' does not exist; this server serves '" + ctx.model_name + "'",
+        "model", "not_found_error");
 }
 
 // The fields common to both endpoints.
@@ -235,7 +251,8 @@ void parse_common(const json& body, const ApiContext& ctx, CompletionJob& job) {
   }
   if (present(body, "logit_bias")) {
     const json& lb = body["logit_bias"];
-    if (!lb.is_object()) bad("logit_bias", "logit_bias must be an object {\"token id\": bias}, got " + type_name(lb));
+    if (!lb.is_object())
+      bad("logit_bias", "logit_bias must be an object {\"token id\": bias}, got " + type_name(lb));
     if (lb.size() > kMaxLogitBias)
       bad("logit_bias", "logit_bias has " + std::to_string(lb.size()) + " entries; at most " +
                             std::to_string(kMaxLogitBias) + " are allowed");
@@ -319,10 +336,14 @@ size_t find_invalid_utf8(std::string_view s) {
     }
     int len;
     uint32_t cp;
-    if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-    else return i;
+    if ((c & 0xE0) == 0xC0)
+      len = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0)
+      len = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0)
+      len = 4, cp = c & 0x07;
+    else
+      return i;
     if (i + len > n) return i;
     for (int k = 1; k < len; ++k) {
       const auto cc = static_cast<unsigned char>(s[i + k]);
@@ -346,12 +367,16 @@ json parse_json_body(const std::string& body) {
   bool in_str = false, esc = false;
   for (char ch : body) {
     if (in_str) {
-      if (esc) esc = false;
-      else if (ch == '\\') esc = true;
-      else if (ch == '"') in_str = false;
+      if (esc)
+        esc = false;
+      else if (ch == '\\')
+        esc = true;
+      else if (ch == '"')
+        in_str = false;
       continue;
     }
-    if (ch == '"') in_str = true;
+    if (ch == '"')
+      in_str = true;
     else if (ch == '[' || ch == '{') {
       if (++depth > kMaxDepth) bad("", "the JSON nests deeper than " + std::to_string(kMaxDepth) + " levels");
     } else if (ch == ']' || ch == '}') {
@@ -405,7 +430,8 @@ CompletionJob parse_completion(const json& body, const ApiContext& ctx) {
       }
     }
   } else {
-    bad("prompt", "prompt must be a string, an array of strings or an array of token ids, got " + type_name(pr));
+    bad("prompt",
+        "prompt must be a string, an array of strings or an array of token ids, got " + type_name(pr));
   }
   for (size_t i = 0; i < job.prompts.size(); ++i)
     if (job.prompts[i].empty() ||

@@ -24,8 +24,8 @@ struct ApiContext {
   int vocab_size = 0;
   int max_model_len = 0;  // context window in tokens (prompt + generated)
   std::string model_name;
-  int max_n = 16;         // most choices per prompt
-  int max_choices = 64;   // most choices per request (prompts x n)
+  int max_n = 16;        // most choices per prompt
+  int max_choices = 64;  // most choices per request (prompts x n)
 };
 
 // One /v1/completions or /v1/chat/completions request, parsed.

@@ -194,9 +194,10 @@ void Server::maybe_exit() {
 void Server::write_log(const RequestLog& log) {
   metrics_.http_responses[log.status]++;
   if (!opts_.log_requests) return;
-  json j{{"ts", iso_time()},          {"event", "request"},   {"id", log.id},
-         {"method", log.method},      {"path", log.path},     {"status", log.status},
-         {"remote", log.remote},      {"duration_ms", (now_s() - log.start_s) * 1000.0}};
+  json j{{"ts", iso_time()},     {"event", "request"},
+         {"id", log.id},         {"method", log.method},
+         {"path", log.path},     {"status", log.status},
+         {"remote", log.remote}, {"duration_ms", (now_s() - log.start_s) * 1000.0}};
   if (!log.error.empty()) j["error"] = log.error;
   log_event(j);
 }
@@ -275,9 +276,12 @@ void Server::route(HttpRequest& req, const std::shared_ptr<Exchange>& ex, Reques
   };
   if (p == "/health") {
     method("GET");
-    if (draining_) reply_json(ex, 503, {{"status", "draining"}}, log);
-    else if (!ready_) reply_json(ex, 503, {{"status", "loading"}}, log);
-    else reply_json(ex, 200, {{"status", "ok"}}, log);
+    if (draining_)
+      reply_json(ex, 503, {{"status", "draining"}}, log);
+    else if (!ready_)
+      reply_json(ex, 503, {{"status", "loading"}}, log);
+    else
+      reply_json(ex, 200, {{"status", "ok"}}, log);
     return;
   }
   check_auth(req);
@@ -386,8 +390,10 @@ void Server::generate(HttpRequest& req, const std::shared_ptr<Exchange>& ex, boo
       session->abandon();
       for (uint64_t r : ids) engine_->cancel(r);
       metrics_.rejected_queue_full++;
-      ApiError e(429, "the request queue is full (" + std::to_string(opts_.engine.max_queue) +
-                          " waiting); retry later", "", "rate_limit_error");
+      ApiError e(
+          429,
+          "the request queue is full (" + std::to_string(opts_.engine.max_queue) + " waiting); retry later",
+          "", "rate_limit_error");
       e.retry_after_s = 1;
       throw e;
     } catch (const Error& err) {

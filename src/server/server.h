@@ -30,7 +30,7 @@ struct ServerOptions {
   std::string served_model_name;  // "" -> the model file's name without .gguf
   std::string host = "127.0.0.1";
   int port = 8080;
-  std::string api_key;            // "" -> no authentication
+  std::string api_key;  // "" -> no authentication
   size_t max_body_bytes = 8u << 20;
   int max_n = 16;
   double drain_timeout_s = 30;
@@ -54,7 +54,8 @@ class Server {
   void route(HttpRequest& req, const std::shared_ptr<Exchange>& ex, RequestLog& log);
   void generate(HttpRequest& req, const std::shared_ptr<Exchange>& ex, bool chat, RequestLog& log);
   void check_auth(const HttpRequest& req) const;
-  void reply_json(const std::shared_ptr<Exchange>& ex, int status, const nlohmann::json& body, RequestLog& log);
+  void reply_json(const std::shared_ptr<Exchange>& ex, int status, const nlohmann::json& body,
+                  RequestLog& log);
   void write_log(const RequestLog& log);
   void on_loaded();
   void begin_drain();
@@ -63,14 +64,14 @@ class Server {
   ServerOptions opts_;
   HttpServer http_;
   ServerMetrics metrics_;
-  std::unique_ptr<Model> model_;    // set by the loader thread before on_loaded() is posted
+  std::unique_ptr<Model> model_;  // set by the loader thread before on_loaded() is posted
   std::unique_ptr<Engine> engine_;
   ApiContext api_;
   std::thread loader_, drainer_;
   bool ready_ = false, draining_ = false, engine_stopped_ = false;
   std::atomic<bool> exit_ok_{false};
   int exit_code_ = 0;
-  int active_ = 0;                  // generation requests in flight
+  int active_ = 0;  // generation requests in flight
   uint64_t next_request_ = 0;
   std::string id_prefix_;
 };
