@@ -34,7 +34,8 @@ int cmd_serve(int argc, char** argv) {
                  {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
                  {"--max-n", "", true, "largest n (choices per prompt)", "16"},
                  {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
-                 {"--quiet", "", false, "no per-request log lines", ""}}));
+                 {"--quiet", "", false, "no per-request log lines", ""},
+                 {"--load-delay", "", true, "testing: seconds to wait before loading the model", "0"}}));
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);
@@ -68,6 +69,8 @@ int cmd_serve(int argc, char** argv) {
   o.drain_timeout_s = args.number("--drain-timeout", 30);
   if (!(o.drain_timeout_s >= 0)) fail("--drain-timeout must be >= 0");
   o.log_requests = !args.has("--quiet");
+  o.load_delay_s = args.number("--load-delay", 0);
+  if (!(o.load_delay_s >= 0 && o.load_delay_s <= 3600)) fail("--load-delay must be in [0, 3600]");
   o.load.activations = args.str("--act", "auto");
   if (args.has("--threads")) omp_set_num_threads(int(bounded("--threads", 0, 1, 1024)));
 

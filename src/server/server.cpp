@@ -123,6 +123,8 @@ int Server::run() {
 
   loader_ = std::thread([this] {
     try {
+      if (opts_.load_delay_s > 0)
+        std::this_thread::sleep_for(std::chrono::duration<double>(opts_.load_delay_s));
       auto m = load_model(opts_.model_path, opts_.load);
       if (!m->tokenizer) fail(m->path, ": the model has no tokenizer");
       auto e = std::make_unique<Engine>(*m, opts_.engine);

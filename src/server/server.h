@@ -35,6 +35,7 @@ struct ServerOptions {
   int max_n = 16;
   double drain_timeout_s = 30;
   bool log_requests = true;
+  double load_delay_s = 0;  // testing: wait this long before loading (makes the 503 phase observable)
   LoadOptions load;
   EngineConfig engine;
 };

@@ -232,3 +232,26 @@ def test_memory_flat_across_batches(server):
         batch()
     rss1 = server.rss_kb()
     assert rss1 - rss0 < max(16 * 1024, rss0 * 0.05), (rss0, rss1)
+
+
+def test_health_503_while_loading_then_200():
+    s = ServerProcess("--ctx", "256", "--load-delay", "2", wait_ready=False)
+    try:
+        r = httpx.get(s.url + "/health", timeout=10)
+        assert r.status_code == 503 and r.json()["status"] == "loading"
+        r = httpx.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 1}, headers=s.headers())
+        assert r.status_code == 503 and r.headers.get("retry-after")
+        assert "loading" in r.json()["error"]["message"]
+        # The API key is still checked while loading.
+        assert httpx.get(s.url + "/v1/models", timeout=10).status_code == 401
+        s.wait_ready(60)
+        r = httpx.post(s.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 1}, headers=s.headers())
+        assert r.status_code == 200
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_while_loading_exits_zero():
+    s = ServerProcess("--ctx", "256", "--load-delay", "1", wait_ready=False)
+    s.proc.send_signal(signal.SIGTERM)
+    assert s.proc.wait(60) == 0, s.read_log()[-2000:]
