@@ -257,7 +257,6 @@ void HttpServer::run_posted() {
 
 void HttpServer::run() {
   std::vector<epoll_event> events(512);
-  std::vector<uint64_t> dead;
   while (!stop_) {
     int n = epoll_wait(epoll_fd_, events.data(), int(events.size()), 250);
     if (n < 0 && errno != EINTR) fail("epoll_wait: ", std::strerror(errno));
@@ -277,15 +276,25 @@ void HttpServer::run() {
       last_sweep_ = t;
       sweep_timeouts();
     }
-    for (auto& [id, c] : conns_)
-      if (c->fd < 0) dead.push_back(id);
-    for (uint64_t id : dead) conns_.erase(id);
-    dead.clear();
+    for (uint64_t id : dead_) conns_.erase(id);
+    dead_.clear();
   }
   run_posted();
+  // Give responses already queued (the last events of drained requests) up to 2 s to reach their clients.
+  const double linger_until = now_s() + 2;
+  while (now_s() < linger_until) {
+    bool pending = false;
+    for (auto& [id, c] : conns_)
+      if (c->fd >= 0 && c->out_off < c->out.size()) pending = true;
+    if (!pending) break;
+    int n = epoll_wait(epoll_fd_, events.data(), int(events.size()), 50);
+    for (int i = 0; i < n; ++i)
+      if (events[i].data.u64 >= 16) on_event(events[i].data.u64, events[i].events & (EPOLLOUT | EPOLLERR));
+  }
   for (auto& [id, c] : conns_)
     if (c->fd >= 0) close_conn(*c);
   conns_.clear();
+  dead_.clear();
 }
 
 void HttpServer::accept_all() {
@@ -627,6 +636,7 @@ void HttpServer::close_conn(Connection& c) {
   ::close(c.fd);
   c.fd = -1;
   --open_;
+  dead_.push_back(c.id);
   c.out.clear();
   c.in.clear();
   if (auto ex = std::move(c.ex)) {

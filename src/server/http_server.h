@@ -129,6 +129,7 @@ class HttpServer {
   int port_ = 0;
   uint64_t next_id_ = 16;  // ids < 16 are reserved: 1 = listen socket, 2 = eventfd, 3+ watchers
   std::unordered_map<uint64_t, std::unique_ptr<Connection>> conns_;
+  std::vector<uint64_t> dead_;  // closed connections, freed at the end of the loop iteration
   std::vector<std::pair<int, std::function<void()>>> watchers_;
   std::mutex post_mu_;
   std::vector<std::function<void()>> posted_;
