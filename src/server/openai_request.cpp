@@ -127,7 +127,8 @@ std::vector<int32_t> encode_text(const std::string& text, const ApiContext& ctx,
   std::vector<int32_t> ids;
   const Tokenizer& tok = *ctx.tok;
   if (add_special && tok.add_bos() && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
-  auto body = tok.encode(text);
+  // Special-token strings in a raw prompt map to their ids, as Hugging Face tokenizers and vLLM do.
+  auto body = tok.encode(text, /*parse_special=*/true);
   ids.insert(ids.end(), body.begin(), body.end());
   return ids;
 }

@@ -233,3 +233,11 @@ def test_keep_alive_reuses_connection(server):
             assert c.get("/v1/models").status_code == 200
         assert c.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 1}).status_code == 200
         assert c.get("/health").status_code == 200
+
+
+def test_special_tokens_in_raw_prompt_match_chat(http):
+    chat = http.post("/tokenize", json={"messages": [{"role": "system", "content": "S"},
+                                                     {"role": "user", "content": "Hi"}]}).json()["tokens"]
+    text = "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    raw = http.post("/tokenize", json={"prompt": text, "add_special_tokens": False}).json()["tokens"]
+    assert raw == chat
