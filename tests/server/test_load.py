@@ -255,3 +255,44 @@ def test_sigterm_while_loading_exits_zero():
     s = ServerProcess("--ctx", "256", "--load-delay", "1", wait_ready=False)
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(60) == 0, s.read_log()[-2000:]
+
+
+@pytest.mark.parametrize("concurrency", [1, 8, 64])
+def test_more_than_the_kv_cache_holds(small_kv_server, concurrency):
+    """A KV cache of a few blocks: requests wait or are preempted and resumed; none fails or hangs, and
+    greedy outputs are the same as when run alone."""
+    s, reference = small_kv_server
+    prompts = [f"Item {i}: the quick brown fox" for i in range(concurrency)]
+
+    def post(p):
+        with httpx.Client(timeout=300) as c:
+            return c.post(s.url + "/v1/completions", headers=s.headers(),
+                          json={"prompt": p, "max_tokens": 24, "temperature": 0, "ignore_eos": True})
+
+    with cf.ThreadPoolExecutor(min(concurrency, 64)) as ex:
+        rs = list(ex.map(post, prompts))
+    for p, r in zip(prompts, rs):
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["usage"]["completion_tokens"] == 24
+        if p in reference:
+            assert body["choices"][0]["text"] == reference[p]
+    m = wait_idle(s)
+    assert m["llamarun_kv_cache_usage_ratio"] == 0
+
+
+@pytest.fixture(scope="module")
+def small_kv_server():
+    s = ServerProcess("--ctx", "128", "--kv-cache-mb", "4", "--max-queue", "1024", "--quiet")
+    try:
+        reference = {}
+        for i in (0, 5):
+            p = f"Item {i}: the quick brown fox"
+            r = httpx.post(s.url + "/v1/completions", headers=s.headers(), timeout=300,
+                           json={"prompt": p, "max_tokens": 24, "temperature": 0, "ignore_eos": True})
+            assert r.status_code == 200, r.text
+            reference[p] = r.json()["choices"][0]["text"]
+        yield s, reference
+        print("preemptions:", s.metrics()["llamarun_num_preemptions_total"])
+    finally:
+        assert s.stop() == 0
