@@ -1,9 +1,11 @@
 // llamarun serve: the OpenAI-compatible HTTP server (see src/server/server.h).
 #include <omp.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "commands.h"
 #include "common.h"
@@ -72,7 +74,17 @@ int cmd_serve(int argc, char** argv) {
   o.load_delay_s = args.number("--load-delay", 0);
   if (!(o.load_delay_s >= 0 && o.load_delay_s <= 3600)) fail("--load-delay must be in [0, 3600]");
   o.load.activations = args.str("--act", "auto");
-  if (args.has("--threads")) omp_set_num_threads(int(bounded("--threads", 0, 1, 1024)));
+  if (args.has("--threads")) {
+    // The forward pass runs on the engine's thread, which does not inherit omp_set_num_threads from
+    // this one; OMP_NUM_THREADS is read when the process starts, so set it and start again.
+    const std::string t = std::to_string(bounded("--threads", 0, 1, 1024));
+    const char* cur = std::getenv("OMP_NUM_THREADS");
+    if (!cur || t != cur) {
+      setenv("OMP_NUM_THREADS", t.c_str(), 1);
+      execv("/proc/self/exe", argv);  // returns only on failure: fall back to this thread's setting
+    }
+    omp_set_num_threads(std::stoi(t));
+  }
 
   // Many concurrent connections need many descriptors: raise the soft limit to the hard one.
   rlimit rl{};
