@@ -16,4 +16,4 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import pytest, openai
   "$VENV/bin/python" -m pip install -q -r tests/server/requirements.txt
 fi
 export LLAMARUN_BINARY="$(realpath "$BIN")"
-exec "$VENV/bin/python" -m pytest -q -x --timeout 600 tests/server "$@"
+exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider --timeout 600 tests/server "$@"
