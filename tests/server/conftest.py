@@ -53,6 +53,8 @@ class ServerProcess:
             self.wait_ready()
 
     def read_log(self):
+        if not os.path.exists(self.log.name):
+            return getattr(self, "keep_log_text", "")
         with open(self.log.name, "r", errors="replace") as f:
             return f.read()
 
@@ -108,6 +110,9 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.returncode == 0 and not os.environ.get("LLAMARUN_KEEP_LOGS"):
+            self.keep_log_text = self.read_log()
+            os.unlink(self.log.name)
         return self.proc.returncode
 
 

@@ -194,7 +194,7 @@ def test_thousand_concurrent_streams():
                     pass
                 time.sleep(0.2)
 
-        w = threading.Thread(target=watch)
+        w = threading.Thread(target=watch, daemon=True)
         w.start()
 
         async def main():
@@ -202,9 +202,11 @@ def test_thousand_concurrent_streams():
                                    for i in range(CONCURRENCY)])
 
         t0 = time.time()
-        asyncio.run(asyncio.wait_for(main(), 420))
-        stop.set()
-        w.join()
+        try:
+            asyncio.run(asyncio.wait_for(main(), 420))
+        finally:
+            stop.set()
+            w.join()
         bad = [r for r in results if r != "ok"]
         assert not bad, (len(bad), bad[:5])
         assert len(opened) == CONCURRENCY
