@@ -10,7 +10,7 @@ if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 DEB_PKGS=(build-essential cmake ninja-build pkg-config
           nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
-          python3-sentencepiece python3-numpy unzip)
+          python3-sentencepiece python3-numpy python3-venv unzip)
 missing=()
 for p in "${DEB_PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

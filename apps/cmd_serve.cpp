@@ -1,0 +1,99 @@
+// llamarun serve: the OpenAI-compatible HTTP server (see src/server/server.h).
+#include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "server/server.h"
+
+namespace llamarun::cli {
+
+int cmd_serve(int argc, char** argv) {
+  Args args(
+      "serve",
+      "Serve the model over HTTP with an OpenAI-compatible API: /v1/completions, /v1/chat/completions\n"
+      "(streaming and not), /v1/models, /tokenize, /detokenize, /health, /metrics (Prometheus).\n"
+      "SIGTERM or Ctrl-C drains: new requests are refused, running ones finish, exit code 0.",
+      concat(model_opts(),
+             std::vector<OptSpec>{
+                 {"--host", "", true, "address to listen on", "127.0.0.1"},
+                 {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
+                 {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},
+                 {"--served-model-name", "", true, "model id reported and accepted in requests",
+                  "the file name without .gguf"},
+                 {"--max-queue", "", true, "waiting requests beyond which new ones get 429", "1024"},
+                 {"--max-num-seqs", "", true, "most sequences running at once", "256"},
+                 {"--max-batch-tokens", "", true, "tokens per engine step (prefill chunks + decodes)", "512"},
+                 {"--kv-cache-mb", "", true, "KV cache size in MiB", "1024"},
+                 {"--block-size", "", true, "tokens per KV block", "16"},
+                 {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
+                 {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
+                 {"--max-n", "", true, "largest n (choices per prompt)", "16"},
+                 {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
+                 {"--quiet", "", false, "no per-request log lines", ""},
+                 {"--load-delay", "", true, "testing: seconds to wait before loading the model", "0"}}));
+  args.parse(argc, argv, 2);
+  if (args.help_requested()) {
+    std::fputs(args.help_text().c_str(), stdout);
+    return 0;
+  }
+  server::ServerOptions o;
+  o.model_path = args.str("--model", "");
+  if (o.model_path.empty()) o.model_path = default_model_path();
+  o.host = args.str("--host", "127.0.0.1");
+  long long port = args.integer("--port", 8080);
+  if (port < 0 || port > 65535) fail("--port must be between 0 and 65535, got ", port);
+  o.port = int(port);
+  o.api_key = args.str("--api-key", "");
+  if (o.api_key.empty())
+    if (const char* k = std::getenv("LLAMARUN_API_KEY")) o.api_key = k;
+  o.served_model_name = args.str("--served-model-name", "");
+  auto bounded = [&](const char* name, long long def, long long lo, long long hi) {
+    long long v = args.integer(name, def);
+    if (v < lo || v > hi) fail(name, " must be between ", lo, " and ", hi, ", got ", v);
+    return v;
+  };
+  o.engine.max_queue = int(bounded("--max-queue", 1024, 0, 1 << 20));
+  o.engine.max_num_seqs = int(bounded("--max-num-seqs", 256, 1, 1 << 16));
+  o.engine.max_batch_tokens = int(bounded("--max-batch-tokens", 512, 1, 1 << 20));
+  o.engine.kv_cache_bytes = size_t(bounded("--kv-cache-mb", 1024, 1, 1 << 22)) << 20;
+  o.engine.block_size = int(bounded("--block-size", 16, 1, 1024));
+  o.engine.enable_prefix_caching = !args.has("--no-prefix-cache");
+  if (args.has("--ctx")) o.engine.max_model_len = int(bounded("--ctx", 0, 1, 1 << 24));
+  o.max_body_bytes = size_t(bounded("--max-body-bytes", 8 << 20, 1024, 1ll << 32));
+  o.max_n = int(bounded("--max-n", 16, 1, 1024));
+  o.drain_timeout_s = args.number("--drain-timeout", 30);
+  if (!(o.drain_timeout_s >= 0)) fail("--drain-timeout must be >= 0");
+  o.log_requests = !args.has("--quiet");
+  o.load_delay_s = args.number("--load-delay", 0);
+  if (!(o.load_delay_s >= 0 && o.load_delay_s <= 3600)) fail("--load-delay must be in [0, 3600]");
+  o.load.activations = args.str("--act", "auto");
+  if (args.has("--threads")) {
+    // The forward pass runs on the engine's thread, which does not inherit omp_set_num_threads from
+    // this one; OMP_NUM_THREADS is read when the process starts, so set it and start again.
+    const std::string t = std::to_string(bounded("--threads", 0, 1, 1024));
+    const char* cur = std::getenv("OMP_NUM_THREADS");
+    if (!cur || t != cur) {
+      setenv("OMP_NUM_THREADS", t.c_str(), 1);
+      execv("/proc/self/exe", argv);  // returns only on failure: fall back to this thread's setting
+    }
+    omp_set_num_threads(std::stoi(t));
+  }
+
+  // Many concurrent connections need many descriptors: raise the soft limit to the hard one.
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  server::Server srv(o);
+  return srv.run();
+}
+
+}  // namespace llamarun::cli
