@@ -432,7 +432,7 @@ void matmul_invariant(const MatmulArgs& a) {
     s.w = a.w + size_t(n0) * a.w_row_bytes;
     if constexpr (T != DType::F32) {
       float* wbuf = wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K);
-      convert_rows<T>(s.w, a.w_row_bytes, nrows, K, wbuf);
+      convert_rows<T>(s.w, a.w_row_bytes, nrows, K, wbuf, K);
       s.w = reinterpret_cast<const uint8_t*>(wbuf);
       s.w_row_bytes = size_t(K) * 4;
     }

@@ -489,56 +489,61 @@ void gemm(const MatmulArgs& a) {
 
 // ---------------------------------------------------------------- batch-invariant (any M)
 
-// MatmulArgs::batch_invariant: every y[m, n] is computed exactly as gemv_tile computes it (two
-// accumulators over k, one reduction, the same tail), so a row's result depends neither on M nor on
-// the other rows. M <= 8 runs the GEMV itself; larger M converts panels of kNB weight rows to f32 once
-// (the very values load32 produces in registers) and runs gemv_tile over that copy, 4 activation rows
-// at a time. bf16_dot is ignored (activations stay f32).
-template <int MC>
+// MatmulArgs::batch_invariant: every y[m, n] is computed by the same tile shape whatever M is (2
+// accumulators over k, one reduction, the same tail; activation rows in chunks of at most 2), so a
+// row's result depends neither on M nor on the other rows. M <= 8 streams the stored weights; larger M
+// converts panels of kNB weight rows to f32 once (the very values load32 produces in registers) and
+// runs the same tile over that copy. Neither the factored M = 1 path nor bf16_dot is used.
+constexpr int kInvA = 2;
+
+template <DType T, int MC>
 LR_INLINE void invariant_rows(const MatmulArgs& s, int64_t nrows) {
   int64_t r0 = 0;
-  for (; r0 + 2 <= nrows; r0 += 2) gemv_tile<DType::F32, MC, 2>(s, r0);
-  if (r0 < nrows) gemv_tile<DType::F32, MC, 1>(s, r0);
+  for (; r0 + 4 <= nrows; r0 += 4) gemv_tile<T, MC, 4, kInvA>(s, r0);
+  for (; r0 < nrows; ++r0) gemv_tile<T, MC, 1, kInvA>(s, r0);
+}
+
+// s.w, s.y at the panel's first weight row; all M activation rows.
+template <DType T>
+void invariant_panel(const MatmulArgs& s, int64_t nrows) {
+  for (int64_t m0 = 0; m0 < s.M; m0 += 2) {
+    MatmulArgs t = s;
+    t.x = s.x + m0 * s.K;
+    t.y = s.y + m0 * s.N;
+    if (s.M - m0 >= 2) invariant_rows<T, 2>(t, nrows);
+    else invariant_rows<T, 1>(t, nrows);
+  }
 }
 
 template <DType T>
 void matmul_invariant(const MatmulArgs& a) {
-  if (a.M <= 8) return gemv_dispatch<T>(a);
   const int64_t M = a.M, N = a.N, K = a.K;
   const int64_t n_panels = (N + kNB - 1) / kNB;
+  if (M <= 8 || T == DType::F32) {
+#pragma omp parallel for schedule(static) if (M * N * K >= (1 << 16))
+    for (int64_t np = 0; np < n_panels; ++np) {
+      const int64_t n0 = np * kNB;
+      MatmulArgs s = a;
+      s.w = a.w + size_t(n0) * a.w_row_bytes;
+      s.y = a.y + n0;
+      invariant_panel<T>(s, min64(kNB, N - n0));
+    }
+    return;
+  }
   const int nthreads = omp_get_max_threads();
-  float* wbuf_all = nullptr;  // nthreads x [kNB][K]
-  if (T != DType::F32)
-    wbuf_all = static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(K) * 4));
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (M * N * K >= (1 << 18))
+  float* wbuf_all =  // nthreads x [kNB][K]
+      static_cast<float*>(thread_scratch(kScratchWeights, size_t(nthreads) * kNB * size_t(K) * 4));
+#pragma omp parallel for num_threads(nthreads) schedule(static)
   for (int64_t np = 0; np < n_panels; ++np) {
     const int64_t n0 = np * kNB, nrows = min64(kNB, N - n0);
+    float* wbuf = wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K);
+    convert_rows<T>(a.w + size_t(n0) * a.w_row_bytes, a.w_row_bytes, nrows, K, wbuf, K);
     MatmulArgs s = a;
     s.dtype = DType::F32;
-    s.w = a.w + size_t(n0) * a.w_row_bytes;
-    if constexpr (T != DType::F32) {
-      float* wbuf = wbuf_all + size_t(omp_get_thread_num()) * kNB * size_t(K);
-      convert_rows<T>(s.w, a.w_row_bytes, nrows, K, wbuf);
-      s.w = reinterpret_cast<const uint8_t*>(wbuf);
-      s.w_row_bytes = size_t(K) * 4;
-    }
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      s.x = a.x + m0 * K;
-      s.y = a.y + m0 * N + n0;
-      switch (min64(4, M - m0)) {
-        case 1:
-          invariant_rows<1>(s, nrows);
-          break;
-        case 2:
-          invariant_rows<2>(s, nrows);
-          break;
-        case 3:
-          invariant_rows<3>(s, nrows);
-          break;
-        default:
-          invariant_rows<4>(s, nrows);
-      }
-    }
+    s.w = reinterpret_cast<const uint8_t*>(wbuf);
+    s.w_row_bytes = size_t(K) * 4;
+    s.y = a.y + n0;
+    invariant_panel<DType::F32>(s, nrows);
   }
 }
 
