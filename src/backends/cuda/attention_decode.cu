@@ -109,7 +109,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int g = warp; g < G; g += kWarps) {
       float a = s_p[g][lane], b = s_p[g][lane + 32];
       float tmax = warp_max(fmaxf(a, b));
-      float m_old = s_m[g];
+      // Only lane 0 reads and writes s_m / s_l (the others get m_old by shuffle): no lane reads a word
+      // that another lane of the warp writes below.
+      float m_old = 0.f;
+      if (lane == 0) m_old = s_m[g];
+      m_old = __shfl_sync(0xffffffffu, m_old, 0);
       float m_new = fmaxf(m_old, tmax);  // finite: the tile holds at least one valid position
       float pa = __expf(a - m_new), pb = __expf(b - m_new);
       s_p[g][lane] = pa;
