@@ -244,13 +244,18 @@ void decode_attention(DType act, const void* q, const void* k_cache, const void*
   if (nkv <= 0 || nh % nkv != 0)
     fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("decode_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
-  if (hd != 64 && hd != 128) fail("decode_attention: head_dim ", hd, " not supported (64 or 128)");
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
+    fail("decode_attention: head_dim ", hd, " not supported (16, 32, 64 or 128)");
   int S = plan.splits;
   LLAMARUN_DISPATCH_ACT(act, "decode_attention", {
     auto* qq = static_cast<const T*>(q);
     auto* kk = static_cast<const T*>(k_cache);
     auto* vv = static_cast<const T*>(v_cache);
-    if (hd == 64)
+    if (hd == 16)
+      launch_hd<T, 16>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
+    else if (hd == 32)
+      launch_hd<T, 32>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
+    else if (hd == 64)
       launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
     else
       launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);

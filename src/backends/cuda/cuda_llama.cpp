@@ -193,7 +193,8 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
          " must be multiples of 8");
   if (nh % nkv) fail("CudaLlama: ", nh, " heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("CudaLlama: GQA group ", nh / nkv, " > 8 not supported");
-  if (hd != 64 && hd != 128) fail("CudaLlama: head_dim ", hd, " not supported (64 or 128)");
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
+    fail("CudaLlama: head_dim ", hd, " not supported (16, 32, 64 or 128)");
   if (H > 12224) fail("CudaLlama: hidden size ", H, " > 12224 not supported");
   if (o.max_context <= 0) fail("CudaLlama: max_context ", o.max_context, " must be positive");
   if (o.max_prefill_chunk <= 0) fail("CudaLlama: max_prefill_chunk must be positive");
@@ -435,9 +436,10 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     // 7 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, SiLU-mul in the down
     // GEMV's, and the residual adds in the o / down GEMVs' epilogues (x is updated in place). With pdl,
     // every kernel after the embedding may start while its predecessor drains (GEMVs prefetch weights).
-    GemvFusion norm_attn{GemvPrologue::kRmsNorm, nullptr, cfg.rms_eps, false};
-    GemvFusion add{GemvPrologue::kNone, nullptr, 0.f, true};
-    GemvFusion silu_add{GemvPrologue::kSiluMul, nullptr, 0.f, true};
+    const bool pg = opt.persistent_gemv;
+    GemvFusion norm_attn{GemvPrologue::kRmsNorm, nullptr, cfg.rms_eps, false, pg};
+    GemvFusion add{GemvPrologue::kNone, nullptr, 0.f, true, pg};
+    GemvFusion silu_add{GemvPrologue::kSiluMul, nullptr, 0.f, true, pg};
     for (int l = 0; l < L; ++l) {
       const LayerWeights& lw = layers[l];
       norm_attn.norm_weight = lw.attn_norm;

@@ -25,6 +25,7 @@ struct CudaLlamaOptions {
   bool use_graph = true;             // replay the decode step from a captured CUDA graph
   bool fuse_decode = true;           // decode: RMSNorm / SiLU / residual fused into the GEMVs
   bool pdl = true;                   // decode (fused): programmatic dependent launch on Hopper GPUs
+  bool persistent_gemv = true;       // decode (fused): GEMV grids of one resident wave (warps loop over rows)
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
 };
 

@@ -9,6 +9,8 @@
 // RMSNorm (each block recomputes the row's sum of squares: a few KB from L2) or SiLU-and-multiply, and the
 // epilogue can add into y (the residual stream). In the decode step this removes the separate norm,
 // SiLU and residual kernels.
+#include <algorithm>
+
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -24,7 +26,8 @@ struct Fuse {
   int prologue;        // GemvPrologue
   const void* norm_w;  // kRmsNorm: [K]
   float eps;
-  bool add;  // y += result
+  bool add;         // y += result
+  bool persistent;  // grid of one resident wave (each warp takes several row groups)
 };
 
 // Stages x (or its fused transform) into xs as T: M rows of K values.
@@ -96,24 +99,39 @@ __global__ void __launch_bounds__(kThreads)
   pdl_trigger();
   const int nvec = K / 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + warp) * R;
-  const uint4* wrow[R];
+  // Work: row groups of R rows, warp-strided over the grid (one per warp when the grid covers N, several
+  // per warp for a persistent grid). A warp's work is a flat sequence of (row group, batch) steps, each
+  // batch U 16-byte vectors of each of the R rows per lane; the next step's loads are issued before the
+  // current step's math, and the first step's before the PDL wait and the x staging (weights are
+  // constant), so loads stay in flight across the prologue and across row groups.
+  const int nbatch = (nvec + 32 * U - 1) / (32 * U);
+  const int groups = (N + R - 1) / R;
+  const int stride = gridDim.x * kWarps;
+  const int rg0 = blockIdx.x * kWarps + warp;
+  const int my_groups = rg0 < groups ? (groups - rg0 + stride - 1) / stride : 0;
+  const int steps = my_groups * nbatch;
+
+  auto load = [&](uint4 (&w)[R][U], int step) {
+    const int rg = rg0 + (step / nbatch) * stride;
+    const int base = lane + (step % nbatch) * 32 * U;
 #pragma unroll
-  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(W + size_t(min(row0 + r, N - 1)) * K);
-  if (row0 < N) {  // weights are constant: start pulling the first two steps' worth into L2 before waiting
+    for (int r = 0; r < R; ++r) {
+      const uint4* wrow = reinterpret_cast<const uint4*>(W + size_t(min(rg * R + r, N - 1)) * K);
 #pragma unroll
-    for (int u = 0; u < 2 * U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (lane + u * 32 < nvec) prefetch_l2(wrow[r] + lane + u * 32);
-  }
+      for (int u = 0; u < U; ++u) {
+        int v = base + u * 32;
+        w[r][u] = v < nvec ? ld_stream(wrow + v) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  uint4 wc[R][U], wn[R][U];
+  if (steps > 0) load(wc, 0);
   pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   if (x_in_smem) {
     stage_x<T, M>(x, xs, K, f);
     xv = xs;
   }
-  if (row0 >= N) return;
 
   float acc[R][M];
 #pragma unroll
@@ -121,15 +139,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
 
-  for (int base = lane; base < nvec; base += 32 * U) {
-    uint4 w[R][U];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        int v = base + u * 32;
-        w[r][u] = v < nvec ? ld_stream(wrow[r] + v) : make_uint4(0, 0, 0, 0);
-      }
+  for (int step = 0; step < steps; ++step) {
+    if (step + 1 < steps) load(wn, step + 1);
+    const int b = step % nbatch;
+    const int base = lane + b * 32 * U;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       int v = base + u * 32;
@@ -141,29 +154,40 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             float wf[8];
-            unpack8<T>(w[r][u], wf);
+            unpack8<T>(wc[r][u], wf);
 #pragma unroll
             for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[j], xf[j], acc[r][m]);
           }
         }
       }
     }
-  }
+    if (b == nbatch - 1) {  // row group complete: reduce and store
+      const int row0 = (rg0 + (step / nbatch) * stride) * R;
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
-  if (lane == 0) {
+        for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (row0 + r < N)
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+              size_t idx = size_t(m) * N + row0 + r;
+              float v = acc[r][m];
+              if (f.add) v += to_f32(y[idx]);
+              y[idx] = from_f32<OutT>(v);
+            }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+    }
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      if (row0 + r < N)
 #pragma unroll
-        for (int m = 0; m < M; ++m) {
-          size_t idx = size_t(m) * N + row0 + r;
-          float v = acc[r][m];
-          if (f.add) v += to_f32(y[idx]);
-          y[idx] = from_f32<OutT>(v);
-        }
+      for (int u = 0; u < U; ++u) wc[r][u] = wn[r][u];
   }
 }
 
@@ -178,8 +202,16 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
          " values do not fit the shared-memory staging a fused prologue needs");
   int rows_per_block = kWarps * R;
   int grid = (N + rows_per_block - 1) / rows_per_block;
-  launch_kernel(pdl, gemv_kernel<T, OutT, M, R, U>, dim3(grid), dim3(kThreads), smem ? xbytes : 0, stream, W,
-                x, y, N, K, smem, f);
+  auto kernel = gemv_kernel<T, OutT, M, R, U>;
+  const size_t dyn = smem ? xbytes : 0;
+  if (f.persistent) {  // one resident wave: each warp walks several row groups
+    int dev = 0, sms = 0, per_sm = 0;
+    LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
+    LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, dyn));
+    grid = std::max(1, std::min(grid, sms * std::max(per_sm, 1)));
+  }
+  launch_kernel(pdl, kernel, dim3(grid), dim3(kThreads), dyn, stream, W, x, y, N, K, smem, f);
 }
 
 template <typename T, typename OutT>
@@ -240,13 +272,15 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
 
 void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
           cudaStream_t stream) {
-  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false}, stream, false);
+  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false, false}, stream,
+            false);
 }
 
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
   gemv_impl(act, W, x, y, y_f32, M, N, K,
-            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y}, stream, pdl);
+            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y, fusion.persistent}, stream,
+            pdl);
 }
 
 }  // namespace llamarun::cuda

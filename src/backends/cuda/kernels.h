@@ -78,6 +78,7 @@ struct GemvFusion {
   const void* norm_weight = nullptr;
   float eps = 0.f;
   bool add_to_y = false;
+  bool persistent = false;  // grid of one resident wave, each warp streaming several row groups
 };
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
@@ -105,9 +106,14 @@ void decode_attention(DType act, const void* q, const void* k_cache, const void*
 // ---- prefill attention, causal, tiled with online softmax (attention_prefill.cu) ----
 
 // q [M, nh, hd] for tokens at positions start .. start+M-1; the cache already holds positions
-// 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd]. hd in {64, 128}.
+// 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd].
+// prefill_attention: tensor cores (sm_80+), hd in {16, 32, 64, 128}.
+// prefill_attention_simt: the CUDA-core kernel it replaced (hd in {64, 128}), kept for tests and the bench.
 void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
                        int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream);
+void prefill_attention_simt(DType act, const void* q, const void* k_cache, const void* v_cache, int M,
+                            int start, int nh, int nkv, int hd, int max_ctx, float scale, void* out,
+                            cudaStream_t stream);
 
 // ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
 
