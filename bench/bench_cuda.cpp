@@ -80,7 +80,8 @@ struct Args {
   std::string preset = "llama2-7b", device = "cuda:0", json_path, dtype = "f16";
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
-  bool graph = true, pdl = true, fuse = true, persist = true, parts = true;
+  bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
+  int bps = 0;
 };
 
 Args parse(int argc, char** argv) {
@@ -113,6 +114,12 @@ Args parse(int argc, char** argv) {
       a.fuse = false;
     else if (k == "--no-persist")
       a.persist = false;
+    else if (k == "--no-fuse2")
+      a.fuse2 = false;
+    else if (k == "--gemv-wide")
+      a.wide = true;
+    else if (k == "--gemv-bps")
+      a.bps = std::stoi(val());
     else if (k == "--no-parts")
       a.parts = false;
     else if (k == "--depths") {
@@ -128,7 +135,8 @@ Args parse(int argc, char** argv) {
     } else if (k == "--help" || k == "-h") {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts]\n");
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
+          "[--gemv-bps N]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -228,6 +236,9 @@ int run(int argc, char** argv) {
   opt.pdl = args.pdl;
   opt.fuse_decode = args.fuse;
   opt.persistent_gemv = args.persist;
+  opt.fuse_rope_attn = args.fuse2;
+  opt.gemv_wide = args.wide;
+  opt.gemv_blocks_per_sm = args.bps;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -243,6 +254,9 @@ int run(int argc, char** argv) {
                 {"pdl", args.pdl},
                 {"fuse_decode", args.fuse},
                 {"persistent_gemv", args.persist},
+                {"fuse_rope_attn", args.fuse2},
+                {"gemv_wide", args.wide},
+                {"gemv_blocks_per_sm", args.bps},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
@@ -352,6 +366,58 @@ int run(int argc, char** argv) {
                 M, L, gemm_ms, attn_ms, simt_ms);
   }
 
+  // Decode parts: each GEMV shape alone (M = 1, persistent grid, no PDL), back to back on 4 rotating weight
+  // copies (more than L2 holds), as GB/s of weights; their sum per layer against the measured step time.
+  if (args.parts) {
+    const int H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
+    const int nh = cfg.num_heads, nkv = cfg.num_kv_heads;
+    const int qkv = (nh + 2 * nkv) * hd, qd = nh * hd;
+    struct Shape {
+      const char* name;
+      int N, K;
+    } shapes[] = {{"qkv", qkv, H}, {"o", H, qd}, {"gate_up", 2 * I, H}, {"down", H, I}};
+    json tj;
+    double layer_us = 0;
+    void* x;
+    void* y;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * I * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(2) * I * 4));
+    cuda::fill_random(dt, x, 2 * int64_t(I), 1.f, 21, stream);
+    for (int wide = 0; wide < 2; ++wide) {
+      for (auto& sh : shapes) {
+        const size_t bytes = size_t(sh.N) * sh.K * 2;
+        void* w[4];
+        for (int c = 0; c < 4; ++c) {
+          LLAMARUN_CUDA_CHECK(cudaMalloc(&w[c], bytes));
+          cuda::fill_random(dt, w[c], int64_t(sh.N) * sh.K, 0.02f, 30 + c, stream);
+        }
+        cuda::GemvFusion f;
+        f.persistent = true;
+        f.wide = wide == 1;
+        int it = 0;
+        auto t = time_events(
+            [&] {
+              for (int c = 0; c < 4; ++c) cuda::gemv_fused(dt, w[(it + c) % 4], x, y, false, 1, sh.N, sh.K, f, stream);
+              ++it;
+            },
+            2, 10, stream);
+        Stats st = stats_of(t);
+        double us = st.median / 4 * 1e6, gbs = bytes / (st.median / 4) / 1e9;
+        if (!wide) layer_us += us;
+        tj[std::string(sh.name) + (wide ? "_wide" : "")] = {{"us", us}, {"gbs", gbs}};
+        std::printf("  tg gemv %-8s%s N=%-6d K=%-6d %7.2f us  %6.0f GB/s (%.1f%% of copy)\n", sh.name,
+                    wide ? " wide" : "     ", sh.N, sh.K, us, gbs, 100.0 * gbs / copy_gbs);
+        for (int c = 0; c < 4; ++c) cudaFree(w[c]);
+      }
+    }
+    cudaFree(x);
+    cudaFree(y);
+    tj["gemv_sum_per_layer_us"] = layer_us;
+    J["tg_parts"] = tj;
+    std::printf("  tg GEMVs alone: %.1f us per layer (x %d layers = %.3f ms)\n", layer_us, cfg.num_layers,
+                layer_us * cfg.num_layers / 1e3);
+  }
+
   // tg at each depth: the depth's context is prefilled once, then each repetition rewinds to it.
   json tgj = json::array();
   std::vector<std::string> lines;
@@ -387,8 +453,9 @@ int run(int argc, char** argv) {
   }
   J["tg"] = tgj;
   J["model"]["pdl_active"] = model.pdl_active();
-  std::printf("decode: graph %s, fused %s, persistent GEMV %s, PDL active %s\n", args.graph ? "on" : "off",
-              args.fuse ? "on" : "off", args.persist ? "on" : "off", model.pdl_active() ? "yes" : "no");
+  std::printf("decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s), PDL active %s\n",
+              args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off",
+              args.persist ? "on" : "off", args.bps, args.wide ? "yes" : "no", model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

@@ -96,7 +96,9 @@ if [ -x "$BUILD_DIR/llamarun" ]; then
 fi
 
 # Ablations of the decode step at depth 0 (what graph capture, PDL, persistent GEMV grids and the fusions are worth).
-for flags in "--no-pdl" "--no-persist" "--no-persist --no-pdl" "--no-pdl --no-fuse" "--no-graph"; do
+ABLATIONS=${ABLATIONS:-"--no-fuse2|--gemv-wide|--gemv-bps 1|--gemv-bps 2|--no-pdl|--no-persist|--no-pdl --no-fuse|--no-graph"}
+IFS='|' read -r -a ablation_list <<<"$ABLATIONS"
+for flags in "${ablation_list[@]}"; do
   echo "== $flags" >>"$OUT/bench_ablation.log"
   # shellcheck disable=SC2086
   step "bench $flags" "$OUT/bench_ablation.log" "$BENCH" --preset llama2-7b --dtype f16 --reps 3 --pp 64 --tg 64 \

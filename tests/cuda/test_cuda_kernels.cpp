@@ -373,6 +373,18 @@ TEST_P(CudaKernel, DecodeAttentionSplitK) {
           attend_ref(&q[size_t(h) * c.hd], kc, vc, h / G, max_ctx, c.hd, len, scale, &ref[size_t(h) * c.hd]);
         EXPECT_LT(rel_l2(out, ref), tol_rel(t())) << "nh=" << c.nh << " nkv=" << c.nkv << " hd=" << c.hd
                                                   << " len=" << len << " splits=" << plan.splits;
+        // Fused merge (last block per kv head), twice: the counters must be back at zero after each launch.
+        DevBuf cnt(sizeof(int) * c.nkv);
+        CUDA_OK(cudaMemset(cnt.p, 0, sizeof(int) * c.nkv));
+        for (int rep = 0; rep < 2; ++rep) {
+          dout.poison();
+          decode_attention(t(), dq.p, dk.p, dv.p, dpos.as<int32_t>(), c.nh, c.nkv, c.hd, max_ctx, scale, plan,
+                           po.as<float>(), ps.as<float>(), dout.p, nullptr, false, cnt.as<int>());
+          CUDA_OK(cudaDeviceSynchronize());
+          auto out2 = download16(t(), dout, qb.size());
+          EXPECT_LT(rel_l2(out2, ref), tol_rel(t())) << "fused merge, launch " << rep << " nh=" << c.nh
+                                                     << " hd=" << c.hd << " len=" << len;
+        }
       }
     }
   }

@@ -26,6 +26,9 @@ struct CudaLlamaOptions {
   bool fuse_decode = true;           // decode: RMSNorm / SiLU / residual fused into the GEMVs
   bool pdl = true;                   // decode (fused): programmatic dependent launch on Hopper GPUs
   bool persistent_gemv = true;       // decode (fused): GEMV grids of one resident wave (warps loop over rows)
+  bool fuse_rope_attn = true;        // decode (fused): RoPE + KV append in the QKV GEMV, attention merge fused
+  int gemv_blocks_per_sm = 0;        // decode (fused, persistent): GEMV blocks per SM (0: as many as fit)
+  bool gemv_wide = false;            // decode (fused): 8 instead of 4 16-byte loads per row per lane per step
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
 };
 

@@ -10,6 +10,7 @@
 // epilogue can add into y (the residual stream). In the decode step this removes the separate norm,
 // SiLU and residual kernels.
 #include <algorithm>
+#include <type_traits>
 
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/kernels.h"
@@ -28,7 +29,54 @@ struct Fuse {
   float eps;
   bool add;         // y += result
   bool persistent;  // grid of one resident wave (each warp takes several row groups)
+  int blocks_per_sm;
+  bool wide;
+  // RoPE epilogue (M = 1, R = 2): rope 0 off, 1 half layout, 2 interleaved.
+  int rope;
+  const int32_t* pos;
+  const float* inv_freq;
+  int nh, nkv, hd, max_ctx;
+  void *q_out, *k_cache, *v_cache;
 };
+
+// Row r (< R) of row group rg. With the RoPE epilogue a group is the rotation pair (i, i + hd/2) (half)
+// or (2i, 2i + 1) (interleaved) of one head, so one lane holds both values it rotates.
+template <int R>
+__device__ __forceinline__ int row_of(const Fuse& f, int rg, int r) {
+  if (!f.rope) return rg * R + r;
+  const int half = f.hd >> 1, head = rg / half, i = rg - head * half;
+  return head * f.hd + (f.rope == 1 ? i + r * half : 2 * i + r);
+}
+
+// The RoPE epilogue for one rotation pair (a: row i0, b: row i1 of `head`).
+template <typename T>
+__device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float b) {
+  const int half = f.hd >> 1, head = rg / half, i = rg - head * half;
+  const int i0 = f.rope == 1 ? i : 2 * i, i1 = f.rope == 1 ? i + half : 2 * i + 1;
+  const int p = f.pos[0];
+  // Round as the unfused path does (GEMV output stored as T, rotated from there).
+  a = to_f32(from_f32<T>(a));
+  b = to_f32(from_f32<T>(b));
+  T* dst;
+  if (head >= f.nh + f.nkv) {  // value head: no rotation
+    if (p < 0 || p >= f.max_ctx) return;
+    dst = static_cast<T*>(f.v_cache) + (size_t(head - f.nh - f.nkv) * f.max_ctx + p) * f.hd;
+  } else {
+    float sn, cs;
+    sincosf(float(p) * f.inv_freq[i], &sn, &cs);
+    const float r0 = a * cs - b * sn, r1 = b * cs + a * sn;
+    a = r0;
+    b = r1;
+    if (head < f.nh) {
+      dst = static_cast<T*>(f.q_out) + size_t(head) * f.hd;
+    } else {
+      if (p < 0 || p >= f.max_ctx) return;
+      dst = static_cast<T*>(f.k_cache) + (size_t(head - f.nh) * f.max_ctx + p) * f.hd;
+    }
+  }
+  dst[i0] = from_f32<T>(a);
+  dst[i1] = from_f32<T>(b);
+}
 
 // Stages x (or its fused transform) into xs as T: M rows of K values.
 template <typename T, int M>
@@ -116,7 +164,7 @@ __global__ void __launch_bounds__(kThreads)
     const int base = lane + (step % nbatch) * 32 * U;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const uint4* wrow = reinterpret_cast<const uint4*>(W + size_t(min(rg * R + r, N - 1)) * K);
+      const uint4* wrow = reinterpret_cast<const uint4*>(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         int v = base + u * 32;
@@ -162,12 +210,20 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     if (b == nbatch - 1) {  // row group complete: reduce and store
-      const int row0 = (rg0 + (step / nbatch) * stride) * R;
+      const int rg = rg0 + (step / nbatch) * stride;
+      const int row0 = rg * R;
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
-      if (lane == 0) {
+      bool roped = false;
+      if constexpr (R == 2 && M == 1 && !std::is_same_v<OutT, float>) {
+        if (f.rope) {
+          if (lane == 0) rope_store<T>(f, rg, acc[0][0], acc[1][0]);
+          roped = true;
+        }
+      }
+      if (lane == 0 && !roped) {
 #pragma unroll
         for (int r = 0; r < R; ++r)
           if (row0 + r < N)
@@ -191,10 +247,14 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <typename T, typename OutT, int M>
+template <typename T, typename OutT, int M, int U = 4>
 void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream, bool pdl) {
   constexpr int R = M <= 2 ? 2 : 1;
-  constexpr int U = 4;
+  if constexpr (M == 1 && U == 4) {
+    if (f.wide) return launch_m<T, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
+  }
+  if (f.rope && (M != 1 || std::is_same_v<OutT, float>))
+    fail("gemv_fused: the RoPE epilogue needs M = 1 and an fp16/bf16 output");
   size_t xbytes = size_t(M) * K * sizeof(T);
   bool smem = xbytes <= size_t(kSmemX);
   if (!smem && f.prologue != int(GemvPrologue::kNone))
@@ -209,6 +269,7 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
     LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
     LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, dyn));
+    if (f.blocks_per_sm > 0) per_sm = std::min(per_sm, f.blocks_per_sm);
     grid = std::max(1, std::min(grid, sms * std::max(per_sm, 1)));
   }
   launch_kernel(pdl, kernel, dim3(grid), dim3(kThreads), dyn, stream, W, x, y, N, K, smem, f);
@@ -272,15 +333,39 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
 
 void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
           cudaStream_t stream) {
-  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false, false}, stream,
-            false);
+  Fuse f{};
+  f.prologue = int(GemvPrologue::kNone);
+  gemv_impl(act, W, x, y, y_f32, M, N, K, f, stream, false);
 }
 
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
-  gemv_impl(act, W, x, y, y_f32, M, N, K,
-            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y, fusion.persistent}, stream,
-            pdl);
+  Fuse f{};
+  f.prologue = int(fusion.prologue);
+  f.norm_w = fusion.norm_weight;
+  f.eps = fusion.eps;
+  f.add = fusion.add_to_y;
+  f.persistent = fusion.persistent;
+  f.blocks_per_sm = fusion.blocks_per_sm;
+  f.wide = fusion.wide;
+  if (fusion.rope_inv_freq) {
+    if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 || N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
+      fail("gemv_fused: RoPE epilogue with N = ", N, " rows but ", fusion.rope_nh, " + 2 x ", fusion.rope_nkv,
+           " heads of ", fusion.rope_hd);
+    if (!fusion.rope_pos || !fusion.rope_q_out || !fusion.rope_k_cache || !fusion.rope_v_cache)
+      fail("gemv_fused: RoPE epilogue without position, q output or caches");
+    f.rope = fusion.rope_layout == RopeLayout::kHalf ? 1 : 2;
+    f.pos = fusion.rope_pos;
+    f.inv_freq = fusion.rope_inv_freq;
+    f.nh = fusion.rope_nh;
+    f.nkv = fusion.rope_nkv;
+    f.hd = fusion.rope_hd;
+    f.max_ctx = fusion.rope_max_ctx;
+    f.q_out = fusion.rope_q_out;
+    f.k_cache = fusion.rope_k_cache;
+    f.v_cache = fusion.rope_v_cache;
+  }
+  gemv_impl(act, W, x, y, y_f32, M, N, K, f, stream, pdl);
 }
 
 }  // namespace llamarun::cuda
