@@ -81,7 +81,7 @@ struct Args {
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
   bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
-  int bps = 0;
+  int bps = 0, prefetch_mb = 24;
 };
 
 Args parse(int argc, char** argv) {
@@ -120,6 +120,8 @@ Args parse(int argc, char** argv) {
       a.wide = true;
     else if (k == "--gemv-bps")
       a.bps = std::stoi(val());
+    else if (k == "--gemv-prefetch")
+      a.prefetch_mb = std::stoi(val());
     else if (k == "--no-parts")
       a.parts = false;
     else if (k == "--depths") {
@@ -136,7 +138,7 @@ Args parse(int argc, char** argv) {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N]\n");
+          "[--gemv-bps N] [--gemv-prefetch MB]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -239,6 +241,7 @@ int run(int argc, char** argv) {
   opt.fuse_rope_attn = args.fuse2;
   opt.gemv_wide = args.wide;
   opt.gemv_blocks_per_sm = args.bps;
+  opt.gemv_prefetch_mb = args.prefetch_mb;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -257,6 +260,7 @@ int run(int argc, char** argv) {
                 {"fuse_rope_attn", args.fuse2},
                 {"gemv_wide", args.wide},
                 {"gemv_blocks_per_sm", args.bps},
+                {"gemv_prefetch_mb", args.prefetch_mb},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
@@ -453,9 +457,11 @@ int run(int argc, char** argv) {
   }
   J["tg"] = tgj;
   J["model"]["pdl_active"] = model.pdl_active();
-  std::printf("decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s), PDL active %s\n",
-              args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off",
-              args.persist ? "on" : "off", args.bps, args.wide ? "yes" : "no", model.pdl_active() ? "yes" : "no");
+  std::printf(
+      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, L2 prefetch %d MB), "
+      "PDL active %s\n",
+      args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off", args.persist ? "on" : "off",
+      args.bps, args.wide ? "yes" : "no", args.prefetch_mb, model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

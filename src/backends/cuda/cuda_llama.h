@@ -29,6 +29,8 @@ struct CudaLlamaOptions {
   bool fuse_rope_attn = true;        // decode (fused): RoPE + KV append in the QKV GEMV, attention merge fused
   int gemv_blocks_per_sm = 0;        // decode (fused, persistent): GEMV blocks per SM (0: as many as fit)
   bool gemv_wide = false;            // decode (fused): 8 instead of 4 16-byte loads per row per lane per step
+  int gemv_prefetch_mb = 24;         // decode (fused, pdl): MB of each GEMV's weights prefetched into L2 while
+                                     // the previous kernel drains (0: off)
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
 };
 

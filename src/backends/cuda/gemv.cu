@@ -31,6 +31,7 @@ struct Fuse {
   bool persistent;  // grid of one resident wave (each warp takes several row groups)
   int blocks_per_sm;
   bool wide;
+  float prefetch_frac;  // fraction of each warp's steps pulled into L2 before the PDL wait
   // RoPE epilogue (M = 1, R = 2): rope 0 off, 1 half layout, 2 interleaved.
   int rope;
   const int32_t* pos;
@@ -174,6 +175,17 @@ __global__ void __launch_bounds__(kThreads)
   };
   uint4 wc[R][U], wn[R][U];
   if (steps > 0) load(wc, 0);
+  // While the previous kernel drains (PDL), pull the first prefetch_frac of this warp's steps into L2
+  // (a step is U * 512 bytes of each of its R rows: R * U * 4 lines of 128 bytes).
+  const int pf = min(steps, int(ceilf(f.prefetch_frac * float(steps))));
+  for (int st = 1; st < pf; ++st) {
+    const int rg = rg0 + (st / nbatch) * stride;
+    const int base_el = (st % nbatch) * 32 * U * 8;  // first element of the step's span in each row
+    for (int idx = lane; idx < R * U * 4; idx += 32) {
+      const int r = idx / (U * 4), el = base_el + (idx % (U * 4)) * 64;  // 64 elements = 128 bytes
+      if (el < K) prefetch_l2(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K + el);
+    }
+  }
   pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   if (x_in_smem) {
@@ -341,6 +353,7 @@ void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, i
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
   Fuse f{};
+  f.prefetch_frac = N > 0 && K > 0 ? std::min(1.f, float(double(fusion.prefetch_bytes) / (double(N) * K * 2))) : 0.f;
   f.prologue = int(fusion.prologue);
   f.norm_w = fusion.norm_weight;
   f.eps = fusion.eps;
