@@ -81,7 +81,8 @@ struct Args {
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
   bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
-  int bps = 0, prefetch_mb = 24;
+  int bps = 0, prefetch_mb = 0;
+  bool narrow = false, l2_256 = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -120,6 +121,10 @@ Args parse(int argc, char** argv) {
       a.wide = true;
     else if (k == "--gemv-bps")
       a.bps = std::stoi(val());
+    else if (k == "--gemv-narrow")
+      a.narrow = true;
+    else if (k == "--gemv-l2-256")
+      a.l2_256 = true;
     else if (k == "--gemv-prefetch")
       a.prefetch_mb = std::stoi(val());
     else if (k == "--no-parts")
@@ -138,7 +143,7 @@ Args parse(int argc, char** argv) {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N] [--gemv-prefetch MB]\n");
+          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -242,6 +247,8 @@ int run(int argc, char** argv) {
   opt.gemv_wide = args.wide;
   opt.gemv_blocks_per_sm = args.bps;
   opt.gemv_prefetch_mb = args.prefetch_mb;
+  opt.gemv_narrow = args.narrow;
+  opt.gemv_l2_256 = args.l2_256;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -261,6 +268,8 @@ int run(int argc, char** argv) {
                 {"gemv_wide", args.wide},
                 {"gemv_blocks_per_sm", args.bps},
                 {"gemv_prefetch_mb", args.prefetch_mb},
+                {"gemv_narrow", args.narrow},
+                {"gemv_l2_256", args.l2_256},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
@@ -387,7 +396,8 @@ int run(int argc, char** argv) {
     LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * I * 2));
     LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(2) * I * 4));
     cuda::fill_random(dt, x, 2 * int64_t(I), 1.f, 21, stream);
-    for (int wide = 0; wide < 2; ++wide) {
+    const char* vname[] = {"     ", " l2  ", " u2  "};
+    for (int var = 0; var < 3; ++var) {
       for (auto& sh : shapes) {
         const size_t bytes = size_t(sh.N) * sh.K * 2;
         void* w[4];
@@ -397,7 +407,8 @@ int run(int argc, char** argv) {
         }
         cuda::GemvFusion f;
         f.persistent = true;
-        f.wide = wide == 1;
+        f.l2_256 = var == 1;
+        f.narrow = var == 2;
         int it = 0;
         auto t = time_events(
             [&] {
@@ -407,10 +418,10 @@ int run(int argc, char** argv) {
             2, 10, stream);
         Stats st = stats_of(t);
         double us = st.median / 4 * 1e6, gbs = bytes / (st.median / 4) / 1e9;
-        if (!wide) layer_us += us;
-        tj[std::string(sh.name) + (wide ? "_wide" : "")] = {{"us", us}, {"gbs", gbs}};
+        if (var == 0) layer_us += us;
+        tj[std::string(sh.name) + (var == 1 ? "_l2_256" : var == 2 ? "_narrow" : "")] = {{"us", us}, {"gbs", gbs}};
         std::printf("  tg gemv %-8s%s N=%-6d K=%-6d %7.2f us  %6.0f GB/s (%.1f%% of copy)\n", sh.name,
-                    wide ? " wide" : "     ", sh.N, sh.K, us, gbs, 100.0 * gbs / copy_gbs);
+                    vname[var], sh.N, sh.K, us, gbs, 100.0 * gbs / copy_gbs);
         for (int c = 0; c < 4; ++c) cudaFree(w[c]);
       }
     }
@@ -458,10 +469,11 @@ int run(int argc, char** argv) {
   J["tg"] = tgj;
   J["model"]["pdl_active"] = model.pdl_active();
   std::printf(
-      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, L2 prefetch %d MB), "
-      "PDL active %s\n",
+      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, narrow %s, L2::256B %s, "
+      "L2 prefetch %d MB), PDL active %s\n",
       args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off", args.persist ? "on" : "off",
-      args.bps, args.wide ? "yes" : "no", args.prefetch_mb, model.pdl_active() ? "yes" : "no");
+      args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no", args.l2_256 ? "yes" : "no", args.prefetch_mb,
+      model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

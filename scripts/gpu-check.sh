@@ -96,7 +96,7 @@ if [ -x "$BUILD_DIR/llamarun" ]; then
 fi
 
 # Ablations of the decode step at depth 0 (what graph capture, PDL, persistent GEMV grids and the fusions are worth).
-ABLATIONS=${ABLATIONS:-"--gemv-prefetch 0|--gemv-prefetch 8|--gemv-prefetch 48|--no-fuse2|--gemv-bps 2|--no-pdl|--no-persist|--no-graph"}
+ABLATIONS=${ABLATIONS:-"--gemv-l2-256|--gemv-narrow|--gemv-prefetch 8|--no-fuse2|--no-pdl|--no-persist|--no-pdl --no-fuse|--no-graph"}
 IFS='|' read -r -a ablation_list <<<"$ABLATIONS"
 for flags in "${ablation_list[@]}"; do
   echo "== $flags" >>"$OUT/bench_ablation.log"

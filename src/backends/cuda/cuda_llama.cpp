@@ -445,6 +445,8 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     base.persistent = opt.persistent_gemv;
     base.blocks_per_sm = opt.gemv_blocks_per_sm;
     base.wide = opt.gemv_wide;
+    base.narrow = opt.gemv_narrow;
+    base.l2_256 = opt.gemv_l2_256;
     base.prefetch_bytes = pdl ? size_t(std::max(opt.gemv_prefetch_mb, 0)) << 20 : 0;
     GemvFusion norm_attn = base, add = base, silu_add = base;
     norm_attn.prologue = GemvPrologue::kRmsNorm;

@@ -29,8 +29,11 @@ struct CudaLlamaOptions {
   bool fuse_rope_attn = true;        // decode (fused): RoPE + KV append in the QKV GEMV, attention merge fused
   int gemv_blocks_per_sm = 0;        // decode (fused, persistent): GEMV blocks per SM (0: as many as fit)
   bool gemv_wide = false;            // decode (fused): 8 instead of 4 16-byte loads per row per lane per step
-  int gemv_prefetch_mb = 24;         // decode (fused, pdl): MB of each GEMV's weights prefetched into L2 while
-                                     // the previous kernel drains (0: off)
+  bool gemv_narrow = false;          // decode (fused): 2 instead of 4 (wide wins over narrow)
+  bool gemv_l2_256 = false;          // decode (fused): weight loads with the L2::256B hint
+  // decode (fused, pdl): MB of each GEMV's weights prefetched into L2 while the previous kernel drains.
+  // 0 by default: on an H200 8 MB changed nothing and 24 / 48 MB cost 6 / 9% (bench_cuda --gemv-prefetch).
+  int gemv_prefetch_mb = 0;
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
 };
 

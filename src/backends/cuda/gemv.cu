@@ -31,6 +31,8 @@ struct Fuse {
   bool persistent;  // grid of one resident wave (each warp takes several row groups)
   int blocks_per_sm;
   bool wide;
+  bool l2_256;          // weight loads with the L2::256B hint
+  bool narrow;          // M = 1: U = 2
   float prefetch_frac;  // fraction of each warp's steps pulled into L2 before the PDL wait
   // RoPE epilogue (M = 1, R = 2): rope 0 off, 1 half layout, 2 interleaved.
   int rope;
@@ -169,7 +171,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         int v = base + u * 32;
-        w[r][u] = v < nvec ? ld_stream(wrow + v) : make_uint4(0, 0, 0, 0);
+        w[r][u] = v < nvec ? (f.l2_256 ? ld_stream_l2_256(wrow + v) : ld_stream(wrow + v)) : make_uint4(0, 0, 0, 0);
       }
     }
   };
@@ -264,6 +266,7 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
   constexpr int R = M <= 2 ? 2 : 1;
   if constexpr (M == 1 && U == 4) {
     if (f.wide) return launch_m<T, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
+    if (f.narrow) return launch_m<T, OutT, 1, 2>(W, x, y, N, K, f, stream, pdl);
   }
   if (f.rope && (M != 1 || std::is_same_v<OutT, float>))
     fail("gemv_fused: the RoPE epilogue needs M = 1 and an fp16/bf16 output");
@@ -361,6 +364,8 @@ void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, in
   f.persistent = fusion.persistent;
   f.blocks_per_sm = fusion.blocks_per_sm;
   f.wide = fusion.wide;
+  f.narrow = fusion.narrow;
+  f.l2_256 = fusion.l2_256;
   if (fusion.rope_inv_freq) {
     if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 || N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
       fail("gemv_fused: RoPE epilogue with N = ", N, " rows but ", fusion.rope_nh, " + 2 x ", fusion.rope_nkv,

@@ -81,6 +81,8 @@ struct GemvFusion {
   bool persistent = false;  // grid of one resident wave, each warp streaming several row groups
   int blocks_per_sm = 0;    // persistent grid: blocks per multiprocessor (0: as many as fit)
   bool wide = false;        // M = 1: 8 (instead of 4) 16-byte loads per row per lane per step
+  bool narrow = false;      // M = 1: 2 (instead of 4) 16-byte loads per row per lane per step
+  bool l2_256 = false;      // weight loads ask L2 for whole 256-byte blocks
   size_t prefetch_bytes = 0;  // with pdl: about this many bytes of W are prefetched into L2 before the wait
   // M = 1 QKV GEMV of the decode step: instead of writing y, rotate q / k (RoPE) and store q into
   // rope_q_out [nh, hd] and k / v into the layer's caches at position *rope_pos (the rows of W are
