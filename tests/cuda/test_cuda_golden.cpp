@@ -127,16 +127,17 @@ TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
         if (r.token_ids[i] == want[i]) continue;
         double margin = g["greedy_margin"][p][i].get<double>();
         std::cout << "[ golden ] " << c.name << " " << dtype_name(act) << " prompt " << p
-                  << ": greedy drifts at step " << i << " (gpu " << r.token_ids[i] << ", transformers " << want[i]
-                  << ", reference top-2 margin " << margin << ")\n";
+                  << ": greedy drifts at step " << i << " (gpu " << r.token_ids[i] << ", transformers "
+                  << want[i] << ", reference top-2 margin " << margin << ")\n";
         EXPECT_LE(margin, tol.drift_margin)
-            << c.name << " prompt " << p << ": greedy differs at step " << i << " where the reference's top-2 "
+            << c.name << " prompt " << p << ": greedy differs at step " << i
+            << " where the reference's top-2 "
             << "margin " << margin << " is larger than the " << dtype_name(act) << " logit error allows";
         break;  // the sequences differ from here on
       }
     }
-    std::cout << "[ golden ] " << c.name << " " << dtype_name(act) << ": max |logit - transformers| " << worst_ref
-              << ", max |logit - cpu| " << worst_cpu << "\n";
+    std::cout << "[ golden ] " << c.name << " " << dtype_name(act) << ": max |logit - transformers| "
+              << worst_ref << ", max |logit - cpu| " << worst_cpu << "\n";
   }
   EXPECT_GE(ran, 6) << "too few golden fixtures ran on the GPU";
 }

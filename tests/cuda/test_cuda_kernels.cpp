@@ -382,8 +382,8 @@ TEST_P(CudaKernel, DecodeAttentionSplitK) {
                            po.as<float>(), ps.as<float>(), dout.p, nullptr, false, cnt.as<int>());
           CUDA_OK(cudaDeviceSynchronize());
           auto out2 = download16(t(), dout, qb.size());
-          EXPECT_LT(rel_l2(out2, ref), tol_rel(t())) << "fused merge, launch " << rep << " nh=" << c.nh
-                                                     << " hd=" << c.hd << " len=" << len;
+          EXPECT_LT(rel_l2(out2, ref), tol_rel(t()))
+              << "fused merge, launch " << rep << " nh=" << c.nh << " hd=" << c.hd << " len=" << len;
         }
       }
     }

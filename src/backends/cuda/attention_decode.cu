@@ -25,9 +25,10 @@ __device__ __forceinline__ int chunk_len(int len, int splits) {
 // One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end).
 template <typename T, int HD, int MAXG>
 __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* __restrict__ kc,
-                                              const T* __restrict__ vc, int nh, int G, int max_ctx, float scale,
-                                              float* __restrict__ part_o, float* __restrict__ part_stats,
-                                              int kvh, int split, int begin, int end) {
+                                              const T* __restrict__ vc, int nh, int G, int max_ctx,
+                                              float scale, float* __restrict__ part_o,
+                                              float* __restrict__ part_stats, int kvh, int split, int begin,
+                                              int end) {
   constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
   constexpr int PPW = 32 / LPP;     // positions per warp per step
   constexpr int PG = kWarps * PPW;  // position groups per block
@@ -245,7 +246,8 @@ __global__ void decode_attn_merge(const float* __restrict__ part_o, const float*
 
 template <typename T, int HD>
 void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx,
-               float scale, int S, float* po, float* ps, int* counters, T* out, cudaStream_t stream, bool pdl) {
+               float scale, int S, float* po, float* ps, int* counters, T* out, cudaStream_t stream,
+               bool pdl) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
   auto go = [&](auto kernel) {
@@ -293,17 +295,17 @@ void decode_attention(DType act, const void* q, const void* k_cache, const void*
     auto* vv = static_cast<const T*>(v_cache);
     auto* oo = static_cast<T*>(out);
     if (hd == 16)
-      launch_hd<T, 16>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters, oo,
-                        stream, pdl);
+      launch_hd<T, 16>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                       oo, stream, pdl);
     else if (hd == 32)
-      launch_hd<T, 32>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters, oo,
-                        stream, pdl);
+      launch_hd<T, 32>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                       oo, stream, pdl);
     else if (hd == 64)
-      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters, oo,
-                        stream, pdl);
+      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                       oo, stream, pdl);
     else
-      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters, oo,
-                        stream, pdl);
+      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                        oo, stream, pdl);
     LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_partial");
     if (!merge_counters)
       launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,

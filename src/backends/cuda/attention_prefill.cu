@@ -6,14 +6,15 @@
 // softmax runs on the accumulator fragments, which are repacked as the A operand of P V (V fragments via
 // ldmatrix.trans). head_dim 16, 32, 64 or 128.
 //
-// Fallback (prefill_attention_simt, head_dim 64 / 128): CUDA cores. One warp per query row; a block holds kRows consecutive rows of one query head and walks the key
-// positions in tiles of 32 staged in shared memory (K rows padded so that lane j reading row j is
-// free of bank conflicts). Lane j scores key j of the tile (8-byte K loads, 16-byte broadcast q loads);
-// each lane accumulates HD/32 consecutive output dimensions. CUDA cores, not tensor cores.
+// Fallback (prefill_attention_simt, head_dim 64 / 128): CUDA cores. One warp per query row; a block holds
+// kRows consecutive rows of one query head and walks the key positions in tiles of 32 staged in shared memory
+// (K rows padded so that lane j reading row j is free of bank conflicts). Lane j scores key j of the tile
+// (8-byte K loads, 16-byte broadcast q loads); each lane accumulates HD/32 consecutive output dimensions.
+// CUDA cores, not tensor cores.
+#include <type_traits>
+
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/kernels.h"
-
-#include <type_traits>
 
 namespace llamarun::cuda {
 
@@ -117,7 +118,6 @@ __global__ void __launch_bounds__(kRows * 32)
   }
 }
 
-
 // ---- tensor-core kernel ----
 
 constexpr int kTcWarps = 4;
@@ -155,16 +155,16 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 // Fragment layouts (PTX ISA, mma.m16n8k16): g = lane / 4, t = lane % 4.
-//   A (16x16, row): reg0 (row g, cols 2t..2t+1), reg1 (row g+8, same), reg2 (row g, cols 2t+8..), reg3 (g+8, 2t+8..)
-//   B (16x8, col):  reg0 (rows k = 2t..2t+1, col g), reg1 (rows 2t+8.., col g)
-//   C (16x8):       c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, same cols)
+//   A (16x16, row): reg0 (row g, cols 2t..2t+1), reg1 (row g+8, same), reg2 (row g, cols 2t+8..), reg3 (g+8,
+//   2t+8..) B (16x8, col):  reg0 (rows k = 2t..2t+1, col g), reg1 (rows 2t+8.., col g) C (16x8):       c0, c1
+//   (row g, cols 2t, 2t+1), c2, c3 (row g+8, same cols)
 template <typename T, int HD>
 __global__ void __launch_bounds__(kTcWarps * 32)
     prefill_attn_tc_kernel(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc, int M,
                            int start, int nh, int nkv, int max_ctx, float scale_log2, T* __restrict__ out) {
-  constexpr int KS = HD + 8;  // padded smem row (elements): 16 extra bytes
-  constexpr int NT = HD / 8;  // output n-tiles (8 dims each)
-  constexpr int KT = HD / 16; // k-steps of Q K^T
+  constexpr int KS = HD + 8;   // padded smem row (elements): 16 extra bytes
+  constexpr int NT = HD / 8;   // output n-tiles (8 dims each)
+  constexpr int KT = HD / 16;  // k-steps of Q K^T
   static_assert(HD % 16 == 0, "head_dim must be a multiple of 16");
   __shared__ __align__(16) T ks[kTcBK * KS];
   __shared__ __align__(16) T vs[kTcBK * KS];
@@ -329,24 +329,29 @@ void prefill_attention(DType act, const void* q, const void* k_cache, const void
     auto* oo = static_cast<T*>(out);
     switch (hd) {
       case 16:
-        prefill_attn_tc_kernel<T, 16><<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
+        prefill_attn_tc_kernel<T, 16>
+            <<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
         break;
       case 32:
-        prefill_attn_tc_kernel<T, 32><<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
+        prefill_attn_tc_kernel<T, 32>
+            <<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
         break;
       case 64:
-        prefill_attn_tc_kernel<T, 64><<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
+        prefill_attn_tc_kernel<T, 64>
+            <<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
         break;
       default:
-        prefill_attn_tc_kernel<T, 128><<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
+        prefill_attn_tc_kernel<T, 128>
+            <<<grid, kTcWarps * 32, 0, stream>>>(qq, kk, vv, M, start, nh, nkv, max_ctx, sl2, oo);
         break;
     }
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("prefill_attention");
 }
 
-void prefill_attention_simt(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
-                       int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream) {
+void prefill_attention_simt(DType act, const void* q, const void* k_cache, const void* v_cache, int M,
+                            int start, int nh, int nkv, int hd, int max_ctx, float scale, void* out,
+                            cudaStream_t stream) {
   if (M <= 0) return;
   if (nkv <= 0 || nh % nkv != 0)
     fail("prefill_attention_simt: ", nh, " query heads not a multiple of ", nkv, " kv heads");

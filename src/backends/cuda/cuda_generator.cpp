@@ -53,7 +53,8 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
   cs.temperature = params.temperature;
   cs.top_k = params.top_k;
   cs.top_p = params.top_p;
-  cs.seed = sampler.seed() ^ 0x9e3779b97f4a7c15ull;  // GPU draws: a stream distinct from the host's first draw
+  cs.seed =
+      sampler.seed() ^ 0x9e3779b97f4a7c15ull;  // GPU draws: a stream distinct from the host's first draw
 
   StopMatcher stops(params.stop);
   const Tokenizer* tok = model_.tokenizer.get();
@@ -75,8 +76,7 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
   double t0 = now_s();
   llama_->truncate(std::min<int>(int(common), llama_->position()));
   cached_.resize(llama_->position());
-  std::vector<float> logits =
-      llama_->prefill(prompt.data() + common, int(prompt.size() - common));
+  std::vector<float> logits = llama_->prefill(prompt.data() + common, int(prompt.size() - common));
   cached_.assign(prompt.begin(), prompt.end());
   r.prompt_seconds = now_s() - t0;
 

@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kThreads)
   const int my_groups = rg0 < groups ? (groups - rg0 + stride - 1) / stride : 0;
   const int steps = my_groups * nbatch;
 
-  auto load = [&](uint4 (&w)[R][U], int step) {
+  auto load = [&](uint4(&w)[R][U], int step) {
     const int rg = rg0 + (step / nbatch) * stride;
     const int base = lane + (step % nbatch) * 32 * U;
 #pragma unroll
@@ -171,7 +171,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         int v = base + u * 32;
-        w[r][u] = v < nvec ? (f.l2_256 ? ld_stream_l2_256(wrow + v) : ld_stream(wrow + v)) : make_uint4(0, 0, 0, 0);
+        w[r][u] =
+            v < nvec ? (f.l2_256 ? ld_stream_l2_256(wrow + v) : ld_stream(wrow + v)) : make_uint4(0, 0, 0, 0);
       }
     }
   };
@@ -356,7 +357,8 @@ void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, i
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
   Fuse f{};
-  f.prefetch_frac = N > 0 && K > 0 ? std::min(1.f, float(double(fusion.prefetch_bytes) / (double(N) * K * 2))) : 0.f;
+  f.prefetch_frac =
+      N > 0 && K > 0 ? std::min(1.f, float(double(fusion.prefetch_bytes) / (double(N) * K * 2))) : 0.f;
   f.prologue = int(fusion.prologue);
   f.norm_w = fusion.norm_weight;
   f.eps = fusion.eps;
@@ -367,7 +369,8 @@ void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, in
   f.narrow = fusion.narrow;
   f.l2_256 = fusion.l2_256;
   if (fusion.rope_inv_freq) {
-    if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 || N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
+    if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 ||
+        N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
       fail("gemv_fused: RoPE epilogue with N = ", N, " rows but ", fusion.rope_nh, " + 2 x ", fusion.rope_nkv,
            " heads of ", fusion.rope_hd);
     if (!fusion.rope_pos || !fusion.rope_q_out || !fusion.rope_k_cache || !fusion.rope_v_cache)

@@ -78,22 +78,23 @@ struct GemvFusion {
   const void* norm_weight = nullptr;
   float eps = 0.f;
   bool add_to_y = false;
-  bool persistent = false;  // grid of one resident wave, each warp streaming several row groups
-  int blocks_per_sm = 0;    // persistent grid: blocks per multiprocessor (0: as many as fit)
-  bool wide = false;        // M = 1: 8 (instead of 4) 16-byte loads per row per lane per step
-  bool narrow = false;      // M = 1: 2 (instead of 4) 16-byte loads per row per lane per step
-  bool l2_256 = false;      // weight loads ask L2 for whole 256-byte blocks
+  bool persistent = false;    // grid of one resident wave, each warp streaming several row groups
+  int blocks_per_sm = 0;      // persistent grid: blocks per multiprocessor (0: as many as fit)
+  bool wide = false;          // M = 1: 8 (instead of 4) 16-byte loads per row per lane per step
+  bool narrow = false;        // M = 1: 2 (instead of 4) 16-byte loads per row per lane per step
+  bool l2_256 = false;        // weight loads ask L2 for whole 256-byte blocks
   size_t prefetch_bytes = 0;  // with pdl: about this many bytes of W are prefetched into L2 before the wait
   // M = 1 QKV GEMV of the decode step: instead of writing y, rotate q / k (RoPE) and store q into
   // rope_q_out [nh, hd] and k / v into the layer's caches at position *rope_pos (the rows of W are
-  // [nh q heads | nkv k heads | nkv v heads] of hd each, N = (nh + 2 nkv) hd). Off when rope_inv_freq is null.
+  // [nh q heads | nkv k heads | nkv v heads] of hd each, N = (nh + 2 nkv) hd). Off when rope_inv_freq is
+  // null.
   RopeLayout rope_layout = RopeLayout::kHalf;
-  const int32_t* rope_pos = nullptr;      // device [1]
-  const float* rope_inv_freq = nullptr;   // [hd / 2]
+  const int32_t* rope_pos = nullptr;     // device [1]
+  const float* rope_inv_freq = nullptr;  // [hd / 2]
   int rope_nh = 0, rope_nkv = 0, rope_hd = 0, rope_max_ctx = 0;
-  void* rope_q_out = nullptr;             // [nh, hd]
-  void* rope_k_cache = nullptr;           // [nkv, max_ctx, hd]
-  void* rope_v_cache = nullptr;           // [nkv, max_ctx, hd]
+  void* rope_q_out = nullptr;    // [nh, hd]
+  void* rope_k_cache = nullptr;  // [nkv, max_ctx, hd]
+  void* rope_v_cache = nullptr;  // [nkv, max_ctx, hd]
 };
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
