@@ -53,8 +53,10 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
   cs.temperature = params.temperature;
   cs.top_k = params.top_k;
   cs.top_p = params.top_p;
-  cs.seed =
-      sampler.seed() ^ 0x9e3779b97f4a7c15ull;  // GPU draws: a stream distinct from the host's first draw
+  // GPU draws: a stream distinct from the host's (first token) draw; restarted per call: same seed, same
+  // tokens.
+  cs.seed = sampler.seed() ^ 0x9e3779b97f4a7c15ull;
+  if (gpu_sampling && params.temperature > 0.f) llama_->reset_sample_counter();
 
   StopMatcher stops(params.stop);
   const Tokenizer* tok = model_.tokenizer.get();

@@ -639,6 +639,9 @@ int32_t CudaLlama::decode_step_sample(int32_t id, const CudaSampling& s) {
 }
 
 void CudaLlama::reset() { impl_->cur_pos = 0; }
+void CudaLlama::reset_sample_counter() {
+  LLAMARUN_CUDA_CHECK(cudaMemsetAsync(impl_->rng_counter, 0, sizeof(uint64_t), impl_->stream));
+}
 void CudaLlama::truncate(int p) {
   if (p < 0 || p > impl_->cur_pos) fail("truncate: position ", p, " outside [0, ", impl_->cur_pos, "]");
   impl_->cur_pos = p;

@@ -85,6 +85,9 @@ class CudaLlama {
   int32_t decode_step_sample(int32_t id, const CudaSampling& s);
 
   void reset();  // empty the KV cache: position() = 0
+  // Restarts the GPU sampler's draw counter (decode_step_sample draws sample_uniform(seed, counter++)), so
+  // the same seed gives the same tokens again.
+  void reset_sample_counter();
   // Forgets positions >= pos (0 <= pos <= position()): the cache keeps the first pos tokens, so a shared
   // prefix is reused without recomputing it.
   void truncate(int pos);
