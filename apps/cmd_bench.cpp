@@ -14,6 +14,9 @@
 #include "core/error.h"
 #include "model/random_model.h"
 #include "ops/matmul.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_llama.h"
+#endif
 
 namespace llamarun::cli {
 
@@ -52,6 +55,91 @@ double linear_flops_per_token(const LlamaConfig& c) {
   return 2.0 * (c.num_layers * per_layer + D * c.vocab_size);
 }
 
+// bench --device cuda: pp and tg on the GPU through CudaLlama (model file or random weights).
+int bench_cuda(const Args& args, const std::string& device) {
+#ifndef LLAMARUN_WITH_CUDA
+  fail("--device ", device, ": this build has no CUDA backend; rebuild with -DLLAMARUN_CUDA=ON");
+#else
+  const int pp = int(args.integer("--pp", 512)), tg = int(args.integer("--tg", 64)),
+            depth = int(args.integer("--depth", 0)), reps = int(args.integer("--reps", 3));
+  if (pp < 1 || tg < 1 || depth < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
+  CudaLlamaOptions co;
+  co.device = device;
+  co.max_context = std::max(pp, depth + tg) + 1;
+  std::unique_ptr<CudaLlama> gpu;
+  std::unique_ptr<Model> m;
+  std::string model_name;
+  const std::string dt = args.str("--dtype", args.has("--random-weights") ? "f16" : "auto");
+  if (args.has("--random-weights")) {
+    if (dt != "f16" && dt != "bf16") fail("--dtype ", dt, " with --device ", device, ": use f16 or bf16");
+    co.dtype = dt == "bf16" ? DType::BF16 : DType::F16;
+    LlamaConfig c = random_model_preset(args.str("--random-weights"));
+    if (co.max_context > c.max_position) c.max_position = co.max_context;
+    gpu = std::make_unique<CudaLlama>(c, 1, co);
+    model_name = "random:" + args.str("--random-weights") + ":" + dt;
+  } else {
+    LoadOptions lo;
+    lo.max_batch = 1;
+    lo.load_tokenizer = false;
+    m = load_model(args.str("--model", default_model_path()), lo);
+    if (co.max_context > m->cfg.max_position)
+      fail("bench needs a context of ", co.max_context, " tokens but the model allows ", m->cfg.max_position);
+    const TensorInfo* e = m->weights->find(m->gguf ? "token_embd.weight" : "model.embed_tokens.weight");
+    co.dtype = dt == "bf16" || (dt == "auto" && e && e->dtype == DType::BF16) ? DType::BF16 : DType::F16;
+    gpu = std::make_unique<CudaLlama>(m->cfg, *m->weights, co);
+    model_name = m->path;
+  }
+  const LlamaConfig& c = gpu->config();
+  std::mt19937 rng(7);
+  std::vector<int32_t> ids(std::max(pp, depth + tg));
+  for (auto& t : ids) t = int32_t(rng() % uint32_t(c.vocab_size));
+  gpu->prefill(ids.data(), std::min(pp, 16));  // warm-up (plans, graph capture below)
+  gpu->decode_step(ids[0]);
+  std::vector<double> pp_tps, tg_tps;
+  for (int r = 0; r < reps; ++r) {
+    gpu->reset();
+    double t0 = now_s();
+    gpu->prefill(ids.data(), pp);  // returns after the logits are on the host
+    pp_tps.push_back(pp / (now_s() - t0));
+  }
+  for (int r = 0; r < reps; ++r) {
+    gpu->reset();
+    if (depth > 0) gpu->prefill(ids.data(), depth);
+    double t0 = now_s();
+    for (int i = 0; i < tg; ++i) gpu->decode_step(ids[depth + i]);
+    tg_tps.push_back(tg / (now_s() - t0));
+  }
+  Stats pps = stats(pp_tps), tgs = stats(tg_tps);
+  const double wbytes = double(gpu->weight_bytes_per_token());
+  const double kv = double(gpu->kv_bytes_per_token(depth + tg / 2));
+  const double tg_gbs = tgs.median * (wbytes + kv) / 1e9;
+  const double attn_flops = 4.0 * c.num_layers * c.num_heads * c.head_dim * (pp / 2.0);
+  const double pp_tflops = pps.median * (linear_flops_per_token(c) + attn_flops) / 1e12;
+  nlohmann::json j{{"model", model_name},
+                   {"device", device},
+                   {"gpu", gpu->device_name()},
+                   {"dtype", dtype_name(gpu->dtype())},
+                   {"weight_bytes_streamed_per_token", wbytes},
+                   {"pp", {{"tokens", pp}, {"tok_per_s_median", pps.median}, {"tok_per_s_min", pps.min},
+                           {"tok_per_s_max", pps.max}, {"tflops", pp_tflops}}},
+                   {"tg", {{"tokens", tg}, {"depth", depth}, {"tok_per_s_median", tgs.median},
+                           {"tok_per_s_min", tgs.min}, {"tok_per_s_max", tgs.max}, {"gbs", tg_gbs}}},
+                   {"reps", reps}};
+  if (args.has("--json")) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model %s | %s (%s) | %s | %.2f GB streamed per token\n", model_name.c_str(), device.c_str(),
+              gpu->device_name().c_str(), dtype_name(gpu->dtype()), wbytes / 1e9);
+  std::printf("pp%-5d %9.1f tok/s (min %.1f, max %.1f) | %.1f TFLOP/s\n", pp, pps.median, pps.min, pps.max,
+              pp_tflops);
+  std::printf("tg%-5d %9.1f tok/s (min %.1f, max %.1f) at depth %d | %.1f GB/s (weights + KV)\n", tg, tgs.median,
+              tgs.min, tgs.max, depth, tg_gbs);
+  std::printf("(device ceilings, graph/PDL ablations: llamarun_bench_cuda)\n");
+  return 0;
+#endif
+}
+
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
@@ -66,15 +154,18 @@ int cmd_bench(int argc, char** argv) {
              {"--depth", "", true, "context already in the KV cache before tg", "0"},
              {"--reps", "-r", true, "repetitions", "3"},
              {"--threads", "-t", true, "CPU threads", "all cores"},
-             {"--device", "", true, "cpu (this command's CUDA path is llamarun_bench_cuda)", "cpu"},
+             {"--device", "", true,
+              "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
+              "llamarun_bench_cuda)",
+              "cpu"},
              {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);
     return 0;
   }
-  if (args.str("--device", "cpu") != "cpu")
-    fail("bench --device ", args.str("--device"), ": this build's bench runs on the CPU; for CUDA use llamarun_bench_cuda");
+  const std::string device = device_from(args);
+  if (is_cuda_device(device)) return bench_cuda(args, device);
   if (args.has("--threads")) {
     long long t = args.integer("--threads", 1);
     if (t < 1 || t > 1024) fail("--threads must be between 1 and 1024");

@@ -7,14 +7,18 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "engine/generator.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_generator.h"
+#endif
 
 namespace llamarun::cli {
 
 int cmd_generate(int argc, char** argv) {
   Args args("generate",
             "Generate a continuation of a prompt. Text streams to stdout; a timing line goes to stderr.\n"
-            "--json prints one JSON object instead: text, prompt_ids, token_ids, finish_reason, timings.",
-            concat(model_opts(),
+            "--json prints one JSON object instead: text, prompt_ids, token_ids, finish_reason, timings.\n"
+            "--device cuda runs the model on a GPU (fp16, or bf16 for bf16 checkpoints / --act bf16).",
+            concat(model_opts(), std::vector<OptSpec>{device_opt()},
                    std::vector<OptSpec>{{"--prompt", "-p", true, "prompt text", ""},
                                         {"--file", "-f", true, "read the prompt from a file", ""},
                                         {"--no-bos", "", false, "do not add BOS even if the model wants it", ""},
@@ -30,6 +34,7 @@ int cmd_generate(int argc, char** argv) {
   else if (args.has("--prompt")) text = args.str("--prompt");
   else fail("give the prompt with -p TEXT or -f FILE");
   SamplingParams sp = sampling_from(args, 0.8);
+  const std::string device = device_from(args);
 
   auto model = open_model(args);
   if (!model->tokenizer) fail(model->path, ": no tokenizer found next to the model");
@@ -39,15 +44,39 @@ int cmd_generate(int argc, char** argv) {
   auto body = tok.encode(text);
   prompt.insert(prompt.end(), body.begin(), body.end());
 
-  Generator gen(*model, context_size(args, *model));
   const bool json = args.has("--json");
-  GenerationResult r = gen.generate(prompt, sp, [&](const std::string& piece) {
+  auto stream = [&](const std::string& piece) {
     if (!json) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     }
     return true;
-  });
+  };
+  GenerationResult r;
+  if (is_cuda_device(device)) {
+#ifdef LLAMARUN_WITH_CUDA
+    CudaLlamaOptions co;
+    co.device = device;
+    co.max_context = context_size(args, *model);
+    const std::string act = args.str("--act", "auto");
+    if (act == "bf16")
+      co.dtype = DType::BF16;
+    else if (act == "f16")
+      co.dtype = DType::F16;
+    else if (act == "auto") {
+      const TensorInfo* e =
+          model->weights ? model->weights->find(model->gguf ? "token_embd.weight" : "model.embed_tokens.weight")
+                         : nullptr;
+      co.dtype = e && e->dtype == DType::BF16 ? DType::BF16 : DType::F16;
+    } else
+      fail("--act ", act, " with --device ", device, ": use auto, f16 or bf16");
+    CudaGenerator gen(*model, co);
+    r = gen.generate(prompt, sp, stream);
+#endif
+  } else {
+    Generator gen(*model, context_size(args, *model));
+    r = gen.generate(prompt, sp, stream);
+  }
   int prompt_new = int(r.prompt_ids.size()) - r.cached_prompt_tokens;
   if (json) {
     nlohmann::json j{{"text", r.text},
@@ -57,7 +86,8 @@ int cmd_generate(int argc, char** argv) {
                      {"prompt_tokens", r.prompt_ids.size()},
                      {"generated_tokens", r.token_ids.size()},
                      {"prompt_tok_per_s", r.prompt_tok_per_s()},
-                     {"gen_tok_per_s", r.gen_tok_per_s()}};
+                     {"gen_tok_per_s", r.gen_tok_per_s()},
+                     {"device", device}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     std::printf("\n");

@@ -31,6 +31,27 @@ std::vector<OptSpec> sampling_opts(const char* default_temp) {
           {"--ignore-eos", "", false, "keep generating after end-of-sequence tokens", ""}};
 }
 
+OptSpec device_opt() {
+  return {"--device", "", true, "cpu, cuda or cuda:N (cuda needs a build with -DLLAMARUN_CUDA=ON)", "cpu"};
+}
+
+bool is_cuda_device(const std::string& d) { return d.rfind("cuda", 0) == 0; }
+
+std::string device_from(const Args& args) {
+  std::string d = args.str("--device", "cpu");
+  if (d == "cpu") return d;
+  bool ok = d == "cuda";
+  if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() <= 8) {
+    ok = true;
+    for (size_t i = 5; i < d.size(); ++i) ok = ok && d[i] >= '0' && d[i] <= '9';
+  }
+  if (!ok) fail("--device '", d, "': expected cpu, cuda or cuda:N");
+#ifndef LLAMARUN_WITH_CUDA
+  fail("--device ", d, ": this build has no CUDA backend; rebuild with -DLLAMARUN_CUDA=ON");
+#endif
+  return d;
+}
+
 std::unique_ptr<Model> open_model(const Args& args) {
   if (args.has("--threads")) {
     long long t = args.integer("--threads", 0);

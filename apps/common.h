@@ -16,6 +16,13 @@ std::vector<OptSpec> model_opts();
 // --frequency-penalty, --seed, --stop, --n-predict, --ignore-eos
 std::vector<OptSpec> sampling_opts(const char* default_temp);
 
+// --device: cpu (default), cuda, cuda:N.
+OptSpec device_opt();
+// The --device value checked: "cpu", or "cuda" / "cuda:N" (N a non-negative integer). Throws Error for
+// anything else, and for cuda in a build without the CUDA backend.
+std::string device_from(const Args& args);
+bool is_cuda_device(const std::string& device);
+
 std::unique_ptr<Model> open_model(const Args& args);
 // The context size: --ctx, else min(model max_position, 4096).
 int context_size(const Args& args, const Model& m);

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -79,7 +80,9 @@ struct Args {
   std::string preset = "llama2-7b", device = "cuda:0", json_path, dtype = "f16";
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
-  bool graph = true, pdl = true, fuse = true;
+  bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
+  int bps = 0, prefetch_mb = 0;
+  bool narrow = false, l2_256 = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -110,6 +113,22 @@ Args parse(int argc, char** argv) {
       a.pdl = false;
     else if (k == "--no-fuse")
       a.fuse = false;
+    else if (k == "--no-persist")
+      a.persist = false;
+    else if (k == "--no-fuse2")
+      a.fuse2 = false;
+    else if (k == "--gemv-wide")
+      a.wide = true;
+    else if (k == "--gemv-bps")
+      a.bps = std::stoi(val());
+    else if (k == "--gemv-narrow")
+      a.narrow = true;
+    else if (k == "--gemv-l2-256")
+      a.l2_256 = true;
+    else if (k == "--gemv-prefetch")
+      a.prefetch_mb = std::stoi(val());
+    else if (k == "--no-parts")
+      a.parts = false;
     else if (k == "--depths") {
       a.depths.clear();
       std::string s = val();
@@ -123,7 +142,8 @@ Args parse(int argc, char** argv) {
     } else if (k == "--help" || k == "-h") {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse]\n");
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
+          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -222,6 +242,13 @@ int run(int argc, char** argv) {
   opt.use_graph = args.graph;
   opt.pdl = args.pdl;
   opt.fuse_decode = args.fuse;
+  opt.persistent_gemv = args.persist;
+  opt.fuse_rope_attn = args.fuse2;
+  opt.gemv_wide = args.wide;
+  opt.gemv_blocks_per_sm = args.bps;
+  opt.gemv_prefetch_mb = args.prefetch_mb;
+  opt.gemv_narrow = args.narrow;
+  opt.gemv_l2_256 = args.l2_256;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -236,6 +263,13 @@ int run(int argc, char** argv) {
                 {"weights_bytes", model.memory_stats().weights},
                 {"pdl", args.pdl},
                 {"fuse_decode", args.fuse},
+                {"persistent_gemv", args.persist},
+                {"fuse_rope_attn", args.fuse2},
+                {"gemv_wide", args.wide},
+                {"gemv_blocks_per_sm", args.bps},
+                {"gemv_prefetch_mb", args.prefetch_mb},
+                {"gemv_narrow", args.narrow},
+                {"gemv_l2_256", args.l2_256},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
@@ -273,6 +307,132 @@ int run(int argc, char** argv) {
     note_used();
   }
 
+  // Prefill parts at M = pp: the layer GEMMs (cuBLASLt) and the attention (tensor-core and CUDA-core
+  // kernels), summed over the layers, to see which dominates pp.
+  if (args.parts) {
+    const int M = args.pp, H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
+    const int nh = cfg.num_heads, nkv = cfg.num_kv_heads, L = cfg.num_layers;
+    const int qkv = (nh + 2 * nkv) * hd, qd = nh * hd;
+    struct Shape {
+      const char* name;
+      int N, K;
+    } shapes[] = {{"qkv", qkv, H}, {"o", H, qd}, {"gate_up", 2 * I, H}, {"down", H, I}};
+    size_t wmax = 0, kmax = 0, nmax = 0;
+    for (auto& sh : shapes) {
+      wmax = std::max(wmax, size_t(sh.N) * sh.K);
+      kmax = std::max(kmax, size_t(sh.K));
+      nmax = std::max(nmax, size_t(sh.N));
+    }
+    void *w, *x, *y, *ws;
+    const size_t wsb = 32u << 20;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&w, wmax * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(M) * kmax * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(M) * nmax * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&ws, wsb));
+    cuda::fill_random(dt, w, int64_t(wmax), 0.02f, 11, stream);
+    cuda::fill_random(dt, x, int64_t(M) * kmax, 1.f, 12, stream);
+    json pj;
+    double gemm_ms = 0;
+    {
+      cuda::LtGemm lt(ws, wsb);
+      for (auto& sh : shapes) {
+        auto t = time_events([&] { lt.run(dt, w, x, y, false, M, sh.N, sh.K, stream); }, 3, 10, stream);
+        Stats st = stats_of(t);
+        double tf = 2.0 * M * sh.N * double(sh.K) / st.median / 1e12;
+        gemm_ms += st.median * 1e3 * L;
+        pj[sh.name] = {{"N", sh.N}, {"K", sh.K}, {"ms", st.median * 1e3}, {"tflops", tf}};
+        std::printf("  pp%d gemm %-8s N=%-6d K=%-6d %7.3f ms  %6.1f TFLOP/s\n", M, sh.name, sh.N, sh.K,
+                    st.median * 1e3, tf);
+      }
+    }
+    cudaFree(w);
+    cudaFree(x);
+    cudaFree(y);
+    cudaFree(ws);
+    void *q, *kc, *vc, *o;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&q, size_t(M) * qd * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&o, size_t(M) * qd * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&kc, size_t(M) * nkv * hd * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&vc, size_t(M) * nkv * hd * 2));
+    cuda::fill_random(dt, q, int64_t(M) * qd, 1.f, 13, stream);
+    cuda::fill_random(dt, kc, int64_t(M) * nkv * hd, 1.f, 14, stream);
+    cuda::fill_random(dt, vc, int64_t(M) * nkv * hd, 1.f, 15, stream);
+    const float scale = 1.f / std::sqrt(float(hd));
+    auto ta = stats_of(time_events(
+        [&] { cuda::prefill_attention(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); }, 3, 10, stream));
+    double attn_ms = ta.median * 1e3 * L, simt_ms = 0;
+    if (hd == 64 || hd == 128) {
+      auto ts = stats_of(time_events(
+          [&] { cuda::prefill_attention_simt(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); }, 3, 10,
+          stream));
+      simt_ms = ts.median * 1e3 * L;
+    }
+    cudaFree(q);
+    cudaFree(o);
+    cudaFree(kc);
+    cudaFree(vc);
+    pj["gemm_ms_all_layers"] = gemm_ms;
+    pj["attention_tc_ms_all_layers"] = attn_ms;
+    pj["attention_simt_ms_all_layers"] = simt_ms;
+    J["pp_parts"] = pj;
+    std::printf("  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores; CUDA-core kernel %.2f ms)\n",
+                M, L, gemm_ms, attn_ms, simt_ms);
+  }
+
+  // Decode parts: each GEMV shape alone (M = 1, persistent grid, no PDL), back to back on 4 rotating weight
+  // copies (more than L2 holds), as GB/s of weights; their sum per layer against the measured step time.
+  if (args.parts) {
+    const int H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
+    const int nh = cfg.num_heads, nkv = cfg.num_kv_heads;
+    const int qkv = (nh + 2 * nkv) * hd, qd = nh * hd;
+    struct Shape {
+      const char* name;
+      int N, K;
+    } shapes[] = {{"qkv", qkv, H}, {"o", H, qd}, {"gate_up", 2 * I, H}, {"down", H, I}};
+    json tj;
+    double layer_us = 0;
+    void* x;
+    void* y;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * I * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(2) * I * 4));
+    cuda::fill_random(dt, x, 2 * int64_t(I), 1.f, 21, stream);
+    const char* vname[] = {"     ", " l2  ", " u2  "};
+    for (int var = 0; var < 3; ++var) {
+      for (auto& sh : shapes) {
+        const size_t bytes = size_t(sh.N) * sh.K * 2;
+        void* w[4];
+        for (int c = 0; c < 4; ++c) {
+          LLAMARUN_CUDA_CHECK(cudaMalloc(&w[c], bytes));
+          cuda::fill_random(dt, w[c], int64_t(sh.N) * sh.K, 0.02f, 30 + c, stream);
+        }
+        cuda::GemvFusion f;
+        f.persistent = true;
+        f.l2_256 = var == 1;
+        f.narrow = var == 2;
+        int it = 0;
+        auto t = time_events(
+            [&] {
+              for (int c = 0; c < 4; ++c) cuda::gemv_fused(dt, w[(it + c) % 4], x, y, false, 1, sh.N, sh.K, f, stream);
+              ++it;
+            },
+            2, 10, stream);
+        Stats st = stats_of(t);
+        double us = st.median / 4 * 1e6, gbs = bytes / (st.median / 4) / 1e9;
+        if (var == 0) layer_us += us;
+        tj[std::string(sh.name) + (var == 1 ? "_l2_256" : var == 2 ? "_narrow" : "")] = {{"us", us}, {"gbs", gbs}};
+        std::printf("  tg gemv %-8s%s N=%-6d K=%-6d %7.2f us  %6.0f GB/s (%.1f%% of copy)\n", sh.name,
+                    vname[var], sh.N, sh.K, us, gbs, 100.0 * gbs / copy_gbs);
+        for (int c = 0; c < 4; ++c) cudaFree(w[c]);
+      }
+    }
+    cudaFree(x);
+    cudaFree(y);
+    tj["gemv_sum_per_layer_us"] = layer_us;
+    J["tg_parts"] = tj;
+    std::printf("  tg GEMVs alone: %.1f us per layer (x %d layers = %.3f ms)\n", layer_us, cfg.num_layers,
+                layer_us * cfg.num_layers / 1e3);
+  }
+
   // tg at each depth: the depth's context is prefilled once, then each repetition rewinds to it.
   json tgj = json::array();
   std::vector<std::string> lines;
@@ -308,8 +468,12 @@ int run(int argc, char** argv) {
   }
   J["tg"] = tgj;
   J["model"]["pdl_active"] = model.pdl_active();
-  std::printf("decode: graph %s, fused %s, PDL active %s\n", args.graph ? "on" : "off", args.fuse ? "on" : "off",
-              model.pdl_active() ? "yes" : "no");
+  std::printf(
+      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, narrow %s, L2::256B %s, "
+      "L2 prefetch %d MB), PDL active %s\n",
+      args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off", args.persist ? "on" : "off",
+      args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no", args.l2_256 ? "yes" : "no", args.prefetch_mb,
+      model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

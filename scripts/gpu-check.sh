@@ -58,7 +58,8 @@ export LD_LIBRARY_PATH
 if [ "${PREBUILT:-0}" != 1 ]; then
   if step configure "$OUT/build.log" cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DLLAMARUN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$CUDA_ARCHS"; then
-    step build "$OUT/build.log" cmake --build "$BUILD_DIR" -j"$(nproc)" --target llamarun_cuda_tests llamarun_bench_cuda
+    step build "$OUT/build.log" cmake --build "$BUILD_DIR" -j"$(nproc)" --target llamarun_cuda_tests llamarun_bench_cuda \
+      llamarun
   elif [ -x "${PREBUILT_DIR:-build-cuda}/tests/llamarun_cuda_tests" ]; then
     log "configure failed here (see build.log); using the prebuilt binaries in ${PREBUILT_DIR:-build-cuda}"
     BUILD_DIR="${PREBUILT_DIR:-build-cuda}"
@@ -74,6 +75,9 @@ else
   step cuda-tests "$OUT/tests.log" "$TESTS"
 fi
 
+# GPU vs transformers / CPU on the golden fixtures, with its per-fixture error and drift lines.
+step golden "$OUT/golden.log" "$TESTS" --gtest_filter='Dtypes/CudaGolden.*'
+
 if command -v compute-sanitizer >/dev/null; then
   step memcheck "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$TESTS" \
     --gtest_filter='Dtypes/CudaKernel.*/f16:Dtypes/CudaLlamaTest.HfNames*/bf16:Dtypes/CudaLlamaTest.Graph*/f16:CudaSampling.*'
@@ -85,12 +89,20 @@ fi
 
 step bench "$OUT/bench.log" "$BENCH" --preset llama2-7b --dtype f16 --reps "$REPS" --json "$OUT/bench_cuda.json"
 
-# Ablations of the decode step at depth 0 (what graph capture, PDL and the fusions are worth).
-for flags in "--no-pdl" "--no-pdl --no-fuse" "--no-graph"; do
+# The CLI's GPU path (llamarun bench --device cuda).
+if [ -x "$BUILD_DIR/llamarun" ]; then
+  step cli-bench-cuda "$OUT/bench_ablation.log" "$BUILD_DIR/llamarun" bench --device cuda --random-weights llama2-7b \
+    --dtype f16 --pp 512 --tg 64 --reps 2
+fi
+
+# Ablations of the decode step at depth 0 (what graph capture, PDL, persistent GEMV grids and the fusions are worth).
+ABLATIONS=${ABLATIONS:-"--gemv-l2-256|--gemv-narrow|--gemv-prefetch 8|--no-fuse2|--no-pdl|--no-persist|--no-pdl --no-fuse|--no-graph"}
+IFS='|' read -r -a ablation_list <<<"$ABLATIONS"
+for flags in "${ablation_list[@]}"; do
   echo "== $flags" >>"$OUT/bench_ablation.log"
   # shellcheck disable=SC2086
   step "bench $flags" "$OUT/bench_ablation.log" "$BENCH" --preset llama2-7b --dtype f16 --reps 3 --pp 64 --tg 64 \
-    --depths 0 $flags
+    --depths 0,512 --no-parts $flags
 done
 
 if [ "${QUICK:-0}" != 1 ]; then
@@ -101,11 +113,13 @@ fi
 
 log "---- bench ----"
 grep -E "copy|GEMM|pp|tg|memory|model|decode:" "$OUT/bench.log" >>"$summary" 2>/dev/null
+log "---- golden (GPU vs transformers / CPU) ----"
+grep -E "\[ golden \]|FAILED|Failure" "$OUT/golden.log" | head -60 >>"$summary" 2>/dev/null
 log "---- tests ----"
 grep -E "PASSED|FAILED|tests passed|tests failed" "$OUT/tests.log" | tail -20 >>"$summary" 2>/dev/null
 log "skipped tests (should be 0 on a GPU machine): $(grep -c 'SKIPPED \]' "$OUT/tests.log" 2>/dev/null)"
 log "---- ablations (tg64 @ d0) ----"
-grep -E "^==|tg64" "$OUT/bench_ablation.log" >>"$summary" 2>/dev/null
+grep -E "^==|tg64|^pp|^model" "$OUT/bench_ablation.log" >>"$summary" 2>/dev/null
 log "---- peers ----"
 cut -c1-400 "$OUT/peers.jsonl" >>"$summary" 2>/dev/null
 cat "$summary"

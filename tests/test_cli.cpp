@@ -178,4 +178,14 @@ TEST(CliBadInput, BadOptions) {
   EXPECT_EQ(r.exit_code, 2);
 }
 
+TEST(CliBadInput, DeviceOption) {
+  expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "gpu"}), "--device");
+  expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda:x"}), "--device");
+#ifndef LLAMARUN_WITH_CUDA
+  // A CPU-only build names the missing backend and how to get it.
+  expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda"}), "rebuild with -DLLAMARUN_CUDA=ON");
+  expect_clean_error(run_llamarun({"bench", "--device", "cuda:1"}), "rebuild with -DLLAMARUN_CUDA=ON");
+#endif
+}
+
 }  // namespace

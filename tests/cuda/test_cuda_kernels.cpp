@@ -342,7 +342,8 @@ struct AttnCase {
 
 TEST_P(CudaKernel, DecodeAttentionSplitK) {
   const int max_ctx = 4096;
-  for (AttnCase c : {AttnCase{8, 2, 128}, AttnCase{4, 4, 64}, AttnCase{8, 1, 64}, AttnCase{6, 2, 128}}) {
+  for (AttnCase c : {AttnCase{8, 2, 128}, AttnCase{4, 4, 64}, AttnCase{8, 1, 64}, AttnCase{6, 2, 128},
+                     AttnCase{4, 2, 32}, AttnCase{4, 4, 16}}) {
     const float scale = 1.f / std::sqrt(float(c.hd));
     size_t cache_n = size_t(c.nkv) * max_ctx * c.hd;
     auto kc = rand_vec(gen, cache_n, -2, 2), vc = rand_vec(gen, cache_n);
@@ -372,6 +373,18 @@ TEST_P(CudaKernel, DecodeAttentionSplitK) {
           attend_ref(&q[size_t(h) * c.hd], kc, vc, h / G, max_ctx, c.hd, len, scale, &ref[size_t(h) * c.hd]);
         EXPECT_LT(rel_l2(out, ref), tol_rel(t())) << "nh=" << c.nh << " nkv=" << c.nkv << " hd=" << c.hd
                                                   << " len=" << len << " splits=" << plan.splits;
+        // Fused merge (last block per kv head), twice: the counters must be back at zero after each launch.
+        DevBuf cnt(sizeof(int) * c.nkv);
+        CUDA_OK(cudaMemset(cnt.p, 0, sizeof(int) * c.nkv));
+        for (int rep = 0; rep < 2; ++rep) {
+          dout.poison();
+          decode_attention(t(), dq.p, dk.p, dv.p, dpos.as<int32_t>(), c.nh, c.nkv, c.hd, max_ctx, scale, plan,
+                           po.as<float>(), ps.as<float>(), dout.p, nullptr, false, cnt.as<int>());
+          CUDA_OK(cudaDeviceSynchronize());
+          auto out2 = download16(t(), dout, qb.size());
+          EXPECT_LT(rel_l2(out2, ref), tol_rel(t()))
+              << "fused merge, launch " << rep << " nh=" << c.nh << " hd=" << c.hd << " len=" << len;
+        }
       }
     }
   }
@@ -379,9 +392,10 @@ TEST_P(CudaKernel, DecodeAttentionSplitK) {
 
 TEST_P(CudaKernel, PrefillAttentionCausal) {
   const int max_ctx = 512;
-  for (AttnCase c : {AttnCase{8, 2, 128}, AttnCase{4, 4, 64}}) {
+  for (AttnCase c : {AttnCase{8, 2, 128}, AttnCase{4, 4, 64}, AttnCase{4, 2, 32}, AttnCase{2, 2, 16},
+                     AttnCase{8, 1, 64}}) {
     for (int start : {0, 50}) {
-      for (int M : {1, 37, 100}) {
+      for (int M : {1, 37, 100, 200}) {
         const float scale = 1.f / std::sqrt(float(c.hd));
         size_t cache_n = size_t(c.nkv) * max_ctx * c.hd;
         auto kc = rand_vec(gen, cache_n, -2, 2), vc = rand_vec(gen, cache_n);
@@ -411,6 +425,15 @@ TEST_P(CudaKernel, PrefillAttentionCausal) {
           }
         EXPECT_LT(rel_l2(out, ref), tol_rel(t()))
             << "nh=" << c.nh << " hd=" << c.hd << " start=" << start << " M=" << M;
+        if (c.hd == 64 || c.hd == 128) {  // the CUDA-core kernel too
+          dout.poison();
+          prefill_attention_simt(t(), dq.p, dk.p, dv.p, M, start, c.nh, c.nkv, c.hd, max_ctx, scale, dout.p,
+                                 nullptr);
+          CUDA_OK(cudaDeviceSynchronize());
+          auto out2 = download16(t(), dout, qb.size());
+          EXPECT_LT(rel_l2(out2, ref), tol_rel(t()))
+              << "simt nh=" << c.nh << " hd=" << c.hd << " start=" << start << " M=" << M;
+        }
       }
     }
   }

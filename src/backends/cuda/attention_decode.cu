@@ -2,7 +2,8 @@
 // `splits` contiguous chunks (chunk size computed on the GPU from the position, so a captured graph
 // serves every step); one block per (kv head, chunk) computes, for the GQA group of query heads that
 // share the kv head, an online-softmax partial result (unnormalised output, running max, running
-// sum); a second kernel merges the chunks.
+// sum); a second kernel merges the chunks, or (merge_counters given) the last block of each kv head to
+// finish does, counted with an atomic per kv head.
 #include <algorithm>
 
 #include "backends/cuda/cuda_types.cuh"
@@ -21,11 +22,13 @@ __device__ __forceinline__ int chunk_len(int len, int splits) {
   return (c + kTile - 1) / kTile * kTile;
 }
 
+// One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end).
 template <typename T, int HD, int MAXG>
-__global__ void __launch_bounds__(kThreads)
-    decode_attn_partial(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
-                        const int32_t* __restrict__ pos_dev, int nh, int G, int max_ctx, float scale,
-                        float* __restrict__ part_o, float* __restrict__ part_stats) {
+__device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* __restrict__ kc,
+                                              const T* __restrict__ vc, int nh, int G, int max_ctx,
+                                              float scale, float* __restrict__ part_o,
+                                              float* __restrict__ part_stats, int kvh, int split, int begin,
+                                              int end) {
   constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
   constexpr int PPW = 32 / LPP;     // positions per warp per step
   constexpr int PG = kWarps * PPW;  // position groups per block
@@ -33,24 +36,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float s_p[MAXG][kTile];
   __shared__ float s_alpha[MAXG], s_m[MAXG], s_l[MAXG];
   __shared__ float red[PG][MAXG][HD];
-
-  pdl_trigger();
-  pdl_wait();  // before any read of earlier kernels' output and before any write
-  const int kvh = blockIdx.x, split = blockIdx.y, S = gridDim.y;
-  int len = pos_dev[0] + 1;
-  len = len < 1 ? 1 : (len > max_ctx ? max_ctx : len);
-  const int chunk = chunk_len(len, S);
-  const int begin = split * chunk;
-  const int end = min(len, begin + chunk);
   const int tid = threadIdx.x;
-  if (begin >= end) {  // nothing to do: mark this chunk empty for the merge
-    if (tid < G) {
-      float* st = part_stats + (size_t(split) * nh + kvh * G + tid) * 2;
-      st[0] = -INFINITY;
-      st[1] = 0.f;
-    }
-    return;
-  }
   const int lane = tid & 31, warp = tid >> 5;
   const int dl = lane % LPP;               // which 8 values of the head
   const int pg = warp * PPW + lane / LPP;  // position group
@@ -109,7 +95,11 @@ __global__ void __launch_bounds__(kThreads)
     for (int g = warp; g < G; g += kWarps) {
       float a = s_p[g][lane], b = s_p[g][lane + 32];
       float tmax = warp_max(fmaxf(a, b));
-      float m_old = s_m[g];
+      // Only lane 0 reads and writes s_m / s_l (the others get m_old by shuffle): no lane reads a word
+      // that another lane of the warp writes below.
+      float m_old = 0.f;
+      if (lane == 0) m_old = s_m[g];
+      m_old = __shfl_sync(0xffffffffu, m_old, 0);
       float m_new = fmaxf(m_old, tmax);  // finite: the tile holds at least one valid position
       float pa = __expf(a - m_new), pb = __expf(b - m_new);
       s_p[g][lane] = pa;
@@ -173,6 +163,61 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+template <typename T, int HD, int MAXG>
+__global__ void __launch_bounds__(kThreads)
+    decode_attn_partial(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
+                        const int32_t* __restrict__ pos_dev, int nh, int G, int max_ctx, float scale,
+                        float* __restrict__ part_o, float* __restrict__ part_stats, int* counters,
+                        T* __restrict__ out) {
+  pdl_trigger();
+  pdl_wait();  // before any read of earlier kernels' output and before any write
+  const int kvh = blockIdx.x, split = blockIdx.y, S = gridDim.y;
+  int len = pos_dev[0] + 1;
+  len = len < 1 ? 1 : (len > max_ctx ? max_ctx : len);
+  const int chunk = chunk_len(len, S);
+  const int begin = split * chunk;
+  const int end = min(len, begin + chunk);
+  const int tid = threadIdx.x;
+  if (begin >= end) {  // nothing to do: mark this chunk empty for the merge
+    if (tid < G) {
+      float* st = part_stats + (size_t(split) * nh + kvh * G + tid) * 2;
+      st[0] = -INFINITY;
+      st[1] = 0.f;
+    }
+  } else {
+    partial_chunk<T, HD, MAXG>(q, kc, vc, nh, G, max_ctx, scale, part_o, part_stats, kvh, split, begin, end);
+  }
+  if (!counters) return;
+  // Fused merge: the last block of this kv head to finish combines the S chunks of its G query heads.
+  __shared__ int s_last;
+  __threadfence();  // this block's partials are visible device-wide before it is counted
+  __syncthreads();
+  if (tid == 0) s_last = atomicAdd(&counters[kvh], 1) == S - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int idx = tid; idx < G * HD; idx += kThreads) {
+    const int h = kvh * G + idx / HD, d = idx % HD;
+    float mx = -INFINITY;
+    for (int s = 0; s < S; ++s) {
+      const float* st = part_stats + (size_t(s) * nh + h) * 2;
+      if (__ldcg(st + 1) > 0.f) mx = fmaxf(mx, __ldcg(st));
+    }
+    float num = 0.f, den = 0.f;
+    for (int s = 0; s < S; ++s) {
+      const float* st = part_stats + (size_t(s) * nh + h) * 2;
+      const float l = __ldcg(st + 1);
+      if (l > 0.f) {
+        const float w = __expf(__ldcg(st) - mx);
+        den += w * l;
+        num += w * __ldcg(part_o + (size_t(s) * nh + h) * HD + d);
+      }
+    }
+    out[size_t(h) * HD + d] = from_f32<T>(den > 0.f ? num / den : 0.f);
+  }
+  if (tid == 0) counters[kvh] = 0;  // ready for the next launch
+}
+
 // One block per query head, one thread per dimension: merges the chunks' partial softmax results.
 template <typename T>
 __global__ void decode_attn_merge(const float* __restrict__ part_o, const float* __restrict__ part_stats,
@@ -201,21 +246,22 @@ __global__ void decode_attn_merge(const float* __restrict__ part_o, const float*
 
 template <typename T, int HD>
 void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx,
-               float scale, int S, float* po, float* ps, cudaStream_t stream, bool pdl) {
+               float scale, int S, float* po, float* ps, int* counters, T* out, cudaStream_t stream,
+               bool pdl) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
+  auto go = [&](auto kernel) {
+    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G, max_ctx, scale, po, ps,
+                  counters, out);
+  };
   if (G == 1)
-    launch_kernel(pdl, decode_attn_partial<T, HD, 1>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
-                  max_ctx, scale, po, ps);
+    go(decode_attn_partial<T, HD, 1>);
   else if (G == 2)
-    launch_kernel(pdl, decode_attn_partial<T, HD, 2>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
-                  max_ctx, scale, po, ps);
+    go(decode_attn_partial<T, HD, 2>);
   else if (G <= 4)
-    launch_kernel(pdl, decode_attn_partial<T, HD, 4>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
-                  max_ctx, scale, po, ps);
+    go(decode_attn_partial<T, HD, 4>);
   else
-    launch_kernel(pdl, decode_attn_partial<T, HD, 8>, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G,
-                  max_ctx, scale, po, ps);
+    go(decode_attn_partial<T, HD, 8>);
 }
 
 }  // namespace
@@ -236,23 +282,34 @@ size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh) { return siz
 void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
                       const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
                       const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream, bool pdl) {
+                      cudaStream_t stream, bool pdl, int* merge_counters) {
   if (nkv <= 0 || nh % nkv != 0)
     fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("decode_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
-  if (hd != 64 && hd != 128) fail("decode_attention: head_dim ", hd, " not supported (64 or 128)");
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
+    fail("decode_attention: head_dim ", hd, " not supported (16, 32, 64 or 128)");
   int S = plan.splits;
   LLAMARUN_DISPATCH_ACT(act, "decode_attention", {
     auto* qq = static_cast<const T*>(q);
     auto* kk = static_cast<const T*>(k_cache);
     auto* vv = static_cast<const T*>(v_cache);
-    if (hd == 64)
-      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
+    auto* oo = static_cast<T*>(out);
+    if (hd == 16)
+      launch_hd<T, 16>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                       oo, stream, pdl);
+    else if (hd == 32)
+      launch_hd<T, 32>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                       oo, stream, pdl);
+    else if (hd == 64)
+      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                       oo, stream, pdl);
     else
-      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, stream, pdl);
+      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
+                        oo, stream, pdl);
     LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_partial");
-    launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,
-                  (const float*)part_stats, nh, hd, S, static_cast<T*>(out));
+    if (!merge_counters)
+      launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,
+                    (const float*)part_stats, nh, hd, S, oo);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_merge");
 }

@@ -129,6 +129,7 @@ struct CudaLlama::Impl {
   int32_t* step = nullptr;  // [2]: decode token, decode position (written before each graph replay)
   int32_t* next = nullptr;  // [1]: sampled token
   uint64_t* rng_counter = nullptr;
+  int* merge_counters = nullptr;  // [nkv]: decode attention's fused merge (zero between launches)
   float* part_o = nullptr;
   float* part_stats = nullptr;
   DecodeAttnPlan attn_plan;
@@ -170,7 +171,7 @@ struct CudaLlama::Impl {
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
-    b += 4 * size_t(V) + 8 * m + 64 +
+    b += 4 * size_t(V) + 8 * m + 64 + 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
     return b + 16 * 256;  // allocation rounding
   }
@@ -193,7 +194,8 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
          " must be multiples of 8");
   if (nh % nkv) fail("CudaLlama: ", nh, " heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("CudaLlama: GQA group ", nh / nkv, " > 8 not supported");
-  if (hd != 64 && hd != 128) fail("CudaLlama: head_dim ", hd, " not supported (64 or 128)");
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
+    fail("CudaLlama: head_dim ", hd, " not supported (16, 32, 64 or 128)");
   if (H > 12224) fail("CudaLlama: hidden size ", H, " > 12224 not supported");
   if (o.max_context <= 0) fail("CudaLlama: max_context ", o.max_context, " must be positive");
   if (o.max_prefill_chunk <= 0) fail("CudaLlama: max_prefill_chunk must be positive");
@@ -262,6 +264,7 @@ void CudaLlama::Impl::allocate(size_t extra) {
   step = alloc.alloc_n<int32_t>(2, "decode step");
   next = alloc.alloc_n<int32_t>(1, "next token");
   rng_counter = alloc.alloc_n<uint64_t>(1, "rng counter");
+  merge_counters = alloc.alloc_n<int>(nkv, "attention merge counters");
   part_o = alloc.alloc_n<float>(decode_attn_partial_floats(attn_plan, nh, hd), "attention partials");
   part_stats = alloc.alloc_n<float>(decode_attn_stats_floats(attn_plan, nh), "attention stats");
   inv_freq = alloc.alloc_n<float>(hd / 2, "rope inv_freq");
@@ -273,6 +276,7 @@ void CudaLlama::Impl::allocate(size_t extra) {
   std::vector<float> f = llamarun::rope_inv_freq(cfg);  // includes GGUF rope_freqs factors
   LLAMARUN_CUDA_CHECK(cudaMemcpy(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
   LLAMARUN_CUDA_CHECK(cudaMemset(rng_counter, 0, 8));
+  LLAMARUN_CUDA_CHECK(cudaMemset(merge_counters, 0, sizeof(int) * nkv));
   load.device_weight_bytes = mem.weights;
 }
 
@@ -435,17 +439,44 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     // 7 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, SiLU-mul in the down
     // GEMV's, and the residual adds in the o / down GEMVs' epilogues (x is updated in place). With pdl,
     // every kernel after the embedding may start while its predecessor drains (GEMVs prefetch weights).
-    GemvFusion norm_attn{GemvPrologue::kRmsNorm, nullptr, cfg.rms_eps, false};
-    GemvFusion add{GemvPrologue::kNone, nullptr, 0.f, true};
-    GemvFusion silu_add{GemvPrologue::kSiluMul, nullptr, 0.f, true};
+    // With fuse_rope_attn, 5: RoPE and the KV append run in the QKV GEMV's epilogue and the attention's
+    // split merge in its last block.
+    GemvFusion base;
+    base.persistent = opt.persistent_gemv;
+    base.blocks_per_sm = opt.gemv_blocks_per_sm;
+    base.wide = opt.gemv_wide;
+    base.narrow = opt.gemv_narrow;
+    base.l2_256 = opt.gemv_l2_256;
+    base.prefetch_bytes = pdl ? size_t(std::max(opt.gemv_prefetch_mb, 0)) << 20 : 0;
+    GemvFusion norm_attn = base, add = base, silu_add = base;
+    norm_attn.prologue = GemvPrologue::kRmsNorm;
+    norm_attn.eps = cfg.rms_eps;
+    add.add_to_y = true;
+    silu_add.prologue = GemvPrologue::kSiluMul;
+    silu_add.add_to_y = true;
+    const bool fuse2 = opt.fuse_rope_attn;
     for (int l = 0; l < L; ++l) {
       const LayerWeights& lw = layers[l];
-      norm_attn.norm_weight = lw.attn_norm;
-      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, norm_attn, stream, pdl);
-      rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l),
-                    vc_layer(l), stream, pdl);
+      GemvFusion qkv_f = norm_attn;
+      qkv_f.norm_weight = lw.attn_norm;
+      if (fuse2) {
+        qkv_f.rope_layout = cfg.rope_layout;
+        qkv_f.rope_pos = p;
+        qkv_f.rope_inv_freq = inv_freq;
+        qkv_f.rope_nh = nh;
+        qkv_f.rope_nkv = nkv;
+        qkv_f.rope_hd = hd;
+        qkv_f.rope_max_ctx = max_ctx;
+        qkv_f.rope_q_out = q;
+        qkv_f.rope_k_cache = kc_layer(l);
+        qkv_f.rope_v_cache = vc_layer(l);
+      }
+      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, qkv_f, stream, pdl);
+      if (!fuse2)
+        rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l),
+                      vc_layer(l), stream, pdl);
       decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
-                       part_stats, attn, stream, pdl);
+                       part_stats, attn, stream, pdl, fuse2 ? merge_counters : nullptr);
       gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream, pdl);
       norm_attn.norm_weight = lw.ffn_norm;
       gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, norm_attn, stream, pdl);
@@ -608,6 +639,9 @@ int32_t CudaLlama::decode_step_sample(int32_t id, const CudaSampling& s) {
 }
 
 void CudaLlama::reset() { impl_->cur_pos = 0; }
+void CudaLlama::reset_sample_counter() {
+  LLAMARUN_CUDA_CHECK(cudaMemsetAsync(impl_->rng_counter, 0, sizeof(uint64_t), impl_->stream));
+}
 void CudaLlama::truncate(int p) {
   if (p < 0 || p > impl_->cur_pos) fail("truncate: position ", p, " outside [0, ", impl_->cur_pos, "]");
   impl_->cur_pos = p;

@@ -18,13 +18,22 @@ namespace llamarun {
 struct WeightMap;
 
 struct CudaLlamaOptions {
-  std::string device = "cuda:0";     // "cuda" or "cuda:N"
-  DType dtype = DType::F16;          // weights, activations and KV cache: F16 or BF16
-  int max_context = 4096;            // KV-cache positions (prompt + generated)
-  int max_prefill_chunk = 512;       // tokens per prefill forward; longer prompts run in chunks
-  bool use_graph = true;             // replay the decode step from a captured CUDA graph
-  bool fuse_decode = true;           // decode: RMSNorm / SiLU / residual fused into the GEMVs
-  bool pdl = true;                   // decode (fused): programmatic dependent launch on Hopper GPUs
+  std::string device = "cuda:0";  // "cuda" or "cuda:N"
+  DType dtype = DType::F16;       // weights, activations and KV cache: F16 or BF16
+  int max_context = 4096;         // KV-cache positions (prompt + generated)
+  int max_prefill_chunk = 512;    // tokens per prefill forward; longer prompts run in chunks
+  bool use_graph = true;          // replay the decode step from a captured CUDA graph
+  bool fuse_decode = true;        // decode: RMSNorm / SiLU / residual fused into the GEMVs
+  bool pdl = true;                // decode (fused): programmatic dependent launch on Hopper GPUs
+  bool persistent_gemv = true;    // decode (fused): GEMV grids of one resident wave (warps loop over rows)
+  bool fuse_rope_attn = true;     // decode (fused): RoPE + KV append in the QKV GEMV, attention merge fused
+  int gemv_blocks_per_sm = 0;     // decode (fused, persistent): GEMV blocks per SM (0: as many as fit)
+  bool gemv_wide = false;         // decode (fused): 8 instead of 4 16-byte loads per row per lane per step
+  bool gemv_narrow = false;       // decode (fused): 2 instead of 4 (wide wins over narrow)
+  bool gemv_l2_256 = false;       // decode (fused): weight loads with the L2::256B hint
+  // decode (fused, pdl): MB of each GEMV's weights prefetched into L2 while the previous kernel drains.
+  // 0 by default: on an H200 8 MB changed nothing and 24 / 48 MB cost 6 / 9% (bench_cuda --gemv-prefetch).
+  int gemv_prefetch_mb = 0;
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
 };
 
@@ -76,6 +85,9 @@ class CudaLlama {
   int32_t decode_step_sample(int32_t id, const CudaSampling& s);
 
   void reset();  // empty the KV cache: position() = 0
+  // Restarts the GPU sampler's draw counter (decode_step_sample draws sample_uniform(seed, counter++)), so
+  // the same seed gives the same tokens again.
+  void reset_sample_counter();
   // Forgets positions >= pos (0 <= pos <= position()): the cache keeps the first pos tokens, so a shared
   // prefix is reused without recomputing it.
   void truncate(int pos);

@@ -9,6 +9,9 @@
 // RMSNorm (each block recomputes the row's sum of squares: a few KB from L2) or SiLU-and-multiply, and the
 // epilogue can add into y (the residual stream). In the decode step this removes the separate norm,
 // SiLU and residual kernels.
+#include <algorithm>
+#include <type_traits>
+
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/kernels.h"
 
@@ -24,8 +27,59 @@ struct Fuse {
   int prologue;        // GemvPrologue
   const void* norm_w;  // kRmsNorm: [K]
   float eps;
-  bool add;  // y += result
+  bool add;         // y += result
+  bool persistent;  // grid of one resident wave (each warp takes several row groups)
+  int blocks_per_sm;
+  bool wide;
+  bool l2_256;          // weight loads with the L2::256B hint
+  bool narrow;          // M = 1: U = 2
+  float prefetch_frac;  // fraction of each warp's steps pulled into L2 before the PDL wait
+  // RoPE epilogue (M = 1, R = 2): rope 0 off, 1 half layout, 2 interleaved.
+  int rope;
+  const int32_t* pos;
+  const float* inv_freq;
+  int nh, nkv, hd, max_ctx;
+  void *q_out, *k_cache, *v_cache;
 };
+
+// Row r (< R) of row group rg. With the RoPE epilogue a group is the rotation pair (i, i + hd/2) (half)
+// or (2i, 2i + 1) (interleaved) of one head, so one lane holds both values it rotates.
+template <int R>
+__device__ __forceinline__ int row_of(const Fuse& f, int rg, int r) {
+  if (!f.rope) return rg * R + r;
+  const int half = f.hd >> 1, head = rg / half, i = rg - head * half;
+  return head * f.hd + (f.rope == 1 ? i + r * half : 2 * i + r);
+}
+
+// The RoPE epilogue for one rotation pair (a: row i0, b: row i1 of `head`).
+template <typename T>
+__device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float b) {
+  const int half = f.hd >> 1, head = rg / half, i = rg - head * half;
+  const int i0 = f.rope == 1 ? i : 2 * i, i1 = f.rope == 1 ? i + half : 2 * i + 1;
+  const int p = f.pos[0];
+  // Round as the unfused path does (GEMV output stored as T, rotated from there).
+  a = to_f32(from_f32<T>(a));
+  b = to_f32(from_f32<T>(b));
+  T* dst;
+  if (head >= f.nh + f.nkv) {  // value head: no rotation
+    if (p < 0 || p >= f.max_ctx) return;
+    dst = static_cast<T*>(f.v_cache) + (size_t(head - f.nh - f.nkv) * f.max_ctx + p) * f.hd;
+  } else {
+    float sn, cs;
+    sincosf(float(p) * f.inv_freq[i], &sn, &cs);
+    const float r0 = a * cs - b * sn, r1 = b * cs + a * sn;
+    a = r0;
+    b = r1;
+    if (head < f.nh) {
+      dst = static_cast<T*>(f.q_out) + size_t(head) * f.hd;
+    } else {
+      if (p < 0 || p >= f.max_ctx) return;
+      dst = static_cast<T*>(f.k_cache) + (size_t(head - f.nh) * f.max_ctx + p) * f.hd;
+    }
+  }
+  dst[i0] = from_f32<T>(a);
+  dst[i1] = from_f32<T>(b);
+}
 
 // Stages x (or its fused transform) into xs as T: M rows of K values.
 template <typename T, int M>
@@ -96,16 +150,44 @@ __global__ void __launch_bounds__(kThreads)
   pdl_trigger();
   const int nvec = K / 8;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kWarps + warp) * R;
-  const uint4* wrow[R];
+  // Work: row groups of R rows, warp-strided over the grid (one per warp when the grid covers N, several
+  // per warp for a persistent grid). A warp's work is a flat sequence of (row group, batch) steps, each
+  // batch U 16-byte vectors of each of the R rows per lane; the next step's loads are issued before the
+  // current step's math, and the first step's before the PDL wait and the x staging (weights are
+  // constant), so loads stay in flight across the prologue and across row groups.
+  const int nbatch = (nvec + 32 * U - 1) / (32 * U);
+  const int groups = (N + R - 1) / R;
+  const int stride = gridDim.x * kWarps;
+  const int rg0 = blockIdx.x * kWarps + warp;
+  const int my_groups = rg0 < groups ? (groups - rg0 + stride - 1) / stride : 0;
+  const int steps = my_groups * nbatch;
+
+  auto load = [&](uint4(&w)[R][U], int step) {
+    const int rg = rg0 + (step / nbatch) * stride;
+    const int base = lane + (step % nbatch) * 32 * U;
 #pragma unroll
-  for (int r = 0; r < R; ++r) wrow[r] = reinterpret_cast<const uint4*>(W + size_t(min(row0 + r, N - 1)) * K);
-  if (row0 < N) {  // weights are constant: start pulling the first two steps' worth into L2 before waiting
+    for (int r = 0; r < R; ++r) {
+      const uint4* wrow = reinterpret_cast<const uint4*>(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K);
 #pragma unroll
-    for (int u = 0; u < 2 * U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (lane + u * 32 < nvec) prefetch_l2(wrow[r] + lane + u * 32);
+      for (int u = 0; u < U; ++u) {
+        int v = base + u * 32;
+        w[r][u] =
+            v < nvec ? (f.l2_256 ? ld_stream_l2_256(wrow + v) : ld_stream(wrow + v)) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  uint4 wc[R][U], wn[R][U];
+  if (steps > 0) load(wc, 0);
+  // While the previous kernel drains (PDL), pull the first prefetch_frac of this warp's steps into L2
+  // (a step is U * 512 bytes of each of its R rows: R * U * 4 lines of 128 bytes).
+  const int pf = min(steps, int(ceilf(f.prefetch_frac * float(steps))));
+  for (int st = 1; st < pf; ++st) {
+    const int rg = rg0 + (st / nbatch) * stride;
+    const int base_el = (st % nbatch) * 32 * U * 8;  // first element of the step's span in each row
+    for (int idx = lane; idx < R * U * 4; idx += 32) {
+      const int r = idx / (U * 4), el = base_el + (idx % (U * 4)) * 64;  // 64 elements = 128 bytes
+      if (el < K) prefetch_l2(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K + el);
+    }
   }
   pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
@@ -113,7 +195,6 @@ __global__ void __launch_bounds__(kThreads)
     stage_x<T, M>(x, xs, K, f);
     xv = xs;
   }
-  if (row0 >= N) return;
 
   float acc[R][M];
 #pragma unroll
@@ -121,15 +202,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
 
-  for (int base = lane; base < nvec; base += 32 * U) {
-    uint4 w[R][U];
-#pragma unroll
-    for (int u = 0; u < U; ++u)
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        int v = base + u * 32;
-        w[r][u] = v < nvec ? ld_stream(wrow[r] + v) : make_uint4(0, 0, 0, 0);
-      }
+  for (int step = 0; step < steps; ++step) {
+    if (step + 1 < steps) load(wn, step + 1);
+    const int b = step % nbatch;
+    const int base = lane + b * 32 * U;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       int v = base + u * 32;
@@ -141,36 +217,60 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
           for (int r = 0; r < R; ++r) {
             float wf[8];
-            unpack8<T>(w[r][u], wf);
+            unpack8<T>(wc[r][u], wf);
 #pragma unroll
             for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[j], xf[j], acc[r][m]);
           }
         }
       }
     }
-  }
+    if (b == nbatch - 1) {  // row group complete: reduce and store
+      const int rg = rg0 + (step / nbatch) * stride;
+      const int row0 = rg * R;
 #pragma unroll
-  for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
-  if (lane == 0) {
+        for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+      bool roped = false;
+      if constexpr (R == 2 && M == 1 && !std::is_same_v<OutT, float>) {
+        if (f.rope) {
+          if (lane == 0) rope_store<T>(f, rg, acc[0][0], acc[1][0]);
+          roped = true;
+        }
+      }
+      if (lane == 0 && !roped) {
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          if (row0 + r < N)
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+              size_t idx = size_t(m) * N + row0 + r;
+              float v = acc[r][m];
+              if (f.add) v += to_f32(y[idx]);
+              y[idx] = from_f32<OutT>(v);
+            }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < M; ++m) acc[r][m] = 0.f;
+    }
 #pragma unroll
     for (int r = 0; r < R; ++r)
-      if (row0 + r < N)
 #pragma unroll
-        for (int m = 0; m < M; ++m) {
-          size_t idx = size_t(m) * N + row0 + r;
-          float v = acc[r][m];
-          if (f.add) v += to_f32(y[idx]);
-          y[idx] = from_f32<OutT>(v);
-        }
+      for (int u = 0; u < U; ++u) wc[r][u] = wn[r][u];
   }
 }
 
-template <typename T, typename OutT, int M>
+template <typename T, typename OutT, int M, int U = 4>
 void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream, bool pdl) {
   constexpr int R = M <= 2 ? 2 : 1;
-  constexpr int U = 4;
+  if constexpr (M == 1 && U == 4) {
+    if (f.wide) return launch_m<T, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
+    if (f.narrow) return launch_m<T, OutT, 1, 2>(W, x, y, N, K, f, stream, pdl);
+  }
+  if (f.rope && (M != 1 || std::is_same_v<OutT, float>))
+    fail("gemv_fused: the RoPE epilogue needs M = 1 and an fp16/bf16 output");
   size_t xbytes = size_t(M) * K * sizeof(T);
   bool smem = xbytes <= size_t(kSmemX);
   if (!smem && f.prologue != int(GemvPrologue::kNone))
@@ -178,8 +278,17 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
          " values do not fit the shared-memory staging a fused prologue needs");
   int rows_per_block = kWarps * R;
   int grid = (N + rows_per_block - 1) / rows_per_block;
-  launch_kernel(pdl, gemv_kernel<T, OutT, M, R, U>, dim3(grid), dim3(kThreads), smem ? xbytes : 0, stream, W,
-                x, y, N, K, smem, f);
+  auto kernel = gemv_kernel<T, OutT, M, R, U>;
+  const size_t dyn = smem ? xbytes : 0;
+  if (f.persistent) {  // one resident wave: each warp walks several row groups
+    int dev = 0, sms = 0, per_sm = 0;
+    LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
+    LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, dyn));
+    if (f.blocks_per_sm > 0) per_sm = std::min(per_sm, f.blocks_per_sm);
+    grid = std::max(1, std::min(grid, sms * std::max(per_sm, 1)));
+  }
+  launch_kernel(pdl, kernel, dim3(grid), dim3(kThreads), dyn, stream, W, x, y, N, K, smem, f);
 }
 
 template <typename T, typename OutT>
@@ -240,13 +349,44 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
 
 void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
           cudaStream_t stream) {
-  gemv_impl(act, W, x, y, y_f32, M, N, K, Fuse{int(GemvPrologue::kNone), nullptr, 0.f, false}, stream, false);
+  Fuse f{};
+  f.prologue = int(GemvPrologue::kNone);
+  gemv_impl(act, W, x, y, y_f32, M, N, K, f, stream, false);
 }
 
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
-  gemv_impl(act, W, x, y, y_f32, M, N, K,
-            Fuse{int(fusion.prologue), fusion.norm_weight, fusion.eps, fusion.add_to_y}, stream, pdl);
+  Fuse f{};
+  f.prefetch_frac =
+      N > 0 && K > 0 ? std::min(1.f, float(double(fusion.prefetch_bytes) / (double(N) * K * 2))) : 0.f;
+  f.prologue = int(fusion.prologue);
+  f.norm_w = fusion.norm_weight;
+  f.eps = fusion.eps;
+  f.add = fusion.add_to_y;
+  f.persistent = fusion.persistent;
+  f.blocks_per_sm = fusion.blocks_per_sm;
+  f.wide = fusion.wide;
+  f.narrow = fusion.narrow;
+  f.l2_256 = fusion.l2_256;
+  if (fusion.rope_inv_freq) {
+    if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 ||
+        N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
+      fail("gemv_fused: RoPE epilogue with N = ", N, " rows but ", fusion.rope_nh, " + 2 x ", fusion.rope_nkv,
+           " heads of ", fusion.rope_hd);
+    if (!fusion.rope_pos || !fusion.rope_q_out || !fusion.rope_k_cache || !fusion.rope_v_cache)
+      fail("gemv_fused: RoPE epilogue without position, q output or caches");
+    f.rope = fusion.rope_layout == RopeLayout::kHalf ? 1 : 2;
+    f.pos = fusion.rope_pos;
+    f.inv_freq = fusion.rope_inv_freq;
+    f.nh = fusion.rope_nh;
+    f.nkv = fusion.rope_nkv;
+    f.hd = fusion.rope_hd;
+    f.max_ctx = fusion.rope_max_ctx;
+    f.q_out = fusion.rope_q_out;
+    f.k_cache = fusion.rope_k_cache;
+    f.v_cache = fusion.rope_v_cache;
+  }
+  gemv_impl(act, W, x, y, y_f32, M, N, K, f, stream, pdl);
 }
 
 }  // namespace llamarun::cuda

@@ -78,6 +78,23 @@ struct GemvFusion {
   const void* norm_weight = nullptr;
   float eps = 0.f;
   bool add_to_y = false;
+  bool persistent = false;    // grid of one resident wave, each warp streaming several row groups
+  int blocks_per_sm = 0;      // persistent grid: blocks per multiprocessor (0: as many as fit)
+  bool wide = false;          // M = 1: 8 (instead of 4) 16-byte loads per row per lane per step
+  bool narrow = false;        // M = 1: 2 (instead of 4) 16-byte loads per row per lane per step
+  bool l2_256 = false;        // weight loads ask L2 for whole 256-byte blocks
+  size_t prefetch_bytes = 0;  // with pdl: about this many bytes of W are prefetched into L2 before the wait
+  // M = 1 QKV GEMV of the decode step: instead of writing y, rotate q / k (RoPE) and store q into
+  // rope_q_out [nh, hd] and k / v into the layer's caches at position *rope_pos (the rows of W are
+  // [nh q heads | nkv k heads | nkv v heads] of hd each, N = (nh + 2 nkv) hd). Off when rope_inv_freq is
+  // null.
+  RopeLayout rope_layout = RopeLayout::kHalf;
+  const int32_t* rope_pos = nullptr;     // device [1]
+  const float* rope_inv_freq = nullptr;  // [hd / 2]
+  int rope_nh = 0, rope_nkv = 0, rope_hd = 0, rope_max_ctx = 0;
+  void* rope_q_out = nullptr;    // [nh, hd]
+  void* rope_k_cache = nullptr;  // [nkv, max_ctx, hd]
+  void* rope_v_cache = nullptr;  // [nkv, max_ctx, hd]
 };
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
@@ -97,17 +114,24 @@ size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh);
 // every position) attends to cache positions 0..*pos_dev. q [nh, hd]; k_cache, v_cache: one layer,
 // [nkv, max_ctx, hd]; out [nh, hd]. Query head h reads kv head h / (nh / nkv). hd in {64, 128};
 // nh / nkv <= 8. scale multiplies q.k (1/sqrt(hd)). part_o, part_stats: scratch sized as above.
+// merge_counters: nullptr (a second kernel merges the splits) or device int [nkv], all zero, owned by the
+// caller: then the last block of each kv head to finish merges (the counters are left at zero again).
 void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
                       const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
                       const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream, bool pdl = false);
+                      cudaStream_t stream, bool pdl = false, int* merge_counters = nullptr);
 
 // ---- prefill attention, causal, tiled with online softmax (attention_prefill.cu) ----
 
 // q [M, nh, hd] for tokens at positions start .. start+M-1; the cache already holds positions
-// 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd]. hd in {64, 128}.
+// 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd].
+// prefill_attention: tensor cores (sm_80+), hd in {16, 32, 64, 128}.
+// prefill_attention_simt: the CUDA-core kernel it replaced (hd in {64, 128}), kept for tests and the bench.
 void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
                        int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream);
+void prefill_attention_simt(DType act, const void* q, const void* k_cache, const void* v_cache, int M,
+                            int start, int nh, int nkv, int hd, int max_ctx, float scale, void* out,
+                            cudaStream_t stream);
 
 // ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
 

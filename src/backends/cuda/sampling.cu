@@ -67,6 +67,9 @@ __global__ void __launch_bounds__(kThreads)
     argmax_kernel(const float* __restrict__ logits, int V, int32_t* out) {
   __shared__ float sv[32];
   __shared__ int si[32];
+  // Launched with pdl after the lm_head GEMV: the logits are only complete after the wait (without it the
+  // token read back was the argmax of the previous step's logits).
+  pdl_wait();
   ValIdx best = argmax_all(logits, V, sv, si);
   if (threadIdx.x == 0) out[0] = best.i;
 }
