@@ -387,8 +387,8 @@ TEST(Engine, ChoicesAreSeededIndependently) {
 TEST(Engine, SubmitRejectsBadRequestsAndFullQueue) {
   EngineConfig cfg = small_cfg();
   cfg.max_queue = 2;
+  Sink sink;  // outlives the engine: ~Engine cancels what is left and calls back
   Engine e(tiny_model(), cfg);
-  Sink sink;
   EXPECT_EQ(e.max_model_len(), 128);
   EXPECT_THROW(e.submit(greedy_req({}, 5, sink)), Error);
   EXPECT_THROW(e.submit(greedy_req({1, 2, 300}, 5, sink)), Error);
