@@ -492,3 +492,31 @@ TEST(Engine, StopWithoutDrainCancelsAndCallbacksMayCancelOrThrow) {
   e.stop(/*drain=*/true);
   EXPECT_EQ(sink.at(again, 0).reason, "length");
 }
+
+TEST(Engine, Concurrency256AllComplete) {
+  std::mt19937 rng(29);
+  EngineConfig cfg = small_cfg();
+  cfg.num_blocks = 1536;  // 6144 tokens for 256 requests of ~40 tokens: most run at once, some wait
+  cfg.max_num_seqs = 256;
+  cfg.max_batch_tokens = 512;
+  Engine e(tiny_model(), cfg);
+  Sink sink;
+  std::vector<uint64_t> ids;
+  int expected_tokens = 0;
+  for (int i = 0; i < 256; ++i) {
+    const int n = 1 + int(rng() % 30);
+    expected_tokens += n;
+    ids.push_back(e.submit(greedy_req(random_prompt(rng, 1 + int(rng() % 40)), n, sink)));
+  }
+  run_to_completion(e);
+  int got_tokens = 0;
+  for (uint64_t id : ids) {
+    EXPECT_EQ(sink.at(id, 0).reason, "length");
+    got_tokens += int(sink.at(id, 0).ids.size());
+  }
+  EXPECT_EQ(got_tokens, expected_tokens);
+  EngineStats st = e.stats();
+  EXPECT_EQ(st.generation_tokens_total, uint64_t(expected_tokens));
+  EXPECT_EQ(st.requests_finished_total, 256u);
+  EXPECT_EQ(st.kv_usage, 0.0);
+}
