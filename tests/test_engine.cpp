@@ -387,8 +387,8 @@ TEST(Engine, ChoicesAreSeededIndependently) {
 TEST(Engine, SubmitRejectsBadRequestsAndFullQueue) {
   EngineConfig cfg = small_cfg();
   cfg.max_queue = 2;
+  Sink sink;  // outlives the engine: ~Engine cancels what is left and calls back
   Engine e(tiny_model(), cfg);
-  Sink sink;
   EXPECT_EQ(e.max_model_len(), 128);
   EXPECT_THROW(e.submit(greedy_req({}, 5, sink)), Error);
   EXPECT_THROW(e.submit(greedy_req({1, 2, 300}, 5, sink)), Error);
@@ -491,4 +491,32 @@ TEST(Engine, StopWithoutDrainCancelsAndCallbacksMayCancelOrThrow) {
   uint64_t again = e.submit(greedy_req(random_prompt(rng, 4), 3, sink));
   e.stop(/*drain=*/true);
   EXPECT_EQ(sink.at(again, 0).reason, "length");
+}
+
+TEST(Engine, Concurrency256AllComplete) {
+  std::mt19937 rng(29);
+  EngineConfig cfg = small_cfg();
+  cfg.num_blocks = 1536;  // 6144 tokens for 256 requests of ~40 tokens: most run at once, some wait
+  cfg.max_num_seqs = 256;
+  cfg.max_batch_tokens = 512;
+  Engine e(tiny_model(), cfg);
+  Sink sink;
+  std::vector<uint64_t> ids;
+  int expected_tokens = 0;
+  for (int i = 0; i < 256; ++i) {
+    const int n = 1 + int(rng() % 30);
+    expected_tokens += n;
+    ids.push_back(e.submit(greedy_req(random_prompt(rng, 1 + int(rng() % 40)), n, sink)));
+  }
+  run_to_completion(e);
+  int got_tokens = 0;
+  for (uint64_t id : ids) {
+    EXPECT_EQ(sink.at(id, 0).reason, "length");
+    got_tokens += int(sink.at(id, 0).ids.size());
+  }
+  EXPECT_EQ(got_tokens, expected_tokens);
+  EngineStats st = e.stats();
+  EXPECT_EQ(st.generation_tokens_total, uint64_t(expected_tokens));
+  EXPECT_EQ(st.requests_finished_total, 256u);
+  EXPECT_EQ(st.kv_usage, 0.0);
 }

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <new>
 #include <optional>
 #include <thread>
 #include <unordered_map>
@@ -108,7 +109,12 @@ struct Engine::Impl {
       nb = int(std::min<size_t>(want, size_t(1) << 30));
     }
     cfg.num_blocks = nb;
-    pool = PagedKVPool(mc.num_layers, mc.num_kv_heads, mc.head_dim, cfg.block_size, nb);
+    try {
+      pool = PagedKVPool(mc.num_layers, mc.num_kv_heads, mc.head_dim, cfg.block_size, nb);
+    } catch (const std::bad_alloc&) {
+      fail("engine: cannot allocate a KV cache of ", nb, " blocks (", double(per_block) * nb / (1 << 20),
+           " MiB); lower kv_cache_bytes or num_blocks");
+    }
     alloc = BlockAllocator(nb, cfg.block_size, cfg.enable_prefix_caching);
     SchedulerConfig sc;
     sc.max_num_seqs = cfg.max_num_seqs;
