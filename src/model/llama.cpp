@@ -140,6 +140,36 @@ void rms_norm_rows(const float* x, const WeightView& w, float eps, int rows, int
   }
 }
 
+// One query head over keys/values at positions 0..tpos, fetched by k_at(j) / v_at(j) (rows of hd
+// floats): scaled dot products (rounded as a bf16 model rounds them when bf), softmax with an f64
+// sum, then the probability-weighted sum of the values into out[hd]. sc: tpos + 1 floats of scratch.
+template <typename KAt, typename VAt>
+inline void attend_head(const float* q, int hd, int tpos, float scale, bool bf, KAt k_at, VAt v_at, float* sc,
+                        float* out) {
+  float mx = -INFINITY;
+  for (int j = 0; j <= tpos; ++j) {
+    float s = dot_f32(q, k_at(j), hd);
+    if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
+    else s *= scale;
+    sc[j] = s;
+    mx = std::max(mx, s);
+  }
+  double sum = 0;
+  for (int j = 0; j <= tpos; ++j) {
+    sc[j] = std::exp(sc[j] - mx);
+    sum += sc[j];
+  }
+  const float inv = float(1.0 / sum);
+  std::fill(out, out + hd, 0.0f);
+  for (int j = 0; j <= tpos; ++j) {
+    float p = sc[j] * inv;
+    if (bf) p = bf16_to_f32(f32_to_bf16(p));
+    axpy_f32(p, v_at(j), out, hd);
+  }
+  if (bf)
+    for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
+}
+
 }  // namespace
 
 void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
@@ -155,30 +185,9 @@ void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
     const int tpos = pos + t;  // causal: attends to 0..tpos
     const float* q = &q_[(size_t(t) * H + h) * hd];
     float* sc = &scores_[size_t(omp_get_thread_num()) * kv.max_ctx()];
-    float mx = -INFINITY;
-    for (int j = 0; j <= tpos; ++j) {
-      const float* kj = kv.k(layer, g, j);
-      float s = dot_f32(q, kj, hd);
-      if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
-      else s *= scale;
-      sc[j] = s;
-      mx = std::max(mx, s);
-    }
-    double sum = 0;
-    for (int j = 0; j <= tpos; ++j) {
-      sc[j] = std::exp(sc[j] - mx);
-      sum += sc[j];
-    }
-    const float inv = float(1.0 / sum);
-    float* out = &att_[(size_t(t) * H + h) * hd];
-    std::fill(out, out + hd, 0.0f);
-    for (int j = 0; j <= tpos; ++j) {
-      float p = sc[j] * inv;
-      if (bf) p = bf16_to_f32(f32_to_bf16(p));
-      axpy_f32(p, kv.v(layer, g, j), out, hd);
-    }
-    if (bf)
-      for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
+    attend_head(
+        q, hd, tpos, scale, bf, [&](int j) { return kv.k(layer, g, j); }, [&](int j) { return kv.v(layer, g, j); },
+        sc, &att_[(size_t(t) * H + h) * hd]);
   }
 }
 
@@ -282,37 +291,9 @@ void LlamaModel::paged_attention(int layer, const BatchInput& b, const PagedKVPo
     const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
     const float* q = &q_[(size_t(t) * H + h) * hd];
     float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
-    float mx = -INFINITY;
-    for (int j0 = 0; j0 <= tpos; j0 += bs) {
-      const float* kb = kv.k(layer, table[j0 / bs], g, 0);
-      const int jn = std::min(bs, tpos + 1 - j0);
-      for (int j = 0; j < jn; ++j) {
-        float s = dot_f32(q, kb + size_t(j) * hd, hd);
-        if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
-        else s *= scale;
-        sc[j0 + j] = s;
-        mx = std::max(mx, s);
-      }
-    }
-    double sum = 0;
-    for (int j = 0; j <= tpos; ++j) {
-      sc[j] = std::exp(sc[j] - mx);
-      sum += sc[j];
-    }
-    const float inv = float(1.0 / sum);
-    float* out = &att_[(size_t(t) * H + h) * hd];
-    std::fill(out, out + hd, 0.0f);
-    for (int j0 = 0; j0 <= tpos; j0 += bs) {
-      const float* vb = kv.v(layer, table[j0 / bs], g, 0);
-      const int jn = std::min(bs, tpos + 1 - j0);
-      for (int j = 0; j < jn; ++j) {
-        float p = sc[j0 + j] * inv;
-        if (bf) p = bf16_to_f32(f32_to_bf16(p));
-        axpy_f32(p, vb + size_t(j) * hd, out, hd);
-      }
-    }
-    if (bf)
-      for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
+    auto k_at = [&](int j) { return kv.k(layer, table[j / bs], g, 0) + size_t(j % bs) * hd; };
+    auto v_at = [&](int j) { return kv.v(layer, table[j / bs], g, 0) + size_t(j % bs) * hd; };
+    attend_head(q, hd, tpos, scale, bf, k_at, v_at, sc, &att_[(size_t(t) * H + h) * hd]);
   }
 }
 
