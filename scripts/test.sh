@@ -18,3 +18,18 @@ if [ "${LLAMARUN_SKIP_SANITIZERS:-0}" != 1 ]; then
     ctest --test-dir build-asan -L cpu --output-on-failure -j"$(nproc)" --timeout 900 \
       -R 'Gguf|Safetensors|ModelFiles|Config|Tokenizer|Spm|Bpe|CliBadInput|Sampling|StopMatcher|Golden'
 fi
+
+# The CUDA build must compile and link here too (there is no GPU in CI: its tests, labelled `cuda`,
+# run on a GPU machine through scripts/gpu-check.sh).
+if [ "${LLAMARUN_SKIP_CUDA_BUILD:-0}" != 1 ]; then
+  if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+    echo "test: compiling and linking the CUDA build (default CMAKE_CUDA_ARCHITECTURES)"
+    export PATH="$PATH:/usr/local/cuda/bin"
+    cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DLLAMARUN_CUDA=ON >/dev/null
+    cmake --build build-cuda -j"$(nproc)" --target llamarun llamarun_cuda_tests llamarun_bench_cuda
+    ./build-cuda/llamarun --help >/dev/null
+    echo "test: CUDA build compiled and linked"
+  else
+    echo "test: nvcc not found; CUDA build not compiled"
+  fi
+fi
