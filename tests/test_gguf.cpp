@@ -77,12 +77,12 @@ std::string gguf_error(const TempDir& dir, const Bytes& bytes) {
   return "";
 }
 
-#define EXPECT_GGUF_ERROR(builder, ...)                                       \
-  do {                                                                        \
-    TempDir dir_;                                                             \
-    std::string msg_ = gguf_error(dir_, (builder).build());                   \
-    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";              \
-    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                                  \
+#define EXPECT_GGUF_ERROR(builder, ...)                                                         \
+  do {                                                                                          \
+    TempDir dir_;                                                                               \
+    std::string msg_ = gguf_error(dir_, (builder).build());                                     \
+    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";                                \
+    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                     \
       EXPECT_NE(msg_.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg_; \
   } while (0)
 
@@ -168,7 +168,7 @@ TEST(Gguf, MetadataTypeErrors) {
   EXPECT_THROW(meta_strs(wm, "scores"), Error);
   EXPECT_THROW(meta_ints(wm, "tokens"), Error);
   EXPECT_THROW(meta_bool(wm, "u8", false), Error);
-  EXPECT_THROW(meta_int(wm, "u64", 0), Error);  // above INT64_MAX
+  EXPECT_THROW(meta_int(wm, "u64", 0), Error);      // above INT64_MAX
   EXPECT_DOUBLE_EQ(meta_float(wm, "u32", 0), 4e9);  // integers are accepted as floats
 }
 
@@ -498,7 +498,8 @@ TEST(GgufModel, SmolLM2) {
   // Weights are readable and finite: dequantise the first and last embedding rows.
   std::vector<float> row(576);
   for (int64_t r : {int64_t(0), int64_t(49151)}) {
-    dequantize_row(emb.dtype, static_cast<const uint8_t*>(emb.data) + size_t(r) * dtype_row_bytes(emb.dtype, 576),
+    dequantize_row(emb.dtype,
+                   static_cast<const uint8_t*>(emb.data) + size_t(r) * dtype_row_bytes(emb.dtype, 576),
                    row.data(), 576);
     for (float x : row) ASSERT_TRUE(std::isfinite(x));
   }

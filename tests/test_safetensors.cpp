@@ -42,12 +42,12 @@ std::string st_error(const TempDir& dir, const Bytes& bytes) {
   return "";
 }
 
-#define EXPECT_ST_ERROR(bytes, ...)                                                               \
-  do {                                                                                            \
-    TempDir dir_;                                                                                 \
-    std::string msg_ = st_error(dir_, (bytes));                                                   \
-    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";                                  \
-    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                                                      \
+#define EXPECT_ST_ERROR(bytes, ...)                                                             \
+  do {                                                                                          \
+    TempDir dir_;                                                                               \
+    std::string msg_ = st_error(dir_, (bytes));                                                 \
+    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";                                \
+    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                     \
       EXPECT_NE(msg_.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg_; \
   } while (0)
 
@@ -187,7 +187,8 @@ TEST(SafetensorsBad, ShapeOverflow) {
 }
 
 TEST(SafetensorsBad, BadShapeOrOffsetValues) {
-  EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[-1]", "[0,4]"), Bytes(4)), "tensor 't'", "non-negative integer");
+  EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[-1]", "[0,4]"), Bytes(4)), "tensor 't'",
+                  "non-negative integer");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[1.5]", "[0,4]"), Bytes(4)), "non-negative integer");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[1]", "[0]"), Bytes(4)), "data_offsets");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[1]", "[0,-4]"), Bytes(4)), "data_offsets[1]");
