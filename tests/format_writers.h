@@ -189,9 +189,12 @@ struct GgufBuilder {
   }
 };
 
-// A safetensors file from raw header text (written verbatim) and data bytes.
-inline Bytes safetensors_bytes(const std::string& header, const Bytes& data,
-                               std::optional<uint64_t> header_len = std::nullopt) {
+// A safetensors file from raw header text and data bytes. Like the reference writer, the header is
+// padded with spaces to a multiple of 8 bytes (so the data is aligned) unless `pad` is false.
+inline Bytes safetensors_bytes(std::string header, const Bytes& data,
+                               std::optional<uint64_t> header_len = std::nullopt, bool pad = true) {
+  if (pad)
+    while (header.size() % 8) header.push_back(' ');
   Bytes b;
   put<uint64_t>(b, header_len.value_or(header.size()));
   b.insert(b.end(), header.begin(), header.end());

@@ -322,6 +322,17 @@ TEST(GgufBad, Alignment) {
   EXPECT_GGUF_ERROR(h, "general.alignment", "-32");
 }
 
+TEST(GgufBad, AlignmentTooSmallForType) {
+  // With general.alignment = 1 the data section and the F32 tensor after the 6-byte tensor 'x' may
+  // start at odd offsets.
+  GgufBuilder g;
+  g.alignment = 1;
+  g.kv_u32("general.alignment", 1);
+  g.tensor("x", {3}, kTF16, Bytes(6));
+  g.tensor("y", {1}, kTF32, Bytes(4));
+  EXPECT_GGUF_ERROR(g, "not aligned", "general.alignment = 1");
+}
+
 TEST(GgufBad, TensorNameTooLong) {
   GgufBuilder g = valid_builder();
   g.tensors[0].name = std::string(kGgufMaxTensorName + 1, 'x');

@@ -196,6 +196,17 @@ TEST(SafetensorsBad, BadShapeOrOffsetValues) {
   EXPECT_ST_ERROR(safetensors_bytes(R"({"t":{"dtype":"F32","shape":[1]}})", Bytes(4)), "data_offsets");
 }
 
+TEST(SafetensorsBad, MisalignedData) {
+  // An unpadded header puts the F32 data at an odd file offset.
+  std::string h = one("F32", "[1]", "[0,4]");
+  ASSERT_NE((8 + h.size()) % 4, 0u);
+  EXPECT_ST_ERROR(safetensors_bytes(h, Bytes(4), std::nullopt, false), "tensor 't'", "not aligned to 4");
+  // An F32 tensor placed after a 2-byte F16 tensor.
+  std::string h2 = R"({"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},)"
+                   R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})";
+  EXPECT_ST_ERROR(safetensors_bytes(h2, Bytes(6)), "tensor 'b'", "not aligned to 4");
+}
+
 TEST(SafetensorsBad, DuplicateAcrossShards) {
   TempDir dir;
   write_bytes(dir.file("a.safetensors"), safetensors_bytes(one("F32", "[1]", "[0,4]"), Bytes(4)));

@@ -428,7 +428,13 @@ WeightMap read_gguf(const std::string& path) {
       fail(path, ": tensor '", p.name, "' data (", p.nbytes, " bytes at data offset ", p.offset,
            ") runs past the end of the file (", file->size() - data_start, " bytes of tensor data)");
     if (!align_up(end, alignment, &expected)) fail(path, ": tensor '", p.name, "': data offset overflows");
-    wm.tensors[p.name].data = file->data() + data_start + p.offset;
+    TensorInfo& ti = wm.tensors[p.name];
+    ti.data = file->data() + data_start + p.offset;
+    // Kernels read elements (and quant blocks' f16 scales) in place: require natural alignment.
+    size_t elem_align = ti.dtype == DType::F32 ? 4 : 2;
+    if (reinterpret_cast<uintptr_t>(ti.data) % elem_align != 0)
+      fail(path, ": tensor '", p.name, "' data at file offset ", data_start + p.offset, " is not aligned to ",
+           elem_align, " bytes (general.alignment = ", alignment, " is too small for its type)");
   }
   return wm;
 }

@@ -149,6 +149,14 @@ void read_safetensors(const std::string& path, WeightMap& out) {
     fail(path, ": tensors cover ", expected, " bytes but the data section holds ", data_size, " bytes");
 
   for (auto& e : entries) {
+    // Kernels read elements in place, so each tensor must start on its element size (the reference
+    // writer pads the header to 8 bytes and orders tensors to guarantee this).
+    size_t align = dtype_block_bytes(e.info.dtype);
+    if (e.info.nbytes != 0 && reinterpret_cast<uintptr_t>(data + e.begin) % align != 0)
+      fail(path, ": tensor '", e.info.name, "' data at file offset ", 8 + n + e.begin, " is not aligned to ",
+           align, " bytes (its element size); re-save the file with the safetensors library");
+  }
+  for (auto& e : entries) {
     e.info.data = data + e.begin;
     out.tensors.emplace(e.info.name, std::move(e.info));
   }
