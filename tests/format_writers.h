@@ -3,6 +3,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdint>
 #include <cstring>
@@ -42,7 +43,13 @@ class TempDir {
   TempDir() {
     const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
     std::string name = std::string("llamarun_") + info->test_suite_name() + "_" + info->name();
-    path_ = std::filesystem::temp_directory_path() / name;
+    // Prefer RAM-backed /dev/shm: the sweep tests write thousands of small files.
+    std::error_code ec;
+    std::filesystem::path root =
+        std::filesystem::is_directory("/dev/shm", ec) && access("/dev/shm", W_OK) == 0
+            ? std::filesystem::path("/dev/shm")
+            : std::filesystem::temp_directory_path();
+    path_ = root / name;
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);
   }
@@ -59,8 +66,19 @@ class TempDir {
 
 // GGUF value type ids.
 enum : uint32_t {
-  kGU8 = 0, kGI8 = 1, kGU16 = 2, kGI16 = 3, kGU32 = 4, kGI32 = 5, kGF32 = 6, kGBool = 7,
-  kGString = 8, kGArray = 9, kGU64 = 10, kGI64 = 11, kGF64 = 12,
+  kGU8 = 0,
+  kGI8 = 1,
+  kGU16 = 2,
+  kGI16 = 3,
+  kGU32 = 4,
+  kGI32 = 5,
+  kGF32 = 6,
+  kGBool = 7,
+  kGString = 8,
+  kGArray = 9,
+  kGU64 = 10,
+  kGI64 = 11,
+  kGF64 = 12,
 };
 // GGML tensor type ids.
 enum : uint32_t { kTF32 = 0, kTF16 = 1, kTQ4_0 = 2, kTQ4_1 = 3, kTQ8_0 = 8, kTBF16 = 30 };
@@ -82,11 +100,13 @@ struct GgufBuilder {
   char magic[4] = {'G', 'G', 'U', 'F'};
   uint32_t version = 3;
   std::optional<uint64_t> n_tensors, n_kv;  // overrides of the written counts
-  uint64_t alignment = 32;                    // layout alignment (write general.alignment separately)
+  uint64_t alignment = 32;                  // layout alignment (write general.alignment separately)
   std::vector<KV> kvs;
   std::vector<Tensor> tensors;
 
-  void kv_raw(const std::string& key, uint32_t type, Bytes value) { kvs.push_back({key, type, std::move(value)}); }
+  void kv_raw(const std::string& key, uint32_t type, Bytes value) {
+    kvs.push_back({key, type, std::move(value)});
+  }
   void kv_u32(const std::string& key, uint32_t v) {
     Bytes b;
     put(b, v);
@@ -169,9 +189,12 @@ struct GgufBuilder {
   }
 };
 
-// A safetensors file from raw header text (written verbatim) and data bytes.
-inline Bytes safetensors_bytes(const std::string& header, const Bytes& data,
-                               std::optional<uint64_t> header_len = std::nullopt) {
+// A safetensors file from raw header text and data bytes. Like the reference writer, the header is
+// padded with spaces to a multiple of 8 bytes (so the data is aligned) unless `pad` is false.
+inline Bytes safetensors_bytes(std::string header, const Bytes& data,
+                               std::optional<uint64_t> header_len = std::nullopt, bool pad = true) {
+  if (pad)
+    while (header.size() % 8) header.push_back(' ');
   Bytes b;
   put<uint64_t>(b, header_len.value_or(header.size()));
   b.insert(b.end(), header.begin(), header.end());

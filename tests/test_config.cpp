@@ -45,22 +45,28 @@ std::string hf_error(const std::string& text) {
 
 // A minimal config with one field replaced (or added). `value` is JSON text; "" removes the field.
 std::string tiny_with(const std::string& key, const std::string& value) {
-  std::map<std::string, std::string> f = {
-      {"architectures", R"(["LlamaForCausalLM"])"}, {"model_type", R"("llama")"}, {"vocab_size", "100"},
-      {"hidden_size", "64"}, {"intermediate_size", "96"}, {"num_hidden_layers", "2"},
-      {"num_attention_heads", "4"}, {"num_key_value_heads", "2"}};
-  if (value.empty()) f.erase(key);
-  else f[key] = value;
+  std::map<std::string, std::string> f = {{"architectures", R"(["LlamaForCausalLM"])"},
+                                          {"model_type", R"("llama")"},
+                                          {"vocab_size", "100"},
+                                          {"hidden_size", "64"},
+                                          {"intermediate_size", "96"},
+                                          {"num_hidden_layers", "2"},
+                                          {"num_attention_heads", "4"},
+                                          {"num_key_value_heads", "2"}};
+  if (value.empty())
+    f.erase(key);
+  else
+    f[key] = value;
   std::string s = "{";
   for (auto& [k, v] : f) s += (s.size() > 1 ? "," : "") + ("\"" + k + "\":" + v);
   return s + "}";
 }
 
-#define EXPECT_HF_ERROR(text, ...)                                                                \
-  do {                                                                                            \
-    std::string msg_ = hf_error(text);                                                            \
-    ASSERT_FALSE(msg_.empty()) << "bad config accepted: " << (text);                              \
-    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                                                      \
+#define EXPECT_HF_ERROR(text, ...)                                                              \
+  do {                                                                                          \
+    std::string msg_ = hf_error(text);                                                          \
+    ASSERT_FALSE(msg_.empty()) << "bad config accepted: " << (text);                            \
+    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                     \
       EXPECT_NE(msg_.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg_; \
   } while (0)
 
@@ -129,8 +135,8 @@ TEST(ConfigHf, RopeScalingVariants) {
   EXPECT_FLOAT_EQ(v5.rope_theta, 500000.f);
   EXPECT_EQ(v5.rope_scaling.type, RopeScaling::Type::kLlama3);
   EXPECT_FLOAT_EQ(v5.rope_scaling.factor, 8.f);
-  LlamaConfig v5d =
-      config_from_hf_json(tiny_with("rope_parameters", R"({"rope_type":"default","rope_theta":1234.0})"), "c");
+  LlamaConfig v5d = config_from_hf_json(
+      tiny_with("rope_parameters", R"({"rope_type":"default","rope_theta":1234.0})"), "c");
   EXPECT_FLOAT_EQ(v5d.rope_theta, 1234.f);
   EXPECT_EQ(v5d.rope_scaling.type, RopeScaling::Type::kNone);
 }
@@ -154,16 +160,23 @@ TEST(ConfigHf, Errors) {
   EXPECT_HF_ERROR(tiny_with("num_hidden_layers", "100000"), "num_layers = 100000");
   EXPECT_HF_ERROR(tiny_with("rms_norm_eps", "-1"), "rms_norm_eps");
   EXPECT_HF_ERROR(tiny_with("rope_theta", "0"), "rope_theta");
-  EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"type":"yarn","factor":4})"), "unsupported rope scaling type 'yarn'");
+  EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"type":"yarn","factor":4})"),
+                  "unsupported rope scaling type 'yarn'");
   EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"rope_type":"dynamic","factor":4})"), "'dynamic'");
   EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"type":"linear"})"), "needs 'factor'");
   EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"type":"linear","factor":-2})"), "factor");
-  EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"rope_type":"llama3","factor":8})"), "llama3", "low_freq_factor");
+  EXPECT_HF_ERROR(tiny_with("rope_scaling", R"({"rope_type":"llama3","factor":8})"), "llama3",
+                  "low_freq_factor");
   EXPECT_HF_ERROR(tiny_with("rope_scaling", R"("linear")"), "rope_scaling", "object");
   EXPECT_HF_ERROR(tiny_with("tie_word_embeddings", "1"), "tie_word_embeddings");
   EXPECT_HF_ERROR(tiny_with("bos_token_id", "100"), "bos_token_id = 100");
   EXPECT_HF_ERROR(tiny_with("eos_token_id", "[1, 200]"), "eos_token_id = 200");
   EXPECT_HF_ERROR(tiny_with("eos_token_id", R"(["x"])"), "eos_token_id");
+  EXPECT_HF_ERROR(tiny_with("attention_bias", "true"), "attention_bias", "not supported");
+  EXPECT_HF_ERROR(tiny_with("mlp_bias", "true"), "mlp_bias", "not supported");
+  EXPECT_HF_ERROR(tiny_with("hidden_act", R"("gelu")"), "hidden_act", "gelu");
+  EXPECT_EQ(hf_error(tiny_with("attention_bias", "false")), "");
+  EXPECT_EQ(hf_error(tiny_with("hidden_act", R"("silu")")), "");
 }
 
 // ---------------------------------------------------------------- GGUF metadata
@@ -244,7 +257,8 @@ TEST(ConfigGguf, Errors) {
       {"llama.block_count", MetaValue{}, true, "'llama.block_count' is missing"},
       {"llama.block_count", int64_t(5000), false, "num_layers = 5000"},
       {"llama.block_count", int64_t(1) << 40, false, "llama.block_count"},
-      {"llama.attention.head_count", std::vector<int64_t>{4, 4}, false, "llama.attention.head_count' must be"},
+      {"llama.attention.head_count", std::vector<int64_t>{4, 4}, false,
+       "llama.attention.head_count' must be"},
       {"llama.attention.head_count", int64_t(0), false, "head_count = 0"},
       {"llama.attention.head_count", int64_t(5), false, "not divisible"},
       {"llama.attention.head_count_kv", int64_t(3), false, "num_kv_heads 3"},
@@ -255,11 +269,14 @@ TEST(ConfigGguf, Errors) {
       {"tokenizer.ggml.bos_token_id", int64_t(100), false, "bos_token_id = 100"},
       {"tokenizer.ggml.eos_token_id", int64_t(-7), false, "eos_token_id = -7"},
       {"tokenizer.ggml.tokens", MetaValue{}, true, "vocabulary size"},
+      {"llama.expert_count", int64_t(8), false, "mixture-of-experts"},
   };
   for (const auto& cs : cases) {
     WeightMap wm = tiny_gguf_meta();
-    if (cs.erase) wm.meta.erase(cs.key);
-    else wm.meta[cs.key] = cs.value;
+    if (cs.erase)
+      wm.meta.erase(cs.key);
+    else
+      wm.meta[cs.key] = cs.value;
     std::string m = gguf_cfg_error(wm);
     EXPECT_NE(m.find(cs.needle), std::string::npos) << cs.key << ": '" << cs.needle << "' not in: " << m;
   }
@@ -274,8 +291,10 @@ TEST(ConfigGguf, Llama3RopeFreqs) {
   for (int i = 0; i < hd / 2; ++i) {
     double freq = 1.0 / std::pow(theta, 2.0 * i / hd);
     double wavelen = 2 * M_PI / freq;
-    if (wavelen < orig / high) f[i] = 1.0f;
-    else if (wavelen > orig / low) f[i] = float(factor);
+    if (wavelen < orig / high)
+      f[i] = 1.0f;
+    else if (wavelen > orig / low)
+      f[i] = float(factor);
     else {
       double smooth = (orig / wavelen - low) / (high - low);
       f[i] = float(1.0 / ((1 - smooth) / factor + smooth));
@@ -387,6 +406,10 @@ TEST(ConfigTensors, EachConfigValueChecked) {
   EXPECT_NE(check_error(base, wm, false).find("1-D"), std::string::npos);
   add(wm, "model.norm.weight", {64}, DType::Q8_0);
   EXPECT_NE(check_error(base, wm, false).find("must be f32, f16 or bf16"), std::string::npos);
+  WeightMap wb = tiny_hf_tensors(false);
+  add(wb, "model.layers.0.self_attn.q_proj.bias", {64});
+  EXPECT_NE(check_error(base, wb, false).find("q_proj.bias': bias tensors are not supported"),
+            std::string::npos);
 }
 
 TEST(ConfigTensors, GgufNames) {
@@ -429,7 +452,8 @@ TEST(ConfigTensors, HfDirectoryEndToEnd) {
     size_t n = size_t(t.numel()) * 2;
     header += (header.size() > 1 ? "," : "") + ("\"" + name + "\":{\"dtype\":\"BF16\",\"shape\":[");
     for (size_t i = 0; i < t.shape.size(); ++i) header += (i ? "," : "") + std::to_string(t.shape[i]);
-    header += "],\"data_offsets\":[" + std::to_string(data.size()) + "," + std::to_string(data.size() + n) + "]}";
+    header +=
+        "],\"data_offsets\":[" + std::to_string(data.size()) + "," + std::to_string(data.size() + n) + "]}";
     data.resize(data.size() + n);
   }
   header += "}";

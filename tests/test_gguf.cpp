@@ -77,12 +77,12 @@ std::string gguf_error(const TempDir& dir, const Bytes& bytes) {
   return "";
 }
 
-#define EXPECT_GGUF_ERROR(builder, ...)                                       \
-  do {                                                                        \
-    TempDir dir_;                                                             \
-    std::string msg_ = gguf_error(dir_, (builder).build());                   \
-    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";              \
-    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                                  \
+#define EXPECT_GGUF_ERROR(builder, ...)                                                         \
+  do {                                                                                          \
+    TempDir dir_;                                                                               \
+    std::string msg_ = gguf_error(dir_, (builder).build());                                     \
+    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";                                \
+    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                     \
       EXPECT_NE(msg_.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg_; \
   } while (0)
 
@@ -168,7 +168,7 @@ TEST(Gguf, MetadataTypeErrors) {
   EXPECT_THROW(meta_strs(wm, "scores"), Error);
   EXPECT_THROW(meta_ints(wm, "tokens"), Error);
   EXPECT_THROW(meta_bool(wm, "u8", false), Error);
-  EXPECT_THROW(meta_int(wm, "u64", 0), Error);  // above INT64_MAX
+  EXPECT_THROW(meta_int(wm, "u64", 0), Error);      // above INT64_MAX
   EXPECT_DOUBLE_EQ(meta_float(wm, "u32", 0), 4e9);  // integers are accepted as floats
 }
 
@@ -320,6 +320,17 @@ TEST(GgufBad, Alignment) {
   GgufBuilder h = valid_builder();
   h.kv_i32("general.alignment", -32);
   EXPECT_GGUF_ERROR(h, "general.alignment", "-32");
+}
+
+TEST(GgufBad, AlignmentTooSmallForType) {
+  // With general.alignment = 1 the data section and the F32 tensor after the 6-byte tensor 'x' may
+  // start at odd offsets.
+  GgufBuilder g;
+  g.alignment = 1;
+  g.kv_u32("general.alignment", 1);
+  g.tensor("x", {3}, kTF16, Bytes(6));
+  g.tensor("y", {1}, kTF32, Bytes(4));
+  EXPECT_GGUF_ERROR(g, "not aligned", "general.alignment = 1");
 }
 
 TEST(GgufBad, TensorNameTooLong) {
@@ -498,7 +509,8 @@ TEST(GgufModel, SmolLM2) {
   // Weights are readable and finite: dequantise the first and last embedding rows.
   std::vector<float> row(576);
   for (int64_t r : {int64_t(0), int64_t(49151)}) {
-    dequantize_row(emb.dtype, static_cast<const uint8_t*>(emb.data) + size_t(r) * dtype_row_bytes(emb.dtype, 576),
+    dequantize_row(emb.dtype,
+                   static_cast<const uint8_t*>(emb.data) + size_t(r) * dtype_row_bytes(emb.dtype, 576),
                    row.data(), 576);
     for (float x : row) ASSERT_TRUE(std::isfinite(x));
   }

@@ -42,12 +42,12 @@ std::string st_error(const TempDir& dir, const Bytes& bytes) {
   return "";
 }
 
-#define EXPECT_ST_ERROR(bytes, ...)                                                               \
-  do {                                                                                            \
-    TempDir dir_;                                                                                 \
-    std::string msg_ = st_error(dir_, (bytes));                                                   \
-    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";                                  \
-    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                                                      \
+#define EXPECT_ST_ERROR(bytes, ...)                                                             \
+  do {                                                                                          \
+    TempDir dir_;                                                                               \
+    std::string msg_ = st_error(dir_, (bytes));                                                 \
+    ASSERT_FALSE(msg_.empty()) << "malformed file was accepted";                                \
+    for (const std::string& needle : std::vector<std::string>{__VA_ARGS__})                     \
       EXPECT_NE(msg_.find(needle), std::string::npos) << "'" << needle << "' not in: " << msg_; \
   } while (0)
 
@@ -187,12 +187,24 @@ TEST(SafetensorsBad, ShapeOverflow) {
 }
 
 TEST(SafetensorsBad, BadShapeOrOffsetValues) {
-  EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[-1]", "[0,4]"), Bytes(4)), "tensor 't'", "non-negative integer");
+  EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[-1]", "[0,4]"), Bytes(4)), "tensor 't'",
+                  "non-negative integer");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[1.5]", "[0,4]"), Bytes(4)), "non-negative integer");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[1]", "[0]"), Bytes(4)), "data_offsets");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "[1]", "[0,-4]"), Bytes(4)), "data_offsets[1]");
   EXPECT_ST_ERROR(safetensors_bytes(one("F32", "4", "[0,4]"), Bytes(4)), "shape");
   EXPECT_ST_ERROR(safetensors_bytes(R"({"t":{"dtype":"F32","shape":[1]}})", Bytes(4)), "data_offsets");
+}
+
+TEST(SafetensorsBad, MisalignedData) {
+  // An unpadded header puts the F32 data at an odd file offset.
+  std::string h = one("F32", "[1]", "[0,4]");
+  ASSERT_NE((8 + h.size()) % 4, 0u);
+  EXPECT_ST_ERROR(safetensors_bytes(h, Bytes(4), std::nullopt, false), "tensor 't'", "not aligned to 4");
+  // An F32 tensor placed after a 2-byte F16 tensor.
+  std::string h2 = R"({"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},)"
+                   R"("b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}})";
+  EXPECT_ST_ERROR(safetensors_bytes(h2, Bytes(6)), "tensor 'b'", "not aligned to 4");
 }
 
 TEST(SafetensorsBad, DuplicateAcrossShards) {

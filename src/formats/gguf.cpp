@@ -34,8 +34,8 @@ enum GgufType : uint32_t {
 };
 
 const char* gguf_type_name(uint32_t t) {
-  static const char* names[] = {"uint8", "int8",  "uint16", "int16",  "uint32", "int32",  "float32",
-                                "bool",  "string", "array", "uint64", "int64",  "float64"};
+  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
+                                "bool",  "string", "array",  "uint64", "int64",  "float64"};
   return t < sizeof(names) / sizeof(names[0]) ? names[t] : "unknown";
 }
 
@@ -44,58 +44,100 @@ size_t scalar_size(uint32_t t) {
   switch (t) {
     case kU8:
     case kI8:
-    case kBool: return 1;
+    case kBool:
+      return 1;
     case kU16:
-    case kI16: return 2;
+    case kI16:
+      return 2;
     case kU32:
     case kI32:
-    case kF32: return 4;
+    case kF32:
+      return 4;
     case kU64:
     case kI64:
-    case kF64: return 8;
-    default: return 0;
+    case kF64:
+      return 8;
+    default:
+      return 0;
   }
 }
 
 // GGML tensor type ids: the supported ones map to DType; others get a name for the error message.
 bool ggml_type_to_dtype(uint32_t id, DType* out) {
   switch (id) {
-    case 0: *out = DType::F32; return true;
-    case 1: *out = DType::F16; return true;
-    case 2: *out = DType::Q4_0; return true;
-    case 3: *out = DType::Q4_1; return true;
-    case 8: *out = DType::Q8_0; return true;
-    case 30: *out = DType::BF16; return true;
-    default: return false;
+    case 0:
+      *out = DType::F32;
+      return true;
+    case 1:
+      *out = DType::F16;
+      return true;
+    case 2:
+      *out = DType::Q4_0;
+      return true;
+    case 3:
+      *out = DType::Q4_1;
+      return true;
+    case 8:
+      *out = DType::Q8_0;
+      return true;
+    case 30:
+      *out = DType::BF16;
+      return true;
+    default:
+      return false;
   }
 }
 
 const char* ggml_type_name(uint32_t id) {
   switch (id) {
-    case 6: return "Q5_0";
-    case 7: return "Q5_1";
-    case 9: return "Q8_1";
-    case 10: return "Q2_K";
-    case 11: return "Q3_K";
-    case 12: return "Q4_K";
-    case 13: return "Q5_K";
-    case 14: return "Q6_K";
-    case 15: return "Q8_K";
-    case 16: return "IQ2_XXS";
-    case 17: return "IQ2_XS";
-    case 18: return "IQ3_XXS";
-    case 19: return "IQ1_S";
-    case 20: return "IQ4_NL";
-    case 21: return "IQ3_S";
-    case 22: return "IQ2_S";
-    case 23: return "IQ4_XS";
-    case 24: return "I8";
-    case 25: return "I16";
-    case 26: return "I32";
-    case 27: return "I64";
-    case 28: return "F64";
-    case 29: return "IQ1_M";
-    default: return "unknown";
+    case 6:
+      return "Q5_0";
+    case 7:
+      return "Q5_1";
+    case 9:
+      return "Q8_1";
+    case 10:
+      return "Q2_K";
+    case 11:
+      return "Q3_K";
+    case 12:
+      return "Q4_K";
+    case 13:
+      return "Q5_K";
+    case 14:
+      return "Q6_K";
+    case 15:
+      return "Q8_K";
+    case 16:
+      return "IQ2_XXS";
+    case 17:
+      return "IQ2_XS";
+    case 18:
+      return "IQ3_XXS";
+    case 19:
+      return "IQ1_S";
+    case 20:
+      return "IQ4_NL";
+    case 21:
+      return "IQ3_S";
+    case 22:
+      return "IQ2_S";
+    case 23:
+      return "IQ4_XS";
+    case 24:
+      return "I8";
+    case 25:
+      return "I16";
+    case 26:
+      return "I32";
+    case 27:
+      return "I64";
+    case 28:
+      return "F64";
+    case 29:
+      return "IQ1_M";
+    default:
+      return "unknown";
   }
 }
 
@@ -152,14 +194,22 @@ bool align_up(uint64_t x, uint64_t align, uint64_t* out) {
 
 int64_t read_int_scalar(Cursor& c, uint32_t t, const std::string& what) {
   switch (t) {
-    case kU8: return c.get<uint8_t>(what);
-    case kI8: return c.get<int8_t>(what);
-    case kU16: return c.get<uint16_t>(what);
-    case kI16: return c.get<int16_t>(what);
-    case kU32: return c.get<uint32_t>(what);
-    case kI32: return c.get<int32_t>(what);
-    case kI64: return c.get<int64_t>(what);
-    default: return 0;  // not reached: callers pass integer types only
+    case kU8:
+      return c.get<uint8_t>(what);
+    case kI8:
+      return c.get<int8_t>(what);
+    case kU16:
+      return c.get<uint16_t>(what);
+    case kI16:
+      return c.get<int16_t>(what);
+    case kU32:
+      return c.get<uint32_t>(what);
+    case kI32:
+      return c.get<int32_t>(what);
+    case kI64:
+      return c.get<int64_t>(what);
+    default:
+      return 0;  // not reached: callers pass integer types only
   }
 }
 
@@ -191,8 +241,7 @@ MetaValue read_array(Cursor& c, const std::string& path, const std::string& key)
          " values runs past the end of the file (", c.remaining(), " bytes remain)");
   if (et == kF32 || et == kF64) {
     std::vector<double> v(static_cast<size_t>(count));
-    for (uint64_t i = 0; i < count; ++i)
-      v[i] = et == kF32 ? double(c.get<float>(what)) : c.get<double>(what);
+    for (uint64_t i = 0; i < count; ++i) v[i] = et == kF32 ? double(c.get<float>(what)) : c.get<double>(what);
     return v;
   }
   std::vector<int64_t> v(static_cast<size_t>(count));
@@ -220,14 +269,22 @@ MetaValue read_value(Cursor& c, uint32_t type, const std::string& path, const st
     case kI16:
     case kU32:
     case kI32:
-    case kI64: return read_int_scalar(c, type, what);
-    case kU64: return c.get<uint64_t>(what);
-    case kF32: return double(c.get<float>(what));
-    case kF64: return c.get<double>(what);
-    case kBool: return read_bool(c, path, what);
-    case kString: return c.str(what);
-    case kArray: return read_array(c, path, key);
-    default: fail(path, ": metadata key '", key, "' has unknown value type ", type);
+    case kI64:
+      return read_int_scalar(c, type, what);
+    case kU64:
+      return c.get<uint64_t>(what);
+    case kF32:
+      return double(c.get<float>(what));
+    case kF64:
+      return c.get<double>(what);
+    case kBool:
+      return read_bool(c, path, what);
+    case kString:
+      return c.str(what);
+    case kArray:
+      return read_array(c, path, key);
+    default:
+      fail(path, ": metadata key '", key, "' has unknown value type ", type);
   }
 }
 
@@ -370,9 +427,14 @@ WeightMap read_gguf(const std::string& path) {
     if (__builtin_add_overflow(p.offset, p.nbytes, &end) || end > file->size() - data_start)
       fail(path, ": tensor '", p.name, "' data (", p.nbytes, " bytes at data offset ", p.offset,
            ") runs past the end of the file (", file->size() - data_start, " bytes of tensor data)");
-    if (!align_up(end, alignment, &expected))
-      fail(path, ": tensor '", p.name, "': data offset overflows");
-    wm.tensors[p.name].data = file->data() + data_start + p.offset;
+    if (!align_up(end, alignment, &expected)) fail(path, ": tensor '", p.name, "': data offset overflows");
+    TensorInfo& ti = wm.tensors[p.name];
+    ti.data = file->data() + data_start + p.offset;
+    // Kernels read elements (and quant blocks' f16 scales) in place: require natural alignment.
+    size_t elem_align = ti.dtype == DType::F32 ? 4 : 2;
+    if (reinterpret_cast<uintptr_t>(ti.data) % elem_align != 0)
+      fail(path, ": tensor '", p.name, "' data at file offset ", data_start + p.offset, " is not aligned to ",
+           elem_align, " bytes (general.alignment = ", alignment, " is too small for its type)");
   }
   return wm;
 }
@@ -381,14 +443,22 @@ WeightMap read_gguf(const std::string& path) {
 
 const char* meta_type_name(const MetaValue& v) {
   switch (v.index()) {
-    case 0: return "int";
-    case 1: return "uint64";
-    case 2: return "float";
-    case 3: return "bool";
-    case 4: return "string";
-    case 5: return "string array";
-    case 6: return "integer array";
-    case 7: return "float array";
+    case 0:
+      return "int";
+    case 1:
+      return "uint64";
+    case 2:
+      return "float";
+    case 3:
+      return "bool";
+    case 4:
+      return "string";
+    case 5:
+      return "string array";
+    case 6:
+      return "integer array";
+    case 7:
+      return "float array";
   }
   return "?";
 }

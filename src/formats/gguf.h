@@ -11,6 +11,8 @@
 //
 // Tensors: supported GGML types are F32(0), F16(1), Q4_0(2), Q4_1(3), Q8_0(8), BF16(30). Shapes are
 // reversed from GGUF's innermost-first `ne` into outermost-first order (TensorInfo convention).
+// Tensor data must start on its natural alignment (4 bytes for F32, 2 for the others), which any
+// general.alignment >= 4 guarantees.
 #pragma once
 
 #include <cstdint>

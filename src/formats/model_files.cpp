@@ -93,8 +93,10 @@ WeightMap load_weights(const std::string& path) {
     return wm;
   }
   if (found.size() > 1)
-    fail(path, ": ", found.size(), " .safetensors files but no model.safetensors.index.json saying how they fit");
-  fail(path, ": no weights found (looked for model.safetensors, model.safetensors.index.json, or a single "
+    fail(path, ": ", found.size(),
+         " .safetensors files but no model.safetensors.index.json saying how they fit");
+  fail(path,
+       ": no weights found (looked for model.safetensors, model.safetensors.index.json, or a single "
        "*.safetensors file)");
 }
 

@@ -19,10 +19,14 @@ using json = nlohmann::json;
 constexpr int kMaxJsonDepth = 64;
 
 bool parse_dtype(const std::string& s, DType* out) {
-  if (s == "F32") *out = DType::F32;
-  else if (s == "F16") *out = DType::F16;
-  else if (s == "BF16") *out = DType::BF16;
-  else return false;
+  if (s == "F32")
+    *out = DType::F32;
+  else if (s == "F16")
+    *out = DType::F16;
+  else if (s == "BF16")
+    *out = DType::BF16;
+  else
+    return false;
   return true;
 }
 
@@ -38,14 +42,16 @@ json parse_header(const std::string& path, const char* text, size_t n) {
     } else if (ev == json::parse_event_t::key && !keys.empty()) {
       const std::string& k = parsed.get_ref<const std::string&>();
       if (!keys.back().insert(k).second)
-        fail(path, ": duplicate key '", k, "' in the header", keys.size() == 1 ? " (duplicate tensor name)" : "");
+        fail(path, ": duplicate key '", k, "' in the header",
+             keys.size() == 1 ? " (duplicate tensor name)" : "");
     }
     return true;
   };
   // nlohmann's lexer treats a NUL byte as the end of input, so "{}\0garbage" would pass; NUL is never
   // valid in JSON text (not even inside strings).
   if (const void* z = std::memchr(text, 0, n))
-    fail(path, ": header is not valid UTF-8 JSON: NUL byte at header offset ", static_cast<const char*>(z) - text);
+    fail(path, ": header is not valid UTF-8 JSON: NUL byte at header offset ",
+         static_cast<const char*>(z) - text);
   try {
     return json::parse(text, text + n, cb);
   } catch (const json::exception& e) {
@@ -63,13 +69,13 @@ uint64_t get_u64(const json& v, const std::string& path, const std::string& what
 void read_safetensors(const std::string& path, WeightMap& out) {
   auto file = MappedFile::open(path);
   const size_t size = file->size();
-  if (size < 8) fail(path, ": not a safetensors file: ", size, " bytes is shorter than the 8-byte header length");
+  if (size < 8)
+    fail(path, ": not a safetensors file: ", size, " bytes is shorter than the 8-byte header length");
   uint64_t n;
   std::memcpy(&n, file->data(), 8);  // little-endian host (checked in gguf.cpp)
   if (n > kSafetensorsMaxHeader)
     fail(path, ": header length ", n, " exceeds the limit of ", kSafetensorsMaxHeader, " bytes");
-  if (n > size - 8)
-    fail(path, ": header length ", n, " runs past the end of the file (", size, " bytes)");
+  if (n > size - 8) fail(path, ": header length ", n, " runs past the end of the file (", size, " bytes)");
   const uint8_t* data = file->data() + 8 + n;
   const uint64_t data_size = size - 8 - n;
 
@@ -132,8 +138,8 @@ void read_safetensors(const std::string& path, WeightMap& out) {
   uint64_t expected = 0;
   for (const auto& e : entries) {
     if (e.begin < expected)
-      fail(path, ": tensor '", e.info.name, "' data [", e.begin, ", ", e.end, ") overlaps the previous tensor (ends at ",
-           expected, ")");
+      fail(path, ": tensor '", e.info.name, "' data [", e.begin, ", ", e.end,
+           ") overlaps the previous tensor (ends at ", expected, ")");
     if (e.begin > expected)
       fail(path, ": tensor '", e.info.name, "' data starts at ", e.begin, " but the previous tensor ends at ",
            expected, " (gap in the data section)");
@@ -142,6 +148,14 @@ void read_safetensors(const std::string& path, WeightMap& out) {
   if (expected != data_size)
     fail(path, ": tensors cover ", expected, " bytes but the data section holds ", data_size, " bytes");
 
+  for (auto& e : entries) {
+    // Kernels read elements in place, so each tensor must start on its element size (the reference
+    // writer pads the header to 8 bytes and orders tensors to guarantee this).
+    size_t align = dtype_block_bytes(e.info.dtype);
+    if (e.info.nbytes != 0 && reinterpret_cast<uintptr_t>(data + e.begin) % align != 0)
+      fail(path, ": tensor '", e.info.name, "' data at file offset ", 8 + n + e.begin, " is not aligned to ",
+           align, " bytes (its element size); re-save the file with the safetensors library");
+  }
   for (auto& e : entries) {
     e.info.data = data + e.begin;
     out.tensors.emplace(e.info.name, std::move(e.info));

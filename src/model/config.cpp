@@ -48,11 +48,12 @@ void LlamaConfig::validate(const std::string& where) const {
   if (rs.type != RopeScaling::Type::kNone && !(std::isfinite(rs.factor) && rs.factor > 0.0f))
     fail(where, ": rope scaling factor = ", rs.factor, " must be positive and finite");
   if (rs.type == RopeScaling::Type::kLlama3) {
-    if (!(std::isfinite(rs.low_freq_factor) && std::isfinite(rs.high_freq_factor) && rs.low_freq_factor > 0.0f &&
-          rs.high_freq_factor > rs.low_freq_factor))
-      fail(where, ": llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor, got ", rs.low_freq_factor,
-           " and ", rs.high_freq_factor);
-    check_range(where, "rope_scaling.original_max_position_embeddings", rs.original_max_position, 1, kMaxPosition);
+    if (!(std::isfinite(rs.low_freq_factor) && std::isfinite(rs.high_freq_factor) &&
+          rs.low_freq_factor > 0.0f && rs.high_freq_factor > rs.low_freq_factor))
+      fail(where, ": llama3 rope scaling needs 0 < low_freq_factor < high_freq_factor, got ",
+           rs.low_freq_factor, " and ", rs.high_freq_factor);
+    check_range(where, "rope_scaling.original_max_position_embeddings", rs.original_max_position, 1,
+                kMaxPosition);
   }
   if (bos_id != -1) check_range(where, "bos_token_id", bos_id, 0, vocab_size - 1);
   for (int e : eos_ids) check_range(where, "eos_token_id", e, 0, vocab_size - 1);
@@ -65,7 +66,8 @@ namespace {
 using json = nlohmann::json;
 
 // Integer field: absent or null -> def; present -> must be an integer that fits in int.
-int64_t json_int(const json& j, const char* key, int64_t def, const std::string& where, bool required = false) {
+int64_t json_int(const json& j, const char* key, int64_t def, const std::string& where,
+                 bool required = false) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) {
     if (required) fail(where, ": required field '", key, "' is missing");
@@ -109,7 +111,8 @@ RopeScaling parse_rope_scaling(const json& rs, const char* field, const std::str
     if (!rs.contains("factor")) fail(where, ": ", field, " of type linear needs 'factor'");
   } else if (type == "llama3") {
     out.type = RopeScaling::Type::kLlama3;
-    for (const char* k : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
+    for (const char* k :
+         {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"})
       if (!rs.contains(k)) fail(where, ": ", field, " of type llama3 needs '", k, "'");
     out.factor = float(json_num(rs, "factor", 1.0, w));
     out.low_freq_factor = float(json_num(rs, "low_freq_factor", 1.0, w));
@@ -151,6 +154,17 @@ LlamaConfig config_from_hf_json(const std::string& json_text, const std::string&
   if (!j.contains("architectures") && !j.contains("model_type"))
     fail(where, ": neither 'architectures' nor 'model_type' is given; cannot tell the model is a Llama");
 
+  // Llama variants this engine does not implement must not load silently with wrong numerics.
+  for (const char* k : {"attention_bias", "mlp_bias"}) {
+    auto it = j.find(k);
+    if (it != j.end() && !it->is_null() && !(it->is_boolean() && !it->get<bool>()))
+      fail(where, ": '", k, "' = ", it->dump(), " is not supported (no bias tensors)");
+  }
+  if (auto it = j.find("hidden_act"); it != j.end() && !it->is_null() && *it != "silu")
+    fail(where, ": hidden_act ", it->dump(), " is not supported (only \"silu\")");
+  if (auto it = j.find("pretraining_tp"); it != j.end() && it->is_number_integer() && it->get<int64_t>() > 1)
+    fail(where, ": pretraining_tp = ", it->dump(), " is not supported (only 1)");
+
   LlamaConfig c;
   c.architecture = "llama";
   c.vocab_size = int(json_int(j, "vocab_size", 0, where, true));
@@ -169,7 +183,8 @@ LlamaConfig config_from_hf_json(const std::string& json_text, const std::string&
   c.rope_theta = float(json_num(j, "rope_theta", 10000.0, where));
   if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
     c.rope_scaling = parse_rope_scaling(*it, "rope_parameters", where);
-    if (it->is_object()) c.rope_theta = float(json_num(*it, "rope_theta", c.rope_theta, where + ": rope_parameters"));
+    if (it->is_object())
+      c.rope_theta = float(json_num(*it, "rope_theta", c.rope_theta, where + ": rope_parameters"));
   } else if (auto it2 = j.find("rope_scaling"); it2 != j.end()) {
     c.rope_scaling = parse_rope_scaling(*it2, "rope_scaling", where);
   }
@@ -184,7 +199,8 @@ LlamaConfig config_from_hf_json(const std::string& json_text, const std::string&
       for (const auto& e : *it) {
         if (!e.is_number_integer()) fail(where, ": 'eos_token_id' entries must be integers, got ", e.dump());
         int64_t v = e.get<int64_t>();
-        if (v < 0 || v > std::numeric_limits<int>::max()) fail(where, ": eos_token_id ", v, " is out of range");
+        if (v < 0 || v > std::numeric_limits<int>::max())
+          fail(where, ": eos_token_id ", v, " is out of range");
         c.eos_ids.push_back(int(v));
       }
     } else {
@@ -215,8 +231,8 @@ int to_int(int64_t v, const std::string& key, const std::string& where) {
 std::vector<float> read_rope_freq_factors(const TensorInfo& t, const LlamaConfig& c, const std::string& where) {
   const int64_t half = c.head_dim / 2;
   if (t.dtype != DType::F32 || t.shape.size() != 1 || t.shape[0] != half)
-    fail(where, ": rope_freqs.weight must be f32 [", half, "] (head_dim / 2), got ", dtype_name(t.dtype), " with ",
-         t.shape.size(), " dims");
+    fail(where, ": rope_freqs.weight must be f32 [", half, "] (head_dim / 2), got ", dtype_name(t.dtype),
+         " with ", t.shape.size(), " dims");
   const float* f = static_cast<const float*>(t.data);
   std::vector<float> out(f, f + half);
   for (int64_t i = 0; i < half; ++i)
@@ -249,7 +265,12 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
   LlamaConfig c;
   c.architecture = "llama";
   auto req = [&](const std::string& k) { return to_int(gguf_required_int(wm, p + k, where), p + k, where); };
-  auto opt = [&](const std::string& k, int64_t def) { return to_int(meta_int(wm, p + k, def), p + k, where); };
+  auto opt = [&](const std::string& k, int64_t def) {
+    return to_int(meta_int(wm, p + k, def), p + k, where);
+  };
+  if (meta_int(wm, p + "expert_count", 0) > 0)
+    fail(where, ": llama.expert_count = ", meta_int(wm, p + "expert_count", 0),
+         ": mixture-of-experts models are not supported");
   c.num_layers = req("block_count");
   c.hidden_size = req("embedding_length");
   c.intermediate_size = req("feed_forward_length");
@@ -260,13 +281,13 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
     c.head_dim = opt("attention.key_length", 0);
   } else {
     if (c.hidden_size % c.num_heads != 0)
-      fail(where, ": llama.embedding_length ", c.hidden_size, " is not divisible by llama.attention.head_count ",
-           c.num_heads);
+      fail(where, ": llama.embedding_length ", c.hidden_size,
+           " is not divisible by llama.attention.head_count ", c.num_heads);
     c.head_dim = c.hidden_size / c.num_heads;
   }
   if (meta_has(wm, p + "attention.value_length") && opt("attention.value_length", 0) != c.head_dim)
-    fail(where, ": llama.attention.value_length ", opt("attention.value_length", 0), " differs from head_dim ",
-         c.head_dim, " (not supported)");
+    fail(where, ": llama.attention.value_length ", opt("attention.value_length", 0),
+         " differs from head_dim ", c.head_dim, " (not supported)");
   if (meta_has(wm, p + "rope.dimension_count") && opt("rope.dimension_count", 0) != c.head_dim)
     fail(where, ": llama.rope.dimension_count ", opt("rope.dimension_count", 0), " differs from head_dim ",
          c.head_dim, " (partial rotary embeddings are not supported)");
@@ -282,7 +303,9 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
   } else if (auto* emb = wm.find("token_embd.weight"); emb && emb->shape.size() == 2) {
     c.vocab_size = to_int(emb->shape[0], "token_embd.weight rows", where);
   } else {
-    fail(where, ": cannot tell the vocabulary size (no llama.vocab_size, tokenizer.ggml.tokens or token_embd.weight)");
+    fail(where,
+         ": cannot tell the vocabulary size (no llama.vocab_size, tokenizer.ggml.tokens or "
+         "token_embd.weight)");
   }
 
   std::string scaling = meta_str(wm, p + "rope.scaling.type", "none");
@@ -344,8 +367,8 @@ void check_one(const WeightMap& wm, const std::string& name, const std::vector<D
   std::vector<int64_t> expected;
   for (const auto& d : want) expected.push_back(d.value);
   if (t->shape.size() != want.size())
-    fail(where, ": tensor '", name, "' is ", shape_str(t->shape), " but the config expects ", want.size(), "-D ",
-         shape_str(expected));
+    fail(where, ": tensor '", name, "' is ", shape_str(t->shape), " but the config expects ", want.size(),
+         "-D ", shape_str(expected));
   for (size_t i = 0; i < want.size(); ++i) {
     if (t->shape[i] != want[i].value)
       fail(where, ": ", want[i].what, " = ", want[i].value, " in the config but tensor '", name, "' is ",
@@ -357,7 +380,8 @@ void check_one(const WeightMap& wm, const std::string& name, const std::vector<D
 
 }  // namespace
 
-void check_llama_tensors(const LlamaConfig& c, const WeightMap& wm, bool gguf_names, const std::string& where) {
+void check_llama_tensors(const LlamaConfig& c, const WeightMap& wm, bool gguf_names,
+                         const std::string& where) {
   const bool g = gguf_names;
   const Dim vocab{c.vocab_size, g ? "vocab size (llama.vocab_size / tokenizer.ggml.tokens)" : "vocab_size"};
   const Dim hidden{c.hidden_size, g ? "llama.embedding_length" : "hidden_size"};
@@ -367,14 +391,17 @@ void check_llama_tensors(const LlamaConfig& c, const WeightMap& wm, bool gguf_na
   const Dim kv{int64_t(c.num_kv_heads) * c.head_dim,
                g ? "llama.attention.head_count_kv x head_dim" : "num_key_value_heads x head_dim"};
 
+  for (const auto& [name, t] : wm.tensors) {
+    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0)
+      fail(where, ": tensor '", name, "': bias tensors are not supported by the Llama model");
+  }
   check_one(wm, g ? "token_embd.weight" : "model.embed_tokens.weight", {vocab, hidden}, false, where);
   check_one(wm, g ? "output_norm.weight" : "model.norm.weight", {hidden}, true, where);
   const std::string head = g ? "output.weight" : "lm_head.weight";
   if (g) {
     if (wm.find(head)) check_one(wm, head, {vocab, hidden}, false, where);
   } else if (!c.tie_embeddings) {
-    if (!wm.find(head))
-      fail(where, ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
+    if (!wm.find(head)) fail(where, ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
     check_one(wm, head, {vocab, hidden}, false, where);
   }
   for (int l = 0; l < c.num_layers; ++l) {

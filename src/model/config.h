@@ -17,8 +17,8 @@ enum class RopeLayout { kHalf, kInterleaved };
 struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 } type = Type::kNone;
   float factor = 1.0f;
-  float low_freq_factor = 1.0f;   // llama3
-  float high_freq_factor = 4.0f;  // llama3
+  float low_freq_factor = 1.0f;      // llama3
+  float high_freq_factor = 4.0f;     // llama3
   int original_max_position = 8192;  // llama3
 };
 
@@ -69,6 +69,7 @@ LlamaConfig config_from_gguf(const WeightMap& wm, const std::string& where);
 // shape and the config value that disagrees, e.g.
 //   "config.json: model.embed_tokens.weight is [100, 32] but the config expects [100, 64]
 //    (hidden_size = 64 disagrees with dimension 1)".
-void check_llama_tensors(const LlamaConfig& cfg, const WeightMap& wm, bool gguf_names, const std::string& where);
+void check_llama_tensors(const LlamaConfig& cfg, const WeightMap& wm, bool gguf_names,
+                         const std::string& where);
 
 }  // namespace llamarun
