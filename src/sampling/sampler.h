@@ -71,7 +71,7 @@ class Sampler {
 
  private:
   // top_k up to this uses a one-pass heap; larger values use nth_element over all candidates.
-  static constexpr int kHeapTopKMax = 256;
+  static constexpr int kHeapTopKMax = 1024;
 
   int32_t argmax(const float* logits) const;
   int32_t sample_random(const float* logits, SamplerWorkspace& ws);
