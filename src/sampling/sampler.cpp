@@ -70,7 +70,7 @@ int32_t Sampler::sample(float* logits, SamplerWorkspace& ws) {
     top_logprobs(logits, vocab_size_, params_.top_logprobs, lse, logprobs_.top);
   }
   process_logits(logits);
-  const int32_t id = params_.temperature == 0.0f ? argmax(logits) : sample_random(logits, ws);
+  const int32_t id = params_.greedy() ? argmax(logits) : sample_random(logits, ws);
   if (want_lp) logprobs_.chosen = {id, ws.raw_[id] - lse};
   return id;
 }
@@ -335,10 +335,10 @@ int32_t Sampler::sample_random(const float* logits, SamplerWorkspace& ws) {
     };
     int n = gather(floor_w);
     double total = sum_weights(c, n);
-    if (top_p < 1.0f && total < target && floor_w > 0.0f) {
-      // Short of target although the floor (chosen from the histogram) bounded the gathering:
-      // either min-p is the binding filter, or the floor sat on a rounding edge. Regather without
-      // the floor; a pure min-p result is then the same set.
+    // Short of target: min-p is the binding filter, unless the floor (from the histogram) cut
+    // tokens that min-p keeps, which only a rounding edge can cause: then regather without it.
+    // (min_p >= floor_w: the min-p set lies wholly above the floor; the factor covers fast_expf.)
+    if (top_p < 1.0f && total < target && floor_w > 0.0f && min_p < floor_w * 1.00001f) {
       n = gather(0.0f);
       total = sum_weights(c, n);
     }
