@@ -70,7 +70,7 @@ int32_t Sampler::sample(float* logits, SamplerWorkspace& ws) {
     top_logprobs(logits, vocab_size_, params_.top_logprobs, lse, logprobs_.top);
   }
   process_logits(logits);
-  const int32_t id = params_.temperature == 0.0f ? argmax(logits) : sample_random(logits, ws);
+  const int32_t id = params_.greedy() ? argmax(logits) : sample_random(logits, ws);
   if (want_lp) logprobs_.chosen = {id, ws.raw_[id] - lse};
   return id;
 }
@@ -174,6 +174,31 @@ int32_t draw_dense(const float* w, const double* block_sums, int n, double z, do
   return 0;
 }
 
+// Draws the token where the running sum of the weights >= floor passes r (r below their total),
+// finding the block first (vectorized masked sums), then the token inside it.
+int32_t draw_at_least(const float* w, int n, float floor, double r) {
+  double cum = 0.0;
+  int32_t last = -1;
+  for (int begin = 0; begin < n; begin += kBlock) {
+    const int end = std::min(n, begin + kBlock);
+    const double bs = sum_at_least(w + begin, end - begin, floor);
+    if (!(r < cum + bs)) {
+      cum += bs;
+      continue;
+    }
+    for (int i = begin; i < end; ++i) {
+      if (!(w[i] >= floor)) continue;
+      cum += w[i];
+      last = i;
+      if (r < cum) return i;
+    }
+  }
+  if (last >= 0) return last;  // rounding: r landed just past a block's own running sum
+  for (int i = n - 1; i >= 0; --i)
+    if (w[i] >= floor) return i;
+  return 0;
+}
+
 // Sum of c[0..n).w in four interleaved double accumulators (a fixed order: deterministic).
 double sum_weights(const Candidate* c, int n) {
   double a[4] = {};
@@ -255,7 +280,7 @@ int32_t Sampler::sample_random(const float* logits, SamplerWorkspace& ws) {
     // mass reaches top_p * z: tokens above it are in the nucleus for sure, tokens below it are out.
     const double target = static_cast<double>(top_p) * z;
     float floor_w = 0.0f;  // weights below this are out
-    float sure_w = 2.0f;   // weights at or above this are in (when top-p decides)
+    float sure_w = 2.0f;   // weights at or above this are in (top-p alone)
     int edge = -1;
     if (top_p < 1.0f) {
       double* mass = ws.mass_.data();
@@ -271,61 +296,54 @@ int32_t Sampler::sample_random(const float* logits, SamplerWorkspace& ws) {
         }
       }
     }
-    // Min-p keeps p / p_max >= min_p, i.e. (l - mx) / t >= log(min_p): l >= mx + t * log(min_p)
-    // (exactly l == mx for min_p = 1).
-    const float l_min = min_p > 0.0f ? mx + t * std::log(min_p) : -std::numeric_limits<float>::infinity();
-
-    // Branch-free gathering (which side a token lands on is unpredictable): every token is stored
-    // at both the front (sure) and the back (edge) slot, and only the matching count advances.
-    // Weights are >= 0, so their bit patterns compare like the floats.
-    auto gather = [&](float floor, int& n_sure, int& n_edge, double& sure_mass) {
-      const int32_t floor_bits = std::max(1, std::bit_cast<int32_t>(floor));  // also excludes w == 0
-      const int32_t sure_bits = std::bit_cast<int32_t>(sure_w);
-      Candidate* back = c + vocab_size_ - 1;
-      n_sure = n_edge = 0;
+    if (min_p <= 0.0f && edge >= 0) {
+      // Top-p alone: every token above the edge bucket is in the nucleus (their mass, summed in
+      // the same order as when the edge was found, is below target), tokens below it are out.
+      // Only the edge bucket is gathered and ordered; the draw picks the sure set or the edge.
+      double sure_mass = 0.0;
+      for (int b = 0; b < edge; ++b) sure_mass += ws.mass_[b];
+      // Edge test as one unsigned range check: a single, rarely taken branch.
+      const uint32_t floor_bits = static_cast<uint32_t>(std::max(1, std::bit_cast<int32_t>(floor_w)));
+      const uint32_t width = static_cast<uint32_t>(std::bit_cast<int32_t>(sure_w)) - floor_bits;
+      int n_edge = 0;
       for (int32_t i = 0; i < vocab_size_; ++i) {
-        const float wi = w[i];
-        const int32_t bits = std::bit_cast<int32_t>(wi);
-        const bool keep = (bits >= floor_bits) & (logits[i] >= l_min);
-        const bool sure = keep & (bits >= sure_bits);
-        const Candidate cand{0.0f, wi, i};  // s is filled in below where it is needed
-        c[n_sure] = cand;
-        back[-n_edge] = cand;
-        n_sure += sure;
-        n_edge += keep & !sure;
+        if (std::bit_cast<uint32_t>(w[i]) - floor_bits < width) c[n_edge++] = {(logits[i] - mx) / t, w[i], i};
       }
-      sure_mass = sum_weights(c, n_sure);
-      // Edge tokens to follow the sure ones (forward copy: the destination starts first), in id order.
-      std::reverse(c + vocab_size_ - n_edge, c + vocab_size_);
-      std::copy(c + vocab_size_ - n_edge, c + vocab_size_, c + n_sure);
-    };
-    auto fill_s = [&](int from, int to) {
-      for (int j = from; j < to; ++j) c[j].s = (logits[c[j].id] - mx) / t;
-    };
-
-    int n_sure, n_edge;
-    double sure_mass;
-    gather(floor_w, n_sure, n_edge, sure_mass);
-    if (min_p <= 0.0f && edge >= 0 && sure_mass < target) {
-      // Top-p alone: only the edge tokens need ordering.
-      fill_s(n_sure, n_sure + n_edge);
-      const int keep = select_nucleus(c + n_sure, n_edge, target - sure_mass);
-      const double total = sure_mass + sum_weights(c + n_sure, keep);
-      if (total >= target || keep < n_edge) return draw_candidates(c, n_sure + keep, total, uniform01());
-      // Rounding put the cut below the edge bucket: gather everything and decide exactly below.
+      const int keep = select_nucleus(c, n_edge, target - sure_mass);
+      const double edge_mass = sum_weights(c, keep);
+      const double r = uniform01() * (sure_mass + edge_mass);
+      if (r >= sure_mass && edge_mass > 0.0)
+        return draw_candidates(c, keep, edge_mass, (r - sure_mass) / edge_mass);
+      return draw_at_least(w, vocab_size_, sure_w, r);
     }
-    // General case (min-p on, or a rounding edge): the gathered set already passed min-p; it is
-    // either the min-p set (when its mass stays below target) or contains the nucleus.
-    int n = n_sure + n_edge;
+
+    // Min-p (possibly with top-p). Min-p keeps p / p_max >= min_p, i.e. (l - mx) / t >= log(min_p):
+    // l >= mx + t * log(min_p) (exactly l == mx for min_p = 1). Both filters keep a prefix of the
+    // ranking, so the result is the shorter one: gather the min-p set (above the top-p floor);
+    // if its mass reaches target the nucleus is inside it, else it is the result.
+    const float l_min = min_p > 0.0f ? mx + t * std::log(min_p) : -std::numeric_limits<float>::infinity();
+    auto gather = [&](float floor) {
+      // Branch-free (whether a token passes is unpredictable): store always, advance on a pass.
+      // Weights are >= 0, so their bit patterns compare like the floats; floor_bits >= 1 skips 0.
+      const int32_t floor_bits = std::max(1, std::bit_cast<int32_t>(floor));
+      int n = 0;
+      for (int32_t i = 0; i < vocab_size_; ++i) {
+        c[n] = {0.0f, w[i], i};
+        n += (std::bit_cast<int32_t>(w[i]) >= floor_bits) & (logits[i] >= l_min);
+      }
+      return n;
+    };
+    int n = gather(floor_w);
     double total = sum_weights(c, n);
-    if (top_p < 1.0f && total < target && floor_w > 0.0f && l_min < mx + t * std::log(floor_w)) {
-      // The floor, not min-p, limited the set yet its mass is short of target (rounding): regather.
-      gather(0.0f, n_sure, n_edge, sure_mass);
-      n = n_sure + n_edge;
+    // Short of target: min-p is the binding filter, unless the floor (from the histogram) cut
+    // tokens that min-p keeps, which only a rounding edge can cause: then regather without it.
+    // (min_p >= floor_w: the min-p set lies wholly above the floor; the factor covers fast_expf.)
+    if (top_p < 1.0f && total < target && floor_w > 0.0f && min_p < floor_w * 1.00001f) {
+      n = gather(0.0f);
       total = sum_weights(c, n);
     }
     if (top_p < 1.0f && total >= target) {
-      fill_s(0, n);
+      for (int j = 0; j < n; ++j) c[j].s = (logits[c[j].id] - mx) / t;
       const int keep = select_nucleus(c, n, target);
       if (keep < n) {
         n = keep;

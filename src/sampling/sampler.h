@@ -5,6 +5,15 @@
 //   s.reset(prompt_ids);
 //   loop: id = s.sample(logits);   // logits: [vocab] floats of the last position, modified in place
 //         s.accept(id);            // record the token the sequence actually continues with
+//
+// Cost per call is O(vocab) on every path, without a full sort: greedy is one argmax pass; plain
+// temperature sampling is max + exp (vectorized) + a block-wise draw; top-k <= 1024 keeps a heap of
+// k in one pass (nth_element above that); top-p alone finds the cut with a mass histogram and
+// orders only the tokens of the one bucket it falls in; min-p is a threshold on the logits.
+// Nothing allocates after the first call (the workspace grows once).
+// Memory: the workspace is ~20 bytes x vocab (2.5 MB at 128k); with penalties on, the Sampler also
+// keeps 12 bytes x vocab of counts. Engines running many sequences should share one workspace per
+// thread through sample(logits, ws).
 #pragma once
 
 #include <cstdint>
@@ -18,8 +27,8 @@
 
 namespace llamarun {
 
-// Scratch memory for the random-sampling path: about vocab_size * 16 bytes (+ 4 with logprobs). A Sampler
-// owns one lazily; an engine that samples many sequences on one thread can share one workspace between them.
+// Scratch memory for sample(): about 16 bytes x vocab (+ 4 with logprobs). A Sampler owns one,
+// allocated on first use; an engine sampling many sequences on one thread can share one instead.
 class SamplerWorkspace {
  public:
   struct Candidate {
@@ -71,7 +80,7 @@ class Sampler {
 
  private:
   // top_k up to this uses a one-pass heap; larger values use nth_element over all candidates.
-  static constexpr int kHeapTopKMax = 256;
+  static constexpr int kHeapTopKMax = 1024;
 
   int32_t argmax(const float* logits) const;
   int32_t sample_random(const float* logits, SamplerWorkspace& ws);

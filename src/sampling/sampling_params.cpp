@@ -52,7 +52,7 @@ void validate(const SamplingParams& p, int vocab_size) {
   LLAMARUN_CHECK(vocab_size > 0, "sampling: vocab_size must be > 0 (got ", vocab_size, ")");
   LLAMARUN_CHECK(std::isfinite(p.temperature) && p.temperature >= 0.0f,
                  "sampling: temperature must be a finite number >= 0 (got ", p.temperature, ")");
-  LLAMARUN_CHECK(p.top_k >= -1, "sampling: top_k must be >= 0 (0 or -1 = off) (got ", p.top_k, ")");
+  LLAMARUN_CHECK(p.top_k >= -1, "sampling: top_k must be >= 1, or 0 or -1 for off (got ", p.top_k, ")");
   LLAMARUN_CHECK(std::isfinite(p.top_p) && p.top_p > 0.0f && p.top_p <= 1.0f,
                  "sampling: top_p must be in (0, 1] (got ", p.top_p, ")");
   LLAMARUN_CHECK(std::isfinite(p.min_p) && p.min_p >= 0.0f && p.min_p <= 1.0f,

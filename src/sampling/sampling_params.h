@@ -52,6 +52,7 @@ struct SamplingParams {
   // Also report the N most likely alternatives, N in [0, kMaxTopLogprobs]. N > 0 implies logprobs.
   int top_logprobs = 0;
 
+  bool greedy() const { return temperature == 0.0f; }
   bool wants_logprobs() const { return logprobs || top_logprobs > 0; }
   // True when any penalty can change a logit.
   bool has_penalties() const {

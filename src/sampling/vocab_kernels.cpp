@@ -121,6 +121,23 @@ float mass_bucket_floor(int b) {
   return std::bit_cast<float>(kOneBits - ((b + 1) << kMassShift) + 1);
 }
 
+double sum_at_least(const float* w, int n, float floor) {
+  // w >= 0, so comparing bit patterns as integers orders like the floats (and vectorizes).
+  const int32_t fb = std::bit_cast<int32_t>(floor);
+  float acc[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float v = w[i + l];
+      acc[l] += mask_float(v, -static_cast<int32_t>(std::bit_cast<int32_t>(v) >= fb));
+    }
+  }
+  double s = 0.0;
+  for (int l = 0; l < kLanes; ++l) s += acc[l];
+  for (; i < n; ++i) s += std::bit_cast<int32_t>(w[i]) >= fb ? w[i] : 0.0f;
+  return s;
+}
+
 float log_sum_exp_fast(const float* x, int n) {
   const float mx = finite_max(x, n);
   if (mx == kNegInf) return kNegInf;

@@ -70,6 +70,9 @@ void mass_histogram(const float* w, int n, double* mass);
 // Smallest weight that falls in bucket b or a better one (0 for the last bucket).
 float mass_bucket_floor(int b);
 
+// Sum of the weights w[0..n) (>= 0) that are >= floor, in lanes (fixed order).
+double sum_at_least(const float* w, int n, float floor);
+
 // log(sum exp(x[i])) over finite x (uses fast_expf); -inf when none is finite.
 float log_sum_exp_fast(const float* x, int n);
 
