@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "engine/scheduler.h"
+#include "engine/step_model.h"
 #include "kv/block_allocator.h"
 #include "kv/paged_kv_pool.h"
 #include "model/model.h"
@@ -50,6 +51,46 @@ struct Request {
   int n_done = 0;
 };
 
+// The CPU forward pass over a host PagedKVPool of f32 K / V. Logits of every row come back; the sampler
+// picks tokens.
+class CpuStepModel final : public StepModel {
+ public:
+  explicit CpuStepModel(LlamaModel& m) : m_(m) {}
+  int init_kv(int block_size, int num_blocks, size_t kv_bytes) override {
+    const LlamaConfig& mc = m_.config();
+    const size_t per_block = PagedKVPool::bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, block_size);
+    int nb = num_blocks;
+    if (nb <= 0) {
+      if (kv_bytes == 0) kv_bytes = size_t(1) << 30;
+      const size_t want = kv_bytes / per_block;
+      LLAMARUN_CHECK(want >= 1, "engine: kv_cache_bytes ", kv_bytes, " is less than one KV block (", per_block,
+                     " bytes)");
+      nb = int(std::min<size_t>(want, size_t(1) << 30));
+    }
+    try {
+      pool_ = PagedKVPool(mc.num_layers, mc.num_kv_heads, mc.head_dim, block_size, nb);
+    } catch (const std::bad_alloc&) {
+      fail("engine: cannot allocate a KV cache of ", nb, " blocks (", double(per_block) * nb / (1 << 20),
+           " MiB); lower kv_cache_bytes or num_blocks");
+    }
+    return nb;
+  }
+  void forward(const BatchInput& b, const uint8_t*, int32_t*, float* logits) override {
+    m_.forward_batch(b, pool_, logits);
+  }
+  bool device_argmax() const override { return false; }
+  std::string name() const override { return "cpu"; }
+
+ private:
+  LlamaModel& m_;
+  PagedKVPool pool_;
+};
+
+// Plain greedy: the token is the argmax of the raw logits, and nothing but the token is needed.
+bool plain_greedy(const SamplingParams& p) {
+  return p.greedy() && !p.has_penalties() && p.logit_bias.empty() && !p.wants_logprobs();
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -57,7 +98,7 @@ struct Engine::Impl {
   EngineConfig cfg;
   int max_len = 0;
   int vocab = 0;
-  PagedKVPool pool;
+  std::unique_ptr<StepModel> backend;
   BlockAllocator alloc;
   std::optional<Scheduler> sched;
 
@@ -79,6 +120,8 @@ struct Engine::Impl {
   std::vector<uint64_t> done_ids;  // requests whose every choice finished
   BatchInput batch;
   std::vector<float> logits;        // [rows, vocab]
+  std::vector<int32_t> row_ids;     // [rows] the backend's argmax (device_argmax backends)
+  std::vector<uint8_t> want_logits; // [rows] the row's sequence needs its logits on the host
   std::vector<int32_t> sample_row;  // per chunk: logits row or -1
   SamplerWorkspace ws;
   RequestOutput out;
@@ -88,8 +131,11 @@ struct Engine::Impl {
   std::thread thread;
   bool thread_stop = false;  // under mu
 
-  Impl(Model& m, const EngineConfig& c) : model(m), cfg(c) {
-    LLAMARUN_CHECK(m.llama, "engine: the model has no forward pass");
+  Impl(Model& m, const EngineConfig& c, std::unique_ptr<StepModel> b) : model(m), cfg(c), backend(std::move(b)) {
+    if (!backend) {
+      LLAMARUN_CHECK(m.llama, "engine: the model has no forward pass");
+      backend = std::make_unique<CpuStepModel>(*m.llama);
+    }
     const LlamaConfig& mc = m.cfg;
     vocab = mc.vocab_size;
     max_len = cfg.max_model_len > 0 ? std::min(cfg.max_model_len, mc.max_position) : mc.max_position;
@@ -99,22 +145,8 @@ struct Engine::Impl {
                    cfg.max_batch_tokens);
     LLAMARUN_CHECK(cfg.max_num_seqs >= 1, "engine: max_num_seqs must be at least 1, got ", cfg.max_num_seqs);
     LLAMARUN_CHECK(cfg.max_queue >= 1, "engine: max_queue must be at least 1, got ", cfg.max_queue);
-    const size_t per_block =
-        PagedKVPool::bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, cfg.block_size);
-    int nb = cfg.num_blocks;
-    if (nb <= 0) {
-      const size_t want = cfg.kv_cache_bytes / per_block;
-      LLAMARUN_CHECK(want >= 1, "engine: kv_cache_bytes ", cfg.kv_cache_bytes, " is less than one KV block (",
-                     per_block, " bytes)");
-      nb = int(std::min<size_t>(want, size_t(1) << 30));
-    }
+    const int nb = backend->init_kv(cfg.block_size, cfg.num_blocks, cfg.kv_cache_bytes);
     cfg.num_blocks = nb;
-    try {
-      pool = PagedKVPool(mc.num_layers, mc.num_kv_heads, mc.head_dim, cfg.block_size, nb);
-    } catch (const std::bad_alloc&) {
-      fail("engine: cannot allocate a KV cache of ", nb, " blocks (", double(per_block) * nb / (1 << 20),
-           " MiB); lower kv_cache_bytes or num_blocks");
-    }
     alloc = BlockAllocator(nb, cfg.block_size, cfg.enable_prefix_caching);
     SchedulerConfig sc;
     sc.max_num_seqs = cfg.max_num_seqs;
@@ -176,10 +208,11 @@ struct Engine::Impl {
   }
 
   // The sequence's sampled token: stop ids, stop strings, max_tokens, context length.
-  void postprocess(SeqCtx& sc, float* row_logits) {
+  // device_id >= 0: the backend's argmax, used for plain greedy sequences (row_logits unused then).
+  void postprocess(SeqCtx& sc, float* row_logits, int32_t device_id) {
     const SamplingParams& p = sc.req->req.params;
     reset_out(sc);
-    const int32_t id = sc.sampler->sample(row_logits, ws);
+    const int32_t id = device_id >= 0 ? device_id : sc.sampler->sample(row_logits, ws);
     sc.sampler->accept(id);
     ++sc.generated;
     ++gen_tokens;
@@ -274,6 +307,7 @@ struct Engine::Impl {
     }
     batch.clear();
     sample_row.clear();
+    want_logits.clear();
     int rows = 0;
     for (size_t i = 0; i < so.chunks.size(); ++i) {
       const ScheduledChunk& c = so.chunks[i];
@@ -285,6 +319,8 @@ struct Engine::Impl {
       }
       if (c.sample) {
         batch.logit_rows.push_back(batch.size() - 1);
+        const SeqCtx* sc = static_cast<const SeqCtx*>(c.seq->owner);
+        want_logits.push_back(plain_greedy(sc->req->req.params) ? 0 : 1);
         sample_row.push_back(rows++);
       } else {
         sample_row.push_back(-1);
@@ -293,11 +329,13 @@ struct Engine::Impl {
         prompt_tokens += std::min(c.start + c.n, c.seq->prompt_len) - c.start;
     }
     if (logits.size() < size_t(rows) * vocab) logits.resize(size_t(rows) * vocab);
+    if (row_ids.size() < size_t(rows)) row_ids.resize(rows);
+    const bool dev_ids = backend->device_argmax();
     ++steps;
     const double t1 = now_s();
     t_sched += t1 - t0;
     try {
-      model.llama->forward_batch(batch, pool, logits.data());
+      backend->forward(batch, want_logits.data(), row_ids.data(), logits.data());
     } catch (const std::exception& e) {
       t_model += now_s() - t1;
       for (const ScheduledChunk& c : so.chunks) {
@@ -316,7 +354,8 @@ struct Engine::Impl {
       if (sample_row[i] < 0) continue;
       SeqCtx* sc = static_cast<SeqCtx*>(so.chunks[i].seq->owner);
       try {
-        postprocess(*sc, &logits[size_t(sample_row[i]) * vocab]);
+        const int r = sample_row[i];
+        postprocess(*sc, &logits[size_t(r) * vocab], dev_ids && !want_logits[r] ? row_ids[r] : -1);
       } catch (const std::exception& e) {
         reset_out(*sc);
         finish_seq(*sc, "error", e.what());
@@ -353,7 +392,8 @@ struct Engine::Impl {
   }
 };
 
-Engine::Engine(Model& model, const EngineConfig& cfg) : impl_(std::make_unique<Impl>(model, cfg)) {}
+Engine::Engine(Model& model, const EngineConfig& cfg, std::unique_ptr<StepModel> backend)
+    : impl_(std::make_unique<Impl>(model, cfg, std::move(backend))) {}
 
 Engine::~Engine() {
   try {
@@ -471,6 +511,8 @@ EngineStats Engine::stats() const {
 }
 
 const Model& Engine::model() const { return impl_->model; }
+std::string Engine::backend_name() const { return impl_->backend->name(); }
+int Engine::num_kv_blocks() const { return impl_->cfg.num_blocks; }
 int Engine::max_model_len() const { return impl_->max_len; }
 
 }  // namespace llamarun

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/step_model.h"
 #include "sampling/logprobs.h"
 #include "sampling/sampling_params.h"
 
@@ -21,10 +22,11 @@ namespace llamarun {
 
 struct Model;
 
+
 struct EngineConfig {
   int block_size = 16;            // tokens per KV block, in [1, 1024]
   int num_blocks = 0;             // 0: derived from kv_cache_bytes (f32 K and V of every layer)
-  size_t kv_cache_bytes = 1ull << 30;
+  size_t kv_cache_bytes = 1ull << 30;  // 0: the backend chooses (CPU: 1 GiB; GPU: what free memory allows)
   int max_num_seqs = 256;         // most sequences running at once (capped at max_batch_tokens)
   int max_batch_tokens = 512;     // per-step token budget (prefill chunks + decodes; decodes first)
   int max_queue = 1024;           // waiting requests beyond which submit() refuses (HTTP 429)
@@ -89,7 +91,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(Model& model, const EngineConfig& cfg);
+  // `backend`: what runs the forward passes (e.g. the CUDA backend's StepModel, built on model's weights);
+  // null: the CPU forward pass of model.llama. The model supplies the config and the tokenizer either way.
+  Engine(Model& model, const EngineConfig& cfg, std::unique_ptr<StepModel> backend = nullptr);
   ~Engine();
 
   // Queues a request; returns its id. Throws Error (a client error: empty prompt, ids outside the
@@ -115,6 +119,8 @@ class Engine {
   EngineStats stats() const;
   const Model& model() const;
   int max_model_len() const;
+  std::string backend_name() const;
+  int num_kv_blocks() const;
 
   struct Impl;
 

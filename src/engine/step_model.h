@@ -1,0 +1,38 @@
+// What the engine runs each step on: the model's forward pass over a varlen batch (prefill chunks and
+// decode tokens of many sequences) against a paged KV cache that the StepModel owns. The engine keeps the
+// block tables (BlockAllocator / Scheduler); the StepModel only stores and reads K / V where they say.
+// Implementations: the CPU forward pass (engine.cpp) and the CUDA backend (backends/cuda/cuda_step_model.h).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "model/llama.h"
+
+namespace llamarun {
+
+class StepModel {
+ public:
+  virtual ~StepModel() = default;
+
+  // Allocates the KV cache: num_blocks blocks of block_size tokens, or (num_blocks == 0) as many as
+  // kv_bytes allows; kv_bytes == 0 lets the backend choose (the GPU: what free memory allows). Returns the
+  // number of blocks. Throws Error, with the sizes, when not even one block fits. Called once.
+  virtual int init_kv(int block_size, int num_blocks, size_t kv_bytes) = 0;
+
+  // Runs the batch; its block tables cover every position it writes. For each logit row r (the token
+  // b.logit_rows[r]):
+  //   ids[r]               the argmax token (lowest id on ties), when device_argmax();
+  //   logits[r * vocab ..] the row's logits, when want_logits[r] != 0 or !device_argmax().
+  // Throws Error on failure (the engine ends the step's sequences with an error and goes on).
+  virtual void forward(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits) = 0;
+
+  // Whether forward() computes the greedy token of every row itself (so plain greedy requests need no
+  // logits on the host).
+  virtual bool device_argmax() const = 0;
+
+  virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)", ...
+};
+
+}  // namespace llamarun
