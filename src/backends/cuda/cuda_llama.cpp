@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <cmath>
 #include <cstring>
 
@@ -141,6 +142,20 @@ struct CudaLlama::Impl {
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t graph_exec = nullptr;
 
+  // Serving (opt.paged): the paged pool and the varlen batch buffers.
+  int pbs = 0, pnb = 0, pmb = 0;  // block size, blocks, block-table stride (blocks per sequence)
+  int pseqs = 0;                  // most sequences (logit rows) per batch
+  void* k_pool = nullptr;         // [L][nb][nkv][bs][hd]
+  void* v_pool = nullptr;
+  int32_t* pin = nullptr;         // device: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | rows [pseqs] | tables
+  int32_t* h_pin = nullptr;       // pinned host mirror of pin
+  void* xg = nullptr;             // [pseqs, H] residual rows of the logit rows
+  void* dg = nullptr;             // [pseqs, H] their last down-projection rows
+  float* plogits = nullptr;       // [pseqs, V]
+  int32_t* pids = nullptr;        // [pseqs] argmax per logit row
+  int32_t* h_pids = nullptr;      // pinned
+  std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
+
   int cur_pos = 0;
   bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
   bool pdl = false;          // opt.pdl on a Hopper (cc >= 9) GPU: decode kernels overlap their neighbours
@@ -155,6 +170,9 @@ struct CudaLlama::Impl {
   void forward(int M, bool decode, int start);
   void run_decode();
   void capture_graph();
+  void forward_varlen(int T, int R);   // the batch staged in pin: T tokens, R logit rows
+  size_t pin_ints() const { return 4 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
+  size_t pool_layer_bytes() const { return size_t(pnb) * nkv * pbs * hd * esz; }
   void start_step(int32_t id, const char* what);  // validates, uploads (token, position), runs the step
   int32_t finish_step();                          // copies the chosen token back, advances the position
   ~Impl();
@@ -167,7 +185,7 @@ struct CudaLlama::Impl {
                        lin_bytes(H, I) + 2 * lin_bytes(1, H);
     return size_t(L) * per_layer + lin_bytes(V, H) * (cfg.tie_embeddings ? 1 : 2) + lin_bytes(1, H);
   }
-  size_t kv_bytes() const { return 2 * size_t(L) * nkv * max_ctx * hd * esz; }
+  size_t kv_bytes() const { return opt.paged ? 0 : 2 * size_t(L) * nkv * max_ctx * hd * esz; }
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
@@ -202,6 +220,12 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   qkv_rows = (nh + 2 * nkv) * hd;
   max_ctx = o.max_context;
   mmax = std::min(o.max_prefill_chunk, max_ctx);
+  if (o.paged) {
+    if (o.paged_max_tokens <= 0 || o.paged_max_seqs <= 0)
+      fail("CudaLlama: paged_max_tokens and paged_max_seqs must be positive");
+    mmax = o.paged_max_tokens;
+    pseqs = std::min(o.paged_max_seqs, o.paged_max_tokens);
+  }
   esz = 2;
   fused_decode = o.fuse_decode && size_t(std::max({H, I, nh * hd})) * 2 <= size_t(kGemvStageBytes);
 
@@ -244,8 +268,10 @@ void CudaLlama::Impl::allocate(size_t extra) {
   }
   mem.weights = alloc.allocated() - before;
   before = alloc.allocated();
-  k_cache = alloc.alloc(kv_bytes() / 2, "K cache");
-  v_cache = alloc.alloc(kv_bytes() / 2, "V cache");
+  if (kv_bytes() > 0) {
+    k_cache = alloc.alloc(kv_bytes() / 2, "K cache");
+    v_cache = alloc.alloc(kv_bytes() / 2, "V cache");
+  }
   mem.kv_cache = alloc.allocated() - before;
   before = alloc.allocated();
   size_t m = mmax;
@@ -552,6 +578,9 @@ void CudaLlama::Impl::run_decode() {
 
 CudaLlama::Impl::~Impl() {
   if (stream) cudaStreamSynchronize(stream);
+  for (auto& [b, g] : bucket_graphs) cudaGraphExecDestroy(g);
+  if (h_pin) cudaFreeHost(h_pin);
+  if (h_pids) cudaFreeHost(h_pids);
   if (graph_exec) cudaGraphExecDestroy(graph_exec);
   if (graph) cudaGraphDestroy(graph);
   lt.reset();
@@ -577,6 +606,7 @@ CudaLlama::~CudaLlama() = default;
 
 std::vector<float> CudaLlama::prefill(const int32_t* tokens, int n) {
   Impl& m = *impl_;
+  if (m.opt.paged) fail("prefill: this model serves a paged KV cache (use forward_paged)");
   if (n <= 0) fail("prefill: empty prompt");
   if (m.cur_pos + n > m.max_ctx)
     fail("prefill: ", n, " tokens at position ", m.cur_pos, " exceed the context of ", m.max_ctx,
@@ -602,6 +632,7 @@ std::vector<float> CudaLlama::prefill(const int32_t* tokens, int n) {
 
 void CudaLlama::Impl::start_step(int32_t id, const char* what) {
   Impl& m = *this;
+  if (m.opt.paged) fail(what, ": this model serves a paged KV cache (use forward_paged)");
   if (m.cur_pos >= m.max_ctx) fail(what, ": the context of ", m.max_ctx, " positions is full");
   if (id < 0 || id >= m.V) fail(what, ": token id ", id, " is outside the vocabulary [0, ", m.V, ")");
   m.h_io[0] = id;
@@ -671,5 +702,201 @@ size_t CudaLlama::kv_bytes_per_token(int p) const {
   const Impl& m = *impl_;
   return 2 * size_t(m.L) * m.nkv * size_t(p + 1) * m.hd * m.esz;
 }
+
+// ---- serving: paged KV pool, varlen batches ----
+
+namespace {
+// Decode batches are padded up to one of these sizes, so a few captured graphs serve every batch.
+int decode_bucket(int n) {
+  static const int kBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+  for (int b : kBuckets)
+    if (b >= n) return b;
+  return n;
+}
+}  // namespace
+
+int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
+  Impl& m = *impl_;
+  if (!m.opt.paged) fail("init_paged: the model was not created with CudaLlamaOptions::paged");
+  if (m.k_pool) fail("init_paged: the paged KV cache exists already");
+  if (block_size < 1 || block_size > 1024) fail("init_paged: block_size ", block_size, " outside [1, 1024]");
+  m.pbs = block_size;
+  m.pmb = (m.max_ctx + block_size - 1) / block_size;
+  const size_t per_block = 2 * size_t(m.L) * m.nkv * block_size * m.hd * m.esz;
+  // Batch buffers first: the pool takes what is left.
+  size_t before = m.alloc.allocated();
+  m.pin = m.alloc.alloc_n<int32_t>(m.pin_ints(), "batch inputs");
+  m.xg = m.alloc.alloc(m.esz * size_t(m.pseqs) * m.H, "logit rows x");
+  m.dg = m.alloc.alloc(m.esz * size_t(m.pseqs) * m.H, "logit rows down");
+  m.plogits = m.alloc.alloc_n<float>(size_t(m.pseqs) * m.V, "batch logits");
+  m.pids = m.alloc.alloc_n<int32_t>(m.pseqs, "batch argmax");
+  m.mem.activations += m.alloc.allocated() - before;
+  LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pin, m.pin_ints() * sizeof(int32_t)));
+  LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pids, size_t(m.pseqs) * sizeof(int32_t)));
+  size_t nb = size_t(num_blocks);
+  if (nb == 0) {
+    if (kv_bytes > 0) {
+      nb = kv_bytes / per_block;
+    } else {
+      // What is free, less a reserve for graphs, cuBLASLt and the CUDA context's growth.
+      const size_t reserve = size_t(1536) << 20;
+      const MemInfo mi = mem_info();
+      nb = mi.free > reserve ? (mi.free - reserve) / per_block : 0;
+    }
+    if (nb == 0)
+      fail("init_paged: not even one KV block (", format_bytes(per_block), " for ", block_size,
+           " positions) fits: ", format_bytes(mem_info().free), " free on ", m.opt.device);
+    nb = std::min<size_t>(nb, size_t(1) << 24);
+  }
+  require_fits(nb * per_block,
+               detail::concat("paged KV cache of ", nb, " blocks x ", block_size, " positions on ", m.opt.device),
+               size_t(256) << 20);
+  m.pnb = int(nb);
+  before = m.alloc.allocated();
+  m.k_pool = m.alloc.alloc(nb * per_block / 2, "paged K cache");
+  m.v_pool = m.alloc.alloc(nb * per_block / 2, "paged V cache");
+  LLAMARUN_CUDA_CHECK(cudaMemsetAsync(m.k_pool, 0, nb * per_block / 2, m.stream));
+  LLAMARUN_CUDA_CHECK(cudaMemsetAsync(m.v_pool, 0, nb * per_block / 2, m.stream));
+  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  m.mem.kv_cache = m.alloc.allocated() - before;
+  return m.pnb;
+}
+
+// The staged batch (pin: ids, pos, slot, seq, rows, tables) through every layer; leaves the argmax of the
+// R logit rows in pids and their logits in plogits. Reads its inputs from device memory only, so the
+// launch sequence can be captured and replayed for another batch of the same T and R.
+void CudaLlama::Impl::forward_varlen(int T, int R) {
+  const int32_t* d_ids = pin;
+  const int32_t* d_pos = pin + mmax;
+  const int32_t* d_slot = pin + 2 * size_t(mmax);
+  const int32_t* d_seq = pin + 3 * size_t(mmax);
+  const int32_t* d_rows = pin + 4 * size_t(mmax);
+  const int32_t* d_tables = d_rows + pseqs;
+  const float scale = 1.f / std::sqrt(float(hd));
+  const int qd = nh * hd;
+  embedding(act, d_ids, T, embed, V, H, x, stream);
+  for (int l = 0; l < L; ++l) {
+    const LayerWeights& lw = layers[l];
+    char* kp = static_cast<char*>(k_pool) + size_t(l) * pool_layer_bytes();
+    char* vp = static_cast<char*>(v_pool) + size_t(l) * pool_layer_bytes();
+    add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, T, H, cfg.rms_eps, stream);
+    linear(*lt, act, lw.qkv, xn, qkv, false, T, qkv_rows, H, stream);
+    rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, T, nh, nkv, hd, pbs, q, kp, vp,
+                        stream);
+    paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_pos, T, nh, nkv, hd, pbs, scale, attn, stream);
+    linear(*lt, act, lw.o, attn, o, false, T, H, qd, stream);
+    add_rmsnorm(act, x, o, lw.ffn_norm, xn, T, H, cfg.rms_eps, stream);
+    linear(*lt, act, lw.gate_up, xn, gu, false, T, 2 * I, H, stream);
+    silu_mul(act, gu, mlp, T, I, stream);
+    linear(*lt, act, lw.down, mlp, down, false, T, H, I, stream);
+  }
+  gather_rows(act, x, d_rows, R, H, xg, stream);
+  gather_rows(act, down, d_rows, R, H, dg, stream);
+  add_rmsnorm(act, xg, dg, final_norm, xn, R, H, cfg.rms_eps, stream);
+  linear(*lt, act, lm_head, xn, plogits, true, R, V, H, stream);
+  argmax_rows(plogits, R, V, pids, stream);
+}
+
+void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits) {
+  Impl& m = *impl_;
+  if (!m.k_pool) fail("forward_paged: call init_paged first");
+  set_device(m.device);  // the engine calls from its own thread
+  const int T = b.size(), S = int(b.block_tables.size()), R = int(b.logit_rows.size());
+  if (T == 0) return;
+  if (T > m.mmax) fail("forward_paged: ", T, " tokens exceed paged_max_tokens ", m.mmax);
+  if (S > m.pseqs || R > m.pseqs)
+    fail("forward_paged: ", S, " sequences / ", R, " logit rows exceed paged_max_seqs ", m.pseqs);
+  if (int(b.positions.size()) != T || int(b.seq_index.size()) != T)
+    fail("forward_paged: tokens, positions and seq_index differ in length");
+  // A decode-only batch (one token per sequence, each sampled) replays the graph of its bucket.
+  bool decode = S == T && R == T;
+  for (int i = 0; decode && i < T; ++i) decode = b.seq_index[i] == i && b.logit_rows[i] == i;
+  const int TB = decode && m.opt.paged_graphs ? std::min(decode_bucket(T), std::min(m.mmax, m.pseqs)) : T;
+  int32_t* h = m.h_pin;
+  int32_t *h_ids = h, *h_pos = h + m.mmax, *h_slot = h + 2 * size_t(m.mmax), *h_seq = h + 3 * size_t(m.mmax);
+  int32_t* h_rows = h + 4 * size_t(m.mmax);
+  int32_t* h_tab = h_rows + m.pseqs;
+  for (int i = 0; i < T; ++i) {
+    const int32_t id = b.tokens[i], p = b.positions[i], s = b.seq_index[i];
+    if (id < 0 || id >= m.V) fail("forward_paged: token id ", id, " at row ", i, " outside [0, ", m.V, ")");
+    if (s < 0 || s >= S) fail("forward_paged: row ", i, " names sequence ", s, " of ", S);
+    if (p < 0 || p >= m.max_ctx) fail("forward_paged: position ", p, " outside the context of ", m.max_ctx);
+    const auto& tab = b.block_tables[s];
+    const size_t bi = size_t(p / m.pbs);
+    if (bi >= tab.size()) fail("forward_paged: position ", p, " of sequence ", s, " has no KV block");
+    const int32_t blk = tab[bi];
+    if (blk < 0 || blk >= m.pnb) fail("forward_paged: KV block ", blk, " outside [0, ", m.pnb, ")");
+    h_ids[i] = id;
+    h_pos[i] = p;
+    h_slot[i] = blk * m.pbs + p % m.pbs;
+    h_seq[i] = s;
+  }
+  for (int i = T; i < TB; ++i) {  // padding rows: attend to nothing, store nothing
+    h_ids[i] = 0;
+    h_pos[i] = -1;
+    h_slot[i] = -1;
+    h_seq[i] = 0;
+  }
+  for (int r = 0; r < R; ++r) {
+    if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T) fail("forward_paged: logit row ", b.logit_rows[r], " outside the batch");
+    h_rows[r] = b.logit_rows[r];
+  }
+  for (int r = R; r < (decode ? TB : R); ++r) h_rows[r] = r;
+  for (int s = 0; s < S; ++s) {
+    const auto& tab = b.block_tables[s];
+    const size_t n = std::min(tab.size(), size_t(m.pmb));
+    for (size_t j = 0; j < n; ++j) {
+      if (tab[j] < 0 || tab[j] >= m.pnb) fail("forward_paged: KV block ", tab[j], " outside [0, ", m.pnb, ")");
+      h_tab[size_t(s) * m.pmb + j] = tab[j];
+    }
+    for (size_t j = n; j < size_t(m.pmb); ++j) h_tab[size_t(s) * m.pmb + j] = 0;
+  }
+  const size_t n_up = 4 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
+  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
+  if (decode && m.opt.paged_graphs) {
+    auto it = m.bucket_graphs.find(TB);
+    if (it == m.bucket_graphs.end()) {
+      m.forward_varlen(TB, TB);  // eager first: cuBLASLt picks its algorithms outside the capture
+      LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+      cudaGraph_t g = nullptr;
+      cudaGraphExec_t ge = nullptr;
+      LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        m.forward_varlen(TB, TB);
+      } catch (...) {
+        cudaStreamEndCapture(m.stream, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
+      cudaError_t err = cudaGraphInstantiate(&ge, g, 0);
+      cudaGraphDestroy(g);
+      LLAMARUN_CUDA_CHECK(err);
+      it = m.bucket_graphs.emplace(TB, ge).first;
+    } else {
+      LLAMARUN_CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
+    }
+  } else {
+    m.forward_varlen(T, R);
+  }
+  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.h_pids, m.pids, size_t(R) * 4, cudaMemcpyDeviceToHost, m.stream));
+  // Logits of the rows that want them, in runs of consecutive rows.
+  for (int r = 0; r < R;) {
+    if (want_logits && !want_logits[r]) {
+      ++r;
+      continue;
+    }
+    int e = r + 1;
+    while (e < R && (!want_logits || want_logits[e])) ++e;
+    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(logits + size_t(r) * m.V, m.plogits + size_t(r) * m.V,
+                                        size_t(e - r) * m.V * 4, cudaMemcpyDeviceToHost, m.stream));
+    r = e;
+  }
+  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  std::copy(m.h_pids, m.h_pids + R, ids);
+}
+
+int CudaLlama::paged_blocks() const { return impl_->pnb; }
+int CudaLlama::paged_graph_count() const { return int(impl_->bucket_graphs.size()); }
 
 }  // namespace llamarun

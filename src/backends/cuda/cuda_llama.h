@@ -12,6 +12,7 @@
 
 #include "core/dtype.h"
 #include "model/config.h"
+#include "model/llama.h"
 
 namespace llamarun {
 
@@ -35,6 +36,13 @@ struct CudaLlamaOptions {
   // 0 by default: on an H200 8 MB changed nothing and 24 / 48 MB cost 6 / 9% (bench_cuda --gemv-prefetch).
   int gemv_prefetch_mb = 0;
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
+  // Serving: no contiguous KV cache (prefill / decode_step are unavailable); init_paged() allocates a
+  // paged pool and forward_paged() runs varlen batches of up to paged_max_tokens tokens from up to
+  // paged_max_seqs sequences (max_context stays the per-sequence limit).
+  bool paged = false;
+  int paged_max_tokens = 512;
+  int paged_max_seqs = 256;
+  bool paged_graphs = true;  // decode-only batches replay CUDA graphs captured per batch-size bucket
 };
 
 struct CudaLoadStats {
@@ -101,6 +109,18 @@ class CudaLlama {
   // Whether the decode step runs with programmatic dependent launch (opt.pdl, Hopper, and the driver took it;
   // known after the first decode step).
   bool pdl_active() const;
+  // ---- serving (opt.paged) ----
+  // Allocates the paged KV pool: num_blocks blocks of block_size positions, or (num_blocks == 0) as many
+  // as kv_bytes holds, or (kv_bytes == 0 too) as many as fit in free GPU memory less a reserve for CUDA
+  // graphs and cuBLASLt. Returns the block count. Throws Error with the sizes when none fits.
+  int init_paged(int block_size, int num_blocks, size_t kv_bytes);
+  // A varlen batch over the pool (see StepModel::forward): ids[r] = argmax of logit row r; the logits of
+  // rows with want_logits[r] (all rows when want_logits is null) are copied to logits[r * vocab ..].
+  void forward_paged(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits);
+  int paged_blocks() const;
+  // CUDA graphs captured for decode batch buckets so far.
+  int paged_graph_count() const;
+
   // Bytes of weights read per decoded token (all layer weights + final norm + lm_head).
   size_t weight_bytes_per_token() const;
   // Bytes of KV cache read by one decode step at `pos` (positions 0..pos, all layers, K and V).

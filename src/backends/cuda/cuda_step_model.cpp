@@ -1,0 +1,38 @@
+#include "backends/cuda/cuda_step_model.h"
+
+#include "core/error.h"
+
+namespace llamarun {
+
+namespace {
+
+class CudaStepModel final : public StepModel {
+ public:
+  explicit CudaStepModel(std::unique_ptr<CudaLlama> m) : m_(std::move(m)) {}
+  int init_kv(int block_size, int num_blocks, size_t kv_bytes) override {
+    return m_->init_paged(block_size, num_blocks, kv_bytes);
+  }
+  void forward(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits) override {
+    m_->forward_paged(b, want_logits, ids, logits);
+  }
+  bool device_argmax() const override { return true; }
+  std::string name() const override { return "cuda (" + m_->device_name() + ")"; }
+
+ private:
+  std::unique_ptr<CudaLlama> m_;
+};
+
+}  // namespace
+
+std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOptions opt) {
+  if (!model.weights) fail("make_cuda_step_model: the model has no weights");
+  opt.paged = true;
+  return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(model.cfg, *model.weights, opt));
+}
+
+std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed, CudaLlamaOptions opt) {
+  opt.paged = true;
+  return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(config, seed, opt));
+}
+
+}  // namespace llamarun
