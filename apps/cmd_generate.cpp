@@ -58,18 +58,7 @@ int cmd_generate(int argc, char** argv) {
     CudaLlamaOptions co;
     co.device = device;
     co.max_context = context_size(args, *model);
-    const std::string act = args.str("--act", "auto");
-    if (act == "bf16")
-      co.dtype = DType::BF16;
-    else if (act == "f16")
-      co.dtype = DType::F16;
-    else if (act == "auto") {
-      const TensorInfo* e =
-          model->weights ? model->weights->find(model->gguf ? "token_embd.weight" : "model.embed_tokens.weight")
-                         : nullptr;
-      co.dtype = e && e->dtype == DType::BF16 ? DType::BF16 : DType::F16;
-    } else
-      fail("--act ", act, " with --device ", device, ": use auto, f16 or bf16");
+    co.dtype = gpu_dtype_from(args, *model);
     CudaGenerator gen(*model, co);
     r = gen.generate(prompt, sp, stream);
 #endif

@@ -10,7 +10,11 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "model/random_model.h"
 #include "server/server.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_step_model.h"
+#endif
 
 namespace llamarun::cli {
 
@@ -20,8 +24,12 @@ int cmd_serve(int argc, char** argv) {
       "Serve the model over HTTP with an OpenAI-compatible API: /v1/completions, /v1/chat/completions\n"
       "(streaming and not), /v1/models, /tokenize, /detokenize, /health, /metrics (Prometheus).\n"
       "SIGTERM or Ctrl-C drains: new requests are refused, running ones finish, exit code 0.",
-      concat(model_opts(),
+      concat(model_opts(), std::vector<OptSpec>{device_opt()},
              std::vector<OptSpec>{
+                 {"--random-weights", "", true,
+                  "serve a random-weight model of a preset shape (tiny, smollm2-135m, llama-1b, llama2-7b; for "
+                  "benchmarks) with the tokenizer given by --tokenizer", ""},
+                 {"--tokenizer", "", true, "tokenizer file (tokenizer.model / tokenizer.json) for --random-weights", ""},
                  {"--host", "", true, "address to listen on", "127.0.0.1"},
                  {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
                  {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},
@@ -30,7 +38,7 @@ int cmd_serve(int argc, char** argv) {
                  {"--max-queue", "", true, "waiting requests beyond which new ones get 429", "1024"},
                  {"--max-num-seqs", "", true, "most sequences running at once", "256"},
                  {"--max-batch-tokens", "", true, "tokens per engine step (prefill chunks + decodes)", "512"},
-                 {"--kv-cache-mb", "", true, "KV cache size in MiB", "1024"},
+                 {"--kv-cache-mb", "", true, "KV cache size in MiB", "1024 on cpu; on cuda what free memory allows"},
                  {"--block-size", "", true, "tokens per KV block", "16"},
                  {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
                  {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
@@ -44,7 +52,30 @@ int cmd_serve(int argc, char** argv) {
     return 0;
   }
   server::ServerOptions o;
+  const std::string device = device_from(args);
+  const std::string preset = args.str("--random-weights", "");
   o.model_path = args.str("--model", "");
+  if (!preset.empty()) {
+    if (!o.model_path.empty()) fail("--random-weights and --model exclude each other");
+    const std::string tok_path = args.str("--tokenizer", "");
+    if (tok_path.empty()) fail("--random-weights needs --tokenizer (a tokenizer.model or tokenizer.json file)");
+    const LlamaConfig cfg = random_model_preset(preset);  // checks the name
+    o.model_path = "random:" + preset;
+    const bool cpu = !is_cuda_device(device);
+    o.make_model = [cfg, tok_path, cpu, preset] {
+      // On the CPU the weights are built in host memory; for the GPU only the config and tokenizer.
+      std::unique_ptr<Model> m = cpu ? make_random_model(cfg, DType::F32) : std::make_unique<Model>();
+      m->cfg = cfg;
+      m->path = "random:" + preset;
+      m->tokenizer = load_tokenizer_file(tok_path);
+      if (m->tokenizer->vocab_size() > cfg.vocab_size)
+        fail(tok_path, ": the tokenizer has ", m->tokenizer->vocab_size(), " tokens, more than the ", preset,
+             " vocabulary of ", cfg.vocab_size);
+      return m;
+    };
+  } else if (args.has("--tokenizer")) {
+    fail("--tokenizer is only used with --random-weights");
+  }
   if (o.model_path.empty()) o.model_path = default_model_path();
   o.host = args.str("--host", "127.0.0.1");
   long long port = args.integer("--port", 8080);
@@ -63,6 +94,7 @@ int cmd_serve(int argc, char** argv) {
   o.engine.max_num_seqs = int(bounded("--max-num-seqs", 256, 1, 1 << 16));
   o.engine.max_batch_tokens = int(bounded("--max-batch-tokens", 512, 1, 1 << 20));
   o.engine.kv_cache_bytes = size_t(bounded("--kv-cache-mb", 1024, 1, 1 << 22)) << 20;
+  if (is_cuda_device(device) && !args.has("--kv-cache-mb")) o.engine.kv_cache_bytes = 0;  // what fits
   o.engine.block_size = int(bounded("--block-size", 16, 1, 1024));
   o.engine.enable_prefix_caching = !args.has("--no-prefix-cache");
   if (args.has("--ctx")) o.engine.max_model_len = int(bounded("--ctx", 0, 1, 1 << 24));
@@ -84,6 +116,24 @@ int cmd_serve(int argc, char** argv) {
       execv("/proc/self/exe", argv);  // returns only on failure: fall back to this thread's setting
     }
     omp_set_num_threads(std::stoi(t));
+  }
+
+  if (is_cuda_device(device)) {
+#ifdef LLAMARUN_WITH_CUDA
+    const EngineConfig ec = o.engine;
+    const bool random = !preset.empty();
+    // args outlives the server (run() returns before cmd_serve does).
+    o.make_backend = [ec, device, random, &args](Model& m) -> std::unique_ptr<StepModel> {
+      CudaLlamaOptions co;
+      co.device = device;
+      co.dtype = random ? (args.str("--act", "auto") == "bf16" ? DType::BF16 : DType::F16) : gpu_dtype_from(args, m);
+      co.max_context = ec.max_model_len > 0 ? std::min(ec.max_model_len, m.cfg.max_position) : m.cfg.max_position;
+      co.paged_max_tokens = ec.max_batch_tokens;
+      co.paged_max_seqs = std::min(ec.max_num_seqs, ec.max_batch_tokens);
+      if (random) return make_cuda_step_model(m.cfg, 1, co);
+      return make_cuda_step_model(m, co);
+    };
+#endif
   }
 
   // Many concurrent connections need many descriptors: raise the soft limit to the hard one.

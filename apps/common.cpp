@@ -37,6 +37,16 @@ OptSpec device_opt() {
 
 bool is_cuda_device(const std::string& d) { return d.rfind("cuda", 0) == 0; }
 
+DType gpu_dtype_from(const Args& args, const Model& model) {
+  const std::string act = args.str("--act", "auto");
+  if (act == "bf16") return DType::BF16;
+  if (act == "f16") return DType::F16;
+  if (act != "auto") fail("--act ", act, " with --device ", args.str("--device", "cpu"), ": use auto, f16 or bf16");
+  const TensorInfo* e =
+      model.weights ? model.weights->find(model.gguf ? "token_embd.weight" : "model.embed_tokens.weight") : nullptr;
+  return e && e->dtype == DType::BF16 ? DType::BF16 : DType::F16;
+}
+
 std::string device_from(const Args& args) {
   std::string d = args.str("--device", "cpu");
   if (d == "cpu") return d;

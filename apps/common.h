@@ -22,6 +22,9 @@ OptSpec device_opt();
 // anything else, and for cuda in a build without the CUDA backend.
 std::string device_from(const Args& args);
 bool is_cuda_device(const std::string& device);
+// The GPU's weight / activation dtype from --act: f16, bf16, or auto (bf16 for bf16 checkpoints, else
+// f16). Throws Error for other values.
+DType gpu_dtype_from(const Args& args, const Model& model);
 
 std::unique_ptr<Model> open_model(const Args& args);
 // The context size: --ctx, else min(model max_position, 4096).

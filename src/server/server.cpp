@@ -125,9 +125,9 @@ int Server::run() {
     try {
       if (opts_.load_delay_s > 0)
         std::this_thread::sleep_for(std::chrono::duration<double>(opts_.load_delay_s));
-      auto m = load_model(opts_.model_path, opts_.load);
+      auto m = opts_.make_model ? opts_.make_model() : load_model(opts_.model_path, opts_.load);
       if (!m->tokenizer) fail(m->path, ": the model has no tokenizer");
-      auto e = std::make_unique<Engine>(*m, opts_.engine);
+      auto e = std::make_unique<Engine>(*m, opts_.engine, opts_.make_backend ? opts_.make_backend(*m) : nullptr);
       e->start();
       model_ = std::move(m);
       engine_ = std::move(e);
@@ -166,6 +166,8 @@ void Server::on_loaded() {
              {"event", "ready"},
              {"model", api_.model_name},
              {"max_model_len", api_.max_model_len},
+             {"backend", engine_->backend_name()},
+             {"kv_blocks", engine_->num_kv_blocks()},
              {"chat_format", chat_format_name(api_.chat_format)}});
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -38,6 +39,11 @@ struct ServerOptions {
   double load_delay_s = 0;  // testing: wait this long before loading (makes the 503 phase observable)
   LoadOptions load;
   EngineConfig engine;
+  // Builds the model instead of load_model(model_path) (e.g. random weights for benchmarks). Optional.
+  std::function<std::unique_ptr<Model>()> make_model;
+  // Builds the engine's forward-pass backend once the model is loaded (e.g. the CUDA backend); null or
+  // returning null: the CPU forward pass.
+  std::function<std::unique_ptr<StepModel>(Model&)> make_backend;
 };
 
 class Server {
