@@ -71,6 +71,14 @@ std::string ServerMetrics::render(const EngineStats* s, bool ready, size_t open_
   gauge(out, "llamarun_prefix_cache_hit_rate", "Prefix cache hits / queries since start (0 when none)",
         e.prefix_cache_queries ? double(e.prefix_cache_hits) / double(e.prefix_cache_queries) : 0.0);
   gauge(out, "llamarun_engine_steps_total", "Engine scheduler iterations", double(e.steps_total), "counter");
+  gauge(out, "llamarun_engine_schedule_seconds_total",
+        "Engine-thread time spent scheduling (admission, queues, batch building)", e.schedule_seconds, "counter");
+  gauge(out, "llamarun_engine_model_seconds_total",
+        "Engine-thread time spent in forward passes (input staging, device work, result copies)", e.model_seconds,
+        "counter");
+  gauge(out, "llamarun_engine_postprocess_seconds_total",
+        "Engine-thread time spent after forward passes (sampling, detokenisation, stop checks, callbacks)",
+        e.postprocess_seconds, "counter");
   ttft.render(out, "llamarun_time_to_first_token_seconds", "Time from request arrival to its first token");
   itl.render(out, "llamarun_inter_token_latency_seconds", "Time between consecutive tokens of a choice");
   e2e.render(out, "llamarun_e2e_request_latency_seconds", "Time from request arrival to its last token");
