@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <iostream>
 
 #include "common.h"
@@ -10,6 +12,9 @@
 #include "core/error.h"
 #include "engine/generator.h"
 #include "tokenizer/chat_template.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_generator.h"
+#endif
 
 namespace llamarun::cli {
 
@@ -17,7 +22,7 @@ int cmd_chat(int argc, char** argv) {
   Args args("chat",
             "Chat with the model on stdin/stdout, using its chat template (Llama 2 [INST]/<<SYS>>, ChatML, Llama 3).\n"
             "Type a message and press Enter; /reset starts over, /exit (or end of input) quits.",
-            concat(model_opts(),
+            concat(model_opts(), std::vector<OptSpec>{device_opt()},
                    std::vector<OptSpec>{{"--system", "", true, "system prompt", "the template's default"},
                                         {"--format", "", true, "chat format: auto, llama2, chatml, llama3, zephyr", "auto"}},
                    sampling_opts("0.7")));
@@ -27,6 +32,7 @@ int cmd_chat(int argc, char** argv) {
     return 0;
   }
   SamplingParams sp = sampling_from(args, 0.7);
+  const std::string device = device_from(args);
   auto model = open_model(args);
   if (!model->tokenizer) fail(model->path, ": no tokenizer found next to the model");
   const Tokenizer& tok = *model->tokenizer;
@@ -39,7 +45,24 @@ int cmd_chat(int argc, char** argv) {
   else if (fmt_name == "zephyr") fmt = ChatFormat::kZephyr;
   else fail("--format must be auto, llama2, chatml, llama3 or zephyr, not '", fmt_name, "'");
   const ChatOptions chat_opts = chat_options_from_template(fmt, model->chat_template);
-  Generator gen(*model, context_size(args, *model));
+  // One generate() for the CPU Generator and the CUDA one; both keep the conversation's KV cache.
+  std::function<GenerationResult(const std::vector<int32_t>&, const TextCallback&)> generate;
+  std::unique_ptr<Generator> cpu;
+#ifdef LLAMARUN_WITH_CUDA
+  std::unique_ptr<CudaGenerator> gpu;
+  if (is_cuda_device(device)) {
+    CudaLlamaOptions co;
+    co.device = device;
+    co.max_context = context_size(args, *model);
+    co.dtype = gpu_dtype_from(args, *model);
+    gpu = std::make_unique<CudaGenerator>(*model, co);
+    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) { return gpu->generate(ids, sp, cb); };
+  }
+#endif
+  if (!generate) {
+    cpu = std::make_unique<Generator>(*model, context_size(args, *model));
+    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) { return cpu->generate(ids, sp, cb); };
+  }
 
   std::vector<ChatMessage> history;
   if (args.has("--system")) history.push_back({"system", args.str("--system")});
@@ -59,7 +82,7 @@ int cmd_chat(int argc, char** argv) {
     std::vector<int32_t> ids = tok.encode(text, /*parse_special=*/true);
     GenerationResult r;
     try {
-      r = gen.generate(ids, sp, [](const std::string& piece) {
+      r = generate(ids, [](const std::string& piece) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
         return true;

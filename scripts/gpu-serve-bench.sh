@@ -7,7 +7,7 @@
 # Environment:
 #   BUILD_DIR  directory with the llamarun binary built with -DLLAMARUN_CUDA=ON (default build-cuda)
 #   TOKENIZER  the Llama 2 tokenizer.model (default: ../shared/assets/llama2-tokenizer.model, else
-#              .cudawork/llama2-tokenizer.model)
+#              .cudawork/tok/llama2-tokenizer.model)
 #   PY         python with httpx (and torch for the peer) (default python3)
 #   QUICK=1    fewer requests, no peers
 #   SKIP_PEERS=1
@@ -18,7 +18,7 @@ mkdir -p "$OUT"
 BUILD_DIR="${BUILD_DIR:-build-cuda}"
 PY="${PY:-python3}"
 TOKENIZER="${TOKENIZER:-../shared/assets/llama2-tokenizer.model}"
-[ -f "$TOKENIZER" ] || TOKENIZER=.cudawork/llama2-tokenizer.model
+[ -f "$TOKENIZER" ] || TOKENIZER=.cudawork/tok/llama2-tokenizer.model
 PORT="${PORT:-8321}"
 URL="http://127.0.0.1:$PORT"
 for d in /usr/local/cuda/lib64 /opt/torch/.venv/lib/python3*/site-packages/nvidia/cu13/lib \
