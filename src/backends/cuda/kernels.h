@@ -146,8 +146,6 @@ void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool 
 void sample_top_k_top_p(const float* logits, int V, float temperature, int top_k, float top_p, uint64_t seed,
                         uint64_t* counter, int32_t* out, cudaStream_t stream);
 
-}  // namespace llamarun::cuda
-
 // ---- paged KV cache for serving (paged_attention.cu) ----
 // The pool holds, per layer and for K and V separately, [num_blocks][nkv][block_size][hd] (the CPU
 // PagedKVPool's layout): the keys of one head inside a block are contiguous. A sequence's position p
@@ -174,3 +172,5 @@ void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, vo
 
 // ids[r] = argmax(logits[r * V .. r * V + V)) for r in [0, R) (fp32 logits; lowest index on ties).
 void argmax_rows(const float* logits, int R, int V, int32_t* ids, cudaStream_t stream);
+
+}  // namespace llamarun::cuda
