@@ -4,10 +4,15 @@
 //   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg
 //   128]
 //                       [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
+//                       [--paged-attn]
 //
 // pp<N>: prefill of N tokens (tok/s and achieved TFLOP/s). tg<N>@d: N greedy decode steps after a
 // context of d tokens (tok/s, effective GB/s = (weights + KV cache read per token) / time per token,
 // and that as a % of the measured copy bandwidth). Repetitions: median, min and max.
+// --paged-attn: instead of the GEMM ceiling and the model, times paged_attention (the batched-serving
+// decode attention) for the Llama-2-7B attention shape (nh = nkv = 32, hd 128, pages of 16 positions) at
+// 64 sequences x 512 positions and 256 x 256, every row a decode row at the last position, over shuffled
+// block tables; reports the effective GB/s of K + V read and its % of the copy bandwidth.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -16,6 +21,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <numeric>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -83,6 +90,7 @@ struct Args {
   bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
   int bps = 0, prefetch_mb = 0;
   bool narrow = false, l2_256 = false;
+  bool paged_attn = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -129,6 +137,8 @@ Args parse(int argc, char** argv) {
       a.prefetch_mb = std::stoi(val());
     else if (k == "--no-parts")
       a.parts = false;
+    else if (k == "--paged-attn")
+      a.paged_attn = true;
     else if (k == "--depths") {
       a.depths.clear();
       std::string s = val();
@@ -143,7 +153,7 @@ Args parse(int argc, char** argv) {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256]\n");
+          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--paged-attn]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -152,6 +162,74 @@ Args parse(int argc, char** argv) {
   if (a.reps < 1) fail("--reps must be >= 1");
   if (a.dtype != "f16" && a.dtype != "bf16") fail("--dtype must be f16 or bf16");
   return a;
+}
+
+// --paged-attn: paged_attention at the Llama-2-7B attention shape, batches of decode rows (see the top).
+void bench_paged_attention(DType dt, const Args& args, double copy_gbs, cudaStream_t stream, json& J) {
+  const int nh = 32, nkv = 32, hd = 128, bs = 16;
+  const float scale = 1.f / std::sqrt(float(hd));
+  struct Case {
+    int batch, ctx;
+  } cases[] = {{64, 512}, {256, 256}};
+  json pj = json::array();
+  std::mt19937 rng(7);
+  for (Case c : cases) {
+    const int blocks_per_seq = (c.ctx + bs - 1) / bs, num_blocks = c.batch * blocks_per_seq;
+    const size_t pool_elems = size_t(num_blocks) * nkv * bs * hd, q_elems = size_t(c.batch) * nh * hd;
+    std::vector<int32_t> tables(num_blocks), seq(c.batch), pos(c.batch, c.ctx - 1);
+    std::iota(tables.begin(), tables.end(), 0);
+    std::shuffle(tables.begin(), tables.end(), rng);  // sequence s owns tables[s * blocks_per_seq ..]
+    std::iota(seq.begin(), seq.end(), 0);
+    void *kp, *vp, *q, *o;
+    int32_t *dtab, *dseq, *dpos;
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&kp, pool_elems * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&vp, pool_elems * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&q, q_elems * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&o, q_elems * 2));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&dtab, tables.size() * 4));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&dseq, seq.size() * 4));
+    LLAMARUN_CUDA_CHECK(cudaMalloc(&dpos, pos.size() * 4));
+    LLAMARUN_CUDA_CHECK(cudaMemcpy(dtab, tables.data(), tables.size() * 4, cudaMemcpyHostToDevice));
+    LLAMARUN_CUDA_CHECK(cudaMemcpy(dseq, seq.data(), seq.size() * 4, cudaMemcpyHostToDevice));
+    LLAMARUN_CUDA_CHECK(cudaMemcpy(dpos, pos.data(), pos.size() * 4, cudaMemcpyHostToDevice));
+    cuda::fill_random(dt, kp, int64_t(pool_elems), 1.f, 41, stream);
+    cuda::fill_random(dt, vp, int64_t(pool_elems), 1.f, 42, stream);
+    cuda::fill_random(dt, q, int64_t(q_elems), 1.f, 43, stream);
+    auto t = time_events(
+        [&] {
+          cuda::paged_attention(dt, q, kp, vp, dtab, blocks_per_seq, dseq, dpos, c.batch, nh, nkv, hd, bs, scale, o,
+                                stream);
+        },
+        3, std::max(20, args.reps), stream);
+    cudaFree(kp);
+    cudaFree(vp);
+    cudaFree(q);
+    cudaFree(o);
+    cudaFree(dtab);
+    cudaFree(dseq);
+    cudaFree(dpos);
+    const double kv_bytes = 2.0 * c.batch * c.ctx * nkv * hd * 2;  // K + V, 2-byte values
+    std::vector<double> us, gbs;
+    for (double s : t) {
+      us.push_back(s * 1e6);
+      gbs.push_back(kv_bytes / s / 1e9);
+    }
+    Stats su = stats_of(us), sg = stats_of(gbs);
+    pj.push_back({{"batch", c.batch},
+                  {"context", c.ctx},
+                  {"nh", nh},
+                  {"nkv", nkv},
+                  {"head_dim", hd},
+                  {"block_size", bs},
+                  {"dtype", args.dtype},
+                  {"kv_bytes", kv_bytes},
+                  {"us", to_json(su)},
+                  {"effective_gbs", to_json(sg)},
+                  {"pct_of_copy_bw", 100.0 * sg.median / copy_gbs}});
+    std::printf("paged attn b%-3d x ctx%-4d %s  %8.1f us   [%.1f .. %.1f]  %.0f GB/s of K+V (%.1f%% of copy)\n",
+                c.batch, c.ctx, args.dtype.c_str(), su.median, su.min, su.max, sg.median, 100.0 * sg.median / copy_gbs);
+  }
+  J["paged_attention"] = pj;
 }
 
 int run(int argc, char** argv) {
@@ -200,6 +278,19 @@ int run(int argc, char** argv) {
     cudaFree(a);
     cudaFree(b);
     std::printf("copy D2D (read+write)      %8.1f GB/s  [%.1f .. %.1f]\n", st.median, st.min, st.max);
+  }
+  if (args.paged_attn) {
+    bench_paged_attention(dt, args, copy_gbs, stream, J);
+    note_used();
+    J["device_peak_used_bytes"] = peak_used;
+    if (!args.json_path.empty()) {
+      std::ofstream f(args.json_path);
+      if (!f) fail("cannot write ", args.json_path);
+      f << J.dump(2) << "\n";
+      std::printf("wrote %s\n", args.json_path.c_str());
+    }
+    cudaStreamDestroy(stream);
+    return 0;
   }
   {
     const int n = 8192;

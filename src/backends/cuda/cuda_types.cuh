@@ -139,6 +139,21 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(r);
 }
 
+// RoPE: element indices of rotation pair i of a head of hd values ((i, i + hd/2) for the half layout,
+// (2i, 2i + 1) interleaved), and the rotation of (x0, x1) by angle p * inv_freq. Shared by rope_store_kv
+// and rope_store_kv_paged so that both caches hold bit-identical keys.
+template <bool kInterleaved>
+__device__ __forceinline__ void rope_pair_index(int i, int hd, int& i0, int& i1) {
+  i0 = kInterleaved ? 2 * i : i;
+  i1 = kInterleaved ? 2 * i + 1 : i + hd / 2;
+}
+__device__ __forceinline__ void rope_rotate(float x0, float x1, int p, float inv_freq, float& r0, float& r1) {
+  float s, c;
+  sincosf(float(p) * inv_freq, &s, &c);
+  r0 = x0 * c - x1 * s;
+  r1 = x1 * c + x0 * s;
+}
+
 // Programmatic dependent launch (Hopper): a kernel launched with launch_kernel(pdl = true) may start while
 // the previous kernel in the stream is still running. Every kernel so launched calls pdl_wait() before
 // it reads anything an earlier kernel wrote or writes anything at all (only constant data such as

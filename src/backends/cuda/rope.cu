@@ -17,11 +17,10 @@ __global__ void rope_store_kv_kernel(const T* __restrict__ qkv, const int32_t* _
   int head = blockIdx.x;
   int m = blockIdx.y;
   int i = threadIdx.x;  // pair index, < hd/2
-  int half = hd / 2;
   int p = pos[m];
   const T* src = qkv + (size_t(m) * (nh + 2 * nkv) + head) * hd;
-  int i0 = kInterleaved ? 2 * i : i;
-  int i1 = kInterleaved ? 2 * i + 1 : i + half;
+  int i0, i1;
+  rope_pair_index<kInterleaved>(i, hd, i0, i1);
   if (head >= nh + nkv) {  // value head: plain copy into the cache
     if (p < 0 || p >= max_ctx) return;
     T* dst = v_cache + (size_t(head - nh - nkv) * max_ctx + p) * hd;
@@ -29,11 +28,10 @@ __global__ void rope_store_kv_kernel(const T* __restrict__ qkv, const int32_t* _
     dst[i1] = src[i1];
     return;
   }
-  float s, c;
-  sincosf(float(p) * inv_freq[i], &s, &c);
-  float x0 = to_f32(src[i0]), x1 = to_f32(src[i1]);
-  T r0 = from_f32<T>(x0 * c - x1 * s);
-  T r1 = from_f32<T>(x1 * c + x0 * s);
+  float f0, f1;
+  rope_rotate(to_f32(src[i0]), to_f32(src[i1]), p, inv_freq[i], f0, f1);
+  T r0 = from_f32<T>(f0);
+  T r1 = from_f32<T>(f1);
   T* dst;
   if (head < nh) {
     dst = q_out + (size_t(m) * nh + head) * hd;
