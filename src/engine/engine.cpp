@@ -12,12 +12,12 @@
 
 #include "core/error.h"
 #include "engine/scheduler.h"
+#include "engine/token_postprocessor.h"
 #include "engine/step_model.h"
 #include "kv/block_allocator.h"
 #include "kv/paged_kv_pool.h"
 #include "model/model.h"
 #include "sampling/sampler.h"
-#include "sampling/stop_matcher.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llamarun {
@@ -37,8 +37,7 @@ struct SeqCtx {
   Request* req = nullptr;
   int choice = 0;
   std::optional<Sampler> sampler;
-  std::optional<StreamDecoder> dec;
-  std::optional<StopMatcher> stops;
+  std::optional<TokenPostprocessor> post;
   int generated = 0;
   bool done = false;
 };
@@ -46,7 +45,6 @@ struct SeqCtx {
 struct Request {
   uint64_t id = 0;
   GenerationRequest req;
-  std::vector<int32_t> stop_ids;
   std::vector<std::unique_ptr<SeqCtx>> seqs;
   int n_done = 0;
 };
@@ -224,24 +222,15 @@ struct Engine::Impl {
       t.top = lp.top;
     }
     const char* reason = nullptr;
-    if (std::find(sc.req->stop_ids.begin(), sc.req->stop_ids.end(), id) != sc.req->stop_ids.end()) {
-      reason = "stop";
-    } else if (sc.dec) {
-      StopMatcher::Result res = sc.stops->push(sc.dec->push(id));
-      t.text = std::move(res.text);
-      if (res.stopped) reason = "stop";
-    }
+    TokenPostprocessor::Step st = sc.post->push(id);
+    t.text = std::move(st.text);
+    if (st.stop) reason = "stop";
     if (!reason && (sc.generated >= p.max_tokens || int(sc.seq.tokens.size()) + 1 > max_len))
       reason = "length";
     if (reason) {
-      if (sc.dec && !sc.stops->stopped()) {
-        StopMatcher::Result res = sc.stops->push(sc.dec->flush());
-        t.text += res.text;
-        if (res.stopped)
-          reason = "stop";
-        else
-          t.text += sc.stops->flush();
-      }
+      TokenPostprocessor::Step fin = sc.post->finish();
+      t.text += fin.text;
+      if (fin.stop) reason = "stop";
       finish_seq(sc, reason);
       return;
     }
@@ -421,12 +410,6 @@ uint64_t Engine::submit(GenerationRequest req) {
 
   auto r = std::make_unique<Request>();
   const Tokenizer* tok = I.model.tokenizer.get();
-  if (!req.params.ignore_eos) {
-    if (tok) r->stop_ids = tok->stop_ids();
-    for (int id : I.model.cfg.eos_ids)
-      if (std::find(r->stop_ids.begin(), r->stop_ids.end(), id) == r->stop_ids.end())
-        r->stop_ids.push_back(id);
-  }
   for (int i = 0; i < req.n; ++i) {
     auto sc = std::make_unique<SeqCtx>();
     sc->req = r.get();
@@ -436,10 +419,7 @@ uint64_t Engine::submit(GenerationRequest req) {
     if (p.seed) p.seed = *p.seed + uint64_t(i);
     sc->sampler.emplace(p, I.vocab);
     sc->sampler->reset(req.prompt);
-    if (tok) {
-      sc->dec.emplace(*tok);
-      sc->stops.emplace(p.stop);
-    }
+    sc->post.emplace(tok, I.model.cfg.eos_ids, p);
     sc->seq.tokens.reserve(total);
     sc->seq.tokens = req.prompt;
     sc->seq.prompt_len = int(req.prompt.size());

@@ -5,8 +5,8 @@
 #include <optional>
 
 #include "core/error.h"
+#include "engine/token_postprocessor.h"
 #include "sampling/sampler.h"
-#include "sampling/stop_matcher.h"
 
 namespace llamarun {
 
@@ -74,15 +74,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const S
 
   Sampler sampler(params, V);
   sampler.reset(prompt);
-  StopMatcher stops(params.stop);
-  const Tokenizer* tok = model_.tokenizer.get();
-  std::optional<StreamDecoder> dec;
-  if (tok) dec.emplace(*tok);
-  std::vector<int32_t> stop_ids;
-  if (tok && !params.ignore_eos) stop_ids = tok->stop_ids();
-  for (int id : model_.cfg.eos_ids)
-    if (!params.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end())
-      stop_ids.push_back(id);
+  TokenPostprocessor post(model_.tokenizer.get(), model_.cfg.eos_ids, params);
 
   bool cancelled = false;
   auto emit = [&](const std::string& s) {
@@ -102,17 +94,11 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const S
     int32_t id = sampler.sample(logits_.data());
     sampler.accept(id);
     r.token_ids.push_back(id);
-    if (std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) {
+    TokenPostprocessor::Step st = post.push(id);
+    emit(st.text);
+    if (st.stop) {
       r.finish_reason = "stop";
       break;
-    }
-    if (tok) {
-      auto res = stops.push(dec->push(id));
-      emit(res.text);
-      if (res.stopped) {
-        r.finish_reason = "stop";
-        break;
-      }
     }
     if (cancelled) {
       r.finish_reason = "cancelled";
@@ -124,12 +110,9 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const S
     cached_.push_back(id);
     ++pos;
   }
-  if (tok && r.finish_reason != "stop") {
-    auto res = stops.push(dec->flush());
-    emit(res.text);
-    if (!res.stopped) emit(stops.flush());
-    else r.finish_reason = "stop";
-  }
+  TokenPostprocessor::Step fin = post.finish();
+  emit(fin.text);
+  if (fin.stop) r.finish_reason = "stop";
   r.gen_seconds = now_s() - t1;
   // Keep cached_ consistent with kv_: the last sampled token was never fed.
   return r;

@@ -94,7 +94,7 @@ void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vecto
 
 TEST_P(CudaPaged, RopeStoreKvPaged) {
   for (RopeLayout lay : {RopeLayout::kHalf, RopeLayout::kInterleaved}) {
-    for (int hd : {64, 128}) {
+    for (int hd : {16, 32, 64, 128}) {
       for (int bs : {16, 5}) {
         const int nh = 4, nkv = 2, rows = nh + 2 * nkv, num_blocks = 7;
         RopeScaling sc;
@@ -248,7 +248,7 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatch) {
   for (int p = 0; p < 5; ++p) rows.push_back({5, p});    // the first rows of a prompt
   rows.push_back({2, 150});                              // a row mid-context
   std::shuffle(rows.begin(), rows.end(), gen);
-  for (int hd : {64, 128})
+  for (int hd : {16, 32, 64, 128})
     for (Heads h : {Heads{4, 4}, Heads{8, 2}, Heads{8, 1}, Heads{6, 2}})
       for (int bs : {16, 5, 32, 1})
         run_varlen_case(t(), gen, h.nh, h.nkv, hd, bs, ctx, rows, 1.f);

@@ -6,8 +6,8 @@
 #include <random>
 
 #include "core/error.h"
+#include "engine/token_postprocessor.h"
 #include "sampling/sampler.h"
-#include "sampling/stop_matcher.h"
 
 namespace llamarun {
 
@@ -58,15 +58,7 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
   cs.seed = sampler.seed() ^ 0x9e3779b97f4a7c15ull;
   if (gpu_sampling && params.temperature > 0.f) llama_->reset_sample_counter();
 
-  StopMatcher stops(params.stop);
-  const Tokenizer* tok = model_.tokenizer.get();
-  std::optional<StreamDecoder> dec;
-  if (tok) dec.emplace(*tok);
-  std::vector<int32_t> stop_ids;
-  if (tok && !params.ignore_eos) stop_ids = tok->stop_ids();
-  for (int id : model_.cfg.eos_ids)
-    if (!params.ignore_eos && std::find(stop_ids.begin(), stop_ids.end(), id) == stop_ids.end())
-      stop_ids.push_back(id);
+  TokenPostprocessor post(model_.tokenizer.get(), model_.cfg.eos_ids, params);
 
   bool cancelled = false;
   auto emit = [&](const std::string& s) {
@@ -88,17 +80,11 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
   for (int i = 0; i < params.max_tokens; ++i) {
     sampler.accept(id);
     r.token_ids.push_back(id);
-    if (std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end()) {
+    TokenPostprocessor::Step st = post.push(id);
+    emit(st.text);
+    if (st.stop) {
       r.finish_reason = "stop";
       break;
-    }
-    if (tok) {
-      auto res = stops.push(dec->push(id));
-      emit(res.text);
-      if (res.stopped) {
-        r.finish_reason = "stop";
-        break;
-      }
     }
     if (cancelled) {
       r.finish_reason = "cancelled";
@@ -118,14 +104,9 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
     cached_.push_back(id);
     id = next;
   }
-  if (tok && r.finish_reason != "stop") {
-    auto res = stops.push(dec->flush());
-    emit(res.text);
-    if (!res.stopped)
-      emit(stops.flush());
-    else
-      r.finish_reason = "stop";
-  }
+  TokenPostprocessor::Step fin = post.finish();
+  emit(fin.text);
+  if (fin.stop) r.finish_reason = "stop";
   r.gen_seconds = now_s() - t1;
   return r;
 }

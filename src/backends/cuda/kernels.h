@@ -161,7 +161,7 @@ void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const in
 // Varlen paged attention, causal: query row m (q [M, nh, hd]) belongs to sequence seq[m] and sits at
 // position pos[m]; it attends to positions 0 .. pos[m] of that sequence, whose K / V are found through
 // block_tables[seq[m] * max_blocks + p / block_size] (device int32). Query head h reads kv head
-// h / (nh / nkv). out [M, nh, hd] (act). hd in {64, 128}; nh / nkv <= 8. scale multiplies q.k.
+// h / (nh / nkv). out [M, nh, hd] (act). hd in {16, 32, 64, 128}; nh / nkv <= 8. scale multiplies q.k.
 // Rows with pos[m] < 0 produce zeros. Serves decode rows and prefill chunks alike.
 void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool, const int32_t* block_tables,
                      int max_blocks, const int32_t* seq, const int32_t* pos, int M, int nh, int nkv, int hd,

@@ -427,14 +427,21 @@ void paged_attention(DType act, const void* q, const void* k_pool, const void* v
     fail("paged_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("paged_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
   if (nkv > 65535) fail("paged_attention: ", nkv, " kv heads (max 65535)");
-  if (hd != 64 && hd != 128) fail("paged_attention: head_dim ", hd, " not supported (64 or 128)");
+  if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
+    fail("paged_attention: head_dim ", hd, " not supported (16, 32, 64 or 128)");
   if (block_size < 1 || block_size > 1024) fail("paged_attention: block_size ", block_size, " not in [1, 1024]");
   LLAMARUN_DISPATCH_ACT(act, "paged_attention", {
     auto* qq = static_cast<const T*>(q);
     auto* kk = static_cast<const T*>(k_pool);
     auto* vv = static_cast<const T*>(v_pool);
     auto* oo = static_cast<T*>(out);
-    if (hd == 64)
+    if (hd == 16)
+      launch_paged_hd<T, 16>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
+                             stream);
+    else if (hd == 32)
+      launch_paged_hd<T, 32>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
+                             stream);
+    else if (hd == 64)
       launch_paged_hd<T, 64>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
                              stream);
     else
