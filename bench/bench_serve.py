@@ -203,6 +203,7 @@ async def run(args):
 
         results = []
         t_start = time.perf_counter()
+        wall_start = time.time()
         if args.duration_s:
             deadline = t_start + args.duration_s
 
@@ -229,8 +230,17 @@ async def run(args):
 
             await asyncio.gather(*[worker() for _ in range(args.concurrency)])
         duration = time.perf_counter() - t_start
+        wall_end = time.time()
         pc2 = await prefix_cache_counters(client) if prefix else None
 
+    if args.raw_out:  # one worker process of --processes: the parent builds the report
+        with open(args.raw_out, "w") as f:
+            json.dump({"results": results, "wall_start": wall_start, "wall_end": wall_end}, f)
+        return None
+    return build_report(args, results, duration, first, pc0, pc1, pc2)
+
+
+def build_report(args, results, duration, first=None, pc0=None, pc1=None, pc2=None):
     ok = [r for r in results if r["ok"]]
     all_recs = results + ([first] if first else [])
     out_tokens = sum(r["output_tokens"] for r in ok)
@@ -343,7 +353,15 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--json", default=None, help="write the report as JSON to this file ('-' for stdout)")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="closed loop: split --concurrency and --num-prompts over this many client processes "
+                         "(one Python process tops out near 10-20k streamed tokens/s)")
+    ap.add_argument("--raw-out", default=None, help=argparse.SUPPRESS)  # internal: a --processes worker
     args = ap.parse_args()
+    if args.processes > 1:
+        if args.concurrency is None or args.shared_prefix_len or args.request_rate is not None:
+            ap.error("--processes needs --concurrency (and no --shared-prefix-len / --request-rate)")
+        return run_processes(args)
     if args.concurrency is None and args.request_rate is None:
         args.concurrency = 1
     if args.concurrency is not None and args.concurrency < 1:
@@ -356,6 +374,57 @@ def main():
     if args.shared_prefix_len < 0:
         ap.error("--shared-prefix-len must be >= 0")
     rep = asyncio.run(run(args))
+    if args.json == "-":
+        json.dump(rep, sys.stdout, indent=2)
+        print()
+    else:
+        print_report(rep)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rep, f, indent=2)
+    return 0 if rep["failed"] == 0 else 1
+
+
+def run_processes(args):
+    """Closed loop over several client processes; their raw records are merged into one report."""
+    import tempfile
+    procs, files = [], []
+    tmp = tempfile.mkdtemp(prefix="bench_serve_")
+    P = args.processes
+    for i in range(P):
+        conc = args.concurrency // P + (1 if i < args.concurrency % P else 0)
+        n = args.num_prompts // P + (1 if i < args.num_prompts % P else 0)
+        if conc < 1 or (not args.duration_s and n < 1):
+            continue
+        out = os.path.join(tmp, f"w{i}.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--url", args.url, "--concurrency", str(conc),
+               "--num-prompts", str(n), "--input-len", str(args.input_len), "--output-len", str(args.output_len),
+               "--input-dist", args.input_dist, "--output-dist", args.output_dist, "--range-ratio",
+               str(args.range_ratio), "--temperature", str(args.temperature), "--seed", str(args.seed + i),
+               "--warmup", str(args.warmup), "--timeout", str(args.timeout), "--raw-out", out,
+               "--ignore-eos" if args.ignore_eos else "--no-ignore-eos"]
+        if args.duration_s:
+            cmd += ["--duration-s", str(args.duration_s)]
+        if args.model:
+            cmd += ["--model", args.model]
+        procs.append(subprocess.Popen(cmd, env=dict(os.environ, LLAMARUN_API_KEY=args.api_key or "")))
+        files.append(out)
+    for p in procs:
+        p.wait()
+    results, starts, ends = [], [], []
+    for f in files:
+        try:
+            d = json.load(open(f))
+        except (OSError, ValueError) as e:
+            results.append({"ok": False, "error": f"worker failed: {e}", "input_len": 0, "output_tokens": 0,
+                            "itl": [], "ttft": None, "e2e": None, "cached_tokens": None})
+            continue
+        results += d["results"]
+        starts.append(d["wall_start"])
+        ends.append(d["wall_end"])
+    duration = (max(ends) - min(starts)) if starts else 0
+    rep = build_report(args, results, duration)
+    rep["client_processes"] = P
     if args.json == "-":
         json.dump(rep, sys.stdout, indent=2)
         print()

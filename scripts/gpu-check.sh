@@ -17,6 +17,8 @@
 # then run this script there with build-cuda carried: PREBUILT=1 BUILD_DIR=build-cuda bash scripts/gpu-check.sh
 #   CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default 90a: H100/H200 only, builds fastest)
 #   QUICK=1     fewer repetitions, no peers
+#   ABLATIONS   '|'-separated flag sets for the decode ablations; "none" skips them
+#   LLAMARUN_MODEL  the default model's GGUF (for CudaDefaultModel.*), if not in models/
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # Build dependencies carried as .debs (scripts/fetch-gpu-deps.sh), unpacked into .deps/prefix.
@@ -80,14 +82,15 @@ step golden "$OUT/golden.log" "$TESTS" --gtest_filter='Dtypes/CudaGolden.*'
 
 if command -v compute-sanitizer >/dev/null; then
   step memcheck "$OUT/sanitizer.log" compute-sanitizer --tool memcheck --error-exitcode 9 "$TESTS" \
-    --gtest_filter='Dtypes/CudaKernel.*/f16:Dtypes/CudaLlamaTest.HfNames*/bf16:Dtypes/CudaLlamaTest.Graph*/f16:CudaSampling.*'
+    --gtest_filter='Dtypes/CudaKernel.*/f16:Dtypes/CudaLlamaTest.HfNames*/bf16:Dtypes/CudaLlamaTest.Graph*/f16:CudaSampling.*:Dtypes/CudaPaged.*/f16:CudaPagedArgmax.*:CudaServing.Paged*'
   step racecheck "$OUT/sanitizer.log" compute-sanitizer --tool racecheck --error-exitcode 9 "$TESTS" \
-    --gtest_filter='Dtypes/CudaKernel.PrefillAttention*/f16:Dtypes/CudaLlamaTest.MhaHeadDim128*/f16'
+    --gtest_filter='Dtypes/CudaKernel.PrefillAttention*/f16:Dtypes/CudaLlamaTest.MhaHeadDim128*/f16:Dtypes/CudaPaged.PagedAttentionVarlen*/f16'
 else
   log "compute-sanitizer not found: skipped"
 fi
 
 step bench "$OUT/bench.log" "$BENCH" --preset llama2-7b --dtype f16 --reps "$REPS" --json "$OUT/bench_cuda.json"
+step bench-paged-attn "$OUT/bench.log" "$BENCH" --paged-attn --reps 20
 
 # The CLI's GPU path (llamarun bench --device cuda).
 if [ -x "$BUILD_DIR/llamarun" ]; then
@@ -97,7 +100,8 @@ fi
 
 # Ablations of the decode step at depth 0 (what graph capture, PDL, persistent GEMV grids and the fusions are worth).
 ABLATIONS=${ABLATIONS:-"--gemv-l2-256|--gemv-narrow|--gemv-prefetch 8|--no-fuse2|--no-pdl|--no-persist|--no-pdl --no-fuse|--no-graph"}
-IFS='|' read -r -a ablation_list <<<"$ABLATIONS"
+ablation_list=()
+[ "$ABLATIONS" != none ] && IFS='|' read -r -a ablation_list <<<"$ABLATIONS"
 for flags in "${ablation_list[@]}"; do
   echo "== $flags" >>"$OUT/bench_ablation.log"
   # shellcheck disable=SC2086
@@ -112,9 +116,10 @@ if [ "${QUICK:-0}" != 1 ]; then
 fi
 
 log "---- bench ----"
-grep -E "copy|GEMM|pp|tg|memory|model|decode:" "$OUT/bench.log" >>"$summary" 2>/dev/null
+grep -E "copy|GEMM|pp|tg|memory|model|decode:|paged" "$OUT/bench.log" >>"$summary" 2>/dev/null
 log "---- golden (GPU vs transformers / CPU) ----"
 grep -E "\[ golden \]|FAILED|Failure" "$OUT/golden.log" | head -60 >>"$summary" 2>/dev/null
+grep -E "\[ (serving|default) \]" "$OUT/tests.log" | head -40 >>"$summary" 2>/dev/null
 log "---- tests ----"
 grep -E "PASSED|FAILED|tests passed|tests failed" "$OUT/tests.log" | tail -20 >>"$summary" 2>/dev/null
 log "skipped tests (should be 0 on a GPU machine): $(grep -c 'SKIPPED \]' "$OUT/tests.log" 2>/dev/null)"

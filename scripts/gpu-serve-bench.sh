@@ -93,8 +93,8 @@ PYEOF
 
 if start_server "$OUT/server.log" --max-num-seqs 256 --max-batch-tokens 512; then
   grep -m1 '"ready"' "$OUT/server.log" >>"$summary"
-  bench c64 --concurrency 64 --num-prompts "$N64" --warmup 2
-  bench c256 --concurrency 256 --num-prompts "$N256" --warmup 1
+  bench c64 --concurrency 64 --num-prompts "$N64" --warmup 2 --processes 4
+  bench c256 --concurrency 256 --num-prompts "$N256" --warmup 1 --processes 8
   nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$summary" 2>&1
   stop_server
 else
