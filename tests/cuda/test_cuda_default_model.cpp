@@ -53,6 +53,7 @@ TEST_P(CudaDefaultModel, GreedyMatchesTransformersAndCpu) {
   co.paged_max_seqs = 16;
   EngineConfig ec;
   ec.num_blocks = 256;
+  ec.max_model_len = 512;
   ec.max_batch_tokens = 256;
   ec.max_num_seqs = 16;
   Engine engine(*m, ec, make_cuda_step_model(*m, co));

@@ -140,6 +140,7 @@ std::vector<std::vector<int32_t>> engine_greedy(Model& m, std::unique_ptr<StepMo
   ec.max_num_seqs = 64;
   ec.max_batch_tokens = 256;
   ec.enable_prefix_caching = prefix_cache;
+  ec.max_model_len = 256;  // the CudaLlamaOptions::max_context of the callers
   Engine e(m, ec, std::move(backend));
   std::vector<std::vector<int32_t>> out(prompts.size());
   auto submit = [&](size_t i) {
@@ -202,6 +203,31 @@ TEST(CudaServing, EngineGreedyAloneVsBatchedWith63Others) {
   EXPECT_GE(identical, 48);
 }
 
+TEST(CudaServing, EnginePrefixCachedEqualsUncached) {
+  REQUIRE_GPU();
+  Model m;
+  m.cfg = cuda_preset_config("tiny");
+  CudaLlamaOptions co;
+  co.max_context = 256;
+  co.paged_max_tokens = 256;
+  co.paged_max_seqs = 64;
+  std::mt19937 rng(12);
+  std::vector<int32_t> shared(48);  // three full blocks of 16
+  for (auto& t : shared) t = int32_t(rng() % m.cfg.vocab_size);
+  std::vector<std::vector<int32_t>> prompts(16, shared);
+  for (auto& p : prompts)
+    for (int i = 0; i < 8; ++i) p.push_back(int32_t(rng() % m.cfg.vocab_size));
+  const int n = 24;
+  // One request at a time: with the cache on, every request after the first reuses the shared blocks.
+  auto cold = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, false, false);
+  auto warm = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, false, true);
+  int identical = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) identical += cold[i] == warm[i];
+  std::cout << "[ serving ] GPU greedy, prefix-cached vs uncached: " << identical << "/16 sequences identical over "
+            << n << " tokens\n";
+  EXPECT_GE(identical, 12);
+}
+
 TEST(CudaServing, EngineMatchesTransformersGoldens) {
   REQUIRE_GPU();
   const std::string dir = std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/golden";
@@ -218,7 +244,7 @@ TEST(CudaServing, EngineMatchesTransformersGoldens) {
     const bool bf16 = g["dtype"] == "bfloat16";
     CudaLlamaOptions co;
     co.dtype = DType::F16;
-    co.max_context = std::min(128, m->cfg.max_position);
+    co.max_context = std::min(256, m->cfg.max_position);
     co.paged_max_tokens = 128;
     co.paged_max_seqs = 16;
     std::vector<std::vector<int32_t>> prompts;
