@@ -110,6 +110,10 @@ async def one_request(client, args, prompt_ids, out_len):
                 if data == "[DONE]":
                     break
                 ev = json.loads(data)
+                if ev.get("error"):  # the server failed the request mid-stream
+                    err = ev["error"]
+                    rec["error"] = f"stream error: {err.get('message', err) if isinstance(err, dict) else err}"
+                    return rec
                 if ev.get("usage"):
                     rec["output_tokens"] = ev["usage"]["completion_tokens"]
                     details = ev["usage"].get("prompt_tokens_details") or {}

@@ -90,7 +90,8 @@ TEST(CudaServing, PagedForwardMatchesContiguousCache) {
             << dtype_name(act) << " " << what << " seq " << s << " position " << upto << " token " << v;
       }
     };
-    // Step 1: seq 0 whole (logits), the first 3 tokens of seq 1 (no logits). Step 2: seq 1's rest and seq 2.
+    // Step 1: the first 3 tokens of seq 1 (no logits at all). Step 2: seq 0 whole. Step 3: seq 1's rest and
+    // seq 2.
     struct Chunk {
       int s, start, n;
       bool logits;
@@ -121,7 +122,8 @@ TEST(CudaServing, PagedForwardMatchesContiguousCache) {
         ++r;
       }
     };
-    run({{0, 0, 37, true}, {1, 0, 3, false}}, "prefill");
+    run({{1, 0, 3, false}}, "prefill chunk without logits");  // R = 0: no logit rows in the step
+    run({{0, 0, 37, true}}, "prefill");
     run({{1, 3, 2, true}, {2, 0, 20, true}}, "chunked prefill");
     for (int j = 0; j < extra; ++j)  // decode-only batches of 3: the bucket-4 graph (captured, then replayed)
       run({{0, 37 + j, 1, true}, {1, 5 + j, 1, true}, {2, 20 + j, 1, true}}, "decode");

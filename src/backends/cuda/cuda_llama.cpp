@@ -790,6 +790,7 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
     silu_mul(act, gu, mlp, T, I, stream);
     linear(*lt, act, lw.down, mlp, down, false, T, H, I, stream);
   }
+  if (R == 0) return;  // a step of prefill chunks that sample nothing yet
   gather_rows(act, x, d_rows, R, H, xg, stream);
   gather_rows(act, down, d_rows, R, H, dg, stream);
   add_rmsnorm(act, xg, dg, final_norm, xn, R, H, cfg.rms_eps, stream);
