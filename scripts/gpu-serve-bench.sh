@@ -14,7 +14,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu-results}"
-mkdir -p "$OUT"
+LOGS="${LOGS:-/tmp/llamarun-serve-logs}"  # server and client logs (kept out of $OUT: few files come back)
+mkdir -p "$OUT" "$LOGS"
 BUILD_DIR="${BUILD_DIR:-build-cuda}"
 PY="${PY:-python3}"
 TOKENIZER="${TOKENIZER:-../shared/assets/llama2-tokenizer.model}"
@@ -63,7 +64,7 @@ bench() {  # bench NAME ARGS...
   s0=$(metric llamarun_engine_schedule_seconds_total) m0=$(metric llamarun_engine_model_seconds_total)
   p0=$(metric llamarun_engine_postprocess_seconds_total) n0=$(metric llamarun_engine_steps_total)
   "$PY" bench/bench_serve.py --url "$URL" --input-len 128 --output-len 128 --temperature 0 --json "$OUT/serve-$name.json" \
-    "$@" >"$OUT/serve-$name.log" 2>&1 || status=1
+    "$@" >"$LOGS/serve-$name.log" 2>&1 || status=1
   local s1 m1 p1 n1
   s1=$(metric llamarun_engine_schedule_seconds_total) m1=$(metric llamarun_engine_model_seconds_total)
   p1=$(metric llamarun_engine_postprocess_seconds_total) n1=$(metric llamarun_engine_steps_total)
@@ -91,8 +92,8 @@ print(f"  engine per step ({int(steps)} steps): schedule {1e3 * sched:.3f} ms, f
 PYEOF
 }
 
-if start_server "$OUT/server.log" --max-num-seqs 256 --max-batch-tokens 512; then
-  grep -m1 '"ready"' "$OUT/server.log" >>"$summary"
+if start_server "$LOGS/server.log" --max-num-seqs 256 --max-batch-tokens 512; then
+  grep -m1 '"ready"' "$LOGS/server.log" >>"$summary"
   bench c64 --concurrency 64 --num-prompts "$N64" --warmup 2 --processes 4
   bench c256 --concurrency 256 --num-prompts "$N256" --warmup 1 --processes 8
   nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$summary" 2>&1
@@ -101,7 +102,7 @@ else
   status=1
 fi
 # Shared 1,000-token system prompt: the first request computes it, later ones hit the prefix cache.
-if start_server "$OUT/server-prefix.log" --max-num-seqs 256 --max-batch-tokens 512; then
+if start_server "$LOGS/server-prefix.log" --max-num-seqs 256 --max-batch-tokens 512; then
   bench prefix --concurrency 8 --num-prompts 64 --shared-prefix-len 1000 --input-len 32 --output-len 32 --warmup 0
   stop_server
 else
@@ -110,7 +111,7 @@ fi
 if [ "${QUICK:-0}" != 1 ] && [ "${SKIP_PEERS:-0}" != 1 ]; then
   for b in 64 256; do
     "$PY" bench/peers/torch_graph_decode.py --batch $b --depths 192 --tg 64 --reps 3 >>"$OUT/peers-batch.jsonl" \
-      2>>"$OUT/peers-batch.log" || status=1
+      2>>"$LOGS/peers-batch.log" || status=1
   done
   tail -n 4 "$OUT/peers-batch.jsonl" >>"$summary"
 fi
