@@ -17,6 +17,8 @@
 # then run this script there with build-cuda carried: PREBUILT=1 BUILD_DIR=build-cuda bash scripts/gpu-check.sh
 #   CUDA_ARCHS  CMAKE_CUDA_ARCHITECTURES (default 90a: H100/H200 only, builds fastest)
 #   QUICK=1     fewer repetitions, no peers
+#   SKIP_TESTS=1  benchmarks only (no tests, golden or compute-sanitizer)
+#   ONLY_TESTS=1  tests, golden and compute-sanitizer only (no benchmarks or peers)
 #   ABLATIONS   '|'-separated flag sets for the decode ablations; "none" skips them
 #   LLAMARUN_MODEL  the default model's GGUF (for CudaDefaultModel.*), if not in models/
 set -uo pipefail
@@ -71,6 +73,7 @@ fi
 TESTS="$BUILD_DIR/tests/llamarun_cuda_tests"
 BENCH="$BUILD_DIR/bench/cuda/llamarun_bench_cuda"
 
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
 if [ -f "$BUILD_DIR/CTestTestfile.cmake" ] && [ "${PREBUILT:-0}" != 1 ]; then
   step ctest-cuda "$OUT/tests.log" ctest --test-dir "$BUILD_DIR" -L cuda --output-on-failure --timeout 300
 else
@@ -88,7 +91,9 @@ if command -v compute-sanitizer >/dev/null; then
 else
   log "compute-sanitizer not found: skipped"
 fi
+fi
 
+[ "${ONLY_TESTS:-0}" = 1 ] && { cat "$summary"; exit $status; }
 step bench "$OUT/bench.log" "$BENCH" --preset llama2-7b --dtype f16 --reps "$REPS" --json "$OUT/bench_cuda.json"
 step bench-paged-attn "$OUT/bench.log" "$BENCH" --paged-attn --reps 20
 
