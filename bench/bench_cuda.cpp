@@ -90,6 +90,7 @@ struct Args {
   bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
   int bps = 0, prefetch_mb = 0;
   bool narrow = false, l2_256 = false;
+  int wide_mask = -1, l2_mask = -1;  // -1: CudaLlamaOptions defaults
   bool paged_attn = false;
 };
 
@@ -133,6 +134,10 @@ Args parse(int argc, char** argv) {
       a.narrow = true;
     else if (k == "--gemv-l2-256")
       a.l2_256 = true;
+    else if (k == "--gemv-wide-mask")
+      a.wide_mask = std::stoi(val());
+    else if (k == "--gemv-l2-mask")
+      a.l2_mask = std::stoi(val());
     else if (k == "--gemv-prefetch")
       a.prefetch_mb = std::stoi(val());
     else if (k == "--no-parts")
@@ -153,7 +158,8 @@ Args parse(int argc, char** argv) {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--paged-attn]\n");
+          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] [--gemv-l2-mask M] [--paged-attn]\n"
+          "  masks select GEMVs: 1 qkv, 2 o, 4 gate_up, 8 down, 16 lm_head\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -340,6 +346,8 @@ int run(int argc, char** argv) {
   opt.gemv_prefetch_mb = args.prefetch_mb;
   opt.gemv_narrow = args.narrow;
   opt.gemv_l2_256 = args.l2_256;
+  if (args.wide_mask >= 0) opt.gemv_wide_mask = unsigned(args.wide_mask);
+  if (args.l2_mask >= 0) opt.gemv_l2_mask = unsigned(args.l2_mask);
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -361,6 +369,8 @@ int run(int argc, char** argv) {
                 {"gemv_prefetch_mb", args.prefetch_mb},
                 {"gemv_narrow", args.narrow},
                 {"gemv_l2_256", args.l2_256},
+                {"gemv_wide_mask", opt.gemv_wide_mask},
+                {"gemv_l2_mask", opt.gemv_l2_mask},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},

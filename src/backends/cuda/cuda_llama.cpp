@@ -481,6 +481,11 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     silu_add.prologue = GemvPrologue::kSiluMul;
     silu_add.add_to_y = true;
     const bool fuse2 = opt.fuse_rope_attn;
+    auto variant = [&](GemvFusion f, unsigned bit) {  // the per-GEMV load variants
+      f.wide = f.wide || (opt.gemv_wide_mask & bit);
+      f.l2_256 = f.l2_256 || (opt.gemv_l2_mask & bit);
+      return f;
+    };
     for (int l = 0; l < L; ++l) {
       const LayerWeights& lw = layers[l];
       GemvFusion qkv_f = norm_attn;
@@ -497,19 +502,19 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
         qkv_f.rope_k_cache = kc_layer(l);
         qkv_f.rope_v_cache = vc_layer(l);
       }
-      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, qkv_f, stream, pdl);
+      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, variant(qkv_f, 1), stream, pdl);
       if (!fuse2)
         rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l),
                       vc_layer(l), stream, pdl);
       decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
                        part_stats, attn, stream, pdl, fuse2 ? merge_counters : nullptr);
-      gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream, pdl);
+      gemv_fused(act, lw.o, attn, x, false, 1, H, qd, variant(add, 2), stream, pdl);
       norm_attn.norm_weight = lw.ffn_norm;
-      gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, norm_attn, stream, pdl);
-      gemv_fused(act, lw.down, gu, x, false, 1, H, I, silu_add, stream, pdl);
+      gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, variant(norm_attn, 4), stream, pdl);
+      gemv_fused(act, lw.down, gu, x, false, 1, H, I, variant(silu_add, 8), stream, pdl);
     }
     norm_attn.norm_weight = final_norm;
-    gemv_fused(act, lm_head, x, logits, true, 1, V, H, norm_attn, stream, pdl);
+    gemv_fused(act, lm_head, x, logits, true, 1, V, H, variant(norm_attn, 16), stream, pdl);
     argmax(logits, V, next, stream, pdl);
     return;
   }

@@ -32,6 +32,10 @@ struct CudaLlamaOptions {
   bool gemv_wide = false;         // decode (fused): 8 instead of 4 16-byte loads per row per lane per step
   bool gemv_narrow = false;       // decode (fused): 2 instead of 4 (wide wins over narrow)
   bool gemv_l2_256 = false;       // decode (fused): weight loads with the L2::256B hint
+  // Per-GEMV choice of the two variants above (bits: 1 qkv, 2 o, 4 gate_up, 8 down, 16 lm_head), on top of
+  // the all-GEMV flags. Defaults: what measured fastest per projection (bench/cuda/NOTES.md).
+  unsigned gemv_wide_mask = 4;  // gate_up: +1.1% tg128@512 on an H100 (sweep in bench/cuda/NOTES.md)
+  unsigned gemv_l2_mask = 0;
   // decode (fused, pdl): MB of each GEMV's weights prefetched into L2 while the previous kernel drains.
   // 0 by default: on an H200 8 MB changed nothing and 24 / 48 MB cost 6 / 9% (bench_cuda --gemv-prefetch).
   int gemv_prefetch_mb = 0;
