@@ -88,9 +88,9 @@ struct Args {
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
   bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
-  int bps = 0, prefetch_mb = 0;
+  int bps = 0, prefetch_mb = -1;  // -1: CudaLlamaOptions default
   bool narrow = false, l2_256 = false;
-  int wide_mask = -1, l2_mask = -1;  // -1: CudaLlamaOptions defaults
+  int wide_mask = -1, l2_mask = -1, prefetch_mask = -1;  // -1: CudaLlamaOptions defaults
   bool paged_attn = false;
 };
 
@@ -138,6 +138,8 @@ Args parse(int argc, char** argv) {
       a.wide_mask = std::stoi(val());
     else if (k == "--gemv-l2-mask")
       a.l2_mask = std::stoi(val());
+    else if (k == "--gemv-prefetch-mask")
+      a.prefetch_mask = std::stoi(val());
     else if (k == "--gemv-prefetch")
       a.prefetch_mb = std::stoi(val());
     else if (k == "--no-parts")
@@ -158,7 +160,7 @@ Args parse(int argc, char** argv) {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] [--gemv-l2-mask M] [--paged-attn]\n"
+          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] [--gemv-l2-mask M] [--gemv-prefetch-mask M] [--paged-attn]\n"
           "  masks select GEMVs: 1 qkv, 2 o, 4 gate_up, 8 down, 16 lm_head\n");
       std::exit(0);
     } else {
@@ -343,11 +345,12 @@ int run(int argc, char** argv) {
   opt.fuse_rope_attn = args.fuse2;
   opt.gemv_wide = args.wide;
   opt.gemv_blocks_per_sm = args.bps;
-  opt.gemv_prefetch_mb = args.prefetch_mb;
+  if (args.prefetch_mb >= 0) opt.gemv_prefetch_mb = args.prefetch_mb;
   opt.gemv_narrow = args.narrow;
   opt.gemv_l2_256 = args.l2_256;
   if (args.wide_mask >= 0) opt.gemv_wide_mask = unsigned(args.wide_mask);
   if (args.l2_mask >= 0) opt.gemv_l2_mask = unsigned(args.l2_mask);
+  if (args.prefetch_mask >= 0) opt.gemv_prefetch_mask = unsigned(args.prefetch_mask);
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   double init_s = now_s() - t0;
@@ -366,11 +369,12 @@ int run(int argc, char** argv) {
                 {"fuse_rope_attn", args.fuse2},
                 {"gemv_wide", args.wide},
                 {"gemv_blocks_per_sm", args.bps},
-                {"gemv_prefetch_mb", args.prefetch_mb},
+                {"gemv_prefetch_mb", opt.gemv_prefetch_mb},
                 {"gemv_narrow", args.narrow},
                 {"gemv_l2_256", args.l2_256},
                 {"gemv_wide_mask", opt.gemv_wide_mask},
                 {"gemv_l2_mask", opt.gemv_l2_mask},
+                {"gemv_prefetch_mask", opt.gemv_prefetch_mask},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
@@ -571,10 +575,10 @@ int run(int argc, char** argv) {
   J["model"]["pdl_active"] = model.pdl_active();
   std::printf(
       "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, narrow %s, L2::256B %s, "
-      "L2 prefetch %d MB), PDL active %s\n",
+      "wide mask %u, L2::256B mask %u, L2 prefetch %d MB mask %u), PDL active %s\n",
       args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off", args.persist ? "on" : "off",
-      args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no", args.l2_256 ? "yes" : "no", args.prefetch_mb,
-      model.pdl_active() ? "yes" : "no");
+      args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no", args.l2_256 ? "yes" : "no", opt.gemv_wide_mask,
+      opt.gemv_l2_mask, opt.gemv_prefetch_mb, opt.gemv_prefetch_mask, model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

@@ -484,6 +484,7 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     auto variant = [&](GemvFusion f, unsigned bit) {  // the per-GEMV load variants
       f.wide = f.wide || (opt.gemv_wide_mask & bit);
       f.l2_256 = f.l2_256 || (opt.gemv_l2_mask & bit);
+      if (opt.gemv_prefetch_mask && !(opt.gemv_prefetch_mask & bit)) f.prefetch_bytes = 0;
       return f;
     };
     for (int l = 0; l < L; ++l) {
