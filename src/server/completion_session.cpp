@@ -226,7 +226,8 @@ void CompletionSession::finish_all() {
              {"usage",
               {{"prompt_tokens", s.prompt_tokens},
                {"completion_tokens", s.completion_tokens},
-               {"total_tokens", s.prompt_tokens + s.completion_tokens}}}};
+               {"total_tokens", s.prompt_tokens + s.completion_tokens},
+               {"prompt_tokens_details", {{"cached_tokens", cached_tokens_}}}}}};
       ex_->write("data: " + dump(j) + "\n\n");
     }
     ex_->write("data: [DONE]\n\n");

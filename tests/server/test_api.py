@@ -64,6 +64,9 @@ def test_chat_non_stream_and_stream_agree(oai, model_name):
     assert finish == r.choices[0].finish_reason
     assert usage is not None and usage.completion_tokens == r.usage.completion_tokens
     assert usage.prompt_tokens == r.usage.prompt_tokens
+    # The streamed usage reports prefix-cache hits as the non-streamed one does (the same prompt ran just before).
+    cached = usage.prompt_tokens_details.cached_tokens
+    assert isinstance(cached, int) and 0 <= cached <= usage.prompt_tokens
 
 
 def test_n_choices(oai, model_name):
