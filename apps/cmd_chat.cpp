@@ -4,11 +4,11 @@
 
 #include <cstdio>
 #include <functional>
-#include <memory>
 #include <iostream>
+#include <memory>
 
-#include "common.h"
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "engine/generator.h"
 #include "tokenizer/chat_template.h"
@@ -20,11 +20,13 @@ namespace llamarun::cli {
 
 int cmd_chat(int argc, char** argv) {
   Args args("chat",
-            "Chat with the model on stdin/stdout, using its chat template (Llama 2 [INST]/<<SYS>>, ChatML, Llama 3).\n"
+            "Chat with the model on stdin/stdout, using its chat template (Llama 2 [INST]/<<SYS>>, ChatML, "
+            "Llama 3).\n"
             "Type a message and press Enter; /reset starts over, /exit (or end of input) quits.",
             concat(model_opts(), std::vector<OptSpec>{device_opt()},
-                   std::vector<OptSpec>{{"--system", "", true, "system prompt", "the template's default"},
-                                        {"--format", "", true, "chat format: auto, llama2, chatml, llama3, zephyr", "auto"}},
+                   std::vector<OptSpec>{
+                       {"--system", "", true, "system prompt", "the template's default"},
+                       {"--format", "", true, "chat format: auto, llama2, chatml, llama3, zephyr", "auto"}},
                    sampling_opts("0.7")));
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
@@ -38,12 +40,18 @@ int cmd_chat(int argc, char** argv) {
   const Tokenizer& tok = *model->tokenizer;
   const std::string fmt_name = args.str("--format", "auto");
   ChatFormat fmt;
-  if (fmt_name == "auto") fmt = detect_chat_format(model->chat_template, tok);
-  else if (fmt_name == "llama2") fmt = ChatFormat::kLlama2;
-  else if (fmt_name == "chatml") fmt = ChatFormat::kChatML;
-  else if (fmt_name == "llama3") fmt = ChatFormat::kLlama3;
-  else if (fmt_name == "zephyr") fmt = ChatFormat::kZephyr;
-  else fail("--format must be auto, llama2, chatml, llama3 or zephyr, not '", fmt_name, "'");
+  if (fmt_name == "auto")
+    fmt = detect_chat_format(model->chat_template, tok);
+  else if (fmt_name == "llama2")
+    fmt = ChatFormat::kLlama2;
+  else if (fmt_name == "chatml")
+    fmt = ChatFormat::kChatML;
+  else if (fmt_name == "llama3")
+    fmt = ChatFormat::kLlama3;
+  else if (fmt_name == "zephyr")
+    fmt = ChatFormat::kZephyr;
+  else
+    fail("--format must be auto, llama2, chatml, llama3 or zephyr, not '", fmt_name, "'");
   const ChatOptions chat_opts = chat_options_from_template(fmt, model->chat_template);
   // One generate() for the CPU Generator and the CUDA one; both keep the conversation's KV cache.
   std::function<GenerationResult(const std::vector<int32_t>&, const TextCallback&)> generate;
@@ -56,12 +64,16 @@ int cmd_chat(int argc, char** argv) {
     co.max_context = context_size(args, *model);
     co.dtype = gpu_dtype_from(args, *model);
     gpu = std::make_unique<CudaGenerator>(*model, co);
-    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) { return gpu->generate(ids, sp, cb); };
+    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) {
+      return gpu->generate(ids, sp, cb);
+    };
   }
 #endif
   if (!generate) {
     cpu = std::make_unique<Generator>(*model, context_size(args, *model));
-    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) { return cpu->generate(ids, sp, cb); };
+    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) {
+      return cpu->generate(ids, sp, cb);
+    };
   }
 
   std::vector<ChatMessage> history;

@@ -2,8 +2,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "common.h"
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "core/mmap.h"
 #include "engine/generator.h"
@@ -14,25 +14,29 @@
 namespace llamarun::cli {
 
 int cmd_generate(int argc, char** argv) {
-  Args args("generate",
-            "Generate a continuation of a prompt. Text streams to stdout; a timing line goes to stderr.\n"
-            "--json prints one JSON object instead: text, prompt_ids, token_ids, finish_reason, timings.\n"
-            "--device cuda runs the model on a GPU (fp16, or bf16 for bf16 checkpoints / --act bf16).",
-            concat(model_opts(), std::vector<OptSpec>{device_opt()},
-                   std::vector<OptSpec>{{"--prompt", "-p", true, "prompt text", ""},
-                                        {"--file", "-f", true, "read the prompt from a file", ""},
-                                        {"--no-bos", "", false, "do not add BOS even if the model wants it", ""},
-                                        {"--json", "", false, "print one JSON object on stdout", ""}},
-                   sampling_opts("0.8")));
+  Args args(
+      "generate",
+      "Generate a continuation of a prompt. Text streams to stdout; a timing line goes to stderr.\n"
+      "--json prints one JSON object instead: text, prompt_ids, token_ids, finish_reason, timings.\n"
+      "--device cuda runs the model on a GPU (fp16, or bf16 for bf16 checkpoints / --act bf16).",
+      concat(model_opts(), std::vector<OptSpec>{device_opt()},
+             std::vector<OptSpec>{{"--prompt", "-p", true, "prompt text", ""},
+                                  {"--file", "-f", true, "read the prompt from a file", ""},
+                                  {"--no-bos", "", false, "do not add BOS even if the model wants it", ""},
+                                  {"--json", "", false, "print one JSON object on stdout", ""}},
+             sampling_opts("0.8")));
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);
     return 0;
   }
   std::string text;
-  if (args.has("--file")) text = read_text_file(args.str("--file"));
-  else if (args.has("--prompt")) text = args.str("--prompt");
-  else fail("give the prompt with -p TEXT or -f FILE");
+  if (args.has("--file"))
+    text = read_text_file(args.str("--file"));
+  else if (args.has("--prompt"))
+    text = args.str("--prompt");
+  else
+    fail("give the prompt with -p TEXT or -f FILE");
   SamplingParams sp = sampling_from(args, 0.8);
   const std::string device = device_from(args);
 
@@ -81,9 +85,11 @@ int cmd_generate(int argc, char** argv) {
   } else {
     std::printf("\n");
   }
-  std::fprintf(stderr, "llamarun: prompt %d tokens in %.3f s (%.1f tok/s); generated %zu tokens in %.3f s (%.1f tok/s); finish: %s\n",
-               prompt_new, r.prompt_seconds, r.prompt_tok_per_s(), r.token_ids.size(), r.gen_seconds, r.gen_tok_per_s(),
-               r.finish_reason.c_str());
+  std::fprintf(stderr,
+               "llamarun: prompt %d tokens in %.3f s (%.1f tok/s); generated %zu tokens in %.3f s (%.1f "
+               "tok/s); finish: %s\n",
+               prompt_new, r.prompt_seconds, r.prompt_tok_per_s(), r.token_ids.size(), r.gen_seconds,
+               r.gen_tok_per_s(), r.finish_reason.c_str());
   return 0;
 }
 

@@ -24,28 +24,32 @@ int cmd_serve(int argc, char** argv) {
       "Serve the model over HTTP with an OpenAI-compatible API: /v1/completions, /v1/chat/completions\n"
       "(streaming and not), /v1/models, /tokenize, /detokenize, /health, /metrics (Prometheus).\n"
       "SIGTERM or Ctrl-C drains: new requests are refused, running ones finish, exit code 0.",
-      concat(model_opts(), std::vector<OptSpec>{device_opt()},
-             std::vector<OptSpec>{
-                 {"--random-weights", "", true,
-                  "serve a random-weight model of a preset shape (tiny, smollm2-135m, llama-1b, llama2-7b; for "
-                  "benchmarks) with the tokenizer given by --tokenizer", ""},
-                 {"--tokenizer", "", true, "tokenizer file (tokenizer.model / tokenizer.json) for --random-weights", ""},
-                 {"--host", "", true, "address to listen on", "127.0.0.1"},
-                 {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
-                 {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},
-                 {"--served-model-name", "", true, "model id reported and accepted in requests",
-                  "the file name without .gguf"},
-                 {"--max-queue", "", true, "waiting requests beyond which new ones get 429", "1024"},
-                 {"--max-num-seqs", "", true, "most sequences running at once", "256"},
-                 {"--max-batch-tokens", "", true, "tokens per engine step (prefill chunks + decodes)", "512"},
-                 {"--kv-cache-mb", "", true, "KV cache size in MiB", "1024 on cpu; on cuda what free memory allows"},
-                 {"--block-size", "", true, "tokens per KV block", "16"},
-                 {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
-                 {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
-                 {"--max-n", "", true, "largest n (choices per prompt)", "16"},
-                 {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
-                 {"--quiet", "", false, "no per-request log lines", ""},
-                 {"--load-delay", "", true, "testing: seconds to wait before loading the model", "0"}}));
+      concat(
+          model_opts(), std::vector<OptSpec>{device_opt()},
+          std::vector<OptSpec>{
+              {"--random-weights", "", true,
+               "serve a random-weight model of a preset shape (tiny, smollm2-135m, llama-1b, llama2-7b; for "
+               "benchmarks) with the tokenizer given by --tokenizer",
+               ""},
+              {"--tokenizer", "", true,
+               "tokenizer file (tokenizer.model / tokenizer.json) for --random-weights", ""},
+              {"--host", "", true, "address to listen on", "127.0.0.1"},
+              {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
+              {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},
+              {"--served-model-name", "", true, "model id reported and accepted in requests",
+               "the file name without .gguf"},
+              {"--max-queue", "", true, "waiting requests beyond which new ones get 429", "1024"},
+              {"--max-num-seqs", "", true, "most sequences running at once", "256"},
+              {"--max-batch-tokens", "", true, "tokens per engine step (prefill chunks + decodes)", "512"},
+              {"--kv-cache-mb", "", true, "KV cache size in MiB",
+               "1024 on cpu; on cuda what free memory allows"},
+              {"--block-size", "", true, "tokens per KV block", "16"},
+              {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
+              {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
+              {"--max-n", "", true, "largest n (choices per prompt)", "16"},
+              {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
+              {"--quiet", "", false, "no per-request log lines", ""},
+              {"--load-delay", "", true, "testing: seconds to wait before loading the model", "0"}}));
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);
@@ -58,7 +62,8 @@ int cmd_serve(int argc, char** argv) {
   if (!preset.empty()) {
     if (!o.model_path.empty()) fail("--random-weights and --model exclude each other");
     const std::string tok_path = args.str("--tokenizer", "");
-    if (tok_path.empty()) fail("--random-weights needs --tokenizer (a tokenizer.model or tokenizer.json file)");
+    if (tok_path.empty())
+      fail("--random-weights needs --tokenizer (a tokenizer.model or tokenizer.json file)");
     const LlamaConfig cfg = random_model_preset(preset);  // checks the name
     o.model_path = "random:" + preset;
     const bool cpu = !is_cuda_device(device);
@@ -126,8 +131,10 @@ int cmd_serve(int argc, char** argv) {
     o.make_backend = [ec, device, random, &args](Model& m) -> std::unique_ptr<StepModel> {
       CudaLlamaOptions co;
       co.device = device;
-      co.dtype = random ? (args.str("--act", "auto") == "bf16" ? DType::BF16 : DType::F16) : gpu_dtype_from(args, m);
-      co.max_context = ec.max_model_len > 0 ? std::min(ec.max_model_len, m.cfg.max_position) : m.cfg.max_position;
+      co.dtype =
+          random ? (args.str("--act", "auto") == "bf16" ? DType::BF16 : DType::F16) : gpu_dtype_from(args, m);
+      co.max_context =
+          ec.max_model_len > 0 ? std::min(ec.max_model_len, m.cfg.max_position) : m.cfg.max_position;
       co.paged_max_tokens = ec.max_batch_tokens;
       co.paged_max_seqs = std::min(ec.max_num_seqs, ec.max_batch_tokens);
       if (random) return make_cuda_step_model(m.cfg, 1, co);

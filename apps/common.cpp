@@ -13,7 +13,8 @@ std::vector<OptSpec> model_opts() {
   return {{"--model", "-m", true, "model directory (Hugging Face) or GGUF file", "the default model"},
           {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
           {"--threads", "-t", true, "CPU threads", "all cores"},
-          {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16", "auto"}};
+          {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16",
+           "auto"}};
 }
 
 std::vector<OptSpec> sampling_opts(const char* default_temp) {
@@ -41,9 +42,11 @@ DType gpu_dtype_from(const Args& args, const Model& model) {
   const std::string act = args.str("--act", "auto");
   if (act == "bf16") return DType::BF16;
   if (act == "f16") return DType::F16;
-  if (act != "auto") fail("--act ", act, " with --device ", args.str("--device", "cpu"), ": use auto, f16 or bf16");
+  if (act != "auto")
+    fail("--act ", act, " with --device ", args.str("--device", "cpu"), ": use auto, f16 or bf16");
   const TensorInfo* e =
-      model.weights ? model.weights->find(model.gguf ? "token_embd.weight" : "model.embed_tokens.weight") : nullptr;
+      model.weights ? model.weights->find(model.gguf ? "token_embd.weight" : "model.embed_tokens.weight")
+                    : nullptr;
   return e && e->dtype == DType::BF16 ? DType::BF16 : DType::F16;
 }
 

@@ -21,9 +21,9 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -159,8 +159,10 @@ Args parse(int argc, char** argv) {
     } else if (k == "--help" || k == "-h") {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] [--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] [--gemv-l2-mask M] [--gemv-prefetch-mask M] [--paged-attn]\n"
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] "
+          "[--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
+          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] "
+          "[--gemv-l2-mask M] [--gemv-prefetch-mask M] [--paged-attn]\n"
           "  masks select GEMVs: 1 qkv, 2 o, 4 gate_up, 8 down, 16 lm_head\n");
       std::exit(0);
     } else {
@@ -205,8 +207,8 @@ void bench_paged_attention(DType dt, const Args& args, double copy_gbs, cudaStre
     cuda::fill_random(dt, q, int64_t(q_elems), 1.f, 43, stream);
     auto t = time_events(
         [&] {
-          cuda::paged_attention(dt, q, kp, vp, dtab, blocks_per_seq, dseq, dpos, c.batch, nh, nkv, hd, bs, scale, o,
-                                stream);
+          cuda::paged_attention(dt, q, kp, vp, dtab, blocks_per_seq, dseq, dpos, c.batch, nh, nkv, hd, bs,
+                                scale, o, stream);
         },
         3, std::max(20, args.reps), stream);
     cudaFree(kp);
@@ -234,10 +236,24 @@ void bench_paged_attention(DType dt, const Args& args, double copy_gbs, cudaStre
                   {"us", to_json(su)},
                   {"effective_gbs", to_json(sg)},
                   {"pct_of_copy_bw", 100.0 * sg.median / copy_gbs}});
-    std::printf("paged attn b%-3d x ctx%-4d %s  %8.1f us   [%.1f .. %.1f]  %.0f GB/s of K+V (%.1f%% of copy)\n",
-                c.batch, c.ctx, args.dtype.c_str(), su.median, su.min, su.max, sg.median, 100.0 * sg.median / copy_gbs);
+    std::printf(
+        "paged attn b%-3d x ctx%-4d %s  %8.1f us   [%.1f .. %.1f]  %.0f GB/s of K+V (%.1f%% of copy)\n",
+        c.batch, c.ctx, args.dtype.c_str(), su.median, su.min, su.max, sg.median,
+        100.0 * sg.median / copy_gbs);
   }
   J["paged_attention"] = pj;
+}
+
+// Writes the JSON report (--json) and releases the stream; the exit code.
+int finish(const Args& args, const json& J, cudaStream_t stream) {
+  if (!args.json_path.empty()) {
+    std::ofstream f(args.json_path);
+    if (!f) fail("cannot write ", args.json_path);
+    f << J.dump(2) << "\n";
+    std::printf("wrote %s\n", args.json_path.c_str());
+  }
+  cudaStreamDestroy(stream);
+  return 0;
 }
 
 int run(int argc, char** argv) {
@@ -291,14 +307,7 @@ int run(int argc, char** argv) {
     bench_paged_attention(dt, args, copy_gbs, stream, J);
     note_used();
     J["device_peak_used_bytes"] = peak_used;
-    if (!args.json_path.empty()) {
-      std::ofstream f(args.json_path);
-      if (!f) fail("cannot write ", args.json_path);
-      f << J.dump(2) << "\n";
-      std::printf("wrote %s\n", args.json_path.c_str());
-    }
-    cudaStreamDestroy(stream);
-    return 0;
+    return finish(args, J, stream);
   }
   {
     const int n = 8192;
@@ -463,8 +472,9 @@ int run(int argc, char** argv) {
     cuda::fill_random(dt, kc, int64_t(M) * nkv * hd, 1.f, 14, stream);
     cuda::fill_random(dt, vc, int64_t(M) * nkv * hd, 1.f, 15, stream);
     const float scale = 1.f / std::sqrt(float(hd));
-    auto ta = stats_of(time_events(
-        [&] { cuda::prefill_attention(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); }, 3, 10, stream));
+    auto ta = stats_of(
+        time_events([&] { cuda::prefill_attention(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); },
+                    3, 10, stream));
     double attn_ms = ta.median * 1e3 * L, simt_ms = 0;
     if (hd == 64 || hd == 128) {
       auto ts = stats_of(time_events(
@@ -480,8 +490,10 @@ int run(int argc, char** argv) {
     pj["attention_tc_ms_all_layers"] = attn_ms;
     pj["attention_simt_ms_all_layers"] = simt_ms;
     J["pp_parts"] = pj;
-    std::printf("  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores; CUDA-core kernel %.2f ms)\n",
-                M, L, gemm_ms, attn_ms, simt_ms);
+    std::printf(
+        "  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores; CUDA-core kernel %.2f "
+        "ms)\n",
+        M, L, gemm_ms, attn_ms, simt_ms);
   }
 
   // Decode parts: each GEMV shape alone (M = 1, persistent grid, no PDL), back to back on 4 rotating weight
@@ -517,14 +529,17 @@ int run(int argc, char** argv) {
         int it = 0;
         auto t = time_events(
             [&] {
-              for (int c = 0; c < 4; ++c) cuda::gemv_fused(dt, w[(it + c) % 4], x, y, false, 1, sh.N, sh.K, f, stream);
+              for (int c = 0; c < 4; ++c)
+                cuda::gemv_fused(dt, w[(it + c) % 4], x, y, false, 1, sh.N, sh.K, f, stream);
               ++it;
             },
             2, 10, stream);
         Stats st = stats_of(t);
         double us = st.median / 4 * 1e6, gbs = bytes / (st.median / 4) / 1e9;
         if (var == 0) layer_us += us;
-        tj[std::string(sh.name) + (var == 1 ? "_l2_256" : var == 2 ? "_narrow" : "")] = {{"us", us}, {"gbs", gbs}};
+        tj[std::string(sh.name) + (var == 1   ? "_l2_256"
+                                   : var == 2 ? "_narrow"
+                                              : "")] = {{"us", us}, {"gbs", gbs}};
         std::printf("  tg gemv %-8s%s N=%-6d K=%-6d %7.2f us  %6.0f GB/s (%.1f%% of copy)\n", sh.name,
                     vname[var], sh.N, sh.K, us, gbs, 100.0 * gbs / copy_gbs);
         for (int c = 0; c < 4; ++c) cudaFree(w[c]);
@@ -574,11 +589,13 @@ int run(int argc, char** argv) {
   J["tg"] = tgj;
   J["model"]["pdl_active"] = model.pdl_active();
   std::printf(
-      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, narrow %s, L2::256B %s, "
+      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, narrow %s, "
+      "L2::256B %s, "
       "wide mask %u, L2::256B mask %u, L2 prefetch %d MB mask %u), PDL active %s\n",
-      args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off", args.persist ? "on" : "off",
-      args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no", args.l2_256 ? "yes" : "no", opt.gemv_wide_mask,
-      opt.gemv_l2_mask, opt.gemv_prefetch_mb, opt.gemv_prefetch_mask, model.pdl_active() ? "yes" : "no");
+      args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off",
+      args.persist ? "on" : "off", args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no",
+      args.l2_256 ? "yes" : "no", opt.gemv_wide_mask, opt.gemv_l2_mask, opt.gemv_prefetch_mb,
+      opt.gemv_prefetch_mask, model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},
@@ -591,14 +608,7 @@ int run(int argc, char** argv) {
               cuda::format_bytes(ms.peak).c_str(), cuda::format_bytes(ms.weights).c_str(),
               cuda::format_bytes(ms.kv_cache).c_str(), cuda::format_bytes(ms.activations).c_str(),
               cuda::format_bytes(peak_used).c_str());
-  if (!args.json_path.empty()) {
-    std::ofstream f(args.json_path);
-    if (!f) fail("cannot write ", args.json_path);
-    f << J.dump(2) << "\n";
-    std::printf("wrote %s\n", args.json_path.c_str());
-  }
-  cudaStreamDestroy(stream);
-  return 0;
+  return finish(args, J, stream);
 }
 
 }  // namespace

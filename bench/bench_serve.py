@@ -378,6 +378,11 @@ def main():
     if args.shared_prefix_len < 0:
         ap.error("--shared-prefix-len must be >= 0")
     rep = asyncio.run(run(args))
+    return emit(args, rep)
+
+
+def emit(args, rep):
+    """Prints the report (or the JSON with --json -), writes --json FILE; the exit code."""
     if args.json == "-":
         json.dump(rep, sys.stdout, indent=2)
         print()
@@ -429,15 +434,7 @@ def run_processes(args):
     duration = (max(ends) - min(starts)) if starts else 0
     rep = build_report(args, results, duration)
     rep["client_processes"] = P
-    if args.json == "-":
-        json.dump(rep, sys.stdout, indent=2)
-        print()
-    else:
-        print_report(rep)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(rep, f, indent=2)
-    return 0 if rep["failed"] == 0 else 1
+    return emit(args, rep)
 
 
 if __name__ == "__main__":

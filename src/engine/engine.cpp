@@ -12,8 +12,8 @@
 
 #include "core/error.h"
 #include "engine/scheduler.h"
-#include "engine/token_postprocessor.h"
 #include "engine/step_model.h"
+#include "engine/token_postprocessor.h"
 #include "kv/block_allocator.h"
 #include "kv/paged_kv_pool.h"
 #include "model/model.h"
@@ -56,13 +56,14 @@ class CpuStepModel final : public StepModel {
   explicit CpuStepModel(LlamaModel& m) : m_(m) {}
   int init_kv(int block_size, int num_blocks, size_t kv_bytes) override {
     const LlamaConfig& mc = m_.config();
-    const size_t per_block = PagedKVPool::bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, block_size);
+    const size_t per_block =
+        PagedKVPool::bytes_per_block(mc.num_layers, mc.num_kv_heads, mc.head_dim, block_size);
     int nb = num_blocks;
     if (nb <= 0) {
       if (kv_bytes == 0) kv_bytes = size_t(1) << 30;
       const size_t want = kv_bytes / per_block;
-      LLAMARUN_CHECK(want >= 1, "engine: kv_cache_bytes ", kv_bytes, " is less than one KV block (", per_block,
-                     " bytes)");
+      LLAMARUN_CHECK(want >= 1, "engine: kv_cache_bytes ", kv_bytes, " is less than one KV block (",
+                     per_block, " bytes)");
       nb = int(std::min<size_t>(want, size_t(1) << 30));
     }
     try {
@@ -117,10 +118,10 @@ struct Engine::Impl {
   std::vector<uint64_t> new_cancels;
   std::vector<uint64_t> done_ids;  // requests whose every choice finished
   BatchInput batch;
-  std::vector<float> logits;        // [rows, vocab]
-  std::vector<int32_t> row_ids;     // [rows] the backend's argmax (device_argmax backends)
-  std::vector<uint8_t> want_logits; // [rows] the row's sequence needs its logits on the host
-  std::vector<int32_t> sample_row;  // per chunk: logits row or -1
+  std::vector<float> logits;         // [rows, vocab]
+  std::vector<int32_t> row_ids;      // [rows] the backend's argmax (device_argmax backends)
+  std::vector<uint8_t> want_logits;  // [rows] the row's sequence needs its logits on the host
+  std::vector<int32_t> sample_row;   // per chunk: logits row or -1
   SamplerWorkspace ws;
   RequestOutput out;
   uint64_t steps = 0, prompt_tokens = 0, gen_tokens = 0, finished_reqs = 0;
@@ -129,7 +130,8 @@ struct Engine::Impl {
   std::thread thread;
   bool thread_stop = false;  // under mu
 
-  Impl(Model& m, const EngineConfig& c, std::unique_ptr<StepModel> b) : model(m), cfg(c), backend(std::move(b)) {
+  Impl(Model& m, const EngineConfig& c, std::unique_ptr<StepModel> b)
+      : model(m), cfg(c), backend(std::move(b)) {
     if (!backend) {
       LLAMARUN_CHECK(m.llama, "engine: the model has no forward pass");
       backend = std::make_unique<CpuStepModel>(*m.llama);

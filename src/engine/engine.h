@@ -22,16 +22,15 @@ namespace llamarun {
 
 struct Model;
 
-
 struct EngineConfig {
-  int block_size = 16;            // tokens per KV block, in [1, 1024]
-  int num_blocks = 0;             // 0: derived from kv_cache_bytes (f32 K and V of every layer)
+  int block_size = 16;                 // tokens per KV block, in [1, 1024]
+  int num_blocks = 0;                  // 0: derived from kv_cache_bytes (f32 K and V of every layer)
   size_t kv_cache_bytes = 1ull << 30;  // 0: the backend chooses (CPU: 1 GiB; GPU: what free memory allows)
-  int max_num_seqs = 256;         // most sequences running at once (capped at max_batch_tokens)
-  int max_batch_tokens = 512;     // per-step token budget (prefill chunks + decodes; decodes first)
-  int max_queue = 1024;           // waiting requests beyond which submit() refuses (HTTP 429)
+  int max_num_seqs = 256;              // most sequences running at once (capped at max_batch_tokens)
+  int max_batch_tokens = 512;          // per-step token budget (prefill chunks + decodes; decodes first)
+  int max_queue = 1024;                // waiting requests beyond which submit() refuses (HTTP 429)
   bool enable_prefix_caching = true;
-  int max_model_len = 0;          // 0: the model's max_position
+  int max_model_len = 0;  // 0: the model's max_position
   // Bit-identical results for a request whatever it is batched with (batch-invariant matmuls; prefill
   // runs slower than the blocked GEMM). false: faster prefill, last-bit differences between batches.
   bool batch_invariant = true;
@@ -51,30 +50,30 @@ struct TokenOutput {
 // incomplete UTF-8 character).
 struct RequestOutput {
   uint64_t request_id = 0;
-  int choice = 0;                 // index among the request's n choices
+  int choice = 0;                   // index among the request's n choices
   std::vector<TokenOutput> tokens;  // new tokens since the last callback (usually one)
   bool finished = false;
-  std::string finish_reason;      // "stop", "length", "cancelled", "error" when finished
-  std::string error;              // message when finish_reason == "error"
+  std::string finish_reason;  // "stop", "length", "cancelled", "error" when finished
+  std::string error;          // message when finish_reason == "error"
   // Totals, valid when finished:
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  int cached_prompt_tokens = 0;   // prompt tokens served from the prefix cache
+  int cached_prompt_tokens = 0;  // prompt tokens served from the prefix cache
 };
 
 using OutputCallback = std::function<void(const RequestOutput&)>;
 
 struct GenerationRequest {
-  std::vector<int32_t> prompt;    // ids, BOS included when the model wants it
-  SamplingParams params;          // validated by submit()
-  int n = 1;                      // independent choices (seeds params.seed + i when seeded)
-  OutputCallback on_output;       // required
+  std::vector<int32_t> prompt;  // ids, BOS included when the model wants it
+  SamplingParams params;        // validated by submit()
+  int n = 1;                    // independent choices (seeds params.seed + i when seeded)
+  OutputCallback on_output;     // required
 };
 
 struct EngineStats {
   int running = 0;
   int waiting = 0;
-  double kv_usage = 0;            // fraction of KV blocks in use
+  double kv_usage = 0;  // fraction of KV blocks in use
   uint64_t prompt_tokens_total = 0;
   uint64_t generation_tokens_total = 0;
   uint64_t preemptions_total = 0;

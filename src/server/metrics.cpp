@@ -72,10 +72,11 @@ std::string ServerMetrics::render(const EngineStats* s, bool ready, size_t open_
         e.prefix_cache_queries ? double(e.prefix_cache_hits) / double(e.prefix_cache_queries) : 0.0);
   gauge(out, "llamarun_engine_steps_total", "Engine scheduler iterations", double(e.steps_total), "counter");
   gauge(out, "llamarun_engine_schedule_seconds_total",
-        "Engine-thread time spent scheduling (admission, queues, batch building)", e.schedule_seconds, "counter");
-  gauge(out, "llamarun_engine_model_seconds_total",
-        "Engine-thread time spent in forward passes (input staging, device work, result copies)", e.model_seconds,
+        "Engine-thread time spent scheduling (admission, queues, batch building)", e.schedule_seconds,
         "counter");
+  gauge(out, "llamarun_engine_model_seconds_total",
+        "Engine-thread time spent in forward passes (input staging, device work, result copies)",
+        e.model_seconds, "counter");
   gauge(out, "llamarun_engine_postprocess_seconds_total",
         "Engine-thread time spent after forward passes (sampling, detokenisation, stop checks, callbacks)",
         e.postprocess_seconds, "counter");

@@ -127,7 +127,8 @@ int Server::run() {
         std::this_thread::sleep_for(std::chrono::duration<double>(opts_.load_delay_s));
       auto m = opts_.make_model ? opts_.make_model() : load_model(opts_.model_path, opts_.load);
       if (!m->tokenizer) fail(m->path, ": the model has no tokenizer");
-      auto e = std::make_unique<Engine>(*m, opts_.engine, opts_.make_backend ? opts_.make_backend(*m) : nullptr);
+      auto e =
+          std::make_unique<Engine>(*m, opts_.engine, opts_.make_backend ? opts_.make_backend(*m) : nullptr);
       e->start();
       model_ = std::move(m);
       engine_ = std::move(e);

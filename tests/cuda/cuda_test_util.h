@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -106,5 +107,26 @@ inline double rel_l2(const std::vector<float>& out, const std::vector<float>& re
 inline double tol_rel(DType t) { return t == DType::F16 ? 2e-3 : 1.5e-2; }
 
 inline const char* dname(DType t) { return t == DType::F16 ? "f16" : "bf16"; }
+
+// CPU attention for one query vector over positions 0..len-1 of kv head kvh (fp64 softmax); kc, vc hold
+// [nkv, max_ctx, hd] values.
+inline void attend_ref(const float* q, const std::vector<float>& kc, const std::vector<float>& vc, int kvh,
+                       int max_ctx, int hd, int len, float scale, float* out) {
+  std::vector<double> s(len);
+  double mx = -1e300;
+  for (int p = 0; p < len; ++p) {
+    double d = 0;
+    for (int i = 0; i < hd; ++i) d += double(q[i]) * kc[(size_t(kvh) * max_ctx + p) * hd + i];
+    s[p] = d * scale;
+    mx = std::max(mx, s[p]);
+  }
+  double den = 0;
+  for (auto& v : s) den += (v = std::exp(v - mx));
+  for (int i = 0; i < hd; ++i) {
+    double o = 0;
+    for (int p = 0; p < len; ++p) o += s[p] * vc[(size_t(kvh) * max_ctx + p) * hd + i];
+    out[i] = float(o / den);
+  }
+}
 
 }  // namespace llamarun::cuda::test

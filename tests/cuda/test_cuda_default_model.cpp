@@ -101,8 +101,9 @@ TEST_P(CudaDefaultModel, GreedyMatchesTransformersAndCpu) {
         ++*p.equal;
         continue;
       }
-      std::cout << "[ default ] " << dtype_name(act) << " " << name << " " << p.what << ": greedy leaves transformers at token "
-                << d << " of " << want.size() << " (reference top-2 margin " << margins[d] << "); CPU "
+      std::cout << "[ default ] " << dtype_name(act) << " " << name << " " << p.what
+                << ": greedy leaves transformers at token " << d << " of " << want.size()
+                << " (reference top-2 margin " << margins[d] << "); CPU "
                 << (first_diff(on_cpu, want) < 0 ? "matches transformers" : "differs too") << "\n";
       EXPECT_LE(margins[d], margin_ok) << name << " " << p.what << ": greedy differs at token " << d
                                        << " where the reference's top-2 margin is " << margins[d];

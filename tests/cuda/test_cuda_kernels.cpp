@@ -316,26 +316,6 @@ TEST_P(CudaKernel, GemmCublasLt) {
   }
 }
 
-// CPU attention for one query vector over positions 0..len-1 of one kv head (fp64 softmax).
-void attend_ref(const float* q, const std::vector<float>& kc, const std::vector<float>& vc, int kvh,
-                int max_ctx, int hd, int len, float scale, float* out) {
-  std::vector<double> s(len);
-  double mx = -1e300;
-  for (int p = 0; p < len; ++p) {
-    double d = 0;
-    for (int i = 0; i < hd; ++i) d += double(q[i]) * kc[(size_t(kvh) * max_ctx + p) * hd + i];
-    s[p] = d * scale;
-    mx = std::max(mx, s[p]);
-  }
-  double den = 0;
-  for (auto& v : s) den += (v = std::exp(v - mx));
-  for (int i = 0; i < hd; ++i) {
-    double o = 0;
-    for (int p = 0; p < len; ++p) o += s[p] * vc[(size_t(kvh) * max_ctx + p) * hd + i];
-    out[i] = float(o / den);
-  }
-}
-
 struct AttnCase {
   int nh, nkv, hd;
 };

@@ -36,7 +36,8 @@ struct PagedLayout {
   }
 };
 
-PagedLayout make_layout(std::mt19937& g, const std::vector<int>& ctx, int nkv, int hd, int bs, int spare = 3) {
+PagedLayout make_layout(std::mt19937& g, const std::vector<int>& ctx, int nkv, int hd, int bs,
+                        int spare = 3) {
   PagedLayout L;
   L.nkv = nkv;
   L.hd = hd;
@@ -58,29 +59,9 @@ PagedLayout make_layout(std::mt19937& g, const std::vector<int>& ctx, int nkv, i
   return L;
 }
 
-// CPU attention (fp64 softmax) of one query head over positions 0..len-1 of one sequence's kv head;
-// kc, vc: that sequence's keys / values [nkv, ctx, hd].
-void attend(const float* q, const std::vector<float>& kc, const std::vector<float>& vc, int ctx, int kh, int hd,
-            int len, float scale, float* out) {
-  std::vector<double> s(len);
-  double mx = -1e300;
-  for (int p = 0; p < len; ++p) {
-    double d = 0;
-    for (int i = 0; i < hd; ++i) d += double(q[i]) * kc[(size_t(kh) * ctx + p) * hd + i];
-    s[p] = d * scale;
-    mx = std::max(mx, s[p]);
-  }
-  double den = 0;
-  for (auto& v : s) den += (v = std::exp(v - mx));
-  for (int i = 0; i < hd; ++i) {
-    double o = 0;
-    for (int p = 0; p < len; ++p) o += s[p] * vc[(size_t(kh) * ctx + p) * hd + i];
-    out[i] = float(o / den);
-  }
-}
-
 // CPU RoPE on one head vector (fp64 angles), as in test_cuda_kernels.cpp.
-void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vector<float>& inv, RopeLayout lay) {
+void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vector<float>& inv,
+              RopeLayout lay) {
   for (int i = 0; i < hd / 2; ++i) {
     int i0 = lay == RopeLayout::kInterleaved ? 2 * i : i;
     int i1 = lay == RopeLayout::kInterleaved ? 2 * i + 1 : i + hd / 2;
@@ -106,7 +87,8 @@ TEST_P(CudaPaged, RopeStoreKvPaged) {
         auto qkv = rand_vec(gen, size_t(M) * rows * hd);
         auto qb = quantize16(t(), qkv);
         const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
-        DevBuf dqkv(qb.size() * 2), dpos(M * 4), dslot(M * 4), dinv(inv.size() * 4), dq(size_t(M) * nh * hd * 2);
+        DevBuf dqkv(qb.size() * 2), dpos(M * 4), dslot(M * 4), dinv(inv.size() * 4),
+            dq(size_t(M) * nh * hd * 2);
         DevBuf dk(pool_n * 2), dv(pool_n * 2);
         dqkv.upload(qb.data(), qb.size() * 2);
         dpos.upload(pos.data(), M * 4);
@@ -115,8 +97,8 @@ TEST_P(CudaPaged, RopeStoreKvPaged) {
         dq.poison();
         dk.poison();
         dv.poison();
-        rope_store_kv_paged(t(), lay, dqkv.p, dpos.as<int32_t>(), dslot.as<int32_t>(), dinv.as<float>(), M, nh, nkv,
-                            hd, bs, dq.p, dk.p, dv.p, nullptr);
+        rope_store_kv_paged(t(), lay, dqkv.p, dpos.as<int32_t>(), dslot.as<int32_t>(), dinv.as<float>(), M,
+                            nh, nkv, hd, bs, dq.p, dk.p, dv.p, nullptr);
         CUDA_OK(cudaDeviceSynchronize());
         std::vector<float> ref = qkv;
         for (int m = 0; m < M; ++m)
@@ -157,8 +139,8 @@ TEST_P(CudaPaged, RopeStoreKvPaged) {
         // Same keys, bit for bit, as the contiguous rope_store_kv (the rotation code is shared).
         const int max_ctx = 1300;
         DevBuf ck(size_t(nkv) * max_ctx * hd * 2), cv(size_t(nkv) * max_ctx * hd * 2), cq(dq.n);
-        rope_store_kv(t(), lay, dqkv.p, dpos.as<int32_t>(), dinv.as<float>(), M, nh, nkv, hd, max_ctx, cq.p, ck.p,
-                      cv.p, nullptr);
+        rope_store_kv(t(), lay, dqkv.p, dpos.as<int32_t>(), dinv.as<float>(), M, nh, nkv, hd, max_ctx, cq.p,
+                      ck.p, cv.p, nullptr);
         CUDA_OK(cudaDeviceSynchronize());
         EXPECT_EQ(rel_l2(download16(t(), cq, size_t(M) * nh * hd), gq), 0.0) << "q vs rope_store_kv " << what;
         for (int m = 0; m < M; ++m) {
@@ -184,8 +166,9 @@ struct Row {
 
 void run_varlen_case(DType t, std::mt19937& gen, int nh, int nkv, int hd, int bs, const std::vector<int>& ctx,
                      const std::vector<Row>& rows, float qrange) {
-  const std::string what = std::string(dname(t)) + " nh=" + std::to_string(nh) + " nkv=" + std::to_string(nkv) +
-                           " hd=" + std::to_string(hd) + " bs=" + std::to_string(bs);
+  const std::string what = std::string(dname(t)) + " nh=" + std::to_string(nh) +
+                           " nkv=" + std::to_string(nkv) + " hd=" + std::to_string(hd) +
+                           " bs=" + std::to_string(bs);
   const int nseq = int(ctx.size()), M = int(rows.size()), G = nh / nkv;
   const float scale = 1.f / std::sqrt(float(hd));
   PagedLayout L = make_layout(gen, ctx, nkv, hd, bs);
@@ -218,8 +201,8 @@ void run_varlen_case(DType t, std::mt19937& gen, int nh, int nkv, int hd, int bs
   dseq.upload(seq.data(), M * 4);
   dpos.upload(pos.data(), M * 4);
   dout.poison();
-  paged_attention(t, dq.p, dk.p, dv.p, dtab.as<int32_t>(), L.max_blocks, dseq.as<int32_t>(), dpos.as<int32_t>(), M,
-                  nh, nkv, hd, bs, scale, dout.p, nullptr);
+  paged_attention(t, dq.p, dk.p, dv.p, dtab.as<int32_t>(), L.max_blocks, dseq.as<int32_t>(),
+                  dpos.as<int32_t>(), M, nh, nkv, hd, bs, scale, dout.p, nullptr);
   CUDA_OK(cudaDeviceSynchronize());
   auto out = download16(t, dout, qb.size());
   for (int m = 0; m < M; ++m) {
@@ -230,9 +213,10 @@ void run_varlen_case(DType t, std::mt19937& gen, int nh, int nkv, int hd, int bs
       continue;
     }
     for (int h = 0; h < nh; ++h)
-      attend(&q[row + size_t(h) * hd], kc[seq[m]], vc[seq[m]], ctx[seq[m]], h / G, hd, pos[m] + 1, scale,
-             &ref[size_t(h) * hd]);
-    EXPECT_LT(rel_l2(got, ref), tol_rel(t)) << "row " << m << " (seq " << seq[m] << ", pos " << pos[m] << ") " << what;
+      attend_ref(&q[row + size_t(h) * hd], kc[seq[m]], vc[seq[m]], h / G, ctx[seq[m]], hd, pos[m] + 1, scale,
+                 &ref[size_t(h) * hd]);
+    EXPECT_LT(rel_l2(got, ref), tol_rel(t))
+        << "row " << m << " (seq " << seq[m] << ", pos " << pos[m] << ") " << what;
   }
 }
 
@@ -250,8 +234,7 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatch) {
   std::shuffle(rows.begin(), rows.end(), gen);
   for (int hd : {16, 32, 64, 128})
     for (Heads h : {Heads{4, 4}, Heads{8, 2}, Heads{8, 1}, Heads{6, 2}})
-      for (int bs : {16, 5, 32, 1})
-        run_varlen_case(t(), gen, h.nh, h.nkv, hd, bs, ctx, rows, 1.f);
+      for (int bs : {16, 5, 32, 1}) run_varlen_case(t(), gen, h.nh, h.nkv, hd, bs, ctx, rows, 1.f);
   // Peaked softmax (large scores): exercises the running-max rescaling.
   run_varlen_case(t(), gen, 8, 2, 128, 16, ctx, rows, 6.f);
   // A long context whose pages span several tiles per warp, one large page size.
@@ -274,7 +257,8 @@ TEST_P(CudaPaged, PagedAttentionMatchesContiguousKernels) {
       std::copy(kb.begin() + src, kb.begin() + src + hd, kpool.begin() + dst);
       std::copy(vb.begin() + src, vb.begin() + src + hd, vpool.begin() + dst);
     }
-  DevBuf dk(cache_n * 2), dv(cache_n * 2), pk(kpool.size() * 2), pv(vpool.size() * 2), dtab(L.tables.size() * 4);
+  DevBuf dk(cache_n * 2), dv(cache_n * 2), pk(kpool.size() * 2), pv(vpool.size() * 2),
+      dtab(L.tables.size() * 4);
   dk.upload(kb.data(), cache_n * 2);
   dv.upload(vb.data(), cache_n * 2);
   pk.upload(kpool.data(), kpool.size() * 2);
@@ -294,10 +278,10 @@ TEST_P(CudaPaged, PagedAttentionMatchesContiguousKernels) {
     dseq.upload(&s0, 4);
     o1.poison();
     o2.poison();
-    decode_attention(t(), dq.p, dk.p, dv.p, dpos.as<int32_t>(), nh, nkv, hd, max_ctx, scale, plan, po.as<float>(),
-                     ps.as<float>(), o1.p, nullptr);
-    paged_attention(t(), dq.p, pk.p, pv.p, dtab.as<int32_t>(), L.max_blocks, dseq.as<int32_t>(), dpos.as<int32_t>(), 1,
-                    nh, nkv, hd, bs, scale, o2.p, nullptr);
+    decode_attention(t(), dq.p, dk.p, dv.p, dpos.as<int32_t>(), nh, nkv, hd, max_ctx, scale, plan,
+                     po.as<float>(), ps.as<float>(), o1.p, nullptr);
+    paged_attention(t(), dq.p, pk.p, pv.p, dtab.as<int32_t>(), L.max_blocks, dseq.as<int32_t>(),
+                    dpos.as<int32_t>(), 1, nh, nkv, hd, bs, scale, o2.p, nullptr);
     CUDA_OK(cudaDeviceSynchronize());
     EXPECT_LT(rel_l2(download16(t(), o2, qb.size()), download16(t(), o1, qb.size())), 2 * tol_rel(t()))
         << "decode len=" << len << " " << dname(t());
@@ -329,8 +313,8 @@ TEST_P(CudaPaged, PagedAttentionMatchesContiguousKernels) {
 TEST_P(CudaPaged, PagedAttentionRejectsUnsupportedShapes) {
   DevBuf b(64);
   auto call = [&](int nh, int nkv, int hd, int bs) {
-    paged_attention(t(), b.p, b.p, b.p, b.as<int32_t>(), 1, b.as<int32_t>(), b.as<int32_t>(), 1, nh, nkv, hd, bs,
-                    1.f, b.p, nullptr);
+    paged_attention(t(), b.p, b.p, b.p, b.as<int32_t>(), 1, b.as<int32_t>(), b.as<int32_t>(), 1, nh, nkv, hd,
+                    bs, 1.f, b.p, nullptr);
   };
   EXPECT_THROW(call(4, 4, 96, 16), Error);    // head_dim
   EXPECT_THROW(call(32, 2, 128, 16), Error);  // GQA group of 16
@@ -355,7 +339,8 @@ TEST_P(CudaPaged, GatherRows) {
     auto out = download16(t(), dout, size_t(R) * H);
     for (int r = 0; r < R; ++r)
       for (int i = 0; i < H; ++i)
-        ASSERT_EQ(out[size_t(r) * H + i], x[size_t(rows[r]) * H + i]) << "H=" << H << " r=" << r << " i=" << i;
+        ASSERT_EQ(out[size_t(r) * H + i], x[size_t(rows[r]) * H + i])
+            << "H=" << H << " r=" << r << " i=" << i;
   }
 }
 
@@ -409,7 +394,9 @@ TEST(CudaPagedArgmax, ArgmaxRowsTiesAndNaN) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaPaged, ::testing::Values(DType::F16, DType::BF16),
-                         [](const ::testing::TestParamInfo<DType>& i) { return std::string(dname(i.param)); });
+                         [](const ::testing::TestParamInfo<DType>& i) {
+                           return std::string(dname(i.param));
+                         });
 
 }  // namespace
 }  // namespace llamarun::cuda::test

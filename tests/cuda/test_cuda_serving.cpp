@@ -28,8 +28,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-#define REQUIRE_GPU()                                 \
-  do {                                                \
+#define REQUIRE_GPU()                                     \
+  do {                                                    \
     if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU"; \
   } while (0)
 
@@ -128,14 +128,15 @@ TEST(CudaServing, PagedForwardMatchesContiguousCache) {
     for (int j = 0; j < extra; ++j)  // decode-only batches of 3: the bucket-4 graph (captured, then replayed)
       run({{0, 37 + j, 1, true}, {1, 5 + j, 1, true}, {2, 20 + j, 1, true}}, "decode");
     EXPECT_GE(paged.paged_graph_count(), 1);
-    std::cout << "[ serving ] " << dtype_name(act) << " paged vs contiguous: max |logit diff| " << worst << "\n";
+    std::cout << "[ serving ] " << dtype_name(act) << " paged vs contiguous: max |logit diff| " << worst
+              << "\n";
   }
 }
 
 // Greedy tokens of each prompt through an Engine over `backend`.
 std::vector<std::vector<int32_t>> engine_greedy(Model& m, std::unique_ptr<StepModel> backend,
-                                                const std::vector<std::vector<int32_t>>& prompts, int max_tokens,
-                                                bool together, bool prefix_cache = false) {
+                                                const std::vector<std::vector<int32_t>>& prompts,
+                                                int max_tokens, bool together, bool prefix_cache = false) {
   EngineConfig ec;
   ec.block_size = 16;
   ec.num_blocks = 512;
@@ -170,14 +171,20 @@ std::vector<std::vector<int32_t>> engine_greedy(Model& m, std::unique_ptr<StepMo
   return out;
 }
 
-TEST(CudaServing, EngineGreedyAloneVsBatchedWith63Others) {
-  REQUIRE_GPU();
-  Model m;
-  m.cfg = cuda_preset_config("tiny");
+// CudaLlama options matching engine_greedy's EngineConfig, for the "tiny" preset.
+CudaLlamaOptions tiny_engine_options() {
   CudaLlamaOptions co;
   co.max_context = 256;
   co.paged_max_tokens = 256;
   co.paged_max_seqs = 64;
+  return co;
+}
+
+TEST(CudaServing, EngineGreedyAloneVsBatchedWith63Others) {
+  REQUIRE_GPU();
+  Model m;
+  m.cfg = cuda_preset_config("tiny");
+  const CudaLlamaOptions co = tiny_engine_options();
   std::mt19937 rng(11);
   std::vector<std::vector<int32_t>> prompts(64);
   for (auto& p : prompts) {
@@ -209,10 +216,7 @@ TEST(CudaServing, EnginePrefixCachedEqualsUncached) {
   REQUIRE_GPU();
   Model m;
   m.cfg = cuda_preset_config("tiny");
-  CudaLlamaOptions co;
-  co.max_context = 256;
-  co.paged_max_tokens = 256;
-  co.paged_max_seqs = 64;
+  const CudaLlamaOptions co = tiny_engine_options();
   std::mt19937 rng(12);
   std::vector<int32_t> shared(48);  // three full blocks of 16
   for (auto& t : shared) t = int32_t(rng() % m.cfg.vocab_size);
@@ -225,8 +229,8 @@ TEST(CudaServing, EnginePrefixCachedEqualsUncached) {
   auto warm = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, false, true);
   int identical = 0;
   for (size_t i = 0; i < prompts.size(); ++i) identical += cold[i] == warm[i];
-  std::cout << "[ serving ] GPU greedy, prefix-cached vs uncached: " << identical << "/16 sequences identical over "
-            << n << " tokens\n";
+  std::cout << "[ serving ] GPU greedy, prefix-cached vs uncached: " << identical
+            << "/16 sequences identical over " << n << " tokens\n";
   EXPECT_GE(identical, 12);
 }
 
@@ -260,9 +264,10 @@ TEST(CudaServing, EngineMatchesTransformersGoldens) {
       for (size_t i = 0; i < want.size(); ++i) {
         if (got[p][i] == want[i]) continue;
         const double margin = g["greedy_margin"][p][i].get<double>();
-        std::cout << "[ serving ] " << e.path().filename().string() << " prompt " << p << ": greedy drifts at step "
-                  << i << " (reference top-2 margin " << margin << ")\n";
-        EXPECT_LE(margin, bf16 ? 0.22 : 0.1) << e.path().filename().string() << " prompt " << p << " step " << i;
+        std::cout << "[ serving ] " << e.path().filename().string() << " prompt " << p
+                  << ": greedy drifts at step " << i << " (reference top-2 margin " << margin << ")\n";
+        EXPECT_LE(margin, bf16 ? 0.22 : 0.1)
+            << e.path().filename().string() << " prompt " << p << " step " << i;
         break;
       }
     }

@@ -4,17 +4,17 @@
 
 #include <algorithm>
 #include <chrono>
-#include <map>
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
-#include "model/rope.h"
 #include "core/error.h"
 #include "formats/weight_map.h"
+#include "model/rope.h"
 
 namespace llamarun {
 
@@ -147,13 +147,14 @@ struct CudaLlama::Impl {
   int pseqs = 0;                  // most sequences (logit rows) per batch
   void* k_pool = nullptr;         // [L][nb][nkv][bs][hd]
   void* v_pool = nullptr;
-  int32_t* pin = nullptr;         // device: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | rows [pseqs] | tables
-  int32_t* h_pin = nullptr;       // pinned host mirror of pin
-  void* xg = nullptr;             // [pseqs, H] residual rows of the logit rows
-  void* dg = nullptr;             // [pseqs, H] their last down-projection rows
-  float* plogits = nullptr;       // [pseqs, V]
-  int32_t* pids = nullptr;        // [pseqs] argmax per logit row
-  int32_t* h_pids = nullptr;      // pinned
+  int32_t* pin =
+      nullptr;  // device: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | rows [pseqs] | tables
+  int32_t* h_pin = nullptr;                      // pinned host mirror of pin
+  void* xg = nullptr;                            // [pseqs, H] residual rows of the logit rows
+  void* dg = nullptr;                            // [pseqs, H] their last down-projection rows
+  float* plogits = nullptr;                      // [pseqs, V]
+  int32_t* pids = nullptr;                       // [pseqs] argmax per logit row
+  int32_t* h_pids = nullptr;                     // pinned
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
 
   int cur_pos = 0;
@@ -170,7 +171,7 @@ struct CudaLlama::Impl {
   void forward(int M, bool decode, int start);
   void run_decode();
   void capture_graph();
-  void forward_varlen(int T, int R);   // the batch staged in pin: T tokens, R logit rows
+  void forward_varlen(int T, int R);  // the batch staged in pin: T tokens, R logit rows
   size_t pin_ints() const { return 4 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
   size_t pool_layer_bytes() const { return size_t(pnb) * nkv * pbs * hd * esz; }
   void start_step(int32_t id, const char* what);  // validates, uploads (token, position), runs the step
@@ -714,7 +715,8 @@ size_t CudaLlama::kv_bytes_per_token(int p) const {
 namespace {
 // Decode batches are padded up to one of these sizes, so a few captured graphs serve every batch.
 int decode_bucket(int n) {
-  static const int kBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512};
+  static const int kBuckets[] = {1,  2,   4,   8,   16,  24,  32,  48,  64,  80,
+                                 96, 128, 160, 192, 224, 256, 320, 384, 448, 512};
   for (int b : kBuckets)
     if (b >= n) return b;
   return n;
@@ -754,9 +756,10 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
            " positions) fits: ", format_bytes(mem_info().free), " free on ", m.opt.device);
     nb = std::min<size_t>(nb, size_t(1) << 24);
   }
-  require_fits(nb * per_block,
-               detail::concat("paged KV cache of ", nb, " blocks x ", block_size, " positions on ", m.opt.device),
-               size_t(256) << 20);
+  require_fits(
+      nb * per_block,
+      detail::concat("paged KV cache of ", nb, " blocks x ", block_size, " positions on ", m.opt.device),
+      size_t(256) << 20);
   m.pnb = int(nb);
   before = m.alloc.allocated();
   m.k_pool = m.alloc.alloc(nb * per_block / 2, "paged K cache");
@@ -845,7 +848,8 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     h_seq[i] = 0;
   }
   for (int r = 0; r < R; ++r) {
-    if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T) fail("forward_paged: logit row ", b.logit_rows[r], " outside the batch");
+    if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T)
+      fail("forward_paged: logit row ", b.logit_rows[r], " outside the batch");
     h_rows[r] = b.logit_rows[r];
   }
   for (int r = R; r < (decode ? TB : R); ++r) h_rows[r] = r;
@@ -853,7 +857,8 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     const auto& tab = b.block_tables[s];
     const size_t n = std::min(tab.size(), size_t(m.pmb));
     for (size_t j = 0; j < n; ++j) {
-      if (tab[j] < 0 || tab[j] >= m.pnb) fail("forward_paged: KV block ", tab[j], " outside [0, ", m.pnb, ")");
+      if (tab[j] < 0 || tab[j] >= m.pnb)
+        fail("forward_paged: KV block ", tab[j], " outside [0, ", m.pnb, ")");
       h_tab[size_t(s) * m.pmb + j] = tab[j];
     }
     for (size_t j = n; j < size_t(m.pmb); ++j) h_tab[size_t(s) * m.pmb + j] = 0;

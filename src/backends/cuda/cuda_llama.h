@@ -40,7 +40,7 @@ struct CudaLlamaOptions {
   // For every GEMV, on an H200 8 MB changed nothing and 24 / 48 MB cost 6 / 9%; for gate_up alone (while the
   // small o-projection drains), 8 MB gave +0.5% at depth 512 and +0.9% at 4096 on an H100 (NOTES.md).
   int gemv_prefetch_mb = 8;
-  unsigned gemv_prefetch_mask = 4;  // GEMVs that prefetch (bits as gemv_wide_mask); 0: all
+  unsigned gemv_prefetch_mask = 4;   // GEMVs that prefetch (bits as gemv_wide_mask); 0: all
   size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
   // Serving: no contiguous KV cache (prefill / decode_step are unavailable); init_paged() allocates a
   // paged pool and forward_paged() runs varlen batches of up to paged_max_tokens tokens from up to

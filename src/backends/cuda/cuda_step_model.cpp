@@ -30,7 +30,8 @@ std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOpt
   return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(model.cfg, *model.weights, opt));
 }
 
-std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed, CudaLlamaOptions opt) {
+std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed,
+                                                CudaLlamaOptions opt) {
   opt.paged = true;
   return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(config, seed, opt));
 }

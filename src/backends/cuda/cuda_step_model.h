@@ -16,6 +16,7 @@ namespace llamarun {
 // opt.paged_max_tokens / paged_max_seqs should match the engine's max_batch_tokens / max_num_seqs.
 std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOptions opt);
 // Random weights of `config` generated on the GPU (benchmarks of shapes without a checkpoint).
-std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed, CudaLlamaOptions opt);
+std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed,
+                                                CudaLlamaOptions opt);
 
 }  // namespace llamarun

@@ -154,18 +154,19 @@ void sample_top_k_top_p(const float* logits, int V, float temperature, int top_k
 // Like rope_store_kv, for a varlen batch over the paged pool: row m (at position pos[m]) has its rotated
 // query stored in q_out [M, nh, hd] and its rotated key / value written to slot slot[m] of the layer's
 // pools (slot = block * block_size + offset; slot < 0: not stored, e.g. padding rows).
-void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos, const int32_t* slot,
-                         const float* inv_freq, int M, int nh, int nkv, int hd, int block_size, void* q_out,
-                         void* k_pool, void* v_pool, cudaStream_t stream);
+void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
+                         const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
+                         int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream);
 
 // Varlen paged attention, causal: query row m (q [M, nh, hd]) belongs to sequence seq[m] and sits at
 // position pos[m]; it attends to positions 0 .. pos[m] of that sequence, whose K / V are found through
 // block_tables[seq[m] * max_blocks + p / block_size] (device int32). Query head h reads kv head
 // h / (nh / nkv). out [M, nh, hd] (act). hd in {16, 32, 64, 128}; nh / nkv <= 8. scale multiplies q.k.
 // Rows with pos[m] < 0 produce zeros. Serves decode rows and prefill chunks alike.
-void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool, const int32_t* block_tables,
-                     int max_blocks, const int32_t* seq, const int32_t* pos, int M, int nh, int nkv, int hd,
-                     int block_size, float scale, void* out, cudaStream_t stream);
+void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
+                     const int32_t* block_tables, int max_blocks, const int32_t* seq, const int32_t* pos,
+                     int M, int nh, int nkv, int hd, int block_size, float scale, void* out,
+                     cudaStream_t stream);
 
 // out[r, :] = x[rows[r], :] for r in [0, R); x and out rows of H act values; rows device int32.
 void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, void* out, cudaStream_t stream);

@@ -29,9 +29,10 @@ namespace {
 // grid (nh + 2*nkv, M); block hd/2 threads: thread i handles rotation pair i of one head.
 template <typename T, bool kInterleaved>
 __global__ void rope_store_kv_paged_kernel(const T* __restrict__ qkv, const int32_t* __restrict__ pos,
-                                           const int32_t* __restrict__ slot, const float* __restrict__ inv_freq,
-                                           int nh, int nkv, int hd, int block_size, T* __restrict__ q_out,
-                                           T* __restrict__ k_pool, T* __restrict__ v_pool) {
+                                           const int32_t* __restrict__ slot,
+                                           const float* __restrict__ inv_freq, int nh, int nkv, int hd,
+                                           int block_size, T* __restrict__ q_out, T* __restrict__ k_pool,
+                                           T* __restrict__ v_pool) {
   const int head = blockIdx.x;
   const int m = blockIdx.y;
   const int i = threadIdx.x;  // pair index, < hd/2
@@ -94,9 +95,9 @@ struct ReduceScatter {
 template <typename T, int HD, int MAXG, bool kContig>
 __global__ void __launch_bounds__(kPaThreads)
     paged_attn_kernel(const T* __restrict__ q, const T* __restrict__ k_pool, const T* __restrict__ v_pool,
-                      const int32_t* __restrict__ block_tables, int max_blocks, const int32_t* __restrict__ seq,
-                      const int32_t* __restrict__ pos, int nh, int nkv, int G, int bs, float scale,
-                      T* __restrict__ out) {
+                      const int32_t* __restrict__ block_tables, int max_blocks,
+                      const int32_t* __restrict__ seq, const int32_t* __restrict__ pos, int nh, int nkv,
+                      int G, int bs, float scale, T* __restrict__ out) {
   constexpr int LPK = HD / 8;           // lanes per key: each holds 8 of its HD values
   constexpr int KPL = 32 / LPK;         // keys per load instruction of the warp
   constexpr int NLD = kTileKeys / KPL;  // loads per lane per tile (K, and as many for V)
@@ -298,8 +299,8 @@ __global__ void __launch_bounds__(kPaThreads)
 
 template <typename T, int HD>
 void launch_paged_hd(const T* q, const T* k, const T* v, const int32_t* tables, int max_blocks,
-                     const int32_t* seq, const int32_t* pos, int M, int nh, int nkv, int bs, float scale, T* out,
-                     cudaStream_t stream) {
+                     const int32_t* seq, const int32_t* pos, int M, int nh, int nkv, int bs, float scale,
+                     T* out, cudaStream_t stream) {
   const int G = nh / nkv;
   const dim3 grid(M, nkv);
   const bool contig = bs % kTileKeys == 0;
@@ -337,7 +338,8 @@ __global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __res
     return;
   }
   const T* s = x + size_t(src) * H;
-  if (H % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 && (reinterpret_cast<uintptr_t>(out) & 15) == 0) {
+  if (H % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0 &&
+      (reinterpret_cast<uintptr_t>(out) & 15) == 0) {
     const uint4* s4 = reinterpret_cast<const uint4*>(s);
     uint4* d4 = reinterpret_cast<uint4*>(dst);
     for (int i = threadIdx.x; i < H / 8; i += blockDim.x) d4[i] = s4[i];
@@ -396,9 +398,9 @@ __global__ void __launch_bounds__(kArgmaxThreads)
 
 }  // namespace
 
-void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos, const int32_t* slot,
-                         const float* inv_freq, int M, int nh, int nkv, int hd, int block_size, void* q_out,
-                         void* k_pool, void* v_pool, cudaStream_t stream) {
+void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
+                         const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
+                         int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream) {
   if (M <= 0) return;
   if (hd % 2 != 0 || hd > 2048) fail("rope_store_kv_paged: head_dim ", hd, " must be even and <= 2048");
   if (block_size < 1) fail("rope_store_kv_paged: block_size ", block_size, " must be >= 1");
@@ -419,9 +421,10 @@ void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const in
   LLAMARUN_CUDA_LAUNCH_CHECK("rope_store_kv_paged");
 }
 
-void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool, const int32_t* block_tables,
-                     int max_blocks, const int32_t* seq, const int32_t* pos, int M, int nh, int nkv, int hd,
-                     int block_size, float scale, void* out, cudaStream_t stream) {
+void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
+                     const int32_t* block_tables, int max_blocks, const int32_t* seq, const int32_t* pos,
+                     int M, int nh, int nkv, int hd, int block_size, float scale, void* out,
+                     cudaStream_t stream) {
   if (M <= 0) return;
   if (nkv <= 0 || nh % nkv != 0)
     fail("paged_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
@@ -429,34 +432,36 @@ void paged_attention(DType act, const void* q, const void* k_pool, const void* v
   if (nkv > 65535) fail("paged_attention: ", nkv, " kv heads (max 65535)");
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
     fail("paged_attention: head_dim ", hd, " not supported (16, 32, 64 or 128)");
-  if (block_size < 1 || block_size > 1024) fail("paged_attention: block_size ", block_size, " not in [1, 1024]");
+  if (block_size < 1 || block_size > 1024)
+    fail("paged_attention: block_size ", block_size, " not in [1, 1024]");
   LLAMARUN_DISPATCH_ACT(act, "paged_attention", {
     auto* qq = static_cast<const T*>(q);
     auto* kk = static_cast<const T*>(k_pool);
     auto* vv = static_cast<const T*>(v_pool);
     auto* oo = static_cast<T*>(out);
     if (hd == 16)
-      launch_paged_hd<T, 16>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
-                             stream);
+      launch_paged_hd<T, 16>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
+                             oo, stream);
     else if (hd == 32)
-      launch_paged_hd<T, 32>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
-                             stream);
+      launch_paged_hd<T, 32>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
+                             oo, stream);
     else if (hd == 64)
-      launch_paged_hd<T, 64>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
-                             stream);
+      launch_paged_hd<T, 64>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
+                             oo, stream);
     else
-      launch_paged_hd<T, 128>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale, oo,
-                              stream);
+      launch_paged_hd<T, 128>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
+                              oo, stream);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("paged_attention");
 }
 
-void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, void* out, cudaStream_t stream) {
+void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, void* out,
+                 cudaStream_t stream) {
   if (R <= 0 || H <= 0) return;
   const int threads = std::min(256, std::max(32, (H % 8 == 0 ? H / 8 : H) / 32 * 32));
   LLAMARUN_DISPATCH_ACT(act, "gather_rows", {
-    launch_kernel(false, gather_rows_kernel<T>, dim3(R), dim3(threads), 0, stream, static_cast<const T*>(x), rows,
-                  H, static_cast<T*>(out));
+    launch_kernel(false, gather_rows_kernel<T>, dim3(R), dim3(threads), 0, stream, static_cast<const T*>(x),
+                  rows, H, static_cast<T*>(out));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("gather_rows");
 }
