@@ -16,6 +16,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "core/dtype.h"
 #include "core/fp16.h"
+#include "model/config.h"
 
 namespace llamarun::cuda::test {
 
@@ -126,6 +127,20 @@ inline void attend_ref(const float* q, const std::vector<float>& kc, const std::
     double o = 0;
     for (int p = 0; p < len; ++p) o += s[p] * vc[(size_t(kvh) * max_ctx + p) * hd + i];
     out[i] = float(o / den);
+  }
+}
+
+// CPU reference RoPE on one head vector (fp64 angles).
+inline void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vector<float>& inv,
+                     RopeLayout lay) {
+  for (int i = 0; i < hd / 2; ++i) {
+    int i0 = lay == RopeLayout::kInterleaved ? 2 * i : i;
+    int i1 = lay == RopeLayout::kInterleaved ? 2 * i + 1 : i + hd / 2;
+    double a = double(p) * double(inv[i]);
+    double c = std::cos(a), s = std::sin(a);
+    double x0 = v[off + i0], x1 = v[off + i1];
+    v[off + i0] = float(x0 * c - x1 * s);
+    v[off + i1] = float(x1 * c + x0 * s);
   }
 }
 

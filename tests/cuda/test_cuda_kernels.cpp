@@ -116,20 +116,6 @@ TEST_P(CudaKernel, ConvertAndDequantize) {
   }
 }
 
-// CPU reference RoPE on one head vector (fp64 angles).
-void rope_ref(std::vector<float>& v, size_t off, int hd, int p, const std::vector<float>& inv,
-              RopeLayout lay) {
-  for (int i = 0; i < hd / 2; ++i) {
-    int i0 = lay == RopeLayout::kInterleaved ? 2 * i : i;
-    int i1 = lay == RopeLayout::kInterleaved ? 2 * i + 1 : i + hd / 2;
-    double a = double(p) * double(inv[i]);
-    double c = std::cos(a), s = std::sin(a);
-    double x0 = v[off + i0], x1 = v[off + i1];
-    v[off + i0] = float(x0 * c - x1 * s);
-    v[off + i1] = float(x1 * c + x0 * s);
-  }
-}
-
 TEST_P(CudaKernel, RopeStoreKv) {
   for (RopeLayout lay : {RopeLayout::kHalf, RopeLayout::kInterleaved}) {
     for (int hd : {64, 128}) {
