@@ -520,3 +520,80 @@ TEST(Engine, Concurrency256AllComplete) {
   EXPECT_EQ(st.requests_finished_total, 256u);
   EXPECT_EQ(st.kv_usage, 0.0);
 }
+
+namespace {
+
+// A StepModel that chooses greedy tokens "on the device" (device_argmax) and records which logit rows the
+// engine asked for. Its logits depend only on (position, token): row logits[v] = -|v - (7 * pos + tok) % V|,
+// so the argmax is (7 * pos + tok) % V and a sampler at temperature 0 agrees with the device id.
+class RecordingStepModel final : public StepModel {
+ public:
+  explicit RecordingStepModel(int vocab) : V_(vocab) {}
+  int init_kv(int, int num_blocks, size_t) override { return num_blocks > 0 ? num_blocks : 64; }
+  void forward(const BatchInput& b, const uint8_t* want, int32_t* ids, float* logits) override {
+    for (size_t r = 0; r < b.logit_rows.size(); ++r) {
+      const int t = b.logit_rows[r];
+      const int best = (7 * b.positions[t] + b.tokens[t]) % V_;
+      ids[r] = best;
+      if (want[r]) {
+        ++rows_with_logits;
+        for (int v = 0; v < V_; ++v) logits[r * size_t(V_) + v] = -float(std::abs(v - best));
+      } else {
+        ++rows_without_logits;
+        for (int v = 0; v < V_; ++v) logits[r * size_t(V_) + v] = NAN;  // must not be read
+      }
+    }
+  }
+  bool device_argmax() const override { return true; }
+  std::string name() const override { return "recording"; }
+  int rows_with_logits = 0, rows_without_logits = 0;
+
+ private:
+  int V_;
+};
+
+}  // namespace
+
+TEST(Engine, DeviceArgmaxServesPlainGreedyAndLogitsTheRest) {
+  Model m;
+  m.cfg = tiny_model().cfg;
+  const int V = m.cfg.vocab_size;
+  auto rec = std::make_unique<RecordingStepModel>(V);
+  RecordingStepModel* r = rec.get();
+  EngineConfig cfg = small_cfg();
+  Engine e(m, cfg, std::move(rec));
+  EXPECT_EQ(e.backend_name(), "recording");
+  Sink sink;
+  auto submit = [&](float temp, bool logprobs) {
+    GenerationRequest q;
+    q.prompt = {1, 5, 9};
+    q.params.temperature = temp;
+    q.params.logprobs = logprobs;
+    q.params.seed = 3;
+    q.params.max_tokens = 6;
+    q.params.ignore_eos = true;
+    q.on_output = sink.cb();
+    return e.submit(std::move(q));
+  };
+  const uint64_t greedy = submit(0.f, false);
+  while (e.step()) {
+  }
+  EXPECT_EQ(r->rows_with_logits, 0) << "plain greedy must not ask for logits";
+  EXPECT_EQ(r->rows_without_logits, 6);
+  // The device's ids: (7 * pos + previous token) % V from position 2 on.
+  std::vector<int32_t> want;
+  int32_t tok = 9;
+  for (int pos = 2; pos < 8; ++pos) want.push_back(tok = (7 * pos + tok) % V);
+  EXPECT_EQ(sink.at(greedy, 0).ids, want);
+  // Greedy with logprobs, and sampling, need the logits on the host; greedy with logprobs still gives the
+  // same tokens (the host argmax of the row).
+  const uint64_t lp = submit(0.f, true);
+  const uint64_t sampled = submit(0.8f, false);
+  while (e.step()) {
+  }
+  EXPECT_EQ(r->rows_with_logits, 12);
+  EXPECT_EQ(sink.at(lp, 0).ids, want);
+  EXPECT_EQ(sink.at(lp, 0).logprobs.size(), 6u);
+  EXPECT_EQ(sink.at(sampled, 0).ids.size(), 6u);
+  EXPECT_TRUE(sink.at(sampled, 0).finished);
+}
