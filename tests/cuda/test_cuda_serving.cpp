@@ -136,10 +136,11 @@ TEST(CudaServing, PagedForwardMatchesContiguousCache) {
 // Greedy tokens of each prompt through an Engine over `backend`.
 std::vector<std::vector<int32_t>> engine_greedy(Model& m, std::unique_ptr<StepModel> backend,
                                                 const std::vector<std::vector<int32_t>>& prompts,
-                                                int max_tokens, bool together, bool prefix_cache = false) {
+                                                int max_tokens, bool together, bool prefix_cache = false,
+                                                int num_blocks = 512, uint64_t* preemptions = nullptr) {
   EngineConfig ec;
   ec.block_size = 16;
-  ec.num_blocks = 512;
+  ec.num_blocks = num_blocks;
   ec.max_num_seqs = 64;
   ec.max_batch_tokens = 256;
   ec.enable_prefix_caching = prefix_cache;
@@ -168,6 +169,7 @@ std::vector<std::vector<int32_t>> engine_greedy(Model& m, std::unique_ptr<StepMo
       }
     }
   }
+  if (preemptions) *preemptions = e.stats().preemptions_total;
   return out;
 }
 
@@ -232,6 +234,34 @@ TEST(CudaServing, EnginePrefixCachedEqualsUncached) {
   std::cout << "[ serving ] GPU greedy, prefix-cached vs uncached: " << identical
             << "/16 sequences identical over " << n << " tokens\n";
   EXPECT_GE(identical, 12);
+}
+
+TEST(CudaServing, EnginePreemptedEqualsUninterrupted) {
+  REQUIRE_GPU();
+  Model m;
+  m.cfg = cuda_preset_config("tiny");
+  const CudaLlamaOptions co = tiny_engine_options();
+  std::mt19937 rng(13);
+  std::vector<std::vector<int32_t>> prompts(24);
+  for (auto& p : prompts) {
+    p.resize(30 + rng() % 30);
+    for (auto& t : p) t = int32_t(rng() % m.cfg.vocab_size);
+  }
+  const int n = 40;
+  uint64_t pre_full = 0, pre_tight = 0;
+  // All together: with 512 blocks nothing is preempted; with 24 (6 sequences' worth) most are, and resume.
+  auto full = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, true, false, 512, &pre_full);
+  auto tight = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, true, false, 24, &pre_tight);
+  EXPECT_EQ(pre_full, 0u);
+  EXPECT_GT(pre_tight, 0u);
+  int identical = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_EQ(tight[i].size(), size_t(n));
+    identical += full[i] == tight[i];
+  }
+  std::cout << "[ serving ] GPU greedy, with " << pre_tight << " preemptions vs none: " << identical
+            << "/24 sequences identical over " << n << " tokens\n";
+  EXPECT_GE(identical, 18);
 }
 
 TEST(CudaServing, EngineMatchesTransformersGoldens) {
