@@ -60,25 +60,29 @@ metric() { curl -s "$URL/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 bench() {  # bench NAME ARGS...
   local name=$1
   shift
-  local s0 m0 p0 n0
+  local s0 m0 p0 n0 h0
   s0=$(metric llamarun_engine_schedule_seconds_total) m0=$(metric llamarun_engine_model_seconds_total)
   p0=$(metric llamarun_engine_postprocess_seconds_total) n0=$(metric llamarun_engine_steps_total)
+  h0=$(metric llamarun_engine_backend_host_seconds_total)
   "$PY" bench/bench_serve.py --url "$URL" --input-len 128 --output-len 128 --temperature 0 --json "$OUT/serve-$name.json" \
     "$@" >"$LOGS/serve-$name.log" 2>&1 || status=1
-  local s1 m1 p1 n1
+  local s1 m1 p1 n1 h1
   s1=$(metric llamarun_engine_schedule_seconds_total) m1=$(metric llamarun_engine_model_seconds_total)
   p1=$(metric llamarun_engine_postprocess_seconds_total) n1=$(metric llamarun_engine_steps_total)
-  "$PY" - "$OUT/serve-$name.json" "$s0" "$s1" "$m0" "$m1" "$p0" "$p1" "$n0" "$n1" >>"$summary" <<'PYEOF'
+  h1=$(metric llamarun_engine_backend_host_seconds_total)
+  "$PY" - "$OUT/serve-$name.json" "$s0" "$s1" "$m0" "$m1" "$p0" "$p1" "$n0" "$n1" "${h0:-0}" "${h1:-0}" \
+    >>"$summary" <<'PYEOF'
 import json, sys
 f = sys.argv[1]
-s0, s1, m0, m1, p0, p1, n0, n1 = map(float, sys.argv[2:])
+s0, s1, m0, m1, p0, p1, n0, n1, h0, h1 = map(float, sys.argv[2:])
 try:
     r = json.load(open(f))
 except Exception as e:
     print(f"{f}: no report ({e})")
     sys.exit(0)
 steps = max(n1 - n0, 1)
-sched, model, post = (s1 - s0) / steps, (m1 - m0) / steps, (p1 - p0) / steps
+sched, model, post, host = (s1 - s0) / steps, (m1 - m0) / steps, (p1 - p0) / steps, (h1 - h0) / steps
+gpu = model - host  # launches, the device's work and the result copies
 ms = lambda x: "-" if x is None else f"{1000 * x:.1f}"
 print(f"{f.split('/')[-1]}: {r['completed']}/{r['requests']} ok, {r['output_token_throughput_per_s']:.0f} out tok/s, "
       f"TTFT p50 {ms(r['ttft_s']['p50'])} p99 {ms(r['ttft_s']['p99'])} ms, ITL p50 {ms(r['itl_s']['p50'])} "
@@ -86,9 +90,9 @@ print(f"{f.split('/')[-1]}: {r['completed']}/{r['requests']} ok, {r['output_toke
 for k in ("first_request_ttft_ms", "later_ttft_p50_ms", "shared_prefix_ttft_ratio"):
     if k in r:
         print(f"  {k}: {r[k]}")
-print(f"  engine per step ({int(steps)} steps): schedule {1e3 * sched:.3f} ms, forward {1e3 * model:.2f} ms, "
-      f"postprocess {1e3 * post:.3f} ms -> engine-thread overhead {100 * (sched + post) / model if model else 0:.1f}% "
-      f"of the forward")
+print(f"  engine per step ({int(steps)} steps): schedule {1e3 * sched:.3f} ms, batch staging {1e3 * host:.3f} ms, "
+      f"GPU step {1e3 * gpu:.2f} ms, postprocess {1e3 * post:.3f} ms -> host overhead "
+      f"{100 * (sched + host + post) / gpu if gpu > 0 else 0:.1f}% of the GPU step")
 PYEOF
 }
 

@@ -281,6 +281,7 @@ struct Engine::Impl {
     stats.schedule_seconds = t_sched;
     stats.model_seconds = t_model;
     stats.postprocess_seconds = t_post;
+    stats.backend_host_seconds = backend->host_prep_seconds();
   }
 
   bool step() {

@@ -86,6 +86,7 @@ struct EngineStats {
   double schedule_seconds = 0;
   double model_seconds = 0;
   double postprocess_seconds = 0;
+  double backend_host_seconds = 0;  // part of model_seconds: the backend's host-side batch preparation
 };
 
 class Engine {

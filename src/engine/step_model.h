@@ -33,6 +33,10 @@ class StepModel {
   virtual bool device_argmax() const = 0;
 
   virtual std::string name() const = 0;  // "cpu", "cuda:0 (NVIDIA H100 80GB HBM3)", ...
+
+  // Host time spent inside forward() preparing the batch (validation, packing the ids, positions, slots and
+  // block tables) since creation, for profiling; 0 where the backend does not separate it.
+  virtual double host_prep_seconds() const { return 0; }
 };
 
 }  // namespace llamarun

@@ -77,6 +77,9 @@ std::string ServerMetrics::render(const EngineStats* s, bool ready, size_t open_
   gauge(out, "llamarun_engine_model_seconds_total",
         "Engine-thread time spent in forward passes (input staging, device work, result copies)",
         e.model_seconds, "counter");
+  gauge(out, "llamarun_engine_backend_host_seconds_total",
+        "Part of the forward time spent on the host preparing batches (validation, ids, block tables)",
+        e.backend_host_seconds, "counter");
   gauge(out, "llamarun_engine_postprocess_seconds_total",
         "Engine-thread time spent after forward passes (sampling, detokenisation, stop checks, callbacks)",
         e.postprocess_seconds, "counter");

@@ -156,6 +156,7 @@ struct CudaLlama::Impl {
   int32_t* pids = nullptr;                       // [pseqs] argmax per logit row
   int32_t* h_pids = nullptr;                     // pinned
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
+  double paged_host_s = 0;                        // forward_paged's host preparation, total
 
   int cur_pos = 0;
   bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
@@ -811,6 +812,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   Impl& m = *impl_;
   if (!m.k_pool) fail("forward_paged: call init_paged first");
   set_device(m.device);  // the engine calls from its own thread
+  const double t_host = now_s();
   const int T = b.size(), S = int(b.block_tables.size()), R = int(b.logit_rows.size());
   if (T == 0) return;
   if (T > m.mmax) fail("forward_paged: ", T, " tokens exceed paged_max_tokens ", m.mmax);
@@ -864,6 +866,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     for (size_t j = n; j < size_t(m.pmb); ++j) h_tab[size_t(s) * m.pmb + j] = 0;
   }
   const size_t n_up = 4 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
+  m.paged_host_s += now_s() - t_host;
   LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
   if (decode && m.opt.paged_graphs) {
     auto it = m.bucket_graphs.find(TB);
@@ -910,5 +913,6 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
 
 int CudaLlama::paged_blocks() const { return impl_->pnb; }
 int CudaLlama::paged_graph_count() const { return int(impl_->bucket_graphs.size()); }
+double CudaLlama::paged_host_seconds() const { return impl_->paged_host_s; }
 
 }  // namespace llamarun

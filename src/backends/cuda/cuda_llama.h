@@ -126,6 +126,8 @@ class CudaLlama {
   int paged_blocks() const;
   // CUDA graphs captured for decode batch buckets so far.
   int paged_graph_count() const;
+  // Host time forward_paged spent validating and packing its batches (before the launches), in total.
+  double paged_host_seconds() const;
 
   // Bytes of weights read per decoded token (all layer weights + final norm + lm_head).
   size_t weight_bytes_per_token() const;

@@ -17,6 +17,7 @@ class CudaStepModel final : public StepModel {
   }
   bool device_argmax() const override { return true; }
   std::string name() const override { return "cuda (" + m_->device_name() + ")"; }
+  double host_prep_seconds() const override { return m_->paged_host_seconds(); }
 
  private:
   std::unique_ptr<CudaLlama> m_;
