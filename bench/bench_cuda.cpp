@@ -91,6 +91,7 @@ struct Args {
   int bps = 0, prefetch_mb = -1;  // -1: CudaLlamaOptions default
   bool narrow = false, l2_256 = false;
   int wide_mask = -1, l2_mask = -1, prefetch_mask = -1;  // -1: CudaLlamaOptions defaults
+  bool chain = true;  // tg through CudaLlama::decode_greedy (false: decode_step per token)
   bool paged_attn = false;
 };
 
@@ -142,6 +143,8 @@ Args parse(int argc, char** argv) {
       a.prefetch_mask = std::stoi(val());
     else if (k == "--gemv-prefetch")
       a.prefetch_mb = std::stoi(val());
+    else if (k == "--no-chain")
+      a.chain = false;
     else if (k == "--no-parts")
       a.parts = false;
     else if (k == "--paged-attn")
@@ -162,7 +165,7 @@ Args parse(int argc, char** argv) {
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] "
           "[--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
           "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] "
-          "[--gemv-l2-mask M] [--gemv-prefetch-mask M] [--paged-attn]\n"
+          "[--gemv-l2-mask M] [--gemv-prefetch-mask M] [--no-chain] [--paged-attn]\n"
           "  masks select GEMVs: 1 qkv, 2 o, 4 gate_up, 8 down, 16 lm_head\n");
       std::exit(0);
     } else {
@@ -387,6 +390,7 @@ int run(int argc, char** argv) {
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
+                {"chained_greedy", args.chain},
                 {"init_seconds", init_s}};
 
   std::vector<int32_t> prompt(std::max(args.pp, max_depth));
@@ -568,7 +572,15 @@ int run(int argc, char** argv) {
     for (int r = 0; r < args.reps; ++r) {
       model.truncate(d);
       double a = now_s();
-      for (int i = 0; i < args.tg; ++i) tok = model.decode_step(tok);
+      if (args.chain) {  // the GPU feeds each greedy token to the next step (as CudaGenerator does)
+        const int got = model.decode_greedy(tok, args.tg, [&](int32_t t) {
+          tok = t;
+          return true;
+        });
+        if (got != args.tg) fail("decode_greedy delivered ", got, " of ", args.tg, " tokens");
+      } else {  // one host round trip per token
+        for (int i = 0; i < args.tg; ++i) tok = model.decode_step(tok);
+      }
       double s = now_s() - a;
       tps.push_back(args.tg / s);
       gbs.push_back(bytes / s / 1e9);

@@ -305,6 +305,43 @@ TEST_P(CudaLlamaTest, GraphReplayEqualsDirectLaunchAndGreedyMatchesLogits) {
   EXPECT_EQ(ga.prefill(prompt.data(), 10), gb.prefill(prompt.data(), 10));
 }
 
+TEST_P(CudaLlamaTest, ChainedGreedyEqualsStepByStepAndStopsCleanly) {
+  LlamaConfig cfg = tiny_config();
+  HostModel hm = make_host_model(cfg, t(), false, 6);
+  CudaLlamaOptions o;
+  o.dtype = t();
+  o.max_context = 48;
+  for (bool graph : {true, false}) {
+    o.use_graph = graph;
+    CudaLlama a(cfg, hm.wm, o), b(cfg, hm.wm, o);
+    std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
+    a.prefill(prompt.data(), 8);
+    b.prefill(prompt.data(), 8);
+    // Step by step, one host round trip per token.
+    std::vector<int32_t> want;
+    int32_t tok = 7;
+    for (int i = 0; i < 20; ++i) want.push_back(tok = b.decode_step(tok));
+    // Chained: the same tokens; stopping after 5 leaves position() at 8 + 5 whatever was queued beyond.
+    std::vector<int32_t> got;
+    int n = a.decode_greedy(7, 20, [&](int32_t t) {
+      got.push_back(t);
+      return got.size() < 5;
+    });
+    EXPECT_EQ(n, 5);
+    EXPECT_EQ(a.position(), 13);
+    n = a.decode_greedy(got.back(), 15, [&](int32_t t) {
+      got.push_back(t);
+      return true;
+    });
+    EXPECT_EQ(n, 15);
+    EXPECT_EQ(got, want) << (graph ? "graph" : "direct launches");
+    // The context bounds the steps: 48 - 28 = 20 more at most.
+    EXPECT_EQ(a.decode_greedy(got.back(), 100, [](int32_t) { return true; }), 20);
+    EXPECT_EQ(a.position(), 48);
+    EXPECT_THROW(a.decode_greedy(1, 1, [](int32_t) { return true; }), Error);
+  }
+}
+
 TEST_P(CudaLlamaTest, RandomWeightsAreDeterministicAndFinite) {
   LlamaConfig cfg = cuda_preset_config("tiny");
   CudaLlamaOptions o;

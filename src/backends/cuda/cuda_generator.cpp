@@ -76,33 +76,45 @@ GenerationResult CudaGenerator::generate(const std::vector<int32_t>& prompt, con
 
   double t1 = now_s();
   r.finish_reason = "length";
-  int32_t id = sampler.sample(logits.data());
-  for (int i = 0; i < params.max_tokens; ++i) {
-    sampler.accept(id);
-    r.token_ids.push_back(id);
-    TokenPostprocessor::Step st = post.push(id);
+  // Handles one generated token; false when the sequence ends with it.
+  auto take = [&](int32_t tok) {
+    sampler.accept(tok);
+    r.token_ids.push_back(tok);
+    TokenPostprocessor::Step st = post.push(tok);
     emit(st.text);
     if (st.stop) {
       r.finish_reason = "stop";
-      break;
+      return false;
     }
     if (cancelled) {
       r.finish_reason = "cancelled";
-      break;
+      return false;
     }
-    if (i + 1 == params.max_tokens) break;
-    if (llama_->position() >= max_ctx) break;  // context full: "length"
-    int32_t next;
+    return int(r.token_ids.size()) < params.max_tokens;  // else "length"
+  };
+  int32_t id = sampler.sample(logits.data());
+  if (take(id) && llama_->position() < max_ctx) {
     if (gpu_sampling && params.temperature <= 0.f) {
-      next = llama_->decode_step(id);
-    } else if (gpu_sampling) {
-      next = llama_->decode_step_sample(id, cs);
+      // Greedy: the GPU feeds each token to the next step itself; the host follows one step behind.
+      llama_->decode_greedy(id, params.max_tokens - 1, [&](int32_t tok) {
+        cached_.push_back(id);  // the step's input is in the cache now
+        id = tok;
+        return take(tok);
+      });
     } else {
-      logits = llama_->decode_step_logits(id);
-      next = sampler.sample(logits.data());
+      for (;;) {
+        int32_t next;
+        if (gpu_sampling) {
+          next = llama_->decode_step_sample(id, cs);
+        } else {
+          logits = llama_->decode_step_logits(id);
+          next = sampler.sample(logits.data());
+        }
+        cached_.push_back(id);
+        id = next;
+        if (!take(id) || llama_->position() >= max_ctx) break;  // context full: "length"
+      }
     }
-    cached_.push_back(id);
-    id = next;
   }
   TokenPostprocessor::Step fin = post.finish();
   emit(fin.text);

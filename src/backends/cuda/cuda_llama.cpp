@@ -138,6 +138,9 @@ struct CudaLlama::Impl {
   size_t workspace_bytes = 32u << 20;
 
   int32_t* h_io = nullptr;  // pinned: [0] token, [1] position, [2] result
+  static constexpr int kRing = 4;          // decode_greedy: tokens in flight to the host
+  int32_t* h_ring = nullptr;               // pinned [kRing]
+  cudaEvent_t ring_ev[kRing] = {};
 
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t graph_exec = nullptr;
@@ -518,7 +521,7 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
     }
     norm_attn.norm_weight = final_norm;
     gemv_fused(act, lm_head, x, logits, true, 1, V, H, variant(norm_attn, 16), stream, pdl);
-    argmax(logits, V, next, stream, pdl);
+    argmax(logits, V, next, stream, pdl, step);  // step: the next replay's input (decode_greedy)
     return;
   }
   for (int l = 0; l < L; ++l) {
@@ -544,7 +547,7 @@ void CudaLlama::Impl::forward(int M, bool decode, int start) {
   add_rmsnorm(act, static_cast<char*>(x) + last, static_cast<char*>(down) + last, final_norm, xn, 1, H,
               cfg.rms_eps, stream);
   gemv(act, lm_head, xn, logits, true, 1, V, H, stream);
-  if (decode) argmax(logits, V, next, stream);
+  if (decode) argmax(logits, V, next, stream, false, step);
 }
 
 void CudaLlama::Impl::capture_graph() {
@@ -586,6 +589,9 @@ void CudaLlama::Impl::run_decode() {
 
 CudaLlama::Impl::~Impl() {
   if (stream) cudaStreamSynchronize(stream);
+  for (cudaEvent_t& e : ring_ev)
+    if (e) cudaEventDestroy(e);
+  if (h_ring) cudaFreeHost(h_ring);
   for (auto& [b, g] : bucket_graphs) cudaGraphExecDestroy(g);
   if (h_pin) cudaFreeHost(h_pin);
   if (h_pids) cudaFreeHost(h_pids);
@@ -659,6 +665,44 @@ int32_t CudaLlama::Impl::finish_step() {
 int32_t CudaLlama::decode_step(int32_t id) {
   impl_->start_step(id, "decode_step");
   return impl_->finish_step();
+}
+
+int CudaLlama::decode_greedy(int32_t id, int max_tokens, const std::function<bool(int32_t)>& on_token) {
+  Impl& m = *impl_;
+  if (max_tokens <= 0) return 0;
+  m.start_step(id, "decode_greedy");  // validates, uploads (id, position), runs the first step
+  if (!m.h_ring) {
+    LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_ring, Impl::kRing * sizeof(int32_t)));
+    for (cudaEvent_t& e : m.ring_ev) LLAMARUN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
+  // Each step appends one position; the graph's argmax feeds the token and position of the next one.
+  const int n = std::min(max_tokens, m.max_ctx - m.cur_pos);
+  constexpr int kAhead = 2;  // steps queued ahead of the host (< kRing)
+  int launched = 0, delivered = 0;
+  auto fetch = [&] {  // the token of step `launched` to the host, then the event that says it is there
+    const int k = launched % Impl::kRing;
+    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.h_ring + k, m.next, 4, cudaMemcpyDeviceToHost, m.stream));
+    LLAMARUN_CUDA_CHECK(cudaEventRecord(m.ring_ev[k], m.stream));
+    ++launched;
+  };
+  fetch();  // step 0 ran in start_step
+  while (launched < std::min(n, kAhead)) {
+    m.run_decode();
+    fetch();
+  }
+  while (delivered < launched) {
+    const int k = delivered % Impl::kRing;
+    LLAMARUN_CUDA_CHECK(cudaEventSynchronize(m.ring_ev[k]));
+    ++delivered;
+    m.cur_pos++;  // the step's input is in the cache
+    if (!on_token(m.h_ring[k])) break;
+    if (launched < n) {
+      m.run_decode();
+      fetch();
+    }
+  }
+  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  return delivered;
 }
 
 std::vector<float> CudaLlama::decode_step_logits(int32_t id) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,6 +94,13 @@ class CudaLlama {
   std::vector<float> prefill(const int32_t* ids, int n);
   // Appends `id` at position() and returns the greedy (argmax) next token, chosen on the GPU.
   int32_t decode_step(int32_t id);
+  // Greedy decoding with the token fed back on the GPU: appends `id` at position(), then each greedy token in
+  // turn, the next steps already queued while the host handles a token (no host round trip between steps).
+  // on_token gets every new token in order (at most max_tokens, and no more than the context holds);
+  // returning false stops. Returns how many tokens were delivered; position() advances by that many, and
+  // the last delivered token is not in the cache yet (as after decode_step). Steps queued beyond the stop
+  // leave nothing behind that matters (positions past position() are overwritten later).
+  int decode_greedy(int32_t id, int max_tokens, const std::function<bool(int32_t)>& on_token);
   // Same step, returning the logits [vocab] (copied to the host).
   std::vector<float> decode_step_logits(int32_t id);
   // Same step with temperature / top-k / top-p sampling on the GPU.

@@ -135,8 +135,11 @@ void prefill_attention_simt(DType act, const void* q, const void* k_cache, const
 
 // ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
 
-// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32.
-void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false);
+// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32. With chain_step (device int32 [2]: the
+// decode step's token and position), also chain_step[0] = the argmax and ++chain_step[1], so that the next
+// replay of a decode graph continues from it without the host (CudaLlama::decode_greedy).
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false,
+            int32_t* chain_step = nullptr);
 
 // Samples from softmax(logits / temperature) restricted to the top_k largest (top_k <= 0: all) and
 // then to the smallest set of largest logits whose probability reaches top_p (top_p >= 1: all).
