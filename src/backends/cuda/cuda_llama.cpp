@@ -137,9 +137,9 @@ struct CudaLlama::Impl {
   void* workspace = nullptr;
   size_t workspace_bytes = 32u << 20;
 
-  int32_t* h_io = nullptr;  // pinned: [0] token, [1] position, [2] result
-  static constexpr int kRing = 4;          // decode_greedy: tokens in flight to the host
-  int32_t* h_ring = nullptr;               // pinned [kRing]
+  int32_t* h_io = nullptr;         // pinned: [0] token, [1] position, [2] result
+  static constexpr int kRing = 4;  // decode_greedy: tokens in flight to the host
+  int32_t* h_ring = nullptr;       // pinned [kRing]
   cudaEvent_t ring_ev[kRing] = {};
 
   cudaGraph_t graph = nullptr;
@@ -150,8 +150,8 @@ struct CudaLlama::Impl {
   int pseqs = 0;                  // most sequences (logit rows) per batch
   void* k_pool = nullptr;         // [L][nb][nkv][bs][hd]
   void* v_pool = nullptr;
-  int32_t* pin =
-      nullptr;  // device: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | rows [pseqs] | tables
+  // Device batch inputs: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | rows [pseqs] | tables.
+  int32_t* pin = nullptr;
   int32_t* h_pin = nullptr;                      // pinned host mirror of pin
   void* xg = nullptr;                            // [pseqs, H] residual rows of the logit rows
   void* dg = nullptr;                            // [pseqs, H] their last down-projection rows
@@ -159,7 +159,7 @@ struct CudaLlama::Impl {
   int32_t* pids = nullptr;                       // [pseqs] argmax per logit row
   int32_t* h_pids = nullptr;                     // pinned
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
-  double paged_host_s = 0;                        // forward_paged's host preparation, total
+  double paged_host_s = 0;                       // forward_paged's host preparation, total
 
   int cur_pos = 0;
   bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
@@ -673,7 +673,8 @@ int CudaLlama::decode_greedy(int32_t id, int max_tokens, const std::function<boo
   m.start_step(id, "decode_greedy");  // validates, uploads (id, position), runs the first step
   if (!m.h_ring) {
     LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_ring, Impl::kRing * sizeof(int32_t)));
-    for (cudaEvent_t& e : m.ring_ev) LLAMARUN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    for (cudaEvent_t& e : m.ring_ev)
+      LLAMARUN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   }
   // Each step appends one position; the graph's argmax feeds the token and position of the next one.
   const int n = std::min(max_tokens, m.max_ctx - m.cur_pos);
