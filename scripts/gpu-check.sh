@@ -48,7 +48,8 @@ step() {  # step NAME LOGFILE CMD...: runs CMD, output to LOGFILE, records pass/
 
 {
   date -u
-  git rev-parse --short HEAD 2>/dev/null || true
+  if [ -f "$BUILD_DIR/COMMIT" ]; then echo "binaries built from $(cat "$BUILD_DIR/COMMIT")"; else
+    git rev-parse --short HEAD 2>/dev/null || true; fi
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 || true
   nvcc --version 2>&1 | tail -1 || true
 } >>"$summary"

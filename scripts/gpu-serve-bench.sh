@@ -32,7 +32,8 @@ N64=256 N256=1024
 summary="$OUT/serve-summary.txt"
 {
   date -u
-  git rev-parse --short HEAD 2>/dev/null || true
+  if [ -f "$BUILD_DIR/COMMIT" ]; then echo "binaries built from $(cat "$BUILD_DIR/COMMIT")"; else
+    git rev-parse --short HEAD 2>/dev/null || true; fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
 } >"$summary"
 status=0

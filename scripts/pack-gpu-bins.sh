@@ -11,6 +11,9 @@ rm -rf .cudawork/bz && mkdir -p .cudawork/bz
 for f in llamarun tests/llamarun_cuda_tests bench/cuda/llamarun_bench_cuda; do
   xz -T2 -c "$B/$f" >".cudawork/bz/$(basename "$f").xz"
 done
+# The commit the binaries were built from (the GPU machine's checkout may carry another HEAD).
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src apps bench tests CMakeLists.txt || echo '+uncommitted')" \
+  >.cudawork/bz/COMMIT
 cat >.cudawork/unpack.sh <<'UNPACK'
 set -e
 mkdir -p .cudawork/b/tests .cudawork/b/bench/cuda
@@ -22,6 +25,7 @@ un() {
 un .cudawork/bz/llamarun.xz .cudawork/b/llamarun
 un .cudawork/bz/llamarun_cuda_tests.xz .cudawork/b/tests/llamarun_cuda_tests
 un .cudawork/bz/llamarun_bench_cuda.xz .cudawork/b/bench/cuda/llamarun_bench_cuda
+cp .cudawork/bz/COMMIT .cudawork/b/COMMIT
 # The tests find their fixtures under the source directory they were built in.
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
 UNPACK
