@@ -330,6 +330,43 @@ TEST_P(CudaPaged, GatherRows) {
   }
 }
 
+TEST_P(CudaPaged, GatherKvPages) {
+  for (int hd : {16, 128}) {
+    for (int bs : {16, 5}) {
+      const int nkv = 3, num_blocks = 12, n = 37, max_ctx = 64;
+      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
+      auto k = rand_vec(gen, pool_n), v = rand_vec(gen, pool_n);
+      auto kb = quantize16(t(), k), vb = quantize16(t(), v);
+      std::vector<int32_t> table(num_blocks);
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), gen);
+      DevBuf dk(pool_n * 2), dv(pool_n * 2), dt(table.size() * 4);
+      DevBuf ko(size_t(nkv) * max_ctx * hd * 2), vo(size_t(nkv) * max_ctx * hd * 2);
+      dk.upload(kb.data(), pool_n * 2);
+      dv.upload(vb.data(), pool_n * 2);
+      dt.upload(table.data(), table.size() * 4);
+      ko.poison();
+      vo.poison();
+      gather_kv_pages(t(), dk.p, dv.p, dt.as<int32_t>(), n, nkv, hd, bs, max_ctx, ko.p, vo.p, nullptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      auto kg = download16(t(), ko, size_t(nkv) * max_ctx * hd),
+           vg = download16(t(), vo, size_t(nkv) * max_ctx * hd);
+      for (int kh = 0; kh < nkv; ++kh)
+        for (int p = 0; p < max_ctx; ++p)
+          for (int i = 0; i < hd; ++i) {
+            const size_t o = (size_t(kh) * max_ctx + p) * hd + i;
+            if (p >= n) {  // untouched
+              ASSERT_TRUE(std::isnan(kg[o]) && std::isnan(vg[o])) << "position " << p << " was written";
+              continue;
+            }
+            const size_t src = ((size_t(table[p / bs]) * nkv + kh) * bs + p % bs) * hd + i;
+            ASSERT_EQ(kg[o], k[src]) << "hd " << hd << " bs " << bs << " kv head " << kh << " position " << p;
+            ASSERT_EQ(vg[o], v[src]) << "hd " << hd << " bs " << bs << " kv head " << kh << " position " << p;
+          }
+    }
+  }
+}
+
 // argmax with the lowest index on ties, NaN below everything; all NaN / -inf: the lowest such index (0).
 int argmax_ref(const float* v, int V) {
   int best = -1;

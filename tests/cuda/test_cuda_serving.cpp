@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <utility>
 
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/cuda_llama.h"
@@ -42,7 +43,9 @@ struct Seq {
 
 TEST(CudaServing, PagedForwardMatchesContiguousCache) {
   REQUIRE_GPU();
-  for (DType act : {DType::F16, DType::BF16}) {
+  // tc 16: the 37- and 20-token prefill chunks take the tensor-core attention over gathered K / V, the 3- and
+  // 2-token ones the paged kernel; tc 0: the paged kernel for every row.
+  for (auto [act, tc] : {std::pair{DType::F16, 16}, std::pair{DType::BF16, 16}, std::pair{DType::F16, 0}}) {
     const LlamaConfig cfg = cuda_preset_config("tiny");
     CudaLlamaOptions co;
     co.dtype = act;
@@ -51,6 +54,7 @@ TEST(CudaServing, PagedForwardMatchesContiguousCache) {
     co.paged = true;
     co.paged_max_tokens = 64;
     co.paged_max_seqs = 8;
+    co.paged_tc_prefill_rows = tc;
     CudaLlama paged(cfg, 7, co);
     const int bs = 16, V = cfg.vocab_size;
     const int nb = paged.init_paged(bs, 40, 0);
@@ -128,8 +132,9 @@ TEST(CudaServing, PagedForwardMatchesContiguousCache) {
     for (int j = 0; j < extra; ++j)  // decode-only batches of 3: the bucket-4 graph (captured, then replayed)
       run({{0, 37 + j, 1, true}, {1, 5 + j, 1, true}, {2, 20 + j, 1, true}}, "decode");
     EXPECT_GE(paged.paged_graph_count(), 1);
-    std::cout << "[ serving ] " << dtype_name(act) << " paged vs contiguous: max |logit diff| " << worst
-              << "\n";
+    std::cout << "[ serving ] " << dtype_name(act)
+              << (tc ? " tensor-core prefill chunks" : " paged kernel only")
+              << ", paged vs contiguous: max |logit diff| " << worst << "\n";
   }
 }
 

@@ -150,7 +150,8 @@ struct CudaLlama::Impl {
   int pseqs = 0;                  // most sequences (logit rows) per batch
   void* k_pool = nullptr;         // [L][nb][nkv][bs][hd]
   void* v_pool = nullptr;
-  // Device batch inputs: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | rows [pseqs] | tables.
+  // Device batch inputs: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | apos [mmax] | rows [pseqs] |
+  // tables. apos: the position paged_attention uses (-1 for the rows of chunks the tensor-core path takes).
   int32_t* pin = nullptr;
   int32_t* h_pin = nullptr;                      // pinned host mirror of pin
   void* xg = nullptr;                            // [pseqs, H] residual rows of the logit rows
@@ -159,7 +160,13 @@ struct CudaLlama::Impl {
   int32_t* pids = nullptr;                       // [pseqs] argmax per logit row
   int32_t* h_pids = nullptr;                     // pinned
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
-  double paged_host_s = 0;                       // forward_paged's host preparation, total
+  void* k_scratch = nullptr;  // [nkv, max_ctx, hd]: one sequence's K / V for the tensor-core prefill path
+  void* v_scratch = nullptr;
+  struct PrefillChunk {
+    int row0, n, start, seq;
+  };
+  std::vector<PrefillChunk> tc_chunks;  // this batch's chunks for the tensor-core path
+  double paged_host_s = 0;              // forward_paged's host preparation, total
 
   int cur_pos = 0;
   bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
@@ -175,8 +182,9 @@ struct CudaLlama::Impl {
   void forward(int M, bool decode, int start);
   void run_decode();
   void capture_graph();
-  void forward_varlen(int T, int R);  // the batch staged in pin: T tokens, R logit rows
-  size_t pin_ints() const { return 4 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
+  // The batch staged in pin: T tokens, R logit rows, tc_chunks through the tensor-core attention.
+  void forward_varlen(int T, int R);
+  size_t pin_ints() const { return 5 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
   size_t pool_layer_bytes() const { return size_t(pnb) * nkv * pbs * hd * esz; }
   void start_step(int32_t id, const char* what);  // validates, uploads (token, position), runs the step
   int32_t finish_step();                          // copies the chosen token back, advances the position
@@ -784,6 +792,14 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   m.dg = m.alloc.alloc(m.esz * size_t(m.pseqs) * m.H, "logit rows down");
   m.plogits = m.alloc.alloc_n<float>(size_t(m.pseqs) * m.V, "batch logits");
   m.pids = m.alloc.alloc_n<int32_t>(m.pseqs, "batch argmax");
+  if (m.opt.paged_tc_prefill_rows > 0) {
+    const size_t scratch = size_t(m.nkv) * m.max_ctx * m.hd * m.esz;
+    m.k_scratch = m.alloc.alloc(scratch, "prefill K scratch");
+    m.v_scratch = m.alloc.alloc(scratch, "prefill V scratch");
+    // Finite contents: the tensor-core kernel may load (masked) positions past the chunk's end.
+    LLAMARUN_CUDA_CHECK(cudaMemsetAsync(m.k_scratch, 0, scratch, m.stream));
+    LLAMARUN_CUDA_CHECK(cudaMemsetAsync(m.v_scratch, 0, scratch, m.stream));
+  }
   m.mem.activations += m.alloc.allocated() - before;
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pin, m.pin_ints() * sizeof(int32_t)));
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pids, size_t(m.pseqs) * sizeof(int32_t)));
@@ -825,7 +841,8 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
   const int32_t* d_pos = pin + mmax;
   const int32_t* d_slot = pin + 2 * size_t(mmax);
   const int32_t* d_seq = pin + 3 * size_t(mmax);
-  const int32_t* d_rows = pin + 4 * size_t(mmax);
+  const int32_t* d_apos = pin + 4 * size_t(mmax);
+  const int32_t* d_rows = pin + 5 * size_t(mmax);
   const int32_t* d_tables = d_rows + pseqs;
   const float scale = 1.f / std::sqrt(float(hd));
   const int qd = nh * hd;
@@ -838,7 +855,14 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
     linear(*lt, act, lw.qkv, xn, qkv, false, T, qkv_rows, H, stream);
     rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, T, nh, nkv, hd, pbs, q, kp, vp,
                         stream);
-    paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_pos, T, nh, nkv, hd, pbs, scale, attn, stream);
+    paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_apos, T, nh, nkv, hd, pbs, scale, attn, stream);
+    for (const PrefillChunk& c : tc_chunks) {
+      gather_kv_pages(act, kp, vp, d_tables + size_t(c.seq) * pmb, c.start + c.n, nkv, hd, pbs, max_ctx,
+                      k_scratch, v_scratch, stream);
+      const size_t off = size_t(c.row0) * qd * esz;
+      prefill_attention(act, static_cast<char*>(q) + off, k_scratch, v_scratch, c.n, c.start, nh, nkv, hd,
+                        max_ctx, scale, static_cast<char*>(attn) + off, stream);
+    }
     linear(*lt, act, lw.o, attn, o, false, T, H, qd, stream);
     add_rmsnorm(act, x, o, lw.ffn_norm, xn, T, H, cfg.rms_eps, stream);
     linear(*lt, act, lw.gate_up, xn, gu, false, T, 2 * I, H, stream);
@@ -871,7 +895,8 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   const int TB = decode && m.opt.paged_graphs ? std::min(decode_bucket(T), std::min(m.mmax, m.pseqs)) : T;
   int32_t* h = m.h_pin;
   int32_t *h_ids = h, *h_pos = h + m.mmax, *h_slot = h + 2 * size_t(m.mmax), *h_seq = h + 3 * size_t(m.mmax);
-  int32_t* h_rows = h + 4 * size_t(m.mmax);
+  int32_t* h_apos = h + 4 * size_t(m.mmax);
+  int32_t* h_rows = h + 5 * size_t(m.mmax);
   int32_t* h_tab = h_rows + m.pseqs;
   for (int i = 0; i < T; ++i) {
     const int32_t id = b.tokens[i], p = b.positions[i], s = b.seq_index[i];
@@ -894,6 +919,19 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     h_slot[i] = -1;
     h_seq[i] = 0;
   }
+  // Runs of rows of one sequence at consecutive positions, long enough for the tensor-core attention.
+  std::copy(h_pos, h_pos + TB, h_apos);
+  m.tc_chunks.clear();
+  const int tc_min = decode ? 0 : m.opt.paged_tc_prefill_rows;
+  for (int i = 0; tc_min > 0 && i < T;) {
+    int e = i + 1;
+    while (e < T && h_seq[e] == h_seq[i] && h_pos[e] == h_pos[e - 1] + 1) ++e;
+    if (e - i >= tc_min) {
+      m.tc_chunks.push_back({i, e - i, h_pos[i], h_seq[i]});
+      std::fill(h_apos + i, h_apos + e, -1);
+    }
+    i = e;
+  }
   for (int r = 0; r < R; ++r) {
     if (b.logit_rows[r] < 0 || b.logit_rows[r] >= T)
       fail("forward_paged: logit row ", b.logit_rows[r], " outside the batch");
@@ -910,7 +948,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     }
     for (size_t j = n; j < size_t(m.pmb); ++j) h_tab[size_t(s) * m.pmb + j] = 0;
   }
-  const size_t n_up = 4 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
+  const size_t n_up = 5 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
   m.paged_host_s += now_s() - t_host;
   LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
   if (decode && m.opt.paged_graphs) {

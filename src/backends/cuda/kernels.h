@@ -171,6 +171,13 @@ void paged_attention(DType act, const void* q, const void* k_pool, const void* v
                      int M, int nh, int nkv, int hd, int block_size, float scale, void* out,
                      cudaStream_t stream);
 
+// Positions 0 .. n-1 of one sequence, one layer, from the paged pool into the contiguous cache layout
+// (k_out, v_out [nkv, max_ctx, hd], as rope_store_kv writes it), so prefill_attention's tensor-core kernel
+// can serve a long prefill chunk: k_out[kh, p, :] = K of position p (block table[p / block_size], device
+// int32). hd a multiple of 8; n <= max_ctx.
+void gather_kv_pages(DType act, const void* k_pool, const void* v_pool, const int32_t* table, int n, int nkv,
+                     int hd, int block_size, int max_ctx, void* k_out, void* v_out, cudaStream_t stream);
+
 // out[r, :] = x[rows[r], :] for r in [0, R); x and out rows of H act values; rows device int32.
 void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, void* out, cudaStream_t stream);
 

@@ -348,6 +348,25 @@ __global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __res
   }
 }
 
+// ---- gather_kv_pages ----
+
+// One 16-byte vector (8 values) of K and of V per thread; vector e = ((kh * n) + p) * (hd / 8) + j.
+template <typename T>
+__global__ void gather_kv_pages_kernel(const T* __restrict__ k_pool, const T* __restrict__ v_pool,
+                                       const int32_t* __restrict__ table, int n, int nkv, int hd, int bs,
+                                       int max_ctx, T* __restrict__ k_out, T* __restrict__ v_out) {
+  const int vpr = hd / 8;  // vectors per row
+  const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= size_t(nkv) * n * vpr) return;
+  const int j = int(e % vpr);
+  const size_t row = e / vpr;
+  const int p = int(row % n), kh = int(row / n);
+  const size_t src = ((size_t(table[p / bs]) * nkv + kh) * bs + p % bs) * hd + size_t(j) * 8;
+  const size_t dst = (size_t(kh) * max_ctx + p) * hd + size_t(j) * 8;
+  *reinterpret_cast<uint4*>(k_out + dst) = *reinterpret_cast<const uint4*>(k_pool + src);
+  *reinterpret_cast<uint4*>(v_out + dst) = *reinterpret_cast<const uint4*>(v_pool + src);
+}
+
 // ---- argmax_rows ----
 
 constexpr int kArgmaxThreads = 512;
@@ -464,6 +483,21 @@ void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, vo
                   rows, H, static_cast<T*>(out));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("gather_rows");
+}
+
+void gather_kv_pages(DType act, const void* k_pool, const void* v_pool, const int32_t* table, int n, int nkv,
+                     int hd, int block_size, int max_ctx, void* k_out, void* v_out, cudaStream_t stream) {
+  if (n <= 0) return;
+  if (hd % 8 != 0) fail("gather_kv_pages: head_dim ", hd, " not a multiple of 8");
+  if (n > max_ctx) fail("gather_kv_pages: ", n, " positions exceed the cache of ", max_ctx);
+  const size_t vecs = size_t(nkv) * n * (hd / 8);
+  const int threads = 256;
+  LLAMARUN_DISPATCH_ACT(act, "gather_kv_pages", {
+    launch_kernel(false, gather_kv_pages_kernel<T>, dim3(unsigned((vecs + threads - 1) / threads)),
+                  dim3(threads), 0, stream, static_cast<const T*>(k_pool), static_cast<const T*>(v_pool),
+                  table, n, nkv, hd, block_size, max_ctx, static_cast<T*>(k_out), static_cast<T*>(v_out));
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("gather_kv_pages");
 }
 
 void argmax_rows(const float* logits, int R, int V, int32_t* ids, cudaStream_t stream) {
