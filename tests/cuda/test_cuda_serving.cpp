@@ -187,17 +187,24 @@ CudaLlamaOptions tiny_engine_options() {
   return co;
 }
 
+// `count` prompts of min_len + [0, spread) random ids below vocab, from `seed`.
+std::vector<std::vector<int32_t>> random_prompts(int count, int min_len, int spread, int vocab,
+                                                 uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> prompts(count);
+  for (auto& p : prompts) {
+    p.resize(min_len + rng() % spread);
+    for (auto& t : p) t = int32_t(rng() % vocab);
+  }
+  return prompts;
+}
+
 TEST(CudaServing, EngineGreedyAloneVsBatchedWith63Others) {
   REQUIRE_GPU();
   Model m;
   m.cfg = cuda_preset_config("tiny");
   const CudaLlamaOptions co = tiny_engine_options();
-  std::mt19937 rng(11);
-  std::vector<std::vector<int32_t>> prompts(64);
-  for (auto& p : prompts) {
-    p.resize(5 + rng() % 60);
-    for (auto& t : p) t = int32_t(rng() % m.cfg.vocab_size);
-  }
+  const auto prompts = random_prompts(64, 5, 60, m.cfg.vocab_size, 11);
   const int n = 24;
   auto alone = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, false);
   auto batched = engine_greedy(m, make_cuda_step_model(m.cfg, 5, co), prompts, n, true);
@@ -246,12 +253,7 @@ TEST(CudaServing, EnginePreemptedEqualsUninterrupted) {
   Model m;
   m.cfg = cuda_preset_config("tiny");
   const CudaLlamaOptions co = tiny_engine_options();
-  std::mt19937 rng(13);
-  std::vector<std::vector<int32_t>> prompts(24);
-  for (auto& p : prompts) {
-    p.resize(30 + rng() % 30);
-    for (auto& t : p) t = int32_t(rng() % m.cfg.vocab_size);
-  }
+  const auto prompts = random_prompts(24, 30, 30, m.cfg.vocab_size, 13);
   const int n = 40;
   uint64_t pre_full = 0, pre_tight = 0;
   // All together: with 512 blocks nothing is preempted; with 24 (6 sequences' worth) most are, and resume.

@@ -50,6 +50,9 @@ struct CudaLlamaOptions {
   int paged_max_tokens = 512;
   int paged_max_seqs = 256;
   bool paged_graphs = true;  // decode-only batches replay CUDA graphs captured per batch-size bucket
+  // Prefill chunks of at least this many tokens take the tensor-core prefill_attention over their sequence's
+  // K / V gathered into a contiguous scratch; shorter ones (and decode rows) the paged kernel. 0: never.
+  int paged_tc_prefill_rows = 16;
 };
 
 struct CudaLoadStats {
