@@ -75,8 +75,9 @@ struct CudaSampling {
   uint64_t seed = 0;
 };
 
-// Named model shapes for random-weight runs: "llama2-7b" (hidden 4096, 32 layers, 32 heads, intermediate
-// 11008, vocab 32000), "tiny" (a small GQA model for tests). Throws Error for other names.
+// Named model shapes for random-weight runs: "tiny" (a small GQA model with head_dim 64, for tests), else the
+// shared presets of random_model_preset ("llama2-7b", "llama-1b", "smollm2-135m"). Throws Error for other
+// names.
 LlamaConfig cuda_preset_config(const std::string& name);
 
 class CudaLlama {
