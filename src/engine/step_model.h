@@ -12,6 +12,18 @@
 
 namespace llamarun {
 
+// What a backend reports about itself, for `bench` and `info` (0 where it does not know).
+struct BackendStats {
+  double load_seconds = 0;            // weight upload / initialisation wall time
+  size_t load_bytes = 0;              // bytes read from the host weights (0 for random weights)
+  size_t weight_bytes_per_token = 0;  // weight bytes one decode step reads (layers, final norm, lm_head)
+  size_t kv_bytes_per_position = 0;   // K and V bytes one cached position holds (all layers)
+  size_t device_weight_bytes = 0;     // device memory: weights
+  size_t device_kv_bytes = 0;         //                the KV pool
+  size_t device_bytes = 0;            //                all this backend holds now
+  size_t device_peak_bytes = 0;       //                the most it ever held
+};
+
 class StepModel {
  public:
   virtual ~StepModel() = default;
@@ -37,6 +49,8 @@ class StepModel {
   // Host time spent inside forward() preparing the batch (validation, packing the ids, positions, slots and
   // block tables) since creation, for profiling; 0 where the backend does not separate it.
   virtual double host_prep_seconds() const { return 0; }
+
+  virtual BackendStats backend_stats() const { return {}; }
 };
 
 }  // namespace llamarun

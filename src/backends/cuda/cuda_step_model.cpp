@@ -18,6 +18,20 @@ class CudaStepModel final : public StepModel {
   bool device_argmax() const override { return true; }
   std::string name() const override { return "cuda (" + m_->device_name() + ")"; }
   double host_prep_seconds() const override { return m_->paged_host_seconds(); }
+  BackendStats backend_stats() const override {
+    BackendStats s;
+    const CudaLoadStats ls = m_->load_stats();
+    const CudaMemoryStats ms = m_->memory_stats();
+    s.load_seconds = ls.seconds;
+    s.load_bytes = ls.host_bytes;
+    s.weight_bytes_per_token = m_->weight_bytes_per_token();
+    s.kv_bytes_per_position = m_->kv_bytes_per_token(0);
+    s.device_weight_bytes = ms.weights;
+    s.device_kv_bytes = ms.kv_cache;
+    s.device_bytes = ms.allocated;
+    s.device_peak_bytes = ms.peak;
+    return s;
+  }
 
  private:
   std::unique_ptr<CudaLlama> m_;
