@@ -9,7 +9,21 @@
 
 namespace llamarun {
 
-int dtype_block_size(DType t) { return dtype_is_quantized(t) ? kQuantBlock : 1; }
+int dtype_block_size(DType t) {
+  switch (t) {
+    case DType::F32:
+    case DType::F16:
+    case DType::BF16: return 1;
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::Q8_K:
+    case DType::IQ4_XS: return kSuperBlock;
+    default: return kQuantBlock;
+  }
+}
 
 size_t dtype_block_bytes(DType t) {
   switch (t) {
@@ -19,11 +33,21 @@ size_t dtype_block_bytes(DType t) {
     case DType::Q8_0: return sizeof(BlockQ8_0);
     case DType::Q4_0: return sizeof(BlockQ4_0);
     case DType::Q4_1: return sizeof(BlockQ4_1);
+    case DType::Q5_0: return sizeof(BlockQ5_0);
+    case DType::Q5_1: return sizeof(BlockQ5_1);
+    case DType::Q2_K: return sizeof(BlockQ2_K);
+    case DType::Q3_K: return sizeof(BlockQ3_K);
+    case DType::Q4_K: return sizeof(BlockQ4_K);
+    case DType::Q5_K: return sizeof(BlockQ5_K);
+    case DType::Q6_K: return sizeof(BlockQ6_K);
+    case DType::Q8_K: return sizeof(BlockQ8_K);
+    case DType::IQ4_NL: return sizeof(BlockIQ4_NL);
+    case DType::IQ4_XS: return sizeof(BlockIQ4_XS);
   }
   return 0;
 }
 
-bool dtype_is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1; }
+bool dtype_is_quantized(DType t) { return t != DType::F32 && t != DType::F16 && t != DType::BF16; }
 
 const char* dtype_name(DType t) {
   switch (t) {
@@ -33,6 +57,16 @@ const char* dtype_name(DType t) {
     case DType::Q8_0: return "q8_0";
     case DType::Q4_0: return "q4_0";
     case DType::Q4_1: return "q4_1";
+    case DType::Q5_0: return "q5_0";
+    case DType::Q5_1: return "q5_1";
+    case DType::Q2_K: return "q2_k";
+    case DType::Q3_K: return "q3_k";
+    case DType::Q4_K: return "q4_k";
+    case DType::Q5_K: return "q5_k";
+    case DType::Q6_K: return "q6_k";
+    case DType::Q8_K: return "q8_k";
+    case DType::IQ4_NL: return "iq4_nl";
+    case DType::IQ4_XS: return "iq4_xs";
   }
   return "?";
 }
@@ -85,7 +119,7 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
       return;
     }
   }
-  fail("dequantize_row: unknown dtype");
+  fail("dequantize_row: no dequantiser for ", dtype_name(t));
 }
 
 void quantize_row(DType t, const float* src, void* dst, int64_t n) {
@@ -148,7 +182,7 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       return;
     }
   }
-  fail("quantize_row: unknown dtype");
+  fail("quantize_row: no quantiser for ", dtype_name(t));
 }
 
 }  // namespace llamarun

@@ -14,6 +14,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/scratch.h"
+#include "core/error.h"
 
 namespace llamarun::cpu {
 namespace {
@@ -482,6 +483,8 @@ void matmul_avx2(const MatmulArgs& a) {
       return matmul_t<DType::Q4_0>(a);
     case DType::Q4_1:
       return matmul_t<DType::Q4_1>(a);
+    default:
+      fail("matmul: no AVX2 kernel for ", dtype_name(a.dtype), " weights");
   }
 }
 

@@ -26,6 +26,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/scratch.h"
+#include "core/error.h"
 
 // GCC 12 warns falsely about _mm256_undefined_pd inside _mm512_reduce_add_ps.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -573,6 +574,8 @@ void matmul_avx512(const MatmulArgs& a) {
       return matmul_t<DType::Q4_0>(a);
     case DType::Q4_1:
       return matmul_t<DType::Q4_1>(a);
+    default:
+      fail("matmul: no AVX512 kernel for ", dtype_name(a.dtype), " weights");
   }
 }
 
