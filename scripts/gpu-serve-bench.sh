@@ -6,7 +6,7 @@
 # decode peer at batch 64 and 256 in the same run. Results (JSON + logs) go to $OUT (or ./gpu-results).
 # Environment:
 #   BUILD_DIR  directory with the llamarun binary built with -DLLAMARUN_CUDA=ON (default build-cuda)
-#   TOKENIZER  the Llama 2 tokenizer.model (default: ../shared/assets/llama2-tokenizer.model, else
+#   TOKENIZER  the Llama 2 tokenizer.model (default: tests/fixtures/assets/llama2-tokenizer.model, else
 #              .cudawork/tok/llama2-tokenizer.model)
 #   PY         python with httpx (and torch for the peer) (default python3)
 #   QUICK=1    fewer requests, no peers
@@ -18,7 +18,7 @@ LOGS="${LOGS:-/tmp/llamarun-serve-logs}"  # server and client logs (kept out of 
 mkdir -p "$OUT" "$LOGS"
 BUILD_DIR="${BUILD_DIR:-build-cuda}"
 PY="${PY:-python3}"
-TOKENIZER="${TOKENIZER:-../shared/assets/llama2-tokenizer.model}"
+TOKENIZER="${TOKENIZER:-tests/fixtures/assets/llama2-tokenizer.model}"
 [ -f "$TOKENIZER" ] || TOKENIZER=.cudawork/tok/llama2-tokenizer.model
 PORT="${PORT:-8321}"
 URL="http://127.0.0.1:$PORT"

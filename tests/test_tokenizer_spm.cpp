@@ -61,7 +61,7 @@ TEST(TokenizerSpm, ModelHeader) {
 }
 
 TEST(TokenizerSpm, ReadmeExample) {
-  // From shared/assets/README.md (sentencepiece's output).
+  // From tests/fixtures/assets/README.md (sentencepiece's output).
   const auto ids = llama2().encode("Hello world! \xE4\xBD\xA0\xE5\xA5\xBD \xF0\x9F\xA6\x99");
   std::vector<std::string> pieces;
   for (auto id : ids) pieces.push_back(llama2().piece(id));

@@ -17,18 +17,11 @@ namespace llamarun::testutil {
 inline std::string fixture_path(const std::string& name) {
   return std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/tokenizer/" + name;
 }
-// Shared read-only assets: <repo>/../shared/assets (CI layout), <repo>/shared/assets, or the
+// Test assets carried by the repository (tests/fixtures/assets, with their license notes), or the
 // directory named by $LLAMARUN_ASSETS_DIR.
 inline std::string shared_asset(const std::string& name) {
-  std::vector<std::string> dirs;
-  if (const char* env = std::getenv("LLAMARUN_ASSETS_DIR")) dirs.push_back(env);
-  dirs.push_back(std::string(LLAMARUN_SOURCE_DIR) + "/../shared/assets");
-  dirs.push_back(std::string(LLAMARUN_SOURCE_DIR) + "/shared/assets");
-  for (const auto& d : dirs) {
-    const std::string p = d + "/" + name;
-    if (std::ifstream(p).good()) return p;
-  }
-  return dirs.back() + "/" + name;
+  if (const char* env = std::getenv("LLAMARUN_ASSETS_DIR")) return std::string(env) + "/" + name;
+  return std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/assets/" + name;
 }
 
 inline std::string slurp_file(const std::string& path) {

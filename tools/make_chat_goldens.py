@@ -79,7 +79,7 @@ def main():
     def raise_exception(msg):
         raise TemplateError(msg)
 
-    spm_model = sys.argv[2] if len(sys.argv) > 2 else "/work/shared/assets/llama2-tokenizer.model"
+    spm_model = sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures/assets/llama2-tokenizer.model"
     lj = json.loads(LlamaTokenizerFast(vocab_file=spm_model, legacy=True, from_slow=True).backend_tokenizer.to_str())
     lj["normalizer"] = {"type": "Sequence", "normalizers": [
         {"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}

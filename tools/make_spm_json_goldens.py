@@ -2,7 +2,7 @@
 """Goldens for a sentencepiece-converted tokenizer.json (BPE with byte_fallback, as the Llama 2 /
 Mistral / TinyLlama repositories on the Hugging Face hub ship it), from the HF `tokenizers` library.
 
-1. Converts /work/shared/assets/llama2-tokenizer.model with transformers' LlamaConverter
+1. Converts tests/fixtures/assets/llama2-tokenizer.model with transformers' LlamaConverter
    (pip install "transformers<4.50" tokenizers sentencepiece protobuf) and gives it the hub's
    normalizer Sequence[Prepend("▁"), Replace(" ", "▁")] and decoder [Replace, ByteFallback, Fuse, Strip].
    (Checked when this script was written: on the whole corpus that full tokenizer.json gives the
@@ -37,7 +37,7 @@ N_LINES = 400
 
 
 def main():
-    model = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/assets/llama2-tokenizer.model"
+    model = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/assets/llama2-tokenizer.model"
     fast = LlamaTokenizerFast(vocab_file=model, legacy=True, from_slow=True)
     j = json.loads(fast.backend_tokenizer.to_str())
     j["normalizer"] = {"type": "Sequence", "normalizers": [

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Goldens for USER_DEFINED and UNUSED sentencepiece pieces, from the `sentencepiece` library.
 
-Takes /work/shared/assets/llama2-tokenizer.model and modifies it (tests/test_tokenizer_spm.cpp
+Takes tests/fixtures/assets/llama2-tokenizer.model and modifies it (tests/test_tokenizer_spm.cpp
 applies the same changes to its parsed model):
   - piece "the" (a NORMAL piece) becomes USER_DEFINED;
   - USER_DEFINED pieces appended (score 0): see APPENDED;
@@ -39,7 +39,7 @@ with open(sys.argv[2], "w") as f:
 
 
 def main():
-    model = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/assets/llama2-tokenizer.model"
+    model = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/assets/llama2-tokenizer.model"
     m = pb.ModelProto()
     with open(model, "rb") as f:
         m.ParseFromString(f.read())

@@ -2,7 +2,7 @@
 """Golden ids for the SentencePiece (Llama 2) tokenizer, from the `sentencepiece` library itself.
 
 Run with Debian's python (python3-sentencepiece): /usr/bin/python3 tools/make_tokenizer_goldens.py
-Reads  tests/fixtures/tokenizer/corpus.jsonl and /work/shared/assets/llama2-tokenizer.model
+Reads  tests/fixtures/tokenizer/corpus.jsonl and tests/fixtures/assets/llama2-tokenizer.model
        (or the path given as argv[1]).
 Writes tests/fixtures/tokenizer/llama2_spm.ids          one line per corpus line: space-separated ids
                                                         (encode without BOS/EOS)
@@ -24,7 +24,7 @@ FIX = "tests/fixtures/tokenizer"
 
 
 def main():
-    model = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/assets/llama2-tokenizer.model"
+    model = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/assets/llama2-tokenizer.model"
     sp = spm.SentencePieceProcessor(model_file=model)
     corpus = read_corpus(f"{FIX}/corpus.jsonl")
     all_ids = []
