@@ -71,11 +71,13 @@ def median(x):
     return x["median"] if isinstance(x, dict) else x
 
 
-def bar_labels(ax, bars, fmt="{:.0f}"):
-    for b in bars:
+def bar_labels(ax, bars, fmt="{:.0f}", above=None):
+    """Writes each bar's value on top of it (above[i] higher up, e.g. over a whisker)."""
+    for i, b in enumerate(bars):
         h = b.get_height()
         if h > 0:
-            ax.annotate(fmt.format(h), (b.get_x() + b.get_width() / 2, h), ha="center", va="bottom",
+            y = h + (above[i] if above else 0)
+            ax.annotate(fmt.format(h), (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom",
                         fontsize=7, xytext=(0, 1), textcoords="offset points")
 
 
@@ -207,8 +209,9 @@ def plot_llamarun_bench(ax, bench):
     x = range(len(bench))
     b1 = ax.bar([i - 0.2 for i in x], pp, 0.4, yerr=pp_err, capsize=3, color=LLAMARUN, label="prompt (pp)")
     b2 = ax.bar([i + 0.2 for i in x], tg, 0.4, yerr=tg_err, capsize=3, color="#5bb55b", label="generation (tg)")
-    bar_labels(ax, b1, "{:.1f}")
-    bar_labels(ax, b2, "{:.1f}")
+    bar_labels(ax, b1, "{:.1f}", pp_err[1])
+    bar_labels(ax, b2, "{:.1f}", tg_err[1])
+    ax.set_ylim(0, max(m + e for m, e in zip(pp + tg, pp_err[1] + tg_err[1])) * 1.15)
     ax.set_xticks(list(x), labels, fontsize=7)
     ax.set_ylabel("tokens/s (median, min..max)")
     ax.set_title("llamarun bench", fontsize=10)

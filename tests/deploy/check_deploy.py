@@ -303,7 +303,7 @@ def main():
         check_dockerignore()
         check_k8s(port, server, metrics)
         used = check_grafana(metrics)
-        print(f"deploy: the dashboard queries {len(used)} metrics, all exported")
+        print(f"deploy: the dashboard queries {len(used)} metrics")
     finally:
         code = server.stop()
         check(code == 0, f"llamarun serve exited with {code}")
