@@ -60,7 +60,7 @@ int terminal_width(std::FILE* out) {
 
 std::string Progress::format_bytes(double bytes) {
   if (!(bytes >= 0) || !std::isfinite(bytes)) return "? B";
-  if (bytes < 1024) return printf_str("%.0f", bytes) + " B";
+  if (bytes < 999.5) return printf_str("%.0f", bytes) + " B";
   const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
   int u = -1;
   // Switch unit at 999.5 so that the 3-digit rounding never prints "1024 KiB" or "1000 KiB".
