@@ -12,6 +12,7 @@
 #include "common.h"
 #include "commands.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "model/random_model.h"
 #include "ops/matmul.h"
 #ifdef LLAMARUN_WITH_CUDA
@@ -96,11 +97,13 @@ int bench_cuda(const Args& args, const std::string& device) {
   gpu->prefill(ids.data(), std::min(pp, 16));  // warm-up (plans, graph capture below)
   gpu->decode_step(ids[0]);
   std::vector<double> pp_tps, tg_tps;
+  Progress bar("bench tokens", uint64_t(reps) * uint64_t(pp + tg), Progress::Unit::kCount);
   for (int r = 0; r < reps; ++r) {
     gpu->reset();
     double t0 = now_s();
     gpu->prefill(ids.data(), pp);  // returns after the logits are on the host
     pp_tps.push_back(pp / (now_s() - t0));
+    bar.add(uint64_t(pp));
   }
   for (int r = 0; r < reps; ++r) {
     gpu->reset();
@@ -108,7 +111,9 @@ int bench_cuda(const Args& args, const std::string& device) {
     double t0 = now_s();
     for (int i = 0; i < tg; ++i) gpu->decode_step(ids[depth + i]);
     tg_tps.push_back(tg / (now_s() - t0));
+    bar.add(uint64_t(tg));
   }
+  bar.finish();
   Stats pps = stats(pp_tps), tgs = stats(tg_tps);
   const double wbytes = double(gpu->weight_bytes_per_token());
   const double kv = double(gpu->kv_bytes_per_token(depth + tg / 2));
@@ -211,11 +216,14 @@ int cmd_bench(int argc, char** argv) {
   m->llama->forward(ids.data(), 1, 0, kv, logits.data());
 
   std::vector<double> pp_tps, tg_tps;
+  // Progress on stderr (a terminal only), counted per prefill chunk and per repetition of tg.
+  Progress bar("bench tokens", uint64_t(reps) * uint64_t(pp + tg), Progress::Unit::kCount);
   for (int r = 0; r < reps; ++r) {
     double t0 = now_s();
     for (int p = 0; p < pp; p += m->llama->max_batch()) {
       int n = std::min(m->llama->max_batch(), pp - p);
       m->llama->forward(ids.data() + p, n, p, kv, logits.data());
+      bar.add(uint64_t(n));
     }
     pp_tps.push_back(pp / (now_s() - t0));
   }
@@ -228,7 +236,9 @@ int cmd_bench(int argc, char** argv) {
     double t0 = now_s();
     for (int i = 0; i < tg; ++i) m->llama->forward(&ids[depth + i], 1, depth + i, kv, logits.data());
     tg_tps.push_back(tg / (now_s() - t0));
+    bar.add(uint64_t(tg));
   }
+  bar.finish();
   Stats pps = stats(pp_tps), tgs = stats(tg_tps);
   const size_t wbytes = streamed_weight_bytes(m->llama->weights());
   const double kv_bytes_per_tok = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float) * (depth + tg / 2.0);

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "server/api_error.h"
+#include "server/chat_page.h"
 #include "server/completion_session.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
@@ -287,6 +288,12 @@ void Server::route(HttpRequest& req, const std::shared_ptr<Exchange>& ex, Reques
       reply_json(ex, 503, {{"status", "loading"}}, log);
     else
       reply_json(ex, 200, {{"status", "ok"}}, log);
+    return;
+  }
+  if (is_chat_page_path(p)) {  // the page needs no key; the API calls it makes do
+    method("GET");
+    ex->respond(chat_page_response());
+    log.status = 200;
     return;
   }
   check_auth(req);

@@ -13,6 +13,7 @@
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
 #include "core/error.h"
+#include "core/progress.h"
 #include "formats/weight_map.h"
 #include "model/random_model.h"
 #include "model/rope.h"
@@ -353,9 +354,11 @@ class Uploader {
       }
       LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
       bytes_ += bytes;
+      if (progress) progress->add(bytes);
     }
   }
   size_t bytes() const { return bytes_; }
+  Progress* progress = nullptr;  // a bar on stderr when it is a terminal (core/progress.h)
 
  private:
   DeviceAllocator& alloc_;
@@ -403,6 +406,8 @@ void CudaLlama::Impl::load_weights(const WeightMap& wm) {
   double t0 = now_s();
   {
     Uploader up(alloc, stream, act, staging);
+    Progress bar("GPU weight upload", wm.total_bytes());
+    up.progress = &bar;
     int64_t h = H, inter = I, qd = int64_t(nh) * hd, kd = int64_t(nkv) * hd;
     up.upload(get_checked(wm, ns.embed(), {V, h}), embed);
     up.upload(get_checked(wm, ns.final_norm(), {h}), final_norm);
