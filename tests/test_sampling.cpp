@@ -285,7 +285,9 @@ TEST(SamplingRandom, TopKKeepsExactlyKAndRenormalises) {
   const auto counts = histogram(s, logits, draws);
   const std::vector<bool> keep = {true, true, false, false, true, false};
   for (int i = 0; i < 6; ++i)
-    if (!keep[i]) EXPECT_EQ(counts[i], 0) << "id " << i;
+    if (!keep[i]) {
+      EXPECT_EQ(counts[i], 0) << "id " << i;
+    }
   EXPECT_LT(chi_square(counts, ref_softmax(logits, 1.3, keep), draws), chi2_crit(2));
 }
 
@@ -307,7 +309,9 @@ TEST(SamplingRandom, TopPKeepsSmallestNucleus) {
     const auto counts = histogram(s, logits, draws);
     const int kept = static_cast<int>(std::count(c.keep.begin(), c.keep.end(), true));
     for (int i = 0; i < 4; ++i)
-      if (!c.keep[i]) EXPECT_EQ(counts[i], 0) << "top_p=" << c.top_p << " id " << i;
+      if (!c.keep[i]) {
+        EXPECT_EQ(counts[i], 0) << "top_p=" << c.top_p << " id " << i;
+      }
     if (kept > 1) {
       EXPECT_LT(chi_square(counts, ref_softmax(logits, 1.0, c.keep), draws), chi2_crit(kept - 1))
           << "top_p=" << c.top_p;
@@ -492,7 +496,9 @@ TEST(SamplingRandom, FilterCombinationsMatchReferenceFrequencies) {
     Sampler s(p, 8);
     const auto counts = histogram(s, logits, draws);
     for (int i = 0; i < 8; ++i)
-      if (!ref.keep[i]) EXPECT_EQ(counts[i], 0) << "trial " << trial << " id " << i;
+      if (!ref.keep[i]) {
+        EXPECT_EQ(counts[i], 0) << "trial " << trial << " id " << i;
+      }
     if (kept > 1) {
       EXPECT_LT(chi_square(counts, ref.p, draws), chi2_crit(std::min(kept - 1, 6))) << "trial " << trial;
     }

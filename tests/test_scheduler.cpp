@@ -246,7 +246,9 @@ TEST(Scheduler, RandomLoadAlwaysCompletesAndConservesBlocks) {
         else
           c.seq->tokens.push_back(int32_t(c.seq->tokens.size()));
       }
-      if (!cache) EXPECT_GE(sim.blocks.num_available(), 0);
+      if (!cache) {
+        EXPECT_GE(sim.blocks.num_available(), 0);
+      }
       (void)used;
     }
     for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(all[i]->status, SeqStatus::kFinished);

@@ -44,7 +44,9 @@ TEST(TokenizerChat, MatchesJinjaTemplates) {
       EXPECT_THROW(render_chat(f, msgs, gen, opt), Error) << c.dump();
     } else {
       EXPECT_EQ(render_chat(f, msgs, gen, opt), c["text"].get<std::string>()) << c.dump();
-      if (f == ChatFormat::kChatML) EXPECT_EQ(render_chat(f, msgs, gen), c["text"].get<std::string>());
+      if (f == ChatFormat::kChatML) {
+        EXPECT_EQ(render_chat(f, msgs, gen), c["text"].get<std::string>());
+      }
     }
     ++n;
   }

@@ -118,6 +118,7 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
       }
       return;
     }
+    default: break;
   }
   fail("dequantize_row: no dequantiser for ", dtype_name(t));
 }
@@ -181,6 +182,7 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       }
       return;
     }
+    default: break;
   }
   fail("quantize_row: no quantiser for ", dtype_name(t));
 }
