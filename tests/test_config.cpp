@@ -401,7 +401,8 @@ TEST(ConfigTensors, EachConfigValueChecked) {
       {[](LlamaConfig& c) { c.num_kv_heads = 4; }, "num_key_value_heads x head_dim = 64"},
       {[](LlamaConfig& c) { c.num_heads = 2; }, "num_attention_heads x head_dim = 32"},
       {[](LlamaConfig& c) { c.intermediate_size = 128; }, "intermediate_size = 128"},
-      {[](LlamaConfig& c) { c.num_layers = 3; }, "model.layers.2.input_layernorm.weight' (attn_norm of layer 2) is missing"},
+      {[](LlamaConfig& c) { c.num_layers = 3; },
+       "model.layers.2.input_layernorm.weight' (attn_norm of layer 2) is missing"},
   };
   for (const auto& cs : cases) {
     LlamaConfig c = base;

@@ -13,24 +13,39 @@ namespace llamarun {
 namespace {
 
 using D = LlamaDim;
+using T = LlamaTensor;
 
 // clang-format off
 // The table. Names of per-layer tensors follow llama_layer_prefix(). Meta's names are those of the
 // original consolidated.*.pth checkpoints (llama/model.py); gate/up/down are its w1/w3/w2.
+constexpr DTypeSet kN = kNormDTypes, kM = kMatrixDTypes;
 constexpr std::array<LlamaTensorSpec, kNumLlamaTensors> kTable = {{
-  //  role                    name         per_layer  {Hugging Face,                       GGUF,                 Meta}                        ndim  dims                         dtypes
-  {LlamaTensor::kTokEmbd,  "tok_embd",  false, {"model.embed_tokens.weight",           "token_embd.weight",  "tok_embeddings.weight"},      2, {D::kVocab, D::kHidden},        kMatrixDTypes},
-  {LlamaTensor::kOutNorm,  "out_norm",  false, {"model.norm.weight",                   "output_norm.weight", "norm.weight"},                1, {D::kHidden, D::kHidden},       kNormDTypes},
-  {LlamaTensor::kLmHead,   "lm_head",   false, {"lm_head.weight",                      "output.weight",      "output.weight"},              2, {D::kVocab, D::kHidden},        kMatrixDTypes},
-  {LlamaTensor::kAttnNorm, "attn_norm", true,  {"input_layernorm.weight",              "attn_norm.weight",   "attention_norm.weight"},      1, {D::kHidden, D::kHidden},       kNormDTypes},
-  {LlamaTensor::kFfnNorm,  "ffn_norm",  true,  {"post_attention_layernorm.weight",     "ffn_norm.weight",    "ffn_norm.weight"},            1, {D::kHidden, D::kHidden},       kNormDTypes},
-  {LlamaTensor::kQ,        "attn_q",    true,  {"self_attn.q_proj.weight",             "attn_q.weight",      "attention.wq.weight"},        2, {D::kQ, D::kHidden},            kMatrixDTypes},
-  {LlamaTensor::kK,        "attn_k",    true,  {"self_attn.k_proj.weight",             "attn_k.weight",      "attention.wk.weight"},        2, {D::kKV, D::kHidden},           kMatrixDTypes},
-  {LlamaTensor::kV,        "attn_v",    true,  {"self_attn.v_proj.weight",             "attn_v.weight",      "attention.wv.weight"},        2, {D::kKV, D::kHidden},           kMatrixDTypes},
-  {LlamaTensor::kO,        "attn_o",    true,  {"self_attn.o_proj.weight",             "attn_output.weight", "attention.wo.weight"},        2, {D::kHidden, D::kQ},            kMatrixDTypes},
-  {LlamaTensor::kGate,     "ffn_gate",  true,  {"mlp.gate_proj.weight",                "ffn_gate.weight",    "feed_forward.w1.weight"},     2, {D::kIntermediate, D::kHidden}, kMatrixDTypes},
-  {LlamaTensor::kUp,       "ffn_up",    true,  {"mlp.up_proj.weight",                  "ffn_up.weight",      "feed_forward.w3.weight"},     2, {D::kIntermediate, D::kHidden}, kMatrixDTypes},
-  {LlamaTensor::kDown,     "ffn_down",  true,  {"mlp.down_proj.weight",                "ffn_down.weight",    "feed_forward.w2.weight"},     2, {D::kHidden, D::kIntermediate}, kMatrixDTypes},
+  // {role,        name,        per_layer, ndim, dims,                     dtypes,
+  //   {Hugging Face,                     GGUF,                  Meta}}
+  {T::kTokEmbd,  "tok_embd",  false, 2, {D::kVocab, D::kHidden},        kM,
+   {"model.embed_tokens.weight",       "token_embd.weight",   "tok_embeddings.weight"}},
+  {T::kOutNorm,  "out_norm",  false, 1, {D::kHidden, D::kHidden},       kN,
+   {"model.norm.weight",               "output_norm.weight",  "norm.weight"}},
+  {T::kLmHead,   "lm_head",   false, 2, {D::kVocab, D::kHidden},        kM,
+   {"lm_head.weight",                  "output.weight",       "output.weight"}},
+  {T::kAttnNorm, "attn_norm", true,  1, {D::kHidden, D::kHidden},       kN,
+   {"input_layernorm.weight",          "attn_norm.weight",    "attention_norm.weight"}},
+  {T::kFfnNorm,  "ffn_norm",  true,  1, {D::kHidden, D::kHidden},       kN,
+   {"post_attention_layernorm.weight", "ffn_norm.weight",     "ffn_norm.weight"}},
+  {T::kQ,        "attn_q",    true,  2, {D::kQ, D::kHidden},            kM,
+   {"self_attn.q_proj.weight",         "attn_q.weight",       "attention.wq.weight"}},
+  {T::kK,        "attn_k",    true,  2, {D::kKV, D::kHidden},           kM,
+   {"self_attn.k_proj.weight",         "attn_k.weight",       "attention.wk.weight"}},
+  {T::kV,        "attn_v",    true,  2, {D::kKV, D::kHidden},           kM,
+   {"self_attn.v_proj.weight",         "attn_v.weight",       "attention.wv.weight"}},
+  {T::kO,        "attn_o",    true,  2, {D::kHidden, D::kQ},            kM,
+   {"self_attn.o_proj.weight",         "attn_output.weight",  "attention.wo.weight"}},
+  {T::kGate,     "ffn_gate",  true,  2, {D::kIntermediate, D::kHidden}, kM,
+   {"mlp.gate_proj.weight",            "ffn_gate.weight",     "feed_forward.w1.weight"}},
+  {T::kUp,       "ffn_up",    true,  2, {D::kIntermediate, D::kHidden}, kM,
+   {"mlp.up_proj.weight",              "ffn_up.weight",       "feed_forward.w3.weight"}},
+  {T::kDown,     "ffn_down",  true,  2, {D::kHidden, D::kIntermediate}, kM,
+   {"mlp.down_proj.weight",            "ffn_down.weight",     "feed_forward.w2.weight"}},
 }};
 
 const char* const kLayerPrefix[kNumTensorNamings] = {"model.layers.", "blk.", "layers."};
@@ -40,7 +55,8 @@ const char* const kNamingName[kNumTensorNamings] = {"Hugging Face", "GGUF", "Met
 const char* const kDimLabel[5][kNumTensorNamings] = {
   {"vocab_size", "vocab size (llama.vocab_size / tokenizer.ggml.tokens)", "vocab_size"},
   {"hidden_size", "llama.embedding_length", "dim"},
-  {"intermediate_size", "llama.feed_forward_length", "FFN hidden dim (from dim, multiple_of, ffn_dim_multiplier)"},
+  {"intermediate_size", "llama.feed_forward_length",
+   "FFN hidden dim (from dim, multiple_of, ffn_dim_multiplier)"},
   {"num_attention_heads x head_dim", "llama.attention.head_count x head_dim", "n_heads x head_dim"},
   {"num_key_value_heads x head_dim", "llama.attention.head_count_kv x head_dim", "n_kv_heads x head_dim"},
 };

@@ -81,12 +81,12 @@ std::string dtype_set_str(DTypeSet s);  // "f32, f16 or bf16"
 
 struct LlamaTensorSpec {
   LlamaTensor role;
-  const char* role_name;  // "attn_q", ...: for messages and `llamarun info --tensors`
-  bool per_layer;         // one per layer; `names` then follow the layer prefix
+  const char* role_name;         // "attn_q", ...: for messages and `llamarun info --tensors`
+  bool per_layer;                // one per layer; `names` then follow the layer prefix
+  int ndim;                      // 1 (norms) or 2 (matrices: [rows, cols])
+  std::array<LlamaDim, 2> dims;  // the first `ndim` are used
+  DTypeSet dtypes;               // the dtypes it may be stored in
   std::array<const char*, kNumTensorNamings> names;  // indexed by TensorNaming
-  int ndim;                                          // 1 (norms) or 2 (matrices: [rows, cols])
-  std::array<LlamaDim, 2> dims;                      // the first `ndim` are used
-  DTypeSet dtypes;
 };
 
 // The table, in load order (global tensors, then per-layer norms, then per-layer matrices).
