@@ -300,7 +300,8 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
     c.vocab_size = opt("vocab_size", 0);
   } else if (auto* toks = meta_strs(wm, "tokenizer.ggml.tokens")) {
     c.vocab_size = to_int(int64_t(toks->size()), "tokenizer.ggml.tokens", where);
-  } else if (auto* emb = wm.find("token_embd.weight"); emb && emb->shape.size() == 2) {
+  } else if (auto* emb = wm.find(llama_tensor_name(LlamaTensor::kTokEmbd, -1, TensorNaming::kGguf));
+             emb && emb->shape.size() == 2) {
     c.vocab_size = to_int(emb->shape[0], "token_embd.weight rows", where);
   } else {
     fail(where,
