@@ -85,9 +85,9 @@ int bench_cuda(const Args& args, const std::string& device) {
     m = load_model(args.str("--model", default_model_path()), lo);
     if (co.max_context > m->cfg.max_position)
       fail("bench needs a context of ", co.max_context, " tokens but the model allows ", m->cfg.max_position);
-    const TensorInfo* e = m->weights->find(m->gguf ? "token_embd.weight" : "model.embed_tokens.weight");
-    co.dtype = dt == "bf16" || (dt == "auto" && e && e->dtype == DType::BF16) ? DType::BF16 : DType::F16;
-    gpu = std::make_unique<CudaLlama>(m->cfg, *m->weights, co);
+    const bool bf16_embd = m->llama->weights().tok_embd.dtype == DType::BF16;  // as bound by the validator
+    co.dtype = dt == "bf16" || (dt == "auto" && bf16_embd) ? DType::BF16 : DType::F16;
+    gpu = std::make_unique<CudaLlama>(m->cfg, m->llama->weights(), co);  // the weights load_model bound
     model_name = m->path;
   }
   const LlamaConfig& c = gpu->config();

@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "model/llama_tensors.h"
 #include "model/model.h"
 
 namespace llamarun::cli {
@@ -12,7 +13,7 @@ int cmd_info(int argc, char** argv) {
   Args args("info", "Print a model's architecture, config, tensors (name, dtype, shape) and memory needs.",
             {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
              {"--ctx", "-c", true, "context length for the KV-cache estimate", "the model's maximum"},
-             {"--tensors", "", false, "list every tensor", ""},
+             {"--tensors", "", false, "list every tensor with its role in the Llama tensor table", ""},
              {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
@@ -61,8 +62,20 @@ int cmd_info(int argc, char** argv) {
   j["ctx"] = ctx;
   if (args.has("--tensors") || args.has("--json")) {
     nlohmann::json ts = nlohmann::json::array();
-    for (auto& [name, t] : m->weights->tensors)
-      ts.push_back({{"name", name}, {"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"bytes", t.nbytes}});
+    const TensorNaming naming = m->gguf ? TensorNaming::kGguf : TensorNaming::kHf;
+    for (auto& [name, t] : m->weights->tensors) {
+      // Role from the one tensor table (model/llama_tensors.h); null for tensors outside it (rope_freqs).
+      auto id = parse_llama_tensor_name(name, naming);
+      nlohmann::json role =
+          id ? nlohmann::json(llama_tensor_spec(id->role).role_name) : nlohmann::json(nullptr);
+      nlohmann::json layer = id && id->layer >= 0 ? nlohmann::json(id->layer) : nlohmann::json(nullptr);
+      ts.push_back({{"name", name},
+                    {"role", role},
+                    {"layer", layer},
+                    {"dtype", dtype_name(t.dtype)},
+                    {"shape", t.shape},
+                    {"bytes", t.nbytes}});
+    }
     j["tensors"] = ts;
   }
   if (args.has("--json")) {
@@ -73,14 +86,20 @@ int cmd_info(int argc, char** argv) {
   std::printf("architecture: %s\n", c.architecture.c_str());
   std::printf("config:       %s\n", j["config"].dump().c_str());
   if (m->tokenizer) std::printf("tokenizer:    %s\n", j["tokenizer"].dump().c_str());
-  std::printf("tensors:      %zu, %.1f MiB of weights\n", m->weights->tensors.size(), m->weight_bytes() / 1048576.0);
+  std::printf("tensors:      %zu, %.1f MiB of weights\n", m->weights->tensors.size(),
+              m->weight_bytes() / 1048576.0);
   for (auto& [dt, b] : by_dtype) std::printf("  %-6s %10.1f MiB\n", dt.c_str(), b / 1048576.0);
   std::printf("KV cache:     %.1f KiB per token, %.1f MiB at context %lld (f32)\n", kv_per_token / 1024.0,
               kv_per_token * double(ctx) / 1048576.0, ctx);
-  if (args.has("--tensors"))
+  if (args.has("--tensors")) {
+    std::printf("  %-48s %-9s %5s %-5s %s\n", "name", "role", "layer", "dtype", "shape");
     for (auto& t : j["tensors"])
-      std::printf("  %-48s %-5s %s\n", t["name"].get<std::string>().c_str(), t["dtype"].get<std::string>().c_str(),
-                  t["shape"].dump().c_str());
+      std::printf("  %-48s %-9s %5s %-5s %s\n", t["name"].get<std::string>().c_str(),
+                  t["role"].is_null() ? "-" : t["role"].get<std::string>().c_str(),
+                  t["layer"].is_null() ? "-" : std::to_string(t["layer"].get<int>()).c_str(),
+                  t["dtype"].get<std::string>().c_str(), t["shape"].dump().c_str());
+    if (c.tie_embeddings) std::printf("  (lm_head: tied to the token embedding)\n");
+  }
   return 0;
 }
 

@@ -44,10 +44,8 @@ DType gpu_dtype_from(const Args& args, const Model& model) {
   if (act == "f16") return DType::F16;
   if (act != "auto")
     fail("--act ", act, " with --device ", args.str("--device", "cpu"), ": use auto, f16 or bf16");
-  const TensorInfo* e =
-      model.weights ? model.weights->find(model.gguf ? "token_embd.weight" : "model.embed_tokens.weight")
-                    : nullptr;
-  return e && e->dtype == DType::BF16 ? DType::BF16 : DType::F16;
+  // The embedding as bound by bind_llama_weights (model/llama_tensors.h).
+  return model.llama && model.llama->weights().tok_embd.dtype == DType::BF16 ? DType::BF16 : DType::F16;
 }
 
 std::string device_from(const Args& args) {

@@ -1,4 +1,5 @@
-// Model config: config.json and GGUF metadata parsing, validation, and the tensor/config agreement check.
+// Model config: config.json and GGUF metadata parsing, validation, and the tensor/config agreement check
+// (bind_llama_weights, the one validator; the table's names are tested in test_llama_tensors.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -8,6 +9,8 @@
 #include "formats/gguf.h"
 #include "formats/model_files.h"
 #include "model/config.h"
+#include "model/llama.h"
+#include "model/llama_tensors.h"
 
 using namespace llamarun;
 using namespace llamarun::testing_util;
@@ -322,11 +325,14 @@ TEST(ConfigGguf, Llama3RopeFreqs) {
 
 namespace {
 
+// A tensor of `shape` and `dt` (no data: the validator reads only names, shapes, dtypes and sizes).
 void add(WeightMap& wm, const std::string& name, std::vector<int64_t> shape, DType dt = DType::F32) {
   TensorInfo t;
   t.name = name;
   t.dtype = dt;
   t.shape = std::move(shape);
+  const int64_t cols = t.shape.empty() ? 1 : t.shape.back();
+  t.nbytes = cols % dtype_block_size(dt) ? 0 : dtype_row_bytes(dt, cols) * size_t(t.numel() / cols);
   wm.tensors[name] = t;
 }
 
@@ -353,9 +359,11 @@ WeightMap tiny_hf_tensors(bool with_lm_head) {
 
 std::string check_error(const LlamaConfig& c, const WeightMap& wm, bool gguf) {
   try {
-    check_llama_tensors(c, wm, gguf, "dir/config.json");
+    bind_llama_weights(c, wm, gguf ? TensorNaming::kGguf : TensorNaming::kHf, "dir/config.json");
   } catch (const Error& e) {
-    return e.what();
+    std::string m = e.what();
+    EXPECT_EQ(m.rfind("dir/config.json: ", 0), 0u) << m;
+    return m;
   }
   return "";
 }
@@ -393,7 +401,8 @@ TEST(ConfigTensors, EachConfigValueChecked) {
       {[](LlamaConfig& c) { c.num_kv_heads = 4; }, "num_key_value_heads x head_dim = 64"},
       {[](LlamaConfig& c) { c.num_heads = 2; }, "num_attention_heads x head_dim = 32"},
       {[](LlamaConfig& c) { c.intermediate_size = 128; }, "intermediate_size = 128"},
-      {[](LlamaConfig& c) { c.num_layers = 3; }, "model.layers.2.input_layernorm.weight' is missing"},
+      {[](LlamaConfig& c) { c.num_layers = 3; },
+       "model.layers.2.input_layernorm.weight' (attn_norm of layer 2) is missing"},
   };
   for (const auto& cs : cases) {
     LlamaConfig c = base;
@@ -461,6 +470,6 @@ TEST(ConfigTensors, HfDirectoryEndToEnd) {
   write_text(dir.file("config.json"), tiny_with("tie_word_embeddings", "true"));
   WeightMap wm = load_weights(dir.path());
   LlamaConfig c = config_from_hf_json(read_text_file(dir.file("config.json")), dir.file("config.json"));
-  EXPECT_NO_THROW(check_llama_tensors(c, wm, false, dir.file("config.json")));
+  EXPECT_NO_THROW(bind_llama_weights(c, wm, TensorNaming::kHf, dir.file("config.json")));
   EXPECT_EQ(wm.get("model.layers.1.mlp.down_proj.weight").dtype, DType::BF16);
 }

@@ -13,6 +13,7 @@
 #include "formats/gguf.h"
 #include "formats/model_files.h"
 #include "model/config.h"
+#include "model/llama.h"
 
 using namespace llamarun;
 using namespace llamarun::testing_util;
@@ -502,7 +503,7 @@ TEST(GgufModel, SmolLM2) {
   EXPECT_TRUE(c.tie_embeddings);
   EXPECT_EQ(c.bos_id, 1);
   EXPECT_EQ(c.eos_ids, (std::vector<int>{2}));
-  EXPECT_NO_THROW(check_llama_tensors(c, wm, true, kModel));
+  EXPECT_NO_THROW(bind_llama_weights(c, wm, TensorNaming::kGguf, kModel));
   ASSERT_NE(meta_strs(wm, "tokenizer.ggml.tokens"), nullptr);
   EXPECT_EQ(meta_strs(wm, "tokenizer.ggml.tokens")->size(), 49152u);
 

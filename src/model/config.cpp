@@ -4,11 +4,11 @@
 #include <cmath>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "core/error.h"
 #include "formats/gguf.h"
 #include "formats/weight_map.h"
+#include "model/llama_tensors.h"
 
 namespace llamarun {
 
@@ -300,7 +300,8 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
     c.vocab_size = opt("vocab_size", 0);
   } else if (auto* toks = meta_strs(wm, "tokenizer.ggml.tokens")) {
     c.vocab_size = to_int(int64_t(toks->size()), "tokenizer.ggml.tokens", where);
-  } else if (auto* emb = wm.find("token_embd.weight"); emb && emb->shape.size() == 2) {
+  } else if (auto* emb = wm.find(llama_tensor_name(LlamaTensor::kTokEmbd, -1, TensorNaming::kGguf));
+             emb && emb->shape.size() == 2) {
     c.vocab_size = to_int(emb->shape[0], "token_embd.weight rows", where);
   } else {
     fail(where,
@@ -323,7 +324,7 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
     fail(where, ": unsupported llama.rope.scaling.type '", scaling, "' (supported: none, linear)");
   }
   c.rope_layout = RopeLayout::kInterleaved;
-  c.tie_embeddings = wm.find("output.weight") == nullptr;
+  c.tie_embeddings = llama_lm_head_tied(c, wm, TensorNaming::kGguf);  // no output.weight: tied
   c.bos_id = to_int(meta_int(wm, "tokenizer.ggml.bos_token_id", -1), "tokenizer.ggml.bos_token_id", where);
   for (const char* k : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
     if (!meta_has(wm, k)) continue;
@@ -341,81 +342,5 @@ LlamaConfig config_from_gguf_impl(const WeightMap& wm, const std::string& where)
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------- tensor/config agreement
-
-namespace {
-
-// One expected dimension: its value and the config quantity it comes from.
-struct Dim {
-  int64_t value;
-  std::string what;
-};
-
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::ostringstream os;
-  os << "[";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  os << "]";
-  return os.str();
-}
-
-void check_one(const WeightMap& wm, const std::string& name, const std::vector<Dim>& want, bool is_norm,
-               const std::string& where) {
-  const TensorInfo* t = wm.find(name);
-  if (!t) fail(where, ": tensor '", name, "' is missing from the weights");
-  std::vector<int64_t> expected;
-  for (const auto& d : want) expected.push_back(d.value);
-  if (t->shape.size() != want.size())
-    fail(where, ": tensor '", name, "' is ", shape_str(t->shape), " but the config expects ", want.size(),
-         "-D ", shape_str(expected));
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (t->shape[i] != want[i].value)
-      fail(where, ": ", want[i].what, " = ", want[i].value, " in the config but tensor '", name, "' is ",
-           shape_str(t->shape), " (expected ", shape_str(expected), ")");
-  }
-  if (is_norm && dtype_is_quantized(t->dtype))
-    fail(where, ": norm weight '", name, "' is ", dtype_name(t->dtype), "; it must be f32, f16 or bf16");
-}
-
-}  // namespace
-
-void check_llama_tensors(const LlamaConfig& c, const WeightMap& wm, bool gguf_names,
-                         const std::string& where) {
-  const bool g = gguf_names;
-  const Dim vocab{c.vocab_size, g ? "vocab size (llama.vocab_size / tokenizer.ggml.tokens)" : "vocab_size"};
-  const Dim hidden{c.hidden_size, g ? "llama.embedding_length" : "hidden_size"};
-  const Dim inter{c.intermediate_size, g ? "llama.feed_forward_length" : "intermediate_size"};
-  const Dim q{int64_t(c.num_heads) * c.head_dim,
-              g ? "llama.attention.head_count x head_dim" : "num_attention_heads x head_dim"};
-  const Dim kv{int64_t(c.num_kv_heads) * c.head_dim,
-               g ? "llama.attention.head_count_kv x head_dim" : "num_key_value_heads x head_dim"};
-
-  for (const auto& [name, t] : wm.tensors) {
-    if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0)
-      fail(where, ": tensor '", name, "': bias tensors are not supported by the Llama model");
-  }
-  check_one(wm, g ? "token_embd.weight" : "model.embed_tokens.weight", {vocab, hidden}, false, where);
-  check_one(wm, g ? "output_norm.weight" : "model.norm.weight", {hidden}, true, where);
-  const std::string head = g ? "output.weight" : "lm_head.weight";
-  if (g) {
-    if (wm.find(head)) check_one(wm, head, {vocab, hidden}, false, where);
-  } else if (!c.tie_embeddings) {
-    if (!wm.find(head)) fail(where, ": tensor 'lm_head.weight' is missing and tie_word_embeddings is false");
-    check_one(wm, head, {vocab, hidden}, false, where);
-  }
-  for (int l = 0; l < c.num_layers; ++l) {
-    const std::string b = g ? "blk." + std::to_string(l) + "." : "model.layers." + std::to_string(l) + ".";
-    check_one(wm, b + (g ? "attn_norm.weight" : "input_layernorm.weight"), {hidden}, true, where);
-    check_one(wm, b + (g ? "ffn_norm.weight" : "post_attention_layernorm.weight"), {hidden}, true, where);
-    check_one(wm, b + (g ? "attn_q.weight" : "self_attn.q_proj.weight"), {q, hidden}, false, where);
-    check_one(wm, b + (g ? "attn_k.weight" : "self_attn.k_proj.weight"), {kv, hidden}, false, where);
-    check_one(wm, b + (g ? "attn_v.weight" : "self_attn.v_proj.weight"), {kv, hidden}, false, where);
-    check_one(wm, b + (g ? "attn_output.weight" : "self_attn.o_proj.weight"), {hidden, q}, false, where);
-    check_one(wm, b + (g ? "ffn_gate.weight" : "mlp.gate_proj.weight"), {inter, hidden}, false, where);
-    check_one(wm, b + (g ? "ffn_up.weight" : "mlp.up_proj.weight"), {inter, hidden}, false, where);
-    check_one(wm, b + (g ? "ffn_down.weight" : "mlp.down_proj.weight"), {hidden, inter}, false, where);
-  }
-}
 
 }  // namespace llamarun

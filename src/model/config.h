@@ -53,23 +53,7 @@ LlamaConfig config_from_hf_json(const std::string& json_text, const std::string&
 // factors that fit no known parameter set are an error.
 LlamaConfig config_from_gguf(const WeightMap& wm, const std::string& where);
 
-// Checks that every tensor the config implies exists with the right shape (outermost-first):
-//   HF names (gguf_names = false):
-//     model.embed_tokens.weight [vocab, hidden]       model.norm.weight [hidden]
-//     model.layers.N.input_layernorm.weight [hidden]  model.layers.N.post_attention_layernorm.weight [hidden]
-//     model.layers.N.self_attn.q_proj.weight [heads*head_dim, hidden]
-//     model.layers.N.self_attn.{k,v}_proj.weight [kv_heads*head_dim, hidden]
-//     model.layers.N.self_attn.o_proj.weight [hidden, heads*head_dim]
-//     model.layers.N.mlp.{gate,up}_proj.weight [intermediate, hidden]
-//     model.layers.N.mlp.down_proj.weight [hidden, intermediate]
-//     lm_head.weight [vocab, hidden] unless tie_embeddings
-//   GGUF names (gguf_names = true): token_embd, output_norm, output (optional: its absence means tied),
-//     blk.N.{attn_norm, ffn_norm, attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down}.weight
-// Norm weights must be F32/F16/BF16. Throws Error naming `where`, the tensor, its actual and expected
-// shape and the config value that disagrees, e.g.
-//   "config.json: model.embed_tokens.weight is [100, 32] but the config expects [100, 64]
-//    (hidden_size = 64 disagrees with dimension 1)".
-void check_llama_tensors(const LlamaConfig& cfg, const WeightMap& wm, bool gguf_names,
-                         const std::string& where);
+// The tensors the config implies are checked against the weights by bind_llama_weights
+// (model/llama_tensors.h).
 
 }  // namespace llamarun

@@ -13,6 +13,7 @@
 #include "kv/kv_cache.h"
 #include "kv/paged_kv_pool.h"
 #include "model/config.h"
+#include "model/llama_tensors.h"
 
 namespace llamarun {
 
@@ -35,10 +36,7 @@ struct LlamaWeights {
   std::vector<LlamaLayerWeights> layers;
 };
 
-// Binds the tensors of `wm` (HF names, or GGUF names when `gguf_names`) after checking every shape
-// against `cfg`. Throws Error naming the tensor and both shapes on a mismatch.
-LlamaWeights bind_llama_weights(const LlamaConfig& cfg, const WeightMap& wm, bool gguf_names,
-                                const std::string& where);
+// Bound by bind_llama_weights (model/llama_tensors.h), the one validator every backend loads through.
 
 // Called with each named intermediate (e.g. "attn_norm", layer 3) when set: for finding where a
 // divergence from a reference starts. `rows` x `cols` f32 values.

@@ -70,7 +70,7 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (m->tokenizer && m->tokenizer->vocab_size() > m->cfg.vocab_size)
     fail(path, ": the tokenizer has ", m->tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
          m->cfg.vocab_size);
-  LlamaWeights w = bind_llama_weights(m->cfg, *m->weights, m->gguf, path);
+  LlamaWeights w = bind_llama_weights(m->cfg, *m->weights, m->gguf ? TensorNaming::kGguf : TensorNaming::kHf, path);
   const bool bf16_ckpt = w.tok_embd.dtype == DType::BF16;
   m->llama = std::make_unique<LlamaModel>(m->cfg, std::move(w), opts.max_batch);
   if (opts.activations == "bf16") m->llama->options().emulate_bf16 = true;

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "model/llama_tensors.h"
 
 namespace llamarun {
 
@@ -51,24 +52,22 @@ uint64_t splitmix(uint64_t& s) {
 
 std::unique_ptr<Model> make_random_model(const LlamaConfig& cfg, DType dtype, uint64_t seed, int max_batch) {
   cfg.validate("random model");
-  if (dtype_is_quantized(dtype) && cfg.hidden_size % kQuantBlock)
-    fail("random model: hidden_size ", cfg.hidden_size, " is not a multiple of the quant block (32)");
-  const int64_t D = cfg.hidden_size, F = cfg.intermediate_size, V = cfg.vocab_size;
-  const int64_t QD = int64_t(cfg.num_heads) * cfg.head_dim, KD = int64_t(cfg.num_kv_heads) * cfg.head_dim;
-  std::vector<Spec> specs{{"model.embed_tokens.weight", {V, D}, dtype}, {"model.norm.weight", {D}, DType::F32}};
-  if (!cfg.tie_embeddings) specs.push_back({"lm_head.weight", {V, D}, dtype});
-  for (int l = 0; l < cfg.num_layers; ++l) {
-    std::string p = "model.layers." + std::to_string(l) + ".";
-    specs.push_back({p + "input_layernorm.weight", {D}, DType::F32});
-    specs.push_back({p + "post_attention_layernorm.weight", {D}, DType::F32});
-    specs.push_back({p + "self_attn.q_proj.weight", {QD, D}, dtype});
-    specs.push_back({p + "self_attn.k_proj.weight", {KD, D}, dtype});
-    specs.push_back({p + "self_attn.v_proj.weight", {KD, D}, dtype});
-    specs.push_back({p + "self_attn.o_proj.weight", {D, QD}, dtype});
-    specs.push_back({p + "mlp.gate_proj.weight", {F, D}, dtype});
-    specs.push_back({p + "mlp.up_proj.weight", {F, D}, dtype});
-    specs.push_back({p + "mlp.down_proj.weight", {D, F}, dtype});
-  }
+  // Every tensor of the table under its Hugging Face name, in table order (global, then per layer);
+  // lm_head only when untied. Norms are f32, matrices `dtype`.
+  std::vector<Spec> specs;
+  auto add = [&](const LlamaTensorSpec& t, int layer) {
+    specs.push_back({llama_tensor_name(t.role, layer, TensorNaming::kHf), llama_tensor_shape(t.role, cfg),
+                     t.ndim == 1 ? DType::F32 : dtype});
+  };
+  for (const auto& t : llama_tensor_table())
+    if (!t.per_layer && !(t.role == LlamaTensor::kLmHead && cfg.tie_embeddings)) add(t, -1);
+  for (int l = 0; l < cfg.num_layers; ++l)
+    for (const auto& t : llama_tensor_table())
+      if (t.per_layer) add(t, l);
+  for (const auto& s : specs)
+    if (s.shape.back() % dtype_block_size(s.dtype))
+      fail("random model: ", s.name, " has rows of ", s.shape.back(), " values, not whole ",
+           dtype_name(s.dtype), " blocks of ", dtype_block_size(s.dtype));
   auto m = std::make_unique<Model>();
   m->path = "random";
   m->cfg = cfg;
@@ -110,7 +109,7 @@ std::unique_ptr<Model> make_random_model(const LlamaConfig& cfg, DType dtype, ui
     m->weights->tensors[s.name] = t;
     off += (t.nbytes + 63) / 64 * 64;
   }
-  LlamaWeights w = bind_llama_weights(cfg, *m->weights, false, "random model");
+  LlamaWeights w = bind_llama_weights(cfg, *m->weights, TensorNaming::kHf, "random model");
   m->llama = std::make_unique<LlamaModel>(cfg, std::move(w), max_batch);
   return m;
 }

@@ -24,7 +24,9 @@ bool cuda_samples_on_gpu(const SamplingParams& p) {
 
 CudaGenerator::CudaGenerator(Model& model, const CudaLlamaOptions& opt) : model_(model) {
   if (!model.weights) fail(model.path, ": no weights loaded");
-  llama_ = std::make_unique<CudaLlama>(model.cfg, *model.weights, opt);
+  // The weights the CPU model bound (bind_llama_weights), else bound here by the same validator.
+  llama_ = model.llama ? std::make_unique<CudaLlama>(model.cfg, model.llama->weights(), opt)
+                       : std::make_unique<CudaLlama>(model.cfg, *model.weights, opt);
 }
 
 CudaGenerator::~CudaGenerator() = default;

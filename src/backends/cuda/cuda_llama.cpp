@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "formats/weight_map.h"
+#include "model/llama_tensors.h"
 #include "model/random_model.h"
 #include "model/rope.h"
 
@@ -39,27 +40,6 @@ LlamaConfig cuda_preset_config(const std::string& name) {
 }
 
 namespace {
-
-enum class Role { kAttnNorm, kQ, kK, kV, kO, kFfnNorm, kGate, kUp, kDown };
-
-// Maps logical tensors to the names of one file family.
-struct NameScheme {
-  bool gguf = false;
-  std::string embed() const { return gguf ? "token_embd.weight" : "model.embed_tokens.weight"; }
-  std::string final_norm() const { return gguf ? "output_norm.weight" : "model.norm.weight"; }
-  std::string lm_head() const { return gguf ? "output.weight" : "lm_head.weight"; }
-  std::string layer(int i, Role r) const {
-    static const char* hf[] = {
-        "input_layernorm.weight",  "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-        "self_attn.v_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight",
-        "mlp.gate_proj.weight",    "mlp.up_proj.weight",      "mlp.down_proj.weight"};
-    static const char* gg[] = {"attn_norm.weight", "attn_q.weight",      "attn_k.weight",
-                               "attn_v.weight",    "attn_output.weight", "ffn_norm.weight",
-                               "ffn_gate.weight",  "ffn_up.weight",      "ffn_down.weight"};
-    return gguf ? detail::concat("blk.", i, ".", gg[int(r)])
-                : detail::concat("model.layers.", i, ".", hf[int(r)]);
-  }
-};
 
 struct LayerWeights {
   void* attn_norm = nullptr;  // [H]
@@ -164,7 +144,7 @@ struct CudaLlama::Impl {
   void init_common(const LlamaConfig& c, const CudaLlamaOptions& o);
   void check_fits(size_t extra);  // extra: transient buffers (upload staging)
   void allocate(size_t extra = 0);
-  void load_weights(const WeightMap& wm);
+  void load_weights(const LlamaWeights& w);
   void random_weights(uint64_t seed);
   void forward(int M, bool decode, int start);
   void run_decode();
@@ -328,16 +308,14 @@ class Uploader {
       if (done_[i]) cudaEventDestroy(done_[i]);
     }
   }
-  // Copies all of t (numel values) into dst (act dtype), converting on the GPU when t.dtype != act.
-  void upload(const TensorInfo& t, void* dst) {
-    const bool direct = t.dtype == act_;
-    const size_t bb = dtype_block_bytes(t.dtype);
-    const int64_t be = dtype_block_size(t.dtype);
-    const int64_t nblocks = t.numel() / be;
-    if (t.nbytes < size_t(nblocks) * bb)
-      fail(t.file, ": tensor '", t.name, "' holds ", t.nbytes, " bytes, fewer than its shape needs");
+  // Copies all of w (rows x cols values) into dst (act dtype), converting on the GPU when w.dtype != act.
+  void upload(const WeightView& w, void* dst) {
+    const bool direct = w.dtype == act_;
+    const size_t bb = dtype_block_bytes(w.dtype);
+    const int64_t be = dtype_block_size(w.dtype);
+    const int64_t nblocks = w.rows * w.cols / be;  // whole blocks per row: checked by bind_llama_weights
     const int64_t per_chunk = int64_t(staging_ / bb);
-    const auto* src = static_cast<const uint8_t*>(t.data);
+    const auto* src = static_cast<const uint8_t*>(w.data);
     for (int64_t b0 = 0; b0 < nblocks; b0 += per_chunk) {
       int64_t nb = std::min(per_chunk, nblocks - b0);
       size_t bytes = size_t(nb) * bb;
@@ -350,7 +328,7 @@ class Uploader {
         LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(out, host_[k], bytes, cudaMemcpyHostToDevice, stream_));
       } else {
         LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(dev_[k], host_[k], bytes, cudaMemcpyHostToDevice, stream_));
-        convert_to_act(act_, t.dtype, dev_[k], out, nb * be, stream_);
+        convert_to_act(act_, w.dtype, dev_[k], out, nb * be, stream_);
       }
       LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
       bytes_ += bytes;
@@ -372,59 +350,52 @@ class Uploader {
   size_t bytes_ = 0;
 };
 
-const TensorInfo& get_checked(const WeightMap& wm, const std::string& name, std::vector<int64_t> shape) {
-  const TensorInfo& t = wm.get(name);
-  bool ok = t.shape == shape;
-  // 1-D norms may come as {H} or {1, H}; accept equal element counts for vectors only.
-  if (!ok && shape.size() == 1 && t.numel() == shape[0]) ok = true;
-  if (!ok) {
-    std::string want, got;
-    for (auto d : shape) want += detail::concat(want.empty() ? "" : ", ", d);
-    for (auto d : t.shape) got += detail::concat(got.empty() ? "" : ", ", d);
-    fail(t.file.empty() ? std::string("weights") : t.file, ": tensor '", name, "' has shape [", got,
-         "], expected [", want, "]");
-  }
-  if (dtype_is_quantized(t.dtype) && t.numel() % kQuantBlock)
-    fail(t.file, ": tensor '", name, "' of ", dtype_name(t.dtype), " has ", t.numel(),
-         " values, not whole blocks");
-  return t;
-}
-
 }  // namespace
 
-void CudaLlama::Impl::load_weights(const WeightMap& wm) {
-  NameScheme ns;
-  if (wm.find("token_embd.weight"))
-    ns.gguf = true;
-  else if (!wm.find("model.embed_tokens.weight"))
-    fail(
-        "weights: neither 'model.embed_tokens.weight' (Hugging Face) nor 'token_embd.weight' (GGUF) is "
-        "present");
-  if (!cfg.tie_embeddings && !wm.find(ns.lm_head())) cfg.tie_embeddings = true;  // no lm_head: tied
+// Uploads weights bound (and checked against the config) by bind_llama_weights, the loader every backend
+// shares: the lm_head is tied exactly where the binding tied it.
+void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
+  if (int64_t(w.layers.size()) != L || w.tok_embd.rows != V || w.tok_embd.cols != H || w.lm_head.rows != V ||
+      w.lm_head.cols != H)
+    fail("CudaLlama: the bound weights (", w.layers.size(), " layers, embedding [", w.tok_embd.rows, ", ",
+         w.tok_embd.cols, "]) do not match the config (", L, " layers, [", V, ", ", H, "])");
+  cfg.tie_embeddings = w.lm_head.data == w.tok_embd.data;
   const size_t staging = std::max<size_t>(opt.staging_bytes, 1u << 20);
   allocate(2 * staging);
   double t0 = now_s();
   {
     Uploader up(alloc, stream, act, staging);
-    Progress bar("GPU weight upload", wm.total_bytes());
+    size_t total = 0;
+    auto add = [&](const WeightView& v) { total += v.row_bytes() * size_t(v.rows); };
+    add(w.tok_embd), add(w.out_norm);
+    if (!cfg.tie_embeddings) add(w.lm_head);
+    for (const LlamaLayerWeights& lw : w.layers)
+      for (const WeightView* v : {&lw.attn_norm, &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_norm, &lw.w_gate, &lw.w_up,
+                                  &lw.w_down})
+        add(*v);
+    Progress bar("GPU weight upload", total);
     up.progress = &bar;
-    int64_t h = H, inter = I, qd = int64_t(nh) * hd, kd = int64_t(nkv) * hd;
-    up.upload(get_checked(wm, ns.embed(), {V, h}), embed);
-    up.upload(get_checked(wm, ns.final_norm(), {h}), final_norm);
-    if (!cfg.tie_embeddings) up.upload(get_checked(wm, ns.lm_head(), {V, h}), lm_head);
+    const int64_t h = H, inter = I, qd = int64_t(nh) * hd, kd = int64_t(nkv) * hd;
+    up.upload(w.tok_embd, embed);
+    up.upload(w.out_norm, final_norm);
+    if (!cfg.tie_embeddings) up.upload(w.lm_head, lm_head);
     for (int l = 0; l < L; ++l) {
       LayerWeights& lw = layers[l];
+      const LlamaLayerWeights& hw = w.layers[size_t(l)];
+      if (hw.wq.rows != qd || hw.wk.rows != kd || hw.wv.rows != kd || hw.wo.cols != qd || hw.w_gate.rows != inter ||
+          hw.w_up.rows != inter || hw.w_down.cols != inter || hw.attn_norm.cols != h || hw.ffn_norm.cols != h)
+        fail("CudaLlama: the bound weights of layer ", l, " do not match the config");
       char* qkvp = static_cast<char*>(lw.qkv);
       char* gup = static_cast<char*>(lw.gate_up);
-      up.upload(get_checked(wm, ns.layer(l, Role::kAttnNorm), {h}), lw.attn_norm);
-      up.upload(get_checked(wm, ns.layer(l, Role::kQ), {qd, h}), qkvp);
-      up.upload(get_checked(wm, ns.layer(l, Role::kK), {kd, h}), qkvp + lin_bytes(qd, h));
-      up.upload(get_checked(wm, ns.layer(l, Role::kV), {kd, h}), qkvp + lin_bytes(qd + kd, h));
-      up.upload(get_checked(wm, ns.layer(l, Role::kO), {h, qd}), lw.o);
-      up.upload(get_checked(wm, ns.layer(l, Role::kFfnNorm), {h}), lw.ffn_norm);
-      up.upload(get_checked(wm, ns.layer(l, Role::kGate), {inter, h}), gup);
-      up.upload(get_checked(wm, ns.layer(l, Role::kUp), {inter, h}), gup + lin_bytes(inter, h));
-      up.upload(get_checked(wm, ns.layer(l, Role::kDown), {h, inter}), lw.down);
+      up.upload(hw.attn_norm, lw.attn_norm);
+      up.upload(hw.wq, qkvp);
+      up.upload(hw.wk, qkvp + lin_bytes(qd, h));
+      up.upload(hw.wv, qkvp + lin_bytes(qd + kd, h));
+      up.upload(hw.wo, lw.o);
+      up.upload(hw.ffn_norm, lw.ffn_norm);
+      up.upload(hw.w_gate, gup);
+      up.upload(hw.w_up, gup + lin_bytes(inter, h));
+      up.upload(hw.w_down, lw.down);
     }
     LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
     load.host_bytes = up.bytes();
@@ -602,12 +573,27 @@ CudaLlama::Impl::~Impl() {
   if (stream) cudaStreamDestroy(stream);
 }
 
-CudaLlama::CudaLlama(const LlamaConfig& config, const WeightMap& weights, const CudaLlamaOptions& opt)
+CudaLlama::CudaLlama(const LlamaConfig& config, const LlamaWeights& weights, const CudaLlamaOptions& opt)
     : impl_(std::make_unique<Impl>()) {
   impl_->init_common(config, opt);
   impl_->load_weights(weights);
   impl_->mem.allocated = impl_->alloc.allocated();
 }
+
+namespace {
+// The file the weights came from, for messages (in-memory maps: "weights").
+std::string weights_origin(const WeightMap& wm) {
+  for (const auto& [_, t] : wm.tensors)
+    if (!t.file.empty()) return t.file;
+  return "weights";
+}
+}  // namespace
+
+CudaLlama::CudaLlama(const LlamaConfig& config, const WeightMap& weights, const CudaLlamaOptions& opt)
+    : CudaLlama(config,
+                bind_llama_weights(config, weights, detect_tensor_naming(weights, weights_origin(weights)),
+                                   weights_origin(weights)),
+                opt) {}
 
 CudaLlama::CudaLlama(const LlamaConfig& config, uint64_t seed, const CudaLlamaOptions& opt)
     : impl_(std::make_unique<Impl>()) {

@@ -82,11 +82,15 @@ LlamaConfig cuda_preset_config(const std::string& name);
 
 class CudaLlama {
  public:
-  // From host weights (mmap'ed). Tensor names may be Hugging Face's (model.layers.N.self_attn.q_proj.weight,
-  // ...) or GGUF's (blk.N.attn_q.weight, ...); any stored dtype (f32, f16, bf16, q8_0, q4_0, q4_1) is
-  // converted to opt.dtype on the GPU while uploading through pinned staging buffers. config.rope_layout
-  // must match the weights (GGUF llama files: kInterleaved). Throws Error when a tensor is missing or has
-  // the wrong shape, when the device is absent, or when the model does not fit in GPU memory.
+  // From host weights (mmap'ed) bound by bind_llama_weights (model/llama_tensors.h), the validator the CPU
+  // model loads through too: the lm_head is tied exactly where the binding tied it. Any stored dtype of the
+  // table (f32, f16, bf16, q8_0, q4_0, q4_1) is converted to opt.dtype on the GPU while uploading through
+  // pinned staging buffers. config.rope_layout must match the weights (GGUF llama files: kInterleaved).
+  // Throws Error when the weights were bound for another config, when the device is absent, or when the
+  // model does not fit in GPU memory.
+  CudaLlama(const LlamaConfig& config, const LlamaWeights& weights, const CudaLlamaOptions& opt = {});
+  // Binds `weights` (naming detected from the token embedding's name: Hugging Face, GGUF or Meta) through
+  // bind_llama_weights, then as above: a missing or misshapen tensor throws the validator's Error.
   CudaLlama(const LlamaConfig& config, const WeightMap& weights, const CudaLlamaOptions& opt = {});
   // Random weights (uniform, scaled by 1/sqrt(fan-in)), generated on the GPU from `seed`.
   CudaLlama(const LlamaConfig& config, uint64_t seed, const CudaLlamaOptions& opt = {});

@@ -42,7 +42,10 @@ class CudaStepModel final : public StepModel {
 std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOptions opt) {
   if (!model.weights) fail("make_cuda_step_model: the model has no weights");
   opt.paged = true;
-  return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(model.cfg, *model.weights, opt));
+  // The weights the CPU model bound (bind_llama_weights), else bound here by the same validator.
+  auto m = model.llama ? std::make_unique<CudaLlama>(model.cfg, model.llama->weights(), opt)
+                       : std::make_unique<CudaLlama>(model.cfg, *model.weights, opt);
+  return std::make_unique<CudaStepModel>(std::move(m));
 }
 
 std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed,
