@@ -1,4 +1,5 @@
-// Decode attention over the KV cache, split-K ("flash-decoding"): the context 0..pos is cut into
+// Decode attention over one sequence's K / V in the paged pool (found through its block table), split-K
+// ("flash-decoding"): the context 0..pos is cut into
 // `splits` contiguous chunks (chunk size computed on the GPU from the position, so a captured graph
 // serves every step); one block per (kv head, chunk) computes, for the GQA group of query heads that
 // share the kv head, an online-softmax partial result (unnormalised output, running max, running
@@ -25,10 +26,10 @@ __device__ __forceinline__ int chunk_len(int len, int splits) {
 // One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end).
 template <typename T, int HD, int MAXG>
 __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* __restrict__ kc,
-                                              const T* __restrict__ vc, int nh, int G, int max_ctx,
-                                              float scale, float* __restrict__ part_o,
-                                              float* __restrict__ part_stats, int kvh, int split, int begin,
-                                              int end) {
+                                              const T* __restrict__ vc, const int32_t* __restrict__ table,
+                                              int bs, int nh, int nkv, int G, float scale,
+                                              float* __restrict__ part_o, float* __restrict__ part_stats,
+                                              int kvh, int split, int begin, int end) {
   constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
   constexpr int PPW = 32 / LPP;     // positions per warp per step
   constexpr int PG = kWarps * PPW;  // position groups per block
@@ -40,8 +41,10 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
   const int lane = tid & 31, warp = tid >> 5;
   const int dl = lane % LPP;               // which 8 values of the head
   const int pg = warp * PPW + lane / LPP;  // position group
-  const T* kbase = kc + size_t(kvh) * max_ctx * HD + dl * 8;
-  const T* vbase = vc + size_t(kvh) * max_ctx * HD + dl * 8;
+  // Element offset of this lane's 8 values of position p: block table[p / bs], offset p % bs.
+  auto at = [&](int p) {
+    return ((size_t(__ldg(table + p / bs)) * nkv + kvh) * bs + p % bs) * HD + dl * 8;
+  };
 
   float qf[MAXG][8];
 #pragma unroll
@@ -71,7 +74,7 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
-      kv[i] = p < end ? ld_stream(kbase + size_t(p) * HD) : make_uint4(0, 0, 0, 0);
+      kv[i] = p < end ? ld_stream(kc + at(p)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
@@ -117,7 +120,7 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
-      vv[i] = p < end ? ld_stream(vbase + size_t(p) * HD) : make_uint4(0, 0, 0, 0);
+      vv[i] = p < end ? ld_stream(vc + at(p)) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
@@ -166,7 +169,8 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 template <typename T, int HD, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     decode_attn_partial(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
-                        const int32_t* __restrict__ pos_dev, int nh, int G, int max_ctx, float scale,
+                        const int32_t* __restrict__ table, int bs, const int32_t* __restrict__ pos_dev,
+                        int nh, int nkv, int G, int max_ctx, float scale,
                         float* __restrict__ part_o, float* __restrict__ part_stats, int* counters,
                         T* __restrict__ out) {
   pdl_trigger();
@@ -185,7 +189,8 @@ __global__ void __launch_bounds__(kThreads)
       st[1] = 0.f;
     }
   } else {
-    partial_chunk<T, HD, MAXG>(q, kc, vc, nh, G, max_ctx, scale, part_o, part_stats, kvh, split, begin, end);
+    partial_chunk<T, HD, MAXG>(q, kc, vc, table, bs, nh, nkv, G, scale, part_o, part_stats, kvh, split, begin,
+                               end);
   }
   if (!counters) return;
   // Fused merge: the last block of this kv head to finish combines the S chunks of its G query heads.
@@ -245,14 +250,14 @@ __global__ void decode_attn_merge(const float* __restrict__ part_o, const float*
 }
 
 template <typename T, int HD>
-void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx,
-               float scale, int S, float* po, float* ps, int* counters, T* out, cudaStream_t stream,
-               bool pdl) {
+void launch_hd(const T* q, const T* k, const T* v, const int32_t* table, int bs, const int32_t* pos, int nh,
+               int nkv, int max_ctx, float scale, int S, float* po, float* ps, int* counters, T* out,
+               cudaStream_t stream, bool pdl) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
   auto go = [&](auto kernel) {
-    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G, max_ctx, scale, po, ps,
-                  counters, out);
+    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, table, bs, pos, nh, nkv, G, max_ctx,
+                  scale, po, ps, counters, out);
   };
   if (G == 1)
     go(decode_attn_partial<T, HD, 1>);
@@ -279,33 +284,35 @@ size_t decode_attn_partial_floats(const DecodeAttnPlan& plan, int nh, int hd) {
 }
 size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh) { return size_t(plan.splits) * nh * 2; }
 
-void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
-                      const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
-                      const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream, bool pdl, int* merge_counters) {
+void decode_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
+                      const int32_t* block_table, int block_size, const int32_t* pos_dev, int nh, int nkv,
+                      int hd, int max_ctx, float scale, const DecodeAttnPlan& plan, float* part_o,
+                      float* part_stats, void* out, cudaStream_t stream, bool pdl, int* merge_counters) {
   if (nkv <= 0 || nh % nkv != 0)
     fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("decode_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
     fail("decode_attention: head_dim ", hd, " not supported (16, 32, 64 or 128)");
+  if (block_size < 1) fail("decode_attention: block_size ", block_size, " must be >= 1");
+  if (!block_table) fail("decode_attention: no block table");
   int S = plan.splits;
   LLAMARUN_DISPATCH_ACT(act, "decode_attention", {
     auto* qq = static_cast<const T*>(q);
-    auto* kk = static_cast<const T*>(k_cache);
-    auto* vv = static_cast<const T*>(v_cache);
+    auto* kk = static_cast<const T*>(k_pool);
+    auto* vv = static_cast<const T*>(v_pool);
     auto* oo = static_cast<T*>(out);
     if (hd == 16)
-      launch_hd<T, 16>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                       oo, stream, pdl);
+      launch_hd<T, 16>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                                part_stats, merge_counters, oo, stream, pdl);
     else if (hd == 32)
-      launch_hd<T, 32>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                       oo, stream, pdl);
+      launch_hd<T, 32>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                                part_stats, merge_counters, oo, stream, pdl);
     else if (hd == 64)
-      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                       oo, stream, pdl);
+      launch_hd<T, 64>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                                part_stats, merge_counters, oo, stream, pdl);
     else
-      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                        oo, stream, pdl);
+      launch_hd<T, 128>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                                part_stats, merge_counters, oo, stream, pdl);
     LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_partial");
     if (!merge_counters)
       launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,

@@ -41,13 +41,11 @@ class CudaStepModel final : public StepModel {
 
 std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOptions opt) {
   if (!model.weights) fail("make_cuda_step_model: the model has no weights");
-  opt.paged = true;
   return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(model.cfg, *model.weights, opt));
 }
 
 std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed,
                                                 CudaLlamaOptions opt) {
-  opt.paged = true;
   return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(config, seed, opt));
 }
 

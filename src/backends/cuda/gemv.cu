@@ -29,17 +29,15 @@ struct Fuse {
   float eps;
   bool add;         // y += result
   bool persistent;  // grid of one resident wave (each warp takes several row groups)
-  int blocks_per_sm;
   bool wide;
-  bool l2_256;          // weight loads with the L2::256B hint
-  bool narrow;          // M = 1: U = 2
   float prefetch_frac;  // fraction of each warp's steps pulled into L2 before the PDL wait
   // RoPE epilogue (M = 1, R = 2): rope 0 off, 1 half layout, 2 interleaved.
   int rope;
   const int32_t* pos;
+  const int32_t* slot;
   const float* inv_freq;
-  int nh, nkv, hd, max_ctx;
-  void *q_out, *k_cache, *v_cache;
+  int nh, nkv, hd, block_size;
+  void *q_out, *k_pool, *v_pool;
 };
 
 // Row r (< R) of row group rg. With the RoPE epilogue a group is the rotation pair (i, i + hd/2) (half)
@@ -61,9 +59,15 @@ __device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float
   a = to_f32(from_f32<T>(a));
   b = to_f32(from_f32<T>(b));
   T* dst;
+  // The key / value slot in the paged pool ([blocks][nkv][block_size][hd]): block s / block_size, offset
+  // s % block_size.
+  const int s = f.slot[0];
+  auto pool_off = [&](int kh) {
+    return ((size_t(s / f.block_size) * f.nkv + kh) * f.block_size + s % f.block_size) * f.hd;
+  };
   if (head >= f.nh + f.nkv) {  // value head: no rotation
-    if (p < 0 || p >= f.max_ctx) return;
-    dst = static_cast<T*>(f.v_cache) + (size_t(head - f.nh - f.nkv) * f.max_ctx + p) * f.hd;
+    if (s < 0) return;
+    dst = static_cast<T*>(f.v_pool) + pool_off(head - f.nh - f.nkv);
   } else {
     float sn, cs;
     sincosf(float(p) * f.inv_freq[i], &sn, &cs);
@@ -73,8 +77,8 @@ __device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float
     if (head < f.nh) {
       dst = static_cast<T*>(f.q_out) + size_t(head) * f.hd;
     } else {
-      if (p < 0 || p >= f.max_ctx) return;
-      dst = static_cast<T*>(f.k_cache) + (size_t(head - f.nh) * f.max_ctx + p) * f.hd;
+      if (s < 0) return;
+      dst = static_cast<T*>(f.k_pool) + pool_off(head - f.nh);
     }
   }
   dst[i0] = from_f32<T>(a);
@@ -171,8 +175,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         int v = base + u * 32;
-        w[r][u] =
-            v < nvec ? (f.l2_256 ? ld_stream_l2_256(wrow + v) : ld_stream(wrow + v)) : make_uint4(0, 0, 0, 0);
+        w[r][u] = v < nvec ? ld_stream(wrow + v) : make_uint4(0, 0, 0, 0);
       }
     }
   };
@@ -267,7 +270,6 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
   constexpr int R = M <= 2 ? 2 : 1;
   if constexpr (M == 1 && U == 4) {
     if (f.wide) return launch_m<T, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
-    if (f.narrow) return launch_m<T, OutT, 1, 2>(W, x, y, N, K, f, stream, pdl);
   }
   if (f.rope && (M != 1 || std::is_same_v<OutT, float>))
     fail("gemv_fused: the RoPE epilogue needs M = 1 and an fp16/bf16 output");
@@ -285,7 +287,6 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
     LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
     LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, dyn));
-    if (f.blocks_per_sm > 0) per_sm = std::min(per_sm, f.blocks_per_sm);
     grid = std::max(1, std::min(grid, sms * std::max(per_sm, 1)));
   }
   launch_kernel(pdl, kernel, dim3(grid), dim3(kThreads), dyn, stream, W, x, y, N, K, smem, f);
@@ -364,27 +365,28 @@ void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, in
   f.eps = fusion.eps;
   f.add = fusion.add_to_y;
   f.persistent = fusion.persistent;
-  f.blocks_per_sm = fusion.blocks_per_sm;
   f.wide = fusion.wide;
-  f.narrow = fusion.narrow;
-  f.l2_256 = fusion.l2_256;
   if (fusion.rope_inv_freq) {
     if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 ||
         N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
       fail("gemv_fused: RoPE epilogue with N = ", N, " rows but ", fusion.rope_nh, " + 2 x ", fusion.rope_nkv,
            " heads of ", fusion.rope_hd);
-    if (!fusion.rope_pos || !fusion.rope_q_out || !fusion.rope_k_cache || !fusion.rope_v_cache)
-      fail("gemv_fused: RoPE epilogue without position, q output or caches");
+    if (!fusion.rope_pos || !fusion.rope_slot || !fusion.rope_q_out || !fusion.rope_k_pool ||
+        !fusion.rope_v_pool)
+      fail("gemv_fused: RoPE epilogue without position, slot, q output or KV pools");
+    if (fusion.rope_block_size < 1)
+      fail("gemv_fused: RoPE epilogue with block_size ", fusion.rope_block_size);
     f.rope = fusion.rope_layout == RopeLayout::kHalf ? 1 : 2;
     f.pos = fusion.rope_pos;
+    f.slot = fusion.rope_slot;
     f.inv_freq = fusion.rope_inv_freq;
     f.nh = fusion.rope_nh;
     f.nkv = fusion.rope_nkv;
     f.hd = fusion.rope_hd;
-    f.max_ctx = fusion.rope_max_ctx;
+    f.block_size = fusion.rope_block_size;
     f.q_out = fusion.rope_q_out;
-    f.k_cache = fusion.rope_k_cache;
-    f.v_cache = fusion.rope_v_cache;
+    f.k_pool = fusion.rope_k_pool;
+    f.v_pool = fusion.rope_v_pool;
   }
   gemv_impl(act, W, x, y, y_f32, M, N, K, f, stream, pdl);
 }

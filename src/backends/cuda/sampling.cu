@@ -64,21 +64,14 @@ __device__ ValIdx argmax_all(const float* logits, int V, float* sv, int* si) {
 }
 
 __global__ void __launch_bounds__(kThreads)
-    argmax_kernel(const float* __restrict__ logits, int V, int32_t* out, int32_t* chain_step) {
+    argmax_kernel(const float* __restrict__ logits, int V, int32_t* out) {
   __shared__ float sv[32];
   __shared__ int si[32];
   // Launched with pdl after the lm_head GEMV: the logits are only complete after the wait (without it the
-  // token read back was the argmax of the previous step's logits). Every earlier kernel of the step has
-  // finished by then too (each waited for its predecessor), so the step's token and position may change.
+  // token read back was the argmax of the previous step's logits).
   pdl_wait();
   ValIdx best = argmax_all(logits, V, sv, si);
-  if (threadIdx.x == 0) {
-    out[0] = best.i;
-    if (chain_step) {
-      chain_step[0] = best.i;
-      chain_step[1] += 1;
-    }
-  }
+  if (threadIdx.x == 0) out[0] = best.i;
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -181,9 +174,9 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
-void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl, int32_t* chain_step) {
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl) {
   if (V <= 0) fail("argmax: empty vocabulary");
-  launch_kernel(pdl, argmax_kernel, dim3(1), dim3(kThreads), 0, stream, logits, V, out, chain_step);
+  launch_kernel(pdl, argmax_kernel, dim3(1), dim3(kThreads), 0, stream, logits, V, out);
   LLAMARUN_CUDA_LAUNCH_CHECK("argmax");
 }
 
