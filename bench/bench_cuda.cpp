@@ -130,8 +130,7 @@ Args parse(int argc, char** argv) {
         if (q > p) a.batches.push_back(std::stoi(v.substr(p, q - p)));
         p = q + 1;
       }
-    }
-    else if (k == "--no-parts")
+    } else if (k == "--no-parts")
       a.parts = false;
     else if (k == "--paged-attn")
       a.paged_attn = true;
@@ -416,8 +415,8 @@ int run(int argc, char** argv) {
     note_used();
   }
 
-  // Prefill parts at M = pp: the layer GEMMs (cuBLASLt) and the attention (tensor-core and CUDA-core
-  // kernels), summed over the layers, to see which dominates pp.
+  // Prefill parts at M = pp: the layer GEMMs (cuBLASLt) and the (tensor-core) attention, summed over the
+  // layers, to see which dominates pp.
   if (args.parts) {
     const int M = args.pp, H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
     const int nh = cfg.num_heads, nkv = cfg.num_kv_heads, L = cfg.num_layers;
@@ -470,25 +469,16 @@ int run(int argc, char** argv) {
     auto ta = stats_of(
         time_events([&] { cuda::prefill_attention(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); },
                     3, 10, stream));
-    double attn_ms = ta.median * 1e3 * L, simt_ms = 0;
-    if (hd == 64 || hd == 128) {
-      auto ts = stats_of(time_events(
-          [&] { cuda::prefill_attention_simt(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); }, 3, 10,
-          stream));
-      simt_ms = ts.median * 1e3 * L;
-    }
+    double attn_ms = ta.median * 1e3 * L;
     cudaFree(q);
     cudaFree(o);
     cudaFree(kc);
     cudaFree(vc);
     pj["gemm_ms_all_layers"] = gemm_ms;
     pj["attention_tc_ms_all_layers"] = attn_ms;
-    pj["attention_simt_ms_all_layers"] = simt_ms;
     J["pp_parts"] = pj;
-    std::printf(
-        "  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores; CUDA-core kernel %.2f "
-        "ms)\n",
-        M, L, gemm_ms, attn_ms, simt_ms);
+    std::printf("  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores)\n", M, L,
+                gemm_ms, attn_ms);
   }
 
   // Decode parts: each GEMV shape alone (M = 1, persistent grid, no PDL), back to back on 4 rotating weight
@@ -581,8 +571,8 @@ int run(int argc, char** argv) {
   J["tg"] = tgj;
   const int64_t fast_steps = model.fast_decode_steps() - fast0;
 
-  // Decode steps of B sequences at once (each B rows, the general varlen path with its bucket graph), at depth
-  // max(depths): tokens/s over the batch, and the step time against B steps of one row.
+  // Decode steps of B sequences at once (each B rows, the general varlen path with its bucket graph), at
+  // depth max(depths): tokens/s over the batch, and the step time against B steps of one row.
   json bj = json::array();
   for (int B : args.batches) {
     if (B < 1) continue;
@@ -614,16 +604,17 @@ int run(int argc, char** argv) {
     }
     Stats st = stats_of(sps);
     bj.push_back({{"batch", B}, {"depth", d}, {"steps_per_s", to_json(st)}, {"tok_per_s", B * st.median}});
-    std::printf("decode batch %-3d @ d%-5d     %8.1f steps/s [%.1f .. %.1f]  %.3f ms/step  %.1f tok/s\n", B, d,
-                st.median, st.min, st.max, 1e3 / st.median, B * st.median);
+    std::printf("decode batch %-3d @ d%-5d     %8.1f steps/s [%.1f .. %.1f]  %.3f ms/step  %.1f tok/s\n", B,
+                d, st.median, st.min, st.max, 1e3 / st.median, B * st.median);
     note_used();
   }
   if (!bj.empty()) J["decode_batches"] = bj;
   J["model"]["pdl_active"] = model.pdl_active();
   J["model"]["fast_decode_steps"] = fast_steps;
-  std::printf("decode: one forward_paged per token, graph %s, batch-1 fast path %s (%lld steps), PDL active %s\n",
-              args.graph ? "on" : "off", args.fast ? "on" : "off", (long long)fast_steps,
-              model.pdl_active() ? "yes" : "no");
+  std::printf(
+      "decode: one forward_paged per token, graph %s, batch-1 fast path %s (%lld steps), PDL active %s\n",
+      args.graph ? "on" : "off", args.fast ? "on" : "off", (long long)fast_steps,
+      model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

@@ -1,9 +1,9 @@
 // The default model (SmolLM2-135M-Instruct, Q4_1 GGUF, dequantised to fp16 / bf16 at upload) on the GPU:
-// 48 greedy tokens for each prompt of tests/fixtures/default_model/golden.json, through the Engine on the CUDA
-// StepModel with one request at a time (single stream: the batch-1 decode fast path) and with all requests
-// at once (batched decode), against transformers on the dequantised weights (fp32). Greedy may leave the
-// reference's top-2 margin is within the dtype's logit error; every divergence is printed.
-// The model is models/SmolLM2-135M-Instruct.Q4_1.gguf or $LLAMARUN_MODEL; the test skips without it.
+// 48 greedy tokens for each prompt of tests/fixtures/default_model/golden.json, through the Engine on the
+// CUDA StepModel with one request at a time (single stream: the batch-1 decode fast path) and with all
+// requests at once (batched decode), against transformers on the dequantised weights (fp32). Greedy may leave
+// the reference's top-2 margin is within the dtype's logit error; every divergence is printed. The model is
+// models/SmolLM2-135M-Instruct.Q4_1.gguf or $LLAMARUN_MODEL; the test skips without it.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -105,8 +105,8 @@ TEST_P(CudaDefaultModel, GreedyMatchesTransformers) {
     }
   }
   std::cout << "[ default ] " << dtype_name(act) << ": " << equal_single << "/" << n_cases
-            << " prompts identical to transformers for all 48 tokens (one request at a time), " << equal_served << "/"
-            << n_cases << " (all at once)\n";
+            << " prompts identical to transformers for all 48 tokens (one request at a time), "
+            << equal_served << "/" << n_cases << " (all at once)\n";
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, CudaDefaultModel, ::testing::Values(DType::F16, DType::BF16),

@@ -1,7 +1,8 @@
 // CudaLlama (fp16 / bf16 on the GPU) against the committed transformers goldens (tests/fixtures/golden/) and
 // the CPU LlamaModel: logits at every prompt position (prefill and step-by-step decode), and greedy
-// continuations (decode rows, GPU argmax). Greedy may drift from the fp32 reference only where the reference's
-// top-2 margin is within the dtype's logit error; every drift is printed (case, prompt, step, margin).
+// continuations (decode rows, GPU argmax). Greedy may drift from the fp32 reference only where the
+// reference's top-2 margin is within the dtype's logit error; every drift is printed (case, prompt, step,
+// margin).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,9 +15,9 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/cuda_llama.h"
 #include "core/error.h"
+#include "cuda_paged_seq.h"
 #include "kv/paged_kv_pool.h"
 #include "model/model.h"
-#include "cuda_paged_seq.h"
 
 namespace llamarun::cuda::test {
 namespace {
@@ -153,8 +154,8 @@ TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
         if (got_ids[i] == want[i]) continue;
         double margin = g["greedy_margin"][p][i].get<double>();
         std::cout << "[ golden ] " << c.name << " " << dtype_name(act) << " prompt " << p
-                  << ": greedy drifts at step " << i << " (gpu " << got_ids[i] << ", transformers "
-                  << want[i] << ", reference top-2 margin " << margin << ")\n";
+                  << ": greedy drifts at step " << i << " (gpu " << got_ids[i] << ", transformers " << want[i]
+                  << ", reference top-2 margin " << margin << ")\n";
         EXPECT_LE(margin, tol.drift_margin)
             << c.name << " prompt " << p << ": greedy differs at step " << i
             << " where the reference's top-2 "

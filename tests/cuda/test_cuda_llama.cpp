@@ -1,5 +1,5 @@
-// CudaLlama (its one forward, forward_paged) against a small self-contained fp32 CPU reference forward pass on
-// a tiny random model, and its batch-1 fast path against its general varlen path.
+// CudaLlama (its one forward, forward_paged) against a small self-contained fp32 CPU reference forward pass
+// on a tiny random model, and its batch-1 fast path against its general varlen path.
 #include <algorithm>
 #include <memory>
 

@@ -121,7 +121,6 @@ TEST_P(CudaPaged, RopeStoreKvPaged) {
         }
         EXPECT_EQ(finite_k, written) << what;
         EXPECT_EQ(finite_v, written) << what;
-
       }
     }
   }

@@ -27,7 +27,7 @@ __device__ __forceinline__ int chunk_len(int len, int splits) {
 template <typename T, int HD, int MAXG>
 __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* __restrict__ kc,
                                               const T* __restrict__ vc, const int32_t* __restrict__ table,
-                                              int bs, int nh, int nkv, int G, float scale,
+                                              int bs, int bs_shift, int nh, int nkv, int G, float scale,
                                               float* __restrict__ part_o, float* __restrict__ part_stats,
                                               int kvh, int split, int begin, int end) {
   constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
@@ -41,10 +41,28 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
   const int lane = tid & 31, warp = tid >> 5;
   const int dl = lane % LPP;               // which 8 values of the head
   const int pg = warp * PPW + lane / LPP;  // position group
-  // Element offset of this lane's 8 values of position p: block table[p / bs], offset p % bs.
-  auto at = [&](int p) {
-    return ((size_t(__ldg(table + p / bs)) * nkv + kvh) * bs + p % bs) * HD + dl * 8;
+  // Position p's K / V row sits in block table[p / bs] at offset p % bs: row (block * nkv + kvh) * bs +
+  // offset of the layer's pool. rows() gives, for the PER positions of a tile this lane handles, block * nkv
+  // * bs + offset (the kv head's term is in kbase / vbase); the next tile's rows are read while this tile's
+  // scores are computed, so the table lookups stay off the K / V loads' critical path. bs_shift >= 0: bs is
+  // 1 << bs_shift (shifts instead of divisions).
+  const T* kbase = kc + size_t(kvh) * bs * HD + dl * 8;
+  const T* vbase = vc + size_t(kvh) * bs * HD + dl * 8;
+  const uint32_t blk_rows = uint32_t(nkv) * uint32_t(bs);
+  auto rows = [&](int tile, uint32_t(&r)[PER]) {
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      const int p = tile + pg + i * PG;
+      if (p < end) {
+        const int b = bs_shift >= 0 ? p >> bs_shift : p / bs;
+        r[i] = uint32_t(__ldg(table + b)) * blk_rows + uint32_t(p - b * bs);
+      } else {
+        r[i] = 0;
+      }
+    }
   };
+  uint32_t cur[PER], nxt[PER] = {};
+  rows(begin, cur);
 
   float qf[MAXG][8];
 #pragma unroll
@@ -74,8 +92,9 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
-      kv[i] = p < end ? ld_stream(kc + at(p)) : make_uint4(0, 0, 0, 0);
+      kv[i] = p < end ? ld_stream(kbase + size_t(cur[i]) * HD) : make_uint4(0, 0, 0, 0);
     }
+    if (tile + kTile < end) rows(tile + kTile, nxt);
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
@@ -120,7 +139,7 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
-      vv[i] = p < end ? ld_stream(vc + at(p)) : make_uint4(0, 0, 0, 0);
+      vv[i] = p < end ? ld_stream(vbase + size_t(cur[i]) * HD) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
@@ -144,6 +163,8 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
       }
     }
     __syncthreads();  // s_p is rewritten by the next tile
+#pragma unroll
+    for (int i = 0; i < PER; ++i) cur[i] = nxt[i];
   }
   // Merge the position groups' partial outputs.
 #pragma unroll
@@ -169,8 +190,8 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 template <typename T, int HD, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     decode_attn_partial(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
-                        const int32_t* __restrict__ table, int bs, const int32_t* __restrict__ pos_dev,
-                        int nh, int nkv, int G, int max_ctx, float scale,
+                        const int32_t* __restrict__ table, int bs, int bs_shift,
+                        const int32_t* __restrict__ pos_dev, int nh, int nkv, int G, int max_ctx, float scale,
                         float* __restrict__ part_o, float* __restrict__ part_stats, int* counters,
                         T* __restrict__ out) {
   pdl_trigger();
@@ -189,8 +210,8 @@ __global__ void __launch_bounds__(kThreads)
       st[1] = 0.f;
     }
   } else {
-    partial_chunk<T, HD, MAXG>(q, kc, vc, table, bs, nh, nkv, G, scale, part_o, part_stats, kvh, split, begin,
-                               end);
+    partial_chunk<T, HD, MAXG>(q, kc, vc, table, bs, bs_shift, nh, nkv, G, scale, part_o, part_stats, kvh,
+                               split, begin, end);
   }
   if (!counters) return;
   // Fused merge: the last block of this kv head to finish combines the S chunks of its G query heads.
@@ -255,9 +276,12 @@ void launch_hd(const T* q, const T* k, const T* v, const int32_t* table, int bs,
                cudaStream_t stream, bool pdl) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
+  int bs_shift = -1;
+  for (int sh = 0; sh < 31; ++sh)
+    if ((1 << sh) == bs) bs_shift = sh;
   auto go = [&](auto kernel) {
-    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, table, bs, pos, nh, nkv, G, max_ctx,
-                  scale, po, ps, counters, out);
+    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, table, bs, bs_shift, pos, nh, nkv, G,
+                  max_ctx, scale, po, ps, counters, out);
   };
   if (G == 1)
     go(decode_attn_partial<T, HD, 1>);
@@ -303,16 +327,16 @@ void decode_attention(DType act, const void* q, const void* k_pool, const void* 
     auto* oo = static_cast<T*>(out);
     if (hd == 16)
       launch_hd<T, 16>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
-                                part_stats, merge_counters, oo, stream, pdl);
+                       part_stats, merge_counters, oo, stream, pdl);
     else if (hd == 32)
       launch_hd<T, 32>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
-                                part_stats, merge_counters, oo, stream, pdl);
+                       part_stats, merge_counters, oo, stream, pdl);
     else if (hd == 64)
       launch_hd<T, 64>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
-                                part_stats, merge_counters, oo, stream, pdl);
+                       part_stats, merge_counters, oo, stream, pdl);
     else
       launch_hd<T, 128>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
-                                part_stats, merge_counters, oo, stream, pdl);
+                        part_stats, merge_counters, oo, stream, pdl);
     LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_partial");
     if (!merge_counters)
       launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,

@@ -97,15 +97,15 @@ struct CudaLlama::Impl {
   float* inv_freq = nullptr;  // [hd / 2]
 
   // Activations, sized for mmax rows.
-  void* x = nullptr;        // [mmax, H] residual stream
-  void* xn = nullptr;       // [mmax, H] normalised
-  void* qkv = nullptr;      // [mmax, qkv_rows]
-  void* q = nullptr;        // [mmax, nh hd] rotated queries
-  void* attn = nullptr;     // [mmax, nh hd]
-  void* o = nullptr;        // [mmax, H]
-  void* gu = nullptr;       // [mmax, 2 I]
-  void* mlp = nullptr;      // [mmax, I]
-  void* down = nullptr;     // [mmax, H]
+  void* x = nullptr;              // [mmax, H] residual stream
+  void* xn = nullptr;             // [mmax, H] normalised
+  void* qkv = nullptr;            // [mmax, qkv_rows]
+  void* q = nullptr;              // [mmax, nh hd] rotated queries
+  void* attn = nullptr;           // [mmax, nh hd]
+  void* o = nullptr;              // [mmax, H]
+  void* gu = nullptr;             // [mmax, 2 I]
+  void* mlp = nullptr;            // [mmax, I]
+  void* down = nullptr;           // [mmax, H]
   int* merge_counters = nullptr;  // [nkv]: decode attention's fused merge (zero between launches)
   float* part_o = nullptr;
   float* part_stats = nullptr;
@@ -216,11 +216,11 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
 
 void CudaLlama::Impl::check_fits(size_t extra) {
   size_t w = weight_bytes(), a = act_bytes();
-  require_fits(w + a + workspace_bytes + extra,
-               detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w),
-                              ", activations ", format_bytes(a), ", workspace ",
-                              format_bytes(workspace_bytes), ")"),
-               size_t(64) << 20);
+  require_fits(
+      w + a + workspace_bytes + extra,
+      detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w),
+                     ", activations ", format_bytes(a), ", workspace ", format_bytes(workspace_bytes), ")"),
+      size_t(64) << 20);
 }
 
 void CudaLlama::Impl::allocate(size_t extra) {

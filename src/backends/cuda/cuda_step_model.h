@@ -1,6 +1,6 @@
 // The CUDA backend as the serving engine's StepModel: CudaLlama (a paged KV pool in GPU memory, varlen
-// batches, a fused batch-1 decode path, CUDA graphs for decode batch buckets, greedy tokens chosen on the GPU).
-// Plain C++ header; only linked in builds with LLAMARUN_CUDA.
+// batches, a fused batch-1 decode path, CUDA graphs for decode batch buckets, greedy tokens chosen on the
+// GPU). Plain C++ header; only linked in builds with LLAMARUN_CUDA.
 #pragma once
 
 #include <cstdint>

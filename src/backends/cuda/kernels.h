@@ -98,8 +98,8 @@ size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh);
 
 // One query token at position *pos_dev (device int32, read at run time, so a captured graph replays at
 // every position) attends to its sequence's positions 0..*pos_dev in the paged pool: k_pool, v_pool are one
-// layer's [blocks][nkv][block_size][hd]; position p lives in block block_table[p / block_size] (device int32),
-// offset p % block_size. q [nh, hd]; out [nh, hd]. Query head h reads kv head h / (nh / nkv). hd in
+// layer's [blocks][nkv][block_size][hd]; position p lives in block block_table[p / block_size] (device
+// int32), offset p % block_size. q [nh, hd]; out [nh, hd]. Query head h reads kv head h / (nh / nkv). hd in
 // {16, 32, 64, 128}; nh / nkv <= 8. max_ctx: the longest sequence (the plan's); scale multiplies q.k
 // (1/sqrt(hd)). part_o, part_stats: scratch sized as above. merge_counters: nullptr (a second kernel merges
 // the splits) or device int [nkv], all zero, owned by the caller: then the last block of each kv head to
@@ -114,26 +114,14 @@ void decode_attention(DType act, const void* q, const void* k_pool, const void* 
 
 // q [M, nh, hd] for tokens at positions start .. start+M-1; the cache already holds positions
 // 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd].
-// prefill_attention: tensor cores (sm_80+), hd in {16, 32, 64, 128}.
-// prefill_attention_simt: the CUDA-core kernel it replaced (hd in {64, 128}), kept for tests and the bench.
+// Tensor cores (sm_80+), hd in {16, 32, 64, 128}.
 void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
                        int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream);
-void prefill_attention_simt(DType act, const void* q, const void* k_cache, const void* v_cache, int M,
-                            int start, int nh, int nkv, int hd, int max_ctx, float scale, void* out,
-                            cudaStream_t stream);
 
-// ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
+// ---- greedy token on the GPU (sampling.cu): it stays there until the caller copies it ----
 
 // out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32.
 void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false);
-
-// Samples from softmax(logits / temperature) restricted to the top_k largest (top_k <= 0: all) and
-// then to the smallest set of largest logits whose probability reaches top_p (top_p >= 1: all).
-// The uniform draw is sample_uniform(seed, *counter) (sampling_rng.h); *counter (device uint64) is
-// incremented, so a captured graph draws fresh numbers each replay. temperature <= 0 means argmax.
-// Ties at the top-k / top-p threshold value are all kept.
-void sample_top_k_top_p(const float* logits, int V, float temperature, int top_k, float top_p, uint64_t seed,
-                        uint64_t* counter, int32_t* out, cudaStream_t stream);
 
 // ---- paged KV cache for serving (paged_attention.cu) ----
 // The pool holds, per layer and for K and V separately, [num_blocks][nkv][block_size][hd] (the CPU
@@ -142,9 +130,10 @@ void sample_top_k_top_p(const float* logits, int V, float temperature, int top_k
 
 // RoPE fused with the KV append, for a varlen batch over the paged pool. qkv [M, (nh + 2*nkv) * hd]: per
 // row the nh query heads, then nkv key heads, then nkv value heads. rope rotates pairs (i, i + hd/2)
-// (kHalf) or (2i, 2i + 1) (kInterleaved) by angle pos[m] * inv_freq[i] (inv_freq [hd/2] fp32). Row m (at position pos[m]) has its rotated
-// query stored in q_out [M, nh, hd] and its rotated key / value written to slot slot[m] of the layer's
-// pools (slot = block * block_size + offset; slot < 0: not stored, e.g. padding rows).
+// (kHalf) or (2i, 2i + 1) (kInterleaved) by angle pos[m] * inv_freq[i] (inv_freq [hd/2] fp32). Row m (at
+// position pos[m]) has its rotated query stored in q_out [M, nh, hd] and its rotated key / value written to
+// slot slot[m] of the layer's pools (slot = block * block_size + offset; slot < 0: not stored, e.g. padding
+// rows).
 void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
                          const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
                          int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream);
