@@ -121,12 +121,14 @@ struct CudaLlama::Impl {
   // Device batch inputs: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | apos [mmax] | rows [pseqs] |
   // tables. apos: the position paged_attention uses (-1 for the rows of chunks the tensor-core path takes).
   int32_t* pin = nullptr;
-  int32_t* h_pin = nullptr;                      // pinned host mirror of pin
-  void* xg = nullptr;                            // [pseqs, H] residual rows of the logit rows
-  void* dg = nullptr;                            // [pseqs, H] their last down-projection rows
-  float* plogits = nullptr;                      // [pseqs, V]
-  int32_t* pids = nullptr;                       // [pseqs] argmax per logit row
-  int32_t* h_pids = nullptr;                     // pinned
+  int32_t* h_pin = nullptr;   // pinned host mirror of pin
+  void* xg = nullptr;         // [pseqs, H] residual rows of the logit rows
+  void* dg = nullptr;         // [pseqs, H] their last down-projection rows
+  float* plogits = nullptr;   // [pseqs, V]
+  int32_t* pids = nullptr;    // [pseqs] argmax per logit row
+  int32_t* h_pids = nullptr;  // pinned
+  int32_t* fin = nullptr;     // batch-1 path inputs [3 + pmb]: token, position, KV slot, the block table
+  int32_t* h_fin = nullptr;   // pinned host mirror
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
   cudaGraphExec_t fast_graph = nullptr;          // the batch-1 fast path
   int64_t fast_steps = 0;
@@ -150,6 +152,8 @@ struct CudaLlama::Impl {
   void random_weights(uint64_t seed);
   // The staged batch of one decode row (pin row 0) through the fused batch-1 path.
   void forward_decode1();
+  // Uploads h_fin, runs forward_decode1 and copies the token back to h_pids[0] (what the graph holds).
+  void fast_step();
   void capture_fast_graph();
   // The batch staged in pin: T tokens, R logit rows, tc_chunks through the tensor-core attention.
   void forward_varlen(int T, int R);
@@ -413,18 +417,18 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
   load.seconds = now_s() - t0;
 }
 
-// The batch-1 decode step: one decode row staged in pin (token ids[0] at position pos[0], KV slot slot[0],
-// block table row 0). 5 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, RoPE and
+// The batch-1 decode step: one decode row staged in fin (token, position, KV slot, the sequence's block
+// table). 5 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, RoPE and
 // the KV append into the paged pool in the QKV GEMV's epilogue, the split-K attention reads K / V through the
 // block table and merges its splits in its last block, SiLU-mul runs in the down GEMV's staging, and the
 // residual adds in the o / down GEMVs' epilogues (x is updated in place). With pdl every kernel after the
 // embedding may start while its predecessor drains. Reads its inputs from device memory only, so one captured
 // graph serves every step. Leaves the logits in plogits row 0 and the argmax in pids[0].
 void CudaLlama::Impl::forward_decode1() {
-  const int32_t* d_ids = pin;
-  const int32_t* d_pos = pin + mmax;
-  const int32_t* d_slot = pin + 2 * size_t(mmax);
-  const int32_t* d_table = pin + 5 * size_t(mmax) + pseqs;
+  const int32_t* d_ids = fin;
+  const int32_t* d_pos = fin + 1;
+  const int32_t* d_slot = fin + 2;
+  const int32_t* d_table = fin + 3;
   const float scale = 1.f / std::sqrt(float(hd));
   const int qd = nh * hd;
   // The measured winners (bench/cuda/NOTES.md, H100 / H200 ablations and per-GEMV sweeps): persistent GEMV
@@ -472,6 +476,13 @@ void CudaLlama::Impl::forward_decode1() {
   argmax(plogits, V, pids, stream, pdl);
 }
 
+void CudaLlama::Impl::fast_step() {
+  LLAMARUN_CUDA_CHECK(
+      cudaMemcpyAsync(fin, h_fin, (3 + size_t(pmb)) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  forward_decode1();
+  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(h_pids, pids, sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+}
+
 void CudaLlama::Impl::capture_fast_graph() {
   // With pdl, a driver that cannot capture or instantiate programmatic-launch edges gets a second capture
   // with plain launches.
@@ -479,7 +490,7 @@ void CudaLlama::Impl::capture_fast_graph() {
     cudaGraph_t g = nullptr;
     LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     try {
-      forward_decode1();
+      fast_step();
     } catch (...) {
       cudaStreamEndCapture(stream, &g);
       if (g) cudaGraphDestroy(g);
@@ -503,6 +514,7 @@ CudaLlama::Impl::~Impl() {
   if (stream) cudaStreamSynchronize(stream);
   for (auto& [b, g] : bucket_graphs) cudaGraphExecDestroy(g);
   if (fast_graph) cudaGraphExecDestroy(fast_graph);
+  if (h_fin) cudaFreeHost(h_fin);
   if (h_pin) cudaFreeHost(h_pin);
   if (h_pids) cudaFreeHost(h_pids);
   lt.reset();
@@ -577,6 +589,7 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   m.dg = m.alloc.alloc(m.esz * size_t(m.pseqs) * m.H, "logit rows down");
   m.plogits = m.alloc.alloc_n<float>(size_t(m.pseqs) * m.V, "batch logits");
   m.pids = m.alloc.alloc_n<int32_t>(m.pseqs, "batch argmax");
+  m.fin = m.alloc.alloc_n<int32_t>(3 + size_t(m.pmb), "batch-1 inputs");
   if (m.opt.paged_tc_prefill_rows > 0) {
     const size_t scratch = size_t(m.nkv) * m.max_ctx * m.hd * m.esz;
     m.k_scratch = m.alloc.alloc(scratch, "prefill K scratch");
@@ -588,6 +601,8 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   m.mem.activations += m.alloc.allocated() - before;
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pin, m.pin_ints() * sizeof(int32_t)));
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pids, size_t(m.pseqs) * sizeof(int32_t)));
+  LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_fin, (3 + size_t(m.pmb)) * sizeof(int32_t)));
+  std::fill(m.h_fin, m.h_fin + 3 + m.pmb, 0);
   size_t nb = size_t(num_blocks);
   if (nb == 0) {
     if (kv_bytes > 0) {
@@ -665,7 +680,8 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
 void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits) {
   Impl& m = *impl_;
   if (!m.k_pool) fail("forward_paged: call init_paged first");
-  set_device(m.device);  // the engine calls from its own thread
+  int cur_dev = -1;  // the engine calls from its own thread
+  if (cudaGetDevice(&cur_dev) != cudaSuccess || cur_dev != m.device) set_device(m.device);
   const double t_host = now_s();
   const int T = b.size(), S = int(b.block_tables.size()), R = int(b.logit_rows.size());
   if (T == 0) return;
@@ -700,6 +716,35 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     h_pos[i] = p;
     h_slot[i] = blk * m.pbs + p % m.pbs;
     h_seq[i] = s;
+  }
+  if (fast) {
+    // The batch-1 path: token, position, slot and the sequence's block table go through their own small
+    // buffer; the upload and the token's read-back are part of the captured graph.
+    int32_t* hf = m.h_fin;
+    hf[0] = h_ids[0];
+    hf[1] = h_pos[0];
+    hf[2] = h_slot[0];
+    const auto& tab = b.block_tables[0];
+    const size_t n = std::min(tab.size(), size_t(m.pmb));
+    for (size_t j = 0; j < n; ++j) {
+      if (tab[j] < 0 || tab[j] >= m.pnb)
+        fail("forward_paged: KV block ", tab[j], " outside [0, ", m.pnb, ")");
+      hf[3 + j] = tab[j];
+    }
+    m.paged_host_s += now_s() - t_host;
+    if (m.opt.paged_graphs) {
+      if (!m.fast_graph) m.capture_fast_graph();
+      LLAMARUN_CUDA_CHECK(cudaGraphLaunch(m.fast_graph, m.stream));
+    } else {
+      m.fast_step();
+    }
+    ++m.fast_steps;
+    if (!want_logits || want_logits[0])
+      LLAMARUN_CUDA_CHECK(
+          cudaMemcpyAsync(logits, m.plogits, size_t(m.V) * 4, cudaMemcpyDeviceToHost, m.stream));
+    LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    ids[0] = m.h_pids[0];
+    return;
   }
   for (int i = T; i < TB; ++i) {  // padding rows: attend to nothing, store nothing
     h_ids[i] = 0;
@@ -739,15 +784,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   const size_t n_up = 5 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
   m.paged_host_s += now_s() - t_host;
   LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
-  if (fast) {
-    if (m.opt.paged_graphs) {
-      if (!m.fast_graph) m.capture_fast_graph();
-      LLAMARUN_CUDA_CHECK(cudaGraphLaunch(m.fast_graph, m.stream));
-    } else {
-      m.forward_decode1();
-    }
-    ++m.fast_steps;
-  } else if (decode && m.opt.paged_graphs) {
+  if (decode && m.opt.paged_graphs) {
     auto it = m.bucket_graphs.find(TB);
     if (it == m.bucket_graphs.end()) {
       m.forward_varlen(TB, TB);  // eager first: cuBLASLt picks its algorithms outside the capture
