@@ -32,8 +32,9 @@ struct CudaLlamaOptions {
   // max_batch_tokens / max_num_seqs).
   int paged_max_tokens = 512;
   int paged_max_seqs = 256;
-  // Decode-only batches replay CUDA graphs (one per batch-size bucket; the batch-1 fast path its own). Without
-  // (H100, Llama-2-7B shape fp16, NOTES.md "One forward"): tg128@d0 -1.3%, decode batches of 2 / 8 -4.6% / -4%.
+  // Decode-only batches replay CUDA graphs (one per batch-size bucket; the batch-1 fast path its own).
+  // Without (H100, Llama-2-7B shape fp16, NOTES.md "One forward"): tg128@d0 -1.3%, decode batches of 2 / 8
+  // -4.6% / -4%.
   bool paged_graphs = true;
   // A batch of one decode row takes the fused batch-1 path (5 kernels per layer with PDL, split-K attention
   // through the block table); off, it takes the general varlen path (cuBLASLt / GEMV, paged_attention):
