@@ -44,7 +44,9 @@ struct CudaLlamaOptions {
   // K / V gathered into a contiguous scratch; shorter ones (and decode rows) the paged kernel. 0: never.
   // (pp512's attention: 1.1 ms on tensor cores against 6-7 ms for the CUDA-core kernel, NOTES.md "Floors".)
   int paged_tc_prefill_rows = 16;
-  size_t staging_bytes = 64u << 20;  // each of the two pinned host staging buffers used for upload
+  // Each of the two pinned host buffers the weight upload streams through (host memory held while loading;
+  // other sizes not benchmarked; tests use 1 MB to put several chunks through both buffers).
+  size_t staging_bytes = 64u << 20;
 };
 
 struct CudaLoadStats {
