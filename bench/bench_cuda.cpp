@@ -3,7 +3,7 @@
 //
 //   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512]
 //                       [--tg 128] [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
-//                       [--no-fast] [--decode-batches 2,4,8] [--paged-attn]
+//                       [--no-fast] [--token-copy] [--decode-batches 2,4,8] [--paged-attn]
 //
 // Everything runs through CudaLlama::forward_paged (the serving forward) over a paged KV pool, one sequence
 // with a shuffled block table of 16-position blocks. pp<N>: one forward of N prompt tokens (one chunk; tok/s
@@ -91,7 +91,7 @@ struct Args {
   std::string preset = "llama2-7b", device = "cuda:0", json_path, dtype = "f16";
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
-  bool graph = true, fast = true, parts = true;
+  bool graph = true, fast = true, token_direct = true, parts = true;
   std::vector<int> batches;  // --decode-batches: decode steps of B sequences at once (the general path)
   bool paged_attn = false;
 };
@@ -122,6 +122,8 @@ Args parse(int argc, char** argv) {
       a.graph = false;
     else if (k == "--no-fast")
       a.fast = false;
+    else if (k == "--token-copy")
+      a.token_direct = false;
     else if (k == "--decode-batches") {
       std::string v = val();
       for (size_t p = 0; p <= v.size();) {
@@ -147,7 +149,8 @@ Args parse(int argc, char** argv) {
     } else if (k == "--help" || k == "-h") {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-fast] [--no-parts] "
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-fast] [--token-copy] "
+          "[--no-parts] "
           "[--decode-batches a,b,c] [--paged-attn]\n");
       std::exit(0);
     } else {
@@ -337,6 +340,7 @@ int run(int argc, char** argv) {
   opt.paged_max_seqs = std::max(max_batch, 1);
   opt.paged_graphs = args.graph;
   opt.fast_decode = args.fast;
+  opt.fast_token_direct = args.token_direct;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
   // The paged pool: one block table of max_context positions per sequence (blocks of 16, shuffled).
@@ -379,6 +383,7 @@ int run(int argc, char** argv) {
                 {"dtype", args.dtype},
                 {"weights_bytes", model.memory_stats().weights},
                 {"fast_decode", args.fast},
+                {"fast_token_direct", args.token_direct},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},

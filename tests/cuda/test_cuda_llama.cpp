@@ -323,10 +323,14 @@ TEST_P(CudaLlamaTest, GraphReplayEqualsDirectLaunchAndGreedyMatchesLogits) {
 // interleaved shuffled blocks of 4 positions, each decoded alone (one row: the fast path on model `fast`)
 // and, every third step, both in one batch (the general path on both models, reading K / V the fast path
 // wrote). Logits within a tight tolerance, greedy tokens identical.
-TEST_P(CudaLlamaTest, FastDecodePathEqualsGeneralPath) {
+// The fast path's token reaches the host either written by its argmax kernel into mapped pinned memory
+// (the default) or by a copy node after it (fast_token_direct = false): both are checked.
+void fast_vs_general(DType dt, bool token_direct) {
+  SCOPED_TRACE(token_direct ? "token written by the argmax kernel" : "token copied back");
   LlamaConfig cfg = tiny_config();
-  HostModel hm = make_host_model(cfg, t(), false, 13);
-  CudaLlamaOptions of = options(t(), 128), og = of;
+  HostModel hm = make_host_model(cfg, dt, false, 13);
+  CudaLlamaOptions of = options(dt, 128), og = of;
+  of.fast_token_direct = token_direct;
   og.fast_decode = false;
   CudaLlama mf(cfg, hm.wm, of), mg(cfg, hm.wm, og);
   mf.init_paged(4, 64, 0);
@@ -342,7 +346,7 @@ TEST_P(CudaLlamaTest, FastDecodePathEqualsGeneralPath) {
   gb.prefill(pb, 3);
   ASSERT_EQ(fa.last(), ga.last());
   ASSERT_EQ(fb.last(), gb.last());
-  const double tol = t() == DType::F16 ? 4e-3 : 2e-2;
+  const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
   int32_t a = fa.last(), b = fb.last();
   for (int s = 0; s < 24; ++s) {
     if (s % 3 == 2) {  // both sequences in one batch: the general path on both models
@@ -376,6 +380,11 @@ TEST_P(CudaLlamaTest, FastDecodePathEqualsGeneralPath) {
   EXPECT_EQ(mf.fast_decode_steps(), 32);  // 16 single-row steps of each sequence
   EXPECT_EQ(mg.fast_decode_steps(), 0);
   EXPECT_EQ(fa.position(), 34);  // 10 + 24: 9 blocks of 4, none of them adjacent in the pool
+}
+
+TEST_P(CudaLlamaTest, FastDecodePathEqualsGeneralPath) {
+  fast_vs_general(t(), true);
+  fast_vs_general(t(), false);
 }
 
 TEST_P(CudaLlamaTest, RandomWeightsAreDeterministicAndFinite) {

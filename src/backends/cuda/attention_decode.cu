@@ -23,46 +23,66 @@ __device__ __forceinline__ int chunk_len(int len, int splits) {
   return (c + kTile - 1) / kTile * kTile;
 }
 
-// One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end).
+// How a block's threads split the work for head dim HD: each lane holds 8 of the HD values of a position,
+// LPP lanes one position, PG position groups per block, PER positions per group per tile.
+template <int HD>
+struct Layout {
+  static constexpr int LPP = HD / 8;                               // lanes per position
+  static constexpr int PPW = 32 / LPP;                             // positions per warp per step
+  static constexpr int PG = kWarps * PPW;                          // position groups per block
+  static constexpr int PER = kTile / PG;                           // positions per group per tile
+  __device__ static int dl() { return (threadIdx.x & 31) % LPP; }  // which 8 values of the head
+  __device__ static int pg() { return (threadIdx.x >> 5) * PPW + (threadIdx.x & 31) / LPP; }
+};
+
+// Position p's K / V row sits in block table[p / bs] at offset p % bs: row (block * nkv + kvh) * bs + offset
+// of the layer's pool. tile_rows gives, for the PER positions of the tile at `tile` this lane handles,
+// block * nkv * bs + offset (the kv head's term is added by the caller). bs_shift >= 0: bs is 1 << bs_shift
+// (shifts instead of divisions).
+template <int HD>
+__device__ __forceinline__ void tile_rows(const int32_t* __restrict__ table, int bs, int bs_shift, int nkv,
+                                          int tile, int end, uint32_t (&r)[Layout<HD>::PER]) {
+  using Lay = Layout<HD>;
+  const int pg = Lay::pg();
+  const uint32_t blk_rows = uint32_t(nkv) * uint32_t(bs);
+#pragma unroll
+  for (int i = 0; i < Lay::PER; ++i) {
+    const int p = tile + pg + i * Lay::PG;
+    if (p < end) {
+      const int b = bs_shift >= 0 ? p >> bs_shift : p / bs;
+      r[i] = uint32_t(__ldg(table + b)) * blk_rows + uint32_t(p - b * bs);
+    } else {
+      r[i] = 0;
+    }
+  }
+}
+
+// One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end). first: the
+// first tile's rows (tile_rows(begin)); the next tile's rows are read while this tile's scores are
+// computed, so the table lookups stay off the K / V loads' critical path.
 template <typename T, int HD, int MAXG>
 __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* __restrict__ kc,
                                               const T* __restrict__ vc, const int32_t* __restrict__ table,
                                               int bs, int bs_shift, int nh, int nkv, int G, float scale,
                                               float* __restrict__ part_o, float* __restrict__ part_stats,
-                                              int kvh, int split, int begin, int end) {
-  constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
-  constexpr int PPW = 32 / LPP;     // positions per warp per step
-  constexpr int PG = kWarps * PPW;  // position groups per block
-  constexpr int PER = kTile / PG;   // positions per group per tile
+                                              int kvh, int split, int begin, int end,
+                                              const uint32_t (&first)[Layout<HD>::PER]) {
+  using Lay = Layout<HD>;
+  constexpr int LPP = Lay::LPP;
+  constexpr int PG = Lay::PG;
+  constexpr int PER = Lay::PER;
   __shared__ float s_p[MAXG][kTile];
   __shared__ float s_alpha[MAXG], s_m[MAXG], s_l[MAXG];
   __shared__ float red[PG][MAXG][HD];
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
-  const int dl = lane % LPP;               // which 8 values of the head
-  const int pg = warp * PPW + lane / LPP;  // position group
-  // Position p's K / V row sits in block table[p / bs] at offset p % bs: row (block * nkv + kvh) * bs +
-  // offset of the layer's pool. rows() gives, for the PER positions of a tile this lane handles, block * nkv
-  // * bs + offset (the kv head's term is in kbase / vbase); the next tile's rows are read while this tile's
-  // scores are computed, so the table lookups stay off the K / V loads' critical path. bs_shift >= 0: bs is
-  // 1 << bs_shift (shifts instead of divisions).
+  const int dl = Lay::dl();
+  const int pg = Lay::pg();
   const T* kbase = kc + size_t(kvh) * bs * HD + dl * 8;
   const T* vbase = vc + size_t(kvh) * bs * HD + dl * 8;
-  const uint32_t blk_rows = uint32_t(nkv) * uint32_t(bs);
-  auto rows = [&](int tile, uint32_t(&r)[PER]) {
-#pragma unroll
-    for (int i = 0; i < PER; ++i) {
-      const int p = tile + pg + i * PG;
-      if (p < end) {
-        const int b = bs_shift >= 0 ? p >> bs_shift : p / bs;
-        r[i] = uint32_t(__ldg(table + b)) * blk_rows + uint32_t(p - b * bs);
-      } else {
-        r[i] = 0;
-      }
-    }
-  };
   uint32_t cur[PER], nxt[PER] = {};
-  rows(begin, cur);
+#pragma unroll
+  for (int i = 0; i < PER; ++i) cur[i] = first[i];
 
   float qf[MAXG][8];
 #pragma unroll
@@ -94,7 +114,7 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
       int p = tile + pg + i * PG;
       kv[i] = p < end ? ld_stream(kbase + size_t(cur[i]) * HD) : make_uint4(0, 0, 0, 0);
     }
-    if (tile + kTile < end) rows(tile + kTile, nxt);
+    if (tile + kTile < end) tile_rows<HD>(table, bs, bs_shift, nkv, tile + kTile, end, nxt);
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
@@ -195,13 +215,18 @@ __global__ void __launch_bounds__(kThreads)
                         float* __restrict__ part_o, float* __restrict__ part_stats, int* counters,
                         T* __restrict__ out) {
   pdl_trigger();
-  pdl_wait();  // before any read of earlier kernels' output and before any write
+  // The position and the block table are read before the PDL wait, so these two dependent loads overlap
+  // the previous kernel's tail instead of delaying the first K loads: the caller writes them before the
+  // previous kernel in the stream starts (the batch-1 path uploads them ahead of its first kernel).
   const int kvh = blockIdx.x, split = blockIdx.y, S = gridDim.y;
-  int len = pos_dev[0] + 1;
+  int len = __ldg(pos_dev) + 1;
   len = len < 1 ? 1 : (len > max_ctx ? max_ctx : len);
   const int chunk = chunk_len(len, S);
   const int begin = split * chunk;
   const int end = min(len, begin + chunk);
+  uint32_t first[Layout<HD>::PER] = {};
+  if (begin < end) tile_rows<HD>(table, bs, bs_shift, nkv, begin, end, first);
+  pdl_wait();  // before any read of earlier kernels' output and before any write
   const int tid = threadIdx.x;
   if (begin >= end) {  // nothing to do: mark this chunk empty for the merge
     if (tid < G) {
@@ -211,7 +236,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   } else {
     partial_chunk<T, HD, MAXG>(q, kc, vc, table, bs, bs_shift, nh, nkv, G, scale, part_o, part_stats, kvh,
-                               split, begin, end);
+                               split, begin, end, first);
   }
   if (!counters) return;
   // Fused merge: the last block of this kv head to finish combines the S chunks of its G query heads.

@@ -121,14 +121,15 @@ struct CudaLlama::Impl {
   // Device batch inputs: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | apos [mmax] | rows [pseqs] |
   // tables. apos: the position paged_attention uses (-1 for the rows of chunks the tensor-core path takes).
   int32_t* pin = nullptr;
-  int32_t* h_pin = nullptr;   // pinned host mirror of pin
-  void* xg = nullptr;         // [pseqs, H] residual rows of the logit rows
-  void* dg = nullptr;         // [pseqs, H] their last down-projection rows
-  float* plogits = nullptr;   // [pseqs, V]
-  int32_t* pids = nullptr;    // [pseqs] argmax per logit row
-  int32_t* h_pids = nullptr;  // pinned
-  int32_t* fin = nullptr;     // batch-1 path inputs [3 + pmb]: token, position, KV slot, the block table
-  int32_t* h_fin = nullptr;   // pinned host mirror
+  int32_t* h_pin = nullptr;    // pinned host mirror of pin
+  void* xg = nullptr;          // [pseqs, H] residual rows of the logit rows
+  void* dg = nullptr;          // [pseqs, H] their last down-projection rows
+  float* plogits = nullptr;    // [pseqs, V]
+  int32_t* pids = nullptr;     // [pseqs] argmax per logit row
+  int32_t* h_pids = nullptr;   // pinned
+  int32_t* dh_pids = nullptr;  // h_pids as the device sees it (the fast path's argmax writes there); or null
+  int32_t* fin = nullptr;      // batch-1 path inputs [3 + pmb]: token, position, KV slot, the block table
+  int32_t* h_fin = nullptr;    // pinned host mirror
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
   cudaGraphExec_t fast_graph = nullptr;          // the batch-1 fast path
   int64_t fast_steps = 0;
@@ -473,14 +474,15 @@ void CudaLlama::Impl::forward_decode1() {
   }
   norm_attn.norm_weight = final_norm;
   gemv_fused(act, lm_head, x, plogits, true, 1, V, H, norm_attn, stream, pdl);
-  argmax(plogits, V, pids, stream, pdl);
+  argmax(plogits, V, pids, stream, pdl, dh_pids);
 }
 
 void CudaLlama::Impl::fast_step() {
   LLAMARUN_CUDA_CHECK(
       cudaMemcpyAsync(fin, h_fin, (3 + size_t(pmb)) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
   forward_decode1();
-  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(h_pids, pids, sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+  if (!dh_pids)  // else the argmax wrote h_pids[0] itself: one copy node less per step
+    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(h_pids, pids, sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
 }
 
 void CudaLlama::Impl::capture_fast_graph() {
@@ -601,6 +603,11 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   m.mem.activations += m.alloc.allocated() - before;
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pin, m.pin_ints() * sizeof(int32_t)));
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pids, size_t(m.pseqs) * sizeof(int32_t)));
+  void* dh = nullptr;  // pinned memory is mapped into the device's address space where the driver allows
+  if (m.opt.fast_token_direct && cudaHostGetDevicePointer(&dh, m.h_pids, 0) == cudaSuccess)
+    m.dh_pids = static_cast<int32_t*>(dh);
+  else
+    cudaGetLastError();
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_fin, (3 + size_t(m.pmb)) * sizeof(int32_t)));
   std::fill(m.h_fin, m.h_fin + 3 + m.pmb, 0);
   size_t nb = size_t(num_blocks);

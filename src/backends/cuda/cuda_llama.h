@@ -40,6 +40,10 @@ struct CudaLlamaOptions {
   // through the block table); off, it takes the general varlen path (cuBLASLt / GEMV, paged_attention):
   // tg128@d0 -7.2% (same run). Tests turn it off to compare the two paths.
   bool fast_decode = true;
+  // The fast path's argmax kernel writes the token straight into pinned host memory (mapped into the
+  // device's address space) instead of a copy node after it; off (or where the driver cannot map it): the
+  // copy. Ablation in NOTES.md "One forward".
+  bool fast_token_direct = true;
   // Prefill chunks of at least this many tokens take the tensor-core prefill_attention over their sequence's
   // K / V gathered into a contiguous scratch; shorter ones (and decode rows) the paged kernel. 0: never.
   // (pp512's attention: 1.1 ms on tensor cores against 6-7 ms for the CUDA-core kernel, NOTES.md "Floors".)

@@ -49,24 +49,20 @@ __device__ __forceinline__ int row_of(const Fuse& f, int rg, int r) {
   return head * f.hd + (f.rope == 1 ? i + r * half : 2 * i + r);
 }
 
-// The RoPE epilogue for one rotation pair (a: row i0, b: row i1 of `head`).
+// The RoPE epilogue for one rotation pair (a: row i0, b: row i1 of `head`) at position p; the key / value
+// go to the slot whose pool row ([blocks][nkv][block_size][hd]) for kv head kh is kv_row + kh * block_size
+// (kv_row: (s / block_size) * nkv * block_size + s % block_size for slot s; negative: not stored).
 template <typename T>
-__device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float b) {
+__device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float b, int p, long long kv_row) {
   const int half = f.hd >> 1, head = rg / half, i = rg - head * half;
   const int i0 = f.rope == 1 ? i : 2 * i, i1 = f.rope == 1 ? i + half : 2 * i + 1;
-  const int p = f.pos[0];
   // Round as the unfused path does (GEMV output stored as T, rotated from there).
   a = to_f32(from_f32<T>(a));
   b = to_f32(from_f32<T>(b));
   T* dst;
-  // The key / value slot in the paged pool ([blocks][nkv][block_size][hd]): block s / block_size, offset
-  // s % block_size.
-  const int s = f.slot[0];
-  auto pool_off = [&](int kh) {
-    return ((size_t(s / f.block_size) * f.nkv + kh) * f.block_size + s % f.block_size) * f.hd;
-  };
+  auto pool_off = [&](int kh) { return (size_t(kv_row) + size_t(kh) * f.block_size) * f.hd; };
   if (head >= f.nh + f.nkv) {  // value head: no rotation
-    if (s < 0) return;
+    if (kv_row < 0) return;
     dst = static_cast<T*>(f.v_pool) + pool_off(head - f.nh - f.nkv);
   } else {
     float sn, cs;
@@ -77,7 +73,7 @@ __device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float
     if (head < f.nh) {
       dst = static_cast<T*>(f.q_out) + size_t(head) * f.hd;
     } else {
-      if (s < 0) return;
+      if (kv_row < 0) return;
       dst = static_cast<T*>(f.k_pool) + pool_off(head - f.nh);
     }
   }
@@ -192,6 +188,15 @@ __global__ void __launch_bounds__(kThreads)
       if (el < K) prefetch_l2(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K + el);
     }
   }
+  // The RoPE epilogue's position and slot: read before the PDL wait (their uploader writes them before the
+  // previous kernel starts), so the epilogue does not wait on these loads and a division.
+  int rope_p = 0;
+  long long kv_row = -1;
+  if (f.rope) {
+    rope_p = __ldg(f.pos);
+    const int s = __ldg(f.slot);
+    if (s >= 0) kv_row = (long long)(s / f.block_size) * f.nkv * f.block_size + s % f.block_size;
+  }
   pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   if (x_in_smem) {
@@ -237,7 +242,7 @@ __global__ void __launch_bounds__(kThreads)
       bool roped = false;
       if constexpr (R == 2 && M == 1 && !std::is_same_v<OutT, float>) {
         if (f.rope) {
-          if (lane == 0) rope_store<T>(f, rg, acc[0][0], acc[1][0]);
+          if (lane == 0) rope_store<T>(f, rg, acc[0][0], acc[1][0], rope_p, kv_row);
           roped = true;
         }
       }

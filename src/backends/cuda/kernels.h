@@ -72,7 +72,8 @@ struct GemvFusion {
   // store q into rope_q_out [nh, hd] and k / v into slot *rope_slot of the layer's paged pools
   // ([blocks][nkv][block_size][hd]; slot = block * block_size + offset; slot < 0: not stored). The rows of
   // W are [nh q heads | nkv k heads | nkv v heads] of hd each, N = (nh + 2 nkv) hd. Off when rope_inv_freq
-  // is null.
+  // is null. With pdl, *rope_pos and *rope_slot are read before the PDL wait: write them before the previous
+  // kernel in the stream starts.
   RopeLayout rope_layout = RopeLayout::kHalf;
   const int32_t* rope_pos = nullptr;     // device [1]
   const int32_t* rope_slot = nullptr;    // device [1]
@@ -103,7 +104,9 @@ size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh);
 // {16, 32, 64, 128}; nh / nkv <= 8. max_ctx: the longest sequence (the plan's); scale multiplies q.k
 // (1/sqrt(hd)). part_o, part_stats: scratch sized as above. merge_counters: nullptr (a second kernel merges
 // the splits) or device int [nkv], all zero, owned by the caller: then the last block of each kv head to
-// finish merges (the counters are left at zero again).
+// finish merges (the counters are left at zero again). With pdl the kernel may start while the previous
+// kernel in the stream runs: q is read after the PDL wait, but *pos_dev and block_table before it, so they
+// must be written before that previous kernel starts (an upload ahead of it, not the kernel itself).
 void decode_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
                       const int32_t* block_table, int block_size, const int32_t* pos_dev, int nh, int nkv,
                       int hd, int max_ctx, float scale, const DecodeAttnPlan& plan, float* part_o,
@@ -120,8 +123,11 @@ void prefill_attention(DType act, const void* q, const void* k_cache, const void
 
 // ---- greedy token on the GPU (sampling.cu): it stays there until the caller copies it ----
 
-// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32.
-void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false);
+// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32. host_out: also written there, a
+// device-accessible pointer to pinned host memory (cudaHostGetDevicePointer), complete once the stream is
+// synchronised.
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false,
+            int32_t* host_out = nullptr);
 
 // ---- paged KV cache for serving (paged_attention.cu) ----
 // The pool holds, per layer and for K and V separately, [num_blocks][nkv][block_size][hd] (the CPU

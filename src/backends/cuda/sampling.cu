@@ -55,21 +55,24 @@ __device__ ValIdx argmax_all(const float* logits, int V, float* sv, int* si) {
 }
 
 __global__ void __launch_bounds__(kThreads)
-    argmax_kernel(const float* __restrict__ logits, int V, int32_t* out) {
+    argmax_kernel(const float* __restrict__ logits, int V, int32_t* out, int32_t* host_out) {
   __shared__ float sv[32];
   __shared__ int si[32];
   // Launched with pdl after the lm_head GEMV: the logits are only complete after the wait (without it the
   // token read back was the argmax of the previous step's logits).
   pdl_wait();
   ValIdx best = argmax_all(logits, V, sv, si);
-  if (threadIdx.x == 0) out[0] = best.i;
+  if (threadIdx.x == 0) {
+    out[0] = best.i;
+    if (host_out) host_out[0] = best.i;  // straight into pinned host memory: no copy after the kernel
+  }
 }
 
 }  // namespace
 
-void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl) {
+void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl, int32_t* host_out) {
   if (V <= 0) fail("argmax: empty vocabulary");
-  launch_kernel(pdl, argmax_kernel, dim3(1), dim3(kThreads), 0, stream, logits, V, out);
+  launch_kernel(pdl, argmax_kernel, dim3(1), dim3(kThreads), 0, stream, logits, V, out, host_out);
   LLAMARUN_CUDA_LAUNCH_CHECK("argmax");
 }
 
