@@ -477,6 +477,9 @@ void CudaLlama::Impl::forward_decode1() {
   argmax(plogits, V, pids, stream, pdl, dh_pids);
 }
 
+// The upload of fin must stay a full dependency of the first kernel (the embedding, launched without PDL):
+// the QKV GEMV's RoPE epilogue and decode_attention read the position, slot and block table before their
+// PDL wait, relying on fin being complete before any kernel of the step starts.
 void CudaLlama::Impl::fast_step() {
   LLAMARUN_CUDA_CHECK(
       cudaMemcpyAsync(fin, h_fin, (3 + size_t(pmb)) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
