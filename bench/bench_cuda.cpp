@@ -1,14 +1,17 @@
 // llamarun_bench_cuda: llama-bench style throughput of the CUDA backend, reported against the device's
 // own ceilings measured in the same run (device-to-device copy bandwidth, large cuBLASLt GEMM).
 //
-//   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512] [--tg
-//   128]
-//                       [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
-//                       [--paged-attn]
+//   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512]
+//                       [--tg 128] [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
+//                       [--no-fast] [--token-copy] [--decode-batches 2,4,8] [--paged-attn]
 //
-// pp<N>: prefill of N tokens (tok/s and achieved TFLOP/s). tg<N>@d: N greedy decode steps after a
-// context of d tokens (tok/s, effective GB/s = (weights + KV cache read per token) / time per token,
-// and that as a % of the measured copy bandwidth). Repetitions: median, min and max.
+// Everything runs through CudaLlama::forward_paged (the serving forward) over a paged KV pool, one sequence
+// with a shuffled block table of 16-position blocks. pp<N>: one forward of N prompt tokens (one chunk; tok/s
+// and achieved TFLOP/s). tg<N>@d: N greedy decode steps after a context of d tokens, one forward of one
+// decode row per token (the batch-1 fast path; --no-fast: the general varlen path), the token read back by
+// the host (tok/s, effective GB/s = (weights + KV cache read per token) / time per token, and that as a %
+// of the measured copy bandwidth). --decode-batches: decode steps of B sequences at once at the largest
+// depth (the general path). Repetitions: median, min and max.
 // --paged-attn: instead of the GEMM ceiling and the model, times paged_attention (the batched-serving
 // decode attention) for the Llama-2-7B attention shape (nh = nkv = 32, hd 128, pages of 16 positions) at
 // 64 sequences x 512 positions and 256 x 256, every row a decode row at the last position, over shuffled
@@ -24,6 +27,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -87,11 +91,8 @@ struct Args {
   std::string preset = "llama2-7b", device = "cuda:0", json_path, dtype = "f16";
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
-  bool graph = true, pdl = true, fuse = true, persist = true, parts = true, fuse2 = true, wide = false;
-  int bps = 0, prefetch_mb = -1;  // -1: CudaLlamaOptions default
-  bool narrow = false, l2_256 = false;
-  int wide_mask = -1, l2_mask = -1, prefetch_mask = -1;  // -1: CudaLlamaOptions defaults
-  bool chain = true;  // tg through CudaLlama::decode_greedy (false: decode_step per token)
+  bool graph = true, fast = true, token_direct = true, parts = true;
+  std::vector<int> batches;  // --decode-batches: decode steps of B sequences at once (the general path)
   bool paged_attn = false;
 };
 
@@ -119,33 +120,19 @@ Args parse(int argc, char** argv) {
       a.tg = std::stoi(val());
     else if (k == "--no-graph")
       a.graph = false;
-    else if (k == "--no-pdl")
-      a.pdl = false;
-    else if (k == "--no-fuse")
-      a.fuse = false;
-    else if (k == "--no-persist")
-      a.persist = false;
-    else if (k == "--no-fuse2")
-      a.fuse2 = false;
-    else if (k == "--gemv-wide")
-      a.wide = true;
-    else if (k == "--gemv-bps")
-      a.bps = std::stoi(val());
-    else if (k == "--gemv-narrow")
-      a.narrow = true;
-    else if (k == "--gemv-l2-256")
-      a.l2_256 = true;
-    else if (k == "--gemv-wide-mask")
-      a.wide_mask = std::stoi(val());
-    else if (k == "--gemv-l2-mask")
-      a.l2_mask = std::stoi(val());
-    else if (k == "--gemv-prefetch-mask")
-      a.prefetch_mask = std::stoi(val());
-    else if (k == "--gemv-prefetch")
-      a.prefetch_mb = std::stoi(val());
-    else if (k == "--no-chain")
-      a.chain = false;
-    else if (k == "--no-parts")
+    else if (k == "--no-fast")
+      a.fast = false;
+    else if (k == "--token-copy")
+      a.token_direct = false;
+    else if (k == "--decode-batches") {
+      std::string v = val();
+      for (size_t p = 0; p <= v.size();) {
+        size_t q = v.find(',', p);
+        if (q == std::string::npos) q = v.size();
+        if (q > p) a.batches.push_back(std::stoi(v.substr(p, q - p)));
+        p = q + 1;
+      }
+    } else if (k == "--no-parts")
       a.parts = false;
     else if (k == "--paged-attn")
       a.paged_attn = true;
@@ -162,11 +149,9 @@ Args parse(int argc, char** argv) {
     } else if (k == "--help" || k == "-h") {
       std::printf(
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
-          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-pdl] [--no-fuse] "
-          "[--no-persist] [--no-parts] [--no-fuse2] [--gemv-wide] "
-          "[--gemv-bps N] [--gemv-prefetch MB] [--gemv-narrow] [--gemv-l2-256] [--gemv-wide-mask M] "
-          "[--gemv-l2-mask M] [--gemv-prefetch-mask M] [--no-chain] [--paged-attn]\n"
-          "  masks select GEMVs: 1 qkv, 2 o, 4 gate_up, 8 down, 16 lm_head\n");
+          "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-fast] [--token-copy] "
+          "[--no-parts] "
+          "[--decode-batches a,b,c] [--paged-attn]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -349,23 +334,45 @@ int run(int argc, char** argv) {
   opt.device = args.device;
   opt.dtype = dt;
   opt.max_context = std::max(args.pp, max_depth + args.tg);
-  opt.max_prefill_chunk = std::max(args.pp, 1);
-  opt.use_graph = args.graph;
-  opt.pdl = args.pdl;
-  opt.fuse_decode = args.fuse;
-  opt.persistent_gemv = args.persist;
-  opt.fuse_rope_attn = args.fuse2;
-  opt.gemv_wide = args.wide;
-  opt.gemv_blocks_per_sm = args.bps;
-  if (args.prefetch_mb >= 0) opt.gemv_prefetch_mb = args.prefetch_mb;
-  opt.gemv_narrow = args.narrow;
-  opt.gemv_l2_256 = args.l2_256;
-  if (args.wide_mask >= 0) opt.gemv_wide_mask = unsigned(args.wide_mask);
-  if (args.l2_mask >= 0) opt.gemv_l2_mask = unsigned(args.l2_mask);
-  if (args.prefetch_mask >= 0) opt.gemv_prefetch_mask = unsigned(args.prefetch_mask);
+  opt.paged_max_tokens = std::max({args.pp, 512, 1});  // prefill in one chunk; depths in chunks of 512+
+  int max_batch = 1;
+  for (int b : args.batches) max_batch = std::max(max_batch, b);
+  opt.paged_max_seqs = std::max(max_batch, 1);
+  opt.paged_graphs = args.graph;
+  opt.fast_decode = args.fast;
+  opt.fast_token_direct = args.token_direct;
   double t0 = now_s();
   CudaLlama model(cfg, 1234, opt);
+  // The paged pool: one block table of max_context positions per sequence (blocks of 16, shuffled).
+  const int bs = 16, per_seq = (opt.max_context + bs - 1) / bs;
+  const int pool_blocks = model.init_paged(bs, per_seq * max_batch, 0);
   double init_s = now_s() - t0;
+  std::vector<int32_t> blocks(pool_blocks);
+  std::iota(blocks.begin(), blocks.end(), 0);
+  std::shuffle(blocks.begin(), blocks.end(), std::mt19937(5));
+  auto table_of = [&](int s) {
+    return std::span<const int32_t>(blocks.data() + size_t(s) * per_seq, size_t(per_seq));
+  };
+  // One forward of sequence s's tokens ids[0..n) at positions start..start+n-1 (the last one sampled).
+  std::vector<float> logits(cfg.vocab_size);
+  auto forward_one = [&](int s, const int32_t* ids, int n, int start) {
+    BatchInput b;
+    for (int i = 0; i < n; ++i) {
+      b.tokens.push_back(ids[i]);
+      b.positions.push_back(start + i);
+      b.seq_index.push_back(0);
+    }
+    b.block_tables.push_back(table_of(s));
+    b.logit_rows.push_back(n - 1);
+    const uint8_t want = 0;
+    int32_t next = -1;
+    model.forward_paged(b, &want, &next, logits.data());
+    return next;
+  };
+  auto prefill = [&](int s, const int32_t* ids, int n) {
+    for (int done = 0; done < n; done += opt.paged_max_tokens)
+      forward_one(s, ids + done, std::min(opt.paged_max_tokens, n - done), done);
+  };
   note_used();
   const size_t wbytes = model.weight_bytes_per_token();
   std::printf("model: %s random weights, %s, %s of weights (%s read per token), init %.2f s\n",
@@ -375,22 +382,12 @@ int run(int argc, char** argv) {
   J["model"] = {{"preset", args.preset},
                 {"dtype", args.dtype},
                 {"weights_bytes", model.memory_stats().weights},
-                {"pdl", args.pdl},
-                {"fuse_decode", args.fuse},
-                {"persistent_gemv", args.persist},
-                {"fuse_rope_attn", args.fuse2},
-                {"gemv_wide", args.wide},
-                {"gemv_blocks_per_sm", args.bps},
-                {"gemv_prefetch_mb", opt.gemv_prefetch_mb},
-                {"gemv_narrow", args.narrow},
-                {"gemv_l2_256", args.l2_256},
-                {"gemv_wide_mask", opt.gemv_wide_mask},
-                {"gemv_l2_mask", opt.gemv_l2_mask},
-                {"gemv_prefetch_mask", opt.gemv_prefetch_mask},
+                {"fast_decode", args.fast},
+                {"fast_token_direct", args.token_direct},
                 {"weight_bytes_per_token", wbytes},
                 {"max_context", opt.max_context},
                 {"graph", args.graph},
-                {"chained_greedy", args.chain},
+                {"kv_block_size", bs},
                 {"init_seconds", init_s}};
 
   std::vector<int32_t> prompt(std::max(args.pp, max_depth));
@@ -404,13 +401,11 @@ int run(int argc, char** argv) {
     double per_tok = 2.0 * L * (H * (nh + 2 * nkv) * hd + nh * hd * H + 3 * H * I);
     double n = args.pp;
     double flops = per_tok * n + 4.0 * L * nh * hd * n * (n + 1) / 2 + 2.0 * V * H;
-    model.reset();
-    model.prefill(prompt.data(), args.pp);  // warm-up (cuBLASLt heuristics)
+    forward_one(0, prompt.data(), args.pp, 0);  // warm-up (cuBLASLt heuristics)
     std::vector<double> tps, tfl;
-    for (int r = 0; r < args.reps; ++r) {
-      model.reset();
+    for (int r = 0; r < args.reps; ++r) {  // one forward: the whole prompt as one chunk of one sequence
       double a = now_s();
-      model.prefill(prompt.data(), args.pp);
+      forward_one(0, prompt.data(), args.pp, 0);
       double s = now_s() - a;
       tps.push_back(n / s);
       tfl.push_back(flops / s / 1e12);
@@ -425,8 +420,8 @@ int run(int argc, char** argv) {
     note_used();
   }
 
-  // Prefill parts at M = pp: the layer GEMMs (cuBLASLt) and the attention (tensor-core and CUDA-core
-  // kernels), summed over the layers, to see which dominates pp.
+  // Prefill parts at M = pp: the layer GEMMs (cuBLASLt) and the (tensor-core) attention, summed over the
+  // layers, to see which dominates pp.
   if (args.parts) {
     const int M = args.pp, H = cfg.hidden_size, I = cfg.intermediate_size, hd = cfg.head_dim;
     const int nh = cfg.num_heads, nkv = cfg.num_kv_heads, L = cfg.num_layers;
@@ -479,25 +474,16 @@ int run(int argc, char** argv) {
     auto ta = stats_of(
         time_events([&] { cuda::prefill_attention(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); },
                     3, 10, stream));
-    double attn_ms = ta.median * 1e3 * L, simt_ms = 0;
-    if (hd == 64 || hd == 128) {
-      auto ts = stats_of(time_events(
-          [&] { cuda::prefill_attention_simt(dt, q, kc, vc, M, 0, nh, nkv, hd, M, scale, o, stream); }, 3, 10,
-          stream));
-      simt_ms = ts.median * 1e3 * L;
-    }
+    double attn_ms = ta.median * 1e3 * L;
     cudaFree(q);
     cudaFree(o);
     cudaFree(kc);
     cudaFree(vc);
     pj["gemm_ms_all_layers"] = gemm_ms;
     pj["attention_tc_ms_all_layers"] = attn_ms;
-    pj["attention_simt_ms_all_layers"] = simt_ms;
     J["pp_parts"] = pj;
-    std::printf(
-        "  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores; CUDA-core kernel %.2f "
-        "ms)\n",
-        M, L, gemm_ms, attn_ms, simt_ms);
+    std::printf("  pp%d parts over %d layers: GEMMs %.2f ms, attention %.2f ms (tensor cores)\n", M, L,
+                gemm_ms, attn_ms);
   }
 
   // Decode parts: each GEMV shape alone (M = 1, persistent grid, no PDL), back to back on 4 rotating weight
@@ -517,8 +503,8 @@ int run(int argc, char** argv) {
     LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * I * 2));
     LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(2) * I * 4));
     cuda::fill_random(dt, x, 2 * int64_t(I), 1.f, 21, stream);
-    const char* vname[] = {"     ", " l2  ", " u2  "};
-    for (int var = 0; var < 3; ++var) {
+    const char* vname[] = {"     ", " wide"};
+    for (int var = 0; var < 2; ++var) {
       for (auto& sh : shapes) {
         const size_t bytes = size_t(sh.N) * sh.K * 2;
         void* w[4];
@@ -528,8 +514,7 @@ int run(int argc, char** argv) {
         }
         cuda::GemvFusion f;
         f.persistent = true;
-        f.l2_256 = var == 1;
-        f.narrow = var == 2;
+        f.wide = var == 1;
         int it = 0;
         auto t = time_events(
             [&] {
@@ -541,9 +526,7 @@ int run(int argc, char** argv) {
         Stats st = stats_of(t);
         double us = st.median / 4 * 1e6, gbs = bytes / (st.median / 4) / 1e9;
         if (var == 0) layer_us += us;
-        tj[std::string(sh.name) + (var == 1   ? "_l2_256"
-                                   : var == 2 ? "_narrow"
-                                              : "")] = {{"us", us}, {"gbs", gbs}};
+        tj[std::string(sh.name) + (var == 1 ? "_wide" : "")] = {{"us", us}, {"gbs", gbs}};
         std::printf("  tg gemv %-8s%s N=%-6d K=%-6d %7.2f us  %6.0f GB/s (%.1f%% of copy)\n", sh.name,
                     vname[var], sh.N, sh.K, us, gbs, 100.0 * gbs / copy_gbs);
         for (int c = 0; c < 4; ++c) cudaFree(w[c]);
@@ -557,30 +540,22 @@ int run(int argc, char** argv) {
                 layer_us * cfg.num_layers / 1e3);
   }
 
-  // tg at each depth: the depth's context is prefilled once, then each repetition rewinds to it.
+  // tg at each depth: the depth's context is prefilled once, then each repetition decodes from it again (one
+  // decode row per forward, the greedy token fed back by the host: the batch-1 fast path unless --no-fast).
   json tgj = json::array();
   std::vector<std::string> lines;
+  const int64_t fast0 = model.fast_decode_steps();
   for (int d : args.depths) {
-    model.reset();
-    if (d > 0) model.prefill(prompt.data(), d);
+    if (d > 0) prefill(0, prompt.data(), d);
     int32_t tok = 1;
-    tok = model.decode_step(tok);  // warm-up (graph capture)
-    model.truncate(d);
+    forward_one(0, &tok, 1, d);  // warm-up (graph capture)
     std::vector<double> tps, gbs;
     double bytes = 0;
     for (int i = 0; i < args.tg; ++i) bytes += double(wbytes) + double(model.kv_bytes_per_token(d + i));
     for (int r = 0; r < args.reps; ++r) {
-      model.truncate(d);
+      tok = 1;
       double a = now_s();
-      if (args.chain) {  // the GPU feeds each greedy token to the next step (as CudaGenerator does)
-        const int got = model.decode_greedy(tok, args.tg, [&](int32_t t) {
-          tok = t;
-          return true;
-        });
-        if (got != args.tg) fail("decode_greedy delivered ", got, " of ", args.tg, " tokens");
-      } else {  // one host round trip per token
-        for (int i = 0; i < args.tg; ++i) tok = model.decode_step(tok);
-      }
+      for (int i = 0; i < args.tg; ++i) tok = forward_one(0, &tok, 1, d + i);
       double s = now_s() - a;
       tps.push_back(args.tg / s);
       gbs.push_back(bytes / s / 1e9);
@@ -599,15 +574,52 @@ int run(int argc, char** argv) {
     note_used();
   }
   J["tg"] = tgj;
+  const int64_t fast_steps = model.fast_decode_steps() - fast0;
+
+  // Decode steps of B sequences at once (each B rows, the general varlen path with its bucket graph), at
+  // depth max(depths): tokens/s over the batch, and the step time against B steps of one row.
+  json bj = json::array();
+  for (int B : args.batches) {
+    if (B < 1) continue;
+    const int d = max_depth;
+    for (int sq = 0; sq < B; ++sq)
+      if (d > 0) prefill(sq, prompt.data(), d);
+    std::vector<int32_t> toks(B, 1), ids(B);
+    std::vector<float> lg(size_t(B) * cfg.vocab_size);
+    std::vector<uint8_t> want(B, 0);
+    auto step = [&](int pos) {
+      BatchInput b;
+      for (int sq = 0; sq < B; ++sq) {
+        b.tokens.push_back(toks[sq]);
+        b.positions.push_back(pos);
+        b.seq_index.push_back(sq);
+        b.logit_rows.push_back(sq);
+        b.block_tables.push_back(table_of(sq));
+      }
+      model.forward_paged(b, want.data(), ids.data(), lg.data());
+      toks = ids;
+    };
+    step(d);  // warm-up (graph capture)
+    std::vector<double> sps;
+    for (int r = 0; r < args.reps; ++r) {
+      std::fill(toks.begin(), toks.end(), 1);
+      double a = now_s();
+      for (int i = 0; i < args.tg; ++i) step(d + i);
+      sps.push_back(args.tg / (now_s() - a));
+    }
+    Stats st = stats_of(sps);
+    bj.push_back({{"batch", B}, {"depth", d}, {"steps_per_s", to_json(st)}, {"tok_per_s", B * st.median}});
+    std::printf("decode batch %-3d @ d%-5d     %8.1f steps/s [%.1f .. %.1f]  %.3f ms/step  %.1f tok/s\n", B,
+                d, st.median, st.min, st.max, 1e3 / st.median, B * st.median);
+    note_used();
+  }
+  if (!bj.empty()) J["decode_batches"] = bj;
   J["model"]["pdl_active"] = model.pdl_active();
+  J["model"]["fast_decode_steps"] = fast_steps;
   std::printf(
-      "decode: graph %s, fused %s (rope/merge %s), persistent GEMV %s (blocks/SM %d, wide %s, narrow %s, "
-      "L2::256B %s, "
-      "wide mask %u, L2::256B mask %u, L2 prefetch %d MB mask %u), PDL active %s\n",
-      args.graph ? "on" : "off", args.fuse ? "on" : "off", args.fuse2 ? "on" : "off",
-      args.persist ? "on" : "off", args.bps, args.wide ? "yes" : "no", args.narrow ? "yes" : "no",
-      args.l2_256 ? "yes" : "no", opt.gemv_wide_mask, opt.gemv_l2_mask, opt.gemv_prefetch_mb,
-      opt.gemv_prefetch_mask, model.pdl_active() ? "yes" : "no");
+      "decode: one forward_paged per token, graph %s, batch-1 fast path %s (%lld steps), PDL active %s\n",
+      args.graph ? "on" : "off", args.fast ? "on" : "off", (long long)fast_steps,
+      model.pdl_active() ? "yes" : "no");
   CudaMemoryStats ms = model.memory_stats();
   J["memory"] = {{"model_peak_bytes", ms.peak},
                  {"model_allocated_bytes", ms.allocated},

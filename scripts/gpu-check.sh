@@ -104,8 +104,8 @@ if [ -x "$BUILD_DIR/llamarun" ]; then
     --dtype f16 --pp 512 --tg 64 --reps 2
 fi
 
-# Ablations of the decode step at depth 0 (what graph capture, PDL, persistent GEMV grids and the fusions are worth).
-ABLATIONS=${ABLATIONS:-"--gemv-l2-256|--gemv-narrow|--gemv-prefetch 8|--no-fuse2|--no-pdl|--no-persist|--no-pdl --no-fuse|--no-graph"}
+# Ablations of the decode step (what the batch-1 fast path and graph replay are worth).
+ABLATIONS=${ABLATIONS:-"--no-fast|--no-graph|--no-fast --no-graph"}
 ablation_list=()
 [ "$ABLATIONS" != none ] && IFS='|' read -r -a ablation_list <<<"$ABLATIONS"
 for flags in "${ablation_list[@]}"; do

@@ -1,7 +1,8 @@
 // CudaLlama (fp16 / bf16 on the GPU) against the committed transformers goldens (tests/fixtures/golden/) and
 // the CPU LlamaModel: logits at every prompt position (prefill and step-by-step decode), and greedy
-// continuations through CudaGenerator. Greedy may drift from the fp32 reference only where the reference's
-// top-2 margin is within the dtype's logit error; every drift is printed (case, prompt, step, margin).
+// continuations (decode rows, GPU argmax). Greedy may drift from the fp32 reference only where the
+// reference's top-2 margin is within the dtype's logit error; every drift is printed (case, prompt, step,
+// margin).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,9 +13,10 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cuda/cuda_device.h"
-#include "backends/cuda/cuda_generator.h"
+#include "backends/cuda/cuda_llama.h"
 #include "core/error.h"
-#include "engine/generator.h"
+#include "cuda_paged_seq.h"
+#include "kv/paged_kv_pool.h"
 #include "model/model.h"
 
 namespace llamarun::cuda::test {
@@ -59,6 +61,27 @@ Tol tol_for(DType act, const std::string& ref_dtype) {
   return {0.25 + extra, 0.05, 0.4 + 2 * extra};
 }
 
+// The CPU forward's logits at every prompt position (one varlen batch over a PagedKVPool).
+std::vector<float> cpu_prompt_logits(Model& m, const std::vector<int32_t>& prompt) {
+  const int n = int(prompt.size()), bs = 16, nb = (n + bs - 1) / bs;
+  const LlamaConfig& c = m.llama->config();
+  const int hd = c.head_dim ? c.head_dim : c.hidden_size / c.num_heads;
+  PagedKVPool pool(c.num_layers, c.num_kv_heads ? c.num_kv_heads : c.num_heads, hd, bs, nb);
+  std::vector<int32_t> table(nb);
+  for (int i = 0; i < nb; ++i) table[i] = i;
+  BatchInput b;
+  b.tokens = prompt;
+  for (int i = 0; i < n; ++i) {
+    b.positions.push_back(i);
+    b.seq_index.push_back(0);
+    b.logit_rows.push_back(i);
+  }
+  b.block_tables.push_back(std::span<const int32_t>(table));
+  std::vector<float> out(size_t(n) * c.vocab_size);
+  m.llama->forward_batch(b, pool, out.data());
+  return out;
+}
+
 class CudaGolden : public ::testing::TestWithParam<DType> {};
 
 TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
@@ -86,21 +109,25 @@ TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
     CudaLlamaOptions co;
     co.dtype = act;
     co.max_context = std::min(128, m->cfg.max_position);
-    CudaGenerator cg(*m, co);
-    CudaLlama& gpu = cg.llama();
-    Generator cpu(*m, co.max_context);
+    CudaLlama gpu(m->cfg, *m->weights, co);
+    gpu.init_paged(16, 2 * ((co.max_context + 15) / 16), 0);
+    // Two sequences over interleaved halves of the pool: the prefill path and the decode path.
+    const std::vector<int32_t> blocks = shuffled_blocks(2 * ((co.max_context + 15) / 16), 7);
+    std::vector<int32_t> t0, t1;
+    for (size_t i = 0; i < blocks.size(); ++i) (i % 2 ? t1 : t0).push_back(blocks[i]);
+    PagedSeq pre(gpu, t0), dec(gpu, t1);
     double worst_ref = 0, worst_cpu = 0;
     for (size_t p = 0; p < g["prompts"].size(); ++p) {
       const std::vector<int32_t> prompt = g["prompts"][p].get<std::vector<int32_t>>();
       const auto& ref = g["logits"][p];
-      const std::vector<float> cpu_logits = cpu.prompt_logits(prompt);
-      // Prefill: logits of the last position.
-      gpu.reset();
-      std::vector<float> last = gpu.prefill(prompt.data(), int(prompt.size()));
-      // Decode path: one position at a time.
-      gpu.reset();
+      const std::vector<float> cpu_logits = cpu_prompt_logits(*m, prompt);
+      // Prefill (one chunk): logits of the last position.
+      pre.reset();
+      std::vector<float> last = pre.prefill(prompt, int(prompt.size()));
+      // Decode path (the batch-1 fast path): one position at a time.
+      dec.reset();
       for (size_t t = 0; t < prompt.size(); ++t) {
-        std::vector<float> got = gpu.decode_step_logits(prompt[t]);
+        std::vector<float> got = dec.step_logits(prompt[t]);
         for (int pass = 0; pass < (t + 1 == prompt.size() ? 2 : 1); ++pass) {
           const std::vector<float>& x = pass == 0 ? got : last;
           for (int v = 0; v < V; ++v) {
@@ -114,21 +141,21 @@ TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
           }
         }
       }
-      // Greedy continuation through CudaGenerator (first token from the prefill logits, then GPU argmax).
-      SamplingParams sp;
-      sp.temperature = 0;
-      sp.ignore_eos = true;
+      // Greedy continuation: prefill, then one decode row per token, each token the GPU's argmax.
       const std::vector<int32_t> want = g["greedy"][p].get<std::vector<int32_t>>();
-      sp.max_tokens = int(want.size());
-      cg.reset();
-      GenerationResult r = cg.generate(prompt, sp);
-      ASSERT_EQ(r.token_ids.size(), want.size()) << c.name;
+      std::vector<int32_t> got_ids;
+      pre.reset();
+      pre.prefill(prompt, int(prompt.size()));
       for (size_t i = 0; i < want.size(); ++i) {
-        if (r.token_ids[i] == want[i]) continue;
+        got_ids.push_back(pre.last());
+        if (i + 1 < want.size()) pre.step(pre.last());
+      }
+      for (size_t i = 0; i < want.size(); ++i) {
+        if (got_ids[i] == want[i]) continue;
         double margin = g["greedy_margin"][p][i].get<double>();
         std::cout << "[ golden ] " << c.name << " " << dtype_name(act) << " prompt " << p
-                  << ": greedy drifts at step " << i << " (gpu " << r.token_ids[i] << ", transformers "
-                  << want[i] << ", reference top-2 margin " << margin << ")\n";
+                  << ": greedy drifts at step " << i << " (gpu " << got_ids[i] << ", transformers " << want[i]
+                  << ", reference top-2 margin " << margin << ")\n";
         EXPECT_LE(margin, tol.drift_margin)
             << c.name << " prompt " << p << ": greedy differs at step " << i
             << " where the reference's top-2 "

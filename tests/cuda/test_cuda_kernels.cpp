@@ -116,57 +116,6 @@ TEST_P(CudaKernel, ConvertAndDequantize) {
   }
 }
 
-TEST_P(CudaKernel, RopeStoreKv) {
-  for (RopeLayout lay : {RopeLayout::kHalf, RopeLayout::kInterleaved}) {
-    for (int hd : {64, 128}) {
-      const int M = 3, nh = 4, nkv = 2, max_ctx = 5000;
-      RopeScaling sc;
-      sc.type = RopeScaling::Type::kLlama3;
-      sc.factor = 8;
-      auto inv = rope_inv_freq(hd, 500000.f, sc);
-      std::vector<int32_t> pos = {0, 4095, 1234};
-      const int rows = nh + 2 * nkv;
-      auto qkv = rand_vec(gen, size_t(M) * rows * hd);
-      auto qb = quantize16(t(), qkv);
-      DevBuf dqkv(qb.size() * 2), dpos(12), dinv(inv.size() * 4), dq(size_t(M) * nh * hd * 2);
-      DevBuf dk(size_t(nkv) * max_ctx * hd * 2), dv(size_t(nkv) * max_ctx * hd * 2);
-      dqkv.upload(qb.data(), qb.size() * 2);
-      dpos.upload(pos.data(), 12);
-      dinv.upload(inv.data(), inv.size() * 4);
-      dq.poison();
-      dk.poison();
-      dv.poison();
-      rope_store_kv(t(), lay, dqkv.p, dpos.as<int32_t>(), dinv.as<float>(), M, nh, nkv, hd, max_ctx, dq.p,
-                    dk.p, dv.p, nullptr);
-      CUDA_OK(cudaDeviceSynchronize());
-      std::vector<float> ref = qkv;
-      for (int m = 0; m < M; ++m)
-        for (int h = 0; h < nh + nkv; ++h) rope_ref(ref, (size_t(m) * rows + h) * hd, hd, pos[m], inv, lay);
-      std::vector<float> gq = download16(t(), dq, size_t(M) * nh * hd), rq, gk, rk, gv, rv;
-      for (int m = 0; m < M; ++m) {
-        for (int i = 0; i < nh * hd; ++i) rq.push_back(ref[size_t(m) * rows * hd + i]);
-        for (int kh = 0; kh < nkv; ++kh) {
-          auto k = download16(t(), dk, hd, (size_t(kh) * max_ctx + pos[m]) * hd);
-          auto v = download16(t(), dv, hd, (size_t(kh) * max_ctx + pos[m]) * hd);
-          gk.insert(gk.end(), k.begin(), k.end());
-          gv.insert(gv.end(), v.begin(), v.end());
-          for (int i = 0; i < hd; ++i) {
-            rk.push_back(ref[(size_t(m) * rows + nh + kh) * hd + i]);
-            rv.push_back(ref[(size_t(m) * rows + nh + nkv + kh) * hd + i]);
-          }
-        }
-      }
-      EXPECT_LT(rel_l2(gq, rq), tol_rel(t()))
-          << "q hd=" << hd << " interleaved=" << (lay == RopeLayout::kInterleaved);
-      EXPECT_LT(rel_l2(gk, rk), tol_rel(t())) << "k hd=" << hd;
-      EXPECT_EQ(rel_l2(gv, rv), 0.0) << "v copied exactly";
-      // A cache slot no token was written to stays untouched (still NaN poison).
-      auto untouched = download16(t(), dk, hd, size_t(7) * hd);
-      EXPECT_TRUE(std::isnan(untouched[0]));
-    }
-  }
-}
-
 void gemv_ref(const std::vector<float>& W, const std::vector<float>& x, int M, int N, int K,
               std::vector<float>& y) {
   y.assign(size_t(M) * N, 0.f);
@@ -306,7 +255,9 @@ struct AttnCase {
   int nh, nkv, hd;
 };
 
-TEST_P(CudaKernel, DecodeAttentionSplitK) {
+// decode_attention reads K / V through a shuffled block table of a paged pool ([blocks][nkv][bs][hd]); the
+// reference attends over the same values laid out contiguously. Unused pool slots hold NaN: never read.
+TEST_P(CudaKernel, DecodeAttentionSplitKPaged) {
   const int max_ctx = 4096;
   for (AttnCase c : {AttnCase{8, 2, 128}, AttnCase{4, 4, 64}, AttnCase{8, 1, 64}, AttnCase{6, 2, 128},
                      AttnCase{4, 2, 32}, AttnCase{4, 4, 16}}) {
@@ -314,42 +265,63 @@ TEST_P(CudaKernel, DecodeAttentionSplitK) {
     size_t cache_n = size_t(c.nkv) * max_ctx * c.hd;
     auto kc = rand_vec(gen, cache_n, -2, 2), vc = rand_vec(gen, cache_n);
     auto kb = quantize16(t(), kc), vb = quantize16(t(), vc);
-    DevBuf dk(cache_n * 2), dv(cache_n * 2);
-    dk.upload(kb.data(), cache_n * 2);
-    dv.upload(vb.data(), cache_n * 2);
-    for (int sms : {132, 4}) {  // many splits, and few (long chunks per block)
-      DecodeAttnPlan plan = make_decode_attn_plan(c.nkv, max_ctx, sms);
-      DevBuf po(decode_attn_partial_floats(plan, c.nh, c.hd) * 4),
-          ps(decode_attn_stats_floats(plan, c.nh) * 4);
-      for (int len : {1, 7, 64, 65, 1000, 4096}) {
-        auto q = rand_vec(gen, size_t(c.nh) * c.hd);
-        auto qb = quantize16(t(), q);
-        int32_t p = len - 1;
-        DevBuf dq(qb.size() * 2), dpos(4), dout(qb.size() * 2);
-        dq.upload(qb.data(), qb.size() * 2);
-        dpos.upload(&p, 4);
-        dout.poison();
-        decode_attention(t(), dq.p, dk.p, dv.p, dpos.as<int32_t>(), c.nh, c.nkv, c.hd, max_ctx, scale, plan,
-                         po.as<float>(), ps.as<float>(), dout.p, nullptr);
-        CUDA_OK(cudaDeviceSynchronize());
-        auto out = download16(t(), dout, qb.size());
-        std::vector<float> ref(qb.size());
-        int G = c.nh / c.nkv;
-        for (int h = 0; h < c.nh; ++h)
-          attend_ref(&q[size_t(h) * c.hd], kc, vc, h / G, max_ctx, c.hd, len, scale, &ref[size_t(h) * c.hd]);
-        EXPECT_LT(rel_l2(out, ref), tol_rel(t())) << "nh=" << c.nh << " nkv=" << c.nkv << " hd=" << c.hd
-                                                  << " len=" << len << " splits=" << plan.splits;
-        // Fused merge (last block per kv head), twice: the counters must be back at zero after each launch.
-        DevBuf cnt(sizeof(int) * c.nkv);
-        CUDA_OK(cudaMemset(cnt.p, 0, sizeof(int) * c.nkv));
-        for (int rep = 0; rep < 2; ++rep) {
+    for (int bs : {16, 48}) {
+      const int nblk = (max_ctx + bs - 1) / bs, pool_blocks = nblk + 3;
+      std::vector<int32_t> table(pool_blocks);
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), gen);
+      table.resize(nblk);
+      const size_t pool_n = size_t(pool_blocks) * c.nkv * bs * c.hd;
+      const uint16_t nan_bits = t() == DType::F16 ? 0x7e00 : 0x7fc0;
+      std::vector<uint16_t> kp(pool_n, nan_bits), vp(pool_n, nan_bits);
+      for (int kh = 0; kh < c.nkv; ++kh)
+        for (int p = 0; p < max_ctx; ++p) {
+          const size_t src = (size_t(kh) * max_ctx + p) * c.hd;
+          const size_t dst = ((size_t(table[p / bs]) * c.nkv + kh) * bs + p % bs) * c.hd;
+          std::copy(kb.begin() + src, kb.begin() + src + c.hd, kp.begin() + dst);
+          std::copy(vb.begin() + src, vb.begin() + src + c.hd, vp.begin() + dst);
+        }
+      DevBuf dk(pool_n * 2), dv(pool_n * 2), dtab(table.size() * 4);
+      dk.upload(kp.data(), pool_n * 2);
+      dv.upload(vp.data(), pool_n * 2);
+      dtab.upload(table.data(), table.size() * 4);
+      for (int sms : {132, 4}) {  // many splits, and few (long chunks per block)
+        DecodeAttnPlan plan = make_decode_attn_plan(c.nkv, max_ctx, sms);
+        DevBuf po(decode_attn_partial_floats(plan, c.nh, c.hd) * 4),
+            ps(decode_attn_stats_floats(plan, c.nh) * 4);
+        for (int len : {1, 7, 47, 64, 65, 1000, 4096}) {
+          auto q = rand_vec(gen, size_t(c.nh) * c.hd);
+          auto qb = quantize16(t(), q);
+          int32_t p = len - 1;
+          DevBuf dq(qb.size() * 2), dpos(4), dout(qb.size() * 2);
+          dq.upload(qb.data(), qb.size() * 2);
+          dpos.upload(&p, 4);
           dout.poison();
-          decode_attention(t(), dq.p, dk.p, dv.p, dpos.as<int32_t>(), c.nh, c.nkv, c.hd, max_ctx, scale, plan,
-                           po.as<float>(), ps.as<float>(), dout.p, nullptr, false, cnt.as<int>());
+          decode_attention(t(), dq.p, dk.p, dv.p, dtab.as<int32_t>(), bs, dpos.as<int32_t>(), c.nh, c.nkv,
+                           c.hd, max_ctx, scale, plan, po.as<float>(), ps.as<float>(), dout.p, nullptr);
           CUDA_OK(cudaDeviceSynchronize());
-          auto out2 = download16(t(), dout, qb.size());
-          EXPECT_LT(rel_l2(out2, ref), tol_rel(t()))
-              << "fused merge, launch " << rep << " nh=" << c.nh << " hd=" << c.hd << " len=" << len;
+          auto out = download16(t(), dout, qb.size());
+          std::vector<float> ref(qb.size());
+          int G = c.nh / c.nkv;
+          for (int h = 0; h < c.nh; ++h)
+            attend_ref(&q[size_t(h) * c.hd], kc, vc, h / G, max_ctx, c.hd, len, scale,
+                       &ref[size_t(h) * c.hd]);
+          const std::string what = "nh=" + std::to_string(c.nh) + " nkv=" + std::to_string(c.nkv) +
+                                   " hd=" + std::to_string(c.hd) + " bs=" + std::to_string(bs) +
+                                   " len=" + std::to_string(len) + " splits=" + std::to_string(plan.splits);
+          EXPECT_LT(rel_l2(out, ref), tol_rel(t())) << what;
+          // Fused merge (last block per kv head), twice: the counters must be back at zero after each launch.
+          DevBuf cnt(sizeof(int) * c.nkv);
+          CUDA_OK(cudaMemset(cnt.p, 0, sizeof(int) * c.nkv));
+          for (int rep = 0; rep < 2; ++rep) {
+            dout.poison();
+            decode_attention(t(), dq.p, dk.p, dv.p, dtab.as<int32_t>(), bs, dpos.as<int32_t>(), c.nh, c.nkv,
+                             c.hd, max_ctx, scale, plan, po.as<float>(), ps.as<float>(), dout.p, nullptr,
+                             false, cnt.as<int>());
+            CUDA_OK(cudaDeviceSynchronize());
+            auto out2 = download16(t(), dout, qb.size());
+            EXPECT_LT(rel_l2(out2, ref), tol_rel(t())) << "fused merge, launch " << rep << " " << what;
+          }
         }
       }
     }
@@ -391,15 +363,6 @@ TEST_P(CudaKernel, PrefillAttentionCausal) {
           }
         EXPECT_LT(rel_l2(out, ref), tol_rel(t()))
             << "nh=" << c.nh << " hd=" << c.hd << " start=" << start << " M=" << M;
-        if (c.hd == 64 || c.hd == 128) {  // the CUDA-core kernel too
-          dout.poison();
-          prefill_attention_simt(t(), dq.p, dk.p, dv.p, M, start, c.nh, c.nkv, c.hd, max_ctx, scale, dout.p,
-                                 nullptr);
-          CUDA_OK(cudaDeviceSynchronize());
-          auto out2 = download16(t(), dout, qb.size());
-          EXPECT_LT(rel_l2(out2, ref), tol_rel(t()))
-              << "simt nh=" << c.nh << " hd=" << c.hd << " start=" << start << " M=" << M;
-        }
       }
     }
   }

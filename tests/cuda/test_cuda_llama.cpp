@@ -1,10 +1,12 @@
-// CudaLlama against a small self-contained fp32 CPU reference forward pass on a tiny random model.
+// CudaLlama (its one forward, forward_paged) against a small self-contained fp32 CPU reference forward pass
+// on a tiny random model, and its batch-1 fast path against its general varlen path.
 #include <algorithm>
 #include <memory>
 
 #include "backends/cuda/cuda_llama.h"
 #include "backends/cuda/rope_freq.h"
 #include "core/error.h"
+#include "cuda_paged_seq.h"
 #include "cuda_test_util.h"
 #include "formats/weight_map.h"
 
@@ -212,46 +214,60 @@ class CudaLlamaTest : public ::testing::TestWithParam<DType> {
   DType t() const { return GetParam(); }
 };
 
+// A model of max_context positions with a paged pool of num_blocks blocks of block_size.
+CudaLlamaOptions options(DType t, int max_context, int max_tokens = 64) {
+  CudaLlamaOptions o;
+  o.dtype = t;
+  o.max_context = max_context;
+  o.paged_max_tokens = max_tokens;
+  o.paged_max_seqs = 8;
+  return o;
+}
+
+// Prefill in chunks of `chunk` tokens, then 6 decode rows, against the CPU reference. block_size 8 with
+// shuffled blocks: the prompt and the decode steps cross block boundaries.
 void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
-                             bool fuse = true) {
+                             bool fast = true) {
   HostModel hm = make_host_model(cfg, t, gguf, 42);
-  CudaLlamaOptions opt;
-  opt.dtype = t;
-  opt.max_context = 128;
-  opt.max_prefill_chunk = chunk;
+  CudaLlamaOptions opt = options(t, 128);
   opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
-  opt.fuse_decode = fuse;
+  opt.fast_decode = fast;
   CudaLlama gpu(cfg, hm.wm, opt);
+  gpu.init_paged(8, 40, 0);
+  PagedSeq seq(gpu, shuffled_blocks(40, 11));
   CpuLlama cpu(cfg, hm.eff, opt.max_context);
   std::mt19937 g(3);
   std::vector<int32_t> prompt(prompt_len);
   for (auto& id : prompt) id = int32_t(g() % cfg.vocab_size);
   std::vector<float> ref;
   for (int id : prompt) ref = cpu.step(id);
-  auto got = gpu.prefill(prompt.data(), prompt_len);
-  EXPECT_EQ(gpu.position(), prompt_len);
+  auto got = seq.prefill(prompt, chunk);
+  EXPECT_EQ(seq.position(), prompt_len);
   EXPECT_LT(rel_l2(got, ref), logits_tol(t)) << "prefill of " << prompt_len << " chunk " << chunk;
+  EXPECT_EQ(seq.last(), argmax_of(got));
   int tok = argmax_of(ref);
   for (int s = 0; s < 6; ++s) {
     ref = cpu.step(tok);
-    got = gpu.decode_step_logits(tok);
+    got = seq.step_logits(tok);
     EXPECT_LT(rel_l2(got, ref), logits_tol(t)) << "decode step " << s;
+    EXPECT_EQ(seq.last(), argmax_of(got)) << "device argmax, step " << s;
     tok = argmax_of(ref);
   }
-  EXPECT_EQ(gpu.position(), prompt_len + 6);
+  EXPECT_EQ(seq.position(), prompt_len + 6);
+  EXPECT_EQ(gpu.fast_decode_steps(), fast ? 6 : 0);
   EXPECT_GT(gpu.load_stats().host_bytes, 0u);
 }
 
 TEST_P(CudaLlamaTest, HfNamesMatchCpuReference) {
-  check_against_reference(tiny_config(), t(), false, 20, 512);  // prefill through cuBLASLt (M > 8)
+  check_against_reference(tiny_config(), t(), false, 20, 64);  // prefill through cuBLASLt (M > 8)
 }
 
 TEST_P(CudaLlamaTest, ChunkedPrefillThroughGemvMatchesCpuReference) {
   check_against_reference(tiny_config(), t(), false, 13, 5);  // chunks of 5, 5, 3: the GEMV path
 }
 
-TEST_P(CudaLlamaTest, UnfusedDecodeMatchesCpuReference) {
-  check_against_reference(tiny_config(), t(), false, 11, 512, /*fuse=*/false);
+TEST_P(CudaLlamaTest, GeneralDecodePathMatchesCpuReference) {
+  check_against_reference(tiny_config(), t(), false, 11, 64, /*fast=*/false);
 }
 
 TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {
@@ -261,7 +277,7 @@ TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {
   c.rope_scaling.factor = 8;
   c.rope_scaling.original_max_position = 64;
   c.rope_theta = 500000.f;
-  check_against_reference(c, t(), true, 17, 512);
+  check_against_reference(c, t(), true, 17, 64);
 }
 
 TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {
@@ -270,93 +286,123 @@ TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {
   c.num_kv_heads = 2;
   c.head_dim = 128;
   c.num_layers = 1;
-  check_against_reference(c, t(), false, 9, 512);
+  check_against_reference(c, t(), false, 9, 64);
 }
 
 TEST_P(CudaLlamaTest, GraphReplayEqualsDirectLaunchAndGreedyMatchesLogits) {
   LlamaConfig cfg = tiny_config();
   HostModel hm = make_host_model(cfg, t(), false, 5);
-  CudaLlamaOptions a, b;
-  a.dtype = b.dtype = t();
-  a.max_context = b.max_context = 64;
-  b.use_graph = false;
-  b.pdl = false;  // a: graph + programmatic dependent launch; b: plain launches. Same bits expected.
+  CudaLlamaOptions a = options(t(), 64), b = a;
+  b.paged_graphs = false;  // a: the fast path's graph; b: the same kernels launched directly. Same bits.
   CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b), gc(cfg, hm.wm, a);
+  for (CudaLlama* m : {&ga, &gb, &gc}) m->init_paged(16, 8, 0);
+  PagedSeq sa(ga, shuffled_blocks(8, 1)), sb(gb, shuffled_blocks(8, 1)), sc(gc, shuffled_blocks(8, 2));
   std::vector<int32_t> prompt = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-  ga.prefill(prompt.data(), 10);
-  gb.prefill(prompt.data(), 10);
-  gc.prefill(prompt.data(), 10);
+  sa.prefill(prompt, 64);
+  sb.prefill(prompt, 64);
+  sc.prefill(prompt, 64);
   int tok = 11;
   for (int s = 0; s < 8; ++s) {
-    auto la = ga.decode_step_logits(tok);
-    auto lb = gb.decode_step_logits(tok);
+    auto la = sa.step_logits(tok);
+    auto lb = sb.step_logits(tok);
     ASSERT_EQ(la, lb) << "graph replay differs from direct launches at step " << s;
-    int greedy = gc.decode_step(tok);
+    int greedy = sc.step(tok);
     EXPECT_EQ(greedy, argmax_of(la)) << "step " << s;
     tok = greedy;
   }
-  // Greedy through the sampler (temperature 0) is the argmax too.
-  auto l = ga.decode_step_logits(tok);
-  CudaSampling s;
-  EXPECT_EQ(gc.decode_step_sample(tok, s), argmax_of(l));
-  // reset() starts a new sequence: same prompt, same logits.
-  ga.reset();
-  gb.reset();
-  EXPECT_EQ(ga.prefill(prompt.data(), 10), gb.prefill(prompt.data(), 10));
+  EXPECT_EQ(ga.paged_graph_count(), 1);
+  EXPECT_EQ(gb.paged_graph_count(), 0);
+  // A new sequence at position 0 over the same blocks: same prompt, same logits.
+  sa.reset();
+  sb.reset();
+  EXPECT_EQ(sa.prefill(prompt, 64), sb.prefill(prompt, 64));
 }
 
-TEST_P(CudaLlamaTest, ChainedGreedyEqualsStepByStepAndStopsCleanly) {
+// The batch-1 fast path (fused GEMVs, split-K attention through the block table) against the general varlen
+// path (cuBLASLt / GEMV, paged_attention) on the same weights and the same batches: two sequences with
+// interleaved shuffled blocks of 4 positions, each decoded alone (one row: the fast path on model `fast`)
+// and, every third step, both in one batch (the general path on both models, reading K / V the fast path
+// wrote). Logits within a tight tolerance, greedy tokens identical.
+// The fast path's token reaches the host either written by its argmax kernel into mapped pinned memory
+// (the default) or by a copy node after it (fast_token_direct = false): both are checked.
+void fast_vs_general(DType dt, bool token_direct) {
+  SCOPED_TRACE(token_direct ? "token written by the argmax kernel" : "token copied back");
   LlamaConfig cfg = tiny_config();
-  HostModel hm = make_host_model(cfg, t(), false, 6);
-  CudaLlamaOptions o;
-  o.dtype = t();
-  o.max_context = 48;
-  for (bool graph : {true, false}) {
-    o.use_graph = graph;
-    CudaLlama a(cfg, hm.wm, o), b(cfg, hm.wm, o);
-    std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6};
-    a.prefill(prompt.data(), 8);
-    b.prefill(prompt.data(), 8);
-    // Step by step, one host round trip per token.
-    std::vector<int32_t> want;
-    int32_t tok = 7;
-    for (int i = 0; i < 20; ++i) want.push_back(tok = b.decode_step(tok));
-    // Chained: the same tokens; stopping after 5 leaves position() at 8 + 5 whatever was queued beyond.
-    std::vector<int32_t> got;
-    int n = a.decode_greedy(7, 20, [&](int32_t t) {
-      got.push_back(t);
-      return got.size() < 5;
-    });
-    EXPECT_EQ(n, 5);
-    EXPECT_EQ(a.position(), 13);
-    n = a.decode_greedy(got.back(), 15, [&](int32_t t) {
-      got.push_back(t);
-      return true;
-    });
-    EXPECT_EQ(n, 15);
-    EXPECT_EQ(got, want) << (graph ? "graph" : "direct launches");
-    // The context bounds the steps: 48 - 28 = 20 more at most.
-    EXPECT_EQ(a.decode_greedy(got.back(), 100, [](int32_t) { return true; }), 20);
-    EXPECT_EQ(a.position(), 48);
-    EXPECT_THROW(a.decode_greedy(1, 1, [](int32_t) { return true; }), Error);
+  HostModel hm = make_host_model(cfg, dt, false, 13);
+  CudaLlamaOptions of = options(dt, 128), og = of;
+  of.fast_token_direct = token_direct;
+  og.fast_decode = false;
+  CudaLlama mf(cfg, hm.wm, of), mg(cfg, hm.wm, og);
+  mf.init_paged(4, 64, 0);
+  mg.init_paged(4, 64, 0);
+  const std::vector<int32_t> blocks = shuffled_blocks(64, 5);
+  std::vector<int32_t> ta, tb;  // interleaved: A gets the even entries, B the odd ones
+  for (size_t i = 0; i < blocks.size(); ++i) (i % 2 ? tb : ta).push_back(blocks[i]);
+  PagedSeq fa(mf, ta), fb(mf, tb), ga(mg, ta), gb(mg, tb);
+  const std::vector<int32_t> pa = {5, 17, 99, 3, 42, 7, 8, 200, 13, 1}, pb = {77, 6, 150, 21, 9, 33};
+  fa.prefill(pa, 64);
+  fb.prefill(pb, 3);
+  ga.prefill(pa, 64);
+  gb.prefill(pb, 3);
+  ASSERT_EQ(fa.last(), ga.last());
+  ASSERT_EQ(fb.last(), gb.last());
+  const double tol = dt == DType::F16 ? 4e-3 : 2e-2;
+  int32_t a = fa.last(), b = fb.last();
+  for (int s = 0; s < 24; ++s) {
+    if (s % 3 == 2) {  // both sequences in one batch: the general path on both models
+      std::vector<float> lf(2 * size_t(cfg.vocab_size)), lg(lf.size());
+      int32_t idf[2], idg[2];
+      BatchInput bf, bg;
+      fa.add_decode_row(bf, a);
+      fb.add_decode_row(bf, b);
+      ga.add_decode_row(bg, a);
+      gb.add_decode_row(bg, b);
+      mf.forward_paged(bf, nullptr, idf, lf.data());
+      mg.forward_paged(bg, nullptr, idg, lg.data());
+      EXPECT_LT(rel_l2(lf, lg), tol) << "batched step " << s;
+      ASSERT_EQ(idf[0], idg[0]) << "step " << s;
+      ASSERT_EQ(idf[1], idg[1]) << "step " << s;
+      fa.advance(idf[0]);
+      fb.advance(idf[1]);
+      ga.advance(idg[0]);
+      gb.advance(idg[1]);
+    } else {
+      auto lfa = fa.step_logits(a), lga = ga.step_logits(a);
+      EXPECT_LT(rel_l2(lfa, lga), tol) << "sequence A, step " << s << ", position " << fa.position() - 1;
+      ASSERT_EQ(fa.last(), ga.last()) << "sequence A, step " << s;
+      ASSERT_EQ(fa.last(), argmax_of(lfa));
+      const int32_t nb = fb.step(b);
+      ASSERT_EQ(nb, gb.step(b)) << "sequence B, step " << s;
+    }
+    a = fa.last();
+    b = fb.last();
   }
+  EXPECT_EQ(mf.fast_decode_steps(), 32);  // 16 single-row steps of each sequence
+  EXPECT_EQ(mg.fast_decode_steps(), 0);
+  EXPECT_EQ(fa.position(), 34);  // 10 + 24: 9 blocks of 4, none of them adjacent in the pool
+}
+
+TEST_P(CudaLlamaTest, FastDecodePathEqualsGeneralPath) {
+  fast_vs_general(t(), true);
+  fast_vs_general(t(), false);
 }
 
 TEST_P(CudaLlamaTest, RandomWeightsAreDeterministicAndFinite) {
   LlamaConfig cfg = cuda_preset_config("tiny");
-  CudaLlamaOptions o;
-  o.dtype = t();
-  o.max_context = 256;
+  CudaLlamaOptions o = options(t(), 256);
   CudaLlama a(cfg, 7, o), b(cfg, 7, o);
+  a.init_paged(16, 16, 0);
+  b.init_paged(16, 16, 0);
+  PagedSeq sa(a, shuffled_blocks(16, 3)), sb(b, shuffled_blocks(16, 4));
   std::vector<int32_t> prompt(40);
   for (int i = 0; i < 40; ++i) prompt[i] = (i * 37) % cfg.vocab_size;
-  auto la = a.prefill(prompt.data(), 40), lb = b.prefill(prompt.data(), 40);
+  auto la = sa.prefill(prompt, 64), lb = sb.prefill(prompt, 64);
   for (float v : la) ASSERT_TRUE(std::isfinite(v));
   EXPECT_EQ(la, lb);
   int ta = argmax_of(la), tb = ta;
   for (int s = 0; s < 20; ++s) {
-    ta = a.decode_step(ta);
-    tb = b.decode_step(tb);
+    ta = sa.step(ta);
+    tb = sb.step(tb);
     ASSERT_EQ(ta, tb);
   }
   CudaMemoryStats m = a.memory_stats();
@@ -369,9 +415,7 @@ TEST_P(CudaLlamaTest, RandomWeightsAreDeterministicAndFinite) {
 TEST_P(CudaLlamaTest, ErrorsNameTheProblem) {
   LlamaConfig cfg = tiny_config();
   HostModel hm = make_host_model(cfg, t(), false, 9);
-  CudaLlamaOptions o;
-  o.dtype = t();
-  o.max_context = 16;
+  CudaLlamaOptions o = options(t(), 16);
   {
     HostModel bad = make_host_model(cfg, t(), false, 9);
     bad.wm.tensors.erase("model.layers.1.mlp.up_proj.weight");
@@ -386,19 +430,21 @@ TEST_P(CudaLlamaTest, ErrorsNameTheProblem) {
     EXPECT_NE(e.find("expected [128, 256]"), std::string::npos) << e;
   }
   CudaLlama m(cfg, hm.wm, o);
-  std::vector<int32_t> ids(16, 1);
-  EXPECT_NE(error_of([&] { m.decode_step(cfg.vocab_size); }).find("outside the vocabulary"),
+  EXPECT_NE(error_of([&] { PagedSeq(m, {0}).step(1); }).find("init_paged"), std::string::npos);
+  m.init_paged(4, 8, 0);
+  PagedSeq seq(m, {3, 1, 0, 2});
+  EXPECT_NE(error_of([&] { PagedSeq(m, {0}).step(cfg.vocab_size); }).find("outside [0, 256)"),
             std::string::npos);
-  EXPECT_NE(error_of([&] { m.prefill(ids.data(), 17); }).find("exceed the context"), std::string::npos);
-  m.prefill(ids.data(), 16);
-  EXPECT_NE(error_of([&] { m.decode_step(1); }).find("is full"), std::string::npos);
+  std::vector<int32_t> ids(16, 1);
+  seq.prefill(ids, 64);
+  EXPECT_NE(error_of([&] { seq.step(1); }).find("outside the context of 16"), std::string::npos);
+  EXPECT_NE(error_of([&] { PagedSeq(m, {9}).step(1); }).find("KV block 9 outside [0, 8)"), std::string::npos);
   CudaLlamaOptions bad_dev = o;
   bad_dev.device = "cuda:63";
   EXPECT_NE(error_of([&] { CudaLlama x(cfg, hm.wm, bad_dev); }).find("out of range"), std::string::npos);
-  CudaLlamaOptions huge = o;
-  huge.max_context = 1 << 30;  // a KV cache of terabytes
-  std::string e = error_of([&] { CudaLlama x(cfg, 1, huge); });
-  EXPECT_NE(e.find("KV cache"), std::string::npos) << e;
+  CudaLlama big(cfg, 1, o);
+  std::string e = error_of([&] { big.init_paged(16, 1 << 24, 0); });  // a KV pool of terabytes
+  EXPECT_NE(e.find("paged KV cache"), std::string::npos) << e;
   EXPECT_NE(e.find("is free"), std::string::npos) << e;
 }
 

@@ -1,4 +1,5 @@
-// Decode attention over the KV cache, split-K ("flash-decoding"): the context 0..pos is cut into
+// Decode attention over one sequence's K / V in the paged pool (found through its block table), split-K
+// ("flash-decoding"): the context 0..pos is cut into
 // `splits` contiguous chunks (chunk size computed on the GPU from the position, so a captured graph
 // serves every step); one block per (kv head, chunk) computes, for the GQA group of query heads that
 // share the kv head, an online-softmax partial result (unnormalised output, running max, running
@@ -22,26 +23,66 @@ __device__ __forceinline__ int chunk_len(int len, int splits) {
   return (c + kTile - 1) / kTile * kTile;
 }
 
-// One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end).
+// How a block's threads split the work for head dim HD: each lane holds 8 of the HD values of a position,
+// LPP lanes one position, PG position groups per block, PER positions per group per tile.
+template <int HD>
+struct Layout {
+  static constexpr int LPP = HD / 8;                               // lanes per position
+  static constexpr int PPW = 32 / LPP;                             // positions per warp per step
+  static constexpr int PG = kWarps * PPW;                          // position groups per block
+  static constexpr int PER = kTile / PG;                           // positions per group per tile
+  __device__ static int dl() { return (threadIdx.x & 31) % LPP; }  // which 8 values of the head
+  __device__ static int pg() { return (threadIdx.x >> 5) * PPW + (threadIdx.x & 31) / LPP; }
+};
+
+// Position p's K / V row sits in block table[p / bs] at offset p % bs: row (block * nkv + kvh) * bs + offset
+// of the layer's pool. tile_rows gives, for the PER positions of the tile at `tile` this lane handles,
+// block * nkv * bs + offset (the kv head's term is added by the caller). bs_shift >= 0: bs is 1 << bs_shift
+// (shifts instead of divisions).
+template <int HD>
+__device__ __forceinline__ void tile_rows(const int32_t* __restrict__ table, int bs, int bs_shift, int nkv,
+                                          int tile, int end, uint32_t (&r)[Layout<HD>::PER]) {
+  using Lay = Layout<HD>;
+  const int pg = Lay::pg();
+  const uint32_t blk_rows = uint32_t(nkv) * uint32_t(bs);
+#pragma unroll
+  for (int i = 0; i < Lay::PER; ++i) {
+    const int p = tile + pg + i * Lay::PG;
+    if (p < end) {
+      const int b = bs_shift >= 0 ? p >> bs_shift : p / bs;
+      r[i] = uint32_t(__ldg(table + b)) * blk_rows + uint32_t(p - b * bs);
+    } else {
+      r[i] = 0;
+    }
+  }
+}
+
+// One (kv head, chunk) block's work: online-softmax partial result over positions [begin, end). first: the
+// first tile's rows (tile_rows(begin)); the next tile's rows are read while this tile's scores are
+// computed, so the table lookups stay off the K / V loads' critical path.
 template <typename T, int HD, int MAXG>
 __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* __restrict__ kc,
-                                              const T* __restrict__ vc, int nh, int G, int max_ctx,
-                                              float scale, float* __restrict__ part_o,
-                                              float* __restrict__ part_stats, int kvh, int split, int begin,
-                                              int end) {
-  constexpr int LPP = HD / 8;       // lanes per position: each lane holds 8 of the HD values
-  constexpr int PPW = 32 / LPP;     // positions per warp per step
-  constexpr int PG = kWarps * PPW;  // position groups per block
-  constexpr int PER = kTile / PG;   // positions per group per tile
+                                              const T* __restrict__ vc, const int32_t* __restrict__ table,
+                                              int bs, int bs_shift, int nh, int nkv, int G, float scale,
+                                              float* __restrict__ part_o, float* __restrict__ part_stats,
+                                              int kvh, int split, int begin, int end,
+                                              const uint32_t (&first)[Layout<HD>::PER]) {
+  using Lay = Layout<HD>;
+  constexpr int LPP = Lay::LPP;
+  constexpr int PG = Lay::PG;
+  constexpr int PER = Lay::PER;
   __shared__ float s_p[MAXG][kTile];
   __shared__ float s_alpha[MAXG], s_m[MAXG], s_l[MAXG];
   __shared__ float red[PG][MAXG][HD];
   const int tid = threadIdx.x;
   const int lane = tid & 31, warp = tid >> 5;
-  const int dl = lane % LPP;               // which 8 values of the head
-  const int pg = warp * PPW + lane / LPP;  // position group
-  const T* kbase = kc + size_t(kvh) * max_ctx * HD + dl * 8;
-  const T* vbase = vc + size_t(kvh) * max_ctx * HD + dl * 8;
+  const int dl = Lay::dl();
+  const int pg = Lay::pg();
+  const T* kbase = kc + size_t(kvh) * bs * HD + dl * 8;
+  const T* vbase = vc + size_t(kvh) * bs * HD + dl * 8;
+  uint32_t cur[PER], nxt[PER] = {};
+#pragma unroll
+  for (int i = 0; i < PER; ++i) cur[i] = first[i];
 
   float qf[MAXG][8];
 #pragma unroll
@@ -71,8 +112,9 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
-      kv[i] = p < end ? ld_stream(kbase + size_t(p) * HD) : make_uint4(0, 0, 0, 0);
+      kv[i] = p < end ? ld_stream(kbase + size_t(cur[i]) * HD) : make_uint4(0, 0, 0, 0);
     }
+    if (tile + kTile < end) tile_rows<HD>(table, bs, bs_shift, nkv, tile + kTile, end, nxt);
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
@@ -117,7 +159,7 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
       int p = tile + pg + i * PG;
-      vv[i] = p < end ? ld_stream(vbase + size_t(p) * HD) : make_uint4(0, 0, 0, 0);
+      vv[i] = p < end ? ld_stream(vbase + size_t(cur[i]) * HD) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
@@ -141,6 +183,8 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
       }
     }
     __syncthreads();  // s_p is rewritten by the next tile
+#pragma unroll
+    for (int i = 0; i < PER; ++i) cur[i] = nxt[i];
   }
   // Merge the position groups' partial outputs.
 #pragma unroll
@@ -166,17 +210,23 @@ __device__ __forceinline__ void partial_chunk(const T* __restrict__ q, const T* 
 template <typename T, int HD, int MAXG>
 __global__ void __launch_bounds__(kThreads)
     decode_attn_partial(const T* __restrict__ q, const T* __restrict__ kc, const T* __restrict__ vc,
-                        const int32_t* __restrict__ pos_dev, int nh, int G, int max_ctx, float scale,
+                        const int32_t* __restrict__ table, int bs, int bs_shift,
+                        const int32_t* __restrict__ pos_dev, int nh, int nkv, int G, int max_ctx, float scale,
                         float* __restrict__ part_o, float* __restrict__ part_stats, int* counters,
                         T* __restrict__ out) {
   pdl_trigger();
-  pdl_wait();  // before any read of earlier kernels' output and before any write
+  // The position and the block table are read before the PDL wait, so these two dependent loads overlap
+  // the previous kernel's tail instead of delaying the first K loads: the caller writes them before the
+  // previous kernel in the stream starts (the batch-1 path uploads them ahead of its first kernel).
   const int kvh = blockIdx.x, split = blockIdx.y, S = gridDim.y;
-  int len = pos_dev[0] + 1;
+  int len = __ldg(pos_dev) + 1;
   len = len < 1 ? 1 : (len > max_ctx ? max_ctx : len);
   const int chunk = chunk_len(len, S);
   const int begin = split * chunk;
   const int end = min(len, begin + chunk);
+  uint32_t first[Layout<HD>::PER] = {};
+  if (begin < end) tile_rows<HD>(table, bs, bs_shift, nkv, begin, end, first);
+  pdl_wait();  // before any read of earlier kernels' output and before any write
   const int tid = threadIdx.x;
   if (begin >= end) {  // nothing to do: mark this chunk empty for the merge
     if (tid < G) {
@@ -185,7 +235,8 @@ __global__ void __launch_bounds__(kThreads)
       st[1] = 0.f;
     }
   } else {
-    partial_chunk<T, HD, MAXG>(q, kc, vc, nh, G, max_ctx, scale, part_o, part_stats, kvh, split, begin, end);
+    partial_chunk<T, HD, MAXG>(q, kc, vc, table, bs, bs_shift, nh, nkv, G, scale, part_o, part_stats, kvh,
+                               split, begin, end, first);
   }
   if (!counters) return;
   // Fused merge: the last block of this kv head to finish combines the S chunks of its G query heads.
@@ -245,14 +296,17 @@ __global__ void decode_attn_merge(const float* __restrict__ part_o, const float*
 }
 
 template <typename T, int HD>
-void launch_hd(const T* q, const T* k, const T* v, const int32_t* pos, int nh, int nkv, int max_ctx,
-               float scale, int S, float* po, float* ps, int* counters, T* out, cudaStream_t stream,
-               bool pdl) {
+void launch_hd(const T* q, const T* k, const T* v, const int32_t* table, int bs, const int32_t* pos, int nh,
+               int nkv, int max_ctx, float scale, int S, float* po, float* ps, int* counters, T* out,
+               cudaStream_t stream, bool pdl) {
   int G = nh / nkv;
   dim3 grid(nkv, S);
+  int bs_shift = -1;
+  for (int sh = 0; sh < 31; ++sh)
+    if ((1 << sh) == bs) bs_shift = sh;
   auto go = [&](auto kernel) {
-    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, pos, nh, G, max_ctx, scale, po, ps,
-                  counters, out);
+    launch_kernel(pdl, kernel, grid, dim3(kThreads), 0, stream, q, k, v, table, bs, bs_shift, pos, nh, nkv, G,
+                  max_ctx, scale, po, ps, counters, out);
   };
   if (G == 1)
     go(decode_attn_partial<T, HD, 1>);
@@ -279,33 +333,35 @@ size_t decode_attn_partial_floats(const DecodeAttnPlan& plan, int nh, int hd) {
 }
 size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh) { return size_t(plan.splits) * nh * 2; }
 
-void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
-                      const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
-                      const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream, bool pdl, int* merge_counters) {
+void decode_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
+                      const int32_t* block_table, int block_size, const int32_t* pos_dev, int nh, int nkv,
+                      int hd, int max_ctx, float scale, const DecodeAttnPlan& plan, float* part_o,
+                      float* part_stats, void* out, cudaStream_t stream, bool pdl, int* merge_counters) {
   if (nkv <= 0 || nh % nkv != 0)
     fail("decode_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
   if (nh / nkv > 8) fail("decode_attention: GQA group of ", nh / nkv, " query heads per kv head (max 8)");
   if (hd != 16 && hd != 32 && hd != 64 && hd != 128)
     fail("decode_attention: head_dim ", hd, " not supported (16, 32, 64 or 128)");
+  if (block_size < 1) fail("decode_attention: block_size ", block_size, " must be >= 1");
+  if (!block_table) fail("decode_attention: no block table");
   int S = plan.splits;
   LLAMARUN_DISPATCH_ACT(act, "decode_attention", {
     auto* qq = static_cast<const T*>(q);
-    auto* kk = static_cast<const T*>(k_cache);
-    auto* vv = static_cast<const T*>(v_cache);
+    auto* kk = static_cast<const T*>(k_pool);
+    auto* vv = static_cast<const T*>(v_pool);
     auto* oo = static_cast<T*>(out);
     if (hd == 16)
-      launch_hd<T, 16>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                       oo, stream, pdl);
+      launch_hd<T, 16>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                       part_stats, merge_counters, oo, stream, pdl);
     else if (hd == 32)
-      launch_hd<T, 32>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                       oo, stream, pdl);
+      launch_hd<T, 32>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                       part_stats, merge_counters, oo, stream, pdl);
     else if (hd == 64)
-      launch_hd<T, 64>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                       oo, stream, pdl);
+      launch_hd<T, 64>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                       part_stats, merge_counters, oo, stream, pdl);
     else
-      launch_hd<T, 128>(qq, kk, vv, pos_dev, nh, nkv, max_ctx, scale, S, part_o, part_stats, merge_counters,
-                        oo, stream, pdl);
+      launch_hd<T, 128>(qq, kk, vv, block_table, block_size, pos_dev, nh, nkv, max_ctx, scale, S, part_o,
+                        part_stats, merge_counters, oo, stream, pdl);
     LLAMARUN_CUDA_LAUNCH_CHECK("decode_attn_partial");
     if (!merge_counters)
       launch_kernel(pdl, decode_attn_merge<T>, dim3(nh), dim3(hd), 0, stream, (const float*)part_o,

@@ -77,26 +77,16 @@ struct CudaLlama::Impl {
   std::vector<LayerWeights> layers;
   float* inv_freq = nullptr;  // [hd / 2]
 
-  // KV cache: [L][nkv][max_ctx][hd] each.
-  void* k_cache = nullptr;
-  void* v_cache = nullptr;
-
   // Activations, sized for mmax rows.
-  void* x = nullptr;        // [mmax, H] residual stream
-  void* xn = nullptr;       // [mmax, H] normalised
-  void* qkv = nullptr;      // [mmax, qkv_rows]
-  void* q = nullptr;        // [mmax, nh hd] rotated queries
-  void* attn = nullptr;     // [mmax, nh hd]
-  void* o = nullptr;        // [mmax, H]
-  void* gu = nullptr;       // [mmax, 2 I]
-  void* mlp = nullptr;      // [mmax, I]
-  void* down = nullptr;     // [mmax, H]
-  float* logits = nullptr;  // [V]
-  int32_t* ids = nullptr;   // [mmax]
-  int32_t* pos = nullptr;   // [mmax]
-  int32_t* step = nullptr;  // [2]: decode token, decode position (written before each graph replay)
-  int32_t* next = nullptr;  // [1]: sampled token
-  uint64_t* rng_counter = nullptr;
+  void* x = nullptr;              // [mmax, H] residual stream
+  void* xn = nullptr;             // [mmax, H] normalised
+  void* qkv = nullptr;            // [mmax, qkv_rows]
+  void* q = nullptr;              // [mmax, nh hd] rotated queries
+  void* attn = nullptr;           // [mmax, nh hd]
+  void* o = nullptr;              // [mmax, H]
+  void* gu = nullptr;             // [mmax, 2 I]
+  void* mlp = nullptr;            // [mmax, I]
+  void* down = nullptr;           // [mmax, H]
   int* merge_counters = nullptr;  // [nkv]: decode attention's fused merge (zero between launches)
   float* part_o = nullptr;
   float* part_stats = nullptr;
@@ -104,15 +94,7 @@ struct CudaLlama::Impl {
   void* workspace = nullptr;
   size_t workspace_bytes = 32u << 20;
 
-  int32_t* h_io = nullptr;         // pinned: [0] token, [1] position, [2] result
-  static constexpr int kRing = 4;  // decode_greedy: tokens in flight to the host
-  int32_t* h_ring = nullptr;       // pinned [kRing]
-  cudaEvent_t ring_ev[kRing] = {};
-
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t graph_exec = nullptr;
-
-  // Serving (opt.paged): the paged pool and the varlen batch buffers.
+  // The paged pool and the varlen batch buffers (init_paged).
   int pbs = 0, pnb = 0, pmb = 0;  // block size, blocks, block-table stride (blocks per sequence)
   int pseqs = 0;                  // most sequences (logit rows) per batch
   void* k_pool = nullptr;         // [L][nb][nkv][bs][hd]
@@ -120,13 +102,18 @@ struct CudaLlama::Impl {
   // Device batch inputs: ids [mmax] | pos [mmax] | slot [mmax] | seq [mmax] | apos [mmax] | rows [pseqs] |
   // tables. apos: the position paged_attention uses (-1 for the rows of chunks the tensor-core path takes).
   int32_t* pin = nullptr;
-  int32_t* h_pin = nullptr;                      // pinned host mirror of pin
-  void* xg = nullptr;                            // [pseqs, H] residual rows of the logit rows
-  void* dg = nullptr;                            // [pseqs, H] their last down-projection rows
-  float* plogits = nullptr;                      // [pseqs, V]
-  int32_t* pids = nullptr;                       // [pseqs] argmax per logit row
-  int32_t* h_pids = nullptr;                     // pinned
+  int32_t* h_pin = nullptr;    // pinned host mirror of pin
+  void* xg = nullptr;          // [pseqs, H] residual rows of the logit rows
+  void* dg = nullptr;          // [pseqs, H] their last down-projection rows
+  float* plogits = nullptr;    // [pseqs, V]
+  int32_t* pids = nullptr;     // [pseqs] argmax per logit row
+  int32_t* h_pids = nullptr;   // pinned
+  int32_t* dh_pids = nullptr;  // h_pids as the device sees it (the fast path's argmax writes there); or null
+  int32_t* fin = nullptr;      // batch-1 path inputs [3 + pmb]: token, position, KV slot, the block table
+  int32_t* h_fin = nullptr;    // pinned host mirror
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
+  cudaGraphExec_t fast_graph = nullptr;          // the batch-1 fast path
+  int64_t fast_steps = 0;
   void* k_scratch = nullptr;  // [nkv, max_ctx, hd]: one sequence's K / V for the tensor-core prefill path
   void* v_scratch = nullptr;
   struct PrefillChunk {
@@ -135,9 +122,8 @@ struct CudaLlama::Impl {
   std::vector<PrefillChunk> tc_chunks;  // this batch's chunks for the tensor-core path
   double paged_host_s = 0;              // forward_paged's host preparation, total
 
-  int cur_pos = 0;
-  bool fused_decode = true;  // opt.fuse_decode and the fused GEMV's 48 KB staging limit
-  bool pdl = false;          // opt.pdl on a Hopper (cc >= 9) GPU: decode kernels overlap their neighbours
+  bool fast_ok = true;  // opt.fast_decode and the fused GEMV's 48 KB staging limit
+  bool pdl = false;     // Hopper (cc >= 9): the fast path's kernels overlap their neighbours
   CudaLoadStats load;
   CudaMemoryStats mem;
 
@@ -146,30 +132,29 @@ struct CudaLlama::Impl {
   void allocate(size_t extra = 0);
   void load_weights(const LlamaWeights& w);
   void random_weights(uint64_t seed);
-  void forward(int M, bool decode, int start);
-  void run_decode();
-  void capture_graph();
+  // The staged batch of one decode row (pin row 0) through the fused batch-1 path.
+  void forward_decode1();
+  // Uploads h_fin, runs forward_decode1 and copies the token back to h_pids[0] (what the graph holds).
+  void fast_step();
+  void capture_fast_graph();
   // The batch staged in pin: T tokens, R logit rows, tc_chunks through the tensor-core attention.
   void forward_varlen(int T, int R);
   size_t pin_ints() const { return 5 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
   size_t pool_layer_bytes() const { return size_t(pnb) * nkv * pbs * hd * esz; }
-  void start_step(int32_t id, const char* what);  // validates, uploads (token, position), runs the step
-  int32_t finish_step();                          // copies the chosen token back, advances the position
   ~Impl();
 
   size_t lin_bytes(size_t rows, size_t cols) const { return rows * cols * esz; }
-  char* kc_layer(int l) const { return static_cast<char*>(k_cache) + size_t(l) * nkv * max_ctx * hd * esz; }
-  char* vc_layer(int l) const { return static_cast<char*>(v_cache) + size_t(l) * nkv * max_ctx * hd * esz; }
+  char* kp_layer(int l) const { return static_cast<char*>(k_pool) + size_t(l) * pool_layer_bytes(); }
+  char* vp_layer(int l) const { return static_cast<char*>(v_pool) + size_t(l) * pool_layer_bytes(); }
   size_t weight_bytes() const {
     size_t per_layer = lin_bytes(qkv_rows, H) + lin_bytes(H, size_t(nh) * hd) + lin_bytes(2 * size_t(I), H) +
                        lin_bytes(H, I) + 2 * lin_bytes(1, H);
     return size_t(L) * per_layer + lin_bytes(V, H) * (cfg.tie_embeddings ? 1 : 2) + lin_bytes(1, H);
   }
-  size_t kv_bytes() const { return opt.paged ? 0 : 2 * size_t(L) * nkv * max_ctx * hd * esz; }
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
-    b += 4 * size_t(V) + 8 * m + 64 + 4 * size_t(nkv) + 256 +
+    b += 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
     return b + 16 * 256;  // allocation rounding
   }
@@ -196,37 +181,32 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
     fail("CudaLlama: head_dim ", hd, " not supported (16, 32, 64 or 128)");
   if (H > 12224) fail("CudaLlama: hidden size ", H, " > 12224 not supported");
   if (o.max_context <= 0) fail("CudaLlama: max_context ", o.max_context, " must be positive");
-  if (o.max_prefill_chunk <= 0) fail("CudaLlama: max_prefill_chunk must be positive");
+  if (o.paged_max_tokens <= 0 || o.paged_max_seqs <= 0)
+    fail("CudaLlama: paged_max_tokens and paged_max_seqs must be positive");
   qkv_rows = (nh + 2 * nkv) * hd;
   max_ctx = o.max_context;
-  mmax = std::min(o.max_prefill_chunk, max_ctx);
-  if (o.paged) {
-    if (o.paged_max_tokens <= 0 || o.paged_max_seqs <= 0)
-      fail("CudaLlama: paged_max_tokens and paged_max_seqs must be positive");
-    mmax = o.paged_max_tokens;
-    pseqs = std::min(o.paged_max_seqs, o.paged_max_tokens);
-  }
+  mmax = o.paged_max_tokens;
+  pseqs = std::min(o.paged_max_seqs, o.paged_max_tokens);
   esz = 2;
-  fused_decode = o.fuse_decode && size_t(std::max({H, I, nh * hd})) * 2 <= size_t(kGemvStageBytes);
+  fast_ok = o.fast_decode && size_t(std::max({H, I, nh * hd})) * 2 <= size_t(kGemvStageBytes);
 
   device = parse_device(o.device);
   set_device(device);
   DeviceInfo di = device_info(device);
   device_name = di.name;
   sm_count = di.sm_count;
-  pdl = o.pdl && di.cc_major >= 9;
+  pdl = di.cc_major >= 9;  // without it, tg64 -3% on an H200, -3.5% at depth 512 on an H100 (NOTES.md)
   attn_plan = make_decode_attn_plan(nkv, max_ctx, sm_count);
   LLAMARUN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  LLAMARUN_CUDA_CHECK(cudaMallocHost(&h_io, 4 * sizeof(int32_t)));
 }
 
 void CudaLlama::Impl::check_fits(size_t extra) {
-  size_t w = weight_bytes(), kv = kv_bytes(), a = act_bytes();
-  require_fits(w + kv + a + workspace_bytes + extra,
-               detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w),
-                              ", KV cache ", format_bytes(kv), " for ", max_ctx, " positions, activations ",
-                              format_bytes(a), ", workspace ", format_bytes(workspace_bytes), ")"),
-               size_t(64) << 20);
+  size_t w = weight_bytes(), a = act_bytes();
+  require_fits(
+      w + a + workspace_bytes + extra,
+      detail::concat("model on ", opt.device, " (", device_name, ": weights ", format_bytes(w),
+                     ", activations ", format_bytes(a), ", workspace ", format_bytes(workspace_bytes), ")"),
+      size_t(64) << 20);
 }
 
 void CudaLlama::Impl::allocate(size_t extra) {
@@ -248,12 +228,6 @@ void CudaLlama::Impl::allocate(size_t extra) {
   }
   mem.weights = alloc.allocated() - before;
   before = alloc.allocated();
-  if (kv_bytes() > 0) {
-    k_cache = alloc.alloc(kv_bytes() / 2, "K cache");
-    v_cache = alloc.alloc(kv_bytes() / 2, "V cache");
-  }
-  mem.kv_cache = alloc.allocated() - before;
-  before = alloc.allocated();
   size_t m = mmax;
   x = alloc.alloc(esz * m * H, "x");
   xn = alloc.alloc(esz * m * H, "xn");
@@ -264,12 +238,6 @@ void CudaLlama::Impl::allocate(size_t extra) {
   gu = alloc.alloc(esz * m * 2 * I, "gate_up_out");
   mlp = alloc.alloc(esz * m * I, "mlp");
   down = alloc.alloc(esz * m * H, "down_out");
-  logits = alloc.alloc_n<float>(V, "logits");
-  ids = alloc.alloc_n<int32_t>(m, "ids");
-  pos = alloc.alloc_n<int32_t>(m, "positions");
-  step = alloc.alloc_n<int32_t>(2, "decode step");
-  next = alloc.alloc_n<int32_t>(1, "next token");
-  rng_counter = alloc.alloc_n<uint64_t>(1, "rng counter");
   merge_counters = alloc.alloc_n<int>(nkv, "attention merge counters");
   part_o = alloc.alloc_n<float>(decode_attn_partial_floats(attn_plan, nh, hd), "attention partials");
   part_stats = alloc.alloc_n<float>(decode_attn_stats_floats(attn_plan, nh), "attention stats");
@@ -281,7 +249,6 @@ void CudaLlama::Impl::allocate(size_t extra) {
 
   std::vector<float> f = llamarun::rope_inv_freq(cfg);  // includes GGUF rope_freqs factors
   LLAMARUN_CUDA_CHECK(cudaMemcpy(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
-  LLAMARUN_CUDA_CHECK(cudaMemset(rng_counter, 0, 8));
   LLAMARUN_CUDA_CHECK(cudaMemset(merge_counters, 0, sizeof(int) * nkv));
   load.device_weight_bytes = mem.weights;
 }
@@ -427,108 +394,85 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
   load.seconds = now_s() - t0;
 }
 
-// The forward pass over M tokens already placed in ids/pos (prefill, positions start..start+M-1) or over
-// the one decode token in step[0] at position step[1] (decode: reads everything from device memory, so
-// the sequence can be captured once and replayed). Leaves the last token's logits in `logits`.
-void CudaLlama::Impl::forward(int M, bool decode, int start) {
-  const int32_t* tok = decode ? step : ids;
-  const int32_t* p = decode ? step + 1 : pos;
+// The batch-1 decode step: one decode row staged in fin (token, position, KV slot, the sequence's block
+// table). 5 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, RoPE and
+// the KV append into the paged pool in the QKV GEMV's epilogue, the split-K attention reads K / V through the
+// block table and merges its splits in its last block, SiLU-mul runs in the down GEMV's staging, and the
+// residual adds in the o / down GEMVs' epilogues (x is updated in place). With pdl every kernel after the
+// embedding may start while its predecessor drains. Reads its inputs from device memory only, so one captured
+// graph serves every step. Leaves the logits in plogits row 0 and the argmax in pids[0].
+void CudaLlama::Impl::forward_decode1() {
+  const int32_t* d_ids = fin;
+  const int32_t* d_pos = fin + 1;
+  const int32_t* d_slot = fin + 2;
+  const int32_t* d_table = fin + 3;
   const float scale = 1.f / std::sqrt(float(hd));
   const int qd = nh * hd;
-  embedding(act, tok, M, embed, V, H, x, stream);
-  if (decode && fused_decode) {
-    // 7 launches per layer: RMSNorm runs in the QKV / gate-up GEMVs' staging of x, SiLU-mul in the down
-    // GEMV's, and the residual adds in the o / down GEMVs' epilogues (x is updated in place). With pdl,
-    // every kernel after the embedding may start while its predecessor drains (GEMVs prefetch weights).
-    // With fuse_rope_attn, 5: RoPE and the KV append run in the QKV GEMV's epilogue and the attention's
-    // split merge in its last block.
-    GemvFusion base;
-    base.persistent = opt.persistent_gemv;
-    base.blocks_per_sm = opt.gemv_blocks_per_sm;
-    base.wide = opt.gemv_wide;
-    base.narrow = opt.gemv_narrow;
-    base.l2_256 = opt.gemv_l2_256;
-    base.prefetch_bytes = pdl ? size_t(std::max(opt.gemv_prefetch_mb, 0)) << 20 : 0;
-    GemvFusion norm_attn = base, add = base, silu_add = base;
-    norm_attn.prologue = GemvPrologue::kRmsNorm;
-    norm_attn.eps = cfg.rms_eps;
-    add.add_to_y = true;
-    silu_add.prologue = GemvPrologue::kSiluMul;
-    silu_add.add_to_y = true;
-    const bool fuse2 = opt.fuse_rope_attn;
-    auto variant = [&](GemvFusion f, unsigned bit) {  // the per-GEMV load variants
-      f.wide = f.wide || (opt.gemv_wide_mask & bit);
-      f.l2_256 = f.l2_256 || (opt.gemv_l2_mask & bit);
-      if (opt.gemv_prefetch_mask && !(opt.gemv_prefetch_mask & bit)) f.prefetch_bytes = 0;
-      return f;
-    };
-    for (int l = 0; l < L; ++l) {
-      const LayerWeights& lw = layers[l];
-      GemvFusion qkv_f = norm_attn;
-      qkv_f.norm_weight = lw.attn_norm;
-      if (fuse2) {
-        qkv_f.rope_layout = cfg.rope_layout;
-        qkv_f.rope_pos = p;
-        qkv_f.rope_inv_freq = inv_freq;
-        qkv_f.rope_nh = nh;
-        qkv_f.rope_nkv = nkv;
-        qkv_f.rope_hd = hd;
-        qkv_f.rope_max_ctx = max_ctx;
-        qkv_f.rope_q_out = q;
-        qkv_f.rope_k_cache = kc_layer(l);
-        qkv_f.rope_v_cache = vc_layer(l);
-      }
-      gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, variant(qkv_f, 1), stream, pdl);
-      if (!fuse2)
-        rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, 1, nh, nkv, hd, max_ctx, q, kc_layer(l),
-                      vc_layer(l), stream, pdl);
-      decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
-                       part_stats, attn, stream, pdl, fuse2 ? merge_counters : nullptr);
-      gemv_fused(act, lw.o, attn, x, false, 1, H, qd, variant(add, 2), stream, pdl);
-      norm_attn.norm_weight = lw.ffn_norm;
-      gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, variant(norm_attn, 4), stream, pdl);
-      gemv_fused(act, lw.down, gu, x, false, 1, H, I, variant(silu_add, 8), stream, pdl);
-    }
-    norm_attn.norm_weight = final_norm;
-    gemv_fused(act, lm_head, x, logits, true, 1, V, H, variant(norm_attn, 16), stream, pdl);
-    argmax(logits, V, next, stream, pdl, step);  // step: the next replay's input (decode_greedy)
-    return;
-  }
+  // The measured winners (bench/cuda/NOTES.md, H100 / H200 ablations and per-GEMV sweeps): persistent GEMV
+  // grids (without: -3%); 8 loads in flight per row for gate_up only (+1.1% tg128@512; for the others no
+  // gain, 8 for all -5%, 2 for all -12%; L2::256B loads -3%); 8 MB of gate_up's weights prefetched into L2
+  // while the o projection drains (+0.5% @512, +0.9% @4096; for the other GEMVs nothing, 24 / 48 MB for all
+  // -6 / -9%).
+  GemvFusion base;
+  base.persistent = true;
+  GemvFusion norm_attn = base, add = base, silu_add = base;
+  norm_attn.prologue = GemvPrologue::kRmsNorm;
+  norm_attn.eps = cfg.rms_eps;
+  add.add_to_y = true;
+  silu_add.prologue = GemvPrologue::kSiluMul;
+  silu_add.add_to_y = true;
+  GemvFusion gate_up_f = norm_attn;
+  gate_up_f.wide = true;
+  gate_up_f.prefetch_bytes = pdl ? size_t(8) << 20 : 0;
+  embedding(act, d_ids, 1, embed, V, H, x, stream);
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = layers[l];
-    add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, M, H, cfg.rms_eps, stream);
-    linear(*lt, act, lw.qkv, xn, qkv, false, M, qkv_rows, H, stream);
-    rope_store_kv(act, cfg.rope_layout, qkv, p, inv_freq, M, nh, nkv, hd, max_ctx, q, kc_layer(l),
-                  vc_layer(l), stream);
-    if (decode)
-      decode_attention(act, q, kc_layer(l), vc_layer(l), p, nh, nkv, hd, max_ctx, scale, attn_plan, part_o,
-                       part_stats, attn, stream);
-    else
-      prefill_attention(act, q, kc_layer(l), vc_layer(l), M, start, nh, nkv, hd, max_ctx, scale, attn,
-                        stream);
-    linear(*lt, act, lw.o, attn, o, false, M, H, qd, stream);
-    add_rmsnorm(act, x, o, lw.ffn_norm, xn, M, H, cfg.rms_eps, stream);
-    linear(*lt, act, lw.gate_up, xn, gu, false, M, 2 * I, H, stream);
-    silu_mul(act, gu, mlp, M, I, stream);
-    linear(*lt, act, lw.down, mlp, down, false, M, H, I, stream);
+    GemvFusion qkv_f = norm_attn;
+    qkv_f.norm_weight = lw.attn_norm;
+    qkv_f.rope_layout = cfg.rope_layout;
+    qkv_f.rope_pos = d_pos;
+    qkv_f.rope_slot = d_slot;
+    qkv_f.rope_inv_freq = inv_freq;
+    qkv_f.rope_nh = nh;
+    qkv_f.rope_nkv = nkv;
+    qkv_f.rope_hd = hd;
+    qkv_f.rope_block_size = pbs;
+    qkv_f.rope_q_out = q;
+    qkv_f.rope_k_pool = kp_layer(l);
+    qkv_f.rope_v_pool = vp_layer(l);
+    gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, qkv_f, stream, pdl);
+    decode_attention(act, q, kp_layer(l), vp_layer(l), d_table, pbs, d_pos, nh, nkv, hd, max_ctx, scale,
+                     attn_plan, part_o, part_stats, attn, stream, pdl, merge_counters);
+    gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream, pdl);
+    gate_up_f.norm_weight = lw.ffn_norm;
+    gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, gate_up_f, stream, pdl);
+    gemv_fused(act, lw.down, gu, x, false, 1, H, I, silu_add, stream, pdl);
   }
-  // Only the last row's logits are needed.
-  size_t last = size_t(M - 1) * H * esz;
-  add_rmsnorm(act, static_cast<char*>(x) + last, static_cast<char*>(down) + last, final_norm, xn, 1, H,
-              cfg.rms_eps, stream);
-  gemv(act, lm_head, xn, logits, true, 1, V, H, stream);
-  if (decode) argmax(logits, V, next, stream, false, step);
+  norm_attn.norm_weight = final_norm;
+  gemv_fused(act, lm_head, x, plogits, true, 1, V, H, norm_attn, stream, pdl);
+  argmax(plogits, V, pids, stream, pdl, dh_pids);
 }
 
-void CudaLlama::Impl::capture_graph() {
-  // With pdl, a driver that cannot capture or instantiate programmatic-launch edges gets a second
-  // capture with plain launches.
+// The upload of fin must stay a full dependency of the first kernel (the embedding, launched without PDL):
+// the QKV GEMV's RoPE epilogue and decode_attention read the position, slot and block table before their
+// PDL wait, relying on fin being complete before any kernel of the step starts.
+void CudaLlama::Impl::fast_step() {
+  LLAMARUN_CUDA_CHECK(
+      cudaMemcpyAsync(fin, h_fin, (3 + size_t(pmb)) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
+  forward_decode1();
+  if (!dh_pids)  // else the argmax wrote h_pids[0] itself: one copy node less per step
+    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(h_pids, pids, sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+}
+
+void CudaLlama::Impl::capture_fast_graph() {
+  // With pdl, a driver that cannot capture or instantiate programmatic-launch edges gets a second capture
+  // with plain launches.
   for (int attempt = 0; attempt < 2; ++attempt) {
+    cudaGraph_t g = nullptr;
     LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     try {
-      forward(1, true, 0);
+      fast_step();
     } catch (...) {
-      cudaGraph_t g = nullptr;
       cudaStreamEndCapture(stream, &g);
       if (g) cudaGraphDestroy(g);
       cudaGetLastError();
@@ -536,40 +480,26 @@ void CudaLlama::Impl::capture_graph() {
       pdl = false;
       continue;
     }
-    LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-    cudaError_t err = cudaGraphInstantiate(&graph_exec, graph, 0);
+    LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+    cudaError_t err = cudaGraphInstantiate(&fast_graph, g, 0);
+    cudaGraphDestroy(g);
     if (err == cudaSuccess) return;
     cudaGetLastError();
-    cudaGraphDestroy(graph);
-    graph = nullptr;
-    graph_exec = nullptr;
+    fast_graph = nullptr;
     if (!pdl) LLAMARUN_CUDA_CHECK(err);
     pdl = false;
   }
 }
 
-void CudaLlama::Impl::run_decode() {
-  if (opt.use_graph) {
-    if (!graph_exec) capture_graph();
-    LLAMARUN_CUDA_CHECK(cudaGraphLaunch(graph_exec, stream));
-  } else {
-    forward(1, true, 0);
-  }
-}
-
 CudaLlama::Impl::~Impl() {
   if (stream) cudaStreamSynchronize(stream);
-  for (cudaEvent_t& e : ring_ev)
-    if (e) cudaEventDestroy(e);
-  if (h_ring) cudaFreeHost(h_ring);
   for (auto& [b, g] : bucket_graphs) cudaGraphExecDestroy(g);
+  if (fast_graph) cudaGraphExecDestroy(fast_graph);
+  if (h_fin) cudaFreeHost(h_fin);
   if (h_pin) cudaFreeHost(h_pin);
   if (h_pids) cudaFreeHost(h_pids);
-  if (graph_exec) cudaGraphExecDestroy(graph_exec);
-  if (graph) cudaGraphDestroy(graph);
   lt.reset();
   alloc.free_all();
-  if (h_io) cudaFreeHost(h_io);
   if (stream) cudaStreamDestroy(stream);
 }
 
@@ -603,125 +533,12 @@ CudaLlama::CudaLlama(const LlamaConfig& config, uint64_t seed, const CudaLlamaOp
 
 CudaLlama::~CudaLlama() = default;
 
-std::vector<float> CudaLlama::prefill(const int32_t* tokens, int n) {
-  Impl& m = *impl_;
-  if (m.opt.paged) fail("prefill: this model serves a paged KV cache (use forward_paged)");
-  if (n <= 0) fail("prefill: empty prompt");
-  if (m.cur_pos + n > m.max_ctx)
-    fail("prefill: ", n, " tokens at position ", m.cur_pos, " exceed the context of ", m.max_ctx,
-         " positions");
-  for (int i = 0; i < n; ++i)
-    if (tokens[i] < 0 || tokens[i] >= m.V)
-      fail("prefill: token id ", tokens[i], " at index ", i, " is outside the vocabulary [0, ", m.V, ")");
-  std::vector<int32_t> pbuf(std::min(n, m.mmax));
-  for (int done = 0; done < n;) {
-    int c = std::min(m.mmax, n - done);
-    for (int i = 0; i < c; ++i) pbuf[i] = m.cur_pos + i;
-    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.ids, tokens + done, c * 4, cudaMemcpyHostToDevice, m.stream));
-    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pos, pbuf.data(), c * 4, cudaMemcpyHostToDevice, m.stream));
-    m.forward(c, false, m.cur_pos);
-    LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));  // pbuf is reused
-    m.cur_pos += c;
-    done += c;
-  }
-  std::vector<float> out(m.V);
-  LLAMARUN_CUDA_CHECK(cudaMemcpy(out.data(), m.logits, size_t(m.V) * 4, cudaMemcpyDeviceToHost));
-  return out;
-}
-
-void CudaLlama::Impl::start_step(int32_t id, const char* what) {
-  Impl& m = *this;
-  if (m.opt.paged) fail(what, ": this model serves a paged KV cache (use forward_paged)");
-  if (m.cur_pos >= m.max_ctx) fail(what, ": the context of ", m.max_ctx, " positions is full");
-  if (id < 0 || id >= m.V) fail(what, ": token id ", id, " is outside the vocabulary [0, ", m.V, ")");
-  m.h_io[0] = id;
-  m.h_io[1] = m.cur_pos;
-  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.step, m.h_io, 8, cudaMemcpyHostToDevice, m.stream));
-  m.run_decode();
-}
-int32_t CudaLlama::Impl::finish_step() {
-  Impl& m = *this;
-  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.h_io + 2, m.next, 4, cudaMemcpyDeviceToHost, m.stream));
-  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  m.cur_pos++;
-  return m.h_io[2];
-}
-
-int32_t CudaLlama::decode_step(int32_t id) {
-  impl_->start_step(id, "decode_step");
-  return impl_->finish_step();
-}
-
-int CudaLlama::decode_greedy(int32_t id, int max_tokens, const std::function<bool(int32_t)>& on_token) {
-  Impl& m = *impl_;
-  if (max_tokens <= 0) return 0;
-  m.start_step(id, "decode_greedy");  // validates, uploads (id, position), runs the first step
-  if (!m.h_ring) {
-    LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_ring, Impl::kRing * sizeof(int32_t)));
-    for (cudaEvent_t& e : m.ring_ev)
-      LLAMARUN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  }
-  // Each step appends one position; the graph's argmax feeds the token and position of the next one.
-  const int n = std::min(max_tokens, m.max_ctx - m.cur_pos);
-  constexpr int kAhead = 2;  // steps queued ahead of the host (< kRing)
-  int launched = 0, delivered = 0;
-  auto fetch = [&] {  // the token of step `launched` to the host, then the event that says it is there
-    const int k = launched % Impl::kRing;
-    LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.h_ring + k, m.next, 4, cudaMemcpyDeviceToHost, m.stream));
-    LLAMARUN_CUDA_CHECK(cudaEventRecord(m.ring_ev[k], m.stream));
-    ++launched;
-  };
-  fetch();  // step 0 ran in start_step
-  while (launched < std::min(n, kAhead)) {
-    m.run_decode();
-    fetch();
-  }
-  while (delivered < launched) {
-    const int k = delivered % Impl::kRing;
-    LLAMARUN_CUDA_CHECK(cudaEventSynchronize(m.ring_ev[k]));
-    ++delivered;
-    m.cur_pos++;  // the step's input is in the cache
-    if (!on_token(m.h_ring[k])) break;
-    if (launched < n) {
-      m.run_decode();
-      fetch();
-    }
-  }
-  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-  return delivered;
-}
-
-std::vector<float> CudaLlama::decode_step_logits(int32_t id) {
-  Impl& m = *impl_;
-  m.start_step(id, "decode_step_logits");
-  m.finish_step();
-  std::vector<float> out(m.V);
-  LLAMARUN_CUDA_CHECK(cudaMemcpy(out.data(), m.logits, size_t(m.V) * 4, cudaMemcpyDeviceToHost));
-  return out;
-}
-
-int32_t CudaLlama::decode_step_sample(int32_t id, const CudaSampling& s) {
-  Impl& m = *impl_;
-  m.start_step(id, "decode_step_sample");
-  sample_top_k_top_p(m.logits, m.V, s.temperature, s.top_k, s.top_p, s.seed, m.rng_counter, m.next, m.stream);
-  return m.finish_step();
-}
-
-void CudaLlama::reset() { impl_->cur_pos = 0; }
-void CudaLlama::reset_sample_counter() {
-  LLAMARUN_CUDA_CHECK(cudaMemsetAsync(impl_->rng_counter, 0, sizeof(uint64_t), impl_->stream));
-}
-void CudaLlama::truncate(int p) {
-  if (p < 0 || p > impl_->cur_pos) fail("truncate: position ", p, " outside [0, ", impl_->cur_pos, "]");
-  impl_->cur_pos = p;
-}
-int CudaLlama::position() const { return impl_->cur_pos; }
 int CudaLlama::max_context() const { return impl_->max_ctx; }
 const LlamaConfig& CudaLlama::config() const { return impl_->cfg; }
 DType CudaLlama::dtype() const { return impl_->act; }
 CudaLoadStats CudaLlama::load_stats() const { return impl_->load; }
 std::string CudaLlama::device_name() const { return impl_->device_name; }
-bool CudaLlama::pdl_active() const { return impl_->pdl && impl_->fused_decode; }
+bool CudaLlama::pdl_active() const { return impl_->pdl && impl_->fast_ok; }
 
 CudaMemoryStats CudaLlama::memory_stats() const {
   CudaMemoryStats s = impl_->mem;
@@ -756,7 +573,6 @@ int decode_bucket(int n) {
 
 int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   Impl& m = *impl_;
-  if (!m.opt.paged) fail("init_paged: the model was not created with CudaLlamaOptions::paged");
   if (m.k_pool) fail("init_paged: the paged KV cache exists already");
   if (block_size < 1 || block_size > 1024) fail("init_paged: block_size ", block_size, " outside [1, 1024]");
   m.pbs = block_size;
@@ -769,6 +585,7 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   m.dg = m.alloc.alloc(m.esz * size_t(m.pseqs) * m.H, "logit rows down");
   m.plogits = m.alloc.alloc_n<float>(size_t(m.pseqs) * m.V, "batch logits");
   m.pids = m.alloc.alloc_n<int32_t>(m.pseqs, "batch argmax");
+  m.fin = m.alloc.alloc_n<int32_t>(3 + size_t(m.pmb), "batch-1 inputs");
   if (m.opt.paged_tc_prefill_rows > 0) {
     const size_t scratch = size_t(m.nkv) * m.max_ctx * m.hd * m.esz;
     m.k_scratch = m.alloc.alloc(scratch, "prefill K scratch");
@@ -780,6 +597,13 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   m.mem.activations += m.alloc.allocated() - before;
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pin, m.pin_ints() * sizeof(int32_t)));
   LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_pids, size_t(m.pseqs) * sizeof(int32_t)));
+  void* dh = nullptr;  // pinned memory is mapped into the device's address space where the driver allows
+  if (m.opt.fast_token_direct && cudaHostGetDevicePointer(&dh, m.h_pids, 0) == cudaSuccess)
+    m.dh_pids = static_cast<int32_t*>(dh);
+  else
+    cudaGetLastError();
+  LLAMARUN_CUDA_CHECK(cudaMallocHost(&m.h_fin, (3 + size_t(m.pmb)) * sizeof(int32_t)));
+  std::fill(m.h_fin, m.h_fin + 3 + m.pmb, 0);
   size_t nb = size_t(num_blocks);
   if (nb == 0) {
     if (kv_bytes > 0) {
@@ -826,8 +650,8 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
   embedding(act, d_ids, T, embed, V, H, x, stream);
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = layers[l];
-    char* kp = static_cast<char*>(k_pool) + size_t(l) * pool_layer_bytes();
-    char* vp = static_cast<char*>(v_pool) + size_t(l) * pool_layer_bytes();
+    char* kp = kp_layer(l);
+    char* vp = vp_layer(l);
     add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, T, H, cfg.rms_eps, stream);
     linear(*lt, act, lw.qkv, xn, qkv, false, T, qkv_rows, H, stream);
     rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, T, nh, nkv, hd, pbs, q, kp, vp,
@@ -857,7 +681,8 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
 void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits) {
   Impl& m = *impl_;
   if (!m.k_pool) fail("forward_paged: call init_paged first");
-  set_device(m.device);  // the engine calls from its own thread
+  int cur_dev = -1;  // the engine calls from its own thread
+  if (cudaGetDevice(&cur_dev) != cudaSuccess || cur_dev != m.device) set_device(m.device);
   const double t_host = now_s();
   const int T = b.size(), S = int(b.block_tables.size()), R = int(b.logit_rows.size());
   if (T == 0) return;
@@ -866,10 +691,13 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     fail("forward_paged: ", S, " sequences / ", R, " logit rows exceed paged_max_seqs ", m.pseqs);
   if (int(b.positions.size()) != T || int(b.seq_index.size()) != T)
     fail("forward_paged: tokens, positions and seq_index differ in length");
-  // A decode-only batch (one token per sequence, each sampled) replays the graph of its bucket.
+  // A decode-only batch (one token per sequence, each sampled) replays the graph of its bucket; one decode
+  // row takes the fused batch-1 path.
   bool decode = S == T && R == T;
   for (int i = 0; decode && i < T; ++i) decode = b.seq_index[i] == i && b.logit_rows[i] == i;
-  const int TB = decode && m.opt.paged_graphs ? std::min(decode_bucket(T), std::min(m.mmax, m.pseqs)) : T;
+  const bool fast = decode && T == 1 && m.fast_ok;
+  const int TB =
+      decode && !fast && m.opt.paged_graphs ? std::min(decode_bucket(T), std::min(m.mmax, m.pseqs)) : T;
   int32_t* h = m.h_pin;
   int32_t *h_ids = h, *h_pos = h + m.mmax, *h_slot = h + 2 * size_t(m.mmax), *h_seq = h + 3 * size_t(m.mmax);
   int32_t* h_apos = h + 4 * size_t(m.mmax);
@@ -889,6 +717,35 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     h_pos[i] = p;
     h_slot[i] = blk * m.pbs + p % m.pbs;
     h_seq[i] = s;
+  }
+  if (fast) {
+    // The batch-1 path: token, position, slot and the sequence's block table go through their own small
+    // buffer; the upload and the token's read-back are part of the captured graph.
+    int32_t* hf = m.h_fin;
+    hf[0] = h_ids[0];
+    hf[1] = h_pos[0];
+    hf[2] = h_slot[0];
+    const auto& tab = b.block_tables[0];
+    const size_t n = std::min(tab.size(), size_t(m.pmb));
+    for (size_t j = 0; j < n; ++j) {
+      if (tab[j] < 0 || tab[j] >= m.pnb)
+        fail("forward_paged: KV block ", tab[j], " outside [0, ", m.pnb, ")");
+      hf[3 + j] = tab[j];
+    }
+    m.paged_host_s += now_s() - t_host;
+    if (m.opt.paged_graphs) {
+      if (!m.fast_graph) m.capture_fast_graph();
+      LLAMARUN_CUDA_CHECK(cudaGraphLaunch(m.fast_graph, m.stream));
+    } else {
+      m.fast_step();
+    }
+    ++m.fast_steps;
+    if (!want_logits || want_logits[0])
+      LLAMARUN_CUDA_CHECK(
+          cudaMemcpyAsync(logits, m.plogits, size_t(m.V) * 4, cudaMemcpyDeviceToHost, m.stream));
+    LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+    ids[0] = m.h_pids[0];
+    return;
   }
   for (int i = T; i < TB; ++i) {  // padding rows: attend to nothing, store nothing
     h_ids[i] = 0;
@@ -972,7 +829,10 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
 }
 
 int CudaLlama::paged_blocks() const { return impl_->pnb; }
-int CudaLlama::paged_graph_count() const { return int(impl_->bucket_graphs.size()); }
+int CudaLlama::paged_graph_count() const {
+  return int(impl_->bucket_graphs.size()) + (impl_->fast_graph ? 1 : 0);
+}
+int64_t CudaLlama::fast_decode_steps() const { return impl_->fast_steps; }
 double CudaLlama::paged_host_seconds() const { return impl_->paged_host_s; }
 
 }  // namespace llamarun

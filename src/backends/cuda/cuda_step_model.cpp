@@ -41,7 +41,6 @@ class CudaStepModel final : public StepModel {
 
 std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOptions opt) {
   if (!model.weights) fail("make_cuda_step_model: the model has no weights");
-  opt.paged = true;
   // The weights the CPU model bound (bind_llama_weights), else bound here by the same validator.
   auto m = model.llama ? std::make_unique<CudaLlama>(model.cfg, model.llama->weights(), opt)
                        : std::make_unique<CudaLlama>(model.cfg, *model.weights, opt);
@@ -50,7 +49,6 @@ std::unique_ptr<StepModel> make_cuda_step_model(const Model& model, CudaLlamaOpt
 
 std::unique_ptr<StepModel> make_cuda_step_model(const LlamaConfig& config, uint64_t seed,
                                                 CudaLlamaOptions opt) {
-  opt.paged = true;
   return std::make_unique<CudaStepModel>(std::make_unique<CudaLlama>(config, seed, opt));
 }
 

@@ -92,15 +92,6 @@ __device__ __forceinline__ uint4 ld_stream(const void* p) {
   return r;
 }
 
-// Same, asking L2 to fetch the whole 256-byte block around the line (fewer, larger DRAM requests).
-__device__ __forceinline__ uint4 ld_stream_l2_256(const void* p) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p));
-  return r;
-}
-
 // 16-byte load through a generic pointer (shared or global), kept as one vector load.
 __device__ __forceinline__ uint4 ld_v4(const void* p) {
   uint4 r;

@@ -29,17 +29,15 @@ struct Fuse {
   float eps;
   bool add;         // y += result
   bool persistent;  // grid of one resident wave (each warp takes several row groups)
-  int blocks_per_sm;
   bool wide;
-  bool l2_256;          // weight loads with the L2::256B hint
-  bool narrow;          // M = 1: U = 2
   float prefetch_frac;  // fraction of each warp's steps pulled into L2 before the PDL wait
   // RoPE epilogue (M = 1, R = 2): rope 0 off, 1 half layout, 2 interleaved.
   int rope;
   const int32_t* pos;
+  const int32_t* slot;
   const float* inv_freq;
-  int nh, nkv, hd, max_ctx;
-  void *q_out, *k_cache, *v_cache;
+  int nh, nkv, hd, block_size;
+  void *q_out, *k_pool, *v_pool;
 };
 
 // Row r (< R) of row group rg. With the RoPE epilogue a group is the rotation pair (i, i + hd/2) (half)
@@ -51,19 +49,21 @@ __device__ __forceinline__ int row_of(const Fuse& f, int rg, int r) {
   return head * f.hd + (f.rope == 1 ? i + r * half : 2 * i + r);
 }
 
-// The RoPE epilogue for one rotation pair (a: row i0, b: row i1 of `head`).
+// The RoPE epilogue for one rotation pair (a: row i0, b: row i1 of `head`) at position p; the key / value
+// go to the slot whose pool row ([blocks][nkv][block_size][hd]) for kv head kh is kv_row + kh * block_size
+// (kv_row: (s / block_size) * nkv * block_size + s % block_size for slot s; negative: not stored).
 template <typename T>
-__device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float b) {
+__device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float b, int p, long long kv_row) {
   const int half = f.hd >> 1, head = rg / half, i = rg - head * half;
   const int i0 = f.rope == 1 ? i : 2 * i, i1 = f.rope == 1 ? i + half : 2 * i + 1;
-  const int p = f.pos[0];
   // Round as the unfused path does (GEMV output stored as T, rotated from there).
   a = to_f32(from_f32<T>(a));
   b = to_f32(from_f32<T>(b));
   T* dst;
+  auto pool_off = [&](int kh) { return (size_t(kv_row) + size_t(kh) * f.block_size) * f.hd; };
   if (head >= f.nh + f.nkv) {  // value head: no rotation
-    if (p < 0 || p >= f.max_ctx) return;
-    dst = static_cast<T*>(f.v_cache) + (size_t(head - f.nh - f.nkv) * f.max_ctx + p) * f.hd;
+    if (kv_row < 0) return;
+    dst = static_cast<T*>(f.v_pool) + pool_off(head - f.nh - f.nkv);
   } else {
     float sn, cs;
     sincosf(float(p) * f.inv_freq[i], &sn, &cs);
@@ -73,8 +73,8 @@ __device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float
     if (head < f.nh) {
       dst = static_cast<T*>(f.q_out) + size_t(head) * f.hd;
     } else {
-      if (p < 0 || p >= f.max_ctx) return;
-      dst = static_cast<T*>(f.k_cache) + (size_t(head - f.nh) * f.max_ctx + p) * f.hd;
+      if (kv_row < 0) return;
+      dst = static_cast<T*>(f.k_pool) + pool_off(head - f.nh);
     }
   }
   dst[i0] = from_f32<T>(a);
@@ -171,8 +171,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         int v = base + u * 32;
-        w[r][u] =
-            v < nvec ? (f.l2_256 ? ld_stream_l2_256(wrow + v) : ld_stream(wrow + v)) : make_uint4(0, 0, 0, 0);
+        w[r][u] = v < nvec ? ld_stream(wrow + v) : make_uint4(0, 0, 0, 0);
       }
     }
   };
@@ -188,6 +187,15 @@ __global__ void __launch_bounds__(kThreads)
       const int r = idx / (U * 4), el = base_el + (idx % (U * 4)) * 64;  // 64 elements = 128 bytes
       if (el < K) prefetch_l2(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K + el);
     }
+  }
+  // The RoPE epilogue's position and slot: read before the PDL wait (their uploader writes them before the
+  // previous kernel starts), so the epilogue does not wait on these loads and a division.
+  int rope_p = 0;
+  long long kv_row = -1;
+  if (f.rope) {
+    rope_p = __ldg(f.pos);
+    const int s = __ldg(f.slot);
+    if (s >= 0) kv_row = (long long)(s / f.block_size) * f.nkv * f.block_size + s % f.block_size;
   }
   pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
@@ -234,7 +242,7 @@ __global__ void __launch_bounds__(kThreads)
       bool roped = false;
       if constexpr (R == 2 && M == 1 && !std::is_same_v<OutT, float>) {
         if (f.rope) {
-          if (lane == 0) rope_store<T>(f, rg, acc[0][0], acc[1][0]);
+          if (lane == 0) rope_store<T>(f, rg, acc[0][0], acc[1][0], rope_p, kv_row);
           roped = true;
         }
       }
@@ -267,7 +275,6 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
   constexpr int R = M <= 2 ? 2 : 1;
   if constexpr (M == 1 && U == 4) {
     if (f.wide) return launch_m<T, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
-    if (f.narrow) return launch_m<T, OutT, 1, 2>(W, x, y, N, K, f, stream, pdl);
   }
   if (f.rope && (M != 1 || std::is_same_v<OutT, float>))
     fail("gemv_fused: the RoPE epilogue needs M = 1 and an fp16/bf16 output");
@@ -285,7 +292,6 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
     LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
     LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, dyn));
-    if (f.blocks_per_sm > 0) per_sm = std::min(per_sm, f.blocks_per_sm);
     grid = std::max(1, std::min(grid, sms * std::max(per_sm, 1)));
   }
   launch_kernel(pdl, kernel, dim3(grid), dim3(kThreads), dyn, stream, W, x, y, N, K, smem, f);
@@ -364,27 +370,28 @@ void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, in
   f.eps = fusion.eps;
   f.add = fusion.add_to_y;
   f.persistent = fusion.persistent;
-  f.blocks_per_sm = fusion.blocks_per_sm;
   f.wide = fusion.wide;
-  f.narrow = fusion.narrow;
-  f.l2_256 = fusion.l2_256;
   if (fusion.rope_inv_freq) {
     if (fusion.rope_hd <= 0 || fusion.rope_hd % 2 ||
         N != (fusion.rope_nh + 2 * fusion.rope_nkv) * fusion.rope_hd)
       fail("gemv_fused: RoPE epilogue with N = ", N, " rows but ", fusion.rope_nh, " + 2 x ", fusion.rope_nkv,
            " heads of ", fusion.rope_hd);
-    if (!fusion.rope_pos || !fusion.rope_q_out || !fusion.rope_k_cache || !fusion.rope_v_cache)
-      fail("gemv_fused: RoPE epilogue without position, q output or caches");
+    if (!fusion.rope_pos || !fusion.rope_slot || !fusion.rope_q_out || !fusion.rope_k_pool ||
+        !fusion.rope_v_pool)
+      fail("gemv_fused: RoPE epilogue without position, slot, q output or KV pools");
+    if (fusion.rope_block_size < 1)
+      fail("gemv_fused: RoPE epilogue with block_size ", fusion.rope_block_size);
     f.rope = fusion.rope_layout == RopeLayout::kHalf ? 1 : 2;
     f.pos = fusion.rope_pos;
+    f.slot = fusion.rope_slot;
     f.inv_freq = fusion.rope_inv_freq;
     f.nh = fusion.rope_nh;
     f.nkv = fusion.rope_nkv;
     f.hd = fusion.rope_hd;
-    f.max_ctx = fusion.rope_max_ctx;
+    f.block_size = fusion.rope_block_size;
     f.q_out = fusion.rope_q_out;
-    f.k_cache = fusion.rope_k_cache;
-    f.v_cache = fusion.rope_v_cache;
+    f.k_pool = fusion.rope_k_pool;
+    f.v_pool = fusion.rope_v_pool;
   }
   gemv_impl(act, W, x, y, y_f32, M, N, K, f, stream, pdl);
 }

@@ -45,19 +45,6 @@ void fill_random(DType act, void* dst, int64_t n, float scale, uint64_t seed, cu
 // dst[i] = value.
 void fill_const(DType act, void* dst, int64_t n, float value, cudaStream_t stream);
 
-// ---- RoPE (rope.cu) ----
-
-// qkv [M, (nh + 2*nkv) * hd]: per row the nh query heads, then nkv key heads, then nkv value heads.
-// For row m at position pos[m] (device int32 [M]):
-//   q_out[m, h, :]            = rope(q[m, h, :])          q_out [M, nh, hd]
-//   k_cache[kh, pos[m], :]    = rope(k[m, kh, :])         k_cache, v_cache: one layer, [nkv, max_ctx, hd]
-//   v_cache[kh, pos[m], :]    = v[m, kh, :]
-// rope rotates pairs (i, i + hd/2) (kHalf) or (2i, 2i + 1) (kInterleaved) by angle pos * inv_freq[i];
-// inv_freq [hd/2] fp32. Positions outside [0, max_ctx) are skipped (callers check).
-void rope_store_kv(DType act, RopeLayout layout, const void* qkv, const int32_t* pos, const float* inv_freq,
-                   int M, int nh, int nkv, int hd, int max_ctx, void* q_out, void* k_cache, void* v_cache,
-                   cudaStream_t stream, bool pdl = false);
-
 // ---- decode GEMV (gemv.cu) ----
 
 // y[m, n] = sum_k x[m, k] * W[n, k].  W [N, K] row-major (act dtype), x [M, K] (act), y [M, N]:
@@ -79,22 +66,22 @@ struct GemvFusion {
   float eps = 0.f;
   bool add_to_y = false;
   bool persistent = false;    // grid of one resident wave, each warp streaming several row groups
-  int blocks_per_sm = 0;      // persistent grid: blocks per multiprocessor (0: as many as fit)
   bool wide = false;          // M = 1: 8 (instead of 4) 16-byte loads per row per lane per step
-  bool narrow = false;        // M = 1: 2 (instead of 4) 16-byte loads per row per lane per step
-  bool l2_256 = false;        // weight loads ask L2 for whole 256-byte blocks
   size_t prefetch_bytes = 0;  // with pdl: about this many bytes of W are prefetched into L2 before the wait
-  // M = 1 QKV GEMV of the decode step: instead of writing y, rotate q / k (RoPE) and store q into
-  // rope_q_out [nh, hd] and k / v into the layer's caches at position *rope_pos (the rows of W are
-  // [nh q heads | nkv k heads | nkv v heads] of hd each, N = (nh + 2 nkv) hd). Off when rope_inv_freq is
-  // null.
+  // M = 1 QKV GEMV of the decode step: instead of writing y, rotate q / k (RoPE) at position *rope_pos,
+  // store q into rope_q_out [nh, hd] and k / v into slot *rope_slot of the layer's paged pools
+  // ([blocks][nkv][block_size][hd]; slot = block * block_size + offset; slot < 0: not stored). The rows of
+  // W are [nh q heads | nkv k heads | nkv v heads] of hd each, N = (nh + 2 nkv) hd. Off when rope_inv_freq
+  // is null. With pdl, *rope_pos and *rope_slot are read before the PDL wait: write them before the previous
+  // kernel in the stream starts.
   RopeLayout rope_layout = RopeLayout::kHalf;
   const int32_t* rope_pos = nullptr;     // device [1]
+  const int32_t* rope_slot = nullptr;    // device [1]
   const float* rope_inv_freq = nullptr;  // [hd / 2]
-  int rope_nh = 0, rope_nkv = 0, rope_hd = 0, rope_max_ctx = 0;
-  void* rope_q_out = nullptr;    // [nh, hd]
-  void* rope_k_cache = nullptr;  // [nkv, max_ctx, hd]
-  void* rope_v_cache = nullptr;  // [nkv, max_ctx, hd]
+  int rope_nh = 0, rope_nkv = 0, rope_hd = 0, rope_block_size = 0;
+  void* rope_q_out = nullptr;   // [nh, hd]
+  void* rope_k_pool = nullptr;  // one layer's K pool
+  void* rope_v_pool = nullptr;  // one layer's V pool
 };
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
@@ -111,52 +98,48 @@ size_t decode_attn_partial_floats(const DecodeAttnPlan& plan, int nh, int hd);
 size_t decode_attn_stats_floats(const DecodeAttnPlan& plan, int nh);
 
 // One query token at position *pos_dev (device int32, read at run time, so a captured graph replays at
-// every position) attends to cache positions 0..*pos_dev. q [nh, hd]; k_cache, v_cache: one layer,
-// [nkv, max_ctx, hd]; out [nh, hd]. Query head h reads kv head h / (nh / nkv). hd in {64, 128};
-// nh / nkv <= 8. scale multiplies q.k (1/sqrt(hd)). part_o, part_stats: scratch sized as above.
-// merge_counters: nullptr (a second kernel merges the splits) or device int [nkv], all zero, owned by the
-// caller: then the last block of each kv head to finish merges (the counters are left at zero again).
-void decode_attention(DType act, const void* q, const void* k_cache, const void* v_cache,
-                      const int32_t* pos_dev, int nh, int nkv, int hd, int max_ctx, float scale,
-                      const DecodeAttnPlan& plan, float* part_o, float* part_stats, void* out,
-                      cudaStream_t stream, bool pdl = false, int* merge_counters = nullptr);
+// every position) attends to its sequence's positions 0..*pos_dev in the paged pool: k_pool, v_pool are one
+// layer's [blocks][nkv][block_size][hd]; position p lives in block block_table[p / block_size] (device
+// int32), offset p % block_size. q [nh, hd]; out [nh, hd]. Query head h reads kv head h / (nh / nkv). hd in
+// {16, 32, 64, 128}; nh / nkv <= 8. max_ctx: the longest sequence (the plan's); scale multiplies q.k
+// (1/sqrt(hd)). part_o, part_stats: scratch sized as above. merge_counters: nullptr (a second kernel merges
+// the splits) or device int [nkv], all zero, owned by the caller: then the last block of each kv head to
+// finish merges (the counters are left at zero again). With pdl the kernel may start while the previous
+// kernel in the stream runs: q is read after the PDL wait, but *pos_dev and block_table before it, so they
+// must be written before that previous kernel starts (an upload ahead of it, not the kernel itself).
+void decode_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
+                      const int32_t* block_table, int block_size, const int32_t* pos_dev, int nh, int nkv,
+                      int hd, int max_ctx, float scale, const DecodeAttnPlan& plan, float* part_o,
+                      float* part_stats, void* out, cudaStream_t stream, bool pdl = false,
+                      int* merge_counters = nullptr);
 
 // ---- prefill attention, causal, tiled with online softmax (attention_prefill.cu) ----
 
 // q [M, nh, hd] for tokens at positions start .. start+M-1; the cache already holds positions
 // 0 .. start+M-1. Query row i attends to positions 0 .. start+i. out [M, nh, hd].
-// prefill_attention: tensor cores (sm_80+), hd in {16, 32, 64, 128}.
-// prefill_attention_simt: the CUDA-core kernel it replaced (hd in {64, 128}), kept for tests and the bench.
+// Tensor cores (sm_80+), hd in {16, 32, 64, 128}.
 void prefill_attention(DType act, const void* q, const void* k_cache, const void* v_cache, int M, int start,
                        int nh, int nkv, int hd, int max_ctx, float scale, void* out, cudaStream_t stream);
-void prefill_attention_simt(DType act, const void* q, const void* k_cache, const void* v_cache, int M,
-                            int start, int nh, int nkv, int hd, int max_ctx, float scale, void* out,
-                            cudaStream_t stream);
 
-// ---- sampling (sampling.cu): results stay on the GPU until the caller copies the token id ----
+// ---- greedy token on the GPU (sampling.cu): it stays there until the caller copies it ----
 
-// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32. With chain_step (device int32 [2]: the
-// decode step's token and position), also chain_step[0] = the argmax and ++chain_step[1], so that the next
-// replay of a decode graph continues from it without the host (CudaLlama::decode_greedy).
+// out[0] = argmax(logits[0..V)), lowest index on ties. logits fp32. host_out: also written there, a
+// device-accessible pointer to pinned host memory (cudaHostGetDevicePointer), complete once the stream is
+// synchronised.
 void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool pdl = false,
-            int32_t* chain_step = nullptr);
-
-// Samples from softmax(logits / temperature) restricted to the top_k largest (top_k <= 0: all) and
-// then to the smallest set of largest logits whose probability reaches top_p (top_p >= 1: all).
-// The uniform draw is sample_uniform(seed, *counter) (sampling_rng.h); *counter (device uint64) is
-// incremented, so a captured graph draws fresh numbers each replay. temperature <= 0 means argmax.
-// Ties at the top-k / top-p threshold value are all kept.
-void sample_top_k_top_p(const float* logits, int V, float temperature, int top_k, float top_p, uint64_t seed,
-                        uint64_t* counter, int32_t* out, cudaStream_t stream);
+            int32_t* host_out = nullptr);
 
 // ---- paged KV cache for serving (paged_attention.cu) ----
 // The pool holds, per layer and for K and V separately, [num_blocks][nkv][block_size][hd] (the CPU
 // PagedKVPool's layout): the keys of one head inside a block are contiguous. A sequence's position p
 // lives in block table[p / block_size], slot p % block_size.
 
-// Like rope_store_kv, for a varlen batch over the paged pool: row m (at position pos[m]) has its rotated
-// query stored in q_out [M, nh, hd] and its rotated key / value written to slot slot[m] of the layer's
-// pools (slot = block * block_size + offset; slot < 0: not stored, e.g. padding rows).
+// RoPE fused with the KV append, for a varlen batch over the paged pool. qkv [M, (nh + 2*nkv) * hd]: per
+// row the nh query heads, then nkv key heads, then nkv value heads. rope rotates pairs (i, i + hd/2)
+// (kHalf) or (2i, 2i + 1) (kInterleaved) by angle pos[m] * inv_freq[i] (inv_freq [hd/2] fp32). Row m (at
+// position pos[m]) has its rotated query stored in q_out [M, nh, hd] and its rotated key / value written to
+// slot slot[m] of the layer's pools (slot = block * block_size + offset; slot < 0: not stored, e.g. padding
+// rows).
 void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
                          const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
                          int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream);
@@ -172,7 +155,7 @@ void paged_attention(DType act, const void* q, const void* k_pool, const void* v
                      cudaStream_t stream);
 
 // Positions 0 .. n-1 of one sequence, one layer, from the paged pool into the contiguous cache layout
-// (k_out, v_out [nkv, max_ctx, hd], as rope_store_kv writes it), so prefill_attention's tensor-core kernel
+// (k_out, v_out [nkv, max_ctx, hd]), so prefill_attention's tensor-core kernel
 // can serve a long prefill chunk: k_out[kh, p, :] = K of position p (block table[p / block_size], device
 // int32). hd a multiple of 8; n <= max_ctx.
 void gather_kv_pages(DType act, const void* k_pool, const void* v_pool, const int32_t* table, int n, int nkv,
