@@ -84,7 +84,7 @@ int bench_cuda(const Args& args, const std::string& device) {
     m = load_model(args.str("--model", default_model_path()), lo);
     if (co.max_context > m->cfg.max_position)
       fail("bench needs a context of ", co.max_context, " tokens but the model allows ", m->cfg.max_position);
-    const TensorInfo* e = m->weights->find(m->gguf ? "token_embd.weight" : "model.embed_tokens.weight");
+    const TensorInfo* e = m->weights->find(m->gguf_names() ? "token_embd.weight" : "model.embed_tokens.weight");
     co.dtype = dt == "bf16" || (dt == "auto" && e && e->dtype == DType::BF16) ? DType::BF16 : DType::F16;
     gpu = std::make_unique<CudaLlama>(m->cfg, *m->weights, co);
     model_name = m->path;

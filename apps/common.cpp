@@ -45,7 +45,7 @@ DType gpu_dtype_from(const Args& args, const Model& model) {
   if (act != "auto")
     fail("--act ", act, " with --device ", args.str("--device", "cpu"), ": use auto, f16 or bf16");
   const TensorInfo* e =
-      model.weights ? model.weights->find(model.gguf ? "token_embd.weight" : "model.embed_tokens.weight")
+      model.weights ? model.weights->find(model.gguf_names() ? "token_embd.weight" : "model.embed_tokens.weight")
                     : nullptr;
   return e && e->dtype == DType::BF16 ? DType::BF16 : DType::F16;
 }
