@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "formats/pth_convert.h"
+#include "formats/pth_meta.h"
 #include "model/model.h"
 
 namespace llamarun::cli {
@@ -47,7 +48,7 @@ int cmd_convert(int argc, char** argv) {
   src.cfg = &m->cfg;
   src.weights = m->weights.get();
   src.gguf_names = m->gguf_names();
-  src.tokenizer_dir = is_directory(in) ? in : "";
+  src.tokenizer_dir = m->meta ? meta_tokenizer_dir(in) : is_directory(in) ? in : "";
   src.name = std::filesystem::path(in).filename().string();
   if (src.name.empty()) src.name = std::filesystem::path(in).parent_path().filename().string();
   std::fprintf(stderr, "llamarun convert: %s (%s, %d layers, %.1f MB) -> %s (%s)\n", in.c_str(),

@@ -71,6 +71,13 @@ bool is_meta_checkpoint_dir(const std::string& dir) {
   return is_directory(dir) && file_exists(dir + "/params.json") && file_exists(dir + "/" + shard_name(0));
 }
 
+std::string meta_tokenizer_dir(const std::string& dir) {
+  if (file_exists(dir + "/tokenizer.model")) return dir;
+  const std::string parent = (fs::path(dir) / "..").lexically_normal().string();
+  if (file_exists(parent + "/tokenizer.model")) return parent;
+  return "";
+}
+
 WeightMap load_meta_checkpoint(const std::string& dir) {
   int n = 0;
   while (n < 100 && file_exists(dir + "/" + shard_name(n))) ++n;
@@ -138,12 +145,13 @@ WeightMap load_meta_checkpoint(const std::string& dir) {
       out.tensors.emplace(name, std::move(ti));
       continue;
     }
-    const int other = 1 - d;
     int64_t total = 0;
     for (int r = 0; r < n; ++r) {
-      if (parts[size_t(r)]->shape[size_t(other)] != t0.shape[size_t(other)])
+      // Model parallelism splits evenly: every shard's slice has shard 0's shape.
+      if (parts[size_t(r)]->shape != t0.shape)
         fail(dir + "/" + shard_name(r), ": tensor '", meta_name, "' is ", shape_str(parts[size_t(r)]->shape),
-             " but shard 0's is ", shape_str(t0.shape), " (dimension ", other, " must agree)");
+             " but in ", shard_name(0), " ", shape_str(t0.shape),
+             " (the shards of one checkpoint split evenly)");
       total += parts[size_t(r)]->shape[size_t(d)];
     }
     ti.shape[size_t(d)] = total;

@@ -23,6 +23,10 @@ namespace llamarun {
 // True when `dir` is a directory holding params.json and consolidated.00.pth.
 bool is_meta_checkpoint_dir(const std::string& dir);
 
+// Where a Meta checkpoint's tokenizer.model is: `dir` itself, else its parent (Meta's Llama 2
+// download keeps one tokenizer.model beside the llama-2-7b/, llama-2-13b/ .. folders); "" if neither.
+std::string meta_tokenizer_dir(const std::string& dir);
+
 // Reads and joins the shards of a Meta checkpoint directory; tensors get GGUF names (rope.freqs,
 // a buffer Meta's code recomputes, is dropped). The shards must be consolidated.00.pth ..
 // consolidated.{n-1}.pth with no gaps. Throws Error naming the file and tensor.

@@ -46,8 +46,8 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (m->meta) {
     // Meta's layout = GGUF's (names mapped, interleaved RoPE pairs): see formats/pth_meta.h.
     m->cfg = config_from_meta_params(read_text_file(path + "/params.json"), *m->weights, path + "/params.json");
-    if (opts.load_tokenizer && file_exists(path + "/tokenizer.model")) {
-      m->tokenizer = load_tokenizer_dir(path);
+    if (const std::string td = meta_tokenizer_dir(path); opts.load_tokenizer && !td.empty()) {
+      m->tokenizer = load_tokenizer_dir(td);
       m->cfg.bos_id = m->tokenizer->bos_id();
       if (m->tokenizer->eos_id() >= 0) m->cfg.eos_ids = {m->tokenizer->eos_id()};
     }
