@@ -19,7 +19,8 @@ The Hugging Face twin is made by transformers' own converter (transformers.model
 convert_llama_weights_to_hf.write_model) from the two-shard copy when it can be imported and called;
 otherwise by this script's reimplementation of that converter's `permute` (golden.json says which).
 Greedy ids come from transformers (float32 compute, eager attention). The script also checks that the
-one-shard and two-shard conversions give identical HF weights, and retries seeds until every greedy
+one-shard and two-shard conversions give identical HF weights, that Meta's model.py computation
+(written out here: complex rotation of interleaved pairs) gives the HF twin's logits, and retries seeds until every greedy
 step's top-1/top-2 logit margin is at least MIN_MARGIN, so float rounding cannot flip a token.
 
 Usage: python3 tools/make_meta_fixtures.py [OUT] [--tar FILE.tar]   (needs torch and transformers)
@@ -202,6 +203,40 @@ def make_hf_twin(meta_dir, shards, out_dir):
     return desc + " (identical to the reimplemented permute)"
 
 
+@torch.no_grad()
+def meta_reference_logits(sd, tokens):
+    """Meta's llama/model.py semantics, written out here: RoPE as complex rotation of interleaved pairs
+    (view_as_complex), repeat_kv for GQA, SwiGLU w2(silu(w1 x) * w3 x). Cross-checks the HF twin's permute."""
+    p = PARAMS
+    dim, nh, nkv = p["dim"], p["n_heads"], p["n_kv_heads"]
+    hd, T, eps = dim // nh, len(tokens), p["norm_eps"]
+    freqs = 1.0 / (p["rope_theta"] ** (torch.arange(0, hd, 2)[: hd // 2].float() / hd))
+    cis = torch.polar(torch.ones(T, hd // 2), torch.outer(torch.arange(T).float(), freqs))
+    W = {k: v.float() for k, v in sd.items()}
+
+    def rms(x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
+
+    def rot(x):
+        xc = torch.view_as_complex(x.reshape(T, x.shape[1], hd // 2, 2).contiguous())
+        return torch.view_as_real(xc * cis[:, None, :]).flatten(2)
+
+    mask = torch.full((T, T), float("-inf")).triu(1)
+    h = W["tok_embeddings.weight"][torch.tensor(tokens)]
+    for i in range(p["n_layers"]):
+        L = lambda n: W[f"layers.{i}.{n}"]  # noqa: E731
+        x = rms(h, L("attention_norm.weight"))
+        q = rot((x @ L("attention.wq.weight").T).view(T, nh, hd))
+        k = rot((x @ L("attention.wk.weight").T).view(T, nkv, hd)).repeat_interleave(nh // nkv, dim=1)
+        v = (x @ L("attention.wv.weight").T).view(T, nkv, hd).repeat_interleave(nh // nkv, dim=1)
+        att = torch.softmax(torch.einsum("thd,shd->hts", q, k) / hd ** 0.5 + mask, dim=-1)
+        h = h + torch.einsum("hts,shd->thd", att, v).reshape(T, dim) @ L("attention.wo.weight").T
+        x = rms(h, L("ffn_norm.weight"))
+        h = h + (torch.nn.functional.silu(x @ L("feed_forward.w1.weight").T) * (x @ L("feed_forward.w3.weight").T)) \
+            @ L("feed_forward.w2.weight").T
+    return rms(h, W["norm.weight"]) @ W["output.weight"].T
+
+
 def load_hf(path):
     from transformers import LlamaForCausalLM
     m = LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32, attn_implementation="eager")
@@ -285,29 +320,35 @@ def main():
         m2, m1 = load_hf(os.path.join(work, "hf2")), load_hf(os.path.join(work, "hf1"))
         s1, s2 = m1.state_dict(), m2.state_dict()
         assert s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1), "1 vs 2 shards differ"
-        results, worst = [], float("inf")
+        results, worst, meta_diff = [], float("inf"), 0.0
         for p in PROMPTS:
+            with torch.no_grad():
+                hf_logits = m2(torch.tensor([p])).logits[0]
+            meta_diff = max(meta_diff, float((meta_reference_logits(sd, p) - hf_logits).abs().max()))
             ids, margin, logits = greedy_with_margins(m2, p, N_GREEDY)
             worst = min(worst, margin)
             top = torch.topk(logits, 5).indices.tolist()
             results.append(dict(prompt=p, greedy=ids, min_margin=margin, first_step_top5_ids=top,
                                 first_step_top5_logits=[float(logits[i]) for i in top],
                                 first_step_logits_0_8=[float(x) for x in logits[:8]]))
-        print(f"seed {seed}: min top-2 margin {worst:.5f} via {how2}", file=sys.stderr)
+        print(f"seed {seed}: min top-2 margin {worst:.5f}, Meta reference vs HF twin max |dlogit| {meta_diff:.2e}, "
+              f"via {how2}", file=sys.stderr)
+        assert meta_diff < 1e-3, "the HF twin does not compute what Meta's model computes"
         if worst >= MIN_MARGIN:
-            chosen = (seed, work, results, how2)
+            chosen = (seed, work, results, how2, meta_diff)
             break
         shutil.rmtree(work)
     if chosen is None:
         sys.exit("no seed gave greedy margins >= MIN_MARGIN")
-    seed, work, results, how = chosen
+    seed, work, results, how, meta_diff = chosen
     for sub in ("one_shard", "two_shards"):
         dst = os.path.join(args.out, sub)
         shutil.rmtree(dst, ignore_errors=True)
         shutil.copytree(os.path.join(work, sub), dst)
         os.remove(os.path.join(dst, "tokenizer.model"))  # one copy, in the fixture root
     golden = dict(format_version=FORMAT_VERSION, seed=seed, params=PARAMS, vocab_size=VOCAB,
-                  intermediate_size=intermediate_size(PARAMS), hf_twin=how, compute="float32 eager",
+                  intermediate_size=intermediate_size(PARAMS), hf_twin=how,
+                  meta_reference_vs_hf_max_abs_logit_diff=meta_diff, compute="float32 eager",
                   torch=torch.__version__, transformers=transformers.__version__, n_greedy=N_GREEDY,
                   cases=results)
     with open(os.path.join(args.out, "golden.json"), "w") as f:
