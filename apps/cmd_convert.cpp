@@ -56,6 +56,10 @@ int cmd_convert(int argc, char** argv) {
                : m->meta ? "Meta checkpoint"
                          : "safetensors",
                m->cfg.num_layers, double(m->weight_bytes()) / 1e6, out.c_str(), to.c_str());
+  if (to == "gguf" && (src.tokenizer_dir.empty() || !file_exists(src.tokenizer_dir + "/tokenizer.model")))
+    std::fprintf(stderr,
+                 "llamarun convert: warning: no tokenizer.model beside the input; the GGUF file gets no "
+                 "vocabulary (only SentencePiece vocabularies are written)\n");
   if (to == "gguf")
     write_gguf_model(src, out);
   else

@@ -234,6 +234,20 @@ TEST(Pth, StackMemoAndDictMisuseAreErrors) {
   EXPECT_NE(parse_error(tensor_zip("\x80\x02K\x01.", 0)).find("not a state dict"), std::string::npos);
 }
 
+TEST(Pth, MemoCopiesAreCapped) {
+  // A 32 KiB string put in the memo once and copied into a dict 2 x 1100 times: ~70 MiB from 40 KiB.
+  std::string p = "\x80\x02" + binunicode(std::string(32768, 'a')) + std::string("q\0}", 3);
+  for (int i = 0; i < 1100; ++i) p += std::string("h\0h\0s", 5);
+  p += ".";
+  const std::string e = parse_error(tensor_zip(p, 0));
+  EXPECT_NE(e.find("memo copies exceed"), std::string::npos) << e;
+  // A legacy (non-zip) torch.save file is named as such.
+  std::string legacy("\x80\x02}q\0.", 6);
+  legacy += std::string(32, '\0');
+  EXPECT_NE(parse_error(std::vector<uint8_t>(legacy.begin(), legacy.end())).find("legacy"),
+            std::string::npos);
+}
+
 TEST(Pth, StorageAndViewBoundsAreChecked) {
   // The entry holds 20 bytes but the storage claims 12 halfs (24 bytes).
   std::string e = parse_error(tensor_zip(tensor_pickle(12, 0, 3, 4), 20));

@@ -58,7 +58,13 @@ std::vector<ZipEntry> read_zip_directory(std::span<const uint8_t> bytes, const s
       break;
     }
   }
-  if (eocd == UINT64_MAX) fail(what, ": not a zip archive (no end-of-central-directory record)");
+  if (eocd == UINT64_MAX) {
+    if (b[0] == 0x80 && b[1] == 0x02)
+      fail(what,
+           ": a pickle, not a zip archive: the legacy (torch < 1.6) torch.save format is not supported; "
+           "re-save the file with a current torch");
+    fail(what, ": not a zip archive (no end-of-central-directory record)");
+  }
   uint64_t n_entries = rd_le(b + eocd + 10, 2);
   uint64_t cd_size = rd_le(b + eocd + 12, 4);
   uint64_t cd_off = rd_le(b + eocd + 16, 4);
@@ -499,7 +505,8 @@ class Unpickler {
           const size_t m = pop_mark();
           if ((stack_.size() - m) % 2) err("SETITEMS with an odd number of values");
           Dict& d = dict_below(m, "SETITEMS");
-          for (size_t i = m; i < stack_.size(); i += 2) d.items.emplace_back(stack_[i], stack_[i + 1]);
+          for (size_t i = m; i < stack_.size(); i += 2)
+            d.items.emplace_back(std::move(stack_[i]), std::move(stack_[i + 1]));
           stack_.resize(m);
           break;
         }
@@ -590,14 +597,21 @@ class Unpickler {
     v.s = g;
     push(std::move(v));
   }
+  // Strings are copied by value; their total is capped so a small file cannot expand without bound.
+  void charge(const Value& v) {
+    copied_ += v.s.size();
+    if (copied_ > kPthMaxCopiedBytes) err("memo copies exceed ", kPthMaxCopiedBytes, " bytes of strings");
+  }
   void memo_put(uint64_t idx) {
     need(1);
     if (idx >= kPthMaxMemo) err("memo index ", idx, " is over the limit ", kPthMaxMemo);
+    charge(stack_.back());
     memo_[idx] = stack_.back();
   }
   void memo_get(uint64_t idx) {
     auto it = memo_.find(idx);
     if (it == memo_.end()) err("memo index ", idx, " was never stored");
+    charge(it->second);
     push(it->second);
   }
   Dict& dict_top(const char* op) {
@@ -684,7 +698,7 @@ class Unpickler {
 
   std::span<const uint8_t> b_;
   std::string what_;
-  size_t pos_ = 0, op_at_ = 0;
+  size_t pos_ = 0, op_at_ = 0, copied_ = 0;
   std::vector<Value> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Value> memo_;

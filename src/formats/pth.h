@@ -35,9 +35,10 @@
 
 namespace llamarun {
 
-constexpr size_t kPthMaxStack = 1 << 20;  // values on the unpickler stack
-constexpr size_t kPthMaxMemo = 1 << 24;   // memo entries
-constexpr size_t kPthMaxOps = 1 << 27;    // opcodes executed
+constexpr size_t kPthMaxStack = 1 << 16;        // values on the unpickler stack
+constexpr size_t kPthMaxMemo = 1 << 20;         // memo index (a 70B shard's state dict uses ~10k)
+constexpr size_t kPthMaxCopiedBytes = 1 << 26;  // string bytes copied by memo puts/gets (no memory bombs)
+constexpr size_t kPthMaxOps = 1 << 27;          // opcodes executed
 constexpr size_t kPthMaxTensorDims = 8;
 
 // One stored (uncompressed) entry of a zip archive.
