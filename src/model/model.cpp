@@ -47,7 +47,12 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     // Meta's layout = GGUF's (names mapped, interleaved RoPE pairs): see formats/pth_meta.h.
     m->cfg = config_from_meta_params(read_text_file(path + "/params.json"), *m->weights, path + "/params.json");
     if (const std::string td = meta_tokenizer_dir(path); opts.load_tokenizer && !td.empty()) {
-      m->tokenizer = load_tokenizer_dir(td);
+      try {
+        m->tokenizer = load_tokenizer_dir(td);
+      } catch (const Error& e) {
+        fail(e.what(), " (Meta checkpoints: the SentencePiece tokenizer.model of Llama 1/2 is supported; Llama 3's "
+             "tiktoken tokenizer.model is not yet)");
+      }
       m->cfg.bos_id = m->tokenizer->bos_id();
       if (m->tokenizer->eos_id() >= 0) m->cfg.eos_ids = {m->tokenizer->eos_id()};
     }
