@@ -31,7 +31,7 @@ int cmd_info(int argc, char** argv) {
 
   nlohmann::json j;
   j["path"] = m->path;
-  j["format"] = m->gguf ? "gguf" : "safetensors";
+  j["format"] = m->gguf ? "gguf" : m->meta ? "meta-pth" : "safetensors";
   j["architecture"] = c.architecture;
   j["config"] = {{"vocab_size", c.vocab_size},
                  {"hidden_size", c.hidden_size},

@@ -10,7 +10,7 @@
 namespace llamarun::cli {
 
 std::vector<OptSpec> model_opts() {
-  return {{"--model", "-m", true, "model directory (Hugging Face) or GGUF file", "the default model"},
+  return {{"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file", "the default model"},
           {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
           {"--threads", "-t", true, "CPU threads", "all cores"},
           {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16",

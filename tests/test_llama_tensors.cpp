@@ -173,8 +173,9 @@ TEST(LlamaTensorTable, GoldenFixturesHoldExactlyTheTablesTensors) {
         if (!(s.role == LlamaTensor::kLmHead && hc.tie_embeddings)) {
           const std::string name = llama_tensor_name(s.role, l, TensorNaming::kHf);
           want.insert(name);
-          if (const TensorInfo* t = hf.find(name))
+          if (const TensorInfo* t = hf.find(name)) {
             EXPECT_EQ(t->shape, llama_tensor_shape(s.role, hc)) << name;
+          }
         }
     for (const auto& [name, _] : hf.tensors) got.insert(name);
     EXPECT_EQ(got, want);
@@ -288,7 +289,9 @@ Weights tiny_weights(TensorNaming n, bool with_head, DType mat = DType::F16) {
 
 std::string bind_error(const LlamaConfig& c, const WeightMap& wm, TensorNaming n) {
   std::string m = error_of([&] { bind_llama_weights(c, wm, n, "m/model"); });
-  if (!m.empty()) EXPECT_EQ(m.rfind("m/model: ", 0), 0u) << m;
+  if (!m.empty()) {
+    EXPECT_EQ(m.rfind("m/model: ", 0), 0u) << m;
+  }
   return m;
 }
 

@@ -40,6 +40,8 @@ struct WeightMap {
   std::map<std::string, TensorInfo> tensors;
   std::map<std::string, MetaValue> meta;           // GGUF key/values; empty for safetensors
   std::vector<std::shared_ptr<MappedFile>> files;  // keep the mappings alive
+  // Tensor data built while loading (e.g. model-parallel shards joined), owned here.
+  std::vector<std::shared_ptr<std::vector<uint8_t>>> buffers;
 
   const TensorInfo* find(const std::string& name) const {
     auto it = tensors.find(name);

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "formats/model_files.h"
+#include "model/meta_checkpoint.h"
 
 namespace llamarun {
 
@@ -41,7 +42,21 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (!file_exists(path)) fail(path, ": no such file or directory");
   m->weights = std::make_shared<WeightMap>(load_weights(path));
   m->gguf = !is_directory(path);
-  if (m->gguf) {
+  m->meta = !m->gguf && is_meta_checkpoint_dir(path);
+  if (m->meta) {
+    // Meta's layout = GGUF's (names mapped, interleaved RoPE pairs): see model/meta_checkpoint.h.
+    m->cfg = config_from_meta_params(read_text_file(path + "/params.json"), *m->weights, path + "/params.json");
+    if (const std::string td = meta_tokenizer_dir(path); opts.load_tokenizer && !td.empty()) {
+      try {
+        m->tokenizer = load_tokenizer_dir(td);
+      } catch (const Error& e) {
+        fail(e.what(), " (Meta checkpoints: the SentencePiece tokenizer.model of Llama 1/2 is supported; Llama 3's "
+             "tiktoken tokenizer.model is not yet)");
+      }
+      m->cfg.bos_id = m->tokenizer->bos_id();
+      if (m->tokenizer->eos_id() >= 0) m->cfg.eos_ids = {m->tokenizer->eos_id()};
+    }
+  } else if (m->gguf) {
     m->cfg = config_from_gguf(*m->weights, path);
     if (auto it = m->weights->meta.find("tokenizer.chat_template"); it != m->weights->meta.end())
       if (auto* s = std::get_if<std::string>(&it->second)) m->chat_template = *s;
@@ -70,7 +85,7 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (m->tokenizer && m->tokenizer->vocab_size() > m->cfg.vocab_size)
     fail(path, ": the tokenizer has ", m->tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
          m->cfg.vocab_size);
-  LlamaWeights w = bind_llama_weights(m->cfg, *m->weights, m->gguf ? TensorNaming::kGguf : TensorNaming::kHf, path);
+  LlamaWeights w = bind_llama_weights(m->cfg, *m->weights, m->gguf_names() ? TensorNaming::kGguf : TensorNaming::kHf, path);
   const bool bf16_ckpt = w.tok_embd.dtype == DType::BF16;
   m->llama = std::make_unique<LlamaModel>(m->cfg, std::move(w), opts.max_batch);
   if (opts.activations == "bf16") m->llama->options().emulate_bf16 = true;

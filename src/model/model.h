@@ -23,6 +23,8 @@ struct LoadOptions {
 struct Model {
   std::string path;
   bool gguf = false;
+  bool meta = false;  // a Meta checkpoint directory (tensors under GGUF names, see model/meta_checkpoint.h)
+  bool gguf_names() const { return gguf || meta; }
   LlamaConfig cfg;
   std::shared_ptr<WeightMap> weights;
   std::unique_ptr<Tokenizer> tokenizer;  // null when the source has none (or load_tokenizer false)
@@ -34,7 +36,7 @@ struct Model {
   size_t weight_bytes() const { return weights ? weights->total_bytes() : 0; }
 };
 
-// `path`: a GGUF file or a Hugging Face model directory. Throws Error naming the path and problem.
+// `path`: a GGUF file, a Hugging Face model directory or a Meta checkpoint directory. Throws Error naming the path and problem.
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opts = {});
 
 // The default model's path (models/SmolLM2-135M-Instruct.Q4_1.gguf, searched next to the
