@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common.h"
 #include "model/model.h"
 
 namespace llamarun::cli {
@@ -21,7 +22,7 @@ int cmd_info(int argc, char** argv) {
   }
   LoadOptions lo;
   lo.max_batch = 1;
-  auto m = load_model(args.str("--model", default_model_path()), lo);
+  auto m = load_model(model_path_from(args), lo);
   const LlamaConfig& c = m->cfg;
   const long long ctx = args.integer("--ctx", c.max_position);
   const size_t kv_per_token = size_t(2) * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float);

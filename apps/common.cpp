@@ -6,6 +6,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_step_model.h"
+#endif
 
 namespace llamarun::cli {
 
@@ -65,6 +68,33 @@ std::string device_from(const Args& args) {
   return d;
 }
 
+std::string model_path_from(const Args& args) {
+  return args.has("--model") ? args.str("--model") : default_model_path();
+}
+
+std::unique_ptr<Engine> make_engine(const Args& args, Model& model, const std::string& device, int ctx,
+                                    EngineConfig ec, std::unique_ptr<StepModel> backend) {
+  (void)args;  // --act, for the GPU only
+  ec.max_model_len = ctx;
+  if (ec.num_blocks <= 0) {
+    // One sequence of ctx tokens, plus the scheduler's admission watermark (1%) and a spare block.
+    const int blocks = (ctx + ec.block_size - 1) / ec.block_size;
+    ec.num_blocks = blocks + blocks / 99 + 2;
+  }
+  if (!backend && is_cuda_device(device)) {
+#ifdef LLAMARUN_WITH_CUDA
+    CudaLlamaOptions co;
+    co.device = device;
+    co.dtype = gpu_dtype_from(args, model);
+    co.max_context = ctx;
+    backend = make_cuda_step_model(model, co);
+#else
+    fail("--device ", device, ": this build has no CUDA backend; rebuild with -DLLAMARUN_CUDA=ON");
+#endif
+  }
+  return std::make_unique<Engine>(model, ec, std::move(backend));
+}
+
 std::unique_ptr<Model> open_model(const Args& args) {
   if (args.has("--threads")) {
     long long t = args.integer("--threads", 0);
@@ -73,7 +103,7 @@ std::unique_ptr<Model> open_model(const Args& args) {
   }
   LoadOptions lo;
   lo.activations = args.str("--act", "auto");
-  return load_model(args.str("--model", default_model_path()), lo);
+  return load_model(model_path_from(args), lo);
 }
 
 int context_size(const Args& args, const Model& m) {
