@@ -16,7 +16,9 @@ std::vector<OptSpec> model_opts() {
   return {{"--model", "-m", true, "model directory (Hugging Face) or GGUF file", "the default model"},
           {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
           {"--threads", "-t", true, "CPU threads", "all cores"},
-          {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16",
+          {"--act", "", true,
+           "activation precision. CPU: auto (bf16 rounding for bf16 checkpoints), f32 or bf16. "
+           "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
            "auto"}};
 }
 
@@ -102,7 +104,17 @@ std::unique_ptr<Model> open_model(const Args& args) {
     omp_set_num_threads(int(t));
   }
   LoadOptions lo;
-  lo.activations = args.str("--act", "auto");
+  const std::string act = args.str("--act", "auto");
+  if (is_cuda_device(args.str("--device", "cpu"))) {
+    // The GPU's dtype comes from gpu_dtype_from(); the host model only supplies config and weights.
+    if (act != "auto" && act != "f16" && act != "bf16")
+      fail("--act ", act, " with --device ", args.str("--device"), ": use auto, f16 or bf16");
+    lo.activations = act == "bf16" ? "bf16" : "auto";
+  } else {
+    if (act != "auto" && act != "f32" && act != "bf16")
+      fail("--act ", act, " on the CPU: use auto, f32 or bf16 (f16 is for --device cuda)");
+    lo.activations = act;
+  }
   return load_model(model_path_from(args), lo);
 }
 
