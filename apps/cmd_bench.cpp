@@ -9,8 +9,8 @@
 #include <random>
 
 #include "backends/cpu/machine_peak.h"
-#include "common.h"
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "engine/generate.h"
 #include "model/random_model.h"
@@ -79,7 +79,8 @@ Shape fit_shape(int pp, int tg, int depth, int max_position) {
                  "(the last decode step writes position %d)\n",
                  depth, s.tg, max_position, s.tg, s.depth, s.depth + s.tg - 1);
   }
-  if (s.pp < 1 || s.tg < 1 || s.depth < 0) fail("bench: the model's ", max_position, " positions are too few");
+  if (s.pp < 1 || s.tg < 1 || s.depth < 0)
+    fail("bench: the model's ", max_position, " positions are too few");
   s.ctx = std::max(s.pp + 1, std::max(s.depth, 1) + s.tg + 1);
   return s;
 }
@@ -182,12 +183,24 @@ int bench_cuda(const Args& args, const std::string& device) {
                    {"dtype", dtype_name(co.dtype)},
                    {"weight_bytes_streamed_per_token", wbytes},
                    {"load", {{"seconds", bs.load_seconds}, {"bytes", bs.load_bytes}, {"gb_per_s", load_gbs}}},
-                   {"memory", {{"weights_bytes", bs.device_weight_bytes}, {"kv_bytes", bs.device_kv_bytes},
-                               {"total_bytes", bs.device_bytes}, {"peak_bytes", bs.device_peak_bytes}}},
-                   {"pp", {{"tokens", sh.pp}, {"tok_per_s_median", pps.median}, {"tok_per_s_min", pps.min},
-                           {"tok_per_s_max", pps.max}, {"tflops", pp_tflops}}},
-                   {"tg", {{"tokens", sh.tg}, {"depth", sh.depth}, {"tok_per_s_median", tgs.median},
-                           {"tok_per_s_min", tgs.min}, {"tok_per_s_max", tgs.max}, {"gbs", tg_gbs}}},
+                   {"memory",
+                    {{"weights_bytes", bs.device_weight_bytes},
+                     {"kv_bytes", bs.device_kv_bytes},
+                     {"total_bytes", bs.device_bytes},
+                     {"peak_bytes", bs.device_peak_bytes}}},
+                   {"pp",
+                    {{"tokens", sh.pp},
+                     {"tok_per_s_median", pps.median},
+                     {"tok_per_s_min", pps.min},
+                     {"tok_per_s_max", pps.max},
+                     {"tflops", pp_tflops}}},
+                   {"tg",
+                    {{"tokens", sh.tg},
+                     {"depth", sh.depth},
+                     {"tok_per_s_median", tgs.median},
+                     {"tok_per_s_min", tgs.min},
+                     {"tok_per_s_max", tgs.max},
+                     {"gbs", tg_gbs}}},
                    {"reps", reps}};
   if (args.has("--json")) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -196,8 +209,8 @@ int bench_cuda(const Args& args, const std::string& device) {
   std::printf("model %s | %s | %s | %.2f GB streamed per token\n", model_name.c_str(),
               engine->backend_name().c_str(), dtype_name(co.dtype), wbytes / 1e9);
   std::printf("memory: weights %.2f GB, KV %.2f GB, peak %.2f GB | load %.2f s (%.1f GB/s)\n",
-              bs.device_weight_bytes / 1e9, bs.device_kv_bytes / 1e9, bs.device_peak_bytes / 1e9, bs.load_seconds,
-              load_gbs);
+              bs.device_weight_bytes / 1e9, bs.device_kv_bytes / 1e9, bs.device_peak_bytes / 1e9,
+              bs.load_seconds, load_gbs);
   std::printf("pp%-5d %9.1f tok/s (min %.1f, max %.1f) | %.1f TFLOP/s\n", sh.pp, pps.median, pps.min, pps.max,
               pp_tflops);
   std::printf("tg%-5d %9.1f tok/s (min %.1f, max %.1f) at depth %d | %.1f GB/s (weights + KV)\n", sh.tg,
@@ -210,23 +223,26 @@ int bench_cuda(const Args& args, const std::string& device) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench",
-            "Measure prompt processing (pp) and generation (tg) speed through the serving engine, with the\n"
-            "machine's read bandwidth and FLOP peak measured in the same run (CPU). Reports medians over\n"
-            "repetitions. pp: one step of the whole prompt; tg: greedy decode after a prompt of --depth tokens.",
-            {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
-             {"--random-weights", "", true, "use a random model of a preset shape: tiny, smollm2-135m, llama-1b, llama2-7b", ""},
-             {"--dtype", "", true, "weight dtype for --random-weights: f32, f16, bf16, q8_0, q4_0, q4_1", "bf16"},
-             {"--pp", "", true, "prompt tokens for the pp test", "512"},
-             {"--tg", "", true, "tokens generated in the tg test", "64"},
-             {"--depth", "", true, "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
-             {"--reps", "-r", true, "repetitions", "3"},
-             {"--threads", "-t", true, "CPU threads", "all cores"},
-             {"--device", "", true,
-              "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
-              "llamarun_bench_cuda)",
-              "cpu"},
-             {"--json", "", false, "print one JSON object", ""}});
+  Args args(
+      "bench",
+      "Measure prompt processing (pp) and generation (tg) speed through the serving engine, with the\n"
+      "machine's read bandwidth and FLOP peak measured in the same run (CPU). Reports medians over\n"
+      "repetitions. pp: one step of the whole prompt; tg: greedy decode after a prompt of --depth tokens.",
+      {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
+       {"--random-weights", "", true,
+        "use a random model of a preset shape: tiny, smollm2-135m, llama-1b, llama2-7b", ""},
+       {"--dtype", "", true, "weight dtype for --random-weights: f32, f16, bf16, q8_0, q4_0, q4_1", "bf16"},
+       {"--pp", "", true, "prompt tokens for the pp test", "512"},
+       {"--tg", "", true, "tokens generated in the tg test", "64"},
+       {"--depth", "", true,
+        "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
+       {"--reps", "-r", true, "repetitions", "3"},
+       {"--threads", "-t", true, "CPU threads", "all cores"},
+       {"--device", "", true,
+        "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
+        "llamarun_bench_cuda)",
+        "cpu"},
+       {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);

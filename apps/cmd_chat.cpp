@@ -74,15 +74,17 @@ int cmd_chat(int argc, char** argv) {
     }
     if (line.empty()) continue;
     history.push_back({"user", line});
-    std::vector<int32_t> ids = tok.encode(render_chat(fmt, history, /*add_generation_prompt=*/true, chat_opts),
-                                          /*parse_special=*/true);
+    std::vector<int32_t> ids =
+        tok.encode(render_chat(fmt, history, /*add_generation_prompt=*/true, chat_opts),
+                   /*parse_special=*/true);
     // The conversation outgrew the context: drop the oldest turns (never the system prompt nor this
     // message) until the prompt leaves room for a reply.
     const size_t first = history.front().role == "system" ? 1 : 0;
     int dropped = 0;
     while (int(ids.size()) + reply_room > ctx && history.size() > first + 1) {
       history.erase(history.begin() + first);  // a user message and the reply to it
-      if (history.size() > first + 1 && history[first].role == "assistant") history.erase(history.begin() + first);
+      if (history.size() > first + 1 && history[first].role == "assistant")
+        history.erase(history.begin() + first);
       ++dropped;
       ids = tok.encode(render_chat(fmt, history, true, chat_opts), true);
     }
@@ -107,8 +109,8 @@ int cmd_chat(int argc, char** argv) {
     std::fputs("\n", stdout);
     std::fflush(stdout);
     history.push_back({"assistant", r.text});
-    std::fprintf(stderr, "[%zu tokens, %.1f tok/s; %d of %zu prompt tokens from the cache]\n", r.token_ids.size(),
-                 r.gen_tok_per_s(), r.cached_prompt_tokens, ids.size());
+    std::fprintf(stderr, "[%zu tokens, %.1f tok/s; %d of %zu prompt tokens from the cache]\n",
+                 r.token_ids.size(), r.gen_tok_per_s(), r.cached_prompt_tokens, ids.size());
   }
   return 0;
 }

@@ -76,19 +76,20 @@ TEST(CliNewUser, ModelFlagWorksWithoutTheDefaultModel) {
   EXPECT_NE(none.exit_code, 0);
   EXPECT_NE(none.err.find("default model"), std::string::npos) << none.err;
 
-  RunResult gen = run_without_default_model(root.path, {"generate", "-m", dir, "-p", "a b c", "-n", "4", "--temp",
-                                                        "0", "--ignore-eos", "--json"});
+  RunResult gen = run_without_default_model(
+      root.path, {"generate", "-m", dir, "-p", "a b c", "-n", "4", "--temp", "0", "--ignore-eos", "--json"});
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
   EXPECT_EQ(nlohmann::json::parse(gen.out)["token_ids"].size(), 4u);
   RunResult info = run_without_default_model(root.path, {"info", "-m", gguf});
   EXPECT_EQ(info.exit_code, 0) << info.err;
-  RunResult tok = run_without_default_model(root.path, {"tokenize", "-m", dir + "/tokenizer.json", "-p", "a b",
-                                                        "--ids"});
+  RunResult tok =
+      run_without_default_model(root.path, {"tokenize", "-m", dir + "/tokenizer.json", "-p", "a b", "--ids"});
   EXPECT_EQ(tok.exit_code, 0) << tok.err;
-  RunResult bench = run_without_default_model(root.path, {"bench", "-m", gguf, "--pp", "8", "--tg", "4", "-r", "1",
-                                                          "--json"});
+  RunResult bench = run_without_default_model(
+      root.path, {"bench", "-m", gguf, "--pp", "8", "--tg", "4", "-r", "1", "--json"});
   EXPECT_EQ(bench.exit_code, 0) << bench.err;
-  RunResult chat = run_without_default_model(root.path, {"chat", "-m", dir, "-n", "4", "--temp", "0"}, "hello\n");
+  RunResult chat =
+      run_without_default_model(root.path, {"chat", "-m", dir, "-n", "4", "--temp", "0"}, "hello\n");
   EXPECT_EQ(chat.exit_code, 0) << chat.err;
 }
 
@@ -132,7 +133,8 @@ TEST(CliNewUser, ActOptionAsDocumented) {
   EXPECT_NE(readme.find("--act auto|f16|bf16"), std::string::npos);
   EXPECT_NE(readme.find("`auto|f32|bf16`"), std::string::npos);
   for (const char* act_value : {"f32", "bf16", "auto"}) {
-    RunResult ok = run_llamarun({"generate", "-m", kGolden + "/mha_tied", "-p", "x", "--act", act_value, "-n", "1"});
+    RunResult ok =
+        run_llamarun({"generate", "-m", kGolden + "/mha_tied", "-p", "x", "--act", act_value, "-n", "1"});
     // mha_tied has no tokenizer: the run gets past option checking to the tokenizer.
     EXPECT_NE(ok.err.find("no tokenizer"), std::string::npos) << act_value << ": " << ok.err;
   }
@@ -146,15 +148,15 @@ TEST(CliNewUser, ChatDropsTheOldestTurnsPastTheContext) {
   std::string input;
   for (int i = 0; i < 12; ++i) input += "hi\n";
   // One turn takes ~90 tokens with this byte-level vocabulary: every turn after the first overflows.
-  RunResult r = run_llamarun({"chat", "-m", dir, "--ctx", "128", "-n", "8", "--temp", "0", "--ignore-eos",
-                              "--system", "x"},
-                             input);
+  RunResult r = run_llamarun(
+      {"chat", "-m", dir, "--ctx", "128", "-n", "8", "--temp", "0", "--ignore-eos", "--system", "x"}, input);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("dropped the"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("llamarun chat: the prompt"), std::string::npos) << r.err;
   // Every turn answered (8 tokens each), and later turns reuse the conversation from the prefix cache.
   size_t turns = 0;
-  for (size_t p = r.err.find("[8 tokens"); p != std::string::npos; p = r.err.find("[8 tokens", p + 1)) ++turns;
+  for (size_t p = r.err.find("[8 tokens"); p != std::string::npos; p = r.err.find("[8 tokens", p + 1))
+    ++turns;
   EXPECT_EQ(turns, 12u) << r.err;
   std::regex turn(R"(\[8 tokens, [0-9.]+ tok/s; ([0-9]+) of ([0-9]+) prompt tokens from the cache\])");
   int reused = 0;

@@ -32,8 +32,8 @@ void check_rss(const std::string& path) {
   auto m = load_model(path, lo);
   const size_t after_load = rss_bytes();
   const double w = double(m->weight_bytes());
-  EXPECT_LE(double(after_load - before), 1.10 * w) << "after load: " << (after_load - before) / 1e6 << " MB resident for "
-                                                   << w / 1e6 << " MB of weights";
+  EXPECT_LE(double(after_load - before), 1.10 * w)
+      << "after load: " << (after_load - before) / 1e6 << " MB resident for " << w / 1e6 << " MB of weights";
   std::vector<int32_t> ids{1, 2, 3};
   m->llama->prompt_logits(ids);  // touches every weight
   const size_t after_fwd = rss_bytes();

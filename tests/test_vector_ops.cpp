@@ -59,6 +59,30 @@ TEST(RmsNorm, MatchesReferenceAllLevels) {
   }
 }
 
+// ops::rms_norm is the forward pass's norm: the scalar reference's f64 sum of squares exactly, and with
+// emulate_bf16 every output a bf16 value within bf16 rounding (two roundings) of the reference.
+TEST(RmsNorm, FrontEndIsTheScalarReferenceAndRoundsToBf16) {
+  const float eps = 1e-6f;
+  for (int64_t D : kSizes) {
+    const int64_t rows = 3;
+    const std::vector<float> x = randn(rows * D, uint32_t(D) + 5, 3.f);
+    const std::vector<float> wf = randn(D, uint32_t(D) + 6);
+    std::vector<uint16_t> wb16(static_cast<size_t>(D));
+    for (int64_t i = 0; i < D; ++i) wb16[i] = f32_to_bf16(wf[i]);
+    for (auto [wt, wp] : {std::pair<DType, const void*>{DType::F32, wf.data()}, {DType::BF16, wb16.data()}}) {
+      std::vector<float> ref(x.size()), out(x.size()), out_bf(x.size());
+      cpu::rms_norm_scalar(x.data(), wt, wp, eps, rows, D, ref.data());
+      rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out.data());
+      rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out_bf.data(), /*emulate_bf16=*/true);
+      for (size_t i = 0; i < out.size(); ++i) {
+        ASSERT_EQ(out[i], ref[i]) << "D=" << D << " i=" << i;
+        ASSERT_EQ(out_bf[i], bf16_to_f32(f32_to_bf16(out_bf[i]))) << "not a bf16 value: D=" << D << " i=" << i;
+        ASSERT_NEAR(out_bf[i], ref[i], 2 * std::ldexp(std::fabs(ref[i]), -8) + 1e-30) << "D=" << D << " i=" << i;
+      }
+    }
+  }
+}
+
 TEST(RmsNorm, KnownValuesAndInPlace) {
   // x = (3, 4): mean square = 12.5; w = (1, 2).
   std::vector<float> x = {3.f, 4.f};

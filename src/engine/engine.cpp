@@ -79,6 +79,19 @@ class CpuStepModel final : public StepModel {
   }
   bool device_argmax() const override { return false; }
   std::string name() const override { return "cpu"; }
+  BackendStats backend_stats() const override {
+    // The weights stay in the host's mmap: no load time, no device memory.
+    BackendStats s;
+    const LlamaWeights& w = m_.weights();
+    auto bytes = [](const WeightView& v) { return v.row_bytes() * size_t(v.rows); };
+    s.weight_bytes_per_token = bytes(w.lm_head) + bytes(w.out_norm);
+    for (const LlamaLayerWeights& L : w.layers)
+      s.weight_bytes_per_token += bytes(L.attn_norm) + bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo) +
+                                  bytes(L.ffn_norm) + bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down);
+    const LlamaConfig& c = m_.config();
+    s.kv_bytes_per_position = 2 * size_t(c.num_layers) * c.num_kv_heads * c.head_dim * sizeof(float);
+    return s;
+  }
 
  private:
   LlamaModel& m_;

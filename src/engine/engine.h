@@ -113,8 +113,8 @@ class Engine {
   // running and waiting requests finish first (up to timeout_s), then cancels the rest (their
   // callbacks run on the caller's thread). A forward pass still running then is abandoned (the CPU
   // forward polls BatchInput::abort twice a layer) and its sequences end "cancelled", so stop()
-  // returns within about half a layer's compute after the deadline. The engine can be start()ed again afterwards.
-  // The destructor calls stop(false).
+  // returns within about half a layer's compute after the deadline. The engine can be start()ed again
+  // afterwards. The destructor calls stop(false).
   void start();
   void stop(bool drain, double timeout_s = 30);
 

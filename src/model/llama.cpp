@@ -175,7 +175,8 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
   const int n = b.size();
   LLAMARUN_CHECK(n >= 1, "forward: empty batch");
   LLAMARUN_CHECK(b.positions.size() == size_t(n) && b.seq_index.size() == size_t(n), "forward: ", n,
-                 " tokens but ", b.positions.size(), " positions and ", b.seq_index.size(), " sequence indices");
+                 " tokens but ", b.positions.size(), " positions and ", b.seq_index.size(),
+                 " sequence indices");
   LLAMARUN_CHECK(kv.n_layers() == cfg_.num_layers && kv.n_kv_heads() == KVH && kv.head_dim() == hd,
                  "forward: the KV pool's shape (", kv.n_layers(), " layers, ", kv.n_kv_heads(),
                  " kv heads, head_dim ", kv.head_dim(), ") does not match the model");
@@ -194,7 +195,8 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
     LLAMARUN_CHECK(blk >= 0 && blk < kv.num_blocks(), "forward: block ", blk, " outside the pool of ",
                    kv.num_blocks());
   }
-  for (int r : b.logit_rows) LLAMARUN_CHECK(r >= 0 && r < n, "forward: logit row ", r, " outside the batch of ", n);
+  for (int r : b.logit_rows)
+    LLAMARUN_CHECK(r >= 0 && r < n, "forward: logit row ", r, " outside the batch of ", n);
   reserve(n);
   const bool bf = opts_.emulate_bf16;
   MatmulOptions mo;
