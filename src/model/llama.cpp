@@ -111,19 +111,23 @@ void LlamaModel::round_act(float* x, size_t n) const {
 
 namespace {
 
-// One query head over keys/values at positions 0..tpos, fetched by k_at(j) / v_at(j) (rows of hd
-// floats): scaled dot products (rounded as a bf16 model rounds them when bf), softmax with an f64
-// sum, then the probability-weighted sum of the values into out[hd]. sc: tpos + 1 floats of scratch.
-template <typename KAt, typename VAt>
-inline void attend_head(const float* q, int hd, int tpos, float scale, bool bf, KAt k_at, VAt v_at, float* sc,
-                        float* out) {
+// One query head over keys/values at positions 0..tpos, stored in blocks of bs positions: k_block(i) /
+// v_block(i) point at block i's first position (then one row of hd floats per position). Scaled dot
+// products (rounded as a bf16 model rounds them when bf), softmax with an f64 sum, then the
+// probability-weighted sum of the values into out[hd]. sc: tpos + 1 floats of scratch.
+template <typename KBlock, typename VBlock>
+inline void attend_head(const float* q, int hd, int tpos, int bs, float scale, bool bf, KBlock k_block,
+                        VBlock v_block, float* sc, float* out) {
   float mx = -INFINITY;
-  for (int j = 0; j <= tpos; ++j) {
-    float s = dot_f32(q, k_at(j), hd);
-    if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
-    else s *= scale;
-    sc[j] = s;
-    mx = std::max(mx, s);
+  for (int j = 0, blk = 0; j <= tpos; ++blk) {
+    const float* k = k_block(blk);
+    for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, k += hd) {
+      float s = dot_f32(q, k, hd);
+      if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
+      else s *= scale;
+      sc[j] = s;
+      mx = std::max(mx, s);
+    }
   }
   double sum = 0;
   for (int j = 0; j <= tpos; ++j) {
@@ -132,10 +136,13 @@ inline void attend_head(const float* q, int hd, int tpos, float scale, bool bf, 
   }
   const float inv = float(1.0 / sum);
   std::fill(out, out + hd, 0.0f);
-  for (int j = 0; j <= tpos; ++j) {
-    float p = sc[j] * inv;
-    if (bf) p = bf16_to_f32(f32_to_bf16(p));
-    axpy_f32(p, v_at(j), out, hd);
+  for (int j = 0, blk = 0; j <= tpos; ++blk) {
+    const float* v = v_block(blk);
+    for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, v += hd) {
+      float p = sc[j] * inv;
+      if (bf) p = bf16_to_f32(f32_to_bf16(p));
+      axpy_f32(p, v, out, hd);
+    }
   }
   if (bf)
     for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
@@ -163,9 +170,9 @@ void LlamaModel::attention(int layer, const BatchInput& b, const PagedKVPool& kv
     const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
     const float* q = &q_[(size_t(t) * H + h) * hd];
     float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
-    auto k_at = [&](int j) { return kv.k(layer, table[j / bs], g, 0) + size_t(j % bs) * hd; };
-    auto v_at = [&](int j) { return kv.v(layer, table[j / bs], g, 0) + size_t(j % bs) * hd; };
-    attend_head(q, hd, tpos, scale, bf, k_at, v_at, sc, &att_[(size_t(t) * H + h) * hd]);
+    auto k_block = [&](int i) { return kv.k(layer, table[i], g, 0); };
+    auto v_block = [&](int i) { return kv.v(layer, table[i], g, 0); };
+    attend_head(q, hd, tpos, bs, scale, bf, k_block, v_block, sc, &att_[(size_t(t) * H + h) * hd]);
   }
 }
 
