@@ -1,32 +1,28 @@
-// llamarun bench: llama-bench style prompt-processing (pp) and generation (tg) speed, set against
-// the machine's read bandwidth and FLOP peak measured in the same run.
+// llamarun bench: llama-bench style prompt-processing (pp) and generation (tg) speed, through the serving
+// Engine (as `generate` and `serve` run), set against the machine's read bandwidth and FLOP peak measured in
+// the same run.
 #include <omp.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
 
 #include "backends/cpu/machine_peak.h"
-#include "common.h"
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "engine/generate.h"
 #include "model/random_model.h"
 #include "ops/matmul.h"
 #ifdef LLAMARUN_WITH_CUDA
-#include "backends/cuda/cuda_llama.h"
+#include "backends/cuda/cuda_step_model.h"
 #endif
 
 namespace llamarun::cli {
 
 namespace {
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 struct Stats {
   double median = 0, min = 0, max = 0;
@@ -56,90 +52,181 @@ double linear_flops_per_token(const LlamaConfig& c) {
   return 2.0 * (c.num_layers * per_layer + D * c.vocab_size);
 }
 
-// bench --device cuda: pp and tg on the GPU through CudaLlama (model file or random weights).
+// The request shapes of one bench run, fitted to the model's context: pp prompt tokens (one step) and tg
+// decode steps after a prompt of `depth` tokens (at least one).
+struct Shape {
+  int pp = 512, tg = 64, depth = 0;
+  int ctx = 0;  // the engine's context: the longest request
+};
+
+// Fits pp, tg and depth to max_position, saying on stderr what was lowered. A pp request needs pp + 1
+// positions (the sampled token), a tg request max(depth, 1) + tg + 1.
+Shape fit_shape(int pp, int tg, int depth, int max_position) {
+  Shape s{pp, tg, depth, 0};
+  if (s.pp + 1 > max_position) {
+    s.pp = max_position - 1;
+    std::fprintf(stderr, "bench: --pp %d does not fit the model's %d positions; measuring pp%d\n", pp,
+                 max_position, s.pp);
+  }
+  if (s.tg + 2 > max_position) {
+    s.tg = max_position - 2;
+    std::fprintf(stderr, "bench: --tg %d does not fit the model's %d positions; measuring tg%d\n", tg,
+                 max_position, s.tg);
+  }
+  if (std::max(s.depth, 1) + s.tg + 1 > max_position) {
+    s.depth = max_position - s.tg - 1;
+    std::fprintf(stderr,
+                 "bench: depth %d + tg %d does not fit the model's %d positions; measuring tg%d at depth %d "
+                 "(the last decode step writes position %d)\n",
+                 depth, s.tg, max_position, s.tg, s.depth, s.depth + s.tg - 1);
+  }
+  if (s.pp < 1 || s.tg < 1 || s.depth < 0)
+    fail("bench: the model's ", max_position, " positions are too few");
+  s.ctx = std::max(s.pp + 1, std::max(s.depth, 1) + s.tg + 1);
+  return s;
+}
+
+struct Timings {
+  Stats pp, tg;
+};
+
+// pp: one request of pp tokens and max_tokens 1, computed in one step (max_batch_tokens >= pp), timed
+// from submit to its token. tg: greedy decode of tg tokens (ignore_eos) after a prompt of depth tokens,
+// timed from the first generated token. Prefix caching is off, so every repetition computes its prompt.
+Timings run_bench(Engine& engine, const Shape& sh, int reps, int vocab) {
+  std::mt19937 rng(7);
+  std::vector<int32_t> ids(size_t(std::max(sh.pp, std::max(sh.depth, 1))));
+  for (auto& t : ids) t = int32_t(rng() % uint32_t(vocab));
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  greedy.ignore_eos = true;
+  SamplingParams p = greedy;
+  p.max_tokens = 2;
+  generate(engine, std::vector<int32_t>(ids.begin(), ids.begin() + std::min(sh.pp, 16)), p);  // warm-up
+  std::vector<double> pp_tps, tg_tps;
+  // Progress on stderr (a terminal only), counted per request.
+  Progress bar("bench tokens", uint64_t(reps) * uint64_t(sh.pp + sh.tg), Progress::Unit::kCount);
+  const std::vector<int32_t> pp_prompt(ids.begin(), ids.begin() + sh.pp);
+  p.max_tokens = 1;
+  for (int r = 0; r < reps; ++r) {
+    pp_tps.push_back(sh.pp / generate(engine, pp_prompt, p).prompt_seconds);
+    bar.add(uint64_t(sh.pp));
+  }
+  const std::vector<int32_t> tg_prompt(ids.begin(), ids.begin() + std::max(sh.depth, 1));
+  p.max_tokens = sh.tg + 1;
+  for (int r = 0; r < reps; ++r) {
+    const GenerationResult g = generate(engine, tg_prompt, p);
+    if (int(g.token_ids.size()) != sh.tg + 1)
+      fail("bench: the tg request ended after ", g.token_ids.size(), " tokens (", g.finish_reason, ")");
+    tg_tps.push_back(sh.tg / g.gen_seconds);
+    bar.add(uint64_t(sh.tg));
+  }
+  bar.finish();
+  return {stats(pp_tps), stats(tg_tps)};
+}
+
+EngineConfig bench_engine_config(const Shape& sh) {
+  EngineConfig ec;
+  ec.batch_invariant = false;  // the blocked GEMM: faster prefill
+  ec.enable_prefix_caching = false;
+  ec.max_batch_tokens = std::max(sh.pp, 512);
+  ec.max_num_seqs = 1;
+  return ec;
+}
+
+// bench --device cuda: pp and tg on the GPU through the engine with the CUDA backend (model file or random
+// weights).
 int bench_cuda(const Args& args, const std::string& device) {
 #ifndef LLAMARUN_WITH_CUDA
   fail("--device ", device, ": this build has no CUDA backend; rebuild with -DLLAMARUN_CUDA=ON");
 #else
-  const int pp = int(args.integer("--pp", 512)), tg = int(args.integer("--tg", 64)),
-            depth = int(args.integer("--depth", 0)), reps = int(args.integer("--reps", 3));
-  if (pp < 1 || tg < 1 || depth < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
+  const int reps = int(args.integer("--reps", 3));
+  const int pp0 = int(args.integer("--pp", 512)), tg0 = int(args.integer("--tg", 64)),
+            depth0 = int(args.integer("--depth", 0));
+  if (pp0 < 1 || tg0 < 1 || depth0 < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
   CudaLlamaOptions co;
   co.device = device;
-  co.max_context = std::max(pp, depth + tg) + 1;
-  std::unique_ptr<CudaLlama> gpu;
   std::unique_ptr<Model> m;
   std::string model_name;
   const std::string dt = args.str("--dtype", args.has("--random-weights") ? "f16" : "auto");
+  Shape sh;
+  std::unique_ptr<StepModel> backend;
   if (args.has("--random-weights")) {
     if (dt != "f16" && dt != "bf16") fail("--dtype ", dt, " with --device ", device, ": use f16 or bf16");
     co.dtype = dt == "bf16" ? DType::BF16 : DType::F16;
-    LlamaConfig c = random_model_preset(args.str("--random-weights"));
-    if (co.max_context > c.max_position) c.max_position = co.max_context;
-    gpu = std::make_unique<CudaLlama>(c, 1, co);
+    m = std::make_unique<Model>();
+    m->cfg = random_model_preset(args.str("--random-weights"));
+    // Random weights have no trained context: make room for the requested shape.
+    m->cfg.max_position = std::max({m->cfg.max_position, pp0 + 1, std::max(depth0, 1) + tg0 + 1});
+    sh = fit_shape(pp0, tg0, depth0, m->cfg.max_position);
+    co.max_context = sh.ctx;
+    co.paged_max_tokens = bench_engine_config(sh).max_batch_tokens;  // the engine's batch limits
+    co.paged_max_seqs = bench_engine_config(sh).max_num_seqs;
+    backend = make_cuda_step_model(m->cfg, 1, co);
     model_name = "random:" + args.str("--random-weights") + ":" + dt;
   } else {
     LoadOptions lo;
     lo.max_batch = 1;
     lo.load_tokenizer = false;
-    m = load_model(args.str("--model", default_model_path()), lo);
-    if (co.max_context > m->cfg.max_position)
-      fail("bench needs a context of ", co.max_context, " tokens but the model allows ", m->cfg.max_position);
+    m = load_model(model_path_from(args), lo);
+    sh = fit_shape(pp0, tg0, depth0, m->cfg.max_position);
     const bool bf16_embd = m->llama->weights().tok_embd.dtype == DType::BF16;  // as bound by the validator
     co.dtype = dt == "bf16" || (dt == "auto" && bf16_embd) ? DType::BF16 : DType::F16;
-    gpu = std::make_unique<CudaLlama>(m->cfg, m->llama->weights(), co);  // the weights load_model bound
+    co.max_context = sh.ctx;
+    co.paged_max_tokens = bench_engine_config(sh).max_batch_tokens;  // the engine's batch limits
+    co.paged_max_seqs = bench_engine_config(sh).max_num_seqs;
+    backend = make_cuda_step_model(*m, co);
     model_name = m->path;
   }
-  const LlamaConfig& c = gpu->config();
-  std::mt19937 rng(7);
-  std::vector<int32_t> ids(std::max(pp, depth + tg));
-  for (auto& t : ids) t = int32_t(rng() % uint32_t(c.vocab_size));
-  gpu->prefill(ids.data(), std::min(pp, 16));  // warm-up (plans, graph capture below)
-  gpu->decode_step(ids[0]);
-  std::vector<double> pp_tps, tg_tps;
-  Progress bar("bench tokens", uint64_t(reps) * uint64_t(pp + tg), Progress::Unit::kCount);
-  for (int r = 0; r < reps; ++r) {
-    gpu->reset();
-    double t0 = now_s();
-    gpu->prefill(ids.data(), pp);  // returns after the logits are on the host
-    pp_tps.push_back(pp / (now_s() - t0));
-    bar.add(uint64_t(pp));
-  }
-  for (int r = 0; r < reps; ++r) {
-    gpu->reset();
-    if (depth > 0) gpu->prefill(ids.data(), depth);
-    double t0 = now_s();
-    for (int i = 0; i < tg; ++i) gpu->decode_step(ids[depth + i]);
-    tg_tps.push_back(tg / (now_s() - t0));
-    bar.add(uint64_t(tg));
-  }
-  bar.finish();
-  Stats pps = stats(pp_tps), tgs = stats(tg_tps);
-  const double wbytes = double(gpu->weight_bytes_per_token());
-  const double kv = double(gpu->kv_bytes_per_token(depth + tg / 2));
+  auto engine = make_engine(args, *m, device, sh.ctx, bench_engine_config(sh), std::move(backend));
+  const LlamaConfig& c = m->cfg;
+  const Timings t = run_bench(*engine, sh, reps, c.vocab_size);
+  const Stats &pps = t.pp, &tgs = t.tg;
+  const BackendStats bs = engine->backend_stats();
+  const double wbytes = double(bs.weight_bytes_per_token);
+  const double kv = double(bs.kv_bytes_per_position) * (sh.depth + sh.tg / 2.0);
   const double tg_gbs = tgs.median * (wbytes + kv) / 1e9;
-  const double attn_flops = 4.0 * c.num_layers * c.num_heads * c.head_dim * (pp / 2.0);
+  const double attn_flops = 4.0 * c.num_layers * c.num_heads * c.head_dim * (sh.pp / 2.0);
   const double pp_tflops = pps.median * (linear_flops_per_token(c) + attn_flops) / 1e12;
+  const double load_gbs = bs.load_seconds > 0 ? bs.load_bytes / bs.load_seconds / 1e9 : 0;
   nlohmann::json j{{"model", model_name},
                    {"device", device},
-                   {"gpu", gpu->device_name()},
-                   {"dtype", dtype_name(gpu->dtype())},
+                   {"gpu", engine->backend_name()},
+                   {"dtype", dtype_name(co.dtype)},
                    {"weight_bytes_streamed_per_token", wbytes},
-                   {"pp", {{"tokens", pp}, {"tok_per_s_median", pps.median}, {"tok_per_s_min", pps.min},
-                           {"tok_per_s_max", pps.max}, {"tflops", pp_tflops}}},
-                   {"tg", {{"tokens", tg}, {"depth", depth}, {"tok_per_s_median", tgs.median},
-                           {"tok_per_s_min", tgs.min}, {"tok_per_s_max", tgs.max}, {"gbs", tg_gbs}}},
+                   {"load", {{"seconds", bs.load_seconds}, {"bytes", bs.load_bytes}, {"gb_per_s", load_gbs}}},
+                   {"memory",
+                    {{"weights_bytes", bs.device_weight_bytes},
+                     {"kv_bytes", bs.device_kv_bytes},
+                     {"total_bytes", bs.device_bytes},
+                     {"peak_bytes", bs.device_peak_bytes}}},
+                   {"pp",
+                    {{"tokens", sh.pp},
+                     {"tok_per_s_median", pps.median},
+                     {"tok_per_s_min", pps.min},
+                     {"tok_per_s_max", pps.max},
+                     {"tflops", pp_tflops}}},
+                   {"tg",
+                    {{"tokens", sh.tg},
+                     {"depth", sh.depth},
+                     {"tok_per_s_median", tgs.median},
+                     {"tok_per_s_min", tgs.min},
+                     {"tok_per_s_max", tgs.max},
+                     {"gbs", tg_gbs}}},
                    {"reps", reps}};
   if (args.has("--json")) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("model %s | %s (%s) | %s | %.2f GB streamed per token\n", model_name.c_str(), device.c_str(),
-              gpu->device_name().c_str(), dtype_name(gpu->dtype()), wbytes / 1e9);
-  std::printf("pp%-5d %9.1f tok/s (min %.1f, max %.1f) | %.1f TFLOP/s\n", pp, pps.median, pps.min, pps.max,
+  std::printf("model %s | %s | %s | %.2f GB streamed per token\n", model_name.c_str(),
+              engine->backend_name().c_str(), dtype_name(co.dtype), wbytes / 1e9);
+  std::printf("memory: weights %.2f GB, KV %.2f GB, peak %.2f GB | load %.2f s (%.1f GB/s)\n",
+              bs.device_weight_bytes / 1e9, bs.device_kv_bytes / 1e9, bs.device_peak_bytes / 1e9,
+              bs.load_seconds, load_gbs);
+  std::printf("pp%-5d %9.1f tok/s (min %.1f, max %.1f) | %.1f TFLOP/s\n", sh.pp, pps.median, pps.min, pps.max,
               pp_tflops);
-  std::printf("tg%-5d %9.1f tok/s (min %.1f, max %.1f) at depth %d | %.1f GB/s (weights + KV)\n", tg, tgs.median,
-              tgs.min, tgs.max, depth, tg_gbs);
+  std::printf("tg%-5d %9.1f tok/s (min %.1f, max %.1f) at depth %d | %.1f GB/s (weights + KV)\n", sh.tg,
+              tgs.median, tgs.min, tgs.max, sh.depth, tg_gbs);
   std::printf("(device ceilings, graph/PDL ablations: llamarun_bench_cuda)\n");
   return 0;
 #endif
@@ -148,22 +235,26 @@ int bench_cuda(const Args& args, const std::string& device) {
 }  // namespace
 
 int cmd_bench(int argc, char** argv) {
-  Args args("bench",
-            "Measure prompt processing (pp) and generation (tg) speed on the CPU, with the machine's read\n"
-            "bandwidth and FLOP peak measured in the same run. Reports medians over repetitions.",
-            {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
-             {"--random-weights", "", true, "use a random model of a preset shape: tiny, smollm2-135m, llama-1b, llama2-7b", ""},
-             {"--dtype", "", true, "weight dtype for --random-weights: f32, f16, bf16, q8_0, q4_0, q4_1", "bf16"},
-             {"--pp", "", true, "prompt tokens for the pp test", "512"},
-             {"--tg", "", true, "tokens generated in the tg test", "64"},
-             {"--depth", "", true, "context already in the KV cache before tg", "0"},
-             {"--reps", "-r", true, "repetitions", "3"},
-             {"--threads", "-t", true, "CPU threads", "all cores"},
-             {"--device", "", true,
-              "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
-              "llamarun_bench_cuda)",
-              "cpu"},
-             {"--json", "", false, "print one JSON object", ""}});
+  Args args(
+      "bench",
+      "Measure prompt processing (pp) and generation (tg) speed through the serving engine, with the\n"
+      "machine's read bandwidth and FLOP peak measured in the same run (CPU). Reports medians over\n"
+      "repetitions. pp: one step of the whole prompt; tg: greedy decode after a prompt of --depth tokens.",
+      {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
+       {"--random-weights", "", true,
+        "use a random model of a preset shape: tiny, smollm2-135m, llama-1b, llama2-7b", ""},
+       {"--dtype", "", true, "weight dtype for --random-weights: f32, f16, bf16, q8_0, q4_0, q4_1", "bf16"},
+       {"--pp", "", true, "prompt tokens for the pp test", "512"},
+       {"--tg", "", true, "tokens generated in the tg test", "64"},
+       {"--depth", "", true,
+        "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
+       {"--reps", "-r", true, "repetitions", "3"},
+       {"--threads", "-t", true, "CPU threads", "all cores"},
+       {"--device", "", true,
+        "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
+        "llamarun_bench_cuda)",
+        "cpu"},
+       {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);
@@ -176,9 +267,9 @@ int cmd_bench(int argc, char** argv) {
     if (t < 1 || t > 1024) fail("--threads must be between 1 and 1024");
     omp_set_num_threads(int(t));
   }
-  const int pp = int(args.integer("--pp", 512)), tg = int(args.integer("--tg", 64)),
-            depth = int(args.integer("--depth", 0)), reps = int(args.integer("--reps", 3));
-  if (pp < 1 || tg < 1 || depth < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
+  const int pp0 = int(args.integer("--pp", 512)), tg0 = int(args.integer("--tg", 64)),
+            depth0 = int(args.integer("--depth", 0)), reps = int(args.integer("--reps", 3));
+  if (pp0 < 1 || tg0 < 1 || depth0 < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
   const int threads = omp_get_max_threads();
 
   std::unique_ptr<Model> m;
@@ -188,58 +279,29 @@ int cmd_bench(int argc, char** argv) {
     DType d = dt == "f32" ? DType::F32 : dt == "f16" ? DType::F16 : dt == "bf16" ? DType::BF16
             : dt == "q8_0" ? DType::Q8_0 : dt == "q4_0" ? DType::Q4_0 : dt == "q4_1" ? DType::Q4_1
             : (fail("--dtype: unknown dtype '", dt, "'"), DType::F32);
-    m = make_random_model(random_model_preset(args.str("--random-weights")), d, 1, std::min(pp, 512));
+    LlamaConfig rc = random_model_preset(args.str("--random-weights"));
+    rc.max_position = std::max({rc.max_position, pp0 + 1, std::max(depth0, 1) + tg0 + 1});
+    m = make_random_model(rc, d, 1, std::min(pp0, 512));
     model_name = "random:" + args.str("--random-weights") + ":" + dt;
   } else {
     LoadOptions lo;
-    lo.max_batch = std::min(pp, 512);
+    lo.max_batch = std::min(pp0, 512);
     lo.load_tokenizer = false;
-    m = load_model(args.str("--model", default_model_path()), lo);
+    m = load_model(model_path_from(args), lo);
     model_name = m->path;
   }
   const LlamaConfig& c = m->cfg;
-  const int ctx = std::max(pp, depth + tg) + 1;
-  if (ctx > c.max_position) fail("bench needs a context of ", ctx, " tokens but the model allows ", c.max_position);
+  const Shape sh = fit_shape(pp0, tg0, depth0, c.max_position);
+  const int pp = sh.pp, tg = sh.tg, depth = sh.depth;
 
   std::fprintf(stderr, "bench: measuring machine limits (%d threads, SIMD %s)...\n", threads, simd_level_name());
   const double bw = cpu::measure_read_bandwidth_gbs(threads);
   const double f32_peak = cpu::measure_fp32_peak_gflops(threads);
   const double bf16_peak = cpu::measure_bf16_peak_gflops(threads);
 
-  KVCache kv = m->llama->make_cache(ctx);
-  std::vector<float> logits(size_t(std::min(pp, 512)) * c.vocab_size);
-  std::mt19937 rng(7);
-  std::vector<int32_t> ids(std::max(pp, depth + tg));
-  for (auto& t : ids) t = int32_t(rng() % uint32_t(c.vocab_size));
-
-  // Warm-up: page the weights in.
-  m->llama->forward(ids.data(), 1, 0, kv, logits.data());
-
-  std::vector<double> pp_tps, tg_tps;
-  // Progress on stderr (a terminal only), counted per prefill chunk and per repetition of tg.
-  Progress bar("bench tokens", uint64_t(reps) * uint64_t(pp + tg), Progress::Unit::kCount);
-  for (int r = 0; r < reps; ++r) {
-    double t0 = now_s();
-    for (int p = 0; p < pp; p += m->llama->max_batch()) {
-      int n = std::min(m->llama->max_batch(), pp - p);
-      m->llama->forward(ids.data() + p, n, p, kv, logits.data());
-      bar.add(uint64_t(n));
-    }
-    pp_tps.push_back(pp / (now_s() - t0));
-  }
-  for (int r = 0; r < reps; ++r) {
-    // Fill the cache to `depth` (untimed), then time tg single-token steps.
-    for (int p = 0; p < depth; p += m->llama->max_batch()) {
-      int n = std::min(m->llama->max_batch(), depth - p);
-      m->llama->forward(ids.data() + p, n, p, kv, logits.data());
-    }
-    double t0 = now_s();
-    for (int i = 0; i < tg; ++i) m->llama->forward(&ids[depth + i], 1, depth + i, kv, logits.data());
-    tg_tps.push_back(tg / (now_s() - t0));
-    bar.add(uint64_t(tg));
-  }
-  bar.finish();
-  Stats pps = stats(pp_tps), tgs = stats(tg_tps);
+  auto engine = make_engine(args, *m, "cpu", sh.ctx, bench_engine_config(sh));
+  const Timings t = run_bench(*engine, sh, reps, c.vocab_size);
+  const Stats &pps = t.pp, &tgs = t.tg;
   const size_t wbytes = streamed_weight_bytes(m->llama->weights());
   const double kv_bytes_per_tok = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float) * (depth + tg / 2.0);
   const double tg_gbs = tgs.median * (wbytes + kv_bytes_per_tok) / 1e9;

@@ -1,7 +1,10 @@
-// llamarun chat: an interactive conversation using the model's chat template. The KV cache of the
-// conversation so far is reused from turn to turn.
+// llamarun chat: an interactive conversation using the model's chat template, through the serving Engine.
+// Each turn submits the whole conversation; the engine's prefix cache holds the KV of what came before,
+// so only the new turn is computed. When the conversation outgrows --ctx the oldest turns are dropped
+// (the system prompt stays).
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <iostream>
@@ -10,11 +13,8 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
-#include "engine/generator.h"
+#include "engine/generate.h"
 #include "tokenizer/chat_template.h"
-#ifdef LLAMARUN_WITH_CUDA
-#include "backends/cuda/cuda_generator.h"
-#endif
 
 namespace llamarun::cli {
 
@@ -53,28 +53,12 @@ int cmd_chat(int argc, char** argv) {
   else
     fail("--format must be auto, llama2, chatml, llama3 or zephyr, not '", fmt_name, "'");
   const ChatOptions chat_opts = chat_options_from_template(fmt, model->chat_template);
-  // One generate() for the CPU Generator and the CUDA one; both keep the conversation's KV cache.
-  std::function<GenerationResult(const std::vector<int32_t>&, const TextCallback&)> generate;
-  std::unique_ptr<Generator> cpu;
-#ifdef LLAMARUN_WITH_CUDA
-  std::unique_ptr<CudaGenerator> gpu;
-  if (is_cuda_device(device)) {
-    CudaLlamaOptions co;
-    co.device = device;
-    co.max_context = context_size(args, *model);
-    co.dtype = gpu_dtype_from(args, *model);
-    gpu = std::make_unique<CudaGenerator>(*model, co);
-    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) {
-      return gpu->generate(ids, sp, cb);
-    };
-  }
-#endif
-  if (!generate) {
-    cpu = std::make_unique<Generator>(*model, context_size(args, *model));
-    generate = [&](const std::vector<int32_t>& ids, const TextCallback& cb) {
-      return cpu->generate(ids, sp, cb);
-    };
-  }
+  const int ctx = context_size(args, *model);
+  EngineConfig ec;
+  ec.batch_invariant = false;  // one conversation at a time
+  auto engine = make_engine(args, *model, device, ctx, ec);
+  // Room kept for the reply when the conversation is trimmed to the context.
+  const int reply_room = std::max(1, std::min(sp.max_tokens, ctx / 2));
 
   std::vector<ChatMessage> history;
   if (args.has("--system")) history.push_back({"system", args.str("--system")});
@@ -90,17 +74,34 @@ int cmd_chat(int argc, char** argv) {
     }
     if (line.empty()) continue;
     history.push_back({"user", line});
-    std::string text = render_chat(fmt, history, /*add_generation_prompt=*/true, chat_opts);
-    std::vector<int32_t> ids = tok.encode(text, /*parse_special=*/true);
+    std::vector<int32_t> ids =
+        tok.encode(render_chat(fmt, history, /*add_generation_prompt=*/true, chat_opts),
+                   /*parse_special=*/true);
+    // The conversation outgrew the context: drop the oldest turns (never the system prompt nor this
+    // message) until the prompt leaves room for a reply.
+    const size_t first = history.front().role == "system" ? 1 : 0;
+    int dropped = 0;
+    while (int(ids.size()) + reply_room > ctx && history.size() > first + 1) {
+      history.erase(history.begin() + first);  // a user message and the reply to it
+      if (history.size() > first + 1 && history[first].role == "assistant")
+        history.erase(history.begin() + first);
+      ++dropped;
+      ids = tok.encode(render_chat(fmt, history, true, chat_opts), true);
+    }
+    if (dropped > 0)
+      std::fprintf(stderr,
+                   "llamarun chat: the conversation outgrew the context of %d tokens (--ctx); dropped the %d "
+                   "oldest turn%s\n",
+                   ctx, dropped, dropped == 1 ? "" : "s");
     GenerationResult r;
     try {
-      r = generate(ids, [](const std::string& piece) {
+      r = generate(*engine, ids, sp, [](const std::string& piece) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);
         std::fflush(stdout);
         return true;
       });
     } catch (const Error& e) {
-      // One bad turn (e.g. the conversation outgrew the context) does not end the session.
+      // One bad turn (e.g. a single message longer than the context) does not end the session.
       std::fprintf(stderr, "\nllamarun chat: %s\n", e.what());
       history.pop_back();
       continue;
@@ -108,7 +109,8 @@ int cmd_chat(int argc, char** argv) {
     std::fputs("\n", stdout);
     std::fflush(stdout);
     history.push_back({"assistant", r.text});
-    std::fprintf(stderr, "[%zu tokens, %.1f tok/s]\n", r.token_ids.size(), r.gen_tok_per_s());
+    std::fprintf(stderr, "[%zu tokens, %.1f tok/s; %d of %zu prompt tokens from the cache]\n",
+                 r.token_ids.size(), r.gen_tok_per_s(), r.cached_prompt_tokens, ids.size());
   }
   return 0;
 }

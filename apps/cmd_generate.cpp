@@ -1,4 +1,4 @@
-// llamarun generate: prompt in, text streamed out, timing on stderr.
+// llamarun generate: prompt in, text streamed out, timing on stderr; one request to the serving Engine.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -6,10 +6,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/mmap.h"
-#include "engine/generator.h"
-#ifdef LLAMARUN_WITH_CUDA
-#include "backends/cuda/cuda_generator.h"
-#endif
+#include "engine/generate.h"
 
 namespace llamarun::cli {
 
@@ -56,20 +53,13 @@ int cmd_generate(int argc, char** argv) {
     }
     return true;
   };
-  GenerationResult r;
-  if (is_cuda_device(device)) {
-#ifdef LLAMARUN_WITH_CUDA
-    CudaLlamaOptions co;
-    co.device = device;
-    co.max_context = context_size(args, *model);
-    co.dtype = gpu_dtype_from(args, *model);
-    CudaGenerator gen(*model, co);
-    r = gen.generate(prompt, sp, stream);
-#endif
-  } else {
-    Generator gen(*model, context_size(args, *model));
-    r = gen.generate(prompt, sp, stream);
-  }
+  // One request through the serving engine. Not batch-invariant: one sequence at a time, and the blocked
+  // GEMM prefills faster.
+  EngineConfig ec;
+  ec.batch_invariant = false;
+  ec.enable_prefix_caching = false;
+  auto engine = make_engine(args, *model, device, context_size(args, *model), ec);
+  GenerationResult r = generate(*engine, prompt, sp, stream);
   int prompt_new = int(r.prompt_ids.size()) - r.cached_prompt_tokens;
   if (json) {
     nlohmann::json j{{"text", r.text},

@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common.h"
 #include "model/llama_tensors.h"
 #include "model/model.h"
 
@@ -22,7 +23,7 @@ int cmd_info(int argc, char** argv) {
   }
   LoadOptions lo;
   lo.max_batch = 1;
-  auto m = load_model(args.str("--model", default_model_path()), lo);
+  auto m = load_model(model_path_from(args), lo);
   const LlamaConfig& c = m->cfg;
   const long long ctx = args.integer("--ctx", c.max_position);
   const size_t kv_per_token = size_t(2) * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float);
@@ -62,7 +63,7 @@ int cmd_info(int argc, char** argv) {
   j["ctx"] = ctx;
   if (args.has("--tensors") || args.has("--json")) {
     nlohmann::json ts = nlohmann::json::array();
-    const TensorNaming naming = m->gguf ? TensorNaming::kGguf : TensorNaming::kHf;
+    const TensorNaming naming = m->gguf_names() ? TensorNaming::kGguf : TensorNaming::kHf;
     for (auto& [name, t] : m->weights->tensors) {
       // Role from the one tensor table (model/llama_tensors.h); null for tensors outside it (rope_freqs).
       auto id = parse_llama_tensor_name(name, naming);

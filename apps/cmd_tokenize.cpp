@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "core/mmap.h"
 #include "formats/model_files.h"
@@ -46,7 +47,7 @@ int cmd_tokenize(int argc, char** argv) {
   if (args.has("--file")) text = read_text_file(args.str("--file"));
   else if (args.has("--prompt")) text = args.str("--prompt");
   else fail("llamarun tokenize: give the text with -p TEXT or -f FILE");
-  auto tok = open_tokenizer(args.str("--model", default_model_path()));
+  auto tok = open_tokenizer(model_path_from(args));
   std::vector<int32_t> ids;
   if (args.has("--add-bos")) {
     if (tok->bos_id() < 0) fail("llamarun tokenize: --add-bos, but this tokenizer has no BOS token");

@@ -6,6 +6,9 @@
 #include <cmath>
 
 #include "core/error.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_step_model.h"
+#endif
 
 namespace llamarun::cli {
 
@@ -13,7 +16,9 @@ std::vector<OptSpec> model_opts() {
   return {{"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file", "the default model"},
           {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
           {"--threads", "-t", true, "CPU threads", "all cores"},
-          {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16",
+          {"--act", "", true,
+           "activation precision. CPU: auto (bf16 rounding for bf16 checkpoints), f32 or bf16. "
+           "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
            "auto"}};
 }
 
@@ -63,6 +68,35 @@ std::string device_from(const Args& args) {
   return d;
 }
 
+std::string model_path_from(const Args& args) {
+  return args.has("--model") ? args.str("--model") : default_model_path();
+}
+
+std::unique_ptr<Engine> make_engine(const Args& args, Model& model, const std::string& device, int ctx,
+                                    EngineConfig ec, std::unique_ptr<StepModel> backend) {
+  (void)args;  // --act, for the GPU only
+  ec.max_model_len = ctx;
+  if (ec.num_blocks <= 0) {
+    // One sequence of ctx tokens, plus the scheduler's admission watermark (1%) and a spare block.
+    const int blocks = (ctx + ec.block_size - 1) / ec.block_size;
+    ec.num_blocks = blocks + blocks / 99 + 2;
+  }
+  if (!backend && is_cuda_device(device)) {
+#ifdef LLAMARUN_WITH_CUDA
+    CudaLlamaOptions co;
+    co.device = device;
+    co.dtype = gpu_dtype_from(args, model);
+    co.max_context = ctx;
+    co.paged_max_tokens = ec.max_batch_tokens;  // the engine's batch limits
+    co.paged_max_seqs = std::min(ec.max_num_seqs, ec.max_batch_tokens);
+    backend = make_cuda_step_model(model, co);
+#else
+    fail("--device ", device, ": this build has no CUDA backend; rebuild with -DLLAMARUN_CUDA=ON");
+#endif
+  }
+  return std::make_unique<Engine>(model, ec, std::move(backend));
+}
+
 std::unique_ptr<Model> open_model(const Args& args) {
   if (args.has("--threads")) {
     long long t = args.integer("--threads", 0);
@@ -70,8 +104,18 @@ std::unique_ptr<Model> open_model(const Args& args) {
     omp_set_num_threads(int(t));
   }
   LoadOptions lo;
-  lo.activations = args.str("--act", "auto");
-  return load_model(args.str("--model", default_model_path()), lo);
+  const std::string act = args.str("--act", "auto");
+  if (is_cuda_device(args.str("--device", "cpu"))) {
+    // The GPU's dtype comes from gpu_dtype_from(); the host model only supplies config and weights.
+    if (act != "auto" && act != "f16" && act != "bf16")
+      fail("--act ", act, " with --device ", args.str("--device"), ": use auto, f16 or bf16");
+    lo.activations = act == "bf16" ? "bf16" : "auto";
+  } else {
+    if (act != "auto" && act != "f32" && act != "bf16")
+      fail("--act ", act, " on the CPU: use auto, f32 or bf16 (f16 is for --device cuda)");
+    lo.activations = act;
+  }
+  return load_model(model_path_from(args), lo);
 }
 
 int context_size(const Args& args, const Model& m) {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "args.h"
+#include "engine/engine.h"
 #include "model/model.h"
 #include "sampling/sampling_params.h"
 
@@ -26,7 +27,17 @@ bool is_cuda_device(const std::string& device);
 // f16). Throws Error for other values.
 DType gpu_dtype_from(const Args& args, const Model& model);
 
+// --model when given, else the default model's path (looked up only then: a machine without the default
+// model runs `-m MODEL` fine).
+std::string model_path_from(const Args& args);
 std::unique_ptr<Model> open_model(const Args& args);
+
+// The engine `generate`, `chat` and `bench` run on, as the server's: `backend` when given, else the
+// model's CPU forward pass, or the CUDA backend for --device cuda (fp16/bf16 from --act).
+// ec.max_model_len becomes `ctx`, and the KV cache holds one sequence of ctx tokens (ec.num_blocks, when
+// 0); the rest of ec is used as given.
+std::unique_ptr<Engine> make_engine(const Args& args, Model& model, const std::string& device, int ctx,
+                                    EngineConfig ec = {}, std::unique_ptr<StepModel> backend = nullptr);
 // The context size: --ctx, else min(model max_position, 4096).
 int context_size(const Args& args, const Model& m);
 SamplingParams sampling_from(const Args& args, double default_temp);

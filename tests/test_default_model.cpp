@@ -8,7 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/generator.h"
+#include "engine/generate.h"
 #include "model/model.h"
 
 using namespace llamarun;
@@ -24,7 +24,12 @@ TEST(DefaultModel, MatchesTransformersOnDequantisedWeights) {
   auto g = nlohmann::json::parse(in);
   auto m = load_model(kModel);
   ASSERT_TRUE(m->tokenizer);
-  Generator gen(*m, 512);
+  EngineConfig ec;
+  ec.max_model_len = 512;
+  ec.num_blocks = 512 / ec.block_size + 2;
+  ec.enable_prefix_caching = false;
+  ec.batch_invariant = false;  // as `llamarun generate` runs
+  Engine engine(*m, ec);
   const int V = m->cfg.vocab_size;
   for (auto& c : g["cases"]) {
     const std::string name = c["name"];
@@ -34,7 +39,7 @@ TEST(DefaultModel, MatchesTransformersOnDequantisedWeights) {
     EXPECT_EQ(m->tokenizer->encode(text, /*parse_special=*/name == "chat_template"), want_ids) << name;
 
     // Logits of the last prompt position: the top-10 of transformers, f32 compute on both sides.
-    std::vector<float> logits = gen.prompt_logits(want_ids);
+    std::vector<float> logits = m->llama->prompt_logits(want_ids);
     const float* last = &logits[(want_ids.size() - 1) * size_t(V)];
     for (size_t k = 0; k < c["top_ids"].size(); ++k) {
       int id = c["top_ids"][k];
@@ -46,8 +51,7 @@ TEST(DefaultModel, MatchesTransformersOnDequantisedWeights) {
     sp.temperature = 0;
     sp.ignore_eos = true;
     sp.max_tokens = int(c["greedy"].size());
-    gen.reset();
-    GenerationResult r = gen.generate(want_ids, sp);
+    GenerationResult r = generate(engine, want_ids, sp);
     std::vector<int32_t> want = c["greedy"].get<std::vector<int32_t>>();
     ASSERT_EQ(r.token_ids.size(), want.size()) << name;
     // Compare token by token. A step whose top-2 margin in the reference is under 1e-3 is a near-tie

@@ -14,7 +14,7 @@
 #include "cli_util.h"
 #include "core/error.h"
 #include "core/mmap.h"
-#include "engine/generator.h"
+#include "engine/generate.h"
 #include "formats/pth.h"
 #include "model/meta_checkpoint.h"
 #include "model/model.h"
@@ -450,12 +450,14 @@ void expect_matches_transformers(const std::string& path) {
   ASSERT_TRUE(m->tokenizer) << path;
   EXPECT_EQ(m->tokenizer->encode("Hello world!"), (std::vector<int32_t>{15043, 3186, 29991}));
   const int V = m->cfg.vocab_size;
-  Generator gen(*m, 64);
+  EngineConfig ec;
+  ec.num_blocks = 8;  // 128 positions
+  ec.max_model_len = 64;
+  Engine engine(*m, ec);
   auto cases = golden_cases();
   ASSERT_EQ(cases.size(), 2u);
   for (auto& c : cases) {
-    gen.reset();
-    std::vector<float> logits = gen.prompt_logits(c.prompt);
+    std::vector<float> logits = m->llama->prompt_logits(c.prompt);
     const float* last = logits.data() + (c.prompt.size() - 1) * size_t(V);
     for (size_t i = 0; i < c.top5.size(); ++i)
       EXPECT_NEAR(last[c.top5[i]], c.top5_logits[i], 2e-4 + 2e-4 * std::fabs(c.top5_logits[i])) << path;
@@ -465,8 +467,7 @@ void expect_matches_transformers(const std::string& path) {
     sp.temperature = 0;
     sp.max_tokens = int(c.greedy.size());
     sp.ignore_eos = true;
-    gen.reset();
-    EXPECT_EQ(gen.generate(c.prompt, sp).token_ids, c.greedy) << path;
+    EXPECT_EQ(generate(engine, c.prompt, sp).token_ids, c.greedy) << path;
   }
 }
 

@@ -12,7 +12,6 @@
 #include "core/fp16.h"
 #include "ops/activation.h"
 #include "ops/rms_norm.h"
-#include "ops/softmax.h"
 #include "ops/vector_ops.h"
 
 using namespace llamarun;
@@ -55,6 +54,30 @@ TEST(RmsNorm, MatchesReferenceAllLevels) {
           ASSERT_NEAR(out[i], ref[i], 2e-6 * (std::fabs(ref[i]) + 1e-3))
               << "D=" << D << " dtype=" << dtype_name(wt) << " level=" << cpu::simd_level_str(k->level)
               << " i=" << i;
+      }
+    }
+  }
+}
+
+// ops::rms_norm is the forward pass's norm: the scalar reference's f64 sum of squares exactly, and with
+// emulate_bf16 every output a bf16 value within bf16 rounding (two roundings) of the reference.
+TEST(RmsNorm, FrontEndIsTheScalarReferenceAndRoundsToBf16) {
+  const float eps = 1e-6f;
+  for (int64_t D : kSizes) {
+    const int64_t rows = 3;
+    const std::vector<float> x = randn(rows * D, uint32_t(D) + 5, 3.f);
+    const std::vector<float> wf = randn(D, uint32_t(D) + 6);
+    std::vector<uint16_t> wb16(static_cast<size_t>(D));
+    for (int64_t i = 0; i < D; ++i) wb16[i] = f32_to_bf16(wf[i]);
+    for (auto [wt, wp] : {std::pair<DType, const void*>{DType::F32, wf.data()}, {DType::BF16, wb16.data()}}) {
+      std::vector<float> ref(x.size()), out(x.size()), out_bf(x.size());
+      cpu::rms_norm_scalar(x.data(), wt, wp, eps, rows, D, ref.data());
+      rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out.data());
+      rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out_bf.data(), /*emulate_bf16=*/true);
+      for (size_t i = 0; i < out.size(); ++i) {
+        ASSERT_EQ(out[i], ref[i]) << "D=" << D << " i=" << i;
+        ASSERT_EQ(out_bf[i], bf16_to_f32(f32_to_bf16(out_bf[i]))) << "not a bf16 value: D=" << D << " i=" << i;
+        ASSERT_NEAR(out_bf[i], ref[i], 2 * std::ldexp(std::fabs(ref[i]), -8) + 1e-30) << "D=" << D << " i=" << i;
       }
     }
   }
@@ -113,13 +136,15 @@ TEST(Softmax, MatchesReferenceAllLevels) {
       }
     }
   }
-  std::vector<float> all_masked(5, ninf);
-  softmax_inplace(all_masked.data(), 5);
-  for (float v : all_masked) EXPECT_EQ(v, 0.f);
-  std::vector<float> two = {0.f, std::log(3.f)};
-  softmax_inplace(two.data(), 2);
-  EXPECT_NEAR(two[0], 0.25f, 1e-7);
-  EXPECT_NEAR(two[1], 0.75f, 1e-7);
+  for (const cpu::CpuKernels* k : all_tables()) {
+    std::vector<float> all_masked(5, ninf);
+    k->softmax(all_masked.data(), 5);
+    for (float v : all_masked) EXPECT_EQ(v, 0.f);
+    std::vector<float> two = {0.f, std::log(3.f)};
+    k->softmax(two.data(), 2);
+    EXPECT_NEAR(two[0], 0.25f, 1e-7);
+    EXPECT_NEAR(two[1], 0.75f, 1e-7);
+  }
 }
 
 TEST(DotAxpy, MatchesReferenceAllLevels) {

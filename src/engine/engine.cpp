@@ -22,17 +22,10 @@
 
 namespace llamarun {
 
-namespace {
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-
 struct Request;
 
 // One choice of a request: the scheduler's Sequence plus its sampling and text state.
-struct SeqCtx {
+struct SeqState {
   Sequence seq;
   Request* req = nullptr;
   int choice = 0;
@@ -45,9 +38,16 @@ struct SeqCtx {
 struct Request {
   uint64_t id = 0;
   GenerationRequest req;
-  std::vector<std::unique_ptr<SeqCtx>> seqs;
+  std::vector<std::unique_ptr<SeqState>> seqs;
   int n_done = 0;
 };
+
+namespace {
+
+double now_s() {
+  using namespace std::chrono;
+  return duration<double>(steady_clock::now().time_since_epoch()).count();
+}
 
 // The CPU forward pass over a host PagedKVPool of f32 K / V. Logits of every row come back; the sampler
 // picks tokens.
@@ -75,10 +75,23 @@ class CpuStepModel final : public StepModel {
     return nb;
   }
   void forward(const BatchInput& b, const uint8_t*, int32_t*, float* logits) override {
-    m_.forward_batch(b, pool_, logits);
+    m_.forward(b, pool_, logits);
   }
   bool device_argmax() const override { return false; }
   std::string name() const override { return "cpu"; }
+  BackendStats backend_stats() const override {
+    // The weights stay in the host's mmap: no load time, no device memory.
+    BackendStats s;
+    const LlamaWeights& w = m_.weights();
+    auto bytes = [](const WeightView& v) { return v.row_bytes() * size_t(v.rows); };
+    s.weight_bytes_per_token = bytes(w.lm_head) + bytes(w.out_norm);
+    for (const LlamaLayerWeights& L : w.layers)
+      s.weight_bytes_per_token += bytes(L.attn_norm) + bytes(L.wq) + bytes(L.wk) + bytes(L.wv) + bytes(L.wo) +
+                                  bytes(L.ffn_norm) + bytes(L.w_gate) + bytes(L.w_up) + bytes(L.w_down);
+    const LlamaConfig& c = m_.config();
+    s.kv_bytes_per_position = 2 * size_t(c.num_layers) * c.num_kv_heads * c.head_dim * sizeof(float);
+    return s;
+  }
 
  private:
   LlamaModel& m_;
@@ -129,6 +142,8 @@ struct Engine::Impl {
 
   std::thread thread;
   bool thread_stop = false;  // under mu
+  // Raised by stop() when it stops waiting: the CPU forward polls it and abandons the step in flight.
+  std::atomic<bool> abort_step{false};
 
   Impl(Model& m, const EngineConfig& c, std::unique_ptr<StepModel> b)
       : model(m), cfg(c), backend(std::move(b)) {
@@ -155,11 +170,12 @@ struct Engine::Impl {
     sched.emplace(sc, alloc);
     ws.reserve(vocab);
     batch.batch_invariant = cfg.batch_invariant;
+    batch.abort = &abort_step;
   }
 
   int64_t capacity_tokens() const { return int64_t(cfg.num_blocks) * cfg.block_size; }
 
-  void emit(SeqCtx& sc) {
+  void emit(SeqState& sc) {
     try {
       sc.req->req.on_output(out);
     } catch (...) {
@@ -170,7 +186,7 @@ struct Engine::Impl {
   }
 
   // Ends a sequence: frees its blocks now and sends the final output (with `text` appended).
-  void finish_seq(SeqCtx& sc, const char* reason, const std::string& error = {}) {
+  void finish_seq(SeqState& sc, const char* reason, const std::string& error = {}) {
     if (sc.done) return;
     sched->finish(&sc.seq);
     sc.done = true;
@@ -189,7 +205,7 @@ struct Engine::Impl {
     }
   }
 
-  void reset_out(SeqCtx& sc) {
+  void reset_out(SeqState& sc) {
     out.request_id = sc.req->id;
     out.choice = sc.choice;
     out.tokens.clear();
@@ -207,9 +223,9 @@ struct Engine::Impl {
     }
   }
 
-  // The sequence's sampled token: stop ids, stop strings, max_tokens, context length.
+  // Samples the sequence's next token and delivers it: stop ids, stop strings, max_tokens, context length.
   // device_id >= 0: the backend's argmax, used for plain greedy sequences (row_logits unused then).
-  void postprocess(SeqCtx& sc, float* row_logits, int32_t device_id) {
+  void accept_token(SeqState& sc, float* row_logits, int32_t device_id) {
     const SamplingParams& p = sc.req->req.params;
     reset_out(sc);
     const int32_t id = device_id >= 0 ? device_id : sc.sampler->sample(row_logits, ws);
@@ -284,19 +300,33 @@ struct Engine::Impl {
     stats.backend_host_seconds = backend->host_prep_seconds();
   }
 
+  // One engine iteration: schedule -> run -> postprocess. false when there was nothing to run.
   bool step() {
     const double t0 = now_s();
+    const SchedulerOutput* so = schedule();
+    if (!so) {
+      update_stats();
+      return false;
+    }
+    const double t1 = now_s();
+    t_sched += t1 - t0;
+    const bool ran = run(*so);
+    const double t2 = now_s();
+    t_model += t2 - t1;
+    if (ran) postprocess(*so);
+    t_post += now_s() - t2;
+    update_stats();
+    return true;
+  }
+
+  // Takes in new requests and cancellations, plans the step and fills `batch` with its tokens (one
+  // sequence after another; a logits row for each chunk that samples). Null when there is no work.
+  const SchedulerOutput* schedule() {
     admit_new();
     drop_finished();
-    if (!sched->has_work()) {
-      update_stats();
-      return false;
-    }
+    if (!sched->has_work()) return nullptr;
     const SchedulerOutput& so = sched->schedule();
-    if (so.empty()) {
-      update_stats();
-      return false;
-    }
+    if (so.empty()) return nullptr;
     batch.clear();
     sample_row.clear();
     want_logits.clear();
@@ -311,8 +341,7 @@ struct Engine::Impl {
       }
       if (c.sample) {
         batch.logit_rows.push_back(batch.size() - 1);
-        const SeqCtx* sc = static_cast<const SeqCtx*>(c.seq->owner);
-        want_logits.push_back(plain_greedy(sc->req->req.params) ? 0 : 1);
+        want_logits.push_back(plain_greedy(c.seq->owner->req->req.params) ? 0 : 1);
         sample_row.push_back(rows++);
       } else {
         sample_row.push_back(-1);
@@ -322,40 +351,46 @@ struct Engine::Impl {
     }
     if (logits.size() < size_t(rows) * vocab) logits.resize(size_t(rows) * vocab);
     if (row_ids.size() < size_t(rows)) row_ids.resize(rows);
-    const bool dev_ids = backend->device_argmax();
     ++steps;
-    const double t1 = now_s();
-    t_sched += t1 - t0;
+    return &so;
+  }
+
+  // Runs the batch on the backend. On failure every sequence of the step ends ("cancelled" when the
+  // pass was aborted by stop()'s deadline, else "error" with the message) and false comes back.
+  bool run(const SchedulerOutput& so) {
+    const char* reason = "error";
+    std::string error;
     try {
       backend->forward(batch, want_logits.data(), row_ids.data(), logits.data());
-    } catch (const std::exception& e) {
-      t_model += now_s() - t1;
-      for (const ScheduledChunk& c : so.chunks) {
-        SeqCtx* sc = static_cast<SeqCtx*>(c.seq->owner);
-        reset_out(*sc);
-        finish_seq(*sc, "error", e.what());
-      }
-      update_stats();
       return true;
+    } catch (const ForwardAborted&) {
+      reason = "cancelled";
+    } catch (const std::exception& e) {
+      error = e.what();
     }
-    const double t2 = now_s();
-    t_model += t2 - t1;
+    for (const ScheduledChunk& c : so.chunks) {
+      reset_out(*c.seq->owner);
+      finish_seq(*c.seq->owner, reason, error);
+    }
+    return false;
+  }
+
+  // Advances every chunk, then samples and delivers the token of each chunk that asked for one.
+  void postprocess(const SchedulerOutput& so) {
     // Advance every chunk before any sequence finishes (finishing releases blocks).
     for (const ScheduledChunk& c : so.chunks) sched->on_computed(c);
+    const bool dev_ids = backend->device_argmax();
     for (size_t i = 0; i < so.chunks.size(); ++i) {
-      if (sample_row[i] < 0) continue;
-      SeqCtx* sc = static_cast<SeqCtx*>(so.chunks[i].seq->owner);
+      const int r = sample_row[i];
+      if (r < 0) continue;
+      SeqState& sc = *so.chunks[i].seq->owner;
       try {
-        const int r = sample_row[i];
-        postprocess(*sc, &logits[size_t(r) * vocab], dev_ids && !want_logits[r] ? row_ids[r] : -1);
+        accept_token(sc, &logits[size_t(r) * vocab], dev_ids && !want_logits[r] ? row_ids[r] : -1);
       } catch (const std::exception& e) {
-        reset_out(*sc);
-        finish_seq(*sc, "error", e.what());
+        reset_out(sc);
+        finish_seq(sc, "error", e.what());
       }
     }
-    t_post += now_s() - t2;
-    update_stats();
-    return true;
   }
 
   bool idle() const {
@@ -414,7 +449,7 @@ uint64_t Engine::submit(GenerationRequest req) {
   auto r = std::make_unique<Request>();
   const Tokenizer* tok = I.model.tokenizer.get();
   for (int i = 0; i < req.n; ++i) {
-    auto sc = std::make_unique<SeqCtx>();
+    auto sc = std::make_unique<SeqState>();
     sc->req = r.get();
     sc->seq.owner = sc.get();
     sc->choice = i;
@@ -477,7 +512,11 @@ void Engine::stop(bool drain, double timeout_s) {
       I.thread_stop = true;
       I.cv.notify_all();
     }
+    // The deadline passed (or no drain): a forward pass still running is abandoned between layers, so
+    // the thread ends within one layer's time; that step's sequences end "cancelled".
+    I.abort_step.store(true);
     I.thread.join();
+    I.abort_step.store(false);
   }
   // Whatever is left is cancelled (on the caller's thread: the engine thread is gone).
   I.admit_new();
@@ -495,6 +534,7 @@ EngineStats Engine::stats() const {
 
 const Model& Engine::model() const { return impl_->model; }
 std::string Engine::backend_name() const { return impl_->backend->name(); }
+BackendStats Engine::backend_stats() const { return impl_->backend->backend_stats(); }
 int Engine::num_kv_blocks() const { return impl_->cfg.num_blocks; }
 int Engine::max_model_len() const { return impl_->max_len; }
 

@@ -111,8 +111,10 @@ class Engine {
   bool step();
   // Engine thread: runs step() until stop(). stop(drain=true) refuses new submissions and lets
   // running and waiting requests finish first (up to timeout_s), then cancels the rest (their
-  // callbacks run on the caller's thread). The engine can be start()ed again afterwards.
-  // The destructor calls stop(false).
+  // callbacks run on the caller's thread). A forward pass still running then is abandoned (the CPU
+  // forward polls BatchInput::abort twice a layer) and its sequences end "cancelled", so stop()
+  // returns within about half a layer's compute after the deadline. The engine can be start()ed again
+  // afterwards. The destructor calls stop(false).
   void start();
   void stop(bool drain, double timeout_s = 30);
 
@@ -120,6 +122,7 @@ class Engine {
   const Model& model() const;
   int max_model_len() const;
   std::string backend_name() const;
+  BackendStats backend_stats() const;  // the backend's own figures (StepModel::backend_stats)
   int num_kv_blocks() const;
 
   struct Impl;

@@ -21,6 +21,8 @@
 
 namespace llamarun {
 
+struct SeqState;  // the engine's per-sequence state (engine.cpp); the scheduler never looks inside
+
 enum class SeqStatus { kWaiting, kRunning, kFinished };
 
 struct Sequence {
@@ -34,7 +36,7 @@ struct Sequence {
   bool admitted_once = false;
   int preemptions = 0;
   SeqStatus status = SeqStatus::kWaiting;
-  void* owner = nullptr;  // the engine's per-sequence state (not used by the scheduler)
+  SeqState* owner = nullptr;  // the engine's state of this sequence (not used by the scheduler)
 };
 
 struct SchedulerConfig {

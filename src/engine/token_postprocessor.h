@@ -1,6 +1,6 @@
 // What happens to each generated token of one sequence after sampling: stop ids (EOS, <|im_end|>, ...),
-// detokenisation into UTF-8-safe text deltas, stop strings, and the text held back until the end. Shared by
-// Generator, CudaGenerator and the Engine, so every path ends sequences and streams text the same way.
+// detokenisation into UTF-8-safe text deltas, stop strings, and the text held back until the end. Used by the
+// Engine, which every path (command line, server, bench) runs through.
 #pragma once
 
 #include <cstdint>

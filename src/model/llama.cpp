@@ -11,6 +11,7 @@
 #include "model/rope.h"
 #include "ops/activation.h"
 #include "ops/matmul.h"
+#include "ops/rms_norm.h"
 #include "ops/vector_ops.h"
 
 namespace llamarun {
@@ -18,7 +19,7 @@ namespace llamarun {
 LlamaModel::LlamaModel(const LlamaConfig& cfg, LlamaWeights weights, int max_batch)
     : cfg_(cfg), w_(std::move(weights)), max_batch_(0) {
   inv_freq_ = rope_inv_freq(cfg_);
-  reserve(max_batch);
+  reserve(std::max(max_batch, 1));
 }
 
 void LlamaModel::reserve(int max_batch) {
@@ -36,10 +37,6 @@ void LlamaModel::reserve(int max_batch) {
   up_.resize(B * cfg_.intermediate_size);
 }
 
-KVCache LlamaModel::make_cache(int max_ctx) const {
-  return KVCache(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, max_ctx);
-}
-
 void LlamaModel::round_act(float* x, size_t n) const {
   if (!opts_.emulate_bf16) return;
   for (size_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
@@ -47,45 +44,23 @@ void LlamaModel::round_act(float* x, size_t n) const {
 
 namespace {
 
-// out[r] = rmsnorm(x[r]) * w   (r < rows), variance in double.
-void rms_norm_rows(const float* x, const WeightView& w, float eps, int rows, int D, float* out, bool bf16) {
-  float wbuf[16384];
-  const bool small = D <= 16384;
-  std::vector<float> wv;
-  float* wp = wbuf;
-  if (!small) {
-    wv.resize(D);
-    wp = wv.data();
-  }
-  weight_row_f32(w, 0, wp);
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + size_t(r) * D;
-    float* o = out + size_t(r) * D;
-    double ss = 0;
-    for (int i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
-    float inv = 1.0f / std::sqrt(float(ss / D) + eps);
-    for (int i = 0; i < D; ++i) {
-      float h = xr[i] * inv;
-      if (bf16) h = bf16_to_f32(f32_to_bf16(h));
-      float v = wp[i] * h;
-      o[i] = bf16 ? bf16_to_f32(f32_to_bf16(v)) : v;
-    }
-  }
-}
-
-// One query head over keys/values at positions 0..tpos, fetched by k_at(j) / v_at(j) (rows of hd
-// floats): scaled dot products (rounded as a bf16 model rounds them when bf), softmax with an f64
-// sum, then the probability-weighted sum of the values into out[hd]. sc: tpos + 1 floats of scratch.
-template <typename KAt, typename VAt>
-inline void attend_head(const float* q, int hd, int tpos, float scale, bool bf, KAt k_at, VAt v_at, float* sc,
-                        float* out) {
+// One query head over keys/values at positions 0..tpos, stored in blocks of bs positions: k_block(i) /
+// v_block(i) point at block i's first position (then one row of hd floats per position). Scaled dot
+// products (rounded as a bf16 model rounds them when bf), softmax with an f64 sum, then the
+// probability-weighted sum of the values into out[hd]. sc: tpos + 1 floats of scratch.
+template <typename KBlock, typename VBlock>
+inline void attend_head(const float* q, int hd, int tpos, int bs, float scale, bool bf, KBlock k_block,
+                        VBlock v_block, float* sc, float* out) {
   float mx = -INFINITY;
-  for (int j = 0; j <= tpos; ++j) {
-    float s = dot_f32(q, k_at(j), hd);
-    if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
-    else s *= scale;
-    sc[j] = s;
-    mx = std::max(mx, s);
+  for (int j = 0, blk = 0; j <= tpos; ++blk) {
+    const float* k = k_block(blk);
+    for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, k += hd) {
+      float s = dot_f32(q, k, hd);
+      if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
+      else s *= scale;
+      sc[j] = s;
+      mx = std::max(mx, s);
+    }
   }
   double sum = 0;
   for (int j = 0; j <= tpos; ++j) {
@@ -94,10 +69,13 @@ inline void attend_head(const float* q, int hd, int tpos, float scale, bool bf, 
   }
   const float inv = float(1.0 / sum);
   std::fill(out, out + hd, 0.0f);
-  for (int j = 0; j <= tpos; ++j) {
-    float p = sc[j] * inv;
-    if (bf) p = bf16_to_f32(f32_to_bf16(p));
-    axpy_f32(p, v_at(j), out, hd);
+  for (int j = 0, blk = 0; j <= tpos; ++blk) {
+    const float* v = v_block(blk);
+    for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, v += hd) {
+      float p = sc[j] * inv;
+      if (bf) p = bf16_to_f32(f32_to_bf16(p));
+      axpy_f32(p, v, out, hd);
+    }
   }
   if (bf)
     for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
@@ -105,106 +83,7 @@ inline void attend_head(const float* q, int hd, int tpos, float scale, bool bf, 
 
 }  // namespace
 
-void LlamaModel::attention(int layer, int n, int pos, KVCache& kv) {
-  const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
-  const int group = H / KVH;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const bool bf = opts_.emulate_bf16;
-  const int nthreads = omp_get_max_threads();
-  if (scores_.size() < size_t(nthreads) * kv.max_ctx()) scores_.resize(size_t(nthreads) * kv.max_ctx());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int job = 0; job < n * H; ++job) {
-    const int t = job / H, h = job % H, g = h / group;
-    const int tpos = pos + t;  // causal: attends to 0..tpos
-    const float* q = &q_[(size_t(t) * H + h) * hd];
-    float* sc = &scores_[size_t(omp_get_thread_num()) * kv.max_ctx()];
-    attend_head(
-        q, hd, tpos, scale, bf, [&](int j) { return kv.k(layer, g, j); }, [&](int j) { return kv.v(layer, g, j); },
-        sc, &att_[(size_t(t) * H + h) * hd]);
-  }
-}
-
-void LlamaModel::forward(const int32_t* tokens, int n, int pos, KVCache& kv, float* logits, bool all_logits) {
-  const int D = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
-  const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
-  LLAMARUN_CHECK(n >= 1 && n <= max_batch_, "forward: batch of ", n, " tokens; this model runner takes 1..",
-                 max_batch_);
-  LLAMARUN_CHECK(pos >= 0 && pos + n <= kv.max_ctx(), "forward: positions ", pos, "..", pos + n - 1,
-                 " exceed the KV cache size ", kv.max_ctx());
-  const bool bf = opts_.emulate_bf16;
-  auto dump = [&](const char* name, int layer, const float* data, int64_t cols) {
-    if (opts_.dump) opts_.dump(name, layer, data, n, cols);
-  };
-
-  for (int t = 0; t < n; ++t) {
-    LLAMARUN_CHECK(tokens[t] >= 0 && tokens[t] < V, "forward: token id ", tokens[t], " at index ", t,
-                   " is outside the vocabulary (size ", V, ")");
-    weight_row_f32(w_.tok_embd, tokens[t], &x_[size_t(t) * D]);
-  }
-  dump("embd", -1, x_.data(), D);
-
-  for (int l = 0; l < cfg_.num_layers; ++l) {
-    const LlamaLayerWeights& L = w_.layers[l];
-    rms_norm_rows(x_.data(), L.attn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
-    dump("attn_norm", l, xn_.data(), D);
-    matmul(L.wq, xn_.data(), n, q_.data());
-    matmul(L.wk, xn_.data(), n, k_.data());
-    matmul(L.wv, xn_.data(), n, v_.data());
-    round_act(q_.data(), size_t(n) * H * hd);
-    round_act(k_.data(), size_t(n) * KVH * hd);
-    round_act(v_.data(), size_t(n) * KVH * hd);
-    for (int t = 0; t < n; ++t) {
-      rope_apply(&q_[size_t(t) * H * hd], H, hd, pos + t, inv_freq_, cfg_.rope_layout, bf);
-      rope_apply(&k_[size_t(t) * KVH * hd], KVH, hd, pos + t, inv_freq_, cfg_.rope_layout, bf);
-      for (int g = 0; g < KVH; ++g) {
-        std::memcpy(kv.k(l, g, pos + t), &k_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
-        std::memcpy(kv.v(l, g, pos + t), &v_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
-      }
-    }
-    dump("q_rope", l, q_.data(), int64_t(H) * hd);
-    dump("k_rope", l, k_.data(), int64_t(KVH) * hd);
-    attention(l, n, pos, kv);
-    dump("attn_out", l, att_.data(), int64_t(H) * hd);
-    matmul(L.wo, att_.data(), n, o_.data());
-    round_act(o_.data(), size_t(n) * D);
-    for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
-    round_act(x_.data(), size_t(n) * D);
-    dump("attn_residual", l, x_.data(), D);
-
-    rms_norm_rows(x_.data(), L.ffn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
-    matmul(L.w_gate, xn_.data(), n, gate_.data());
-    matmul(L.w_up, xn_.data(), n, up_.data());
-    round_act(gate_.data(), size_t(n) * F);
-    round_act(up_.data(), size_t(n) * F);
-    if (bf) {
-      for (size_t i = 0; i < size_t(n) * F; ++i) {
-        float g = gate_[i];
-        float s = bf16_to_f32(f32_to_bf16(g / (1.0f + std::exp(-g))));
-        gate_[i] = bf16_to_f32(f32_to_bf16(s * up_[i]));
-      }
-    } else {
-      silu_mul(gate_.data(), up_.data(), gate_.data(), int64_t(n) * F);
-    }
-    dump("ffn_act", l, gate_.data(), F);
-    matmul(L.w_down, gate_.data(), n, o_.data());
-    round_act(o_.data(), size_t(n) * D);
-    for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
-    round_act(x_.data(), size_t(n) * D);
-    dump("ffn_residual", l, x_.data(), D);
-  }
-
-  const int first = all_logits ? 0 : n - 1;
-  const int rows = n - first;
-  rms_norm_rows(&x_[size_t(first) * D], w_.out_norm, cfg_.rms_eps, rows, D, xn_.data(), bf);
-  matmul(w_.lm_head, xn_.data(), rows, logits);
-  round_act(logits, size_t(rows) * V);
-}
-
-}  // namespace llamarun
-
-namespace llamarun {
-
-void LlamaModel::paged_attention(int layer, const BatchInput& b, const PagedKVPool& kv) {
+void LlamaModel::attention(int layer, const BatchInput& b, const PagedKVPool& kv) {
   const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
   const int group = H / KVH, bs = kv.block_size();
   const float scale = 1.0f / std::sqrt(float(hd));
@@ -224,39 +103,40 @@ void LlamaModel::paged_attention(int layer, const BatchInput& b, const PagedKVPo
     const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
     const float* q = &q_[(size_t(t) * H + h) * hd];
     float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
-    auto k_at = [&](int j) { return kv.k(layer, table[j / bs], g, 0) + size_t(j % bs) * hd; };
-    auto v_at = [&](int j) { return kv.v(layer, table[j / bs], g, 0) + size_t(j % bs) * hd; };
-    attend_head(q, hd, tpos, scale, bf, k_at, v_at, sc, &att_[(size_t(t) * H + h) * hd]);
+    auto k_block = [&](int i) { return kv.k(layer, table[i], g, 0); };
+    auto v_block = [&](int i) { return kv.v(layer, table[i], g, 0); };
+    attend_head(q, hd, tpos, bs, scale, bf, k_block, v_block, sc, &att_[(size_t(t) * H + h) * hd]);
   }
 }
 
-void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logits) {
+void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
   const int D = cfg_.hidden_size, F = cfg_.intermediate_size, V = cfg_.vocab_size;
   const int H = cfg_.num_heads, KVH = cfg_.num_kv_heads, hd = cfg_.head_dim;
   const int n = b.size();
-  LLAMARUN_CHECK(n >= 1, "forward_batch: empty batch");
-  LLAMARUN_CHECK(b.positions.size() == size_t(n) && b.seq_index.size() == size_t(n),
-                 "forward_batch: ", n, " tokens but ", b.positions.size(), " positions and ", b.seq_index.size(),
+  LLAMARUN_CHECK(n >= 1, "forward: empty batch");
+  LLAMARUN_CHECK(b.positions.size() == size_t(n) && b.seq_index.size() == size_t(n), "forward: ", n,
+                 " tokens but ", b.positions.size(), " positions and ", b.seq_index.size(),
                  " sequence indices");
   LLAMARUN_CHECK(kv.n_layers() == cfg_.num_layers && kv.n_kv_heads() == KVH && kv.head_dim() == hd,
-                 "forward_batch: the KV pool's shape (", kv.n_layers(), " layers, ", kv.n_kv_heads(), " kv heads, head_dim ",
-                 kv.head_dim(), ") does not match the model");
+                 "forward: the KV pool's shape (", kv.n_layers(), " layers, ", kv.n_kv_heads(),
+                 " kv heads, head_dim ", kv.head_dim(), ") does not match the model");
   const int bs = kv.block_size();
   for (int t = 0; t < n; ++t) {
-    LLAMARUN_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "forward_batch: token id ", b.tokens[t], " at index ", t,
+    LLAMARUN_CHECK(b.tokens[t] >= 0 && b.tokens[t] < V, "forward: token id ", b.tokens[t], " at index ", t,
                    " is outside the vocabulary (size ", V, ")");
     const int s = b.seq_index[t], p = b.positions[t];
-    LLAMARUN_CHECK(s >= 0 && size_t(s) < b.block_tables.size(), "forward_batch: token ", t, " names sequence ", s,
+    LLAMARUN_CHECK(s >= 0 && size_t(s) < b.block_tables.size(), "forward: token ", t, " names sequence ", s,
                    " of ", b.block_tables.size());
     LLAMARUN_CHECK(p >= 0 && p < cfg_.max_position && size_t(p / bs) < b.block_tables[s].size(),
-                   "forward_batch: position ", p, " of token ", t, " is outside its block table (",
-                   b.block_tables[s].size(), " blocks of ", bs, ") or the model's ", cfg_.max_position, " positions");
+                   "forward: position ", p, " of token ", t, " is outside its block table (",
+                   b.block_tables[s].size(), " blocks of ", bs, ") or the model's ", cfg_.max_position,
+                   " positions");
     const int32_t blk = b.block_tables[s][p / bs];
-    LLAMARUN_CHECK(blk >= 0 && blk < kv.num_blocks(), "forward_batch: block ", blk, " outside the pool of ",
+    LLAMARUN_CHECK(blk >= 0 && blk < kv.num_blocks(), "forward: block ", blk, " outside the pool of ",
                    kv.num_blocks());
   }
   for (int r : b.logit_rows)
-    LLAMARUN_CHECK(r >= 0 && r < n, "forward_batch: logit row ", r, " outside the batch of ", n);
+    LLAMARUN_CHECK(r >= 0 && r < n, "forward: logit row ", r, " outside the batch of ", n);
   reserve(n);
   const bool bf = opts_.emulate_bf16;
   MatmulOptions mo;
@@ -268,9 +148,15 @@ void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logi
   for (int t = 0; t < n; ++t) weight_row_f32(w_.tok_embd, b.tokens[t], &x_[size_t(t) * D]);
   dump("embd", -1, x_.data(), D);
 
+  // Polled twice a layer: an abort ends a long prefill within half a layer's time.
+  auto check_abort = [&] {
+    if (b.abort && b.abort->load(std::memory_order_relaxed)) throw ForwardAborted();
+  };
   for (int l = 0; l < cfg_.num_layers; ++l) {
+    check_abort();
     const LlamaLayerWeights& L = w_.layers[l];
-    rms_norm_rows(x_.data(), L.attn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    rms_norm(x_.data(), L.attn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    dump("attn_norm", l, xn_.data(), D);
     matmul(L.wq, xn_.data(), n, q_.data(), mo);
     matmul(L.wk, xn_.data(), n, k_.data(), mo);
     matmul(L.wv, xn_.data(), n, v_.data(), mo);
@@ -287,14 +173,18 @@ void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logi
         std::memcpy(kv.v(l, blk, g, p % bs), &v_[(size_t(t) * KVH + g) * hd], hd * sizeof(float));
       }
     }
-    paged_attention(l, b, kv);
+    dump("q_rope", l, q_.data(), int64_t(H) * hd);
+    dump("k_rope", l, k_.data(), int64_t(KVH) * hd);
+    attention(l, b, kv);
     dump("attn_out", l, att_.data(), int64_t(H) * hd);
     matmul(L.wo, att_.data(), n, o_.data(), mo);
     round_act(o_.data(), size_t(n) * D);
     for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
     round_act(x_.data(), size_t(n) * D);
+    dump("attn_residual", l, x_.data(), D);
 
-    rms_norm_rows(x_.data(), L.ffn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
+    check_abort();
+    rms_norm(x_.data(), L.ffn_norm, cfg_.rms_eps, n, D, xn_.data(), bf);
     matmul(L.w_gate, xn_.data(), n, gate_.data(), mo);
     matmul(L.w_up, xn_.data(), n, up_.data(), mo);
     round_act(gate_.data(), size_t(n) * F);
@@ -309,6 +199,7 @@ void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logi
       // Row by row: a vectorised kernel's tail handling must not depend on where a row sits.
       for (int t = 0; t < n; ++t) silu_mul(&gate_[size_t(t) * F], &up_[size_t(t) * F], &gate_[size_t(t) * F], F);
     }
+    dump("ffn_act", l, gate_.data(), F);
     matmul(L.w_down, gate_.data(), n, o_.data(), mo);
     round_act(o_.data(), size_t(n) * D);
     for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
@@ -321,9 +212,31 @@ void LlamaModel::forward_batch(const BatchInput& b, PagedKVPool& kv, float* logi
   if (logit_x_.size() < size_t(rows) * D) logit_x_.resize(size_t(rows) * D);
   for (int i = 0; i < rows; ++i)
     std::memcpy(&logit_x_[size_t(i) * D], &x_[size_t(b.logit_rows[i]) * D], D * sizeof(float));
-  rms_norm_rows(logit_x_.data(), w_.out_norm, cfg_.rms_eps, rows, D, xn_.data(), bf);
+  rms_norm(logit_x_.data(), w_.out_norm, cfg_.rms_eps, rows, D, xn_.data(), bf);
   matmul(w_.lm_head, xn_.data(), rows, logits, mo);
   round_act(logits, size_t(rows) * V);
+}
+
+std::vector<float> LlamaModel::prompt_logits(std::span<const int32_t> ids) {
+  const int n = int(ids.size());
+  LLAMARUN_CHECK(n >= 1 && n <= cfg_.max_position, "prompt_logits: ", n, " tokens; the model takes 1..",
+                 cfg_.max_position);
+  const int bs = 16, nb = (n + bs - 1) / bs;
+  PagedKVPool kv(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, bs, nb);
+  std::vector<int32_t> table(nb);
+  for (int i = 0; i < nb; ++i) table[i] = i;
+  BatchInput b;
+  b.batch_invariant = false;  // one sequence: the faster blocked GEMM
+  b.tokens.assign(ids.begin(), ids.end());
+  b.block_tables.emplace_back(table.data(), table.size());
+  for (int t = 0; t < n; ++t) {
+    b.positions.push_back(t);
+    b.seq_index.push_back(0);
+    b.logit_rows.push_back(t);
+  }
+  std::vector<float> out(size_t(n) * cfg_.vocab_size);
+  forward(b, kv, out.data());
+  return out;
 }
 
 }  // namespace llamarun

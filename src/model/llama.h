@@ -1,16 +1,18 @@
-// The Llama forward pass on the CPU: RMSNorm, RoPE, GQA attention over a KV cache, SwiGLU MLP.
-// A whole prompt chunk goes through each layer as one matrix-matrix product.
+// The Llama forward pass on the CPU: RMSNorm, RoPE, GQA attention over the paged KV cache, SwiGLU MLP.
+// One forward() runs any mix of prefill chunks and decode tokens of many sequences; one sequence is a
+// batch of one. The tokens of a step go through each linear layer as one matrix-matrix product.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "core/error.h"
 #include "core/tensor.h"
 #include "formats/weight_map.h"
-#include "kv/kv_cache.h"
 #include "kv/paged_kv_pool.h"
 #include "model/config.h"
 #include "model/llama_tensors.h"
@@ -58,6 +60,9 @@ struct BatchInput {
   // [n_seqs] each sequence's block table; it must cover every position of its tokens in this step.
   std::vector<std::span<const int32_t>> block_tables;
   std::vector<int32_t> logit_rows;  // token indices whose logits are wanted (any order)
+  // Polled between layers when set: once true, forward() stops and throws ForwardAborted (the KV of
+  // the step's tokens is then incomplete; the caller ends or recomputes their sequences).
+  const std::atomic<bool>* abort = nullptr;
   // true: MatmulOptions::batch_invariant (each row's results independent of the batch). false: the
   // default matmul (blocked GEMM above 8 rows: faster prefill, last-bit differences between batches).
   bool batch_invariant = true;
@@ -71,15 +76,16 @@ struct BatchInput {
   int size() const { return int(tokens.size()); }
 };
 
+// Thrown by LlamaModel::forward when BatchInput::abort was raised during the step.
+class ForwardAborted : public Error {
+ public:
+  ForwardAborted() : Error("the forward pass was aborted (deadline)") {}
+};
+
 class LlamaModel {
  public:
-  // max_batch: the most tokens one forward() call processes (longer prompts are chunked by callers).
+  // max_batch: the scratch buffers' initial size in tokens (they grow for larger batches).
   LlamaModel(const LlamaConfig& cfg, LlamaWeights weights, int max_batch = 256);
-
-  // Runs `n` tokens at positions pos..pos+n-1, appending their K/V to `kv`.
-  // logits: if all_logits, n x vocab values, else vocab values for the last token.
-  // Preconditions: 1 <= n <= max_batch, pos + n <= kv.max_ctx().
-  void forward(const int32_t* tokens, int n, int pos, KVCache& kv, float* logits, bool all_logits = false);
 
   // Runs a varlen batch over the paged pool: for each layer, the K/V of every token are written to
   // its sequence's blocks first, then each token attends to positions 0..its own position of its own
@@ -88,17 +94,20 @@ class LlamaModel {
   // everything else is per row, so each token's results are bit-identical whatever else is in the batch.
   // logits: [logit_rows.size(), vocab], row i for token logit_rows[i].
   // Grows the scratch buffers when the batch is larger than max_batch (amortised).
-  void forward_batch(const BatchInput& b, PagedKVPool& kv, float* logits);
+  // Throws Error on a malformed batch, ForwardAborted when b.abort was raised.
+  void forward(const BatchInput& b, PagedKVPool& kv, float* logits);
 
-  KVCache make_cache(int max_ctx) const;
+  // The logits of every position of one sequence `ids` (ids.size() x vocab) from an empty cache: one
+  // forward() over a pool of its own (for golden tests and tools).
+  std::vector<float> prompt_logits(std::span<const int32_t> ids);
+
   const LlamaConfig& config() const { return cfg_; }
   const LlamaWeights& weights() const { return w_; }
   ForwardOptions& options() { return opts_; }
   int max_batch() const { return max_batch_; }
 
  private:
-  void attention(int layer, int n, int pos, KVCache& kv);
-  void paged_attention(int layer, const BatchInput& b, const PagedKVPool& kv);
+  void attention(int layer, const BatchInput& b, const PagedKVPool& kv);
   void reserve(int n);
   void round_act(float* x, size_t n) const;
 
@@ -117,8 +126,8 @@ class LlamaModel {
   std::vector<float> o_;      // [max_batch, hidden]
   std::vector<float> gate_;   // [max_batch, intermediate]
   std::vector<float> up_;     // [max_batch, intermediate]
-  std::vector<float> scores_; // [threads, max_ctx] attention scores, grown by max_ctx on first use
-  std::vector<float> logit_x_; // [rows, hidden] normalised rows whose logits forward_batch computes
+  std::vector<float> scores_;   // [threads, longest context] attention scores, grown on first use
+  std::vector<float> logit_x_;  // [rows, hidden] the rows whose logits forward computes
 };
 
 }  // namespace llamarun

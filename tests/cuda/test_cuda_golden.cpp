@@ -61,27 +61,6 @@ Tol tol_for(DType act, const std::string& ref_dtype) {
   return {0.25 + extra, 0.05, 0.4 + 2 * extra};
 }
 
-// The CPU forward's logits at every prompt position (one varlen batch over a PagedKVPool).
-std::vector<float> cpu_prompt_logits(Model& m, const std::vector<int32_t>& prompt) {
-  const int n = int(prompt.size()), bs = 16, nb = (n + bs - 1) / bs;
-  const LlamaConfig& c = m.llama->config();
-  const int hd = c.head_dim ? c.head_dim : c.hidden_size / c.num_heads;
-  PagedKVPool pool(c.num_layers, c.num_kv_heads ? c.num_kv_heads : c.num_heads, hd, bs, nb);
-  std::vector<int32_t> table(nb);
-  for (int i = 0; i < nb; ++i) table[i] = i;
-  BatchInput b;
-  b.tokens = prompt;
-  for (int i = 0; i < n; ++i) {
-    b.positions.push_back(i);
-    b.seq_index.push_back(0);
-    b.logit_rows.push_back(i);
-  }
-  b.block_tables.push_back(std::span<const int32_t>(table));
-  std::vector<float> out(size_t(n) * c.vocab_size);
-  m.llama->forward_batch(b, pool, out.data());
-  return out;
-}
-
 class CudaGolden : public ::testing::TestWithParam<DType> {};
 
 TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
@@ -120,7 +99,7 @@ TEST_P(CudaGolden, LogitsAndGreedyMatchTransformersAndCpu) {
     for (size_t p = 0; p < g["prompts"].size(); ++p) {
       const std::vector<int32_t> prompt = g["prompts"][p].get<std::vector<int32_t>>();
       const auto& ref = g["logits"][p];
-      const std::vector<float> cpu_logits = cpu_prompt_logits(*m, prompt);
+      const std::vector<float> cpu_logits = m->llama->prompt_logits(prompt);
       // Prefill (one chunk): logits of the last position.
       pre.reset();
       std::vector<float> last = pre.prefill(prompt, int(prompt.size()));
