@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <cstdlib>
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/qdot.h"
@@ -44,6 +45,8 @@ float quantize_block(const float* x, int n, int8_t* q) {
 }  // namespace
 
 bool qdot_uses_int8(DType w) {
+  static const bool legacy = std::getenv("LLAMARUN_QINT_LEGACY") != nullptr;  // TEMP: measurement only
+  if (legacy && (w == DType::Q8_0 || w == DType::Q4_0 || w == DType::Q4_1)) return true;
   switch (w) {
     case DType::Q5_0:
     case DType::Q5_1:
