@@ -135,11 +135,19 @@ TEST(QuantDot, EveryTypeEveryLevel) {
           bound += std::fabs(double(wrow[size_t(k)])) * amax / 254.0;
         }
       }
-      const float ref = cpu::kernels_for(cpu::SimdLevel::kScalar).qdot(ti.t)(K, wv.row(n), act.data());
+      const float ref = cpu::kernels_for(cpu::SimdLevel::kScalar).qdot(ti.t).one(K, wv.row(n), act.data());
       EXPECT_NEAR(ref, exact, 1.01 * bound + 1e-5 * mag) << "row " << n;
       for (cpu::SimdLevel l : levels()) {
-        const float got = cpu::kernels_for(l).qdot(ti.t)(K, wv.row(n), act.data());
+        const cpu::QDot qd = cpu::kernels_for(l).qdot(ti.t);
+        const float got = qd.one(K, wv.row(n), act.data());
         EXPECT_NEAR(got, ref, 1e-5 * mag + 1e-30) << "row " << n << " level " << cpu::simd_level_str(l);
+        if (qd.rows) {  // the multi-row kernel: every row bit-identical to the one-row dot
+          std::vector<uint8_t> acts;
+          for (int r = 0; r < cpu::kQDotRows; ++r) acts.insert(acts.end(), act.begin(), act.end());
+          float outs[2 * cpu::kQDotRows];
+          qd.rows(K, wv.row(n), acts.data(), act.size(), outs, 2);
+          for (int r = 0; r < cpu::kQDotRows; ++r) EXPECT_EQ(outs[2 * r], got) << "row " << n << " m " << r;
+        }
       }
     }
   }

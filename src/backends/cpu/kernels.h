@@ -42,7 +42,7 @@ struct CpuKernels {
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // The int8-activation dot for weight dtype w (qdot.h); matmul uses it where qdot_uses_int8(w).
-  QDotFn (*qdot)(DType w);
+  QDot (*qdot)(DType w);
 };
 
 // The table for `level`; level must not exceed detected_simd_level() (checked: throws Error).

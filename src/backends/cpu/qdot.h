@@ -8,6 +8,7 @@
 // the order of the f32 sums.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -23,6 +24,15 @@ static_assert(sizeof(BlockQ8A32) == 40);
 
 // Dot of one weight row (K values of its dtype) with one quantised activation row (K values).
 using QDotFn = float (*)(int64_t K, const void* w, const void* act);
+// The same for kQDotRows activation rows at once (row m at act + m * astride bytes, its result at
+// out[m * ostride]), each result bit-identical to QDotFn's for that row.
+constexpr int kQDotRows = 4;
+using QDotMultiFn = void (*)(int64_t K, const void* w, const void* act, size_t astride, float* out,
+                             size_t ostride);
+struct QDot {
+  QDotFn one = nullptr;
+  QDotMultiFn rows = nullptr;  // may be null: one() per row
+};
 
 // Whether matmul takes the int8-activation path for weight dtype w (else the f32-activation kernels).
 bool qdot_uses_int8(DType w);
@@ -35,14 +45,14 @@ size_t qdot_act_row_bytes(DType w, int64_t K);
 // q = round-to-nearest-even(x / d) (all zero when max|x| = 0).
 void quantize_act_row(DType w, const float* x, void* act, int64_t K);
 
-// Per-level dot tables: nullptr where the dtype takes the f32-activation matmul instead.
-QDotFn qdot_scalar(DType w);
-QDotFn qdot_avx2(DType w);
-QDotFn qdot_avx512(DType w);
+// Per-level dot tables (every block type but Q8_K).
+QDot qdot_scalar(DType w);
+QDot qdot_avx2(DType w);
+QDot qdot_avx512(DType w);
 
 // y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m]).
 // Every output depends only on its own weight row and activation row (batch invariant).
 struct MatmulArgs;
-void qmatmul(const MatmulArgs& a, QDotFn dot);
+void qmatmul(const MatmulArgs& a, QDot dot);
 
 }  // namespace llamarun::cpu

@@ -12,6 +12,6 @@ namespace {
 #include "backends/cpu/qdot_simd.inc"
 }  // namespace
 
-QDotFn qdot_avx2(DType w) { return simd_qdot(w); }
+QDot qdot_avx2(DType w) { return simd_qdot(w); }
 
 }  // namespace llamarun::cpu

@@ -14,7 +14,7 @@ namespace {
 #include "backends/cpu/qdot_simd.inc"
 }  // namespace
 
-QDotFn qdot_avx512(DType w) {
+QDot qdot_avx512(DType w) {
   static const bool vnni = __builtin_cpu_supports("avx512vnni");
   return vnni ? simd_qdot(w) : qdot_avx2(w);
 }

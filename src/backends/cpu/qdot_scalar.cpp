@@ -197,9 +197,7 @@ float dot_iq4_xs(int64_t K, const void* w, const void* act) {
   return s;
 }
 
-}  // namespace
-
-QDotFn qdot_scalar(DType w) {
+QDotFn scalar_one(DType w) {
   switch (w) {
     case DType::Q8_0:
       return dot_q8_0;
@@ -229,5 +227,9 @@ QDotFn qdot_scalar(DType w) {
       return nullptr;
   }
 }
+
+}  // namespace
+
+QDot qdot_scalar(DType w) { return QDot{scalar_one(w), nullptr}; }
 
 }  // namespace llamarun::cpu

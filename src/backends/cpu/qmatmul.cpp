@@ -91,7 +91,7 @@ void quantize_act_row(DType w, const float* x, void* act, int64_t K) {
   }
 }
 
-void qmatmul(const MatmulArgs& a, QDotFn dot) {
+void qmatmul(const MatmulArgs& a, QDot dot) {
   const int64_t M = a.M, N = a.N, K = a.K;
   const size_t arb = qdot_act_row_bytes(a.dtype, K);
   // Quantised activations, shared by all threads; taken by the calling thread so allocation errors
@@ -108,10 +108,18 @@ void qmatmul(const MatmulArgs& a, QDotFn dot) {
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
-      for (int64_t m = 0; m < M; ++m) {
+      int64_t m = 0;
+      if (dot.rows) {
+        for (; m + kQDotRows <= M; m += kQDotRows) {
+          const uint8_t* am = act + size_t(m) * arb;
+          float* ym = a.y + m * N;
+          for (int64_t n = n0; n < n1; ++n) dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
+        }
+      }
+      for (; m < M; ++m) {
         const uint8_t* am = act + size_t(m) * arb;
         float* ym = a.y + m * N;
-        for (int64_t n = n0; n < n1; ++n) ym[n] = dot(K, a.w + size_t(n) * a.w_row_bytes, am);
+        for (int64_t n = n0; n < n1; ++n) ym[n] = dot.one(K, a.w + size_t(n) * a.w_row_bytes, am);
       }
     }
   }
