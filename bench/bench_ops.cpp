@@ -124,12 +124,13 @@ void BM_Gemv(benchmark::State& state, DType t, SimdLevel level, int64_t M, int64
 }
 
 void BM_Gemm(benchmark::State& state, DType t, SimdLevel level, bool bf16_act, int64_t M, int64_t N,
-             int64_t K) {
+             int64_t K, bool batch_invariant = false) {
   const WeightPool& pool = get_pool(t, N, K, 0);
   const std::vector<float> x = randn(size_t(M * K), 1);
   std::vector<float> y(size_t(M * N));
   MatmulOptions opt;
   opt.bf16_activations = bf16_act;
+  opt.batch_invariant = batch_invariant;
   for (auto _ : state) {
     matmul_at_level(level, pool.view(0), x.data(), M, y.data(), opt);
     benchmark::DoNotOptimize(y.data());
@@ -241,6 +242,8 @@ void register_all() {
     const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=512/N=2048/K=2048/" +
                              cpu::simd_level_str(top);
     reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048); });
+    // With MatmulOptions::batch_invariant, as the model runs it.
+    reg(name + "/invariant", [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, true); });
   }
   for (SimdLevel l : {SimdLevel::kScalar, top}) {
     const std::string suffix = std::string("/") + cpu::simd_level_str(l);

@@ -159,7 +159,7 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (const TypeInfo& ti : all_types()) {
-    if (!cpu::qdot_uses_int8(ti.t)) continue;
+    if (!cpu::qdot_uses_int8(ti.t, 1, true)) continue;
     SCOPED_TRACE(ti.name);
     const int64_t K = dtype_block_size(ti.t) == 256 ? 768 : 96, N = 37;
     const auto w = random_weights(ti, N, K, 5);
@@ -170,7 +170,9 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
       std::vector<float> ref(static_cast<size_t>(M * N)), scal(static_cast<size_t>(M * N)),
           got(static_cast<size_t>(M * N)), one(static_cast<size_t>(N));
       matmul_ref(wv, x.data(), M, ref.data());
-      matmul_at_level(cpu::SimdLevel::kScalar, wv, x.data(), M, scal.data());
+      MatmulOptions inv;
+      inv.batch_invariant = true;
+      matmul_at_level(cpu::SimdLevel::kScalar, wv, x.data(), M, scal.data(), inv);
       std::vector<float> wrow(static_cast<size_t>(K));
       std::vector<double> mag(size_t(M * N), 0.0), bnd(size_t(M * N), 0.0);  // sum |w x|
       for (int64_t n = 0; n < N; ++n) {
@@ -187,8 +189,6 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
       }
       for (cpu::SimdLevel l : levels()) {
         SCOPED_TRACE(cpu::simd_level_str(l));
-        MatmulOptions inv;
-        inv.batch_invariant = true;
         matmul_at_level(l, wv, x.data(), M, got.data(), inv);
         for (int64_t i = 0; i < M * N; ++i) {
           ASSERT_NEAR(got[size_t(i)], scal[size_t(i)], 1e-5 * mag[size_t(i)] + 1e-30)

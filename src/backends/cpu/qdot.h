@@ -34,8 +34,10 @@ struct QDot {
   QDotMultiFn rows = nullptr;  // may be null: one() per row
 };
 
-// Whether matmul takes the int8-activation path for weight dtype w (else the f32-activation kernels).
-bool qdot_uses_int8(DType w);
+// Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
+// f32-activation kernels): always for the types that have no other path; for Q8_0/Q4_0/Q4_1 unless
+// the f32 blocked GEMM is allowed (M > 8, not batch-invariant), where it is faster.
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant);
 // The activation format a weight dtype's dot takes: Q8_K for the super-block types, else the
 // 32-block format (DType::Q8_0 names it here).
 DType qdot_act_type(DType w);
