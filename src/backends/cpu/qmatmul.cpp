@@ -118,7 +118,8 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
         for (; m + kQDotRows <= M; m += kQDotRows) {
           const uint8_t* am = act + size_t(m) * arb;
           float* ym = a.y + m * N;
-          for (int64_t n = n0; n < n1; ++n) dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
+          for (int64_t n = n0; n < n1; ++n)
+            dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
         }
       }
       for (; m < M; ++m) {
