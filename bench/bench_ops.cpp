@@ -245,6 +245,13 @@ void register_all() {
     // With MatmulOptions::batch_invariant, as the model runs it.
     reg(name + "/invariant", [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, true); });
   }
+  // Prefill at the default model's shapes (hidden 576, MLP 1536), batch-invariant as the model runs.
+  for (DType t : {DType::Q8_0, DType::Q5_0, DType::Q6_K}) {
+    const int64_t N = t == DType::Q6_K ? 576 : 1536, K = t == DType::Q6_K ? 1536 : 576;
+    const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=512/N=" + std::to_string(N) +
+                             "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top) + "/invariant";
+    reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, N, K, true); });
+  }
   for (SimdLevel l : {SimdLevel::kScalar, top}) {
     const std::string suffix = std::string("/") + cpu::simd_level_str(l);
     reg("rms_norm/rows=1/D=2048" + suffix, [=](benchmark::State& s) { BM_RmsNorm(s, l, 1, 2048); });
