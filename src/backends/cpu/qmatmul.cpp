@@ -34,8 +34,11 @@ float quantize_block(const float* x, int n, int8_t* q) {
     return 0;
   }
   const float id = 127.f / amax;
+  // Round to nearest even by adding and subtracting 1.5 * 2^23 (exact for |v| < 2^22; here |v| <= 127):
+  // no libm call (std::nearbyint is one at the baseline ISA), and the loop vectorises.
+  constexpr float kMagic = 12582912.f;
   for (int i = 0; i < n; ++i) {
-    const float v = std::nearbyint(x[i] * id);
+    const float v = (x[i] * id + kMagic) - kMagic;
     q[i] = int8_t(v > 127.f ? 127 : (v < -127.f ? -127 : int(v)));
   }
   return amax / 127.f;
@@ -103,10 +106,16 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
   // surface here.
   uint8_t* act = static_cast<uint8_t*>(thread_scratch(kScratchActivations, size_t(M) * arb));
   const bool par = N * K * M >= (1 << 16);
+  // A few rows (decode) are quantised by the calling thread: cheaper than a second barrier.
+  const bool serial_act = M <= 8;
+  if (serial_act)
+    for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
 #pragma omp parallel if (par)
   {
+    if (!serial_act) {
 #pragma omp for schedule(static)
-    for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
+      for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
+    }
     // Tiles of kR weight rows (a few KiB, kept in L1) against every activation row.
     constexpr int64_t kR = 16;
     const int64_t tiles = (N + kR - 1) / kR;
