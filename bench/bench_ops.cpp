@@ -58,6 +58,30 @@ struct WeightPool {
   WeightView view(int i) const { return WeightView{dtype, N, K, bytes.data() + size_t(i) * matrix_bytes}; }
 };
 
+// Types without a quantiser here (the k-quants, IQ4_*, Q5_*): random bytes with finite f16 scales
+// (speed does not depend on the values). Returns false for the types quantize_row handles.
+bool random_blocks(DType t, uint8_t* dst, size_t bytes, std::mt19937& rng) {
+  std::vector<int> f16_offsets;
+  switch (t) {
+    case DType::Q5_0:
+    case DType::IQ4_NL:
+    case DType::IQ4_XS: f16_offsets = {0}; break;
+    case DType::Q5_1:
+    case DType::Q4_K:
+    case DType::Q5_K: f16_offsets = {0, 2}; break;
+    case DType::Q2_K: f16_offsets = {80, 82}; break;
+    case DType::Q3_K: f16_offsets = {108}; break;
+    case DType::Q6_K: f16_offsets = {208}; break;
+    default: return false;
+  }
+  for (size_t i = 0; i < bytes; ++i) dst[i] = uint8_t(rng());
+  const size_t bb = dtype_block_bytes(t);
+  const uint16_t scale = 0x2000;  // f16 0.0078125
+  for (size_t b = 0; b < bytes / bb; ++b)
+    for (int off : f16_offsets) std::memcpy(dst + b * bb + size_t(off), &scale, 2);
+  return true;
+}
+
 // Keeps only the most recently used pool alive, to bound memory.
 const WeightPool& get_pool(DType t, int64_t N, int64_t K, size_t min_total_bytes) {
   static std::unique_ptr<WeightPool> pool;
@@ -74,7 +98,8 @@ const WeightPool& get_pool(DType t, int64_t N, int64_t K, size_t min_total_bytes
     const float s = 0.5f + float(rng() % 1000) * 1e-3f;
     const size_t off = rng() % size_t(K);
     for (int64_t k = 0; k < K; ++k) row[size_t(k)] = s * src[(size_t(k) + off) % size_t(K)];
-    quantize_row(t, row.data(), p->bytes.data() + size_t(n) * dtype_row_bytes(t, K), K);
+    uint8_t* dst = p->bytes.data() + size_t(n) * dtype_row_bytes(t, K);
+    if (!random_blocks(t, dst, dtype_row_bytes(t, K), rng)) quantize_row(t, row.data(), dst, K);
   }
   for (int c = 1; c < copies; ++c) std::memcpy(p->bytes.data() + size_t(c) * mb, p->bytes.data(), mb);
   pool = std::move(p);
@@ -99,12 +124,13 @@ void BM_Gemv(benchmark::State& state, DType t, SimdLevel level, int64_t M, int64
 }
 
 void BM_Gemm(benchmark::State& state, DType t, SimdLevel level, bool bf16_act, int64_t M, int64_t N,
-             int64_t K) {
+             int64_t K, bool batch_invariant = false) {
   const WeightPool& pool = get_pool(t, N, K, 0);
   const std::vector<float> x = randn(size_t(M * K), 1);
   std::vector<float> y(size_t(M * N));
   MatmulOptions opt;
   opt.bf16_activations = bf16_act;
+  opt.batch_invariant = batch_invariant;
   for (auto _ : state) {
     matmul_at_level(level, pool.view(0), x.data(), M, y.data(), opt);
     benchmark::DoNotOptimize(y.data());
@@ -203,6 +229,28 @@ void register_all() {
     const std::string name =
         std::string("gemm/") + dtype_name(t) + "/M=64/N=2048/K=2048/" + cpu::simd_level_str(top);
     reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 64, 2048, 2048); });
+  }
+  // Block types on the int8-activation path (and Q8_0/Q4_0/Q4_1 for comparison), best level:
+  // decode (M = 1, 4) and prefill (M = 512) shapes with K a multiple of 256.
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::IQ4_NL, DType::Q2_K,
+                  DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_XS}) {
+    for (int64_t M : {1, 4}) {
+      const std::string name = std::string("qgemv/") + dtype_name(t) + "/M=" + std::to_string(M) +
+                               "/N=2048/K=2048/" + cpu::simd_level_str(top);
+      reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, top, M, 2048, 2048); });
+    }
+    const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=512/N=2048/K=2048/" +
+                             cpu::simd_level_str(top);
+    reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048); });
+    // With MatmulOptions::batch_invariant, as the model runs it.
+    reg(name + "/invariant", [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, true); });
+  }
+  // Prefill at the default model's shapes (hidden 576, MLP 1536), batch-invariant as the model runs.
+  for (DType t : {DType::Q8_0, DType::Q5_0, DType::Q6_K}) {
+    const int64_t N = t == DType::Q6_K ? 576 : 1536, K = t == DType::Q6_K ? 1536 : 576;
+    const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=512/N=" + std::to_string(N) +
+                             "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top) + "/invariant";
+    reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, N, K, true); });
   }
   for (SimdLevel l : {SimdLevel::kScalar, top}) {
     const std::string suffix = std::string("/") + cpu::simd_level_str(l);

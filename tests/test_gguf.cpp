@@ -387,10 +387,17 @@ TEST(GgufBad, InnerDimNotMultipleOfBlock) {
   EXPECT_GGUF_ERROR(g, "tensor 'q8'", "innermost", "33", "block size 32");
 }
 
-TEST(GgufBad, UnsupportedTensorType) {
+// A k-quant tensor whose rows are not whole 256-value super-blocks (a Q4_K tensor with 32 columns).
+TEST(GgufBad, KQuantInnerDimNotMultipleOf256) {
   GgufBuilder g = valid_builder();
   g.tensors[1].type = 12;
-  EXPECT_GGUF_ERROR(g, "tensor 'q8'", "type id 12", "Q4_K");
+  EXPECT_GGUF_ERROR(g, "tensor 'q8'", "q4_k", "innermost", "block size 256");
+}
+
+TEST(GgufBad, UnsupportedTensorType) {
+  GgufBuilder g = valid_builder();
+  g.tensors[1].type = 16;
+  EXPECT_GGUF_ERROR(g, "tensor 'q8'", "type id 16", "IQ2_XXS");
   GgufBuilder h = valid_builder();
   h.tensors[1].type = 1000;
   EXPECT_GGUF_ERROR(h, "tensor 'q8'", "type id 1000");

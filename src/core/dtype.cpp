@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/dequant_ref.h"
 #include "core/error.h"
 #include "core/fp16.h"
 
@@ -118,7 +119,16 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
       }
       return;
     }
-    default: break;
+    case DType::Q5_0: return dequantize_row_q5_0(src, dst, n);
+    case DType::Q5_1: return dequantize_row_q5_1(src, dst, n);
+    case DType::Q2_K: return dequantize_row_q2_k(src, dst, n);
+    case DType::Q3_K: return dequantize_row_q3_k(src, dst, n);
+    case DType::Q4_K: return dequantize_row_q4_k(src, dst, n);
+    case DType::Q5_K: return dequantize_row_q5_k(src, dst, n);
+    case DType::Q6_K: return dequantize_row_q6_k(src, dst, n);
+    case DType::Q8_K: return dequantize_row_q8_k(src, dst, n);
+    case DType::IQ4_NL: return dequantize_row_iq4_nl(src, dst, n);
+    case DType::IQ4_XS: return dequantize_row_iq4_xs(src, dst, n);
   }
   fail("dequantize_row: no dequantiser for ", dtype_name(t));
 }

@@ -83,6 +83,36 @@ bool ggml_type_to_dtype(uint32_t id, DType* out) {
     case 30:
       *out = DType::BF16;
       return true;
+    case 6:
+      *out = DType::Q5_0;
+      return true;
+    case 7:
+      *out = DType::Q5_1;
+      return true;
+    case 10:
+      *out = DType::Q2_K;
+      return true;
+    case 11:
+      *out = DType::Q3_K;
+      return true;
+    case 12:
+      *out = DType::Q4_K;
+      return true;
+    case 13:
+      *out = DType::Q5_K;
+      return true;
+    case 14:
+      *out = DType::Q6_K;
+      return true;
+    case 15:
+      *out = DType::Q8_K;
+      return true;
+    case 20:
+      *out = DType::IQ4_NL;
+      return true;
+    case 23:
+      *out = DType::IQ4_XS;
+      return true;
     default:
       return false;
   }
@@ -387,7 +417,8 @@ WeightMap read_gguf(const std::string& path) {
     DType dt;
     if (!ggml_type_to_dtype(type_id, &dt))
       fail(path, ": ", tw, " has GGML type id ", type_id, " (", ggml_type_name(type_id),
-           "), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+           "), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
+           "Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS)");
     uint64_t offset = c.get<uint64_t>("data offset of " + tw);
 
     int64_t inner = n_dims > 0 ? ne[0] : 1;

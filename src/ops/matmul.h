@@ -24,8 +24,12 @@ struct MatmulOptions {
 
 // y[m, n] = sum_k x[m, k] * W[n, k] for m < M, n < W.rows, k < W.cols.
 // x: M x W.cols f32 row-major; y: M x W.rows f32 row-major (overwritten; must not alias x).
-// W stays in its stored dtype (f32, f16, bf16, q8_0, q4_0, q4_1); weights are dequantised in
-// registers, activations stay f32 (except the bf16 option above) and accumulation is f32.
+// W stays in its stored dtype; it is never converted as a whole. F32/F16/BF16/Q8_0/Q4_0/Q4_1: weights
+// are dequantised in registers, activations stay f32 (except the bf16 option above), accumulation is
+// f32. Q5_0/Q5_1/IQ4_NL/Q2_K..Q6_K/IQ4_XS: the int8-activation path (backends/cpu/qdot.h): each
+// activation row is quantised per block to int8 (Q8_K or 32-value blocks, as llama.cpp), block dots
+// are exact integers scaled in f32; error ~ sum_k |w_k| amax(block of x_k) / 254. That path is batch
+// invariant for every M. K-quant and IQ4_XS weights need K % 256 == 0.
 // M <= 8 runs a bandwidth-bound GEMV, larger M a blocked GEMM. Multithreaded (OpenMP); SIMD picked
 // at run time (AVX-512/AVX512-BF16 where present, else AVX2, else scalar).
 // Throws llamarun::Error if W.cols is not a multiple of the dtype's block size.

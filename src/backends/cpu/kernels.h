@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backends/cpu/qdot.h"
 #include "backends/cpu/simd_level.h"
 #include "core/dtype.h"
 
@@ -40,6 +41,8 @@ struct CpuKernels {
   float (*dot)(const float* a, const float* b, int64_t n);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // The int8-activation dot for weight dtype w (qdot.h); matmul uses it where qdot_uses_int8(w).
+  QDot (*qdot)(DType w);
 };
 
 // The table for `level`; level must not exceed detected_simd_level() (checked: throws Error).

@@ -281,7 +281,11 @@ class Uploader {
     const size_t bb = dtype_block_bytes(w.dtype);
     const int64_t be = dtype_block_size(w.dtype);
     const int64_t nblocks = w.rows * w.cols / be;  // whole blocks per row: checked by bind_llama_weights
-    const int64_t per_chunk = int64_t(staging_ / bb);
+    // The GPU converter knows F32/F16/BF16/Q8_0/Q4_0/Q4_1; other block types are dequantised to f32
+    // on the host (dequantize_row, a chunk at a time into the pinned buffer) and converted from f32.
+    const bool host_deq = dtype_is_quantized(w.dtype) && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0 &&
+                          w.dtype != DType::Q4_1;
+    const int64_t per_chunk = int64_t(staging_ / (host_deq ? size_t(be) * 4 : bb));
     const auto* src = static_cast<const uint8_t*>(w.data);
     for (int64_t b0 = 0; b0 < nblocks; b0 += per_chunk) {
       int64_t nb = std::min(per_chunk, nblocks - b0);
@@ -289,11 +293,17 @@ class Uploader {
       int k = turn_;
       turn_ ^= 1;
       LLAMARUN_CUDA_CHECK(cudaEventSynchronize(done_[k]));  // buffer k free again
-      std::memcpy(host_[k], src + size_t(b0) * bb, bytes);
       char* out = static_cast<char*>(dst) + size_t(b0 * be) * 2;
-      if (direct) {
+      if (host_deq) {
+        dequantize_row(w.dtype, src + size_t(b0) * bb, static_cast<float*>(host_[k]), nb * be);
+        LLAMARUN_CUDA_CHECK(
+            cudaMemcpyAsync(dev_[k], host_[k], size_t(nb * be) * 4, cudaMemcpyHostToDevice, stream_));
+        convert_to_act(act_, DType::F32, dev_[k], out, nb * be, stream_);
+      } else if (direct) {
+        std::memcpy(host_[k], src + size_t(b0) * bb, bytes);
         LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(out, host_[k], bytes, cudaMemcpyHostToDevice, stream_));
       } else {
+        std::memcpy(host_[k], src + size_t(b0) * bb, bytes);
         LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(dev_[k], host_[k], bytes, cudaMemcpyHostToDevice, stream_));
         convert_to_act(act_, w.dtype, dev_[k], out, nb * be, stream_);
       }

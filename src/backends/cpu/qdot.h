@@ -1,0 +1,60 @@
+// Integer dot products of quantised weight rows with int8-quantised activation rows (the path of the
+// block formats whose weights are never converted to float: Q8_0, Q5_0, Q5_1, IQ4_NL, the k-quants,
+// IQ4_XS). As in llama.cpp, the activations are quantised per block to int8 with one f32 scale:
+//  - 32-value weight blocks (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): BlockQ8A32 (scale, sum of q, 32 q),
+//  - 256-value super-blocks (Q2_K..Q6_K, IQ4_XS): BlockQ8_K (scale, 256 q, sums of each 16 q).
+// Each block's integer dot (exact, int32) is scaled by the weight and activation scales and summed in
+// f32. The activation quantisation is the same code at every SIMD level, so levels differ only in
+// the order of the f32 sums.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace llamarun::cpu {
+
+struct BlockQ8A32 {
+  float d;      // x ~= d * q
+  int32_t sum;  // sum of q
+  int8_t qs[32];
+};
+static_assert(sizeof(BlockQ8A32) == 40);
+
+// Dot of one weight row (K values of its dtype) with one quantised activation row (K values).
+using QDotFn = float (*)(int64_t K, const void* w, const void* act);
+// The same for kQDotRows activation rows at once (row m at act + m * astride bytes, its result at
+// out[m * ostride]), each result bit-identical to QDotFn's for that row.
+constexpr int kQDotRows = 4;
+using QDotMultiFn = void (*)(int64_t K, const void* w, const void* act, size_t astride, float* out,
+                             size_t ostride);
+struct QDot {
+  QDotFn one = nullptr;
+  QDotMultiFn rows = nullptr;  // may be null: one() per row
+};
+
+// Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
+// f32-activation kernels): always for the types that have no other path; for Q8_0/Q4_0/Q4_1 unless
+// the f32 blocked GEMM is allowed (M > 8, not batch-invariant), where it is faster.
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant);
+// The activation format a weight dtype's dot takes: Q8_K for the super-block types, else the
+// 32-block format (DType::Q8_0 names it here).
+DType qdot_act_type(DType w);
+// Bytes of one quantised activation row of K values for weight dtype w.
+size_t qdot_act_row_bytes(DType w, int64_t K);
+// x[0..K) -> one activation row in qdot_act_type(w)'s format: per block, d = max|x| / 127 and
+// q = round-to-nearest-even(x / d) (all zero when max|x| = 0).
+void quantize_act_row(DType w, const float* x, void* act, int64_t K);
+
+// Per-level dot tables (every block type but Q8_K).
+QDot qdot_scalar(DType w);
+QDot qdot_avx2(DType w);
+QDot qdot_avx512(DType w);
+
+// y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m]).
+// Every output depends only on its own weight row and activation row (batch invariant).
+struct MatmulArgs;
+void qmatmul(const MatmulArgs& a, QDot dot);
+
+}  // namespace llamarun::cpu

@@ -1,0 +1,22 @@
+// AVX-512 level dots of the int8-activation path (qdot_simd.inc), built with the AVX-512 flags incl.
+// VNNI: 256-bit vpdpbusd for the flat u8 x s8 sums. CPUs at the AVX-512 level without VNNI get the
+// AVX2 dots.
+#include <immintrin.h>
+
+#include <cstring>
+#include <type_traits>
+
+#include "backends/cpu/qdot.h"
+#include "core/dequant_ref.h"
+
+namespace llamarun::cpu {
+namespace {
+#include "backends/cpu/qdot_simd.inc"
+}  // namespace
+
+QDot qdot_avx512(DType w) {
+  static const bool vnni = __builtin_cpu_supports("avx512vnni");
+  return vnni ? simd_qdot(w) : qdot_avx2(w);
+}
+
+}  // namespace llamarun::cpu

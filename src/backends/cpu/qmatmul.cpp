@@ -1,0 +1,143 @@
+// The int8-activation matmul driver (qdot.h): activation quantisation and the row loop. Built at the
+// baseline ISA: the per-level work is in the dot functions it is handed.
+#include <omp.h>
+
+#include <cmath>
+
+#include "backends/cpu/kernels.h"
+#include "backends/cpu/qdot.h"
+#include "backends/cpu/scratch.h"
+
+namespace llamarun::cpu {
+namespace {
+
+bool is_super(DType w) {
+  switch (w) {
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::IQ4_XS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// q = round-to-nearest-even(x * 127 / amax), in [-127, 127]; returns d = amax / 127.
+float quantize_block(const float* x, int n, int8_t* q) {
+  float amax = 0;
+  for (int i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+  if (amax == 0) {
+    for (int i = 0; i < n; ++i) q[i] = 0;
+    return 0;
+  }
+  const float id = 127.f / amax;
+  // Round to nearest even by adding and subtracting 1.5 * 2^23 (exact for |v| < 2^22; here |v| <= 127):
+  // no libm call (std::nearbyint is one at the baseline ISA), and the loop vectorises.
+  constexpr float kMagic = 12582912.f;
+  for (int i = 0; i < n; ++i) {
+    const float v = (x[i] * id + kMagic) - kMagic;
+    q[i] = int8_t(v > 127.f ? 127 : (v < -127.f ? -127 : int(v)));
+  }
+  return amax / 127.f;
+}
+
+}  // namespace
+
+// Q8_0 / Q4_0 / Q4_1 have both paths and stay on the f32-activation kernels: their golden tests
+// (logits against transformers on the dequantised weights, tests/test_golden.cpp and
+// test_default_model.cpp) hold them to f32-activation accuracy. Measured (bench_ops qgemv/qgemm,
+// N = K = 2048, one thread's CPU time, this 2-vCPU Xeon), the int8 path would be faster except for the
+// free-order prefill GEMM: M = 1: 1.14x (Q8_0), 1.55x (Q4_0), 1.6x (Q4_1); M = 512 batch-invariant:
+// 1.46x / 1.32x / 1.18x; M = 512 free order: 0.6-0.9x.
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant) {
+  (void)M;
+  (void)batch_invariant;
+  switch (w) {
+    case DType::Q5_0:
+    case DType::Q5_1:
+    case DType::IQ4_NL:
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+    case DType::IQ4_XS:
+      return true;
+    default:
+      return false;
+  }
+}
+
+DType qdot_act_type(DType w) { return is_super(w) ? DType::Q8_K : DType::Q8_0; }
+
+size_t qdot_act_row_bytes(DType w, int64_t K) {
+  return is_super(w) ? size_t(K / 256) * sizeof(BlockQ8_K) : size_t(K / 32) * sizeof(BlockQ8A32);
+}
+
+void quantize_act_row(DType w, const float* x, void* act, int64_t K) {
+  if (is_super(w)) {
+    auto* b = static_cast<BlockQ8_K*>(act);
+    for (int64_t i = 0; i < K / 256; ++i) {
+      b[i].d = quantize_block(x + 256 * i, 256, b[i].qs);
+      for (int j = 0; j < 16; ++j) {
+        int s = 0;
+        for (int l = 0; l < 16; ++l) s += b[i].qs[16 * j + l];
+        b[i].bsums[j] = int16_t(s);
+      }
+    }
+  } else {
+    auto* b = static_cast<BlockQ8A32*>(act);
+    for (int64_t i = 0; i < K / 32; ++i) {
+      b[i].d = quantize_block(x + 32 * i, 32, b[i].qs);
+      int s = 0;
+      for (int l = 0; l < 32; ++l) s += b[i].qs[l];
+      b[i].sum = s;
+    }
+  }
+}
+
+void qmatmul(const MatmulArgs& a, QDot dot) {
+  const int64_t M = a.M, N = a.N, K = a.K;
+  const size_t arb = qdot_act_row_bytes(a.dtype, K);
+  // Quantised activations, shared by all threads; taken by the calling thread so allocation errors
+  // surface here.
+  uint8_t* act = static_cast<uint8_t*>(thread_scratch(kScratchActivations, size_t(M) * arb));
+  const bool par = N * K * M >= (1 << 16);
+  // A few rows (decode) are quantised by the calling thread: cheaper than a second barrier.
+  const bool serial_act = M <= 8;
+  if (serial_act)
+    for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
+#pragma omp parallel if (par)
+  {
+    if (!serial_act) {
+#pragma omp for schedule(static)
+      for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
+    }
+    // Tiles of kR weight rows (a few KiB, kept in L1) against every activation row.
+    constexpr int64_t kR = 16;
+    const int64_t tiles = (N + kR - 1) / kR;
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tiles; ++t) {
+      const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
+      int64_t m = 0;
+      if (dot.rows) {
+        for (; m + kQDotRows <= M; m += kQDotRows) {
+          const uint8_t* am = act + size_t(m) * arb;
+          float* ym = a.y + m * N;
+          for (int64_t n = n0; n < n1; ++n)
+            dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
+        }
+      }
+      for (; m < M; ++m) {
+        const uint8_t* am = act + size_t(m) * arb;
+        float* ym = a.y + m * N;
+        for (int64_t n = n0; n < n1; ++n) ym[n] = dot.one(K, a.w + size_t(n) * a.w_row_bytes, am);
+      }
+    }
+  }
+}
+
+}  // namespace llamarun::cpu
