@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-DEB_PKGS=(build-essential cmake ninja-build pkg-config
+DEB_PKGS=(build-essential cmake ninja-build pkg-config clang-format
           nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev libbenchmark-dev
           python3-sentencepiece python3-numpy python3-venv unzip)
 missing=()
@@ -24,5 +24,6 @@ fi
 bash scripts/get-default-model.sh
 
 BUILD_DIR=${BUILD_DIR:-build}
-cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+# LLAMARUN_CMAKE_ARGS: extra configure options (scripts/test.sh passes -DLLAMARUN_WERROR=ON).
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${LLAMARUN_CMAKE_ARGS:-}
 cmake --build "$BUILD_DIR" -j"$(nproc)"
