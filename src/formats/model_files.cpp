@@ -9,7 +9,6 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "formats/gguf.h"
-#include "model/meta_checkpoint.h"
 #include "formats/safetensors.h"
 
 namespace llamarun {
@@ -74,7 +73,6 @@ WeightMap load_weights(const std::string& path) {
     fail(path, ": unknown model file type (expected a .gguf or .safetensors file, or a model directory)");
   }
   const fs::path dir(path);
-  if (is_meta_checkpoint_dir(path)) return load_meta_checkpoint(path);
   if (fs::exists(dir / "model.safetensors")) {
     WeightMap wm;
     read_safetensors((dir / "model.safetensors").string(), wm);
@@ -99,7 +97,7 @@ WeightMap load_weights(const std::string& path) {
          " .safetensors files but no model.safetensors.index.json saying how they fit");
   fail(path,
        ": no weights found (looked for model.safetensors, model.safetensors.index.json, a single "
-       "*.safetensors file, or Meta's params.json + consolidated.00.pth)");
+       "*.safetensors file; Meta's params.json + consolidated.00.pth load through load_model)");
 }
 
 }  // namespace llamarun

@@ -10,12 +10,11 @@ namespace llamarun {
 // `path` is one of:
 //   - a GGUF file (".gguf" extension or GGUF magic) -> read_gguf
 //   - a ".safetensors" file -> that one file
-//   - a Meta checkpoint directory (params.json + consolidated.NN.pth): load_meta_checkpoint, GGUF
-//     tensor names, Meta's (interleaved) Q/K order
 //   - a directory holding model.safetensors, or model.safetensors.index.json (its weight_map names
 //     the shard of every tensor; each shard is read once and must hold the tensors the index gives
 //     it), or exactly one *.safetensors file.
-// Throws Error naming the path (and what was looked for) when nothing usable is found.
+// Throws Error naming the path (and what was looked for) when nothing usable is found. (Meta checkpoint
+// directories are Llama-specific: load_model reads them through model/meta_checkpoint.h.)
 WeightMap load_weights(const std::string& path);
 
 // Reads a Hugging Face safetensors index (model.safetensors.index.json) and the shards it names,

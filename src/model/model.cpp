@@ -40,9 +40,9 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   auto m = std::make_unique<Model>();
   m->path = path;
   if (!file_exists(path)) fail(path, ": no such file or directory");
-  m->weights = std::make_shared<WeightMap>(load_weights(path));
   m->gguf = !is_directory(path);
   m->meta = !m->gguf && is_meta_checkpoint_dir(path);
+  m->weights = std::make_shared<WeightMap>(m->meta ? load_meta_checkpoint(path) : load_weights(path));
   if (m->meta) {
     // Meta's layout = GGUF's (names mapped, interleaved RoPE pairs): see model/meta_checkpoint.h.
     m->cfg = config_from_meta_params(read_text_file(path + "/params.json"), *m->weights, path + "/params.json");
