@@ -14,7 +14,10 @@ std::vector<OptSpec> model_opts() {
           {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
           {"--threads", "-t", true, "CPU threads", "all cores"},
           {"--act", "", true, "activation precision: auto (bf16 rounding for bf16 checkpoints), f32, bf16",
-           "auto"}};
+           "auto"},
+          {"--quantize", "", true,
+           "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, F16, BF16",
+           "off"}};
 }
 
 std::vector<OptSpec> sampling_opts(const char* default_temp) {
@@ -73,6 +76,7 @@ std::unique_ptr<Model> open_model(const Args& args) {
   }
   LoadOptions lo;
   lo.activations = args.str("--act", "auto");
+  lo.quantize = args.str("--quantize", "");
   return load_model(args.str("--model", default_model_path()), lo);
 }
 
