@@ -28,7 +28,7 @@ void pack_5bit(const uint8_t q[32], uint8_t qs[16], uint8_t qh_bytes[4]) {
 
 // Asymmetric fit of n values to x ~= scale * l - off, l in [0, nmax], off >= 0, minimising the weighted
 // squared error. Tries scale = (max - min) / nmax and then the grid of inverse scales
-// (nmax + lo + step * k) / (max - min), k = 0..steps, each refined by a least-squares solve for
+// (nmax + lo + step * k) / (max - bias), k = 0..steps, each refined by a least-squares solve for
 // (scale, off) with the levels it rounds to. Writes the levels to `levels`, returns scale, sets *off.
 float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* levels, float* off, float lo,
                     float step, int steps) {
@@ -48,8 +48,8 @@ float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* le
   auto error_of = [&](float scale, float bias, const uint8_t* l) {
     float e = 0;
     for (int i = 0; i < n; ++i) {
-      float d = scale * float(l[i]) + bias - x[i];
-      e += w[i] * d * d;
+      const float d = scale * float(l[i]) + bias - x[i];
+      e += w[i] * (d * d);
     }
     return e;
   };
@@ -58,14 +58,16 @@ float fit_scale_min(int n, int nmax, const float* x, const float* w, uint8_t* le
   for (int i = 0; i < n; ++i) levels[i] = uint8_t(std::clamp(rint_even(inv * (x[i] - mn)), 0, nmax));
   float best = error_of(best_scale, best_bias, levels);
   uint8_t trial[32];
+  // As in GGML, each candidate grid is anchored at the best bias found so far (not the data minimum):
+  // llama.cpp's files depend on that order, and matching it keeps our output bit-identical to theirs.
   for (int k = 0; k <= steps; ++k) {
-    inv = (lo + step * float(k) + float(nmax)) / (mx - mn);
+    inv = (lo + step * float(k) + float(nmax)) / (mx - best_bias);
     float sl = 0, sll = 0, sxl = 0;
     for (int i = 0; i < n; ++i) {
-      int l = std::clamp(rint_even(inv * (x[i] - mn)), 0, nmax);
+      int l = std::clamp(rint_even(inv * (x[i] - best_bias)), 0, nmax);
       trial[i] = uint8_t(l);
       sl += w[i] * float(l);
-      sll += w[i] * float(l * l);
+      sll += w[i] * float(l) * float(l);
       sxl += w[i] * float(l) * x[i];
     }
     const float det = sw * sll - sl * sl;
@@ -106,7 +108,7 @@ float fit_scale_sym(int n, int nmax, const float* x, int8_t* levels) {
       if (out) out[i] = int8_t(l + nmax);
       const float wi = x[i] * x[i];
       *sxl += wi * x[i] * float(l);
-      *sll += wi * float(l * l);
+      *sll += wi * float(l) * float(l);
     }
   };
   float sxl, sll;
