@@ -254,6 +254,7 @@ int cmd_bench(int argc, char** argv) {
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
         "llamarun_bench_cuda)",
         "cpu"},
+       {"--quantize", "", true, "quantize the weights at load (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q4_1, ...)", "off"},
        {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
@@ -287,6 +288,7 @@ int cmd_bench(int argc, char** argv) {
     LoadOptions lo;
     lo.max_batch = std::min(pp0, 512);
     lo.load_tokenizer = false;
+    lo.quantize = args.str("--quantize", "");
     m = load_model(model_path_from(args), lo);
     model_name = m->path;
   }

@@ -15,6 +15,7 @@ int cmd_info(int argc, char** argv) {
             {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
              {"--ctx", "-c", true, "context length for the KV-cache estimate", "the model's maximum"},
              {"--tensors", "", false, "list every tensor with its role in the Llama tensor table", ""},
+             {"--quantize", "", true, "quantize the weights at load first (Q8_0, Q4_K_M, ...): shows the result", "off"},
              {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
@@ -23,6 +24,7 @@ int cmd_info(int argc, char** argv) {
   }
   LoadOptions lo;
   lo.max_batch = 1;
+  lo.quantize = args.str("--quantize", "");
   auto m = load_model(model_path_from(args), lo);
   const LlamaConfig& c = m->cfg;
   const long long ctx = args.integer("--ctx", c.max_position);

@@ -19,7 +19,10 @@ std::vector<OptSpec> model_opts() {
           {"--act", "", true,
            "activation precision. CPU: auto (bf16 rounding for bf16 checkpoints), f32 or bf16. "
            "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
-           "auto"}};
+           "auto"},
+          {"--quantize", "", true,
+           "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, F16, BF16",
+           "off"}};
 }
 
 std::vector<OptSpec> sampling_opts(const char* default_temp) {
@@ -115,6 +118,7 @@ std::unique_ptr<Model> open_model(const Args& args) {
       fail("--act ", act, " on the CPU: use auto, f32 or bf16 (f16 is for --device cuda)");
     lo.activations = act;
   }
+  lo.quantize = args.str("--quantize", "");
   return load_model(model_path_from(args), lo);
 }
 

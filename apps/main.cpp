@@ -18,7 +18,9 @@ const char* kUsage =
     "  tokenize   text -> token ids (-m takes a model, a GGUF file, tokenizer.model or tokenizer.json)\n"
     "  bench      prompt-processing and generation speed against the machine's measured limits\n"
     "  serve      OpenAI-compatible HTTP server: completions, chat, streaming, metrics\n"
-    "  convert    IN OUT: a Meta checkpoint, HF directory or GGUF file to an HF directory or a GGUF file\n\n"
+    "  convert    IN OUT: a Meta checkpoint, HF directory or GGUF file to an HF directory or a GGUF file\n"
+    "  quantize   IN OUT TYPE: write a GGUF file quantized to Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, ...\n"
+    "  perplexity perplexity over a text file, as llama.cpp's llama-perplexity computes it\n\n"
     "With no -m, the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf) is used.\n"
     "Run `llamarun COMMAND --help` for a command's options.\n";
 
@@ -39,6 +41,8 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return cmd_bench(argc, argv);
     if (cmd == "serve") return cmd_serve(argc, argv);
     if (cmd == "convert") return cmd_convert(argc, argv);
+    if (cmd == "quantize") return cmd_quantize(argc, argv);
+    if (cmd == "perplexity") return cmd_perplexity(argc, argv);
     std::fprintf(stderr, "llamarun: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 2;
   } catch (const llamarun::Error& e) {

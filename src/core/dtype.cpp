@@ -7,6 +7,7 @@
 #include "core/dequant_ref.h"
 #include "core/error.h"
 #include "core/fp16.h"
+#include "core/quantize.h"
 
 namespace llamarun {
 
@@ -192,6 +193,11 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       }
       return;
     }
+    case DType::Q5_0: quantize_row_q5_0(src, static_cast<BlockQ5_0*>(dst), n); return;
+    case DType::Q5_1: quantize_row_q5_1(src, static_cast<BlockQ5_1*>(dst), n); return;
+    case DType::Q4_K: quantize_row_q4_k(src, static_cast<BlockQ4_K*>(dst), n); return;
+    case DType::Q5_K: quantize_row_q5_k(src, static_cast<BlockQ5_K*>(dst), n); return;
+    case DType::Q6_K: quantize_row_q6_k(src, static_cast<BlockQ6_K*>(dst), n); return;
     default: break;
   }
   fail("quantize_row: no quantiser for ", dtype_name(t));

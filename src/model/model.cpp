@@ -9,6 +9,7 @@
 #include "core/mmap.h"
 #include "formats/model_files.h"
 #include "model/meta_checkpoint.h"
+#include "model/quantize_model.h"
 
 namespace llamarun {
 
@@ -82,6 +83,9 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     }
   }
   m->cfg.validate(path);
+  if (!opts.quantize.empty())
+    quantize_weight_map(*m->weights, parse_quant_scheme(opts.quantize), m->cfg.num_layers, m->gguf,
+                        m->owned_storage, stderr_progress("quantizing to " + opts.quantize));
   if (m->tokenizer && m->tokenizer->vocab_size() > m->cfg.vocab_size)
     fail(path, ": the tokenizer has ", m->tokenizer->vocab_size(), " tokens but the model's vocab_size is ",
          m->cfg.vocab_size);

@@ -18,6 +18,9 @@ struct LoadOptions {
   // "auto": bf16 activation rounding for bf16 checkpoints, f32 otherwise; or "f32" / "bf16".
   std::string activations = "auto";
   bool load_tokenizer = true;
+  // Non-empty: quantise the weight matrices at load, in memory, to this llama.cpp type (Q8_0, Q4_K_M, ...;
+  // model/quantize_model.h), as `llamarun quantize` would write them.
+  std::string quantize;
 };
 
 struct Model {
