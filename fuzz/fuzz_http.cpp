@@ -5,7 +5,13 @@
 
 using namespace llamarun::server;
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+// tests/test_fuzz_inputs.cpp includes this file with LLAMARUN_FUZZ_ENTRY renamed, to run the seeds
+// and regression inputs in the ordinary test build.
+#ifndef LLAMARUN_FUZZ_ENTRY
+#define LLAMARUN_FUZZ_ENTRY LLVMFuzzerTestOneInput
+#endif
+
+extern "C" int LLAMARUN_FUZZ_ENTRY(const uint8_t* data, size_t size) {
   static HttpServer* server = [] {
     HttpServerOptions o;
     o.max_body_bytes = 4096;

@@ -4,7 +4,13 @@
 
 using namespace llamarun;
 
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+// tests/test_fuzz_inputs.cpp includes this file with LLAMARUN_FUZZ_ENTRY renamed, to run the seeds
+// and regression inputs in the ordinary test build.
+#ifndef LLAMARUN_FUZZ_ENTRY
+#define LLAMARUN_FUZZ_ENTRY LLVMFuzzerTestOneInput
+#endif
+
+extern "C" int LLAMARUN_FUZZ_ENTRY(const uint8_t* data, size_t size) {
   try {
     auto tok =
         tokenizer_from_spm_proto(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.model");
