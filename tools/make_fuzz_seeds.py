@@ -90,6 +90,7 @@ def safetensors_seeds():
                                              "high_freq_factor": 4.0, "original_max_position_embeddings": 32})
     put("fuzz_safetensors", "llama3_rope", json.dumps(scaled).encode() + SEP + st)
     v5 = dict(TINY_CONFIG, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 500.0})
+    del v5["rope_theta"]  # transformers 5 keeps it in rope_parameters only
     put("fuzz_safetensors", "rope_parameters", json.dumps(v5).encode() + SEP + safetensors_file({}))
 
 

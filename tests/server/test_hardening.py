@@ -257,3 +257,18 @@ def test_oversized_requests_get_their_status_not_a_reset(server, case):
         resp = raw_exchange(server.port, data)
         assert status_of(resp) == want, resp[:300]
         assert body_json(resp)["error"]["code"] == want
+
+
+# ---- fault 10: text_offset when a token ends inside a character
+
+def test_text_offset_advances_over_partial_utf8_tokens(http):
+    # Token 175 is the lone byte 0xE4 (a 3-byte lead) in SmolLM2's byte-level vocabulary: forcing it
+    # makes every generated token a partial character.
+    r = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 3, "temperature": 0, "logprobs": 0,
+                                           "logit_bias": {"175": 100}})
+    assert r.status_code == 200, r.text
+    lp = r.json()["choices"][0]["logprobs"]
+    off = lp["text_offset"]
+    assert len(off) == 3 and off[0] == 0, lp
+    assert off == sorted(set(off)), off  # strictly increasing: no two tokens share an offset
+    assert off[1] == 1, off  # the second token starts after the first token's byte
