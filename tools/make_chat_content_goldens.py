@@ -18,8 +18,13 @@ with special tokens matched everywhere (serve --allow-special-in-content);
 "error": true where llamarun must refuse the content (Llama 2 markers that are plain text in the
 template itself: [INST], [/INST], <<SYS>>, <</SYS>>, as Meta's reference chat code does).
 
+"ids_spm" (Llama 2 cases): the same cut, each plain run encoded by `sentencepiece` itself with the
+Llama 2 tokenizer.model (sentencepiece never matches control pieces in text; each run gets its own
+dummy prefix, as HF's legacy Llama tokenizer and llama.cpp do for text between special tokens).
+
 Writes tests/fixtures/tokenizer/chat_content_goldens.json.
-Usage: python3 tools/make_chat_content_goldens.py   (pip install jinja2 tokenizers)
+Usage: python3 tools/make_chat_content_goldens.py [llama2 tokenizer.model]
+       (pip install jinja2 tokenizers sentencepiece)
 """
 import json
 import os
@@ -91,7 +96,37 @@ def reference_ids(tok, specials, parts):
     return ids
 
 
+def spm_ids(sp, specials, parts):
+    runs, cur = [], ""
+    for text, is_content in parts:
+        if is_content:
+            cur += text
+            continue
+        pos = 0
+        while pos < len(text):
+            best = max((t for t in specials if text.startswith(t, pos)), key=len, default=None)
+            if best is None:
+                cur += text[pos]
+                pos += 1
+            else:
+                if cur:
+                    runs.append(cur)
+                cur = ""
+                runs.append(sp.piece_to_id(best))
+                pos += len(best)
+    if cur:
+        runs.append(cur)
+    ids = []
+    for r in runs:
+        ids += [r] if isinstance(r, int) else sp.encode(r)
+    return ids
+
+
 def main():
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(
+        model_file=sys.argv[1] if len(sys.argv) > 1 else "/work/shared/assets/llama2-tokenizer.model")
+    sp_specials = [sp.id_to_piece(i) for i in range(sp.get_piece_size()) if sp.is_control(i) or sp.is_unknown(i)]
     chat = json.load(open(FIX + "chat_goldens.json", encoding="utf-8"))
     templates = {"chatml": chat["chatml_template"], "llama2": LLAMA2}
     toks = {"chatml": Tokenizer.from_file(FIX + "smollm2_tokenizer.json"),
@@ -127,6 +162,8 @@ def main():
                     text = text[e + 1:]
                 assert "".join(p for p, _ in parts) == real
                 rec["ids"] = reference_ids(tok, specials, parts)
+                if fmt == "llama2":
+                    rec["ids_spm"] = spm_ids(sp, sp_specials, parts)
                 if not any(s in c for _, c in conv for s in specials):
                     assert rec["ids"] == rec["ids_special"], (fmt, conv)
                 out.append(rec)
