@@ -9,6 +9,43 @@
 
 namespace llamarun::cli {
 
+namespace {
+
+// Integer options and their ranges, the same for every command that takes them.
+struct IntRange {
+  const char* name;
+  long long lo, hi;
+};
+constexpr IntRange kIntRanges[] = {
+    {"--ctx", 1, 1 << 24},
+    {"--threads", 1, 1024},
+    {"--n-predict", 1, 1 << 24},
+    {"--port", 0, 65535},
+    {"--repeat-last-n", -1, 1 << 24},
+    {"--top-k", -1, 2147483647},
+    {"--seed", 0, 9223372036854775807LL},
+    {"--pp", 0, 1 << 24},
+    {"--tg", 0, 1 << 24},
+    {"--depth", 0, 1 << 24},
+    {"--reps", 1, 100000},
+    {"--block-size", 1, 1024},
+    {"--kv-cache-mb", 1, 1 << 22},
+    {"--max-n", 1, 1024},
+    {"--max-queue", 0, 1 << 20},
+    {"--max-num-seqs", 1, 1 << 16},
+    {"--max-batch-tokens", 1, 1 << 20},
+    {"--max-body-bytes", 1024, 1ll << 32},
+    {"--max-connections", 1, 1 << 20},
+};
+
+const IntRange* int_range(const std::string& name) {
+  for (const auto& r : kIntRanges)
+    if (name == r.name) return &r;
+  return nullptr;
+}
+
+}  // namespace
+
 Args::Args(std::string command, std::string summary, std::vector<OptSpec> specs)
     : command_(std::move(command)), summary_(std::move(summary)), specs_(std::move(specs)) {}
 
@@ -41,6 +78,17 @@ void Args::parse(int argc, char** argv, int first) {
       if (!inline_val) {
         if (i + 1 >= argc) fail("llamarun ", command_, ": option ", s->long_name, " needs a value");
         val = argv[++i];
+      }
+      if (!s->repeatable && values_.count(s->long_name))
+        fail("llamarun ", command_, ": option ", s->long_name, " is given more than once (",
+             values_[s->long_name][0], " and ", val, "); give it once");
+      if (const IntRange* r = int_range(s->long_name)) {
+        errno = 0;
+        char* end = nullptr;
+        const long long v = std::strtoll(val.c_str(), &end, 10);
+        if (val.empty() || *end || errno == ERANGE || v < r->lo || v > r->hi)
+          fail("llamarun ", command_, ": ", s->long_name, " must be an integer between ", r->lo, " and ",
+               r->hi, ", got '", val, "'");
       }
       values_[s->long_name].push_back(val);
     } else {
@@ -82,7 +130,8 @@ long long Args::integer(const std::string& n, long long def) const {
   errno = 0;
   char* end = nullptr;
   long long r = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || errno == ERANGE) fail("llamarun ", command_, ": ", n, " needs an integer, got '", v, "'");
+  if (v.empty() || *end || errno == ERANGE)
+    fail("llamarun ", command_, ": ", n, " needs an integer, got '", v, "'");
   return r;
 }
 
@@ -91,7 +140,8 @@ double Args::number(const std::string& n, double def) const {
   const std::string v = str(n);
   char* end = nullptr;
   double r = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !std::isfinite(r)) fail("llamarun ", command_, ": ", n, " needs a number, got '", v, "'");
+  if (v.empty() || *end || !std::isfinite(r))
+    fail("llamarun ", command_, ": ", n, " needs a number, got '", v, "'");
   return r;
 }
 

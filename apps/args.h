@@ -13,13 +13,16 @@ struct OptSpec {
   std::string short_name;  // "-t" or ""
   bool takes_value = true;
   std::string help;
-  std::string def;         // default shown in help
+  std::string def;          // default shown in help
+  bool repeatable = false;  // may be given more than once (all()); otherwise a repeat is an error
 };
 
 class Args {
  public:
   Args(std::string command, std::string summary, std::vector<OptSpec> specs);
-  // Parses argv[first..]; throws llamarun::Error for unknown options or missing values.
+  // Parses argv[first..]; throws llamarun::Error for unknown options, missing values, a repeated
+  // option that is not repeatable, and a numeric option outside its range (args.cpp's table:
+  // --ctx 1..16777216, --threads 1..1024, ...; checked here so that every command agrees).
   void parse(int argc, char** argv, int first);
   bool help_requested() const { return help_; }
   std::string help_text() const;

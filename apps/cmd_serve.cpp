@@ -47,8 +47,16 @@ int cmd_serve(int argc, char** argv) {
               {"--no-prefix-cache", "", false, "disable automatic prefix caching", ""},
               {"--max-body-bytes", "", true, "largest request body (bigger ones get 413)", "8388608"},
               {"--max-n", "", true, "largest n (choices per prompt)", "16"},
+              {"--idle-timeout", "", true,
+               "seconds after which a connection with no request in flight is closed", "30"},
+              {"--max-connections", "", true,
+               "open connections beyond which new ones get 503 (logged)", "4096"},
               {"--drain-timeout", "", true, "seconds running requests get to finish after SIGTERM", "30"},
               {"--quiet", "", false, "no per-request log lines", ""},
+              {"--allow-special-in-content", "", false,
+               "chat: special-token strings in message content become control tokens (lets a client "
+               "forge turns; off: content is plain text)",
+               ""},
               {"--load-delay", "", true, "testing: seconds to wait before loading the model", "0"}}));
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
@@ -105,9 +113,13 @@ int cmd_serve(int argc, char** argv) {
   if (args.has("--ctx")) o.engine.max_model_len = int(bounded("--ctx", 0, 1, 1 << 24));
   o.max_body_bytes = size_t(bounded("--max-body-bytes", 8 << 20, 1024, 1ll << 32));
   o.max_n = int(bounded("--max-n", 16, 1, 1024));
+  o.idle_timeout_s = args.number("--idle-timeout", 30);
+  if (!(o.idle_timeout_s > 0 && o.idle_timeout_s <= 86400)) fail("--idle-timeout must be in (0, 86400]");
+  o.max_connections = int(bounded("--max-connections", 4096, 1, 1 << 20));
   o.drain_timeout_s = args.number("--drain-timeout", 30);
   if (!(o.drain_timeout_s >= 0)) fail("--drain-timeout must be >= 0");
   o.log_requests = !args.has("--quiet");
+  o.allow_special_in_content = args.has("--allow-special-in-content");
   o.load_delay_s = args.number("--load-delay", 0);
   if (!(o.load_delay_s >= 0 && o.load_delay_s <= 3600)) fail("--load-delay must be in [0, 3600]");
   o.load.activations = args.str("--act", "auto");

@@ -36,7 +36,7 @@ std::vector<OptSpec> sampling_opts(const char* default_temp) {
           {"--presence-penalty", "", true, "OpenAI presence penalty", "0"},
           {"--frequency-penalty", "", true, "OpenAI frequency penalty", "0"},
           {"--seed", "-s", true, "random seed (same seed, same text)", "random"},
-          {"--stop", "", true, "stop string (repeatable)", ""},
+          {"--stop", "", true, "stop string (repeatable)", "", true},
           {"--ignore-eos", "", false, "keep generating after end-of-sequence tokens", ""}};
 }
 

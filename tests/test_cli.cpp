@@ -188,4 +188,27 @@ TEST(CliBadInput, DeviceOption) {
 #endif
 }
 
+// Issue 9, fault 8: options are checked where they are parsed.
+TEST(CliBadInput, OptionRangesRepeatsAndDirectories) {
+  const std::string tok = fixture_path("smollm2_tokenizer.json");
+  // -f naming a directory: a clear error, not an empty prompt.
+  const std::string dir = temp_path("adir");
+  fs::create_directories(dir);
+  expect_clean_error(run_llamarun({"tokenize", "-m", tok, "-f", dir}), "is a directory");
+  expect_clean_error(run_llamarun({"generate", "-m", "/nonexistent.gguf", "-f", dir}), "is a directory");
+  fs::remove_all(dir);
+  // Integer ranges, before any model is opened.
+  expect_clean_error(run_llamarun({"info", "-m", "/nonexistent.gguf", "--ctx", "-5"}), "--ctx");
+  expect_clean_error(run_llamarun({"info", "--ctx", "9999999999999"}), "--ctx must be an integer between 1 and");
+  expect_clean_error(run_llamarun({"generate", "--ctx", "99999999999999999999999", "-p", "x"}), "--ctx");
+  expect_clean_error(run_llamarun({"generate", "-n", "0", "-p", "x"}), "--n-predict");
+  expect_clean_error(run_llamarun({"serve", "--port", "70000"}), "--port");
+  expect_clean_error(run_llamarun({"serve", "--max-connections", "0"}), "--max-connections");
+  // A repeated single-valued option is an error; --stop may repeat.
+  expect_clean_error(run_llamarun({"tokenize", "-m", tok, "-p", "a", "-p", "b"}), "more than once");
+  expect_clean_error(run_llamarun({"generate", "-p", "a", "--prompt", "b"}), "--prompt is given more than once");
+  RunResult ok = run_llamarun({"tokenize", "-m", tok, "-p", "a b", "--ids"});
+  EXPECT_EQ(ok.exit_code, 0) << ok.err;
+}
+
 }  // namespace

@@ -144,6 +144,33 @@ TEST(ConfigHf, RopeScalingVariants) {
   EXPECT_EQ(v5d.rope_scaling.type, RopeScaling::Type::kNone);
 }
 
+// Issue 9, fault 9: the same rope rule with and without rope_parameters.
+TEST(ConfigHf, RopeOneRuleWithRopeParameters) {
+  auto with2 = [](const std::string& k1, const std::string& v1, const std::string& k2, const std::string& v2) {
+    std::string s = tiny_with(k1, v1);
+    s.pop_back();
+    return s + ",\"" + k2 + "\":" + v2 + "}";
+  };
+  const std::string params = R"({"rope_type":"default","rope_theta":10000.0})";
+  EXPECT_HF_ERROR(with2("rope_parameters", params, "rope_scaling", R"({"type":"yarn","factor":4})"),
+                  "unsupported rope scaling type 'yarn'");
+  EXPECT_HF_ERROR(with2("rope_parameters", params, "rope_scaling", R"({"type":"x"})"), "'x'");
+  EXPECT_HF_ERROR(with2("rope_parameters", params, "rope_theta", "-1"), "rope_theta", "positive");
+  EXPECT_HF_ERROR(with2("rope_parameters", params, "rope_theta", "20000"), "rope_theta", "differ");
+  EXPECT_HF_ERROR(with2("rope_parameters", params, "rope_scaling", R"({"type":"linear","factor":2})"),
+                  "rope_scaling", "rope_parameters");
+  EXPECT_HF_ERROR(tiny_with("rope_parameters", R"({"rope_type":"default","rope_theta":-1})"), "rope_theta");
+  // Agreeing copies (transformers 5 keeps both) load.
+  const LlamaConfig ok = config_from_hf_json(
+      with2("rope_parameters", R"({"rope_type":"linear","factor":2.0,"rope_theta":500.0})", "rope_scaling",
+            R"({"type":"linear","factor":2.0})"),
+      "c");
+  EXPECT_EQ(ok.rope_scaling.type, RopeScaling::Type::kLinear);
+  EXPECT_FLOAT_EQ(ok.rope_theta, 500.f);
+  EXPECT_FLOAT_EQ(
+      config_from_hf_json(with2("rope_parameters", params, "rope_theta", "10000"), "c").rope_theta, 10000.f);
+}
+
 TEST(ConfigHf, Errors) {
   EXPECT_HF_ERROR("{not json", "not valid JSON");
   EXPECT_HF_ERROR("[1]", "JSON object");

@@ -282,6 +282,60 @@ TEST(TokenizerBpe, JsonErrors) {
   EXPECT_THROW(tokenizer_from_hf_json(deep, "x"), Error);
 }
 
+// Issue 9, fault 10: find_unencodable flags exactly the corpus lines that HF tokenizers cannot
+// round-trip with this vocabulary (tools/make_lossy_goldens.py).
+TEST(TokenizerBpe, UnencodableMatchesHfLoss) {
+  const auto corpus = read_corpus();
+  std::istringstream in(slurp_file(fixture_path("smollm2.lossy")));
+  std::string line;
+  size_t n = 0, lossy = 0;
+  while (std::getline(in, line)) {
+    const size_t tab = line.find('\t');
+    const size_t i = std::stoul(line.substr(0, tab));
+    const bool want = line.substr(tab + 1) == "1";
+    const size_t at = smollm2().find_unencodable(corpus.at(i));
+    EXPECT_EQ(at != std::string::npos, want) << "corpus line " << i;
+    if (at != std::string::npos) {
+      EXPECT_LT(at, corpus[i].size());
+      EXPECT_EQ(smollm2().find_unencodable(corpus[i].substr(0, at)), std::string::npos);
+    }
+    lossy += want;
+    ++n;
+  }
+  EXPECT_GE(n, 2000u);
+  EXPECT_GE(lossy, 20u);
+  // U+40000 and U+BFFFF lose their first byte (0xF1 / 0xF2); U+3FFFF and U+C0000 do not.
+  EXPECT_EQ(smollm2().find_unencodable("ab\xf1\x80\x80\x80"), 2u);
+  EXPECT_EQ(smollm2().find_unencodable("\xf2\xbf\xbf\xbf"), 0u);
+  EXPECT_EQ(smollm2().find_unencodable("\xf0\xbf\xbf\xbf \xf3\x80\x80\x80"), std::string::npos);
+}
+
+// Issue 9, fault 9: a garbage decoder or post_processor is refused, naming the field.
+TEST(TokenizerBpe, GarbageDecoderOrPostProcessorRejected) {
+  const json base = json::parse(slurp_file(kJsonPath));
+  auto load_with = [&](const char* field, const json& v) {
+    json j = base;
+    j[field] = v;
+    return tokenizer_from_hf_json(j.dump(), "t.json");
+  };
+  for (const char* field : {"decoder", "post_processor"}) {
+    for (const json& bad : {json("garbage"), json(5), json::array(), json::object(), json{{"type", "Nope"}},
+                            json{{"type", 3}}, json{{"type", "Sequence"}},
+                            json{{"type", "Sequence"}, {"decoders", {json{{"type", "X"}}}},
+                                 {"processors", {json{{"type", "X"}}}}}}) {
+      try {
+        load_with(field, bad);
+        ADD_FAILURE() << field << " = " << bad.dump() << " accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+      }
+    }
+    EXPECT_NO_THROW(load_with(field, nullptr));
+  }
+  EXPECT_NO_THROW(load_with("decoder", json{{"type", "ByteLevel"}}));
+  EXPECT_THROW(load_with("post_processor", json{{"type", "TemplateProcessing"}, {"single", 5}}), Error);
+}
+
 TEST(TokenizerBpe, LoadDirReadsConfigs) {
   const auto dir = std::filesystem::temp_directory_path() / "llamarun_tok_dir_test";
   std::filesystem::create_directories(dir);

@@ -180,13 +180,36 @@ LlamaConfig config_from_hf_json(const std::string& json_text, const std::string&
          " and no head_dim is given");
   c.max_position = int(json_int(j, "max_position_embeddings", 2048, where));
   c.rms_eps = float(json_num(j, "rms_norm_eps", 1e-6, where));
+  // One rule whether or not rope_parameters (transformers 5) is there: every rope field present is
+  // parsed and checked (an unknown scaling type or a bad theta is an error wherever it is), and
+  // where the old fields (rope_theta, rope_scaling) and rope_parameters both give a value they
+  // must agree.
   c.rope_theta = float(json_num(j, "rope_theta", 10000.0, where));
+  const bool top_theta = j.contains("rope_theta") && !j["rope_theta"].is_null();
+  if (top_theta && !(std::isfinite(c.rope_theta) && c.rope_theta > 0.0f))
+    fail(where, ": rope_theta = ", c.rope_theta, " must be positive and finite");
+  RopeScaling scaling;
+  const auto it2 = j.find("rope_scaling");
+  const bool has_scaling = it2 != j.end() && !it2->is_null();
+  if (has_scaling) scaling = parse_rope_scaling(*it2, "rope_scaling", where);
   if (auto it = j.find("rope_parameters"); it != j.end() && !it->is_null()) {
-    c.rope_scaling = parse_rope_scaling(*it, "rope_parameters", where);
-    if (it->is_object())
-      c.rope_theta = float(json_num(*it, "rope_theta", c.rope_theta, where + ": rope_parameters"));
-  } else if (auto it2 = j.find("rope_scaling"); it2 != j.end()) {
-    c.rope_scaling = parse_rope_scaling(*it2, "rope_scaling", where);
+    const RopeScaling params = parse_rope_scaling(*it, "rope_parameters", where);
+    if (has_scaling && (params.type != scaling.type || params.factor != scaling.factor ||
+                        params.low_freq_factor != scaling.low_freq_factor ||
+                        params.high_freq_factor != scaling.high_freq_factor ||
+                        params.original_max_position != scaling.original_max_position))
+      fail(where, ": 'rope_scaling' and 'rope_parameters' describe different rope scaling; give one");
+    c.rope_scaling = params;
+    if (it->is_object() && it->contains("rope_theta") && !(*it)["rope_theta"].is_null()) {
+      const float t = float(json_num(*it, "rope_theta", c.rope_theta, where + ": rope_parameters"));
+      if (!(std::isfinite(t) && t > 0.0f))
+        fail(where, ": rope_parameters.rope_theta = ", t, " must be positive and finite");
+      if (top_theta && t != c.rope_theta)
+        fail(where, ": rope_theta ", c.rope_theta, " and rope_parameters.rope_theta ", t, " differ");
+      c.rope_theta = t;
+    }
+  } else {
+    c.rope_scaling = scaling;
   }
   c.rope_layout = RopeLayout::kHalf;
   if (auto it = j.find("tie_word_embeddings"); it != j.end() && !it->is_null()) {

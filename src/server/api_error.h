@@ -4,15 +4,21 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace llamarun::server {
 
 class ApiError : public std::runtime_error {
  public:
   ApiError(int status, std::string message, std::string param = "", std::string type = "")
-      : std::runtime_error(message), status(status), param(std::move(param)), type(std::move(type)) {
+      : std::runtime_error(message),
+        message(message),
+        status(status),
+        param(std::move(param)),
+        type(std::move(type)) {
     if (this->type.empty()) this->type = default_type(status);
   }
+  std::string message;  // the whole message (what() is a C string: it would end at a NUL byte)
   int status;
   std::string param;      // the offending request field, "" when none
   std::string type;       // "invalid_request_error", "authentication_error", ...
@@ -35,6 +41,11 @@ class ApiError : public std::runtime_error {
     }
   }
 };
+
+// Client-supplied text for quoting in a message: at most max_bytes of it (then "..."), with
+// control characters, backslashes and bytes that are not valid UTF-8 written as \xNN, so a NUL or
+// a newline in a path, method or model name is shown rather than cutting the message.
+std::string quote_text(std::string_view s, size_t max_bytes = 100);
 
 // The JSON body of an error response.
 std::string error_body(int status, const std::string& message, const std::string& param = "",

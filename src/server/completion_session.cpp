@@ -24,6 +24,10 @@ double finite_lp(float lp) { return std::isfinite(lp) ? double(lp) : -9999.0; }
 
 std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
+constexpr const char* kCutOffMessage =
+    "the server is shutting down and stopped this request at its drain deadline before it finished; retry "
+    "on another server";
+
 std::string api_reason(const std::string& r) {
   if (r == "cancelled") return "abort";
   return r;
@@ -101,8 +105,15 @@ std::string CompletionSession::chunk_json(int index, const std::string& delta,
         json m = json::object();
         for (const auto& a : t.top) m[token_str(a.id)] = finite_lp(a.logprob);
         top.push_back(job_.params.top_logprobs > 0 ? m : json(nullptr));
-        off.push_back(ch.text_offset);
-        ch.text_offset += t.text.size();
+        // A token whose bytes end inside a character adds no text yet (the stream decoder holds
+        // them): the next token starts after those held bytes, not at the same offset.
+        off.push_back(ch.text_offset + ch.held_bytes);
+        if (t.text.empty()) {
+          ch.held_bytes += token_str(t.id).size();
+        } else {
+          ch.text_offset += t.text.size();
+          ch.held_bytes = 0;
+        }
       }
       lp = {{"tokens", tokens}, {"token_logprobs", tlp}, {"top_logprobs", top}, {"text_offset", off}};
     }
@@ -152,8 +163,17 @@ void CompletionSession::on_output(int prompt_index, const RequestOutput& o) {
     if (size_t(prompt_index) * job_.n == idx) cached_tokens_ += o.cached_prompt_tokens;
     ++finished_;
   }
+  // "cancelled" reaches a session whose client is still connected only when the server cut the
+  // request off (the drain deadline of a shutdown): that is an error, not a finished completion.
+  const bool cut_off = o.finished && o.finish_reason == "cancelled";
+  if (cut_off) cut_off_ = true;
   if (job_.stream) {
-    if (o.finished && o.finish_reason == "error") {
+    if (cut_off) {
+      if (!sent_cut_off_event_) {
+        sent_cut_off_event_ = true;
+        ex_->write("data: " + error_body(503, kCutOffMessage, "", "service_unavailable") + "\n\n");
+      }
+    } else if (o.finished && o.finish_reason == "error") {
       ex_->write("data: " + error_body(500, "generation failed: " + o.error, "", "server_error") + "\n\n");
     } else if (!delta.empty() || (job_.params.wants_logprobs() && !o.tokens.empty()) || o.finished) {
       const std::string fr = ch.finish_reason;
@@ -185,6 +205,7 @@ std::string CompletionSession::final_json() {
     json lp = nullptr;
     if (job_.params.wants_logprobs()) {
       ch.text_offset = 0;
+      ch.held_bytes = 0;
       json parsed = json::parse(chunk_json(int(i), "", ch.tokens, nullptr, false));
       lp = parsed["choices"][0]["logprobs"];
       if (lp.is_null()) lp = job_.chat ? json{{"content", json::array()}} : json(nullptr);
@@ -230,9 +251,17 @@ void CompletionSession::finish_all() {
                {"prompt_tokens_details", {{"cached_tokens", cached_tokens_}}}}}};
       ex_->write("data: " + dump(j) + "\n\n");
     }
-    ex_->write("data: [DONE]\n\n");
+    // A stream the server cut off ends after its error event, without [DONE].
+    if (!cut_off_) ex_->write("data: [DONE]\n\n");
     ex_->end();
-    s.status = 200;
+    s.status = cut_off_ ? 503 : 200;
+  } else if (!ex_->started() && cut_off_ && s.completion_tokens == 0) {
+    HttpResponse r;
+    r.status = 503;
+    r.body = error_body(503, kCutOffMessage, "", "service_unavailable");
+    r.headers.push_back({"X-Request-Id", id_});
+    ex_->respond(std::move(r));
+    s.status = 503;
   } else if (!ex_->started()) {
     HttpResponse r;
     r.body = final_json();

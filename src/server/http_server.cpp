@@ -13,9 +13,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "core/error.h"
+#include "server/api_error.h"
 
 namespace llamarun::server {
 
@@ -83,7 +85,7 @@ const char* reason_phrase(int status) {
 }  // namespace
 
 struct Connection {
-  enum State { kReading, kInFlight, kDiscarding, kClosing };
+  enum State { kReading, kInFlight, kDiscarding, kClosing, kLingering };
   uint64_t id = 0;
   int fd = -1;
   std::string remote;
@@ -99,6 +101,7 @@ struct Connection {
   size_t discard_left = 0;  // body bytes still to read and drop after a 413
   double first_byte_t = 0;  // when the pending partial request began (0: none)
   double last_active = 0;
+  double linger_start = 0;
   uint32_t interest = 0;
 };
 
@@ -167,6 +170,8 @@ HttpServer::HttpServer(HttpServerOptions opts, Handler handler)
     : opts_(std::move(opts)), handler_(std::move(handler)) {
   if (!opts_.error_body)
     opts_.error_body = [](int, const std::string& m) { return std::make_pair(std::string("text/plain"), m); };
+  if (!opts_.log_warning)
+    opts_.log_warning = [](const std::string& m) { std::fprintf(stderr, "llamarun serve: %s\n", m.c_str()); };
 }
 
 HttpServer::~HttpServer() {
@@ -313,7 +318,23 @@ void HttpServer::accept_all() {
       return;
     }
     if (open_.load() >= size_t(opts_.max_connections)) {
+      // At the cap: a best-effort 503 and close, and a warning at most every 10 s.
+      static const std::string kFull =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 32\r\n"
+          "Retry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry later";
+      ssize_t w = ::send(fd, kFull.data(), kFull.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)w;
+      ::shutdown(fd, SHUT_WR);
       ::close(fd);
+      ++refused_;
+      const double t = now_s();
+      if (t - last_refused_log_ >= 10) {
+        opts_.log_warning("connection limit reached: " + std::to_string(opts_.max_connections) +
+                          " connections are open (--max-connections); refused " + std::to_string(refused_) +
+                          " new connection(s) with 503");
+        last_refused_log_ = t;
+        refused_ = 0;
+      }
       continue;
     }
     int one = 1;
@@ -357,7 +378,8 @@ void HttpServer::on_event(uint64_t id, uint32_t events) {
   }
   if (events & EPOLLOUT) flush(c);
   if (c.fd < 0) return;
-  if (c.state == Connection::kReading || c.state == Connection::kDiscarding) {
+  if (c.state == Connection::kReading || c.state == Connection::kDiscarding ||
+      c.state == Connection::kLingering) {
     if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) read_from(c);
   } else if (events & (EPOLLRDHUP | EPOLLHUP)) {
     // The client closed its side while its request is in flight (or its response unsent): it is gone.
@@ -371,11 +393,12 @@ void HttpServer::read_from(Connection& c) {
     ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
     if (n > 0) {
       c.last_active = now_s();
+      if (c.state == Connection::kLingering) continue;  // dropped
       if (c.state == Connection::kDiscarding) {
         size_t drop = std::min(size_t(n), c.discard_left);
         c.discard_left -= drop;
         if (c.discard_left == 0 && c.out_off >= c.out.size()) {
-          close_conn(c);
+          linger_close(c);
           return;
         }
         continue;
@@ -450,7 +473,7 @@ void HttpServer::parse_requests(Connection& c) {
         if (value.empty() || value.size() > 18 ||
             !std::all_of(value.begin(), value.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
           bad = true;
-          bad_msg = "Content-Length is not a number: '" + std::string(value.substr(0, 40)) + "'";
+          bad_msg = "Content-Length is not a number: '" + quote_text(value, 40) + "'";
           break;
         }
         size_t v = std::stoull(std::string(value));
@@ -526,7 +549,7 @@ void HttpServer::dispatch(Connection& c, size_t he, size_t body_len) {
   version = std::string(line.substr(sp2 + 1));
   if (version != "HTTP/1.1" && version != "HTTP/1.0") {
     c.in.clear();
-    send_error(c, 505, "unsupported HTTP version '" + version.substr(0, 20) + "'", true);
+    send_error(c, 505, "unsupported HTTP version '" + quote_text(version, 20) + "'", true);
     return;
   }
   size_t q = target.find('?');
@@ -591,8 +614,8 @@ void HttpServer::flush(Connection& c) {
   if (c.out_off >= c.out.size()) {
     c.out.clear();
     c.out_off = 0;
-    if (c.close_after_write && c.state != Connection::kDiscarding) {
-      close_conn(c);
+    if (c.close_after_write && (c.state != Connection::kDiscarding || c.discard_left == 0)) {
+      linger_close(c);
       return;
     }
   } else if (c.out_off > (1u << 20) && c.out_off * 2 > c.out.size()) {
@@ -620,7 +643,9 @@ void HttpServer::finish_exchange(Connection& c) {
 void HttpServer::update_interest(Connection& c) {
   if (c.fd < 0) return;
   uint32_t want = EPOLLRDHUP;
-  if (c.state == Connection::kReading || c.state == Connection::kDiscarding) want |= EPOLLIN;
+  if (c.state == Connection::kReading || c.state == Connection::kDiscarding ||
+      c.state == Connection::kLingering)
+    want |= EPOLLIN;
   if (c.out_off < c.out.size()) want |= EPOLLOUT;
   if (want == c.interest) return;
   epoll_event ev{};
@@ -646,6 +671,49 @@ void HttpServer::close_conn(Connection& c) {
       cb();
     }
   }
+}
+
+void HttpServer::linger_close(Connection& c) {
+  if (c.fd < 0) return;
+  if (c.state == Connection::kLingering) return;
+  // Anything unread in the receive buffer would make close() send a reset, which can destroy the
+  // response before the client reads it: half-close, drain, then close.
+  ::shutdown(c.fd, SHUT_WR);
+  c.state = Connection::kLingering;
+  c.in.clear();
+  c.out.clear();
+  c.out_off = 0;
+  c.linger_start = c.last_active = now_s();
+  if (auto ex = std::move(c.ex)) {
+    ex->conn_ = nullptr;
+    if (!ex->finished_ && ex->on_close_) {
+      auto cb = std::move(ex->on_close_);
+      cb();
+    }
+  }
+  update_interest(c);
+}
+
+void HttpServer::process_for_fuzzing(std::string_view bytes) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) return;
+  auto owned = std::make_unique<Connection>();
+  Connection& c = *owned;
+  c.id = next_id_++;
+  c.fd = sv[0];
+  c.remote = "fuzz";
+  c.last_active = c.first_byte_t = now_s();
+  ++open_;
+  conns_.emplace(c.id, std::move(owned));
+  c.in.assign(bytes.data(), bytes.size());
+  parse_requests(c);
+  char buf[65536];
+  while (::read(sv[1], buf, sizeof buf) > 0) {
+  }
+  ::close(sv[1]);
+  if (c.fd >= 0) close_conn(c);
+  for (uint64_t id : dead_) conns_.erase(id);
+  dead_.clear();
 }
 
 void HttpServer::close_idle() {
@@ -677,6 +745,8 @@ void HttpServer::sweep_timeouts() {
       }
     } else if ((c.state == Connection::kDiscarding || c.state == Connection::kClosing) &&
                t - c.last_active > 10) {
+      close_conn(c);
+    } else if (c.state == Connection::kLingering && (t - c.last_active > 2 || t - c.linger_start > 10)) {
       close_conn(c);
     }
   }

@@ -78,9 +78,14 @@ struct HttpServerOptions {
   size_t max_body_bytes = 8u << 20;     // larger bodies get 413
   size_t max_header_bytes = 16 << 10;   // request line + headers; larger get 431
   size_t max_output_bytes = 64u << 20;  // unsent bytes of a slow reader before it is dropped
-  int max_connections = 16384;
+  // Open connections beyond which new ones are refused (a 503 and close), with a log line.
+  int max_connections = 4096;
   double header_timeout_s = 30;  // a request must arrive completely within this after its first byte
-  double idle_timeout_s = 300;   // keep-alive connections with nothing in flight are closed after this
+  // Connections with nothing in flight and nothing received (a new one that sends nothing, or
+  // keep-alive between requests) are closed after this.
+  double idle_timeout_s = 30;
+  // Warnings this layer logs (the connection cap reached). Optional; default: a line on stderr.
+  std::function<void(const std::string&)> log_warning;
   // Body of the errors this layer sends itself: (status, message) -> (content type, body).
   std::function<std::pair<std::string, std::string>(int, const std::string&)> error_body;
 };
@@ -107,6 +112,11 @@ class HttpServer {
   void close_idle();
   size_t open_connections() const { return open_.load(); }
 
+  // Fuzzing and tests: runs the request parser and handler on `bytes` as if one client had sent
+  // them on a fresh connection (responses go to a socketpair and are discarded). Needs no listen();
+  // loop thread only.
+  void process_for_fuzzing(std::string_view bytes);
+
  private:
   friend class Exchange;
   void accept_all();
@@ -119,6 +129,9 @@ class HttpServer {
   void flush(Connection& c);
   void finish_exchange(Connection& c);
   void close_conn(Connection& c);
+  // After an error response: stop writing (FIN) and read and drop what the client still sends,
+  // so that it sees the response instead of a reset; closed on EOF or after a few seconds.
+  void linger_close(Connection& c);
   void update_interest(Connection& c);
   void run_posted();
   void sweep_timeouts();
@@ -137,6 +150,8 @@ class HttpServer {
   std::atomic<size_t> open_{0};
   bool draining_ = false;
   double last_sweep_ = 0;
+  uint64_t refused_ = 0;  // connections refused at the cap since the last warning
+  double last_refused_log_ = -1e9;
 };
 
 }  // namespace llamarun::server

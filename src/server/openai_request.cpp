@@ -1,8 +1,11 @@
 #include "server/openai_request.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <sstream>
+#include <unordered_set>
 
 #include "core/error.h"
 #include "server/api_error.h"
@@ -123,9 +126,25 @@ std::vector<int32_t> id_array(const json& v, int vocab, const std::string& what)
   return ids;
 }
 
+// A 400 when the tokenizer would silently drop part of `text` (a byte without a token).
+void check_encodable(const std::string& text, const Tokenizer& tok, const std::string& what) {
+  const size_t at = tok.find_unencodable(text);
+  if (at == std::string::npos) return;
+  size_t b = at;
+  while (b > 0 && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80 && at - b < 3) --b;
+  const auto c = static_cast<unsigned char>(text[b]);
+  const size_t len = c < 0x80 ? 1 : c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[at]));
+  bad(what, what + " holds '" + quote_text(std::string_view(text).substr(b, len), 8) + "' at byte " +
+                std::to_string(b) + ": this model's vocabulary has no token for its byte " + hex +
+                ", so the text cannot be tokenized without losing it");
+}
+
 std::vector<int32_t> encode_text(const std::string& text, const ApiContext& ctx, bool add_special) {
   std::vector<int32_t> ids;
   const Tokenizer& tok = *ctx.tok;
+  check_encodable(text, tok, "prompt");
   if (add_special && tok.add_bos() && tok.bos_id() >= 0) ids.push_back(tok.bos_id());
   // Special-token strings in a raw prompt map to their ids, as Hugging Face tokenizers and vLLM do.
   auto body = tok.encode(text, /*parse_special=*/true);
@@ -133,7 +152,7 @@ std::vector<int32_t> encode_text(const std::string& text, const ApiContext& ctx,
   return ids;
 }
 
-std::vector<ChatMessage> parse_messages(const json& body) {
+std::vector<ChatMessage> parse_messages(const json& body, const Tokenizer* tok) {
   auto it = body.find("messages");
   if (it == body.end() || it->is_null()) bad("messages", "messages is required");
   if (!it->is_array()) bad("messages", "messages must be an array, got " + type_name(*it));
@@ -149,7 +168,7 @@ std::vector<ChatMessage> parse_messages(const json& body) {
     if (role == "developer") role = "system";
     if (role != "system" && role != "user" && role != "assistant")
       bad("messages",
-          where + ".role '" + role.substr(0, 40) + "' is not supported (system, user, assistant)");
+          where + ".role '" + quote_text(role, 40) + "' is not supported (system, user, assistant)");
     std::string content;
     auto c = m.find("content");
     if (c == m.end() || c->is_null()) {
@@ -172,6 +191,7 @@ std::vector<ChatMessage> parse_messages(const json& body) {
       bad("messages", where + ".content must be a string or an array of text parts, got " + type_name(*c));
     }
     check_string_utf8(content, where + ".content");
+    if (tok) check_encodable(content, *tok, where + ".content");
     msgs.push_back({role, std::move(content)});
   }
   return msgs;
@@ -179,13 +199,11 @@ std::vector<ChatMessage> parse_messages(const json& body) {
 
 std::vector<int32_t> render_messages(const std::vector<ChatMessage>& msgs, const ApiContext& ctx,
                                      bool gen_prompt) {
-  std::string text;
   try {
-    text = render_chat(ctx.chat_format, msgs, gen_prompt, ctx.chat_options);
+    return encode_chat(*ctx.tok, ctx.chat_format, msgs, gen_prompt, ctx.chat_options, ctx.special_in_content);
   } catch (const Error& e) {
     bad("messages", e.what());
   }
-  return ctx.tok->encode(text, /*parse_special=*/true);
 }
 
 void check_model(const json& body, const ApiContext& ctx) {
@@ -195,8 +213,7 @@ void check_model(const json& body, const ApiContext& ctx) {
   const std::string m = it->get<std::string>();
   if (m != ctx.model_name)
     throw ApiError(
-        404,
-        "The model '" + m.substr(0, 100) + "' does not exist; this server serves '" + ctx.model_name + "'",
+        404, "The model '" + quote_text(m) + "' does not exist; this server serves '" + ctx.model_name + "'",
         "model", "not_found_error");
 }
 
@@ -270,7 +287,7 @@ void parse_common(const json& body, const ApiContext& ctx, CompletionJob& job) {
         }
       }
       if (!ok || used != key.size())
-        bad("logit_bias", "logit_bias key '" + key.substr(0, 40) + "' is not a token id (an integer)");
+        bad("logit_bias", "logit_bias key '" + quote_text(key, 40) + "' is not a token id (an integer)");
       if (id < 0 || id >= ctx.vocab_size)
         bad("logit_bias", "logit_bias token id " + key + " is outside the vocabulary [0, " +
                               std::to_string(ctx.vocab_size) + ")");
@@ -304,7 +321,19 @@ void finish(const json& body, const ApiContext& ctx, CompletionJob& job, int def
             std::to_string(ctx.max_model_len) + " tokens (prompt + max_tokens must fit)");
   job.max_tokens_given = present(body, key);
   int64_t mt = get_int(body, key, 1, ctx.max_model_len, default_max > 0 ? default_max : 1);
-  if (!job.max_tokens_given) mt = std::min<int64_t>(mt, ctx.max_model_len - int64_t(longest));
+  if (!job.max_tokens_given) {
+    // The default fits what this server can hold: the context window and the KV cache (as vLLM's
+    // default is the remaining context).
+    int64_t room = ctx.max_model_len;
+    if (ctx.kv_capacity_tokens > 0 && ctx.kv_capacity_tokens < room) {
+      room = ctx.kv_capacity_tokens;
+      if (int64_t(longest) >= room)
+        bad(job.chat ? "messages" : "prompt", "the prompt has " + std::to_string(longest) +
+                                                  " tokens but the KV cache holds " + std::to_string(room) +
+                                                  " tokens (prompt + max_tokens must fit)");
+    }
+    mt = std::min<int64_t>(mt, room - int64_t(longest));
+  }
   if (int64_t(longest) + mt > ctx.max_model_len)
     bad(key, "the prompt (" + std::to_string(longest) + " tokens) plus " + key + " (" + std::to_string(mt) +
                  ") is " + std::to_string(longest + mt) + " tokens, beyond the context window of " +
@@ -384,9 +413,29 @@ json parse_json_body(const std::string& body) {
       --depth;
     }
   }
+  // The JSON parser stops at a NUL byte as at the end of input; none is valid in JSON text (a NUL
+  // inside a string must be written \u0000), so one means trailing bytes or a broken body.
+  if (size_t nul = body.find('\0'); nul != std::string::npos)
+    bad("", "malformed JSON: a NUL byte at offset " + std::to_string(nul) +
+                " (JSON text has none; trailing bytes after the value are not allowed)");
+  // Duplicate keys in an object are refused: parsers disagree on which one wins (last here, first
+  // elsewhere), so a proxy and this server could read different requests.
+  std::vector<std::unordered_set<std::string>> keys;  // per open object
+  std::string dup;
+  auto cb = [&](int, json::parse_event_t ev, json& parsed) {
+    if (ev == json::parse_event_t::object_start) {
+      keys.emplace_back();
+    } else if (ev == json::parse_event_t::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (ev == json::parse_event_t::key && !keys.empty()) {
+      const std::string& k = parsed.get_ref<const std::string&>();
+      if (!keys.back().insert(k).second && dup.empty()) dup = k;
+    }
+    return true;
+  };
   json j;
   try {
-    j = json::parse(body);
+    j = json::parse(body, cb);
   } catch (const json::exception& e) {
     std::string m = e.what();
     // "[json.exception.parse_error.101] parse error at line 1, column 5: ..." -> drop the tag.
@@ -394,6 +443,7 @@ json parse_json_body(const std::string& body) {
     if (p != std::string::npos) m = m.substr(p + 2);
     bad("", "malformed JSON: " + m);
   }
+  if (!dup.empty()) bad(dup, "duplicate key '" + quote_text(dup, 60) + "' in the request JSON");
   if (!j.is_object()) bad("", "the request body must be a JSON object, got " + type_name(j));
   return j;
 }
@@ -460,7 +510,7 @@ CompletionJob parse_chat_completion(const json& body, const ApiContext& ctx) {
   CompletionJob job;
   job.chat = true;
   parse_common(body, ctx, job);
-  std::vector<ChatMessage> msgs = parse_messages(body);
+  std::vector<ChatMessage> msgs = parse_messages(body, ctx.tok);
   job.prompts.push_back(render_messages(msgs, ctx, true));
   if (job.prompts[0].empty()) bad("messages", "the messages render to an empty prompt");
   job.params.logprobs = get_bool(body, "logprobs", false);
@@ -480,7 +530,7 @@ std::vector<int32_t> parse_tokenize(const json& body, const ApiContext& ctx) {
     if (!p.is_string()) bad("prompt", "prompt must be a string, got " + type_name(p));
     return encode_text(p.get<std::string>(), ctx, get_bool(body, "add_special_tokens", true));
   }
-  return render_messages(parse_messages(body), ctx, get_bool(body, "add_generation_prompt", true));
+  return render_messages(parse_messages(body, ctx.tok), ctx, get_bool(body, "add_generation_prompt", true));
 }
 
 std::vector<int32_t> parse_detokenize(const json& body, const ApiContext& ctx) {

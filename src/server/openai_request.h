@@ -23,9 +23,15 @@ struct ApiContext {
   ChatOptions chat_options;
   int vocab_size = 0;
   int max_model_len = 0;  // context window in tokens (prompt + generated)
+  // Tokens the KV cache holds for one sequence (0: unknown). When smaller than max_model_len, a
+  // request without max_tokens gets at most what is left of this after its prompt.
+  int64_t kv_capacity_tokens = 0;
   std::string model_name;
   int max_n = 16;        // most choices per prompt
   int max_choices = 64;  // most choices per request (prompts x n)
+  // Chat messages: false = content is plain text (special-token strings in it stay text);
+  // true = special-token strings in content become tokens (serve --allow-special-in-content).
+  bool special_in_content = false;
 };
 
 // One /v1/completions or /v1/chat/completions request, parsed.

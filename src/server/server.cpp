@@ -80,6 +80,11 @@ Server::Server(ServerOptions opts)
             h.host = opts_.host;
             h.port = opts_.port;
             h.max_body_bytes = opts_.max_body_bytes;
+            h.idle_timeout_s = opts_.idle_timeout_s;
+            h.max_connections = opts_.max_connections;
+            h.log_warning = [](const std::string& m) {
+              log_event({{"ts", iso_time()}, {"event", "warning"}, {"message", m}});
+            };
             h.error_body = [](int status, const std::string& msg) {
               return std::make_pair(std::string("application/json"), error_body(status, msg));
             };
@@ -161,8 +166,10 @@ void Server::on_loaded() {
   api_.chat_options = chat_options_from_template(api_.chat_format, model_->chat_template);
   api_.vocab_size = model_->cfg.vocab_size;
   api_.max_model_len = engine_->max_model_len();
+  api_.kv_capacity_tokens = int64_t(engine_->num_kv_blocks()) * opts_.engine.block_size;
   api_.model_name = opts_.served_model_name;
   api_.max_n = opts_.max_n;
+  api_.special_in_content = opts_.allow_special_in_content;
   ready_ = true;
   log_event({{"ts", iso_time()},
              {"event", "ready"},
@@ -241,11 +248,11 @@ void Server::handle(HttpRequest& req, const std::shared_ptr<Exchange>& ex) {
   } catch (const ApiError& e) {
     HttpResponse r;
     r.status = e.status;
-    r.body = error_body(e.status, e.what(), e.param, e.type);
+    r.body = error_body(e.status, e.message, e.param, e.type);
     if (e.retry_after_s > 0) r.headers.push_back({"Retry-After", std::to_string(e.retry_after_s)});
     ex->respond(std::move(r));
     log.status = e.status;
-    log.error = e.what();
+    log.error = e.message;
   } catch (const Error& e) {  // a library error while handling this request's input
     HttpResponse r;
     r.status = 400;
@@ -275,7 +282,7 @@ void Server::route(HttpRequest& req, const std::shared_ptr<Exchange>& ex, Reques
   const std::string& p = req.path;
   auto method = [&](const char* m) {
     if (req.method != m) {
-      ApiError e(405, "method " + req.method.substr(0, 20) + " is not allowed on " + p.substr(0, 100) +
+      ApiError e(405, "method '" + quote_text(req.method, 20) + "' is not allowed on " + quote_text(p) +
                           "; use " + m);
       throw e;
     }
@@ -310,7 +317,7 @@ void Server::route(HttpRequest& req, const std::shared_ptr<Exchange>& ex, Reques
   }
   const bool known = p == "/v1/models" || p.rfind("/v1/models/", 0) == 0 || p == "/v1/completions" ||
                      p == "/v1/chat/completions" || p == "/tokenize" || p == "/detokenize";
-  if (!known) throw ApiError(404, "no route for " + p.substr(0, 100));
+  if (!known) throw ApiError(404, "no route for " + quote_text(p));
   if (draining_) {
     ApiError e(503, "the server is shutting down");
     throw e;
@@ -331,7 +338,7 @@ void Server::route(HttpRequest& req, const std::shared_ptr<Exchange>& ex, Reques
       reply_json(ex, 200, {{"object", "list"}, {"data", json::array({m})}}, log);
     } else {
       if (p.substr(11) != api_.model_name)
-        throw ApiError(404, "The model '" + p.substr(11, 100) + "' does not exist", "model");
+        throw ApiError(404, "The model '" + quote_text(p.substr(11)) + "' does not exist", "model");
       reply_json(ex, 200, m, log);
     }
     return;

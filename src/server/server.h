@@ -33,9 +33,12 @@ struct ServerOptions {
   int port = 8080;
   std::string api_key;  // "" -> no authentication
   size_t max_body_bytes = 8u << 20;
+  double idle_timeout_s = 30;  // idle connections (nothing in flight, nothing received) are closed
+  int max_connections = 4096;  // open connections beyond which new ones get 503 and a log line
   int max_n = 16;
   double drain_timeout_s = 30;
   bool log_requests = true;
+  bool allow_special_in_content = false;  // special-token strings in chat content become tokens
   double load_delay_s = 0;  // testing: wait this long before loading (makes the 503 phase observable)
   LoadOptions load;
   EngineConfig engine;

@@ -103,7 +103,7 @@ BpeTokenizer::BpeTokenizer(BpeVocab v, const std::string& what)
     }
   }
   for (const auto& a : v.added) {
-    added_all_.add(a.content, a.id, a.lstrip, a.rstrip);
+    added_all_.add(a.content, a.id, a.lstrip, a.rstrip, /*anywhere=*/!a.special);
     if (a.special) {
       control_[a.id] = 1;
     } else {
@@ -290,6 +290,41 @@ std::vector<int32_t> BpeTokenizer::encode(std::string_view text, bool parse_spec
   return out;
 }
 
+std::vector<int32_t> BpeTokenizer::encode_spans(std::string_view text,
+                                                const std::vector<std::pair<size_t, size_t>>& spans) const {
+  std::string repaired;
+  std::vector<std::pair<size_t, size_t>> repaired_spans;
+  const auto* sp = &spans;
+  if (!utf8_is_valid(text)) {
+    // Repair each piece on its own (template spans and the text between them) so the spans
+    // still line up.
+    size_t at = 0;
+    auto add = [&](size_t b, size_t e) {
+      repaired += utf8_repair(text.substr(b, e - b), Utf8Repair::kMaximalSubpart);
+    };
+    for (const auto& [b, e] : spans) {
+      add(at, b);
+      const size_t nb = repaired.size();
+      add(b, e);
+      repaired_spans.emplace_back(nb, repaired.size());
+      at = e;
+    }
+    add(at, text.size());
+    text = repaired;
+    sp = &repaired_spans;
+  }
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 4);
+  for (const auto& seg : added_all_.split(text, *sp)) {
+    if (seg.id >= 0) {
+      out.push_back(seg.id);
+    } else {
+      encode_segment(seg.text, seg.text.data() == text.data(), out);
+    }
+  }
+  return out;
+}
+
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
   if (!byte_fallback_) return Tokenizer::decode(ids);
   std::string out, run;
@@ -320,6 +355,30 @@ std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
 
 bool BpeTokenizer::strips_leading_space(int32_t id) const {
   return decode_strip_space_ && id >= 0 && id < vocab_size_ && !bytes_[id].empty() && bytes_[id][0] == ' ';
+}
+
+size_t BpeTokenizer::find_unencodable(std::string_view text) const {
+  // Byte fallback: characters without a piece become <0xXX> tokens or <unk>; only a missing byte
+  // token with no <unk> loses text. Byte-level: a byte without a symbol and no <unk> is dropped.
+  // (Invalid UTF-8 is repaired to U+FFFD before encoding; callers validate it first.)
+  if (unk_id_ >= 0) return std::string_view::npos;
+  if (byte_fallback_) {
+    const auto* p = reinterpret_cast<const uint8_t*>(text.data());
+    for (size_t i = 0; i < text.size();) {
+      const Utf8Scan sc = utf8_scan(p + i, text.size() - i);
+      const size_t len = sc.status == Utf8Status::kValid ? sc.len : 1;
+      const std::string_view ch(text.data() + i, len);
+      bool all_bytes = true;
+      for (char c : ch) all_bytes &= byte_id_[static_cast<uint8_t>(c)] >= 0;
+      // A space is normalized to U+2581 first.
+      if (!all_bytes && ch != " " && model_.find(ch) == model_.end()) return i;
+      i += len;
+    }
+    return std::string_view::npos;
+  }
+  for (size_t i = 0; i < text.size(); ++i)
+    if (byte_id_[static_cast<uint8_t>(text[i])] < 0) return i;
+  return std::string_view::npos;
 }
 
 std::string BpeTokenizer::token_bytes(int32_t id) const {

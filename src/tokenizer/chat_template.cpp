@@ -1,5 +1,7 @@
 #include "tokenizer/chat_template.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "formats/weight_map.h"
 #include "tokenizer/tokenizer.h"
@@ -44,7 +46,48 @@ void check_role(const ChatMessage& m) {
   }
 }
 
-std::string render_llama2(const std::vector<ChatMessage>& msgs) {
+// Appends template text (t) or message content (c) to a piece list, merging neighbours of a kind.
+struct Pieces {
+  std::vector<ChatPiece> v;
+  Pieces& t(const std::string& s) { return add(s, false); }
+  Pieces& c(const std::string& s) { return add(s, true); }
+  Pieces& add(const std::string& s, bool content) {
+    if (s.empty()) return *this;
+    if (!v.empty() && v.back().content == content) {
+      v.back().text += s;
+    } else {
+      v.push_back({s, content});
+    }
+    return *this;
+  }
+  Pieces& append(const Pieces& o) {
+    for (const auto& p : o.v) add(p.text, p.content);
+    return *this;
+  }
+  std::string joined() const {
+    std::string out;
+    for (const auto& p : v) out += p.text;
+    return out;
+  }
+  // Python's str.strip() applied to the joined text, keeping each byte's kind.
+  Pieces stripped() const {
+    const std::string all = joined();
+    const std::string st = py_strip(all);
+    // The removed prefix is whitespace and st starts with none, so st's first occurrence is it.
+    const size_t begin = st.empty() ? 0 : all.find(st);
+    const size_t end = begin + st.size();
+    Pieces out;
+    size_t at = 0;
+    for (const auto& p : v) {
+      const size_t b = std::max(at, begin), e = std::min(at + p.text.size(), end);
+      if (b < e) out.add(p.text.substr(b - at, e - b), p.content);
+      at += p.text.size();
+    }
+    return out;
+  }
+};
+
+Pieces render_llama2(const std::vector<ChatMessage>& msgs) {
   size_t first = 0;
   std::string system;
   bool has_system = false;
@@ -53,7 +96,7 @@ std::string render_llama2(const std::vector<ChatMessage>& msgs) {
     has_system = true;
     first = 1;
   }
-  std::string out;
+  Pieces out;
   for (size_t i = first; i < msgs.size(); ++i) {
     const ChatMessage& m = msgs[i];
     check_role(m);
@@ -64,51 +107,67 @@ std::string render_llama2(const std::vector<ChatMessage>& msgs) {
           "(message ",
           i, " is '", m.role, "')");
     }
-    std::string content = m.content;
-    if (i == first && has_system) content = "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content;
+    Pieces content;
+    if (i == first && has_system) content.t("<<SYS>>\n").c(system).t("\n<</SYS>>\n\n");
+    content.c(m.content);
     if (m.role == "user") {
-      out.append("<s>[INST] ").append(py_strip(content)).append(" [/INST]");
+      out.t("<s>[INST] ").append(content.stripped()).t(" [/INST]");
     } else {
-      out.append(" ").append(py_strip(content)).append(" </s>");
+      out.t(" ").append(content.stripped()).t(" </s>");
     }
   }
   return out;
 }
 
-std::string render_chatml(const std::vector<ChatMessage>& msgs, bool gen, const ChatOptions& opt) {
-  std::string out;
+Pieces render_chatml(const std::vector<ChatMessage>& msgs, bool gen, const ChatOptions& opt) {
+  Pieces out;
   const std::string def = opt.default_system.value_or(kSmolLmSystem);
   for (size_t i = 0; i < msgs.size(); ++i) {
     check_role(msgs[i]);
     if (i == 0 && msgs[0].role != "system" && !def.empty()) {
-      out += "<|im_start|>system\n" + def + "<|im_end|>\n";
+      out.t("<|im_start|>system\n" + def + "<|im_end|>\n");
     }
-    out += "<|im_start|>" + msgs[i].role + "\n" + msgs[i].content + "<|im_end|>\n";
+    out.t("<|im_start|>" + msgs[i].role + "\n").c(msgs[i].content).t("<|im_end|>\n");
   }
-  if (gen) out += "<|im_start|>assistant\n";
+  if (gen) out.t("<|im_start|>assistant\n");
   return out;
 }
 
-std::string render_llama3(const std::vector<ChatMessage>& msgs, bool gen) {
-  std::string out;
+Pieces render_llama3(const std::vector<ChatMessage>& msgs, bool gen) {
+  Pieces out;
   for (size_t i = 0; i < msgs.size(); ++i) {
     check_role(msgs[i]);
-    if (i == 0) out += "<|begin_of_text|>";
-    out += "<|start_header_id|>" + msgs[i].role + "<|end_header_id|>\n\n" + py_strip(msgs[i].content) +
-           "<|eot_id|>";
+    if (i == 0) out.t("<|begin_of_text|>");
+    out.t("<|start_header_id|>" + msgs[i].role + "<|end_header_id|>\n\n")
+        .c(py_strip(msgs[i].content))
+        .t("<|eot_id|>");
   }
-  if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  if (gen) out.t("<|start_header_id|>assistant<|end_header_id|>\n\n");
   return out;
 }
 
-std::string render_zephyr(const std::vector<ChatMessage>& msgs, bool gen) {
-  std::string out;
+Pieces render_zephyr(const std::vector<ChatMessage>& msgs, bool gen) {
+  Pieces out;
   for (size_t i = 0; i < msgs.size(); ++i) {
     check_role(msgs[i]);
-    out += "<|" + msgs[i].role + "|>\n" + msgs[i].content + "</s>\n";
+    out.t("<|" + msgs[i].role + "|>\n").c(msgs[i].content).t("</s>\n");
   }
-  if (gen) out += "<|assistant|>\n";
+  if (gen) out.t("<|assistant|>\n");
   return out;
+}
+
+Pieces render_pieces(ChatFormat f, const std::vector<ChatMessage>& msgs, bool gen, const ChatOptions& opt) {
+  switch (f) {
+    case ChatFormat::kLlama2:
+      return render_llama2(msgs);
+    case ChatFormat::kChatML:
+      return render_chatml(msgs, gen, opt);
+    case ChatFormat::kLlama3:
+      return render_llama3(msgs, gen);
+    case ChatFormat::kZephyr:
+      return render_zephyr(msgs, gen);
+  }
+  fail("unknown chat format");
 }
 
 }  // namespace
@@ -157,24 +216,42 @@ ChatOptions chat_options_from_template(ChatFormat f, const std::string& t) {
   return opt;
 }
 
+std::vector<ChatPiece> render_chat_pieces(ChatFormat f, const std::vector<ChatMessage>& msgs, bool gen,
+                                          const ChatOptions& opt) {
+  return render_pieces(f, msgs, gen, opt).v;
+}
+
 std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool gen,
                         const ChatOptions& opt) {
-  switch (f) {
-    case ChatFormat::kLlama2:
-      return render_llama2(msgs);
-    case ChatFormat::kChatML:
-      return render_chatml(msgs, gen, opt);
-    case ChatFormat::kLlama3:
-      return render_llama3(msgs, gen);
-    case ChatFormat::kZephyr:
-      return render_zephyr(msgs, gen);
+  return render_pieces(f, msgs, gen, opt).joined();
+}
+
+void check_chat_content(ChatFormat f, const std::vector<ChatMessage>& msgs) {
+  if (f != ChatFormat::kLlama2) return;
+  for (size_t i = 0; i < msgs.size(); ++i) {
+    for (const char* tag : {"[INST]", "[/INST]", "<<SYS>>", "<</SYS>>"}) {
+      if (msgs[i].content.find(tag) != std::string::npos) {
+        fail("message ", i, " contains the Llama 2 chat marker '", tag,
+             "', which plain text cannot be told apart from (the server option "
+             "--allow-special-in-content permits it)");
+      }
+    }
   }
-  fail("unknown chat format");
 }
 
 std::vector<int32_t> encode_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs,
-                                 bool gen, const ChatOptions& opt) {
-  return tok.encode(render_chat(f, msgs, gen, opt), /*parse_special=*/true);
+                                 bool gen, const ChatOptions& opt, bool special_in_content) {
+  const Pieces p = render_pieces(f, msgs, gen, opt);
+  const std::string text = p.joined();
+  if (special_in_content) return tok.encode(text, /*parse_special=*/true);
+  check_chat_content(f, msgs);
+  std::vector<std::pair<size_t, size_t>> spans;
+  size_t at = 0;
+  for (const auto& piece : p.v) {
+    if (!piece.content) spans.emplace_back(at, at + piece.text.size());
+    at += piece.text.size();
+  }
+  return tok.encode_spans(text, spans);
 }
 
 std::string gguf_chat_template(const WeightMap& wm) {

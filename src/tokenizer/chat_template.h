@@ -1,6 +1,8 @@
 // Chat prompt formats, rendered exactly as the models' Hugging Face jinja chat templates render
 // them (tests compare against jinja2 output of the real templates: tools/make_chat_goldens.py).
-// The rendered text contains special-token strings; encode it with parse_special = true.
+// The rendered text contains special-token strings. encode_chat matches them only in the
+// template's own text: message content is plain text, so a user cannot forge a turn by writing
+// "<|im_start|>system" or "</s>" (the tokens come out as text pieces).
 #pragma once
 
 #include <cstdint>
@@ -49,10 +51,28 @@ ChatOptions chat_options_from_template(ChatFormat f, const std::string& jinja_te
 std::string render_chat(ChatFormat f, const std::vector<ChatMessage>& msgs, bool add_generation_prompt,
                         const ChatOptions& opt = {});
 
-// The prompt ids: render_chat, then encode with parse_special = true. The rendered text already
-// holds the BOS string where the template puts one, so no BOS is added (as apply_chat_template).
+// The rendered conversation as pieces: template text (content = false) and message text
+// (content = true), in order; neighbours of a kind are merged. Joined, they give render_chat.
+struct ChatPiece {
+  std::string text;
+  bool content;
+};
+std::vector<ChatPiece> render_chat_pieces(ChatFormat f, const std::vector<ChatMessage>& msgs,
+                                          bool add_generation_prompt, const ChatOptions& opt = {});
+
+// Throws Error when a message's content holds a chat marker that is plain text in the template
+// itself and so cannot be kept apart from it by tokenization: Llama 2's [INST], [/INST], <<SYS>>
+// and <</SYS>> (Meta's reference chat code refuses these too).
+void check_chat_content(ChatFormat f, const std::vector<ChatMessage>& msgs);
+
+// The prompt ids. The rendered text already holds the BOS string where the template puts one, so
+// no BOS is added (as apply_chat_template). special_in_content = false (the default): special
+// tokens are matched only in the template's text and message content is encoded as plain text
+// (check_chat_content applies); true: the whole text is encoded with parse_special = true, as
+// Hugging Face's apply_chat_template does (content can then forge turns).
 std::vector<int32_t> encode_chat(const Tokenizer& tok, ChatFormat f, const std::vector<ChatMessage>& msgs,
-                                 bool add_generation_prompt, const ChatOptions& opt = {});
+                                 bool add_generation_prompt, const ChatOptions& opt = {},
+                                 bool special_in_content = false);
 
 // tokenizer.chat_template from GGUF metadata, or "" when absent.
 std::string gguf_chat_template(const WeightMap& wm);

@@ -1,4 +1,5 @@
 // tokenizer.json (Hugging Face tokenizers) -> BpeTokenizer.
+#include <initializer_list>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -144,6 +145,38 @@ void add_metaspace(const json& j, std::vector<BpeVocab::NormOp>& ops) {
   }
 }
 
+// Refuses a decoder or post_processor that Hugging Face tokenizers would not load: not null or an
+// object, no string "type", an unknown type, or a Sequence whose members are not a list of valid
+// entries. (Garbage here used to pass silently, leaving decode and BOS handling to guesses.)
+void check_component(const json& j, const char* field, const char* list_key,
+                     std::initializer_list<const char*> known, int depth = 0) {
+  if (j.is_null()) return;
+  if (!j.is_object()) fail("'", field, "' must be an object or null, got ", j.type_name());
+  auto t = j.find("type");
+  if (t == j.end() || !t->is_string()) fail("'", field, "' has no string 'type'");
+  const std::string type = t->get<std::string>();
+  bool ok = false;
+  for (const char* k : known) ok |= type == k;
+  if (!ok) {
+    std::string names;
+    for (const char* k : known) names += std::string(names.empty() ? "" : ", ") + k;
+    fail("'", field, "' type '", type.substr(0, 60), "' is unknown (Hugging Face tokenizers has ", names, ")");
+  }
+  if (type == "Sequence") {
+    auto m = j.find(list_key);
+    if (m == j.end() || !m->is_array()) fail("'", field, "' Sequence needs a list '", list_key, "'");
+    if (depth > 8) fail("'", field, "' Sequences nest too deep");
+    for (const auto& c : *m) check_component(c, field, list_key, known, depth + 1);
+  }
+  if (type == "TemplateProcessing") {
+    for (const char* k : {"single", "pair"})
+      if (j.contains(k) && !j[k].is_array() && !j[k].is_string())
+        fail("'", field, "' TemplateProcessing '", k, "' must be a list");
+    if (j.contains("special_tokens") && !j["special_tokens"].is_object())
+      fail("'", field, "' TemplateProcessing 'special_tokens' must be an object");
+  }
+}
+
 // Whether the decoder removes one leading space (Strip start >= 1, or a prepending Metaspace).
 bool decoder_strips_space(const json& j) {
   if (!j.is_object()) return false;
@@ -269,6 +302,11 @@ std::unique_ptr<Tokenizer> build(const json& j, const std::string& what) {
     add_pre(pre_tok, v.pre, &byte_level, what);
     if (!byte_level) fail("BPE without a ByteLevel pre-tokenizer or byte_fallback is not supported");
   }
+  check_component(member(j, "decoder"), "decoder", "decoders",
+                  {"ByteLevel", "Metaspace", "WordPiece", "BPEDecoder", "CTC", "Sequence", "Replace", "Fuse",
+                   "Strip", "ByteFallback"});
+  check_component(member(j, "post_processor"), "post_processor", "processors",
+                  {"ByteLevel", "TemplateProcessing", "RobertaProcessing", "BertProcessing", "Sequence"});
   const std::string bos = template_bos(member(j, "post_processor"));
   if (!bos.empty()) {
     for (const auto& a : v.added) {

@@ -1,6 +1,7 @@
 #include "tokenizer/special_tokens.h"
 
 #include <algorithm>
+#include <iterator>
 
 #include "tokenizer/utf8.h"
 
@@ -40,24 +41,34 @@ size_t skip_space_forward(std::string_view s, size_t pos) {
 
 }  // namespace
 
-void SpecialMatcher::add(std::string_view text, int32_t id, bool lstrip, bool rstrip) {
+void SpecialMatcher::add(std::string_view text, int32_t id, bool lstrip, bool rstrip, bool anywhere) {
   if (text.empty()) return;
   auto& list = by_first_[static_cast<uint8_t>(text[0])];
   for (auto& l : list) {
     if (l.text == text) {
-      l = {std::string(text), id, lstrip, rstrip};
+      l = {std::string(text), id, lstrip, rstrip, anywhere};
       return;
     }
   }
-  list.push_back({std::string(text), id, lstrip, rstrip});
+  list.push_back({std::string(text), id, lstrip, rstrip, anywhere});
   std::stable_sort(list.begin(), list.end(),
                    [](const Literal& a, const Literal& b) { return a.text.size() > b.text.size(); });
   ++count_;
 }
 
-const SpecialMatcher::Literal* SpecialMatcher::find_at(std::string_view s, size_t pos) const {
+const SpecialMatcher::Literal* SpecialMatcher::find_at(std::string_view s, size_t pos,
+                                                       const Spans* allowed) const {
+  size_t span_end = s.size();
+  if (allowed) {
+    // The span holding pos (the last one starting at or before it); none: only `anywhere` literals.
+    auto it = std::upper_bound(allowed->begin(), allowed->end(), pos,
+                               [](size_t p, const std::pair<size_t, size_t>& sp) { return p < sp.first; });
+    span_end = it == allowed->begin() || pos >= std::prev(it)->second ? pos : std::prev(it)->second;
+  }
   for (const Literal& l : by_first_[static_cast<uint8_t>(s[pos])]) {
-    if (s.size() - pos >= l.text.size() && s.compare(pos, l.text.size(), l.text) == 0) return &l;
+    if ((l.anywhere || pos + l.text.size() <= span_end) && s.size() - pos >= l.text.size() &&
+        s.compare(pos, l.text.size(), l.text) == 0)
+      return &l;
   }
   return nullptr;
 }
@@ -70,10 +81,19 @@ size_t SpecialMatcher::match_at(std::string_view s, size_t pos, int32_t* id) con
 }
 
 std::vector<SpecialMatcher::Segment> SpecialMatcher::split(std::string_view s) const {
+  return split_impl(s, nullptr);
+}
+
+std::vector<SpecialMatcher::Segment> SpecialMatcher::split(std::string_view s, const Spans& allowed) const {
+  return split_impl(s, &allowed);
+}
+
+std::vector<SpecialMatcher::Segment> SpecialMatcher::split_impl(std::string_view s,
+                                                                const Spans* allowed) const {
   std::vector<Segment> out;
   size_t start = 0;  // start of the pending plain text
   for (size_t pos = 0; pos < s.size();) {
-    const Literal* l = by_first_[static_cast<uint8_t>(s[pos])].empty() ? nullptr : find_at(s, pos);
+    const Literal* l = by_first_[static_cast<uint8_t>(s[pos])].empty() ? nullptr : find_at(s, pos, allowed);
     if (!l) {
       ++pos;
       continue;

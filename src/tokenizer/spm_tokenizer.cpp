@@ -281,6 +281,20 @@ std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool parse_spec
   return out;
 }
 
+std::vector<int32_t> SpmTokenizer::encode_spans(std::string_view text,
+                                                const std::vector<std::pair<size_t, size_t>>& spans) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 4);
+  for (const auto& seg : control_text_.split(text, spans)) {
+    if (seg.id >= 0) {
+      out.push_back(seg.id);
+    } else {
+      encode_segment(seg.text, out);
+    }
+  }
+  return out;
+}
+
 std::string SpmTokenizer::token_bytes(int32_t id) const {
   if (id < 0 || id >= vocab_size_) return {};
   return bytes_[id];

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace llamarun {
@@ -28,6 +29,18 @@ class Tokenizer {
   // (sentencepiece: each invalid byte becomes U+FFFD; BPE: the text is first repaired as
   // Python's errors="replace" does, since HF tokenizers only takes valid text).
   virtual std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const = 0;
+  // As encode(text, true), except that a special-token string is matched only where it lies
+  // entirely inside one of `special_spans` (sorted, disjoint byte ranges [first, second));
+  // elsewhere it is plain text (chat prompts: the template's markers are special, message content
+  // is not). Non-special added tokens match everywhere, as in encode().
+  virtual std::vector<int32_t> encode_spans(std::string_view text,
+                                            const std::vector<std::pair<size_t, size_t>>& special_spans) const = 0;
+
+  // The byte offset in `text` of the first byte that encode() drops because the vocabulary has no
+  // token for it and no unknown token (Hugging Face's byte-level BPE does the same, silently:
+  // SmolLM2's vocabulary lacks the bytes 0xF1/0xF2, the lead bytes of U+40000-U+BFFFF, and some
+  // control characters), or npos when nothing is lost. Callers that take outside text report it.
+  virtual size_t find_unencodable(std::string_view text) const { return std::string_view::npos; }
 
   // The raw bytes a token contributes to the output text (byte tokens give their byte, "▁" gives a
   // space, byte-level BPE symbols are mapped back to bytes). Control tokens (BOS/EOS, ...) give "".
