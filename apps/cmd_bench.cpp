@@ -254,7 +254,8 @@ int cmd_bench(int argc, char** argv) {
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
         "llamarun_bench_cuda)",
         "cpu"},
-       {"--quantize", "", true, "quantize the weights at load (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q4_1, ...)", "off"},
+       {"--quantize", "", true, "quantize the weights at load (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q4_1, ...)",
+        "off"},
        {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
@@ -277,9 +278,13 @@ int cmd_bench(int argc, char** argv) {
   std::string model_name;
   if (args.has("--random-weights")) {
     const std::string dt = args.str("--dtype", "bf16");
-    DType d = dt == "f32" ? DType::F32 : dt == "f16" ? DType::F16 : dt == "bf16" ? DType::BF16
-            : dt == "q8_0" ? DType::Q8_0 : dt == "q4_0" ? DType::Q4_0 : dt == "q4_1" ? DType::Q4_1
-            : (fail("--dtype: unknown dtype '", dt, "'"), DType::F32);
+    DType d = dt == "f32"    ? DType::F32
+              : dt == "f16"  ? DType::F16
+              : dt == "bf16" ? DType::BF16
+              : dt == "q8_0" ? DType::Q8_0
+              : dt == "q4_0" ? DType::Q4_0
+              : dt == "q4_1" ? DType::Q4_1
+                             : (fail("--dtype: unknown dtype '", dt, "'"), DType::F32);
     LlamaConfig rc = random_model_preset(args.str("--random-weights"));
     rc.max_position = std::max({rc.max_position, pp0 + 1, std::max(depth0, 1) + tg0 + 1});
     m = make_random_model(rc, d, 1, std::min(pp0, 512));
@@ -296,7 +301,8 @@ int cmd_bench(int argc, char** argv) {
   const Shape sh = fit_shape(pp0, tg0, depth0, c.max_position);
   const int pp = sh.pp, tg = sh.tg, depth = sh.depth;
 
-  std::fprintf(stderr, "bench: measuring machine limits (%d threads, SIMD %s)...\n", threads, simd_level_name());
+  std::fprintf(stderr, "bench: measuring machine limits (%d threads, SIMD %s)...\n", threads,
+               simd_level_name());
   const double bw = cpu::measure_read_bandwidth_gbs(threads);
   const double f32_peak = cpu::measure_fp32_peak_gflops(threads);
   const double bf16_peak = cpu::measure_bf16_peak_gflops(threads);
@@ -305,36 +311,50 @@ int cmd_bench(int argc, char** argv) {
   const Timings t = run_bench(*engine, sh, reps, c.vocab_size);
   const Stats &pps = t.pp, &tgs = t.tg;
   const size_t wbytes = streamed_weight_bytes(m->llama->weights());
-  const double kv_bytes_per_tok = 2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float) * (depth + tg / 2.0);
+  const double kv_bytes_per_tok =
+      2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float) * (depth + tg / 2.0);
   const double tg_gbs = tgs.median * (wbytes + kv_bytes_per_tok) / 1e9;
   const double attn_flops = 4.0 * c.num_layers * c.num_heads * c.head_dim * (pp / 2.0);
   const double pp_gflops = pps.median * (linear_flops_per_token(c) + attn_flops) / 1e9;
   const bool bf16_w = m->llama->weights().layers[0].wq.dtype == DType::BF16 && bf16_peak > 0;
   const double flop_peak = bf16_w ? bf16_peak : f32_peak;
 
-  nlohmann::json j{{"model", model_name},
-                   {"threads", threads},
-                   {"simd", simd_level_name()},
-                   {"weight_bytes_streamed_per_token", wbytes},
-                   {"machine", {{"read_bandwidth_gbs", bw}, {"fp32_peak_gflops", f32_peak}, {"bf16_peak_gflops", bf16_peak}}},
-                   {"pp", {{"tokens", pp}, {"tok_per_s_median", pps.median}, {"tok_per_s_min", pps.min},
-                           {"tok_per_s_max", pps.max}, {"gflops", pp_gflops},
-                           {"peak_used", bf16_w ? "bf16" : "fp32"}, {"pct_of_peak", 100 * pp_gflops / flop_peak}}},
-                   {"tg", {{"tokens", tg}, {"depth", depth}, {"tok_per_s_median", tgs.median}, {"tok_per_s_min", tgs.min},
-                           {"tok_per_s_max", tgs.max}, {"gbs", tg_gbs}, {"pct_of_read_bandwidth", 100 * tg_gbs / bw}}},
-                   {"reps", reps}};
+  nlohmann::json j{
+      {"model", model_name},
+      {"threads", threads},
+      {"simd", simd_level_name()},
+      {"weight_bytes_streamed_per_token", wbytes},
+      {"machine",
+       {{"read_bandwidth_gbs", bw}, {"fp32_peak_gflops", f32_peak}, {"bf16_peak_gflops", bf16_peak}}},
+      {"pp",
+       {{"tokens", pp},
+        {"tok_per_s_median", pps.median},
+        {"tok_per_s_min", pps.min},
+        {"tok_per_s_max", pps.max},
+        {"gflops", pp_gflops},
+        {"peak_used", bf16_w ? "bf16" : "fp32"},
+        {"pct_of_peak", 100 * pp_gflops / flop_peak}}},
+      {"tg",
+       {{"tokens", tg},
+        {"depth", depth},
+        {"tok_per_s_median", tgs.median},
+        {"tok_per_s_min", tgs.min},
+        {"tok_per_s_max", tgs.max},
+        {"gbs", tg_gbs},
+        {"pct_of_read_bandwidth", 100 * tg_gbs / bw}}},
+      {"reps", reps}};
   if (args.has("--json")) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("model %s | %d threads | SIMD %s | %.2f GB streamed per token\n", model_name.c_str(), threads,
               simd_level_name(), wbytes / 1e9);
-  std::printf("machine: read bandwidth %.1f GB/s | fp32 peak %.1f GFLOP/s | bf16 peak %.1f GFLOP/s\n", bw, f32_peak,
-              bf16_peak);
-  std::printf("pp%-5d %8.2f tok/s (min %.2f, max %.2f) | %.1f GFLOP/s = %.1f%% of %s peak\n", pp, pps.median, pps.min,
-              pps.max, pp_gflops, 100 * pp_gflops / flop_peak, bf16_w ? "bf16" : "fp32");
-  std::printf("tg%-5d %8.2f tok/s (min %.2f, max %.2f) at depth %d | %.1f GB/s = %.1f%% of read bandwidth\n", tg,
-              tgs.median, tgs.min, tgs.max, depth, tg_gbs, 100 * tg_gbs / bw);
+  std::printf("machine: read bandwidth %.1f GB/s | fp32 peak %.1f GFLOP/s | bf16 peak %.1f GFLOP/s\n", bw,
+              f32_peak, bf16_peak);
+  std::printf("pp%-5d %8.2f tok/s (min %.2f, max %.2f) | %.1f GFLOP/s = %.1f%% of %s peak\n", pp, pps.median,
+              pps.min, pps.max, pp_gflops, 100 * pp_gflops / flop_peak, bf16_w ? "bf16" : "fp32");
+  std::printf("tg%-5d %8.2f tok/s (min %.2f, max %.2f) at depth %d | %.1f GB/s = %.1f%% of read bandwidth\n",
+              tg, tgs.median, tgs.min, tgs.max, depth, tg_gbs, 100 * tg_gbs / bw);
   return 0;
 }
 

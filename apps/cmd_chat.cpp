@@ -74,9 +74,15 @@ int cmd_chat(int argc, char** argv) {
     }
     if (line.empty()) continue;
     history.push_back({"user", line});
-    std::vector<int32_t> ids =
-        tok.encode(render_chat(fmt, history, /*add_generation_prompt=*/true, chat_opts),
-                   /*parse_special=*/true);
+    // Message text is plain text (special-token strings in it stay text), as the server encodes it.
+    std::vector<int32_t> ids;
+    try {
+      ids = encode_chat(tok, fmt, history, /*add_generation_prompt=*/true, chat_opts);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "llamarun chat: %s\n", e.what());
+      history.pop_back();
+      continue;
+    }
     // The conversation outgrew the context: drop the oldest turns (never the system prompt nor this
     // message) until the prompt leaves room for a reply.
     const size_t first = history.front().role == "system" ? 1 : 0;
@@ -86,7 +92,7 @@ int cmd_chat(int argc, char** argv) {
       if (history.size() > first + 1 && history[first].role == "assistant")
         history.erase(history.begin() + first);
       ++dropped;
-      ids = tok.encode(render_chat(fmt, history, true, chat_opts), true);
+      ids = encode_chat(tok, fmt, history, true, chat_opts);
     }
     if (dropped > 0)
       std::fprintf(stderr,

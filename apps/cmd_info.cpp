@@ -15,7 +15,8 @@ int cmd_info(int argc, char** argv) {
             {{"--model", "-m", true, "model directory or GGUF file", "the default model"},
              {"--ctx", "-c", true, "context length for the KV-cache estimate", "the model's maximum"},
              {"--tensors", "", false, "list every tensor with its role in the Llama tensor table", ""},
-             {"--quantize", "", true, "quantize the weights at load first (Q8_0, Q4_K_M, ...): shows the result", "off"},
+             {"--quantize", "", true,
+              "quantize the weights at load first (Q8_0, Q4_K_M, ...): shows the result", "off"},
              {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {

@@ -29,24 +29,29 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& path) {
 }  // namespace
 
 int cmd_tokenize(int argc, char** argv) {
-  Args args("tokenize",
-            "Tokenize text. Without --ids prints one 'id<TAB>piece' line per token.\n"
-            "BOS is not added unless --add-bos is given; special-token text is plain text unless --parse-special.",
-            {{"--model", "-m", true, "model directory, GGUF file, tokenizer.model or tokenizer.json", "the default model"},
-             {"--prompt", "-p", true, "text to tokenize", ""},
-             {"--file", "-f", true, "read the text from a file", ""},
-             {"--ids", "", false, "print a JSON array of ids", ""},
-             {"--add-bos", "", false, "prepend the BOS id", ""},
-             {"--parse-special", "", false, "map special-token text (e.g. <|im_start|>) to its id", ""}});
+  Args args(
+      "tokenize",
+      "Tokenize text. Without --ids prints one 'id<TAB>piece' line per token.\n"
+      "BOS is not added unless --add-bos is given; special-token text is plain text unless --parse-special.",
+      {{"--model", "-m", true, "model directory, GGUF file, tokenizer.model or tokenizer.json",
+        "the default model"},
+       {"--prompt", "-p", true, "text to tokenize", ""},
+       {"--file", "-f", true, "read the text from a file", ""},
+       {"--ids", "", false, "print a JSON array of ids", ""},
+       {"--add-bos", "", false, "prepend the BOS id", ""},
+       {"--parse-special", "", false, "map special-token text (e.g. <|im_start|>) to its id", ""}});
   args.parse(argc, argv, 2);
   if (args.help_requested()) {
     std::fputs(args.help_text().c_str(), stdout);
     return 0;
   }
   std::string text;
-  if (args.has("--file")) text = read_text_file(args.str("--file"));
-  else if (args.has("--prompt")) text = args.str("--prompt");
-  else fail("llamarun tokenize: give the text with -p TEXT or -f FILE");
+  if (args.has("--file"))
+    text = read_text_file(args.str("--file"));
+  else if (args.has("--prompt"))
+    text = args.str("--prompt");
+  else
+    fail("llamarun tokenize: give the text with -p TEXT or -f FILE");
   auto tok = open_tokenizer(model_path_from(args));
   std::vector<int32_t> ids;
   if (args.has("--add-bos")) {
@@ -59,8 +64,10 @@ int cmd_tokenize(int argc, char** argv) {
     std::printf("%s\n", nlohmann::json(ids).dump().c_str());
   } else {
     for (int32_t id : ids)
-      std::printf("%d\t%s\n", id, nlohmann::json(tok->piece(id)).dump(-1, ' ', false,
-                                                                         nlohmann::json::error_handler_t::replace).c_str());
+      std::printf("%d\t%s\n", id,
+                  nlohmann::json(tok->piece(id))
+                      .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                      .c_str());
   }
   return 0;
 }

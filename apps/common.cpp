@@ -13,7 +13,8 @@
 namespace llamarun::cli {
 
 std::vector<OptSpec> model_opts() {
-  return {{"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file", "the default model"},
+  return {{"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file",
+           "the default model"},
           {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
           {"--threads", "-t", true, "CPU threads", "all cores"},
           {"--act", "", true,
@@ -21,7 +22,8 @@ std::vector<OptSpec> model_opts() {
            "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
            "auto"},
           {"--quantize", "", true,
-           "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, F16, BF16",
+           "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, "
+           "F16, BF16",
            "off"}};
 }
 

@@ -7,10 +7,10 @@
 // Usage: llamarun_bench_engine [model path (default model)] [prompt tokens = 64] [generated = 32]
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -48,22 +48,22 @@ int main(int argc, char** argv) {
     // 0. The batch-invariant matmul against the default one, on this model's w_gate of layer 0.
     {
       for (const WeightView& w : {m->llama->weights().layers[0].w_gate, m->llama->weights().lm_head})
-      for (int M : {1, 4, 16, 64, 256}) {
-        std::vector<float> x(size_t(M) * w.cols, 0.5f), y(size_t(M) * w.rows);
-        MatmulOptions inv;
-        inv.batch_invariant = true;
-        double best[2] = {1e9, 1e9};
-        for (int r = 0; r < 5; ++r) {
-          for (int k = 0; k < 2; ++k) {
-            const double t0 = now_s();
-            matmul(w, x.data(), M, y.data(), k ? inv : MatmulOptions{});
-            best[k] = std::min(best[k], now_s() - t0);
+        for (int M : {1, 4, 16, 64, 256}) {
+          std::vector<float> x(size_t(M) * w.cols, 0.5f), y(size_t(M) * w.rows);
+          MatmulOptions inv;
+          inv.batch_invariant = true;
+          double best[2] = {1e9, 1e9};
+          for (int r = 0; r < 5; ++r) {
+            for (int k = 0; k < 2; ++k) {
+              const double t0 = now_s();
+              matmul(w, x.data(), M, y.data(), k ? inv : MatmulOptions{});
+              best[k] = std::min(best[k], now_s() - t0);
+            }
           }
+          std::printf("matmul %s %lldx%lld, M=%3d: default %.3f ms, batch-invariant %.3f ms (x%.2f)\n",
+                      dtype_name(w.dtype), (long long)w.rows, (long long)w.cols, M, best[0] * 1e3,
+                      best[1] * 1e3, best[1] / best[0]);
         }
-        std::printf("matmul %s %lldx%lld, M=%3d: default %.3f ms, batch-invariant %.3f ms (x%.2f)\n",
-                    dtype_name(w.dtype), (long long)w.rows, (long long)w.cols, M, best[0] * 1e3, best[1] * 1e3,
-                    best[1] / best[0]);
-      }
     }
 
     // 1. Decode cost per step.

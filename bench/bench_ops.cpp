@@ -65,14 +65,25 @@ bool random_blocks(DType t, uint8_t* dst, size_t bytes, std::mt19937& rng) {
   switch (t) {
     case DType::Q5_0:
     case DType::IQ4_NL:
-    case DType::IQ4_XS: f16_offsets = {0}; break;
+    case DType::IQ4_XS:
+      f16_offsets = {0};
+      break;
     case DType::Q5_1:
     case DType::Q4_K:
-    case DType::Q5_K: f16_offsets = {0, 2}; break;
-    case DType::Q2_K: f16_offsets = {80, 82}; break;
-    case DType::Q3_K: f16_offsets = {108}; break;
-    case DType::Q6_K: f16_offsets = {208}; break;
-    default: return false;
+    case DType::Q5_K:
+      f16_offsets = {0, 2};
+      break;
+    case DType::Q2_K:
+      f16_offsets = {80, 82};
+      break;
+    case DType::Q3_K:
+      f16_offsets = {108};
+      break;
+    case DType::Q6_K:
+      f16_offsets = {208};
+      break;
+    default:
+      return false;
   }
   for (size_t i = 0; i < bytes; ++i) dst[i] = uint8_t(rng());
   const size_t bb = dtype_block_bytes(t);
@@ -239,8 +250,8 @@ void register_all() {
                                "/N=2048/K=2048/" + cpu::simd_level_str(top);
       reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, top, M, 2048, 2048); });
     }
-    const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=512/N=2048/K=2048/" +
-                             cpu::simd_level_str(top);
+    const std::string name =
+        std::string("qgemm/") + dtype_name(t) + "/M=512/N=2048/K=2048/" + cpu::simd_level_str(top);
     reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048); });
     // With MatmulOptions::batch_invariant, as the model runs it.
     reg(name + "/invariant", [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, true); });

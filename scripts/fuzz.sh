@@ -14,6 +14,15 @@ TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_gguf fuzz_safetensors fuzz_tokenizer_json fuzz_tokenizer_model
                                      fuzz_chat_template fuzz_http fuzz_openai)
 B=${FUZZ_BUILD_DIR:-build-fuzz}
+# clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP: Debian packages, installed when missing.
+missing=()
+for p in clang libclang-rt-14-dev libomp-14-dev; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  SUDO=""
+  [ "$(id -u)" != 0 ] && SUDO="sudo"
+  echo "fuzz: installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)"; exit 2; }
 if [ ! -f "$B/build.ninja" ] && [ ! -f "$B/Makefile" ]; then
   GEN=()

@@ -16,6 +16,8 @@ ctest --test-dir "$BUILD_DIR" -L cpu --output-on-failure -j"$(nproc)" --timeout 
 # live server (each installs its Debian packages when missing).
 bash scripts/test-browser.sh "$BUILD_DIR/llamarun"
 bash scripts/test-deploy.sh "$BUILD_DIR/llamarun"
+# Every parser that takes outside input under libFuzzer (ASan + UBSan), 40 s each, two at a time.
+FUZZ_JOBS=2 bash scripts/fuzz.sh 40
 
 if [ "${LLAMARUN_SKIP_SANITIZERS:-0}" != 1 ]; then
   echo "test: sanitizer build (ASan + UBSan) of the bad-input tests"

@@ -14,14 +14,14 @@
 namespace llamarun::testutil {
 
 struct RunResult {
-  int exit_code = -1;   // -1 when killed by a signal
-  int signal = 0;       // the signal that killed it, 0 when it exited
+  int exit_code = -1;  // -1 when killed by a signal
+  int signal = 0;      // the signal that killed it, 0 when it exited
   std::string out, err;
 };
 
 inline std::string temp_path(const std::string& name) {
-  return (access("/dev/shm", W_OK) == 0 ? std::string("/dev/shm/") : std::string("/tmp/")) + "llamarun_test_" +
-         std::to_string(getpid()) + "_" + name;
+  return (access("/dev/shm", W_OK) == 0 ? std::string("/dev/shm/") : std::string("/tmp/")) +
+         "llamarun_test_" + std::to_string(getpid()) + "_" + name;
 }
 
 inline std::string read_all(const std::string& path) {
@@ -40,7 +40,8 @@ inline void write_all(const std::string& path, const std::string& data) {
 inline RunResult run_llamarun(const std::vector<std::string>& args, const std::string& input = "") {
   static int counter = 0;
   const std::string tag = std::to_string(counter++);
-  const std::string out_p = temp_path("out" + tag), err_p = temp_path("err" + tag), in_p = temp_path("in" + tag);
+  const std::string out_p = temp_path("out" + tag), err_p = temp_path("err" + tag),
+                    in_p = temp_path("in" + tag);
   write_all(in_p, input);
   pid_t pid = fork();
   if (pid == 0) {

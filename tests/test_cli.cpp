@@ -22,7 +22,8 @@ std::vector<std::string> corpus_texts() {
   std::string line;
   while (std::getline(in, line)) {
     auto j = nlohmann::json::parse(line);
-    out.push_back(j.contains("b64") ? base64_decode(j["b64"].get<std::string>()) : j["text"].get<std::string>());
+    out.push_back(j.contains("b64") ? base64_decode(j["b64"].get<std::string>())
+                                    : j["text"].get<std::string>());
   }
   return out;
 }
@@ -64,7 +65,9 @@ TEST(Cli, TokenizeIdsSentencePieceModel) {
   check_tokenize_contract(shared_asset("llama2-tokenizer.model"), "llama2_spm.ids");
 }
 
-TEST(Cli, TokenizeIdsTokenizerJson) { check_tokenize_contract(fixture_path("smollm2_tokenizer.json"), "smollm2.ids"); }
+TEST(Cli, TokenizeIdsTokenizerJson) {
+  check_tokenize_contract(fixture_path("smollm2_tokenizer.json"), "smollm2.ids");
+}
 
 TEST(Cli, TokenizeIdsGguf) {
   if (!fs::exists(kDefaultModel)) GTEST_SKIP() << "default model not present";
@@ -73,8 +76,8 @@ TEST(Cli, TokenizeIdsGguf) {
 
 TEST(Cli, GenerateJsonContract) {
   if (!fs::exists(kDefaultModel)) GTEST_SKIP() << "default model not present";
-  RunResult r = run_llamarun({"generate", "-m", kDefaultModel, "-p", "The capital of France is", "-n", "8", "--temp", "0",
-                              "--json"});
+  RunResult r = run_llamarun({"generate", "-m", kDefaultModel, "-p", "The capital of France is", "-n", "8",
+                              "--temp", "0", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);  // exactly one JSON object on stdout
   ASSERT_TRUE(j.is_object());
@@ -93,8 +96,8 @@ TEST(Cli, GenerateJsonContract) {
 
 TEST(Cli, SeededSamplingIsReproducible) {
   if (!fs::exists(kDefaultModel)) GTEST_SKIP() << "default model not present";
-  std::vector<std::string> a{"generate", "-m", kDefaultModel, "-p", "Once upon a time", "-n", "12", "--temp", "1.0",
-                             "--top-p", "0.95", "--seed", "42", "--json"};
+  std::vector<std::string> a{"generate", "-m",  kDefaultModel, "-p",   "Once upon a time", "-n", "12",
+                             "--temp",   "1.0", "--top-p",     "0.95", "--seed",           "42", "--json"};
   RunResult r1 = run_llamarun(a), r2 = run_llamarun(a);
   ASSERT_EQ(r1.exit_code, 0) << r1.err;
   EXPECT_EQ(nlohmann::json::parse(r1.out)["token_ids"], nlohmann::json::parse(r2.out)["token_ids"]);
@@ -111,7 +114,8 @@ TEST(Cli, HelpEverywhere) {
   EXPECT_NE(r.out.find("generate"), std::string::npos);
 }
 
-// Each bad input: exit code 1 (not a signal, nor a sanitizer's exit code), and a message naming the thing that is wrong.
+// Each bad input: exit code 1 (not a signal, nor a sanitizer's exit code), and a message naming the thing
+// that is wrong.
 void expect_clean_error(const RunResult& r, const std::string& needle) {
   EXPECT_EQ(r.signal, 0) << "killed by signal " << r.signal << "; stderr: " << r.err;
   EXPECT_EQ(r.exit_code, 1) << "llamarun reports errors with exit code 1; stderr: " << r.err;
@@ -119,7 +123,8 @@ void expect_clean_error(const RunResult& r, const std::string& needle) {
 }
 
 TEST(CliBadInput, MissingModel) {
-  expect_clean_error(run_llamarun({"generate", "-m", "/nonexistent/model.gguf", "-p", "hi"}), "/nonexistent/model.gguf");
+  expect_clean_error(run_llamarun({"generate", "-m", "/nonexistent/model.gguf", "-p", "hi"}),
+                     "/nonexistent/model.gguf");
   expect_clean_error(run_llamarun({"info", "-m", "/nonexistent/dir"}), "/nonexistent/dir");
 }
 
@@ -173,7 +178,8 @@ TEST(CliBadInput, BadOptions) {
   expect_clean_error(run_llamarun({"generate", "--bogus"}), "--bogus");
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--temp", "abc"}), "--temp");
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--temp", "-1"}), "temperature");
-  expect_clean_error(run_llamarun({"tokenize", "-m", "/nonexistent/tokenizer.json", "-p", "x"}), "/nonexistent/tokenizer.json");
+  expect_clean_error(run_llamarun({"tokenize", "-m", "/nonexistent/tokenizer.json", "-p", "x"}),
+                     "/nonexistent/tokenizer.json");
   RunResult r = run_llamarun({"frobnicate"});
   EXPECT_EQ(r.exit_code, 2);
 }
@@ -183,7 +189,8 @@ TEST(CliBadInput, DeviceOption) {
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda:x"}), "--device");
 #ifndef LLAMARUN_WITH_CUDA
   // A CPU-only build names the missing backend and how to get it.
-  expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda"}), "rebuild with -DLLAMARUN_CUDA=ON");
+  expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda"}),
+                     "rebuild with -DLLAMARUN_CUDA=ON");
   expect_clean_error(run_llamarun({"bench", "--device", "cuda:1"}), "rebuild with -DLLAMARUN_CUDA=ON");
 #endif
 }
@@ -199,14 +206,16 @@ TEST(CliBadInput, OptionRangesRepeatsAndDirectories) {
   fs::remove_all(dir);
   // Integer ranges, before any model is opened.
   expect_clean_error(run_llamarun({"info", "-m", "/nonexistent.gguf", "--ctx", "-5"}), "--ctx");
-  expect_clean_error(run_llamarun({"info", "--ctx", "9999999999999"}), "--ctx must be an integer between 1 and");
+  expect_clean_error(run_llamarun({"info", "--ctx", "9999999999999"}),
+                     "--ctx must be an integer between 1 and");
   expect_clean_error(run_llamarun({"generate", "--ctx", "99999999999999999999999", "-p", "x"}), "--ctx");
   expect_clean_error(run_llamarun({"generate", "-n", "0", "-p", "x"}), "--n-predict");
   expect_clean_error(run_llamarun({"serve", "--port", "70000"}), "--port");
   expect_clean_error(run_llamarun({"serve", "--max-connections", "0"}), "--max-connections");
   // A repeated single-valued option is an error; --stop may repeat.
   expect_clean_error(run_llamarun({"tokenize", "-m", tok, "-p", "a", "-p", "b"}), "more than once");
-  expect_clean_error(run_llamarun({"generate", "-p", "a", "--prompt", "b"}), "--prompt is given more than once");
+  expect_clean_error(run_llamarun({"generate", "-p", "a", "--prompt", "b"}),
+                     "--prompt is given more than once");
   RunResult ok = run_llamarun({"tokenize", "-m", tok, "-p", "a b", "--ids"});
   EXPECT_EQ(ok.exit_code, 0) << ok.err;
 }

@@ -146,7 +146,8 @@ TEST(ConfigHf, RopeScalingVariants) {
 
 // Issue 9, fault 9: the same rope rule with and without rope_parameters.
 TEST(ConfigHf, RopeOneRuleWithRopeParameters) {
-  auto with2 = [](const std::string& k1, const std::string& v1, const std::string& k2, const std::string& v2) {
+  auto with2 = [](const std::string& k1, const std::string& v1, const std::string& k2,
+                  const std::string& v2) {
     std::string s = tiny_with(k1, v1);
     s.pop_back();
     return s + ",\"" + k2 + "\":" + v2 + "}";

@@ -19,7 +19,8 @@ const std::string kModel = std::string(LLAMARUN_SOURCE_DIR) + "/models/SmolLM2-1
 const std::string kGolden = std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/default_model/golden.json";
 
 TEST(DefaultModel, MatchesTransformersOnDequantisedWeights) {
-  if (!std::filesystem::exists(kModel)) GTEST_SKIP() << "default model not present (scripts/get-default-model.sh)";
+  if (!std::filesystem::exists(kModel))
+    GTEST_SKIP() << "default model not present (scripts/get-default-model.sh)";
   std::ifstream in(kGolden);
   auto g = nlohmann::json::parse(in);
   auto m = load_model(kModel);
@@ -61,7 +62,7 @@ TEST(DefaultModel, MatchesTransformersOnDequantisedWeights) {
     for (size_t i = 0; i < want.size(); ++i) {
       if (r.token_ids[i] != want[i]) {
         EXPECT_TRUE(near_tie_seen && i >= 32) << name << ": greedy token " << i << " is " << r.token_ids[i]
-                                             << ", transformers gives " << want[i];
+                                              << ", transformers gives " << want[i];
         break;
       }
       if (c["greedy_margin"][i].get<double>() < 1e-3) near_tie_seen = true;

@@ -54,7 +54,9 @@ size_t run_inputs(const std::string& target, int (*fn)(const uint8_t*, size_t)) 
 TEST(FuzzInputs, Gguf) { EXPECT_GE(run_inputs("fuzz_gguf", fuzz_gguf_one), 2u); }
 TEST(FuzzInputs, Safetensors) { EXPECT_GE(run_inputs("fuzz_safetensors", fuzz_safetensors_one), 3u); }
 TEST(FuzzInputs, TokenizerJson) { EXPECT_GE(run_inputs("fuzz_tokenizer_json", fuzz_tokenizer_json_one), 3u); }
-TEST(FuzzInputs, TokenizerModel) { EXPECT_GE(run_inputs("fuzz_tokenizer_model", fuzz_tokenizer_model_one), 2u); }
+TEST(FuzzInputs, TokenizerModel) {
+  EXPECT_GE(run_inputs("fuzz_tokenizer_model", fuzz_tokenizer_model_one), 2u);
+}
 TEST(FuzzInputs, ChatTemplate) { EXPECT_GE(run_inputs("fuzz_chat_template", fuzz_chat_template_one), 4u); }
 TEST(FuzzInputs, Http) { EXPECT_GE(run_inputs("fuzz_http", fuzz_http_one), 5u); }
 TEST(FuzzInputs, OpenAi) { EXPECT_GE(run_inputs("fuzz_openai", fuzz_openai_one), 5u); }

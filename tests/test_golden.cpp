@@ -36,8 +36,8 @@ Tolerance tolerance_for(const std::string& dtype) {
 }
 
 struct Case {
-  std::string dir;        // model directory or gguf file
-  std::string golden;     // golden json
+  std::string dir;     // model directory or gguf file
+  std::string golden;  // golden json
   std::string name;
 };
 
@@ -92,8 +92,8 @@ TEST_P(Golden, LogitsAndGreedyMatchTransformers) {
         double r = ref[t][v].get<double>(), x = got[t * V + v];
         max_err = std::max(max_err, std::fabs(x - r));
         ASSERT_LE(std::fabs(x - r), tol.atol + tol.rtol * std::fabs(r))
-            << c.name << " prompt " << p << " position " << t << " token " << v << ": got " << x << ", transformers "
-            << r;
+            << c.name << " prompt " << p << " position " << t << " token " << v << ": got " << x
+            << ", transformers " << r;
       }
     }
     SUCCEED() << "max abs logit error " << max_err;

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "backends/cpu/kernels.h"
-#include "backends/cpu/simd_level.h"
 #include "backends/cpu/qdot.h"
+#include "backends/cpu/simd_level.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "ops/matmul.h"

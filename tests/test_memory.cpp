@@ -40,8 +40,8 @@ void check_rss(const std::string& path) {
   EXPECT_LE(double(after_fwd - before), 1.10 * w) << "after a forward pass: " << (after_fwd - before) / 1e6
                                                   << " MB resident for " << w / 1e6 << " MB of weights";
   // The weights are file-backed pages: anonymous memory grows by scratch and KV only.
-  EXPECT_LE(double(anon_bytes() - anon_before), 0.10 * w) << "anonymous memory grew by "
-                                                          << (anon_bytes() - anon_before) / 1e6 << " MB";
+  EXPECT_LE(double(anon_bytes() - anon_before), 0.10 * w)
+      << "anonymous memory grew by " << (anon_bytes() - anon_before) / 1e6 << " MB";
 }
 
 TEST(Memory, DefaultModelIsMappedNotCopied) {

@@ -321,7 +321,8 @@ TEST(TokenizerBpe, GarbageDecoderOrPostProcessorRejected) {
   for (const char* field : {"decoder", "post_processor"}) {
     for (const json& bad : {json("garbage"), json(5), json::array(), json::object(), json{{"type", "Nope"}},
                             json{{"type", 3}}, json{{"type", "Sequence"}},
-                            json{{"type", "Sequence"}, {"decoders", {json{{"type", "X"}}}},
+                            json{{"type", "Sequence"},
+                                 {"decoders", {json{{"type", "X"}}}},
                                  {"processors", {json{{"type", "X"}}}}}}) {
       try {
         load_with(field, bad);

@@ -107,7 +107,8 @@ TEST(TokenizerChat, ContentIsPlainText) {
       EXPECT_EQ(encode_chat(tok, format_named(f), msgs, gen, opt), expect) << c.dump();
       differ += expect != special;
       if (c.contains("ids_spm")) {  // the sentencepiece tokenizer.model path (encode_spans of SpmTokenizer)
-        EXPECT_EQ(encode_chat(*llama2_spm, format_named(f), msgs, gen, opt), c["ids_spm"].get<std::vector<int32_t>>())
+        EXPECT_EQ(encode_chat(*llama2_spm, format_named(f), msgs, gen, opt),
+                  c["ids_spm"].get<std::vector<int32_t>>())
             << c.dump();
         ++spm_checked;
       }

@@ -76,8 +76,10 @@ TEST(RmsNorm, FrontEndIsTheScalarReferenceAndRoundsToBf16) {
       rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out_bf.data(), /*emulate_bf16=*/true);
       for (size_t i = 0; i < out.size(); ++i) {
         ASSERT_EQ(out[i], ref[i]) << "D=" << D << " i=" << i;
-        ASSERT_EQ(out_bf[i], bf16_to_f32(f32_to_bf16(out_bf[i]))) << "not a bf16 value: D=" << D << " i=" << i;
-        ASSERT_NEAR(out_bf[i], ref[i], 2 * std::ldexp(std::fabs(ref[i]), -8) + 1e-30) << "D=" << D << " i=" << i;
+        ASSERT_EQ(out_bf[i], bf16_to_f32(f32_to_bf16(out_bf[i])))
+            << "not a bf16 value: D=" << D << " i=" << i;
+        ASSERT_NEAR(out_bf[i], ref[i], 2 * std::ldexp(std::fabs(ref[i]), -8) + 1e-30)
+            << "D=" << D << " i=" << i;
       }
     }
   }

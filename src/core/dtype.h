@@ -12,9 +12,23 @@
 namespace llamarun {
 
 enum class DType : uint8_t {
-  F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+  F32,
+  F16,
+  BF16,
+  Q8_0,
+  Q4_0,
+  Q4_1,
   // GGML's other block formats (layouts below). Q8_K is the activation format of the k-quant dot products.
-  Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS
+  Q5_0,
+  Q5_1,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  Q8_K,
+  IQ4_NL,
+  IQ4_XS
 };
 
 struct BlockQ8_0 {
@@ -32,7 +46,7 @@ struct BlockQ4_1 {
 };
 static_assert(sizeof(BlockQ8_0) == 34 && sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20);
 
-constexpr int kQuantBlock = 32;  // values per block of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
+constexpr int kQuantBlock = 32;   // values per block of Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL
 constexpr int kSuperBlock = 256;  // values per super-block of the k-quants and IQ4_XS
 
 // Q5_0 / Q5_1: 32 values; the 5th bit of value j is bit j of qh (little-endian u32).

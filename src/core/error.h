@@ -30,9 +30,9 @@ template <typename... Args>
   throw Error(detail::concat(std::forward<Args>(args)...));
 }
 
-#define LLAMARUN_CHECK(cond, ...)                \
-  do {                                           \
-    if (!(cond)) ::llamarun::fail(__VA_ARGS__);  \
+#define LLAMARUN_CHECK(cond, ...)               \
+  do {                                          \
+    if (!(cond)) ::llamarun::fail(__VA_ARGS__); \
   } while (0)
 
 }  // namespace llamarun

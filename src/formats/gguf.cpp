@@ -417,7 +417,8 @@ WeightMap read_gguf(const std::string& path) {
     DType dt;
     if (!ggml_type_to_dtype(type_id, &dt))
       fail(path, ": ", tw, " has GGML type id ", type_id, " (", ggml_type_name(type_id),
-           "), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, "
+           "), which is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, "
+           "Q4_K, "
            "Q5_K, Q6_K, Q8_K, IQ4_NL, IQ4_XS)");
     uint64_t offset = c.get<uint64_t>("data offset of " + tw);
 

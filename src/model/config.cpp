@@ -251,7 +251,8 @@ int to_int(int64_t v, const std::string& key, const std::string& where) {
 
 // GGUF's `rope_freqs.weight` (llama.cpp bakes Llama 3 scaling into it): per-dimension divisors of
 // the RoPE frequencies, applied as they are.
-std::vector<float> read_rope_freq_factors(const TensorInfo& t, const LlamaConfig& c, const std::string& where) {
+std::vector<float> read_rope_freq_factors(const TensorInfo& t, const LlamaConfig& c,
+                                          const std::string& where) {
   const int64_t half = c.head_dim / 2;
   if (t.dtype != DType::F32 || t.shape.size() != 1 || t.shape[0] != half)
     fail(where, ": rope_freqs.weight must be f32 [", half, "] (head_dim / 2), got ", dtype_name(t.dtype),
@@ -259,7 +260,8 @@ std::vector<float> read_rope_freq_factors(const TensorInfo& t, const LlamaConfig
   const float* f = static_cast<const float*>(t.data);
   std::vector<float> out(f, f + half);
   for (int64_t i = 0; i < half; ++i)
-    if (!std::isfinite(out[i]) || out[i] <= 0) fail(where, ": rope_freqs.weight[", i, "] = ", out[i], " is not positive");
+    if (!std::isfinite(out[i]) || out[i] <= 0)
+      fail(where, ": rope_freqs.weight[", i, "] = ", out[i], " is not positive");
   return out;
 }
 

@@ -29,10 +29,12 @@ std::vector<Role> llama_roles(const LlamaConfig& c) {
   std::vector<Role> r;
   for (const LlamaTensorSpec& spec : llama_tensor_table()) {
     if (spec.role == LlamaTensor::kLmHead && c.tie_embeddings) continue;
-    const int qk = spec.role == LlamaTensor::kQ ? c.num_heads : spec.role == LlamaTensor::kK ? c.num_kv_heads : 0;
+    const int qk = spec.role == LlamaTensor::kQ   ? c.num_heads
+                   : spec.role == LlamaTensor::kK ? c.num_kv_heads
+                                                  : 0;
     for (int l = 0; l < (spec.per_layer ? c.num_layers : 1); ++l)
-      r.push_back({llama_tensor_name(spec.role, l, TensorNaming::kHf), llama_tensor_name(spec.role, l, TensorNaming::kGguf),
-                   qk});
+      r.push_back({llama_tensor_name(spec.role, l, TensorNaming::kHf),
+                   llama_tensor_name(spec.role, l, TensorNaming::kGguf), qk});
   }
   return r;
 }

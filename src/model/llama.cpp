@@ -56,8 +56,10 @@ inline void attend_head(const float* q, int hd, int tpos, int bs, float scale, b
     const float* k = k_block(blk);
     for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, k += hd) {
       float s = dot_f32(q, k, hd);
-      if (bf) s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
-      else s *= scale;
+      if (bf)
+        s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
+      else
+        s *= scale;
       sc[j] = s;
       mx = std::max(mx, s);
     }
@@ -197,7 +199,8 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
       }
     } else {
       // Row by row: a vectorised kernel's tail handling must not depend on where a row sits.
-      for (int t = 0; t < n; ++t) silu_mul(&gate_[size_t(t) * F], &up_[size_t(t) * F], &gate_[size_t(t) * F], F);
+      for (int t = 0; t < n; ++t)
+        silu_mul(&gate_[size_t(t) * F], &up_[size_t(t) * F], &gate_[size_t(t) * F], F);
     }
     dump("ffn_act", l, gate_.data(), F);
     matmul(L.w_down, gate_.data(), n, o_.data(), mo);

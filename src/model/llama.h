@@ -42,7 +42,8 @@ struct LlamaWeights {
 
 // Called with each named intermediate (e.g. "attn_norm", layer 3) when set: for finding where a
 // divergence from a reference starts. `rows` x `cols` f32 values.
-using DumpHook = std::function<void(const char* name, int layer, const float* data, int64_t rows, int64_t cols)>;
+using DumpHook =
+    std::function<void(const char* name, int layer, const float* data, int64_t rows, int64_t cols)>;
 
 struct ForwardOptions {
   // Round activations to bf16 where a bf16 PyTorch model rounds them (set for bf16 checkpoints so
@@ -117,15 +118,15 @@ class LlamaModel {
   int max_batch_;
   std::vector<float> inv_freq_;
   // Per-step scratch, preallocated for max_batch tokens (nothing allocates in the decode loop).
-  std::vector<float> x_;      // [max_batch, hidden]   residual stream
-  std::vector<float> xn_;     // [max_batch, hidden]   normalised input
-  std::vector<float> q_;      // [max_batch, n_heads*head_dim]
-  std::vector<float> k_;      // [max_batch, n_kv_heads*head_dim]
-  std::vector<float> v_;      // [max_batch, n_kv_heads*head_dim]
-  std::vector<float> att_;    // [max_batch, n_heads*head_dim]  attention output
-  std::vector<float> o_;      // [max_batch, hidden]
-  std::vector<float> gate_;   // [max_batch, intermediate]
-  std::vector<float> up_;     // [max_batch, intermediate]
+  std::vector<float> x_;        // [max_batch, hidden]   residual stream
+  std::vector<float> xn_;       // [max_batch, hidden]   normalised input
+  std::vector<float> q_;        // [max_batch, n_heads*head_dim]
+  std::vector<float> k_;        // [max_batch, n_kv_heads*head_dim]
+  std::vector<float> v_;        // [max_batch, n_kv_heads*head_dim]
+  std::vector<float> att_;      // [max_batch, n_heads*head_dim]  attention output
+  std::vector<float> o_;        // [max_batch, hidden]
+  std::vector<float> gate_;     // [max_batch, intermediate]
+  std::vector<float> up_;       // [max_batch, intermediate]
   std::vector<float> scores_;   // [threads, longest context] attention scores, grown on first use
   std::vector<float> logit_x_;  // [rows, hidden] the rows whose logits forward computes
 };

@@ -14,7 +14,7 @@
 namespace llamarun {
 
 struct LoadOptions {
-  int max_batch = 256;     // most tokens per forward() call
+  int max_batch = 256;  // most tokens per forward() call
   // "auto": bf16 activation rounding for bf16 checkpoints, f32 otherwise; or "f32" / "bf16".
   std::string activations = "auto";
   bool load_tokenizer = true;
@@ -33,13 +33,14 @@ struct Model {
   std::unique_ptr<Tokenizer> tokenizer;  // null when the source has none (or load_tokenizer false)
   std::string chat_template;             // jinja text from the file, "" when none
   std::unique_ptr<LlamaModel> llama;
-  std::vector<uint8_t> owned_storage;    // tensor data of in-memory (random-weight) models
+  std::vector<uint8_t> owned_storage;  // tensor data of in-memory (random-weight) models
 
   // Bytes of tensor data (what the forward pass reads).
   size_t weight_bytes() const { return weights ? weights->total_bytes() : 0; }
 };
 
-// `path`: a GGUF file, a Hugging Face model directory or a Meta checkpoint directory. Throws Error naming the path and problem.
+// `path`: a GGUF file, a Hugging Face model directory or a Meta checkpoint directory. Throws Error naming the
+// path and problem.
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opts = {});
 
 // The default model's path (models/SmolLM2-135M-Instruct.Q4_1.gguf, searched next to the

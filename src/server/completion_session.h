@@ -53,8 +53,8 @@ class CompletionSession {
     bool sent_role = false;
     int completion_tokens = 0;
     std::vector<TokenOutput> tokens;  // kept for logprobs of non-streamed responses
-    size_t text_offset = 0;  // bytes of text emitted so far (logprobs text_offset)
-    size_t held_bytes = 0;   // bytes of tokens since then whose character is not complete yet
+    size_t text_offset = 0;           // bytes of text emitted so far (logprobs text_offset)
+    size_t held_bytes = 0;            // bytes of tokens since then whose character is not complete yet
     double last_token_s = 0;
   };
   std::string chunk_json(int index, const std::string& delta, const std::vector<TokenOutput>& toks,

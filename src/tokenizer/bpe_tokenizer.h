@@ -59,8 +59,8 @@ class BpeTokenizer final : public Tokenizer {
   BpeTokenizer(BpeVocab vocab, const std::string& what);
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const override;
-  std::vector<int32_t> encode_spans(std::string_view text,
-                                    const std::vector<std::pair<size_t, size_t>>& special_spans) const override;
+  std::vector<int32_t> encode_spans(
+      std::string_view text, const std::vector<std::pair<size_t, size_t>>& special_spans) const override;
   size_t find_unencodable(std::string_view text) const override;
   std::string token_bytes(int32_t id) const override;
   std::string piece(int32_t id) const override;

@@ -160,7 +160,8 @@ void check_component(const json& j, const char* field, const char* list_key,
   if (!ok) {
     std::string names;
     for (const char* k : known) names += std::string(names.empty() ? "" : ", ") + k;
-    fail("'", field, "' type '", type.substr(0, 60), "' is unknown (Hugging Face tokenizers has ", names, ")");
+    fail("'", field, "' type '", type.substr(0, 60), "' is unknown (Hugging Face tokenizers has ", names,
+         ")");
   }
   if (type == "Sequence") {
     auto m = j.find(list_key);

@@ -21,8 +21,8 @@ class SpmTokenizer final : public Tokenizer {
   SpmTokenizer(SpmModel model, const std::string& what);
 
   std::vector<int32_t> encode(std::string_view text, bool parse_special = false) const override;
-  std::vector<int32_t> encode_spans(std::string_view text,
-                                    const std::vector<std::pair<size_t, size_t>>& special_spans) const override;
+  std::vector<int32_t> encode_spans(
+      std::string_view text, const std::vector<std::pair<size_t, size_t>>& special_spans) const override;
   std::string token_bytes(int32_t id) const override;
   std::string piece(int32_t id) const override;
   int32_t find_token(std::string_view piece) const override;

@@ -33,8 +33,8 @@ class Tokenizer {
   // entirely inside one of `special_spans` (sorted, disjoint byte ranges [first, second));
   // elsewhere it is plain text (chat prompts: the template's markers are special, message content
   // is not). Non-special added tokens match everywhere, as in encode().
-  virtual std::vector<int32_t> encode_spans(std::string_view text,
-                                            const std::vector<std::pair<size_t, size_t>>& special_spans) const = 0;
+  virtual std::vector<int32_t> encode_spans(
+      std::string_view text, const std::vector<std::pair<size_t, size_t>>& special_spans) const = 0;
 
   // The byte offset in `text` of the first byte that encode() drops because the vocabulary has no
   // token for it and no unknown token (Hugging Face's byte-level BPE does the same, silently:

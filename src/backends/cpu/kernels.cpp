@@ -10,7 +10,8 @@ namespace {
 const CpuKernels kTables[] = {
     {SimdLevel::kScalar, false, matmul_scalar, rms_norm_scalar, silu_mul_scalar, softmax_scalar, dot_scalar,
      axpy_scalar, qdot_scalar},
-    {SimdLevel::kAvx2, false, matmul_avx2, rms_norm_avx2, silu_mul_avx2, softmax_avx2, dot_avx2, axpy_avx2, qdot_avx2},
+    {SimdLevel::kAvx2, false, matmul_avx2, rms_norm_avx2, silu_mul_avx2, softmax_avx2, dot_avx2, axpy_avx2,
+     qdot_avx2},
     {SimdLevel::kAvx512, false, matmul_avx512, rms_norm_avx2, silu_mul_avx2, softmax_avx2, dot_avx2,
      axpy_avx2, qdot_avx512},
     {SimdLevel::kAvx512Bf16, true, matmul_avx512, rms_norm_avx2, silu_mul_avx2, softmax_avx2, dot_avx2,

@@ -165,7 +165,8 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
         // explicit FMA: contraction must not vary by instance (batch invariance)
-        for (int m = 0; m < M; ++m) tail[r][m] = __builtin_fmaf(elem<T>(rows[r], k), a.x[m * K + k], tail[r][m]);
+        for (int m = 0; m < M; ++m)
+          tail[r][m] = __builtin_fmaf(elem<T>(rows[r], k), a.x[m * K + k], tail[r][m]);
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)

@@ -175,7 +175,8 @@ LR_INLINE void gemv_tile(const MatmulArgs& a, int64_t n) {
       for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
         // explicit FMA: contraction must not vary by instance (batch invariance)
-        for (int m = 0; m < M; ++m) tail[r][m] = __builtin_fmaf(elem<T>(rows[r], k), a.x[m * K + k], tail[r][m]);
+        for (int m = 0; m < M; ++m)
+          tail[r][m] = __builtin_fmaf(elem<T>(rows[r], k), a.x[m * K + k], tail[r][m]);
   }
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
@@ -511,8 +512,10 @@ void invariant_panel(const MatmulArgs& s, int64_t nrows) {
     MatmulArgs t = s;
     t.x = s.x + m0 * s.K;
     t.y = s.y + m0 * s.N;
-    if (s.M - m0 >= 2) invariant_rows<T, 2>(t, nrows);
-    else invariant_rows<T, 1>(t, nrows);
+    if (s.M - m0 >= 2)
+      invariant_rows<T, 2>(t, nrows);
+    else
+      invariant_rows<T, 1>(t, nrows);
   }
 }
 

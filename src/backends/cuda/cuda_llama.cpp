@@ -347,8 +347,8 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
     add(w.tok_embd), add(w.out_norm);
     if (!cfg.tie_embeddings) add(w.lm_head);
     for (const LlamaLayerWeights& lw : w.layers)
-      for (const WeightView* v : {&lw.attn_norm, &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_norm, &lw.w_gate, &lw.w_up,
-                                  &lw.w_down})
+      for (const WeightView* v :
+           {&lw.attn_norm, &lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.ffn_norm, &lw.w_gate, &lw.w_up, &lw.w_down})
         add(*v);
     Progress bar("GPU weight upload", total);
     up.progress = &bar;
@@ -359,8 +359,9 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
     for (int l = 0; l < L; ++l) {
       LayerWeights& lw = layers[l];
       const LlamaLayerWeights& hw = w.layers[size_t(l)];
-      if (hw.wq.rows != qd || hw.wk.rows != kd || hw.wv.rows != kd || hw.wo.cols != qd || hw.w_gate.rows != inter ||
-          hw.w_up.rows != inter || hw.w_down.cols != inter || hw.attn_norm.cols != h || hw.ffn_norm.cols != h)
+      if (hw.wq.rows != qd || hw.wk.rows != kd || hw.wv.rows != kd || hw.wo.cols != qd ||
+          hw.w_gate.rows != inter || hw.w_up.rows != inter || hw.w_down.cols != inter ||
+          hw.attn_norm.cols != h || hw.ffn_norm.cols != h)
         fail("CudaLlama: the bound weights of layer ", l, " do not match the config");
       char* qkvp = static_cast<char*>(lw.qkv);
       char* gup = static_cast<char*>(lw.gate_up);
