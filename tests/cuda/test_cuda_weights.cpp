@@ -8,6 +8,7 @@
 
 #include "backends/cuda/cuda_llama.h"
 #include "core/error.h"
+#include "cuda_paged_seq.h"
 #include "cuda_test_util.h"
 #include "formats/weight_map.h"
 #include "model/llama_tensors.h"
@@ -42,8 +43,14 @@ TEST(CudaWeights, LmHeadTiedOnlyWhereTheConfigSays) {
   CudaLlamaOptions o;
   o.max_context = 32;
   std::vector<int32_t> prompt = {1, 7, 42, 3, 99, 5};
+  // The prompt's last logits through the model's one forward (a paged pool of 2 blocks of 16).
+  auto prefill = [&](CudaLlama& m) {
+    m.init_paged(16, 2, 0);
+    cuda::test::PagedSeq seq(m, {1, 0});
+    return seq.prefill(prompt, 64);
+  };
   CudaLlama untied(cfg, wm, o);
-  const std::vector<float> want = untied.prefill(prompt.data(), int(prompt.size()));
+  const std::vector<float> want = prefill(untied);
   EXPECT_FALSE(untied.config().tie_embeddings);
 
   WeightMap bare = wm;
@@ -61,13 +68,13 @@ TEST(CudaWeights, LmHeadTiedOnlyWhereTheConfigSays) {
   tied_cfg.tie_embeddings = true;
   CudaLlama tied(tied_cfg, bare, o);
   EXPECT_TRUE(tied.config().tie_embeddings);
-  EXPECT_EQ(tied.prefill(prompt.data(), int(prompt.size())), want);
+  EXPECT_EQ(prefill(tied), want);
   EXPECT_LT(tied.memory_stats().weights, untied.memory_stats().weights);  // one [vocab, hidden] table
 
   // From weights the CPU bound: the same.
   LlamaWeights bound = bind_llama_weights(tied_cfg, bare, TensorNaming::kHf, "random");
   CudaLlama from_bound(tied_cfg, bound, o);
-  EXPECT_EQ(from_bound.prefill(prompt.data(), int(prompt.size())), want);
+  EXPECT_EQ(prefill(from_bound), want);
 
   // Weights bound for another shape are refused.
   LlamaConfig other = tied_cfg;
