@@ -11,6 +11,7 @@
 #   PY         python with httpx (and torch for the peer) (default python3)
 #   QUICK=1    fewer requests, no peers
 #   SKIP_PEERS=1
+#   SKIP_PREFIX=1  no shared-prefix run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu-results}"
@@ -107,7 +108,9 @@ else
   status=1
 fi
 # Shared 1,000-token system prompt: the first request computes it, later ones hit the prefix cache.
-if start_server "$LOGS/server-prefix.log" --max-num-seqs 256 --max-batch-tokens 512; then
+if [ "${SKIP_PREFIX:-0}" = 1 ]; then
+  :
+elif start_server "$LOGS/server-prefix.log" --max-num-seqs 256 --max-batch-tokens 512; then
   bench prefix --concurrency 8 --num-prompts 64 --shared-prefix-len 1000 --input-len 32 --output-len 32 --warmup 0
   stop_server
 else
