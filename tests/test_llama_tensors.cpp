@@ -149,7 +149,8 @@ TEST(LlamaTensorTable, ShapesAndDtypesFromTheConfig) {
   EXPECT_EQ(llama_tensor_shape(LlamaTensor::kUp, c), (std::vector<int64_t>{5632, 2048}));
   EXPECT_EQ(llama_tensor_shape(LlamaTensor::kDown, c), (std::vector<int64_t>{2048, 5632}));
   EXPECT_EQ(dtype_set_str(kNormDTypes), "f32, f16 or bf16");
-  EXPECT_EQ(dtype_set_str(kMatrixDTypes), "f32, f16, bf16, q8_0, q4_0 or q4_1");
+  EXPECT_EQ(dtype_set_str(kMatrixDTypes),
+            "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl or iq4_xs");
   for (const auto& s : llama_tensor_table()) {
     EXPECT_EQ(s.dtypes, s.ndim == 1 ? kNormDTypes : kMatrixDTypes) << s.role_name;
     EXPECT_FALSE(dtype_in(DType::Q8_0, s.dtypes) && s.ndim == 1) << s.role_name << ": norms never quantised";

@@ -75,7 +75,10 @@ inline constexpr DTypeSet kNormDTypes =
 // Matrices (embedding, projections, lm_head): every dtype the loaders read and the backends convert or
 // multiply. Add a bit here when a loader and the kernels learn a new dtype.
 inline constexpr DTypeSet kMatrixDTypes =
-    kNormDTypes | dtype_bit(DType::Q8_0) | dtype_bit(DType::Q4_0) | dtype_bit(DType::Q4_1);
+    kNormDTypes | dtype_bit(DType::Q8_0) | dtype_bit(DType::Q4_0) | dtype_bit(DType::Q4_1) |
+    dtype_bit(DType::Q5_0) | dtype_bit(DType::Q5_1) | dtype_bit(DType::Q2_K) | dtype_bit(DType::Q3_K) |
+    dtype_bit(DType::Q4_K) | dtype_bit(DType::Q5_K) | dtype_bit(DType::Q6_K) | dtype_bit(DType::IQ4_NL) |
+    dtype_bit(DType::IQ4_XS);
 bool dtype_in(DType t, DTypeSet s);
 std::string dtype_set_str(DTypeSet s);  // "f32, f16 or bf16"
 
