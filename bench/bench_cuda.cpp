@@ -36,6 +36,7 @@
 #include "backends/cuda/cuda_llama.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
+#include "core/clock.h"
 #include "core/error.h"
 
 using namespace llamarun;
@@ -59,10 +60,6 @@ Stats stats_of(std::vector<double> v) {
 }
 json to_json(const Stats& s) {
   return json{{"median", s.median}, {"min", s.min}, {"max", s.max}, {"all", s.all}};
-}
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Times `fn` (enqueued on `stream`) with CUDA events: returns seconds per call for each repetition.
@@ -341,12 +338,12 @@ int run(int argc, char** argv) {
   opt.paged_graphs = args.graph;
   opt.fast_decode = args.fast;
   opt.fast_token_direct = args.token_direct;
-  double t0 = now_s();
+  double t0 = now_seconds();
   CudaLlama model(cfg, 1234, opt);
   // The paged pool: one block table of max_context positions per sequence (blocks of 16, shuffled).
   const int bs = 16, per_seq = (opt.max_context + bs - 1) / bs;
   const int pool_blocks = model.init_paged(bs, per_seq * max_batch, 0);
-  double init_s = now_s() - t0;
+  double init_s = now_seconds() - t0;
   std::vector<int32_t> blocks(pool_blocks);
   std::iota(blocks.begin(), blocks.end(), 0);
   std::shuffle(blocks.begin(), blocks.end(), std::mt19937(5));
@@ -404,9 +401,9 @@ int run(int argc, char** argv) {
     forward_one(0, prompt.data(), args.pp, 0);  // warm-up (cuBLASLt heuristics)
     std::vector<double> tps, tfl;
     for (int r = 0; r < args.reps; ++r) {  // one forward: the whole prompt as one chunk of one sequence
-      double a = now_s();
+      double a = now_seconds();
       forward_one(0, prompt.data(), args.pp, 0);
-      double s = now_s() - a;
+      double s = now_seconds() - a;
       tps.push_back(n / s);
       tfl.push_back(flops / s / 1e12);
     }
@@ -554,9 +551,9 @@ int run(int argc, char** argv) {
     for (int i = 0; i < args.tg; ++i) bytes += double(wbytes) + double(model.kv_bytes_per_token(d + i));
     for (int r = 0; r < args.reps; ++r) {
       tok = 1;
-      double a = now_s();
+      double a = now_seconds();
       for (int i = 0; i < args.tg; ++i) tok = forward_one(0, &tok, 1, d + i);
-      double s = now_s() - a;
+      double s = now_seconds() - a;
       tps.push_back(args.tg / s);
       gbs.push_back(bytes / s / 1e9);
     }
@@ -603,9 +600,9 @@ int run(int argc, char** argv) {
     std::vector<double> sps;
     for (int r = 0; r < args.reps; ++r) {
       std::fill(toks.begin(), toks.end(), 1);
-      double a = now_s();
+      double a = now_seconds();
       for (int i = 0; i < args.tg; ++i) step(d + i);
-      sps.push_back(args.tg / (now_s() - a));
+      sps.push_back(args.tg / (now_seconds() - a));
     }
     Stats st = stats_of(sps);
     bj.push_back({{"batch", B}, {"depth", d}, {"steps_per_s", to_json(st)}, {"tok_per_s", B * st.median}});

@@ -15,18 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "core/clock.h"
 #include "engine/engine.h"
 #include "model/model.h"
 #include "ops/matmul.h"
 
 using namespace llamarun;
-
-namespace {
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   try {
@@ -55,9 +49,9 @@ int main(int argc, char** argv) {
           double best[2] = {1e9, 1e9};
           for (int r = 0; r < 5; ++r) {
             for (int k = 0; k < 2; ++k) {
-              const double t0 = now_s();
+              const double t0 = now_seconds();
               matmul(w, x.data(), M, y.data(), k ? inv : MatmulOptions{});
-              best[k] = std::min(best[k], now_s() - t0);
+              best[k] = std::min(best[k], now_seconds() - t0);
             }
           }
           std::printf("matmul %s %lldx%lld, M=%3d: default %.3f ms, batch-invariant %.3f ms (x%.2f)\n",
@@ -95,9 +89,9 @@ int main(int argc, char** argv) {
       double t_step[2];
       for (int inv = 0; inv < 2; ++inv) {
         b.batch_invariant = inv == 1;
-        const double t0 = now_s();
+        const double t0 = now_seconds();
         for (int r = 0; r < reps; ++r) m->llama->forward(b, pool, logits.data());
-        t_step[inv] = (now_s() - t0) / reps;
+        t_step[inv] = (now_seconds() - t0) / reps;
       }
       std::printf("decode M=%2d: forward %.2f ms/step, batch-invariant %.2f ms/step (x%.2f)\n", M,
                   t_step[0] * 1e3, t_step[1] * 1e3, t_step[1] / t_step[0]);
@@ -109,7 +103,7 @@ int main(int argc, char** argv) {
       ec.kv_cache_bytes = size_t(256) << 20;
       Engine e(*m, ec);
       int done = 0;
-      const double t0 = now_s();
+      const double t0 = now_seconds();
       for (int i = 0; i < conc; ++i) {
         GenerationRequest r;
         r.prompt = rand_ids(prompt_len);
@@ -121,7 +115,7 @@ int main(int argc, char** argv) {
       }
       while (e.step()) {
       }
-      const double wall = now_s() - t0;
+      const double wall = now_seconds() - t0;
       EngineStats st = e.stats();
       std::printf(
           "engine concurrency %3d: %d/%d done, %.2f s, %.1f generated tok/s, %llu steps; schedule %.2f ms "

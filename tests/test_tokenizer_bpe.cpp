@@ -10,13 +10,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "formats/weight_map.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/pretokenizer.h"
 #include "tokenizer/regex.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
 #include "tokenizer_test_util.h"
 #if __has_include("formats/gguf.h")
 #include "formats/gguf.h"

@@ -6,11 +6,11 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "formats/weight_map.h"
 #include "tokenizer/spm_model.h"
 #include "tokenizer/spm_tokenizer.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
 #include "tokenizer_test_util.h"
 
 namespace llamarun {

@@ -5,9 +5,9 @@
 #include <atomic>
 #include <thread>
 
+#include "core/utf8.h"
 #include "tokenizer/byte_level.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/utf8.h"
 #include "tokenizer_test_util.h"
 
 namespace llamarun {

@@ -9,14 +9,11 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/clock.h"
+
 namespace llamarun {
 
 namespace {
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 std::string printf_str(const char* fmt, double v) {
   char buf[64];
@@ -128,7 +125,7 @@ std::string Progress::render_final(const std::string& label, uint64_t done, doub
 }
 
 Progress::Progress(std::string label, uint64_t total, Unit unit, Mode mode, std::FILE* out)
-    : label_(std::move(label)), total_(total), unit_(unit), out_(out), start_s_(now_s()) {
+    : label_(std::move(label)), total_(total), unit_(unit), out_(out), start_s_(now_seconds()) {
   if (mode == Mode::kAuto) {
     const char* env = std::getenv("LLAMARUN_PROGRESS");
     if (env && std::strcmp(env, "0") == 0)
@@ -171,7 +168,7 @@ void Progress::finish() {
 
 void Progress::draw_locked(bool final) {
   if (!enabled_ || (finished_ && !final)) return;
-  const double t = now_s();
+  const double t = now_seconds();
   if (!final && last_draw_s_ >= 0 && t - last_draw_s_ < 0.1) return;
   last_draw_s_ = t;
   const double elapsed = t - start_s_;

@@ -10,6 +10,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "engine/scheduler.h"
 #include "engine/step_model.h"
@@ -43,11 +44,6 @@ struct Request {
 };
 
 namespace {
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 // The CPU forward pass over a host PagedKVPool of f32 K / V. Logits of every row come back; the sampler
 // picks tokens.
@@ -302,19 +298,19 @@ struct Engine::Impl {
 
   // One engine iteration: schedule -> run -> postprocess. false when there was nothing to run.
   bool step() {
-    const double t0 = now_s();
+    const double t0 = now_seconds();
     const SchedulerOutput* so = schedule();
     if (!so) {
       update_stats();
       return false;
     }
-    const double t1 = now_s();
+    const double t1 = now_seconds();
     t_sched += t1 - t0;
     const bool ran = run(*so);
-    const double t2 = now_s();
+    const double t2 = now_seconds();
     t_model += t2 - t1;
     if (ran) postprocess(*so);
-    t_post += now_s() - t2;
+    t_post += now_seconds() - t2;
     update_stats();
     return true;
   }

@@ -3,17 +3,11 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "model/model.h"
 
 namespace llamarun {
-
-namespace {
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
 
 double GenerationResult::prompt_tok_per_s() const {
   const int n = int(prompt_ids.size()) - cached_prompt_tokens;
@@ -41,7 +35,7 @@ GenerationResult generate(Engine& engine, const std::vector<int32_t>& prompt, Sa
   req.prompt = prompt;
   req.params = params;
   req.on_output = [&](const RequestOutput& o) {
-    const double t = now_s();
+    const double t = now_seconds();
     for (const TokenOutput& tk : o.tokens) {
       if (r.token_ids.empty()) t_first = t;
       t_last = t;
@@ -57,7 +51,7 @@ GenerationResult generate(Engine& engine, const std::vector<int32_t>& prompt, Sa
       error = o.error;
     }
   };
-  const double t0 = now_s();
+  const double t0 = now_seconds();
   const uint64_t id = engine.submit(std::move(req));
   bool cancel_sent = false;
   while (!finished) {

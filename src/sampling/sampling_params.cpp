@@ -4,49 +4,9 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace llamarun {
-
-namespace {
-
-// True when s is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += len;
-  }
-  return true;
-}
-
-}  // namespace
 
 void validate(const SamplingParams& p, int vocab_size) {
   LLAMARUN_CHECK(vocab_size > 0, "sampling: vocab_size must be > 0 (got ", vocab_size, ")");
@@ -75,7 +35,7 @@ void validate(const SamplingParams& p, int vocab_size) {
     LLAMARUN_CHECK(!s.empty(), "sampling: stop[", i, "] is an empty string");
     LLAMARUN_CHECK(s.size() <= SamplingParams::kMaxStopBytes, "sampling: stop[", i, "] is ", s.size(),
                    " bytes long; at most ", SamplingParams::kMaxStopBytes, " are allowed");
-    LLAMARUN_CHECK(valid_utf8(s), "sampling: stop[", i, "] is not valid UTF-8");
+    LLAMARUN_CHECK(utf8_is_valid(s), "sampling: stop[", i, "] is not valid UTF-8");
   }
   for (const auto& [id, bias] : p.logit_bias) {
     LLAMARUN_CHECK(id >= 0 && id < vocab_size, "sampling: logit_bias token id ", id,

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 
+#include "core/utf8.h"
+
 namespace llamarun::server {
 
 std::string quote_text(std::string_view s, size_t max_bytes) {
@@ -23,17 +25,10 @@ std::string quote_text(std::string_view s, size_t max_bytes) {
       continue;
     }
     // A whole, valid multi-byte sequence (within the quoted part) is kept; anything else escaped.
-    const int len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-    bool ok = len > 0 && i + len <= n;
-    uint32_t cp = len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
-    for (int k = 1; ok && k < len; ++k) {
-      ok = (p[i + k] & 0xC0) == 0x80;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (ok && cp >= kMin[len] && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF)) {
-      out.append(s.data() + i, size_t(len));
-      i += size_t(len);
+    const Utf8Scan sc = utf8_scan(p + i, n - i);
+    if (sc.status == Utf8Status::kValid) {
+      out.append(s.data() + i, sc.len);
+      i += sc.len;
     } else {
       esc(c);
       ++i;

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "core/clock.h"
 #include "server/api_error.h"
 #include "tokenizer/tokenizer.h"
 
@@ -13,11 +14,6 @@ namespace llamarun::server {
 using nlohmann::json;
 
 namespace {
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 // JSON has no -inf: a token the model gave no probability at all gets -9999 (as vLLM does).
 double finite_lp(float lp) { return std::isfinite(lp) ? double(lp) : -9999.0; }
@@ -141,7 +137,7 @@ void CompletionSession::on_output(int prompt_index, const RequestOutput& o) {
   const size_t idx = size_t(prompt_index) * job_.n + size_t(o.choice);
   if (idx >= choices_.size() || choices_[idx].finished) return;
   Choice& ch = choices_[idx];
-  const double t = now_s();
+  const double t = now_seconds();
   std::string delta;
   for (const auto& tk : o.tokens) delta += tk.text;
   if (!o.tokens.empty()) {
@@ -235,7 +231,7 @@ void CompletionSession::finish_all() {
   s.cached_tokens = cached_tokens_;
   s.ttft_s = first_token_s_ >= 0 ? first_token_s_ - arrival_s_ : -1;
   s.finish_reason = choices_.empty() ? "" : choices_[0].finish_reason;
-  metrics_.e2e.observe(now_s() - arrival_s_);
+  metrics_.e2e.observe(now_seconds() - arrival_s_);
   for (const auto& ch : choices_) metrics_.finished_requests[ch.finish_reason]++;
   if (job_.stream) {
     if (job_.include_usage) {

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "server/api_error.h"
 
@@ -24,11 +25,6 @@ namespace llamarun::server {
 namespace {
 
 constexpr uint64_t kListenId = 1, kEventId = 2, kFirstWatcherId = 3;
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 std::string lower(std::string_view s) {
   std::string r(s);
@@ -276,7 +272,7 @@ void HttpServer::run() {
       else
         on_event(id, events[i].events);
     }
-    const double t = now_s();
+    const double t = now_seconds();
     if (t - last_sweep_ > 0.5) {
       last_sweep_ = t;
       sweep_timeouts();
@@ -286,8 +282,8 @@ void HttpServer::run() {
   }
   run_posted();
   // Give responses already queued (the last events of drained requests) up to 2 s to reach their clients.
-  const double linger_until = now_s() + 2;
-  while (now_s() < linger_until) {
+  const double linger_until = now_seconds() + 2;
+  while (now_seconds() < linger_until) {
     bool pending = false;
     for (auto& [id, c] : conns_)
       if (c->fd >= 0 && c->out_off < c->out.size()) pending = true;
@@ -327,7 +323,7 @@ void HttpServer::accept_all() {
       ::shutdown(fd, SHUT_WR);
       ::close(fd);
       ++refused_;
-      const double t = now_s();
+      const double t = now_seconds();
       if (t - last_refused_log_ >= 10) {
         opts_.log_warning("connection limit reached: " + std::to_string(opts_.max_connections) +
                           " connections are open (--max-connections); refused " + std::to_string(refused_) +
@@ -354,7 +350,7 @@ void HttpServer::accept_all() {
       port = ntohs(a->sin6_port);
     }
     c->remote = std::string(host) + ":" + std::to_string(port);
-    c->last_active = now_s();
+    c->last_active = now_seconds();
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
     ev.data.u64 = c->id;
@@ -392,7 +388,7 @@ void HttpServer::read_from(Connection& c) {
   for (;;) {
     ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
     if (n > 0) {
-      c.last_active = now_s();
+      c.last_active = now_seconds();
       if (c.state == Connection::kLingering) continue;  // dropped
       if (c.state == Connection::kDiscarding) {
         size_t drop = std::min(size_t(n), c.discard_left);
@@ -566,7 +562,7 @@ void HttpServer::dispatch(Connection& c, size_t he, size_t body_len) {
   }
   req.body = c.in.substr(he + 4, body_len);
   c.in.erase(0, he + 4 + body_len);
-  c.first_byte_t = c.in.empty() ? 0 : now_s();
+  c.first_byte_t = c.in.empty() ? 0 : now_seconds();
   c.sent_continue = false;
 
   bool ka = version == "HTTP/1.1";
@@ -628,7 +624,7 @@ void HttpServer::flush(Connection& c) {
 void HttpServer::finish_exchange(Connection& c) {
   if (c.ex) c.ex->conn_ = nullptr;
   c.ex.reset();
-  c.last_active = now_s();
+  c.last_active = now_seconds();
   if (!c.keep_alive) {
     c.close_after_write = true;
     c.state = Connection::kClosing;
@@ -683,7 +679,7 @@ void HttpServer::linger_close(Connection& c) {
   c.in.clear();
   c.out.clear();
   c.out_off = 0;
-  c.linger_start = c.last_active = now_s();
+  c.linger_start = c.last_active = now_seconds();
   if (auto ex = std::move(c.ex)) {
     ex->conn_ = nullptr;
     if (!ex->finished_ && ex->on_close_) {
@@ -702,7 +698,7 @@ void HttpServer::process_for_fuzzing(std::string_view bytes) {
   c.id = next_id_++;
   c.fd = sv[0];
   c.remote = "fuzz";
-  c.last_active = c.first_byte_t = now_s();
+  c.last_active = c.first_byte_t = now_seconds();
   ++open_;
   conns_.emplace(c.id, std::move(owned));
   c.in.assign(bytes.data(), bytes.size());
@@ -724,7 +720,7 @@ void HttpServer::close_idle() {
 }
 
 void HttpServer::sweep_timeouts() {
-  const double t = now_s();
+  const double t = now_seconds();
   // Re-arm the listen socket if descriptors ran out earlier.
   epoll_event ev{};
   ev.events = EPOLLIN;

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "server/api_error.h"
 #include "tokenizer/tokenizer.h"
 
@@ -106,7 +107,7 @@ bool get_bool(const json& body, const char* key, bool def) {
 }
 
 void check_string_utf8(const std::string& s, const std::string& what) {
-  size_t at = find_invalid_utf8(s);
+  size_t at = utf8_find_invalid(s);
   if (at != std::string::npos) bad(what, what + " is not valid UTF-8 (byte " + std::to_string(at) + ")");
 }
 
@@ -355,41 +356,9 @@ void finish(const json& body, const ApiContext& ctx, CompletionJob& job, int def
 
 }  // namespace
 
-size_t find_invalid_utf8(std::string_view s) {
-  size_t i = 0;
-  const size_t n = s.size();
-  while (i < n) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    int len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0)
-      len = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0)
-      len = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0)
-      len = 4, cp = c & 0x07;
-    else
-      return i;
-    if (i + len > n) return i;
-    for (int k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    static constexpr uint32_t kMin[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += len;
-  }
-  return std::string::npos;
-}
-
 json parse_json_body(const std::string& body) {
   if (body.empty()) bad("", "the request body is empty; send a JSON object");
-  size_t at = find_invalid_utf8(body);
+  size_t at = utf8_find_invalid(body);
   if (at != std::string::npos)
     bad("", "the request body is not valid UTF-8 (first invalid byte at offset " + std::to_string(at) + ")");
   // Nesting depth, outside strings.

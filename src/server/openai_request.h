@@ -58,6 +58,5 @@ std::vector<int32_t> parse_tokenize(const nlohmann::json& body, const ApiContext
 std::vector<int32_t> parse_detokenize(const nlohmann::json& body, const ApiContext& ctx);
 
 // The byte offset of the first invalid UTF-8 sequence in s, or npos.
-size_t find_invalid_utf8(std::string_view s);
 
 }  // namespace llamarun::server

@@ -9,6 +9,7 @@
 #include <ctime>
 #include <random>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "server/api_error.h"
 #include "server/chat_page.h"
@@ -21,11 +22,6 @@ namespace llamarun::server {
 using nlohmann::json;
 
 namespace {
-
-double now_s() {
-  using namespace std::chrono;
-  return duration<double>(steady_clock::now().time_since_epoch()).count();
-}
 
 std::string iso_time() {
   using namespace std::chrono;
@@ -210,7 +206,7 @@ void Server::write_log(const RequestLog& log) {
   json j{{"ts", iso_time()},     {"event", "request"},
          {"id", log.id},         {"method", log.method},
          {"path", log.path},     {"status", log.status},
-         {"remote", log.remote}, {"duration_ms", (now_s() - log.start_s) * 1000.0}};
+         {"remote", log.remote}, {"duration_ms", (now_seconds() - log.start_s) * 1000.0}};
   if (!log.error.empty()) j["error"] = log.error;
   log_event(j);
 }
@@ -238,7 +234,7 @@ void Server::check_auth(const HttpRequest& req) const {
 
 void Server::handle(HttpRequest& req, const std::shared_ptr<Exchange>& ex) {
   RequestLog log;
-  log.start_s = now_s();
+  log.start_s = now_seconds();
   log.method = req.method;
   log.path = req.path.substr(0, 200);
   log.remote = req.remote;
@@ -384,7 +380,7 @@ void Server::generate(HttpRequest& req, const std::shared_ptr<Exchange>& ex, boo
              {"cached_tokens", s.cached_tokens},
              {"finish_reason", s.finish_reason},
              {"ttft_ms", s.ttft_s >= 0 ? json(s.ttft_s * 1000.0) : json(nullptr)},
-             {"duration_ms", (now_s() - log.start_s) * 1000.0}};
+             {"duration_ms", (now_seconds() - log.start_s) * 1000.0}};
       log_event(j);
     }
     maybe_exit();

@@ -3,8 +3,8 @@
 #include <queue>
 
 #include "core/error.h"
+#include "core/utf8.h"
 #include "tokenizer/byte_level.h"
-#include "tokenizer/utf8.h"
 
 namespace llamarun {
 namespace {

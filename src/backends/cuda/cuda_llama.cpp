@@ -12,6 +12,7 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/progress.h"
 #include "formats/weight_map.h"
@@ -49,10 +50,6 @@ struct LayerWeights {
   void* gate_up = nullptr;    // [2 I, H]: gate rows, then up rows
   void* down = nullptr;       // [H, I]
 };
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 }  // namespace
 
@@ -339,7 +336,7 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
   cfg.tie_embeddings = w.lm_head.data == w.tok_embd.data;
   const size_t staging = std::max<size_t>(opt.staging_bytes, 1u << 20);
   allocate(2 * staging);
-  double t0 = now_s();
+  double t0 = now_seconds();
   {
     Uploader up(alloc, stream, act, staging);
     size_t total = 0;
@@ -378,13 +375,13 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
     LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
     load.host_bytes = up.bytes();
   }
-  load.seconds = now_s() - t0;
+  load.seconds = now_seconds() - t0;
   load.gb_per_s = load.seconds > 0 ? double(load.host_bytes) / load.seconds / 1e9 : 0;
 }
 
 void CudaLlama::Impl::random_weights(uint64_t seed) {
   allocate();
-  double t0 = now_s();
+  double t0 = now_seconds();
   uint64_t s = seed * 0x100000001b3ull + 17;
   auto rnd = [&](void* p, size_t rows, size_t cols) {
     fill_random(act, p, int64_t(rows * cols), std::sqrt(3.f / float(cols)), s++, stream);
@@ -402,7 +399,7 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
     rnd(lw.down, H, I);
   }
   LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
-  load.seconds = now_s() - t0;
+  load.seconds = now_seconds() - t0;
 }
 
 // The batch-1 decode step: one decode row staged in fin (token, position, KV slot, the sequence's block
@@ -694,7 +691,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   if (!m.k_pool) fail("forward_paged: call init_paged first");
   int cur_dev = -1;  // the engine calls from its own thread
   if (cudaGetDevice(&cur_dev) != cudaSuccess || cur_dev != m.device) set_device(m.device);
-  const double t_host = now_s();
+  const double t_host = now_seconds();
   const int T = b.size(), S = int(b.block_tables.size()), R = int(b.logit_rows.size());
   if (T == 0) return;
   if (T > m.mmax) fail("forward_paged: ", T, " tokens exceed paged_max_tokens ", m.mmax);
@@ -743,7 +740,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
         fail("forward_paged: KV block ", tab[j], " outside [0, ", m.pnb, ")");
       hf[3 + j] = tab[j];
     }
-    m.paged_host_s += now_s() - t_host;
+    m.paged_host_s += now_seconds() - t_host;
     if (m.opt.paged_graphs) {
       if (!m.fast_graph) m.capture_fast_graph();
       LLAMARUN_CUDA_CHECK(cudaGraphLaunch(m.fast_graph, m.stream));
@@ -794,7 +791,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     for (size_t j = n; j < size_t(m.pmb); ++j) h_tab[size_t(s) * m.pmb + j] = 0;
   }
   const size_t n_up = 5 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
-  m.paged_host_s += now_s() - t_host;
+  m.paged_host_s += now_seconds() - t_host;
   LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
   if (decode && m.opt.paged_graphs) {
     auto it = m.bucket_graphs.find(TB);

@@ -1,4 +1,4 @@
-#include "tokenizer/utf8.h"
+#include "core/utf8.h"
 
 namespace llamarun {
 
@@ -32,7 +32,7 @@ Utf8Scan utf8_scan(const uint8_t* p, size_t n) {
   return {Utf8Status::kValid, need, cp};
 }
 
-bool utf8_is_valid(std::string_view s) {
+size_t utf8_find_invalid(std::string_view s) {
   const auto* p = reinterpret_cast<const uint8_t*>(s.data());
   size_t i = 0;
   while (i < s.size()) {
@@ -41,11 +41,13 @@ bool utf8_is_valid(std::string_view s) {
       continue;
     }
     Utf8Scan sc = utf8_scan(p + i, s.size() - i);
-    if (sc.status != Utf8Status::kValid) return false;
+    if (sc.status != Utf8Status::kValid) return i;
     i += sc.len;
   }
-  return true;
+  return std::string_view::npos;
 }
+
+bool utf8_is_valid(std::string_view s) { return utf8_find_invalid(s) == std::string_view::npos; }
 
 std::string utf8_repair(std::string_view s, Utf8Repair mode) {
   std::string out;

@@ -1,5 +1,6 @@
-// UTF-8 helpers shared by the tokenizers: validation of one character, repair of invalid input
-// (two conventions, matching the two reference libraries), and detection of an incomplete tail.
+// UTF-8: the one validator (Unicode's Table 3-7: no overlongs, surrogates or code points past U+10FFFF)
+// and what is built on it: repair of invalid input (two conventions, matching the two reference
+// libraries), detection of an incomplete tail. Used by the tokenizers, the server and the sampling checks.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +31,8 @@ enum class Utf8Repair {
 };
 
 bool utf8_is_valid(std::string_view s);
+// Offset of the first byte that does not start a valid, complete character; npos when `s` is valid.
+size_t utf8_find_invalid(std::string_view s);
 // `s` with every invalid sequence replaced by U+FFFD.
 std::string utf8_repair(std::string_view s, Utf8Repair mode);
 // Number of bytes at the end of `s` that form a valid but incomplete character (0-3).
