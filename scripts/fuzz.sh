@@ -12,7 +12,7 @@ SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -eq 0 ] && TARGETS=(fuzz_gguf fuzz_safetensors fuzz_tokenizer_json fuzz_tokenizer_model
-                                     fuzz_chat_template fuzz_http fuzz_openai)
+                                     fuzz_chat_template fuzz_http fuzz_openai fuzz_pth)
 B=${FUZZ_BUILD_DIR:-build-fuzz}
 # clang with libFuzzer and the sanitizer runtimes, and clang's OpenMP: Debian packages, installed when missing.
 missing=()

@@ -29,6 +29,9 @@
 #define LLAMARUN_FUZZ_ENTRY fuzz_openai_one
 #include "../fuzz/fuzz_openai.cpp"
 #undef LLAMARUN_FUZZ_ENTRY
+#define LLAMARUN_FUZZ_ENTRY fuzz_pth_one
+#include "../fuzz/fuzz_pth.cpp"
+#undef LLAMARUN_FUZZ_ENTRY
 
 namespace {
 
@@ -51,6 +54,7 @@ size_t run_inputs(const std::string& target, int (*fn)(const uint8_t*, size_t)) 
   return n;
 }
 
+TEST(FuzzInputs, Pth) { EXPECT_GE(run_inputs("fuzz_pth", fuzz_pth_one), 4u); }
 TEST(FuzzInputs, Gguf) { EXPECT_GE(run_inputs("fuzz_gguf", fuzz_gguf_one), 2u); }
 TEST(FuzzInputs, Safetensors) { EXPECT_GE(run_inputs("fuzz_safetensors", fuzz_safetensors_one), 3u); }
 TEST(FuzzInputs, TokenizerJson) { EXPECT_GE(run_inputs("fuzz_tokenizer_json", fuzz_tokenizer_json_one), 3u); }
