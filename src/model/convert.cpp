@@ -8,6 +8,8 @@
 
 #include "core/error.h"
 #include "core/mmap.h"
+#include "core/progress.h"
+#include "formats/gguf_writer.h"
 #include "model/llama_tensors.h"
 #include "tokenizer/spm_model.h"
 
@@ -185,7 +187,14 @@ void write_hf_safetensors(const ConvertSource& src, const std::string& out_dir) 
     for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
     write_all(f, len, 8, st);
     write_all(f, h.data(), h.size(), st);
-    for (auto& t : ts) write_all(f, t.data(), t.src->nbytes, st);
+    size_t total = 0;
+    for (auto& t : ts) total += t.src->nbytes;
+    Progress bar("convert -> safetensors", total);
+    for (auto& t : ts) {
+      write_all(f, t.data(), t.src->nbytes, st);
+      bar.add(t.src->nbytes);
+    }
+    bar.finish();
     f.close();
     if (!f) fail(st, ": write failed");
   }
@@ -226,94 +235,29 @@ void write_hf_safetensors(const ConvertSource& src, const std::string& out_dir) 
   }
 }
 
-// ---- GGUF -----------------------------------------------------------------------------------------
-
-namespace {
-
-enum GgufType : uint32_t { kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kStr = 8, kArr = 9 };
-
-class GgufBuf {
- public:
-  std::string b;
-  template <typename T>
-  void put(T v) {
-    b.append(reinterpret_cast<const char*>(&v), sizeof(T));
-  }
-  void str(const std::string& s) {
-    put<uint64_t>(s.size());
-    b += s;
-  }
-  void kv_u32(const std::string& k, uint32_t v) { head(k, kU32), put(v); }
-  void kv_f32(const std::string& k, float v) { head(k, kF32), put(v); }
-  void kv_bool(const std::string& k, bool v) { head(k, kBool), put<uint8_t>(v); }
-  void kv_str(const std::string& k, const std::string& v) { head(k, kStr), str(v); }
-  void kv_strs(const std::string& k, const std::vector<std::string>& v) {
-    head(k, kArr), put<uint32_t>(kStr), put<uint64_t>(v.size());
-    for (auto& s : v) str(s);
-  }
-  void kv_f32s(const std::string& k, const std::vector<float>& v) {
-    head(k, kArr), put<uint32_t>(kF32), put<uint64_t>(v.size());
-    for (float x : v) put(x);
-  }
-  void kv_i32s(const std::string& k, const std::vector<int32_t>& v) {
-    head(k, kArr), put<uint32_t>(kI32), put<uint64_t>(v.size());
-    for (int32_t x : v) put(x);
-  }
-  int n_kv = 0;
-
- private:
-  void head(const std::string& k, uint32_t type) {
-    str(k);
-    put(type);
-    ++n_kv;
-  }
-};
-
-uint32_t ggml_type(DType t) {
-  switch (t) {
-    case DType::F32:
-      return 0;
-    case DType::F16:
-      return 1;
-    case DType::Q4_0:
-      return 2;
-    case DType::Q4_1:
-      return 3;
-    case DType::Q8_0:
-      return 8;
-    case DType::BF16:
-      return 30;
-    default:
-      fail("convert: no GGUF type id for ", dtype_name(t), " tensors yet");
-  }
-}
-
-constexpr uint64_t kAlign = 32;
-
-}  // namespace
+// ---- GGUF ----------------------------------------------------------------------------------------
 
 void write_gguf_model(const ConvertSource& src, const std::string& out_path) {
   const LlamaConfig& c = *src.cfg;
   if (c.rope_scaling.type == RopeScaling::Type::kLlama3 || !c.rope_freq_factors.empty())
     fail(out_path, ": Llama 3 rope scaling is not written to GGUF yet (convert to safetensors instead)");
   std::vector<OutTensor> ts = collect(src, true);
-  GgufBuf kv;
-  kv.kv_str("general.architecture", "llama");
-  kv.kv_str("general.name", src.name.empty() ? "llama" : src.name);
-  kv.kv_u32("general.alignment", uint32_t(kAlign));
-  kv.kv_u32("llama.context_length", uint32_t(c.max_position));
-  kv.kv_u32("llama.embedding_length", uint32_t(c.hidden_size));
-  kv.kv_u32("llama.block_count", uint32_t(c.num_layers));
-  kv.kv_u32("llama.feed_forward_length", uint32_t(c.intermediate_size));
-  kv.kv_u32("llama.attention.head_count", uint32_t(c.num_heads));
-  kv.kv_u32("llama.attention.head_count_kv", uint32_t(c.num_kv_heads));
-  kv.kv_u32("llama.rope.dimension_count", uint32_t(c.head_dim));
-  kv.kv_u32("llama.vocab_size", uint32_t(c.vocab_size));
-  kv.kv_f32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
-  kv.kv_f32("llama.rope.freq_base", c.rope_theta);
+  GgufWriter w;  // formats/gguf_writer.h: the one GGUF writer (quantize uses it too)
+  w.set_str("general.architecture", "llama");
+  w.set_str("general.name", src.name.empty() ? "llama" : src.name);
+  w.set_u32("llama.context_length", uint32_t(c.max_position));
+  w.set_u32("llama.embedding_length", uint32_t(c.hidden_size));
+  w.set_u32("llama.block_count", uint32_t(c.num_layers));
+  w.set_u32("llama.feed_forward_length", uint32_t(c.intermediate_size));
+  w.set_u32("llama.attention.head_count", uint32_t(c.num_heads));
+  w.set_u32("llama.attention.head_count_kv", uint32_t(c.num_kv_heads));
+  w.set_u32("llama.rope.dimension_count", uint32_t(c.head_dim));
+  w.set_u32("llama.vocab_size", uint32_t(c.vocab_size));
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", c.rms_eps);
+  w.set_f32("llama.rope.freq_base", c.rope_theta);
   if (c.rope_scaling.type == RopeScaling::Type::kLinear) {
-    kv.kv_str("llama.rope.scaling.type", "linear");
-    kv.kv_f32("llama.rope.scaling.factor", c.rope_scaling.factor);
+    w.set_str("llama.rope.scaling.type", "linear");
+    w.set_f32("llama.rope.scaling.factor", c.rope_scaling.factor);
   }
   const std::string spm_path = src.tokenizer_dir.empty() ? "" : src.tokenizer_dir + "/tokenizer.model";
   if (!spm_path.empty() && file_exists(spm_path)) {
@@ -322,47 +266,33 @@ void write_gguf_model(const ConvertSource& src, const std::string& out_path) {
       fail(spm_path, ": ", m.pieces.size(), " pieces but the model's vocab_size is ", c.vocab_size);
     std::vector<int32_t> types;
     for (auto t : m.types) types.push_back(int32_t(t));
-    kv.kv_str("tokenizer.ggml.model", "llama");
-    kv.kv_strs("tokenizer.ggml.tokens", m.pieces);
-    kv.kv_f32s("tokenizer.ggml.scores", m.scores);
-    kv.kv_i32s("tokenizer.ggml.token_type", types);
-    if (m.bos_id >= 0) kv.kv_u32("tokenizer.ggml.bos_token_id", uint32_t(m.bos_id));
-    if (m.eos_id >= 0) kv.kv_u32("tokenizer.ggml.eos_token_id", uint32_t(m.eos_id));
-    if (m.unk_id >= 0) kv.kv_u32("tokenizer.ggml.unknown_token_id", uint32_t(m.unk_id));
-    kv.kv_bool("tokenizer.ggml.add_bos_token", true);
-    kv.kv_bool("tokenizer.ggml.add_space_prefix", m.add_dummy_prefix);
+    w.set_str("tokenizer.ggml.model", "llama");
+    w.set_strs("tokenizer.ggml.tokens", m.pieces);
+    w.set_f32s("tokenizer.ggml.scores", m.scores);
+    w.set_i32s("tokenizer.ggml.token_type", types);
+    if (m.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(m.bos_id));
+    if (m.eos_id >= 0) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(m.eos_id));
+    if (m.unk_id >= 0) w.set_u32("tokenizer.ggml.unknown_token_id", uint32_t(m.unk_id));
+    w.set_bool("tokenizer.ggml.add_bos_token", true);
+    w.set_bool("tokenizer.ggml.add_space_prefix", m.add_dummy_prefix);
   } else {
-    if (c.bos_id >= 0) kv.kv_u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
-    if (!c.eos_ids.empty()) kv.kv_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_ids[0]));
+    if (c.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
+    if (!c.eos_ids.empty()) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_ids[0]));
   }
-
-  GgufBuf info;
-  uint64_t off = 0;
+  size_t total = 0;
   for (auto& t : ts) {
-    info.str(t.name);
-    info.put<uint32_t>(uint32_t(t.src->shape.size()));
-    for (size_t d = t.src->shape.size(); d-- > 0;) info.put<uint64_t>(uint64_t(t.src->shape[d]));
-    info.put<uint32_t>(ggml_type(t.src->dtype));
-    info.put<uint64_t>(off);
-    off += (t.src->nbytes + kAlign - 1) / kAlign * kAlign;
+    w.add_tensor(t.name, t.src->dtype, t.src->shape);
+    total += t.src->nbytes;
   }
-  GgufBuf head;
-  head.b = "GGUF";
-  head.put<uint32_t>(3);
-  head.put<uint64_t>(ts.size());
-  head.put<uint64_t>(uint64_t(kv.n_kv));
-  std::string all = head.b + kv.b + info.b;
-  all.resize((all.size() + kAlign - 1) / kAlign * kAlign, '\0');
-  std::ofstream f = open_out(out_path);
-  write_all(f, all.data(), all.size(), out_path);
-  static const char zeros[kAlign] = {};
-  for (auto& t : ts) {
-    write_all(f, t.data(), t.src->nbytes, out_path);
-    const size_t pad = (kAlign - t.src->nbytes % kAlign) % kAlign;
-    write_all(f, zeros, pad, out_path);
-  }
-  f.close();
-  if (!f) fail(out_path, ": write failed");
+  Progress bar("convert -> gguf", total);
+  w.write(out_path, [&](size_t i, uint8_t* dst, size_t nbytes) {
+    if (nbytes != ts[i].src->nbytes)
+      fail(out_path, ": tensor '", ts[i].name, "' holds ", ts[i].src->nbytes, " bytes, its shape needs ",
+           nbytes);
+    std::memcpy(dst, ts[i].data(), nbytes);
+    bar.add(nbytes);
+  });
+  bar.finish();
 }
 
 }  // namespace llamarun

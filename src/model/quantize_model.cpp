@@ -8,6 +8,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "core/progress.h"
 
 namespace llamarun {
 
@@ -207,13 +208,12 @@ size_t quantize_weight_map(WeightMap& wm, const QuantScheme& s, int n_layers, bo
 }
 
 QuantProgress stderr_progress(const std::string& what) {
-  if (!isatty(STDERR_FILENO)) return {};
-  return [what](size_t done, size_t total, const std::string& name) {
-    const int width = 30, filled = int(width * done / std::max<size_t>(total, 1));
-    std::fprintf(stderr, "\r%s [%.*s%*s] %zu/%zu %-40.40s", what.c_str(), filled,
-                 "==============================", width - filled, "", done, total, name.c_str());
-    if (done == total) std::fputc('\n', stderr);
-    std::fflush(stderr);
+  // The shared terminal bar (core/progress.h), made at the first call, when the tensor count is known.
+  auto bar = std::make_shared<std::unique_ptr<Progress>>();
+  return [what, bar](size_t done, size_t total, const std::string&) {
+    if (!*bar) *bar = std::make_unique<Progress>(what, total, Progress::Unit::kCount);
+    (*bar)->set(done);
+    if (done == total) (*bar)->finish();
   };
 }
 
