@@ -155,17 +155,6 @@ void BM_Gemm(benchmark::State& state, DType t, SimdLevel level, bool bf16_act, i
       C(flops / (peak * 1e9), C::kIsIterationInvariantRate);
 }
 
-void BM_RmsNorm(benchmark::State& state, SimdLevel level, int64_t rows, int64_t D) {
-  const std::vector<float> x = randn(size_t(rows * D), 1), w = randn(size_t(D), 2);
-  std::vector<float> y(size_t(rows * D));
-  const cpu::CpuKernels& k = cpu::kernels_for(level);
-  for (auto _ : state) {
-    k.rms_norm(x.data(), DType::F32, w.data(), 1e-5f, rows, D, y.data());
-    benchmark::DoNotOptimize(y.data());
-  }
-  state.SetBytesProcessed(int64_t(state.iterations()) * rows * D * 8);
-}
-
 void BM_SiluMul(benchmark::State& state, SimdLevel level, int64_t n) {
   const std::vector<float> g = randn(size_t(n), 1), u = randn(size_t(n), 2);
   std::vector<float> y(static_cast<size_t>(n));
@@ -173,17 +162,6 @@ void BM_SiluMul(benchmark::State& state, SimdLevel level, int64_t n) {
   for (auto _ : state) {
     k.silu_mul(g.data(), u.data(), y.data(), n);
     benchmark::DoNotOptimize(y.data());
-  }
-  state.SetItemsProcessed(int64_t(state.iterations()) * n);
-}
-
-void BM_Softmax(benchmark::State& state, SimdLevel level, int64_t n) {
-  const std::vector<float> x0 = randn(size_t(n), 1);
-  std::vector<float> x = x0;
-  const cpu::CpuKernels& k = cpu::kernels_for(level);
-  for (auto _ : state) {
-    k.softmax(x.data(), n);
-    benchmark::DoNotOptimize(x.data());
   }
   state.SetItemsProcessed(int64_t(state.iterations()) * n);
 }
@@ -265,9 +243,7 @@ void register_all() {
   }
   for (SimdLevel l : {SimdLevel::kScalar, top}) {
     const std::string suffix = std::string("/") + cpu::simd_level_str(l);
-    reg("rms_norm/rows=1/D=2048" + suffix, [=](benchmark::State& s) { BM_RmsNorm(s, l, 1, 2048); });
     reg("silu_mul/n=5632" + suffix, [=](benchmark::State& s) { BM_SiluMul(s, l, 5632); });
-    reg("softmax/n=1024" + suffix, [=](benchmark::State& s) { BM_Softmax(s, l, 1024); });
     reg("dot/n=64" + suffix, [=](benchmark::State& s) { BM_Dot(s, l, 64); });
   }
 }

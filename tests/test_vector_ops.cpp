@@ -1,5 +1,6 @@
-// Parity of the small forward-pass ops (rms_norm, silu_mul, softmax, dot, axpy): every SIMD level
-// this CPU has against the scalar reference, plus a few values checked by hand.
+// The small forward-pass ops: silu_mul, dot and axpy at every SIMD level this CPU has against the scalar
+// reference; the RMSNorm front-end (scalar: f64 sum of squares, optional bf16 rounding); a few values by
+// hand.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -35,33 +36,9 @@ std::vector<float> randn(int64_t n, uint32_t seed, float scale = 1.f) {
 
 const int64_t kSizes[] = {1, 7, 8, 9, 16, 31, 64, 100, 576, 1001};
 
-TEST(RmsNorm, MatchesReferenceAllLevels) {
-  const float eps = 1e-5f;
-  for (int64_t D : kSizes) {
-    const int64_t rows = 3;
-    const std::vector<float> x = randn(rows * D, uint32_t(D), 2.f);
-    const std::vector<float> wf = randn(D, uint32_t(D) + 1);
-    std::vector<uint16_t> w16(static_cast<size_t>(D)), wb16(static_cast<size_t>(D));
-    for (int64_t i = 0; i < D; ++i) w16[i] = f32_to_f16(wf[i]), wb16[i] = f32_to_bf16(wf[i]);
-    const std::pair<DType, const void*> weights[] = {
-        {DType::F32, wf.data()}, {DType::F16, w16.data()}, {DType::BF16, wb16.data()}};
-    for (auto [wt, wp] : weights) {
-      std::vector<float> ref(x.size()), out(x.size());
-      cpu::rms_norm_scalar(x.data(), wt, wp, eps, rows, D, ref.data());
-      for (const cpu::CpuKernels* k : all_tables()) {
-        k->rms_norm(x.data(), wt, wp, eps, rows, D, out.data());
-        for (size_t i = 0; i < out.size(); ++i)
-          ASSERT_NEAR(out[i], ref[i], 2e-6 * (std::fabs(ref[i]) + 1e-3))
-              << "D=" << D << " dtype=" << dtype_name(wt) << " level=" << cpu::simd_level_str(k->level)
-              << " i=" << i;
-      }
-    }
-  }
-}
-
-// ops::rms_norm is the forward pass's norm: the scalar reference's f64 sum of squares exactly, and with
-// emulate_bf16 every output a bf16 value within bf16 rounding (two roundings) of the reference.
-TEST(RmsNorm, FrontEndIsTheScalarReferenceAndRoundsToBf16) {
+// ops::rms_norm is the forward pass's norm: within f32 rounding of the formula computed here in double,
+// and with emulate_bf16 every output a bf16 value within bf16 rounding (two roundings) of it.
+TEST(RmsNorm, MatchesTheFormulaAndRoundsToBf16) {
   const float eps = 1e-6f;
   for (int64_t D : kSizes) {
     const int64_t rows = 3;
@@ -70,12 +47,21 @@ TEST(RmsNorm, FrontEndIsTheScalarReferenceAndRoundsToBf16) {
     std::vector<uint16_t> wb16(static_cast<size_t>(D));
     for (int64_t i = 0; i < D; ++i) wb16[i] = f32_to_bf16(wf[i]);
     for (auto [wt, wp] : {std::pair<DType, const void*>{DType::F32, wf.data()}, {DType::BF16, wb16.data()}}) {
-      std::vector<float> ref(x.size()), out(x.size()), out_bf(x.size());
-      cpu::rms_norm_scalar(x.data(), wt, wp, eps, rows, D, ref.data());
+      std::vector<double> ref(x.size());
+      std::vector<float> out(x.size()), out_bf(x.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        double ss = 0;
+        for (int64_t i = 0; i < D; ++i) ss += double(x[r * D + i]) * x[r * D + i];
+        const double inv = 1.0 / std::sqrt(ss / double(D) + eps);
+        for (int64_t i = 0; i < D; ++i) {
+          const double wi = wt == DType::F32 ? wf[i] : bf16_to_f32(wb16[i]);
+          ref[r * D + i] = wi * x[r * D + i] * inv;
+        }
+      }
       rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out.data());
       rms_norm(x.data(), WeightView{wt, 1, D, wp}, eps, rows, D, out_bf.data(), /*emulate_bf16=*/true);
       for (size_t i = 0; i < out.size(); ++i) {
-        ASSERT_EQ(out[i], ref[i]) << "D=" << D << " i=" << i;
+        ASSERT_NEAR(out[i], ref[i], 4e-7 * std::fabs(ref[i]) + 1e-30) << "D=" << D << " i=" << i;
         ASSERT_EQ(out_bf[i], bf16_to_f32(f32_to_bf16(out_bf[i])))
             << "not a bf16 value: D=" << D << " i=" << i;
         ASSERT_NEAR(out_bf[i], ref[i], 2 * std::ldexp(std::fabs(ref[i]), -8) + 1e-30)
@@ -113,40 +99,6 @@ TEST(SiluMul, MatchesReferenceAllLevels) {
   float o;
   silu_mul(&g, &u, &o, 1);
   EXPECT_NEAR(o, 1.5 / (1 + std::exp(-1.5)) * 2, 1e-6);
-}
-
-TEST(Softmax, MatchesReferenceAllLevels) {
-  const float ninf = -std::numeric_limits<float>::infinity();
-  for (int64_t n : kSizes) {
-    std::vector<float> x = randn(n, uint32_t(n), 5.f);
-    for (auto& v : x) v += 1000.f;  // needs the max subtraction
-    if (n >= 9) x[1] = ninf, x[n - 1] = ninf;
-    std::vector<float> ref = x;
-    cpu::softmax_scalar(ref.data(), n);
-    double total = 0;
-    for (float v : ref) total += v;
-    EXPECT_NEAR(total, 1.0, 1e-5);
-    for (const cpu::CpuKernels* k : all_tables()) {
-      std::vector<float> out = x;
-      k->softmax(out.data(), n);
-      for (int64_t i = 0; i < n; ++i)
-        ASSERT_NEAR(out[i], ref[i], 1e-6 * std::fabs(ref[i]) + 1e-9)
-            << "n=" << n << " i=" << i << " level=" << cpu::simd_level_str(k->level);
-      if (n >= 9) {
-        EXPECT_EQ(out[1], 0.f);
-        EXPECT_EQ(out[n - 1], 0.f);
-      }
-    }
-  }
-  for (const cpu::CpuKernels* k : all_tables()) {
-    std::vector<float> all_masked(5, ninf);
-    k->softmax(all_masked.data(), 5);
-    for (float v : all_masked) EXPECT_EQ(v, 0.f);
-    std::vector<float> two = {0.f, std::log(3.f)};
-    k->softmax(two.data(), 2);
-    EXPECT_NEAR(two[0], 0.25f, 1e-7);
-    EXPECT_NEAR(two[1], 0.75f, 1e-7);
-  }
 }
 
 TEST(DotAxpy, MatchesReferenceAllLevels) {

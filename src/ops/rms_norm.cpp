@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "backends/cpu/kernels.h"
 #include "core/error.h"
 #include "core/fp16.h"
 #include "ops/matmul.h"
@@ -17,7 +18,9 @@ void rms_norm(const float* x, const WeightView& w, float eps, int64_t rows, int6
                  " values, expected D=", D);
   LLAMARUN_CHECK(rows >= 0, "rms_norm: negative row count ", rows);
   if (rows == 0) return;
-  // The weights as f32 (on the stack for every hidden size a Llama uses).
+  if (!emulate_bf16) return cpu::rms_norm_scalar(x, w.dtype, w.data, eps, rows, D, out);
+  // bf16 emulation: rounded where a bf16 PyTorch model rounds. The weights as f32 (on the stack for every
+  // hidden size a Llama uses).
   float wbuf[16384];
   std::vector<float> wheap;
   float* wp = wbuf;
@@ -27,7 +30,6 @@ void rms_norm(const float* x, const WeightView& w, float eps, int64_t rows, int6
   }
   const WeightView row{w.dtype, 1, D, w.data};
   weight_row_f32(row, 0, wp);
-  const bool bf = emulate_bf16;
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * D;
     float* o = out + r * D;
@@ -35,10 +37,8 @@ void rms_norm(const float* x, const WeightView& w, float eps, int64_t rows, int6
     for (int64_t i = 0; i < D; ++i) ss += double(xr[i]) * xr[i];
     const float inv = 1.0f / std::sqrt(float(ss / double(D)) + eps);
     for (int64_t i = 0; i < D; ++i) {
-      float h = xr[i] * inv;
-      if (bf) h = bf16_to_f32(f32_to_bf16(h));
-      const float v = wp[i] * h;
-      o[i] = bf ? bf16_to_f32(f32_to_bf16(v)) : v;
+      const float h = bf16_to_f32(f32_to_bf16(xr[i] * inv));
+      o[i] = bf16_to_f32(f32_to_bf16(wp[i] * h));
     }
   }
 }

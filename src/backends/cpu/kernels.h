@@ -31,13 +31,8 @@ struct CpuKernels {
   SimdLevel level;
   bool has_bf16_dot;  // matmul honours MatmulArgs::bf16_dot
   void (*matmul)(const MatmulArgs& a);
-  // out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) + eps) * w[:]; x, out: rows x D; w: D values of wt
-  // (F32/F16/BF16). out may equal x.
-  void (*rms_norm)(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out);
   // out[i] = silu(gate[i]) * up[i]; out may equal gate or up.
   void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
-  // x[0..n) = softmax(x[0..n)); -inf entries become 0. n >= 1.
-  void (*softmax)(float* x, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
@@ -55,15 +50,15 @@ void matmul_scalar(const MatmulArgs& a);
 void matmul_avx2(const MatmulArgs& a);
 void matmul_avx512(const MatmulArgs& a);
 
+// The RMSNorm the forward pass uses (ops::rms_norm calls it): out[r, :] = x[r, :] / sqrt(mean(x[r, :]^2) +
+// eps) * w[:], the sum of squares in f64; w: D values of wt (F32/F16/BF16); out may equal x. A norm is O(D)
+// per row next to the O(D^2) projections: no SIMD version.
 void rms_norm_scalar(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out);
 void silu_mul_scalar(const float* gate, const float* up, float* out, int64_t n);
-void softmax_scalar(float* x, int64_t n);
 float dot_scalar(const float* a, const float* b, int64_t n);
 void axpy_scalar(float a, const float* x, float* y, int64_t n);
 
-void rms_norm_avx2(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out);
 void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n);
-void softmax_avx2(float* x, int64_t n);
 float dot_avx2(const float* a, const float* b, int64_t n);
 void axpy_avx2(float a, const float* x, float* y, int64_t n);
 

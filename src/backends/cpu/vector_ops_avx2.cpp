@@ -78,34 +78,6 @@ LR_INLINE float weight_at(DType wt, const void* w, int64_t i) {
 
 }  // namespace
 
-void rms_norm_avx2(const float* x, DType wt, const void* w, float eps, int64_t rows, int64_t D, float* out) {
-  const int64_t D8 = D & ~int64_t(7);
-#pragma omp parallel for schedule(static) if (rows * D >= (1 << 17))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * D;
-    float* o = out + r * D;
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= D; i += 16) {
-      const __m256 a = _mm256_loadu_ps(xr + i), b = _mm256_loadu_ps(xr + i + 8);
-      s0 = _mm256_fmadd_ps(a, a, s0);
-      s1 = _mm256_fmadd_ps(b, b, s1);
-    }
-    for (; i < D8; i += 8) {
-      const __m256 a = _mm256_loadu_ps(xr + i);
-      s0 = _mm256_fmadd_ps(a, a, s0);
-    }
-    float ss = hsum(_mm256_add_ps(s0, s1));
-    for (; i < D; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.0f / __builtin_sqrtf(ss / float(D) + eps);
-    const __m256 vinv = _mm256_set1_ps(inv);
-    for (i = 0; i < D8; i += 8)
-      _mm256_storeu_ps(o + i,
-                       _mm256_mul_ps(load_weight8(wt, w, i), _mm256_mul_ps(_mm256_loadu_ps(xr + i), vinv)));
-    for (; i < D; ++i) o[i] = weight_at(wt, w, i) * (xr[i] * inv);
-  }
-}
-
 void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n) {
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 sign = _mm256_set1_ps(-0.0f);
@@ -122,37 +94,6 @@ void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n) {
     else
       _mm256_maskstore_ps(out + i, mask, r);
   }
-}
-
-void softmax_avx2(float* x, int64_t n) {
-  const __m256 ninf = _mm256_set1_ps(-__builtin_inff());
-  __m256 vmax = ninf;
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
-  float mx = hmax(vmax);
-  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
-  if (mx == -__builtin_inff()) {  // every entry -inf: all zeros (as the scalar reference)
-    for (i = 0; i < n; ++i) x[i] = 0.f;
-    return;
-  }
-  const __m256 vm = _mm256_set1_ps(mx);
-  __m256 vsum = _mm256_setzero_ps();
-  for (i = 0; i < n; i += 8) {
-    if (i + 8 <= n) {
-      const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
-      _mm256_storeu_ps(x + i, e);
-      vsum = _mm256_add_ps(vsum, e);
-    } else {
-      const __m256i mask = tail_mask(n - i);
-      const __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(x + i, mask), _mm256_castsi256_ps(mask));
-      const __m256 e = exp256(_mm256_sub_ps(v, vm));  // masked lanes: exp(-inf) = 0
-      _mm256_maskstore_ps(x + i, mask, e);
-      vsum = _mm256_add_ps(vsum, e);
-    }
-  }
-  const __m256 inv = _mm256_set1_ps(1.0f / hsum(vsum));
-  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-  for (; i < n; ++i) x[i] *= _mm256_cvtss_f32(inv);
 }
 
 float dot_avx2(const float* a, const float* b, int64_t n) {

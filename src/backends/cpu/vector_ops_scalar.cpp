@@ -41,22 +41,6 @@ void silu_mul_scalar(const float* gate, const float* up, float* out, int64_t n) 
   }
 }
 
-void softmax_scalar(float* x, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
-  for (int64_t i = 0; i < n; ++i) mx = std::fmax(mx, x[i]);
-  if (std::isinf(mx) && mx < 0) {  // every entry -inf: define the result as all zeros
-    for (int64_t i = 0; i < n; ++i) x[i] = 0.f;
-    return;
-  }
-  double sum = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    x[i] = std::exp(x[i] - mx);
-    sum += x[i];
-  }
-  const float inv = float(1.0 / sum);
-  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
-}
-
 float dot_scalar(const float* a, const float* b, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += double(a[i]) * b[i];
