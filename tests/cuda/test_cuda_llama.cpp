@@ -57,9 +57,9 @@ struct HostModel {
   }
 };
 
-// gguf: GGUF names with quantised linear weights (q8_0 / q4_1 / q4_0) and f32 norms; else HF names stored in
-// act.
-HostModel make_host_model(const LlamaConfig& c, DType act, bool gguf, uint32_t seed) {
+// gguf: GGUF names with quantised linear weights (q8_0 / q4_1 / q4_0, or with kquants the k-quant types a
+// Q4_K_M file mixes: q4_k / q5_k / q6_k) and f32 norms; else HF names stored in act.
+HostModel make_host_model(const LlamaConfig& c, DType act, bool gguf, uint32_t seed, bool kquants = false) {
   std::mt19937 g(seed);
   HostModel m;
   m.act = act;
@@ -70,28 +70,34 @@ HostModel make_host_model(const LlamaConfig& c, DType act, bool gguf, uint32_t s
   };
   DType lin_t = gguf ? DType::Q8_0 : act;
   DType norm_t = gguf ? DType::F32 : act;
-  m.add(gguf ? "token_embd.weight" : "model.embed_tokens.weight", "embed", {V, H}, gguf ? DType::F16 : act,
-        rand_vec(g, V * H));
+  // k-quants: q / k / gate / up Q4_K, v / down / lm_head Q6_K, o Q5_K, the embedding Q4_K (dequantized at
+  // load); the others as above.
+  auto pick = [&](DType plain, DType kq) { return kquants ? kq : plain; };
+  m.add(gguf ? "token_embd.weight" : "model.embed_tokens.weight", "embed", {V, H},
+        gguf ? pick(DType::F16, DType::Q4_K) : act, rand_vec(g, V * H));
   m.add(gguf ? "output_norm.weight" : "model.norm.weight", "norm", {H}, norm_t, rand_vec(g, H, 0.8f, 1.2f));
-  m.add(gguf ? "output.weight" : "lm_head.weight", "lm_head", {V, H}, lin_t, lin(V, H));
+  m.add(gguf ? "output.weight" : "lm_head.weight", "lm_head", {V, H}, pick(lin_t, DType::Q6_K), lin(V, H));
   for (int l = 0; l < c.num_layers; ++l) {
     std::string hp = "model.layers." + std::to_string(l) + ".", gp = "blk." + std::to_string(l) + ".";
     std::string k = std::to_string(l) + ".";
     m.add(gguf ? gp + "attn_norm.weight" : hp + "input_layernorm.weight", k + "attn_norm", {H}, norm_t,
           rand_vec(g, H, 0.8f, 1.2f));
-    m.add(gguf ? gp + "attn_q.weight" : hp + "self_attn.q_proj.weight", k + "q", {qd, H}, lin_t, lin(qd, H));
+    m.add(gguf ? gp + "attn_q.weight" : hp + "self_attn.q_proj.weight", k + "q", {qd, H},
+          pick(lin_t, DType::Q4_K), lin(qd, H));
     m.add(gguf ? gp + "attn_k.weight" : hp + "self_attn.k_proj.weight", k + "k", {kd, H},
-          gguf ? DType::Q4_1 : act, lin(kd, H));
+          gguf ? pick(DType::Q4_1, DType::Q4_K) : act, lin(kd, H));
     m.add(gguf ? gp + "attn_v.weight" : hp + "self_attn.v_proj.weight", k + "v", {kd, H},
-          gguf ? DType::Q4_0 : act, lin(kd, H));
-    m.add(gguf ? gp + "attn_output.weight" : hp + "self_attn.o_proj.weight", k + "o", {H, qd}, lin_t,
-          lin(H, qd));
+          gguf ? pick(DType::Q4_0, DType::Q6_K) : act, lin(kd, H));
+    m.add(gguf ? gp + "attn_output.weight" : hp + "self_attn.o_proj.weight", k + "o", {H, qd},
+          pick(lin_t, DType::Q5_K), lin(H, qd));
     m.add(gguf ? gp + "ffn_norm.weight" : hp + "post_attention_layernorm.weight", k + "ffn_norm", {H}, norm_t,
           rand_vec(g, H, 0.8f, 1.2f));
-    m.add(gguf ? gp + "ffn_gate.weight" : hp + "mlp.gate_proj.weight", k + "gate", {I, H}, lin_t, lin(I, H));
-    m.add(gguf ? gp + "ffn_up.weight" : hp + "mlp.up_proj.weight", k + "up", {I, H}, gguf ? DType::BF16 : act,
-          lin(I, H));
-    m.add(gguf ? gp + "ffn_down.weight" : hp + "mlp.down_proj.weight", k + "down", {H, I}, lin_t, lin(H, I));
+    m.add(gguf ? gp + "ffn_gate.weight" : hp + "mlp.gate_proj.weight", k + "gate", {I, H},
+          pick(lin_t, DType::Q4_K), lin(I, H));
+    m.add(gguf ? gp + "ffn_up.weight" : hp + "mlp.up_proj.weight", k + "up", {I, H},
+          gguf ? pick(DType::BF16, DType::Q4_K) : act, lin(I, H));
+    m.add(gguf ? gp + "ffn_down.weight" : hp + "mlp.down_proj.weight", k + "down", {H, I},
+          pick(lin_t, DType::Q6_K), lin(H, I));
   }
   return m;
 }
@@ -196,6 +202,9 @@ class CpuLlama {
 
 // Logits tolerance for a 2-layer model whose intermediates are rounded to the dtype at every step.
 double logits_tol(DType t) { return t == DType::F16 ? 1e-2 : 6e-2; }
+// With quantized weights kept on the GPU, each matmul also quantizes its input to int8 per 32 values
+// (about 0.6% rms error per product, as llama.cpp's q8_1 activations do).
+double quant_logits_tol(DType t) { return t == DType::F16 ? 4e-2 : 8e-2; }
 
 int argmax_of(const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); }
 
@@ -226,12 +235,19 @@ CudaLlamaOptions options(DType t, int max_context, int max_tokens = 64) {
 
 // Prefill in chunks of `chunk` tokens, then 6 decode rows, against the CPU reference. block_size 8 with
 // shuffled blocks: the prompt and the decode steps cross block boundaries.
+// gguf models keep their quantized weights on the GPU (the quantized GEMV for batches of up to qmax rows,
+// the dequantize + GEMM path above) unless keep_quantized is off.
 void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
-                             bool fast = true) {
-  HostModel hm = make_host_model(cfg, t, gguf, 42);
+                             bool fast = true, bool kquants = false, int qmax = 64,
+                             bool keep_quantized = true) {
+  HostModel hm = make_host_model(cfg, t, gguf, 42, kquants);
   CudaLlamaOptions opt = options(t, 128);
   opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
   opt.fast_decode = fast;
+  opt.quant_gemv_max_rows = qmax;
+  opt.keep_quantized = keep_quantized;
+  const bool quantized = gguf && keep_quantized;
+  auto tol = [quantized](DType d) { return quantized ? quant_logits_tol(d) : logits_tol(d); };
   CudaLlama gpu(cfg, hm.wm, opt);
   gpu.init_paged(8, 40, 0);
   PagedSeq seq(gpu, shuffled_blocks(40, 11));
@@ -243,18 +259,18 @@ void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int pro
   for (int id : prompt) ref = cpu.step(id);
   auto got = seq.prefill(prompt, chunk);
   EXPECT_EQ(seq.position(), prompt_len);
-  EXPECT_LT(rel_l2(got, ref), logits_tol(t)) << "prefill of " << prompt_len << " chunk " << chunk;
+  EXPECT_LT(rel_l2(got, ref), tol(t)) << "prefill of " << prompt_len << " chunk " << chunk;
   EXPECT_EQ(seq.last(), argmax_of(got));
   int tok = argmax_of(ref);
   for (int s = 0; s < 6; ++s) {
     ref = cpu.step(tok);
     got = seq.step_logits(tok);
-    EXPECT_LT(rel_l2(got, ref), logits_tol(t)) << "decode step " << s;
+    EXPECT_LT(rel_l2(got, ref), tol(t)) << "decode step " << s;
     EXPECT_EQ(seq.last(), argmax_of(got)) << "device argmax, step " << s;
     tok = argmax_of(ref);
   }
   EXPECT_EQ(seq.position(), prompt_len + 6);
-  EXPECT_EQ(gpu.fast_decode_steps(), fast ? 6 : 0);
+  EXPECT_EQ(gpu.fast_decode_steps(), fast && !quantized ? 6 : 0);
   EXPECT_GT(gpu.load_stats().host_bytes, 0u);
 }
 
@@ -278,6 +294,18 @@ TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {
   c.rope_scaling.original_max_position = 64;
   c.rope_theta = 500000.f;
   check_against_reference(c, t(), true, 17, 64);
+}
+
+TEST_P(CudaLlamaTest, GgufLegacyTypesDequantizedAtLoadMatchCpuReference) {
+  check_against_reference(tiny_config(), t(), true, 17, 64, true, false, 64, /*keep_quantized=*/false);
+}
+
+// Q4_K / Q5_K / Q6_K weights stay quantized: prefill chunks of 7 rows through the quantized GEMV (8 + ...
+// rows in steps of 8 with qmax 16) and a 20-row chunk through dequantize + GEMM; decode through the GEMV.
+TEST_P(CudaLlamaTest, KQuantsStayQuantizedAndMatchCpuReference) {
+  check_against_reference(tiny_config(), t(), true, 27, 7, true, /*kquants=*/true, 16);
+  check_against_reference(tiny_config(), t(), true, 20, 64, true, /*kquants=*/true, 16);
+  check_against_reference(tiny_config(), t(), true, 12, 12, true, /*kquants=*/true, 16);
 }
 
 TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {

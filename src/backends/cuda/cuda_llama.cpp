@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -42,13 +43,48 @@ LlamaConfig cuda_preset_config(const std::string& name) {
 
 namespace {
 
+// One linear layer's weight [N, K] on the device: consecutive row ranges ("parts") of one storage type each,
+// the activation dtype or a GPU quantized type (kernels.h QMatrix: split layout). A fused projection whose
+// tensors differ in type (Q4_K_M files: q / k in Q4_K, v in Q6_K) has several parts; everything else one.
+struct LinPart {
+  DType type = DType::F16;
+  void* data = nullptr;  // 256-byte aligned
+  int row0 = 0, rows = 0;
+};
+struct Lin {
+  std::vector<LinPart> parts;
+  int N = 0, K = 0;
+  void* p = nullptr;   // parts[0].data
+  bool plain = false;  // one part in the activation dtype: the fp16 / bf16 kernels take it whole
+  QMatrix q(const LinPart& part) const {
+    QMatrix m;
+    m.type = part.type;
+    m.data = part.data;
+    m.rows = part.rows;
+    m.cols = K;
+    return m;
+  }
+};
+
+size_t part_bytes(DType type, DType act, int64_t rows, int64_t cols) {
+  const size_t b = type == act ? size_t(rows * cols) * 2 : qmatrix_bytes(type, rows, cols);
+  return (b + 255) & ~size_t(255);
+}
+
 struct LayerWeights {
   void* attn_norm = nullptr;  // [H]
-  void* qkv = nullptr;        // [(nh + 2 nkv) hd, H]: q rows, then k rows, then v rows
-  void* o = nullptr;          // [H, nh hd]
+  Lin qkv;                    // [(nh + 2 nkv) hd, H]: q rows, then k rows, then v rows
+  Lin o;                      // [H, nh hd]
   void* ffn_norm = nullptr;   // [H]
-  void* gate_up = nullptr;    // [2 I, H]: gate rows, then up rows
-  void* down = nullptr;       // [H, I]
+  Lin gate_up;                // [2 I, H]: gate rows, then up rows
+  Lin down;                   // [H, I]
+};
+
+// The storage types of one fused projection's tensors, in row order, with their row counts.
+using LinPlan = std::vector<std::pair<DType, int>>;
+struct WeightPlan {
+  std::vector<std::array<LinPlan, 4>> layers;  // qkv, o, gate_up, down
+  LinPlan lm_head;                             // empty when tied to the embedding
 };
 
 }  // namespace
@@ -70,8 +106,15 @@ struct CudaLlama::Impl {
   // Weights.
   void* embed = nullptr;       // [V, H]
   void* final_norm = nullptr;  // [H]
-  void* lm_head = nullptr;     // [V, H] (== embed when tied)
+  Lin lm_head;                 // [V, H] (the embedding when tied)
   std::vector<LayerWeights> layers;
+  WeightPlan plan;         // the weights' storage types (allocate)
+  bool quantized = false;  // any layer weight stays quantized: the varlen path with quantized linears
+  int8_t* xq = nullptr;    // [qmax rows, kmax]: activations quantized for qgemv
+  float* xs = nullptr;     // [qmax rows, kmax / 32, 2]
+  int qmax = 0, kmax = 0;
+  void* wscratch = nullptr;  // one dequantized linear weight (act) for the GEMM path
+  size_t wscratch_bytes = 0;
   float* inv_freq = nullptr;  // [hd / 2]
 
   // Activations, sized for mmax rows.
@@ -125,6 +168,12 @@ struct CudaLlama::Impl {
   CudaMemoryStats mem;
 
   void init_common(const LlamaConfig& c, const CudaLlamaOptions& o);
+  // y = x W^T for M rows: the fp16 / bf16 GEMV / GEMM, or for quantized weights qgemv (up to
+  // opt.quant_gemv_max_rows rows) or a dequantization into wscratch and the GEMM.
+  void mm(const Lin& w, const void* x, void* y, bool y_f32, int M);
+  DType storage_type(DType file_type, int64_t cols) const;
+  LinPlan plan_of(std::initializer_list<const WeightView*> views) const;
+  void alloc_lin(Lin& w, const LinPlan& plan, int K, const std::string& name);
   void check_fits(size_t extra);  // extra: transient buffers (upload staging)
   void allocate(size_t extra = 0);
   void load_weights(const LlamaWeights& w);
@@ -143,16 +192,26 @@ struct CudaLlama::Impl {
   size_t lin_bytes(size_t rows, size_t cols) const { return rows * cols * esz; }
   char* kp_layer(int l) const { return static_cast<char*>(k_pool) + size_t(l) * pool_layer_bytes(); }
   char* vp_layer(int l) const { return static_cast<char*>(v_pool) + size_t(l) * pool_layer_bytes(); }
+  size_t plan_bytes(const LinPlan& p, int K) const {
+    size_t b = 0;
+    for (const auto& [t, rows] : p) b += part_bytes(t, act, rows, K);
+    return b;
+  }
   size_t weight_bytes() const {
-    size_t per_layer = lin_bytes(qkv_rows, H) + lin_bytes(H, size_t(nh) * hd) + lin_bytes(2 * size_t(I), H) +
-                       lin_bytes(H, I) + 2 * lin_bytes(1, H);
-    return size_t(L) * per_layer + lin_bytes(V, H) * (cfg.tie_embeddings ? 1 : 2) + lin_bytes(1, H);
+    size_t b = lin_bytes(V, H) + lin_bytes(1, H) + plan_bytes(plan.lm_head, H);
+    for (const auto& lp : plan.layers)
+      b += plan_bytes(lp[0], H) + plan_bytes(lp[1], nh * hd) + plan_bytes(lp[2], H) + plan_bytes(lp[3], I) +
+           2 * lin_bytes(1, H);
+    return b;
   }
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
     b += 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
+    if (quantized)
+      b += size_t(std::max(1, std::min(mmax, opt.quant_gemv_max_rows))) * std::max({H, I, nh * hd}) * 3 +
+           wscratch_bytes;
     return b + 16 * 256;  // allocation rounding
   }
 };
@@ -212,18 +271,31 @@ void CudaLlama::Impl::allocate(size_t extra) {
   size_t before = alloc.allocated();
   embed = alloc.alloc(lin_bytes(V, H), "token embedding");
   final_norm = alloc.alloc(lin_bytes(1, H), "final norm");
-  lm_head = cfg.tie_embeddings ? embed : alloc.alloc(lin_bytes(V, H), "lm_head");
+  if (cfg.tie_embeddings) {
+    lm_head.parts = {{act, embed, 0, V}};
+    lm_head.N = V, lm_head.K = H, lm_head.p = embed, lm_head.plain = true;
+  } else {
+    alloc_lin(lm_head, plan.lm_head, H, "lm_head");
+  }
   for (int l = 0; l < L; ++l) {
     LayerWeights& lw = layers[l];
     std::string n = detail::concat("layer ", l, " ");
     lw.attn_norm = alloc.alloc(lin_bytes(1, H), n + "attn_norm");
-    lw.qkv = alloc.alloc(lin_bytes(qkv_rows, H), n + "qkv");
-    lw.o = alloc.alloc(lin_bytes(H, size_t(nh) * hd), n + "o_proj");
+    alloc_lin(lw.qkv, plan.layers[l][0], H, n + "qkv");
+    alloc_lin(lw.o, plan.layers[l][1], nh * hd, n + "o_proj");
     lw.ffn_norm = alloc.alloc(lin_bytes(1, H), n + "ffn_norm");
-    lw.gate_up = alloc.alloc(lin_bytes(2 * size_t(I), H), n + "gate_up");
-    lw.down = alloc.alloc(lin_bytes(H, I), n + "down_proj");
+    alloc_lin(lw.gate_up, plan.layers[l][2], H, n + "gate_up");
+    alloc_lin(lw.down, plan.layers[l][3], I, n + "down_proj");
   }
   mem.weights = alloc.allocated() - before;
+  if (quantized) {
+    fast_ok = false;  // the fused batch-1 path reads fp16 / bf16 weights only
+    qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
+    kmax = std::max({H, I, nh * hd});
+    xq = static_cast<int8_t*>(alloc.alloc(size_t(qmax) * kmax, "quantized activations"));
+    xs = alloc.alloc_n<float>(size_t(qmax) * (kmax / 32) * 2, "activation scales");
+    wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
+  }
   before = alloc.allocated();
   size_t m = mmax;
   x = alloc.alloc(esz * m * H, "x");
@@ -248,6 +320,79 @@ void CudaLlama::Impl::allocate(size_t extra) {
   LLAMARUN_CUDA_CHECK(cudaMemcpy(inv_freq, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
   LLAMARUN_CUDA_CHECK(cudaMemset(merge_counters, 0, sizeof(int) * nkv));
   load.device_weight_bytes = mem.weights;
+}
+
+DType CudaLlama::Impl::storage_type(DType file_type, int64_t cols) const {
+  QLayout l;
+  if (opt.keep_quantized && qlayout(file_type, &l) && cols % l.block == 0) return file_type;
+  return act;
+}
+
+LinPlan CudaLlama::Impl::plan_of(std::initializer_list<const WeightView*> views) const {
+  LinPlan p;
+  for (const WeightView* v : views) {
+    const DType t = storage_type(v->dtype, v->cols);
+    if (!p.empty() && p.back().first == t)
+      p.back().second += int(v->rows);
+    else
+      p.emplace_back(t, int(v->rows));
+  }
+  return p;
+}
+
+void CudaLlama::Impl::alloc_lin(Lin& w, const LinPlan& p, int K, const std::string& name) {
+  w.parts.clear();
+  w.K = K;
+  w.N = 0;
+  for (const auto& [t, rows] : p) {
+    LinPart part;
+    part.type = t;
+    part.row0 = w.N;
+    part.rows = rows;
+    part.data = alloc.alloc(part_bytes(t, act, rows, K), name);
+    w.parts.push_back(part);
+    w.N += rows;
+  }
+  w.p = w.parts.empty() ? nullptr : w.parts[0].data;
+  w.plain = w.parts.size() == 1 && w.parts[0].type == act;
+}
+
+// y = x W^T for the M rows of x (act).
+void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M) {
+  if (w.plain) return linear(*lt, act, w.p, x, y, y_f32, M, w.N, w.K, stream);
+  const size_t ysz = y_f32 ? 4 : esz;
+  if (M > qmax) {
+    // Large batches (prefill): the whole weight dequantized into the scratch, then the tensor-core GEMM.
+    for (const LinPart& part : w.parts) {
+      char* dst = static_cast<char*>(wscratch) + size_t(part.row0) * w.K * esz;
+      if (part.type == act)
+        LLAMARUN_CUDA_CHECK(
+            cudaMemcpyAsync(dst, part.data, size_t(part.rows) * w.K * esz, cudaMemcpyDeviceToDevice, stream));
+      else
+        qdequant(act, w.q(part), dst, stream);
+    }
+    return lt->run(act, wscratch, x, y, y_f32, M, w.N, w.K, stream);
+  }
+  quantize_q8(act, x, M, w.K, xq, xs, stream);
+  for (int m0 = 0; m0 < M; m0 += 8) {
+    const int mc = std::min(8, M - m0);
+    char* yb = static_cast<char*>(y) + size_t(m0) * w.N * ysz;
+    for (const LinPart& part : w.parts) {
+      char* yp = yb + size_t(part.row0) * ysz;
+      if (part.type != act) {
+        qgemv(act, w.q(part), xq + size_t(m0) * w.K, xs + size_t(m0) * (w.K / 32) * 2, yp, y_f32, mc, w.N,
+              stream);
+      } else if (mc == 1) {
+        gemv(act, part.data, static_cast<const char*>(x) + size_t(m0) * w.K * esz, yp, y_f32, 1, part.rows,
+             w.K, stream);
+      } else {  // into the scratch, then the columns of this part's rows
+        gemv(act, part.data, static_cast<const char*>(x) + size_t(m0) * w.K * esz, wscratch, y_f32, mc,
+             part.rows, w.K, stream);
+        LLAMARUN_CUDA_CHECK(cudaMemcpy2DAsync(yp, size_t(w.N) * ysz, wscratch, size_t(part.rows) * ysz,
+                                              size_t(part.rows) * ysz, mc, cudaMemcpyDeviceToDevice, stream));
+      }
+    }
+  }
 }
 
 namespace {
@@ -309,6 +454,36 @@ class Uploader {
       if (progress) progress->add(bytes);
     }
   }
+  // Copies the rows of w (GGML blocks of a GPU quantized type) into rows row0.. of the quantized part
+  // (part_rows x w.cols, kernels.h's split layout), repacked on the host while staging.
+  void upload_q(const WeightView& w, void* part, int64_t row0, int64_t part_rows) {
+    QLayout l;
+    if (!qlayout(w.dtype, &l)) fail("upload: ", dtype_name(w.dtype), " has no GPU kernels");
+    const int64_t nb = w.cols / l.block;
+    const size_t prow = size_t(nb) * l.payload, hrow = size_t(nb) * l.header, srow = w.row_bytes();
+    const int64_t per_chunk = std::max<int64_t>(1, int64_t(staging_ / srow));
+    char* pay = static_cast<char*>(part);
+    char* hdr = pay + size_t(part_rows) * prow;
+    const auto* src = static_cast<const uint8_t*>(w.data);
+    for (int64_t r0 = 0; r0 < w.rows; r0 += per_chunk) {
+      const int64_t nr = std::min(per_chunk, w.rows - r0);
+      if (size_t(nr) * srow > staging_)
+        fail("upload: a row of ", w.cols, " values exceeds the staging buffer");
+      int k = turn_;
+      turn_ ^= 1;
+      LLAMARUN_CUDA_CHECK(cudaEventSynchronize(done_[k]));
+      char* hp = static_cast<char*>(host_[k]);
+      qpack_rows(w.dtype, src + size_t(r0) * srow, nr, w.cols, hp, hp + size_t(nr) * prow);
+      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(pay + size_t(row0 + r0) * prow, hp, size_t(nr) * prow,
+                                          cudaMemcpyHostToDevice, stream_));
+      if (hrow)
+        LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(hdr + size_t(row0 + r0) * hrow, hp + size_t(nr) * prow,
+                                            size_t(nr) * hrow, cudaMemcpyHostToDevice, stream_));
+      LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
+      bytes_ += size_t(nr) * srow;
+      if (progress) progress->add(size_t(nr) * srow);
+    }
+  }
   size_t bytes() const { return bytes_; }
   Progress* progress = nullptr;  // a bar on stderr when it is a terminal (core/progress.h)
 
@@ -335,6 +510,31 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
          w.tok_embd.cols, "]) do not match the config (", L, " layers, [", V, ", ", H, "])");
   cfg.tie_embeddings = w.lm_head.data == w.tok_embd.data;
   const size_t staging = std::max<size_t>(opt.staging_bytes, 1u << 20);
+  // Storage per projection: GPU quantized types stay as they are; the rest becomes act.
+  plan.layers.clear();
+  wscratch_bytes = 0;
+  auto note = [&](const LinPlan& p, int K) {
+    size_t rows = 0;
+    for (const auto& [t, r] : p) {
+      rows += size_t(r);
+      if (t != act) quantized = true;
+    }
+    if (p.size() > 1 || (p.size() == 1 && p[0].first != act))
+      wscratch_bytes = std::max(wscratch_bytes, rows * size_t(K) * esz);
+  };
+  for (const LlamaLayerWeights& lw : w.layers) {
+    plan.layers.push_back({plan_of({&lw.wq, &lw.wk, &lw.wv}), plan_of({&lw.wo}),
+                           plan_of({&lw.w_gate, &lw.w_up}), plan_of({&lw.w_down})});
+    const auto& lp = plan.layers.back();
+    note(lp[0], H), note(lp[1], nh * hd), note(lp[2], H), note(lp[3], I);
+  }
+  plan.lm_head.clear();
+  if (!cfg.tie_embeddings) {
+    plan.lm_head = plan_of({&w.lm_head});
+    note(plan.lm_head, H);
+  }
+  // The scratch also holds a part's GEMV rows (M <= 8) before they are scattered into y.
+  wscratch_bytes = std::max(wscratch_bytes, size_t(8) * std::max({qkv_rows, 2 * I, V}) * 4);
   allocate(2 * staging);
   double t0 = now_seconds();
   {
@@ -352,7 +552,22 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
     const int64_t h = H, inter = I, qd = int64_t(nh) * hd, kd = int64_t(nkv) * hd;
     up.upload(w.tok_embd, embed);
     up.upload(w.out_norm, final_norm);
-    if (!cfg.tie_embeddings) up.upload(w.lm_head, lm_head);
+    // A projection's tensors into their parts: quantized parts keep their blocks.
+    auto put = [&](Lin& dst, std::initializer_list<const WeightView*> views) {
+      int64_t row = 0;
+      for (const WeightView* v : views) {
+        const LinPart* part = nullptr;
+        for (const LinPart& pp : dst.parts)
+          if (row >= pp.row0 && row < pp.row0 + pp.rows) part = &pp;
+        if (!part) fail("CudaLlama: no storage for rows ", row, " of a projection");
+        if (part->type == act)
+          up.upload(*v, static_cast<char*>(part->data) + size_t(row - part->row0) * dst.K * esz);
+        else
+          up.upload_q(*v, part->data, row - part->row0, part->rows);
+        row += v->rows;
+      }
+    };
+    if (!cfg.tie_embeddings) put(lm_head, {&w.lm_head});
     for (int l = 0; l < L; ++l) {
       LayerWeights& lw = layers[l];
       const LlamaLayerWeights& hw = w.layers[size_t(l)];
@@ -360,17 +575,12 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
           hw.w_gate.rows != inter || hw.w_up.rows != inter || hw.w_down.cols != inter ||
           hw.attn_norm.cols != h || hw.ffn_norm.cols != h)
         fail("CudaLlama: the bound weights of layer ", l, " do not match the config");
-      char* qkvp = static_cast<char*>(lw.qkv);
-      char* gup = static_cast<char*>(lw.gate_up);
       up.upload(hw.attn_norm, lw.attn_norm);
-      up.upload(hw.wq, qkvp);
-      up.upload(hw.wk, qkvp + lin_bytes(qd, h));
-      up.upload(hw.wv, qkvp + lin_bytes(qd + kd, h));
-      up.upload(hw.wo, lw.o);
+      put(lw.qkv, {&hw.wq, &hw.wk, &hw.wv});
+      put(lw.o, {&hw.wo});
       up.upload(hw.ffn_norm, lw.ffn_norm);
-      up.upload(hw.w_gate, gup);
-      up.upload(hw.w_up, gup + lin_bytes(inter, h));
-      up.upload(hw.w_down, lw.down);
+      put(lw.gate_up, {&hw.w_gate, &hw.w_up});
+      put(lw.down, {&hw.w_down});
     }
     LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
     load.host_bytes = up.bytes();
@@ -380,6 +590,10 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
 }
 
 void CudaLlama::Impl::random_weights(uint64_t seed) {
+  plan.layers.assign(L,
+                     {LinPlan{{act, qkv_rows}}, LinPlan{{act, H}}, LinPlan{{act, 2 * I}}, LinPlan{{act, H}}});
+  plan.lm_head.clear();
+  if (!cfg.tie_embeddings) plan.lm_head = {{act, V}};
   allocate();
   double t0 = now_seconds();
   uint64_t s = seed * 0x100000001b3ull + 17;
@@ -388,15 +602,15 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
   };
   fill_random(act, embed, int64_t(V) * H, 1.f, s++, stream);
   fill_const(act, final_norm, H, 1.f, stream);
-  if (!cfg.tie_embeddings) rnd(lm_head, V, H);
+  if (!cfg.tie_embeddings) rnd(lm_head.p, V, H);
   for (int l = 0; l < L; ++l) {
     LayerWeights& lw = layers[l];
     fill_const(act, lw.attn_norm, H, 1.f, stream);
     fill_const(act, lw.ffn_norm, H, 1.f, stream);
-    rnd(lw.qkv, qkv_rows, H);
-    rnd(lw.o, H, size_t(nh) * hd);
-    rnd(lw.gate_up, 2 * size_t(I), H);
-    rnd(lw.down, H, I);
+    rnd(lw.qkv.p, qkv_rows, H);
+    rnd(lw.o.p, H, size_t(nh) * hd);
+    rnd(lw.gate_up.p, 2 * size_t(I), H);
+    rnd(lw.down.p, H, I);
   }
   LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
   load.seconds = now_seconds() - t0;
@@ -448,16 +662,16 @@ void CudaLlama::Impl::forward_decode1() {
     qkv_f.rope_q_out = q;
     qkv_f.rope_k_pool = kp_layer(l);
     qkv_f.rope_v_pool = vp_layer(l);
-    gemv_fused(act, lw.qkv, x, qkv, false, 1, qkv_rows, H, qkv_f, stream, pdl);
+    gemv_fused(act, lw.qkv.p, x, qkv, false, 1, qkv_rows, H, qkv_f, stream, pdl);
     decode_attention(act, q, kp_layer(l), vp_layer(l), d_table, pbs, d_pos, nh, nkv, hd, max_ctx, scale,
                      attn_plan, part_o, part_stats, attn, stream, pdl, merge_counters);
-    gemv_fused(act, lw.o, attn, x, false, 1, H, qd, add, stream, pdl);
+    gemv_fused(act, lw.o.p, attn, x, false, 1, H, qd, add, stream, pdl);
     gate_up_f.norm_weight = lw.ffn_norm;
-    gemv_fused(act, lw.gate_up, x, gu, false, 1, 2 * I, H, gate_up_f, stream, pdl);
-    gemv_fused(act, lw.down, gu, x, false, 1, H, I, silu_add, stream, pdl);
+    gemv_fused(act, lw.gate_up.p, x, gu, false, 1, 2 * I, H, gate_up_f, stream, pdl);
+    gemv_fused(act, lw.down.p, gu, x, false, 1, H, I, silu_add, stream, pdl);
   }
   norm_attn.norm_weight = final_norm;
-  gemv_fused(act, lm_head, x, plogits, true, 1, V, H, norm_attn, stream, pdl);
+  gemv_fused(act, lm_head.p, x, plogits, true, 1, V, H, norm_attn, stream, pdl);
   argmax(plogits, V, pids, stream, pdl, dh_pids);
 }
 
@@ -661,7 +875,7 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
     char* kp = kp_layer(l);
     char* vp = vp_layer(l);
     add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, T, H, cfg.rms_eps, stream);
-    linear(*lt, act, lw.qkv, xn, qkv, false, T, qkv_rows, H, stream);
+    mm(lw.qkv, xn, qkv, false, T);
     rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, T, nh, nkv, hd, pbs, q, kp, vp,
                         stream);
     paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_apos, T, nh, nkv, hd, pbs, scale, attn, stream);
@@ -672,17 +886,17 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
       prefill_attention(act, static_cast<char*>(q) + off, k_scratch, v_scratch, c.n, c.start, nh, nkv, hd,
                         max_ctx, scale, static_cast<char*>(attn) + off, stream);
     }
-    linear(*lt, act, lw.o, attn, o, false, T, H, qd, stream);
+    mm(lw.o, attn, o, false, T);
     add_rmsnorm(act, x, o, lw.ffn_norm, xn, T, H, cfg.rms_eps, stream);
-    linear(*lt, act, lw.gate_up, xn, gu, false, T, 2 * I, H, stream);
+    mm(lw.gate_up, xn, gu, false, T);
     silu_mul(act, gu, mlp, T, I, stream);
-    linear(*lt, act, lw.down, mlp, down, false, T, H, I, stream);
+    mm(lw.down, mlp, down, false, T);
   }
   if (R == 0) return;  // a step of prefill chunks that sample nothing yet
   gather_rows(act, x, d_rows, R, H, xg, stream);
   gather_rows(act, down, d_rows, R, H, dg, stream);
   add_rmsnorm(act, xg, dg, final_norm, xn, R, H, cfg.rms_eps, stream);
-  linear(*lt, act, lm_head, xn, plogits, true, R, V, H, stream);
+  mm(lm_head, xn, plogits, true, R);
   argmax_rows(plogits, R, V, pids, stream);
 }
 

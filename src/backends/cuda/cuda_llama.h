@@ -48,6 +48,14 @@ struct CudaLlamaOptions {
   // K / V gathered into a contiguous scratch; shorter ones (and decode rows) the paged kernel. 0: never.
   // (pp512's attention: 1.1 ms on tensor cores against 6-7 ms for the CUDA-core kernel, NOTES.md "Floors".)
   int paged_tc_prefill_rows = 16;
+  // GGUF weights of a type with GPU kernels (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) stay quantized on the GPU
+  // (the embedding table excepted: it is dequantized, one row is read per token); batches take the
+  // quantized GEMV up to quant_gemv_max_rows rows (in steps of 8 rows, reading the weights once per step)
+  // and above that dequantize each weight into a scratch for the tensor-core GEMM. Off: every weight is
+  // dequantized to `dtype` at load (the fp16 paths, the fused batch-1 path included). Other types (Q2_K,
+  // Q3_K, Q5_0, Q5_1, IQ4_NL, IQ4_XS) are always dequantized at load.
+  bool keep_quantized = true;
+  int quant_gemv_max_rows = 64;
   // Each of the two pinned host buffers the weight upload streams through (host memory held while loading;
   // other sizes not benchmarked; tests use 1 MB to put several chunks through both buffers).
   size_t staging_bytes = 64u << 20;

@@ -86,6 +86,42 @@ struct GemvFusion {
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl = false);
 
+// ---- quantized weights (qgemv.cu) ----
+// GGML block types that stay quantized on the GPU (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K; every other type is
+// dequantized to the activation dtype at load). On the device a matrix of R rows x C columns is stored
+// "split": the payload of each block (its 16-byte aligned part) for all R * C / block blocks, then the
+// header (the fp16 scale(s) GGML puts in front of Q8_0 / Q4_0 / Q4_1 and behind Q6_K; none for Q4_K / Q5_K,
+// whose whole block is payload). Same bytes as in the file.
+struct QLayout {
+  int block;    // values per block
+  int unit;     // values one GPU thread decodes at a time
+  int payload;  // bytes per block in the payload region
+  int header;   // bytes per block in the header region
+};
+// The layout of t, or false for a type without GPU kernels.
+bool qlayout(DType t, QLayout* out = nullptr);
+size_t qmatrix_bytes(DType t, int64_t rows, int64_t cols);
+// Host: GGML blocks of `rows` rows (cols values each) -> the split layout's payload and header regions.
+void qpack_rows(DType t, const void* src, int64_t rows, int64_t cols, void* payload, void* header);
+
+// A device matrix in the split layout (data 16-byte aligned; the header region follows the payload).
+struct QMatrix {
+  DType type = DType::Q8_0;
+  const void* data = nullptr;
+  int rows = 0, cols = 0;
+  size_t payload_bytes() const;
+};
+
+// Activations for qgemv: x [M, K] (act) -> xq [M, K] int8 and xs [M, K / 32] pairs (d, d * sum(q)) per 32
+// values, x ~ d * q, d = max|x| / 127. K a multiple of 32; xq 16-byte aligned.
+void quantize_q8(DType act, const void* x, int M, int K, int8_t* xq, float* xs, cudaStream_t stream);
+// y[m * ldy + n] = sum_k x[m, k] W[n, k] for n < W.rows, m < M (1..8), x given by quantize_q8; y fp32 if
+// y_f32 else act. K = W.cols.
+void qgemv(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32, int M,
+           int ldy, cudaStream_t stream);
+// dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W.
+void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream);
+
 // ---- decode attention, split-K / flash-decoding (attention_decode.cu) ----
 
 // Work partition for decode attention over up to max_ctx positions.

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Quantized weights on the GPU against llama.cpp, on the lent GPU machine, same files and same run:
+# llama.cpp's CUDA build from the source tarball carried in .gpurun/llama.cpp.tar.xz (the llama.cpp inside
+# the llama-cpp-python 0.3.36 sdist, models/ docs/ tests/ left out), a random Llama-2-7B-shaped F16 GGUF
+# (bench/cuda/make_random_gguf.py), its Q8_0 / Q4_K_M / Q6_K quantizations by llama-quantize, then
+# llama-bench -fa 1 and `llamarun bench --device cuda` on each file.
+# Phases, each well under the machine's 10-minute call limit (/tmp survives while the machine stays warm):
+#   start   unpack and build llama.cpp in the background; write the F16 GGUF in the background
+#   wait    wait (up to 9 minutes) for both; then llama-quantize the variants
+#   bench   the comparison: prints one line per (engine, file, test)
+# LLAMARUN_BIN: the llamarun binary (default .cudawork/b/llamarun from scripts/pack-gpu-bins.sh).
+set -euo pipefail
+PHASE=${1:?start|wait|bench}
+W=/tmp/qb
+mkdir -p "$W"
+LB=${LLAMARUN_BIN:-$PWD/.cudawork/b/llamarun}
+case "$PHASE" in
+  start)
+    if [ ! -x "$W/lcpp/build/bin/llama-bench" ] && ! pgrep -f "lcpp/build" >/dev/null; then
+      rm -rf "$W/lcpp" && mkdir -p "$W/lcpp"
+      tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
+      setsid bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+        -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
+        -DCMAKE_BUILD_TYPE=Release >$W/lcpp-build.log 2>&1 && \
+        cmake --build build -j 13 --target llama-bench llama-quantize llama-perplexity >>$W/lcpp-build.log 2>&1; \
+        echo rc=\$? >>$W/lcpp-build.log" </dev/null >/dev/null 2>&1 &
+    fi
+    if [ ! -s "$W/7b-f16.gguf" ]; then
+      mkdir -p "$W/py/tools" "$W/py/bench/cuda"
+      cp tools/hf_to_gguf.py "$W/py/tools/" && cp bench/cuda/make_random_gguf.py "$W/py/bench/cuda/"
+      setsid bash -c "until [ -d $W/lcpp/gguf-py ]; do sleep 1; done; \
+        PYTHONPATH=$W/lcpp/gguf-py python3 $W/py/bench/cuda/make_random_gguf.py $W/7b-f16.tmp >$W/gen.log 2>&1 \
+        && mv $W/7b-f16.tmp $W/7b-f16.gguf; echo rc=\$? >>$W/gen.log" </dev/null >/dev/null 2>&1 &
+    fi
+    echo started
+    ;;
+  wait)
+    for _ in $(seq 540); do
+      grep -q '^rc=' "$W/lcpp-build.log" 2>/dev/null && grep -q '^rc=' "$W/gen.log" 2>/dev/null && break
+      sleep 1
+    done
+    tail -3 "$W/lcpp-build.log"
+    tail -2 "$W/gen.log"
+    Q="$W/lcpp/build/bin/llama-quantize"
+    for t in Q8_0 Q4_K_M Q6_K; do
+      [ -s "$W/7b-$t.gguf" ] || "$Q" "$W/7b-f16.gguf" "$W/7b-$t.gguf" "$t" 14 >"$W/quant-$t.log" 2>&1 &
+    done
+    wait
+    ls -la "$W"/*.gguf
+    ;;
+  bench)
+    B="$W/lcpp/build/bin/llama-bench"
+    nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
+    for f in ${FILES:-f16 Q8_0 Q4_K_M Q6_K}; do
+      m="$W/7b-$f.gguf"
+      [ -s "$m" ] || continue
+      echo "== $f llamarun"
+      "$LB" bench -m "$m" --device cuda --pp 512 --tg 128 -r 3 --json 2>"$W/lr-$f.err" | tail -1 || tail -5 "$W/lr-$f.err"
+      if [ -z "${SKIP_LLAMACPP:-}" ]; then
+        echo "== $f llama.cpp"
+        "$B" -m "$m" -fa 1 -ngl 99 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | \
+          python3 -c "import sys,json; [print(json.dumps({k:d[k] for k in ('n_prompt','n_gen','avg_ts','stddev_ts')})) for d in map(json.loads,sys.stdin)]"
+      fi
+    done
+    ;;
+esac

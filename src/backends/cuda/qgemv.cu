@@ -1,0 +1,494 @@
+// Quantized weights on the GPU: GGML block types (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) kept as they are in
+// the file, read by a decode GEMV that dequantizes in registers, and by a dequantize kernel that feeds the
+// tensor-core GEMM of prefill / large batches.
+//
+// Device layout ("split"): a matrix of `rows` rows of nb = cols / block blocks stores first every block's
+// payload (the 16-byte aligned part: the quants, and for Q4_K / Q5_K the whole 144 / 176-byte block), then
+// every block's header (the fp16 scale(s) that sit in front of the quants in GGML's layout and make its
+// blocks 2-byte aligned: 34 bytes for Q8_0, 210 for Q6_K). The GEMV then reads the quants with 16-byte
+// loads. Bytes are unchanged: a matrix takes exactly its GGUF size.
+//
+// The GEMV multiplies int8 activations (quantized per 32 values, like llama.cpp's q8_1: x ~ d * q with
+// d = max|x| / 127, plus s = d * sum(q) for the types with an offset) with the weights' integer quants by
+// dp4a, and applies the block scales in fp32. Each warp owns one output row; each lane decodes one "unit"
+// of the row (32, 64 or 128 values, the span that one 16-byte-aligned read of quants covers) into int8
+// quants q, per-16-value scales a and per-32-value offsets b (value = a * q + b), and multiplies it with M
+// rows of x. The dequantize kernel shares that decoder.
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cuda/cuda_types.cuh"
+#include "backends/cuda/kernels.h"
+
+namespace llamarun::cuda {
+
+bool qlayout(DType t, QLayout* out) {
+  QLayout l;
+  switch (t) {
+    case DType::Q8_0:
+      l = {32, 32, 32, 2};
+      break;
+    case DType::Q4_0:
+      l = {32, 32, 16, 2};
+      break;
+    case DType::Q4_1:
+      l = {32, 32, 16, 4};
+      break;
+    case DType::Q4_K:
+      l = {256, 64, 144, 0};
+      break;
+    case DType::Q5_K:
+      l = {256, 64, 176, 0};
+      break;
+    case DType::Q6_K:
+      l = {256, 128, 208, 2};
+      break;
+    default:
+      return false;
+  }
+  if (out) *out = l;
+  return true;
+}
+
+size_t qmatrix_bytes(DType t, int64_t rows, int64_t cols) {
+  QLayout l;
+  if (!qlayout(t, &l)) fail("qmatrix_bytes: ", dtype_name(t), " is not a GPU quantized type");
+  return size_t(rows) * size_t(cols / l.block) * size_t(l.payload + l.header);
+}
+
+void qpack_rows(DType t, const void* src, int64_t rows, int64_t cols, void* payload, void* header) {
+  QLayout l;
+  if (!qlayout(t, &l)) fail("qpack_rows: ", dtype_name(t), " is not a GPU quantized type");
+  const size_t n = size_t(rows) * size_t(cols / l.block);
+  const size_t bb = size_t(l.payload + l.header);
+  const auto* s = static_cast<const uint8_t*>(src);
+  auto* p = static_cast<uint8_t*>(payload);
+  auto* h = static_cast<uint8_t*>(header);
+  if (l.header == 0) {
+    std::memcpy(p, s, n * bb);
+    return;
+  }
+  // Q6_K keeps its fp16 scale at the end of the block; the others at the front.
+  const bool tail = t == DType::Q6_K;
+  for (size_t i = 0; i < n; ++i, s += bb) {
+    std::memcpy(p + i * l.payload, s + (tail ? 0 : l.header), l.payload);
+    std::memcpy(h + i * l.header, s + (tail ? l.payload : 0), l.header);
+  }
+}
+
+namespace {
+
+constexpr int kWarps = 8;
+constexpr uint32_t kLow4 = 0x0F0F0F0Fu;
+
+__device__ __forceinline__ float h2f(uint32_t bits16) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits16 & 0xffffu)));
+}
+__device__ __forceinline__ uint32_t byte_of(const uint32_t* w, int k) {
+  return (w[k >> 2] >> (8 * (k & 3))) & 0xffu;
+}
+
+// Q4_K / Q5_K: 6-bit scale and min of sub-block j from the 12 scale bytes (as 3 words).
+__device__ __forceinline__ void k4_scale_min(const uint32_t* s, int j, int& sc, int& m) {
+  if (j < 4) {
+    sc = int(byte_of(s, j) & 63);
+    m = int(byte_of(s, j + 4) & 63);
+  } else {
+    sc = int((byte_of(s, j + 4) & 0x0f) | ((byte_of(s, j - 4) >> 6) << 4));
+    m = int((byte_of(s, j + 4) >> 4) | ((byte_of(s, j) >> 6) << 4));
+  }
+}
+
+__device__ __forceinline__ void words(const uint4& v, int* q) {
+  q[0] = int(v.x);
+  q[1] = int(v.y);
+  q[2] = int(v.z);
+  q[3] = int(v.w);
+}
+
+// Decoders: unit u of a row (payload row p, header row h) -> q[kUnit / 4] (4 int8 quants per int, in value
+// order), a[kUnit / 16] (scale per 16 values), b[kUnit / 32] (offset per 32 values).
+template <DType QT>
+struct Dec;
+
+template <>
+struct Dec<DType::Q8_0> {
+  static constexpr int kBlock = 32, kPayload = 32, kHeader = 2;
+  static constexpr int kUnit = 32;
+  __device__ static void run(const uint8_t* p, const uint8_t* h, int u, int* q, float* a, float* b) {
+    words(ld_stream(p + size_t(u) * 32), q);
+    words(ld_stream(p + size_t(u) * 32 + 16), q + 4);
+    a[0] = a[1] = h2f(__ldg(reinterpret_cast<const uint16_t*>(h) + u));
+    b[0] = 0.f;
+  }
+};
+
+// Q4_0 / Q4_1: value i < 16 is the low nibble of byte i, value 16 + i its high nibble.
+template <>
+struct Dec<DType::Q4_0> {
+  static constexpr int kBlock = 32, kPayload = 16, kHeader = 2;
+  static constexpr int kUnit = 32;
+  __device__ static void run(const uint8_t* p, const uint8_t* h, int u, int* q, float* a, float* b) {
+    const uint4 v = ld_stream(p + size_t(u) * 16);
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      q[i] = int(w[i] & kLow4);
+      q[4 + i] = int((w[i] >> 4) & kLow4);
+    }
+    const float d = h2f(__ldg(reinterpret_cast<const uint16_t*>(h) + u));
+    a[0] = a[1] = d;
+    b[0] = -8.f * d;
+  }
+};
+
+template <>
+struct Dec<DType::Q4_1> {
+  static constexpr int kBlock = 32, kPayload = 16, kHeader = 4;
+  static constexpr int kUnit = 32;
+  __device__ static void run(const uint8_t* p, const uint8_t* h, int u, int* q, float* a, float* b) {
+    const uint4 v = ld_stream(p + size_t(u) * 16);
+    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      q[i] = int(w[i] & kLow4);
+      q[4 + i] = int((w[i] >> 4) & kLow4);
+    }
+    const uint32_t dm = __ldg(reinterpret_cast<const uint32_t*>(h) + u);
+    a[0] = a[1] = h2f(dm);
+    b[0] = h2f(dm >> 16);
+  }
+};
+
+// Q4_K: unit c (of 4 per block) = values 64c .. 64c + 63: the low nibbles of qs[32c .. 32c + 32) (sub-block
+// 2c), then their high nibbles (sub-block 2c + 1). Q5_K adds bit j of qh[l] as the 5th bit of value
+// 32j + l.
+template <bool kFive>
+__device__ __forceinline__ void dec_k45(const uint8_t* p, int u, int* q, float* a, float* b) {
+  constexpr int kBlock = kFive ? 176 : 144;
+  const int c = u & 3;
+  const uint8_t* blk = p + size_t(u >> 2) * kBlock;
+  const uint4 hd = ld_stream(blk);  // d, dmin, 12 scale bytes
+  const int qs_off = (kFive ? 48 : 16) + 32 * c;
+  const uint4 v0 = ld_stream(blk + qs_off), v1 = ld_stream(blk + qs_off + 16);
+  const uint32_t w[8] = {v0.x, v0.y, v0.z, v0.w, v1.x, v1.y, v1.z, v1.w};
+  uint32_t hb[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  if (kFive) {
+    const uint4 h0 = ld_stream(blk + 16), h1 = ld_stream(blk + 32);
+    const uint32_t hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+    for (int i = 0; i < 8; ++i) hb[i] = hw[i];
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    uint32_t lo = w[i] & kLow4, hi = (w[i] >> 4) & kLow4;
+    if (kFive) {
+      lo |= ((hb[i] >> (2 * c)) & 0x01010101u) << 4;
+      hi |= ((hb[i] >> (2 * c + 1)) & 0x01010101u) << 4;
+    }
+    q[i] = int(lo);
+    q[8 + i] = int(hi);
+  }
+  const uint32_t s[3] = {hd.y, hd.z, hd.w};
+  const float d = h2f(hd.x), dmin = h2f(hd.x >> 16);
+  int sc, m;
+  k4_scale_min(s, 2 * c, sc, m);
+  a[0] = a[1] = d * float(sc);
+  b[0] = -dmin * float(m);
+  k4_scale_min(s, 2 * c + 1, sc, m);
+  a[2] = a[3] = d * float(sc);
+  b[1] = -dmin * float(m);
+}
+
+template <>
+struct Dec<DType::Q4_K> {
+  static constexpr int kBlock = 256, kPayload = 144, kHeader = 0;
+  static constexpr int kUnit = 64;
+  __device__ static void run(const uint8_t* p, const uint8_t*, int u, int* q, float* a, float* b) {
+    dec_k45<false>(p, u, q, a, b);
+  }
+};
+template <>
+struct Dec<DType::Q5_K> {
+  static constexpr int kBlock = 256, kPayload = 176, kHeader = 0;
+  static constexpr int kUnit = 64;
+  __device__ static void run(const uint8_t* p, const uint8_t*, int u, int* q, float* a, float* b) {
+    dec_k45<true>(p, u, q, a, b);
+  }
+};
+
+// Q6_K: unit hh (of 2 per block) = values 128 hh + 32 t + l (t < 4, l < 32): low 4 bits from nibble t / 2
+// of ql[64 hh + 32 (t % 2) + l], high 2 bits from bits 2t of qh[32 hh + l], minus 32; scale
+// d * scales[8 hh + 2t + l / 16].
+template <>
+struct Dec<DType::Q6_K> {
+  static constexpr int kBlock = 256, kPayload = 208, kHeader = 2;
+  static constexpr int kUnit = 128;
+  __device__ static void run(const uint8_t* p, const uint8_t* h, int u, int* q, float* a, float* b) {
+    const int hh = u & 1;
+    const uint8_t* blk = p + size_t(u >> 1) * 208;
+    uint32_t L[16], Q[8];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint4 v = ld_stream(blk + 64 * hh + 16 * i);
+      L[4 * i] = v.x, L[4 * i + 1] = v.y, L[4 * i + 2] = v.z, L[4 * i + 3] = v.w;
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4 v = ld_stream(blk + 128 + 32 * hh + 16 * i);
+      Q[4 * i] = v.x, Q[4 * i + 1] = v.y, Q[4 * i + 2] = v.z, Q[4 * i + 3] = v.w;
+    }
+    const uint4 sv = ld_stream(blk + 192);
+    const uint32_t sw[2] = {hh ? sv.z : sv.x, hh ? sv.w : sv.y};
+    // (v | 0x80) - 32, then flip bit 7 back: v - 32 per byte for v in [0, 64), without borrows between bytes.
+    auto sub32 = [](uint32_t v) { return int(((v | 0x80808080u) - 0x20202020u) ^ 0x80808080u); };
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      q[i] = sub32((L[i] & kLow4) | ((Q[i] & 0x03030303u) << 4));
+      q[8 + i] = sub32((L[8 + i] & kLow4) | (((Q[i] >> 2) & 0x03030303u) << 4));
+      q[16 + i] = sub32(((L[i] >> 4) & kLow4) | (((Q[i] >> 4) & 0x03030303u) << 4));
+      q[24 + i] = sub32(((L[8 + i] >> 4) & kLow4) | (((Q[i] >> 6) & 0x03030303u) << 4));
+    }
+    const float d = h2f(__ldg(reinterpret_cast<const uint16_t*>(h) + (u >> 1)));
+#pragma unroll
+    for (int k = 0; k < 8; ++k) a[k] = d * float(int8_t(byte_of(sw, k)));
+#pragma unroll
+    for (int j = 0; j < 4; ++j) b[j] = 0.f;
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ void store_out(T* y, float v) {
+  *y = from_f32<T>(v);
+}
+
+// y[m * ldy + row] = sum_k x[m, k] W[row, k] for M rows of int8 x (xs: (d, d * sum q) per 32 values).
+template <DType QT, int M, typename TY>
+__global__ void __launch_bounds__(kWarps * 32)
+    qgemv_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
+                 const int8_t* __restrict__ xq, const float2* __restrict__ xs, TY* __restrict__ y, int ldy) {
+  using D = Dec<QT>;
+  constexpr int U = D::kUnit;
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (row >= N) return;
+  const int nb = K / D::kBlock;
+  const uint8_t* prow = pay + size_t(row) * nb * D::kPayload;
+  const uint8_t* hrow = hdr + size_t(row) * nb * D::kHeader;
+  const int units = K / U;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.f;
+  for (int u = lane; u < units; u += 32) {
+    int q[U / 4];
+    float a[U / 16], b[U / 32];
+    D::run(prow, hrow, u, q, a, b);
+    const int e0 = u * U;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int8_t* xr = xq + size_t(m) * K + e0;
+      const float2* sr = xs + size_t(m) * (K / 32) + e0 / 32;
+#pragma unroll
+      for (int j = 0; j < U / 32; ++j) {
+        const int4 x0 = __ldg(reinterpret_cast<const int4*>(xr + 32 * j));
+        const int4 x1 = __ldg(reinterpret_cast<const int4*>(xr + 32 * j + 16));
+        int s0 = __dp4a(q[8 * j], x0.x, 0);
+        s0 = __dp4a(q[8 * j + 1], x0.y, s0);
+        s0 = __dp4a(q[8 * j + 2], x0.z, s0);
+        s0 = __dp4a(q[8 * j + 3], x0.w, s0);
+        int s1 = __dp4a(q[8 * j + 4], x1.x, 0);
+        s1 = __dp4a(q[8 * j + 5], x1.y, s1);
+        s1 = __dp4a(q[8 * j + 6], x1.z, s1);
+        s1 = __dp4a(q[8 * j + 7], x1.w, s1);
+        const float2 st = __ldg(sr + j);
+        acc[m] += st.x * (a[2 * j] * float(s0) + a[2 * j + 1] * float(s1)) + b[j] * st.y;
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float v = warp_sum(acc[m]);
+    if (lane == 0) store_out(y + size_t(m) * ldy + row, v);
+  }
+}
+
+// One thread per unit: W [N, K] -> dst [N, K] in T.
+template <DType QT, typename T>
+__global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N,
+                                int K, T* __restrict__ dst) {
+  using D = Dec<QT>;
+  constexpr int U = D::kUnit;
+  const int upr = K / U;
+  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t >= int64_t(N) * upr) return;
+  const int row = int(t / upr), u = int(t % upr);
+  const int nb = K / D::kBlock;
+  int q[U / 4];
+  float a[U / 16], b[U / 32];
+  D::run(pay + size_t(row) * nb * D::kPayload, hdr + size_t(row) * nb * D::kHeader, u, q, a, b);
+  T* out = dst + size_t(row) * K + size_t(u) * U;
+#pragma unroll
+  for (int e = 0; e < U; e += 8) {
+    float f[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int k = e + i;
+      const int v = int(int8_t(uint32_t(q[k >> 2]) >> (8 * (k & 3))));
+      f[i] = a[k >> 4] * float(v) + b[k >> 5];
+    }
+    *reinterpret_cast<uint4*>(out + e) = pack8<T>(f);
+  }
+}
+
+// One warp per 32 values: xq = round(x / d), d = max|x| / 127; xs = (d, d * sum xq).
+__device__ __forceinline__ void quantize32(float v, int8_t* xq, float2* xs) {
+  const int lane = threadIdx.x & 31;
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.f;
+  const int q = amax > 0.f ? max(-127, min(127, __float2int_rn(v / d))) : 0;
+  xq[lane] = int8_t(q);
+  const float s = warp_sum(float(q));
+  if (lane == 0) *xs = make_float2(d, d * s);
+}
+
+template <typename T>
+__global__ void quantize_q8_kernel(const T* __restrict__ x, int K, int rows_chunks, int8_t* __restrict__ xq,
+                                   float2* __restrict__ xs) {
+  const int chunk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);  // 32 values of row m
+  const int m = blockIdx.y;
+  if (chunk >= rows_chunks) return;
+  const size_t e = size_t(m) * K + size_t(chunk) * 32;
+  quantize32(to_f32(x[e + (threadIdx.x & 31)]), xq + e, xs + size_t(m) * (K / 32) + chunk);
+}
+
+template <DType QT, int M>
+void launch_qgemv_t(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32,
+                    int ldy, cudaStream_t stream) {
+  const dim3 grid((w.rows + kWarps - 1) / kWarps);
+  const auto* pay = static_cast<const uint8_t*>(w.data);
+  const uint8_t* hdr = pay + w.payload_bytes();
+  const auto* s2 = reinterpret_cast<const float2*>(xs);
+  if (y_f32) {
+    qgemv_kernel<QT, M, float>
+        <<<grid, kWarps * 32, 0, stream>>>(pay, hdr, w.rows, w.cols, xq, s2, static_cast<float*>(y), ldy);
+  } else {
+    LLAMARUN_DISPATCH_ACT(act, "qgemv", {
+      qgemv_kernel<QT, M, T>
+          <<<grid, kWarps * 32, 0, stream>>>(pay, hdr, w.rows, w.cols, xq, s2, static_cast<T*>(y), ldy);
+    });
+  }
+}
+
+template <DType QT>
+void launch_qgemv_m(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32,
+                    int M, int ldy, cudaStream_t stream) {
+  switch (M) {
+    case 1:
+      return launch_qgemv_t<QT, 1>(act, w, xq, xs, y, y_f32, ldy, stream);
+    case 2:
+      return launch_qgemv_t<QT, 2>(act, w, xq, xs, y, y_f32, ldy, stream);
+    case 3:
+      return launch_qgemv_t<QT, 3>(act, w, xq, xs, y, y_f32, ldy, stream);
+    case 4:
+      return launch_qgemv_t<QT, 4>(act, w, xq, xs, y, y_f32, ldy, stream);
+    case 5:
+      return launch_qgemv_t<QT, 5>(act, w, xq, xs, y, y_f32, ldy, stream);
+    case 6:
+      return launch_qgemv_t<QT, 6>(act, w, xq, xs, y, y_f32, ldy, stream);
+    case 7:
+      return launch_qgemv_t<QT, 7>(act, w, xq, xs, y, y_f32, ldy, stream);
+    default:
+      return launch_qgemv_t<QT, 8>(act, w, xq, xs, y, y_f32, ldy, stream);
+  }
+}
+
+void check_qmatrix(const QMatrix& w, const char* where) {
+  QLayout l;
+  if (!qlayout(w.type, &l)) fail(where, ": ", dtype_name(w.type), " is not a GPU quantized type");
+  if (w.rows <= 0 || w.cols <= 0 || w.cols % l.block)
+    fail(where, ": a ", w.rows, " x ", w.cols, " ", dtype_name(w.type),
+         " matrix (columns must be a positive ", "multiple of ", l.block, ")");
+  if (reinterpret_cast<uintptr_t>(w.data) % 16) fail(where, ": the matrix is not 16-byte aligned");
+}
+
+}  // namespace
+
+size_t QMatrix::payload_bytes() const {
+  QLayout l{1, 1, 0, 0};
+  if (!qlayout(type, &l)) fail("QMatrix: ", dtype_name(type), " is not a GPU quantized type");
+  return size_t(rows) * size_t(cols / l.block) * size_t(l.payload);
+}
+
+void quantize_q8(DType act, const void* x, int M, int K, int8_t* xq, float* xs, cudaStream_t stream) {
+  if (M <= 0) return;
+  if (K % 32) fail("quantize_q8: ", K, " values per row is not a multiple of 32");
+  const int chunks = K / 32;
+  const dim3 grid((chunks + 7) / 8, M);
+  LLAMARUN_DISPATCH_ACT(act, "quantize_q8", {
+    quantize_q8_kernel<T>
+        <<<grid, 256, 0, stream>>>(static_cast<const T*>(x), K, chunks, xq, reinterpret_cast<float2*>(xs));
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("quantize_q8");
+}
+
+void qgemv(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32, int M,
+           int ldy, cudaStream_t stream) {
+  check_qmatrix(w, "qgemv");
+  if (M < 1 || M > 8) fail("qgemv: ", M, " rows of x (1 to 8)");
+  switch (w.type) {
+    case DType::Q8_0:
+      launch_qgemv_m<DType::Q8_0>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      break;
+    case DType::Q4_0:
+      launch_qgemv_m<DType::Q4_0>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      break;
+    case DType::Q4_1:
+      launch_qgemv_m<DType::Q4_1>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      break;
+    case DType::Q4_K:
+      launch_qgemv_m<DType::Q4_K>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      break;
+    case DType::Q5_K:
+      launch_qgemv_m<DType::Q5_K>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      break;
+    default:
+      launch_qgemv_m<DType::Q6_K>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      break;
+  }
+  LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
+}
+
+void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream) {
+  check_qmatrix(w, "qdequant");
+  const auto* pay = static_cast<const uint8_t*>(w.data);
+  const uint8_t* hdr = pay + w.payload_bytes();
+  LLAMARUN_DISPATCH_ACT(act, "qdequant", {
+    auto go = [&](auto kernel, int unit) {
+      const int64_t n = int64_t(w.rows) * (w.cols / unit);
+      kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(pay, hdr, w.rows, w.cols, static_cast<T*>(dst));
+    };
+    switch (w.type) {
+      case DType::Q8_0:
+        go(qdequant_kernel<DType::Q8_0, T>, 32);
+        break;
+      case DType::Q4_0:
+        go(qdequant_kernel<DType::Q4_0, T>, 32);
+        break;
+      case DType::Q4_1:
+        go(qdequant_kernel<DType::Q4_1, T>, 32);
+        break;
+      case DType::Q4_K:
+        go(qdequant_kernel<DType::Q4_K, T>, 64);
+        break;
+      case DType::Q5_K:
+        go(qdequant_kernel<DType::Q5_K, T>, 64);
+        break;
+      default:
+        go(qdequant_kernel<DType::Q6_K, T>, 128);
+        break;
+    }
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("qdequant");
+}
+
+}  // namespace llamarun::cuda

@@ -1,0 +1,175 @@
+// The GPU's quantized-weight kernels (qgemv.cu) against the CPU reference dequantizers (core/dequant_ref,
+// checked against the `gguf` package's): the split-layout dequantization per type, and the int8-activation
+// GEMV against an fp64 product of the dequantized weights with x, within the error bound of quantizing x to
+// int8 per 32 values.
+#include <cmath>
+#include <tuple>
+
+#include "backends/cuda/kernels.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "cuda_test_util.h"
+
+namespace llamarun::cuda::test {
+namespace {
+
+const DType kTypes[] = {DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+
+// A random rows x cols matrix quantized to t (GGML blocks) and its dequantized values.
+struct HostQ {
+  std::vector<uint8_t> blocks;
+  std::vector<float> deq;
+};
+HostQ make_q(DType t, int rows, int cols, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::vector<float> w = rand_vec(g, size_t(rows) * cols);
+  // Rows of different magnitude and a few outliers, so the block scales differ.
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < cols; ++c)
+      w[size_t(r) * cols + c] *= 0.05f * float(1 + r % 7) * (c % 97 == 0 ? 4 : 1);
+  HostQ h;
+  const size_t rb = dtype_row_bytes(t, cols);
+  h.blocks.resize(rb * rows);
+  h.deq.resize(size_t(rows) * cols);
+  for (int r = 0; r < rows; ++r) {
+    quantize_row(t, w.data() + size_t(r) * cols, h.blocks.data() + r * rb, cols);
+    dequantize_row(t, h.blocks.data() + r * rb, h.deq.data() + size_t(r) * cols, cols);
+  }
+  return h;
+}
+
+// The device copy in the split layout.
+std::unique_ptr<DevBuf> upload_q(DType t, const HostQ& h, int rows, int cols, QMatrix* m) {
+  const size_t bytes = qmatrix_bytes(t, rows, cols);
+  EXPECT_EQ(bytes, h.blocks.size());
+  std::vector<uint8_t> packed(bytes);
+  QLayout l;
+  EXPECT_TRUE(qlayout(t, &l));
+  const size_t pay = size_t(rows) * (cols / l.block) * l.payload;
+  qpack_rows(t, h.blocks.data(), rows, cols, packed.data(), packed.data() + pay);
+  auto d = std::make_unique<DevBuf>(bytes);
+  d->upload(packed.data(), bytes);
+  m->type = t;
+  m->data = d->p;
+  m->rows = rows;
+  m->cols = cols;
+  return d;
+}
+
+class QuantKernelTest : public ::testing::TestWithParam<std::tuple<DType, DType>> {
+ protected:
+  void SetUp() override { LLAMARUN_REQUIRE_GPU(); }
+  DType qt() const { return std::get<0>(GetParam()); }
+  DType act() const { return std::get<1>(GetParam()); }
+};
+
+TEST_P(QuantKernelTest, DequantizeEqualsReferenceRounded) {
+  const int rows = 37, cols = 512;
+  HostQ h = make_q(qt(), rows, cols, 7);
+  QMatrix m;
+  auto w = upload_q(qt(), h, rows, cols, &m);
+  DevBuf out(size_t(rows) * cols * 2);
+  out.poison();
+  qdequant(act(), m, out.p, nullptr);
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> got = download16(act(), out, size_t(rows) * cols);
+  // The GPU computes scale * q + offset in fp32 where the reference may order it differently: one unit in
+  // the last place of the activation dtype at most.
+  const float ulp = act() == DType::F16 ? 1.f / 1024 : 1.f / 128;
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const float ref = round_to(act(), h.deq[i]);
+    if (!(std::fabs(got[i] - ref) <= ulp * std::fabs(ref) + 1e-7f) && bad++ < 5)
+      ADD_FAILURE() << dtype_name(qt()) << " value " << i << ": " << got[i] << " vs " << ref;
+  }
+  EXPECT_EQ(bad, 0);
+}
+
+TEST_P(QuantKernelTest, GemvMatchesFp64ProductWithinInt8Bound) {
+  const int N = 75, K = 768, ldy = N + 5;  // N not a multiple of the 8 rows per block; y wider than N
+  HostQ h = make_q(qt(), N, K, 11);
+  QMatrix m;
+  auto w = upload_q(qt(), h, N, K, &m);
+  for (int M : {1, 3, 8}) {
+    for (bool y_f32 : {false, true}) {
+      std::mt19937 g(100 + M);
+      std::vector<float> x = rand_vec(g, size_t(M) * K);
+      std::vector<uint16_t> xb = quantize16(act(), x);  // x rounded to act, as the model holds it
+      DevBuf dx(xb.size() * 2), dq(size_t(M) * K), ds(size_t(M) * (K / 32) * 8);
+      dx.upload(xb.data(), xb.size() * 2);
+      const size_t ysz = y_f32 ? 4 : 2;
+      DevBuf dy(size_t(M) * ldy * ysz);
+      dy.poison();
+      quantize_q8(act(), dx.p, M, K, dq.as<int8_t>(), ds.as<float>(), nullptr);
+      qgemv(act(), m, dq.as<int8_t>(), ds.as<float>(), dy.p, y_f32, M, ldy, nullptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      std::vector<float> y(size_t(M) * ldy);
+      if (y_f32) {
+        dy.download(y.data(), y.size() * 4);
+      } else {
+        y = download16(act(), dy, y.size());
+      }
+      for (int r = 0; r < M; ++r) {
+        for (int n = 0; n < N; ++n) {
+          double ref = 0, bound = 0, mag = 0;
+          for (int k0 = 0; k0 < K; k0 += 32) {
+            float amax = 0;
+            for (int k = k0; k < k0 + 32; ++k) amax = std::max(amax, std::fabs(x[size_t(r) * K + k]));
+            for (int k = k0; k < k0 + 32; ++k) {
+              const double wv = h.deq[size_t(n) * K + k], xv = x[size_t(r) * K + k];
+              ref += wv * xv;
+              mag += std::fabs(wv * xv);
+              bound += std::fabs(wv) * amax / 127 / 2;  // x's int8 rounding: half a step per value
+            }
+          }
+          // fp32 accumulation and scale products, and the output's rounding to act.
+          const double tol =
+              1.0001 * bound + 1e-5 * mag + (y_f32 ? 0 : std::fabs(ref) / (act() == DType::F16 ? 1024 : 128));
+          const float got = y[size_t(r) * ldy + n];
+          EXPECT_NEAR(got, ref, tol) << dtype_name(qt()) << " M " << M << " row " << r << " n " << n
+                                     << (y_f32 ? " f32" : "");
+        }
+        for (int n = N; n < ldy; ++n)  // untouched past N
+          EXPECT_TRUE(std::isnan(y[size_t(r) * ldy + n])) << "column " << n << " written";
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, QuantKernelTest,
+                         ::testing::Combine(::testing::ValuesIn(kTypes),
+                                            ::testing::Values(DType::F16, DType::BF16)),
+                         [](const auto& info) {
+                           return std::string(dtype_name(std::get<0>(info.param))) + "_" +
+                                  dname(std::get<1>(info.param));
+                         });
+
+TEST(QuantKernels, LayoutsAndErrors) {
+  QLayout l;
+  EXPECT_TRUE(qlayout(DType::Q4_K, &l));
+  EXPECT_EQ(l.payload + l.header, 144);
+  EXPECT_TRUE(qlayout(DType::Q6_K, &l));
+  EXPECT_EQ(l.payload + l.header, 210);
+  EXPECT_FALSE(qlayout(DType::Q2_K));
+  EXPECT_FALSE(qlayout(DType::F16));
+  EXPECT_THROW(qmatrix_bytes(DType::IQ4_XS, 1, 256), Error);
+  for (DType t : kTypes) EXPECT_EQ(qmatrix_bytes(t, 3, 512), 3 * dtype_row_bytes(t, 512)) << dtype_name(t);
+  if (!cuda_available()) return;
+  QMatrix m;
+  m.type = DType::Q4_K;
+  m.rows = 4;
+  m.cols = 100;  // not a multiple of 256
+  DevBuf b(4096);
+  m.data = b.p;
+  try {
+    qdequant(DType::F16, m, b.p, nullptr);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("multiple of 256"), std::string::npos) << e.what();
+  }
+  m.cols = 256;
+  EXPECT_THROW(qgemv(DType::F16, m, nullptr, nullptr, nullptr, false, 9, 4, nullptr), Error);
+}
+
+}  // namespace
+}  // namespace llamarun::cuda::test
