@@ -1,7 +1,7 @@
 // The GPU's quantized-weight kernels (qgemv.cu) against the CPU reference dequantizers (core/dequant_ref,
 // checked against the `gguf` package's): the split-layout dequantization per type, and the int8-activation
-// GEMV against an fp64 product of the dequantized weights with x, within the error bound of quantizing x to
-// int8 per 32 values.
+// GEMV (with its RMSNorm / SiLU-mul prologues and residual-add epilogue) against an fp64 product of the
+// dequantized weights with x, within the error bound of quantizing x to int8 per 32 values.
 #include <cmath>
 #include <tuple>
 
@@ -85,50 +85,106 @@ TEST_P(QuantKernelTest, DequantizeEqualsReferenceRounded) {
   EXPECT_EQ(bad, 0);
 }
 
+// The prologue applied on the host as the GPU applies it (values rounded to act where the separate kernels
+// would store them): none, RMSNorm (x [M, K], weight w) or SiLU-mul (x [M, 2K]).
+std::vector<float> apply_prologue(DType act, GemvPrologue pro, const std::vector<float>& x,
+                                  const std::vector<float>& w, int M, int K, float eps) {
+  std::vector<float> out(size_t(M) * K);
+  for (int m = 0; m < M; ++m) {
+    if (pro == GemvPrologue::kSiluMul) {
+      for (int k = 0; k < K; ++k) {
+        const double g = x[size_t(m) * 2 * K + k], u = x[size_t(m) * 2 * K + K + k];
+        out[size_t(m) * K + k] = round_to(act, float(g / (1 + std::exp(-g)) * u));
+      }
+      continue;
+    }
+    double ss = 0;
+    for (int k = 0; k < K; ++k) ss += double(x[size_t(m) * K + k]) * x[size_t(m) * K + k];
+    const double inv = pro == GemvPrologue::kRmsNorm ? 1 / std::sqrt(ss / K + eps) : 1;
+    for (int k = 0; k < K; ++k) {
+      const float v = x[size_t(m) * K + k];
+      out[size_t(m) * K + k] = pro == GemvPrologue::kRmsNorm ? round_to(act, float(v * inv * w[k])) : v;
+    }
+  }
+  return out;
+}
+
 TEST_P(QuantKernelTest, GemvMatchesFp64ProductWithinInt8Bound) {
   const int N = 75, K = 768, ldy = N + 5;  // N not a multiple of the 8 rows per block; y wider than N
   HostQ h = make_q(qt(), N, K, 11);
   QMatrix m;
   auto w = upload_q(qt(), h, N, K, &m);
-  for (int M : {1, 3, 8}) {
-    for (bool y_f32 : {false, true}) {
-      std::mt19937 g(100 + M);
-      std::vector<float> x = rand_vec(g, size_t(M) * K);
-      std::vector<uint16_t> xb = quantize16(act(), x);  // x rounded to act, as the model holds it
-      DevBuf dx(xb.size() * 2), dq(size_t(M) * K), ds(size_t(M) * (K / 32) * 8);
-      dx.upload(xb.data(), xb.size() * 2);
-      const size_t ysz = y_f32 ? 4 : 2;
-      DevBuf dy(size_t(M) * ldy * ysz);
-      dy.poison();
-      quantize_q8(act(), dx.p, M, K, dq.as<int8_t>(), ds.as<float>(), nullptr);
-      qgemv(act(), m, dq.as<int8_t>(), ds.as<float>(), dy.p, y_f32, M, ldy, nullptr);
-      CUDA_OK(cudaDeviceSynchronize());
-      std::vector<float> y(size_t(M) * ldy);
-      if (y_f32) {
-        dy.download(y.data(), y.size() * 4);
-      } else {
-        y = download16(act(), dy, y.size());
-      }
-      for (int r = 0; r < M; ++r) {
-        for (int n = 0; n < N; ++n) {
-          double ref = 0, bound = 0, mag = 0;
-          for (int k0 = 0; k0 < K; k0 += 32) {
-            float amax = 0;
-            for (int k = k0; k < k0 + 32; ++k) amax = std::max(amax, std::fabs(x[size_t(r) * K + k]));
-            for (int k = k0; k < k0 + 32; ++k) {
-              const double wv = h.deq[size_t(n) * K + k], xv = x[size_t(r) * K + k];
-              ref += wv * xv;
-              mag += std::fabs(wv * xv);
-              bound += std::fabs(wv) * amax / 127 / 2;  // x's int8 rounding: half a step per value
-            }
+  const float eps = 1e-5f;
+  std::mt19937 gw(5);
+  std::vector<float> nw = rand_vec(gw, K, 0.5f, 1.5f);
+  std::vector<uint16_t> nwb = quantize16(act(), nw);
+  DevBuf dnw(nwb.size() * 2);
+  dnw.upload(nwb.data(), nwb.size() * 2);
+  struct Case {
+    GemvPrologue pro;
+    bool add, y_f32;
+    int M;
+  };
+  const Case cases[] = {{GemvPrologue::kNone, false, false, 1},   {GemvPrologue::kNone, false, true, 3},
+                        {GemvPrologue::kNone, false, false, 8},   {GemvPrologue::kNone, false, true, 2},
+                        {GemvPrologue::kRmsNorm, false, true, 1}, {GemvPrologue::kRmsNorm, true, false, 5},
+                        {GemvPrologue::kSiluMul, true, false, 1}, {GemvPrologue::kSiluMul, false, false, 4}};
+  for (const Case& c : cases) {
+    const int M = c.M;
+    const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
+    std::mt19937 g(100 + M + 10 * int(c.pro));
+    std::vector<float> x = rand_vec(g, size_t(M) * xw, -2.f, 2.f);
+    std::vector<uint16_t> xb = quantize16(act(), x);  // x rounded to act, as the model holds it
+    const std::vector<float> xp = apply_prologue(act(), c.pro, x, nw, M, K, eps);
+    DevBuf dx(xb.size() * 2);
+    dx.upload(xb.data(), xb.size() * 2);
+    const size_t ysz = c.y_f32 ? 4 : 2;
+    DevBuf dy(size_t(M) * ldy * ysz);
+    dy.poison();
+    std::vector<float> y0(size_t(M) * ldy, 0.f);
+    if (c.add) {  // y starts as a residual stream in act
+      std::vector<float> r = rand_vec(g, y0.size());
+      std::vector<uint16_t> rb = quantize16(act(), r);
+      y0 = r;
+      dy.upload(rb.data(), rb.size() * 2);
+    }
+    QGemvFusion f;
+    f.prologue = c.pro;
+    f.norm_weight = dnw.p;
+    f.eps = eps;
+    f.add_to_y = c.add;
+    f.y_f32 = c.y_f32;
+    f.ldy = ldy;
+    qgemv(act(), m, dx.p, dy.p, M, f, nullptr);
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> y(size_t(M) * ldy);
+    if (c.y_f32)
+      dy.download(y.data(), y.size() * 4);
+    else
+      y = download16(act(), dy, y.size());
+    const double out_ulp = c.y_f32 ? 0 : (act() == DType::F16 ? 1.0 / 1024 : 1.0 / 128);
+    for (int r = 0; r < M; ++r) {
+      for (int n = 0; n < N; ++n) {
+        double ref = 0, bound = 0, mag = 0;
+        for (int k0 = 0; k0 < K; k0 += 32) {
+          float amax = 0;
+          for (int k = k0; k < k0 + 32; ++k) amax = std::max(amax, std::fabs(xp[size_t(r) * K + k]));
+          for (int k = k0; k < k0 + 32; ++k) {
+            const double wv = h.deq[size_t(n) * K + k], xv = xp[size_t(r) * K + k];
+            ref += wv * xv;
+            mag += std::fabs(wv * xv);
+            bound += std::fabs(wv) * amax / 127 / 2;  // x's int8 rounding: half a step per value
           }
-          // fp32 accumulation and scale products, and the output's rounding to act.
-          const double tol =
-              1.0001 * bound + 1e-5 * mag + (y_f32 ? 0 : std::fabs(ref) / (act() == DType::F16 ? 1024 : 128));
-          const float got = y[size_t(r) * ldy + n];
-          EXPECT_NEAR(got, ref, tol) << dtype_name(qt()) << " M " << M << " row " << r << " n " << n
-                                     << (y_f32 ? " f32" : "");
         }
+        const double base = c.add ? y0[size_t(r) * ldy + n] : 0;
+        ref += base;
+        // fp32 accumulation and scale products, and the output's rounding to act.
+        const double tol = 1.0001 * bound + 1e-5 * (mag + std::fabs(base)) + out_ulp * std::fabs(ref);
+        EXPECT_NEAR(y[size_t(r) * ldy + n], ref, tol)
+            << dtype_name(qt()) << " prologue " << int(c.pro) << " add " << c.add << " M " << M << " row "
+            << r << " n " << n << (c.y_f32 ? " f32" : "");
+      }
+      if (!c.add) {
         for (int n = N; n < ldy; ++n)  // untouched past N
           EXPECT_TRUE(std::isnan(y[size_t(r) * ldy + n])) << "column " << n << " written";
       }
@@ -168,7 +224,10 @@ TEST(QuantKernels, LayoutsAndErrors) {
     EXPECT_NE(std::string(e.what()).find("multiple of 256"), std::string::npos) << e.what();
   }
   m.cols = 256;
-  EXPECT_THROW(qgemv(DType::F16, m, nullptr, nullptr, nullptr, false, 9, 4, nullptr), Error);
+  EXPECT_THROW(qgemv(DType::F16, m, b.p, b.p, 9, QGemvFusion{}, nullptr), Error);
+  QGemvFusion no_weight;
+  no_weight.prologue = GemvPrologue::kRmsNorm;
+  EXPECT_THROW(qgemv(DType::F16, m, b.p, b.p, 1, no_weight, nullptr), Error);
 }
 
 }  // namespace

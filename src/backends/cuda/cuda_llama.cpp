@@ -108,11 +108,9 @@ struct CudaLlama::Impl {
   void* final_norm = nullptr;  // [H]
   Lin lm_head;                 // [V, H] (the embedding when tied)
   std::vector<LayerWeights> layers;
-  WeightPlan plan;         // the weights' storage types (allocate)
-  bool quantized = false;  // any layer weight stays quantized: the varlen path with quantized linears
-  int8_t* xq = nullptr;    // [qmax rows, kmax]: activations quantized for qgemv
-  float* xs = nullptr;     // [qmax rows, kmax / 32, 2]
-  int qmax = 0, kmax = 0;
+  WeightPlan plan;           // the weights' storage types (allocate)
+  bool quantized = false;    // some layer weight stays quantized (QMatrix parts)
+  int qmax = 0;              // batches of up to qmax rows take qgemv
   void* wscratch = nullptr;  // one dequantized linear weight (act) for the GEMM path
   size_t wscratch_bytes = 0;
   float* inv_freq = nullptr;  // [hd / 2]
@@ -171,6 +169,10 @@ struct CudaLlama::Impl {
   // y = x W^T for M rows: the fp16 / bf16 GEMV / GEMM, or for quantized weights qgemv (up to
   // opt.quant_gemv_max_rows rows) or a dequantization into wscratch and the GEMM.
   void mm(const Lin& w, const void* x, void* y, bool y_f32, int M);
+  // The batch-1 step with quantized weights (forward_decode1's counterpart; every part quantized).
+  void forward_decode1q();
+  // y (+)= x' W^T for one row through qgemv's prologue / epilogue fusions (all parts quantized).
+  void mmq(const Lin& w, const void* x, void* y, const QGemvFusion& f);
   DType storage_type(DType file_type, int64_t cols) const;
   LinPlan plan_of(std::initializer_list<const WeightView*> views) const;
   void alloc_lin(Lin& w, const LinPlan& plan, int K, const std::string& name);
@@ -209,9 +211,7 @@ struct CudaLlama::Impl {
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
     b += 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
-    if (quantized)
-      b += size_t(std::max(1, std::min(mmax, opt.quant_gemv_max_rows))) * std::max({H, I, nh * hd}) * 3 +
-           wscratch_bytes;
+    if (quantized) b += wscratch_bytes;
     return b + 16 * 256;  // allocation rounding
   }
 };
@@ -289,11 +289,14 @@ void CudaLlama::Impl::allocate(size_t extra) {
   }
   mem.weights = alloc.allocated() - before;
   if (quantized) {
-    fast_ok = false;  // the fused batch-1 path reads fp16 / bf16 weights only
+    // The batch-1 path has a quantized variant (forward_decode1q) when no layer projection mixes in an
+    // fp16 / bf16 part; without PDL.
+    for (const LayerWeights& lw : layers)
+      for (const Lin* w : {&lw.qkv, &lw.o, &lw.gate_up, &lw.down})
+        for (const LinPart& part : w->parts)
+          if (part.type == act) fast_ok = false;
+    pdl = false;
     qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
-    kmax = std::max({H, I, nh * hd});
-    xq = static_cast<int8_t*>(alloc.alloc(size_t(qmax) * kmax, "quantized activations"));
-    xs = alloc.alloc_n<float>(size_t(qmax) * (kmax / 32) * 2, "activation scales");
     wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
   }
   before = alloc.allocated();
@@ -373,15 +376,16 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
     }
     return lt->run(act, wscratch, x, y, y_f32, M, w.N, w.K, stream);
   }
-  quantize_q8(act, x, M, w.K, xq, xs, stream);
+  QGemvFusion f;
+  f.y_f32 = y_f32;
+  f.ldy = w.N;
   for (int m0 = 0; m0 < M; m0 += 8) {
     const int mc = std::min(8, M - m0);
     char* yb = static_cast<char*>(y) + size_t(m0) * w.N * ysz;
     for (const LinPart& part : w.parts) {
       char* yp = yb + size_t(part.row0) * ysz;
       if (part.type != act) {
-        qgemv(act, w.q(part), xq + size_t(m0) * w.K, xs + size_t(m0) * (w.K / 32) * 2, yp, y_f32, mc, w.N,
-              stream);
+        qgemv(act, w.q(part), static_cast<const char*>(x) + size_t(m0) * w.K * esz, yp, mc, f, stream);
       } else if (mc == 1) {
         gemv(act, part.data, static_cast<const char*>(x) + size_t(m0) * w.K * esz, yp, y_f32, 1, part.rows,
              w.K, stream);
@@ -393,6 +397,14 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
       }
     }
   }
+}
+
+void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusion& f) {
+  QGemvFusion pf = f;
+  pf.ldy = w.N;
+  const size_t ysz = f.y_f32 ? 4 : esz;
+  for (const LinPart& part : w.parts)
+    qgemv(act, w.q(part), x, static_cast<char*>(y) + size_t(part.row0) * ysz, 1, pf, stream);
 }
 
 namespace {
@@ -624,6 +636,7 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
 // embedding may start while its predecessor drains. Reads its inputs from device memory only, so one captured
 // graph serves every step. Leaves the logits in plogits row 0 and the argmax in pids[0].
 void CudaLlama::Impl::forward_decode1() {
+  if (quantized) return forward_decode1q();
   const int32_t* d_ids = fin;
   const int32_t* d_pos = fin + 1;
   const int32_t* d_slot = fin + 2;
@@ -673,6 +686,54 @@ void CudaLlama::Impl::forward_decode1() {
   norm_attn.norm_weight = final_norm;
   gemv_fused(act, lm_head.p, x, plogits, true, 1, V, H, norm_attn, stream, pdl);
   argmax(plogits, V, pids, stream, pdl, dh_pids);
+}
+
+// forward_decode1 with quantized weights: per layer the QKV qgemv (RMSNorm in its staging of x), RoPE + KV
+// append, the split-K attention, the o qgemv adding into x, the gate_up qgemv (RMSNorm), the down qgemv
+// (SiLU-mul in its staging, adding into x): 6 launches per layer (7 where q / k and v differ in type).
+void CudaLlama::Impl::forward_decode1q() {
+  const int32_t* d_ids = fin;
+  const int32_t* d_pos = fin + 1;
+  const int32_t* d_slot = fin + 2;
+  const int32_t* d_table = fin + 3;
+  const float scale = 1.f / std::sqrt(float(hd));
+  QGemvFusion norm, add, silu_add;
+  norm.prologue = GemvPrologue::kRmsNorm;
+  norm.eps = cfg.rms_eps;
+  add.add_to_y = true;
+  silu_add.prologue = GemvPrologue::kSiluMul;
+  silu_add.add_to_y = true;
+  embedding(act, d_ids, 1, embed, V, H, x, stream);
+  for (int l = 0; l < L; ++l) {
+    const LayerWeights& lw = layers[l];
+    norm.norm_weight = lw.attn_norm;
+    mmq(lw.qkv, x, qkv, norm);
+    rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, 1, nh, nkv, hd, pbs, q,
+                        kp_layer(l), vp_layer(l), stream);
+    decode_attention(act, q, kp_layer(l), vp_layer(l), d_table, pbs, d_pos, nh, nkv, hd, max_ctx, scale,
+                     attn_plan, part_o, part_stats, attn, stream, false, merge_counters);
+    mmq(lw.o, attn, x, add);
+    norm.norm_weight = lw.ffn_norm;
+    mmq(lw.gate_up, x, gu, norm);
+    mmq(lw.down, gu, x, silu_add);
+  }
+  if (lm_head.plain) {  // tied to the (dequantized) embedding
+    GemvFusion fn;
+    fn.prologue = GemvPrologue::kRmsNorm;
+    fn.eps = cfg.rms_eps;
+    fn.norm_weight = final_norm;
+    fn.persistent = true;
+    gemv_fused(act, lm_head.p, x, plogits, true, 1, V, H, fn, stream, false);
+  } else if (lm_head.parts.size() == 1 && lm_head.parts[0].type != act) {
+    QGemvFusion fl = norm;
+    fl.norm_weight = final_norm;
+    fl.y_f32 = true;
+    mmq(lm_head, x, plogits, fl);
+  } else {
+    add_rmsnorm(act, x, nullptr, final_norm, xn, 1, H, cfg.rms_eps, stream);
+    mm(lm_head, xn, plogits, true, 1);
+  }
+  argmax(plogits, V, pids, stream, false, dh_pids);
 }
 
 // The upload of fin must stay a full dependency of the first kernel (the embedding, launched without PDL):

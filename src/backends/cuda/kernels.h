@@ -112,13 +112,22 @@ struct QMatrix {
   size_t payload_bytes() const;
 };
 
-// Activations for qgemv: x [M, K] (act) -> xq [M, K] int8 and xs [M, K / 32] pairs (d, d * sum(q)) per 32
-// values, x ~ d * q, d = max|x| / 127. K a multiple of 32; xq 16-byte aligned.
-void quantize_q8(DType act, const void* x, int M, int K, int8_t* xq, float* xs, cudaStream_t stream);
-// y[m * ldy + n] = sum_k x[m, k] W[n, k] for n < W.rows, m < M (1..8), x given by quantize_q8; y fp32 if
-// y_f32 else act. K = W.cols.
-void qgemv(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32, int M,
-           int ldy, cudaStream_t stream);
+// y = x' W^T for M (1..8) rows of x (act), K = W.cols (a multiple of 32). Each block applies the prologue
+// to x (kRmsNorm: x is the residual stream, x' = rmsnorm(x) * norm_weight; kSiluMul: x [M, 2K] holds
+// gate | up, x' = silu(gate) * up; each rounded to act as the separate kernels store it), quantizes x' to
+// int8 per 32 values (x' ~ d * q, d = max|x'| / 127, as llama.cpp's q8_1 activations) in shared memory, and
+// multiplies it with the weights' quants by dp4a, applying the block scales in fp32.
+// y[m * ldy + n] for n < W.rows: fp32 if y_f32 else act; add_to_y adds to it (the residual stream).
+struct QGemvFusion {
+  GemvPrologue prologue = GemvPrologue::kNone;
+  const void* norm_weight = nullptr;
+  float eps = 0.f;
+  bool add_to_y = false;
+  bool y_f32 = false;
+  int ldy = 0;  // 0: W.rows
+};
+void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
+           cudaStream_t stream);
 // dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W.
 void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream);
 

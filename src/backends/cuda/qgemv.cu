@@ -257,58 +257,114 @@ struct Dec<DType::Q6_K> {
   }
 };
 
-template <typename T>
-__device__ __forceinline__ void store_out(T* y, float v) {
-  *y = from_f32<T>(v);
+// One warp per 32 values v (one per lane): q = round(v / d), d = max|v| / 127; xs = (d, d * sum q).
+__device__ __forceinline__ void quantize32(float v, int8_t* xq, float2* xs) {
+  const int lane = threadIdx.x & 31;
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.f;
+  const int q = amax > 0.f ? max(-127, min(127, __float2int_rn(v / d))) : 0;
+  xq[lane] = int8_t(q);
+  const float s = warp_sum(float(q));
+  if (lane == 0) *xs = make_float2(d, d * s);
 }
 
-// y[m * ldy + row] = sum_k x[m, k] W[row, k] for M rows of int8 x (xs: (d, d * sum q) per 32 values).
-template <DType QT, int M, typename TY>
+struct QFuse {
+  int prologue;        // GemvPrologue
+  const void* norm_w;  // kRmsNorm: [K]
+  float eps;
+  bool add;  // y += result
+  bool y_f32;
+  int ldy;
+};
+
+// y[m * ldy + row] (+)= sum_k x'[m, k] W[row, k] for the M rows of x (MT >= M), x' = the prologue applied
+// to x, rounded to T as the unfused kernels would store it, then quantized to int8 per 32 values into shared
+// memory (sq [MT][K], ss [MT][K / 32]). Each warp takes rows row, row + gridDim.x * warps, ...
+template <DType QT, int MT, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     qgemv_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
-                 const int8_t* __restrict__ xq, const float2* __restrict__ xs, TY* __restrict__ y, int ldy) {
+                 const T* __restrict__ x, int M, QFuse f, void* __restrict__ y) {
   using D = Dec<QT>;
   constexpr int U = D::kUnit;
-  const int lane = threadIdx.x & 31;
-  const int row = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (row >= N) return;
-  const int nb = K / D::kBlock;
-  const uint8_t* prow = pay + size_t(row) * nb * D::kPayload;
-  const uint8_t* hrow = hdr + size_t(row) * nb * D::kHeader;
-  const int units = K / U;
-  float acc[M];
-#pragma unroll
-  for (int m = 0; m < M; ++m) acc[m] = 0.f;
-  for (int u = lane; u < units; u += 32) {
-    int q[U / 4];
-    float a[U / 16], b[U / 32];
-    D::run(prow, hrow, u, q, a, b);
-    const int e0 = u * U;
-#pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const int8_t* xr = xq + size_t(m) * K + e0;
-      const float2* sr = xs + size_t(m) * (K / 32) + e0 / 32;
-#pragma unroll
-      for (int j = 0; j < U / 32; ++j) {
-        const int4 x0 = __ldg(reinterpret_cast<const int4*>(xr + 32 * j));
-        const int4 x1 = __ldg(reinterpret_cast<const int4*>(xr + 32 * j + 16));
-        int s0 = __dp4a(q[8 * j], x0.x, 0);
-        s0 = __dp4a(q[8 * j + 1], x0.y, s0);
-        s0 = __dp4a(q[8 * j + 2], x0.z, s0);
-        s0 = __dp4a(q[8 * j + 3], x0.w, s0);
-        int s1 = __dp4a(q[8 * j + 4], x1.x, 0);
-        s1 = __dp4a(q[8 * j + 5], x1.y, s1);
-        s1 = __dp4a(q[8 * j + 6], x1.z, s1);
-        s1 = __dp4a(q[8 * j + 7], x1.w, s1);
-        const float2 st = __ldg(sr + j);
-        acc[m] += st.x * (a[2 * j] * float(s0) + a[2 * j + 1] * float(s1)) + b[j] * st.y;
+  extern __shared__ int4 smem_q[];
+  __shared__ float red[32];
+  int8_t* sq = reinterpret_cast<int8_t*>(smem_q);
+  float2* ss = reinterpret_cast<float2*>(sq + size_t(MT) * K);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int chunks = K / 32;
+  for (int m = 0; m < M; ++m) {
+    float inv = 1.f;
+    const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+    if (f.prologue == int(GemvPrologue::kRmsNorm)) {
+      float sum = 0.f;
+      for (int i = threadIdx.x; i < K; i += blockDim.x) {
+        const float v = to_f32(xr[i]);
+        sum += v * v;
       }
+      inv = rsqrtf(block_sum(sum, red) / float(K) + f.eps);
+    }
+    for (int c = warp; c < chunks; c += kWarps) {
+      const int i = c * 32 + lane;
+      float v = to_f32(xr[i]);
+      if (f.prologue == int(GemvPrologue::kRmsNorm)) {
+        v = to_f32(from_f32<T>(v * inv * to_f32(static_cast<const T*>(f.norm_w)[i])));
+      } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
+        const float sl = v / (1.f + __expf(-v));
+        v = to_f32(from_f32<T>(sl * to_f32(xr[K + i])));
+      }
+      quantize32(v, sq + size_t(m) * K + c * 32, ss + size_t(m) * chunks + c);
     }
   }
+  __syncthreads();
+  const int nb = K / D::kBlock;
+  const int units = K / U;
+  for (int row = blockIdx.x * kWarps + warp; row < N; row += gridDim.x * kWarps) {
+    const uint8_t* prow = pay + size_t(row) * nb * D::kPayload;
+    const uint8_t* hrow = hdr + size_t(row) * nb * D::kHeader;
+    float acc[MT];
 #pragma unroll
-  for (int m = 0; m < M; ++m) {
-    const float v = warp_sum(acc[m]);
-    if (lane == 0) store_out(y + size_t(m) * ldy + row, v);
+    for (int m = 0; m < MT; ++m) acc[m] = 0.f;
+    for (int u = lane; u < units; u += 32) {
+      int q[U / 4];
+      float a[U / 16], b[U / 32];
+      D::run(prow, hrow, u, q, a, b);
+      const int e0 = u * U;
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        if (m >= M) break;
+        const int8_t* xq = sq + size_t(m) * K + e0;
+        const float2* st = ss + size_t(m) * chunks + e0 / 32;
+#pragma unroll
+        for (int j = 0; j < U / 32; ++j) {
+          const int4 x0 = *reinterpret_cast<const int4*>(xq + 32 * j);
+          const int4 x1 = *reinterpret_cast<const int4*>(xq + 32 * j + 16);
+          int s0 = __dp4a(q[8 * j], x0.x, 0);
+          s0 = __dp4a(q[8 * j + 1], x0.y, s0);
+          s0 = __dp4a(q[8 * j + 2], x0.z, s0);
+          s0 = __dp4a(q[8 * j + 3], x0.w, s0);
+          int s1 = __dp4a(q[8 * j + 4], x1.x, 0);
+          s1 = __dp4a(q[8 * j + 5], x1.y, s1);
+          s1 = __dp4a(q[8 * j + 6], x1.z, s1);
+          s1 = __dp4a(q[8 * j + 7], x1.w, s1);
+          const float2 sc = st[j];
+          acc[m] += sc.x * (a[2 * j] * float(s0) + a[2 * j + 1] * float(s1)) + b[j] * sc.y;
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      if (m >= M) break;
+      const float v = warp_sum(acc[m]);
+      if (lane != 0) continue;
+      const size_t o = size_t(m) * f.ldy + row;
+      if (f.y_f32) {
+        float* yo = static_cast<float*>(y) + o;
+        *yo = f.add ? *yo + v : v;
+      } else {
+        T* yo = static_cast<T*>(y) + o;
+        *yo = from_f32<T>(f.add ? to_f32(*yo) + v : v);
+      }
+    }
   }
 }
 
@@ -340,66 +396,43 @@ __global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* 
   }
 }
 
-// One warp per 32 values: xq = round(x / d), d = max|x| / 127; xs = (d, d * sum xq).
-__device__ __forceinline__ void quantize32(float v, int8_t* xq, float2* xs) {
-  const int lane = threadIdx.x & 31;
-  const float amax = warp_max(fabsf(v));
-  const float d = amax / 127.f;
-  const int q = amax > 0.f ? max(-127, min(127, __float2int_rn(v / d))) : 0;
-  xq[lane] = int8_t(q);
-  const float s = warp_sum(float(q));
-  if (lane == 0) *xs = make_float2(d, d * s);
-}
-
-template <typename T>
-__global__ void quantize_q8_kernel(const T* __restrict__ x, int K, int rows_chunks, int8_t* __restrict__ xq,
-                                   float2* __restrict__ xs) {
-  const int chunk = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);  // 32 values of row m
-  const int m = blockIdx.y;
-  if (chunk >= rows_chunks) return;
-  const size_t e = size_t(m) * K + size_t(chunk) * 32;
-  quantize32(to_f32(x[e + (threadIdx.x & 31)]), xq + e, xs + size_t(m) * (K / 32) + chunk);
-}
-
-template <DType QT, int M>
-void launch_qgemv_t(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32,
-                    int ldy, cudaStream_t stream) {
-  const dim3 grid((w.rows + kWarps - 1) / kWarps);
+// Launches MT's instantiation for M rows: a grid of at most 4 blocks per SM (each block stages x once),
+// shared memory for MT rows of quantized x.
+template <DType QT, int MT>
+void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, void* y,
+                    cudaStream_t stream) {
+  static int sm_count = 0;
+  if (!sm_count) {
+    int dev = 0;
+    LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
+    LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
+  }
+  const size_t smem = size_t(MT) * w.cols + size_t(MT) * (w.cols / 32) * sizeof(float2);
+  const int blocks = std::min((w.rows + kWarps - 1) / kWarps, 4 * sm_count);
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
-  const auto* s2 = reinterpret_cast<const float2*>(xs);
-  if (y_f32) {
-    qgemv_kernel<QT, M, float>
-        <<<grid, kWarps * 32, 0, stream>>>(pay, hdr, w.rows, w.cols, xq, s2, static_cast<float*>(y), ldy);
-  } else {
-    LLAMARUN_DISPATCH_ACT(act, "qgemv", {
-      qgemv_kernel<QT, M, T>
-          <<<grid, kWarps * 32, 0, stream>>>(pay, hdr, w.rows, w.cols, xq, s2, static_cast<T*>(y), ldy);
-    });
-  }
+  LLAMARUN_DISPATCH_ACT(act, "qgemv", {
+    auto kernel = qgemv_kernel<QT, MT, T>;
+    if (smem > 48 * 1024) {
+      static size_t opted = 0;  // per instantiation
+      if (smem > opted) {
+        LLAMARUN_CUDA_CHECK(
+            cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+        opted = smem;
+      }
+    }
+    kernel<<<blocks, kWarps * 32, smem, stream>>>(pay, hdr, w.rows, w.cols, static_cast<const T*>(x), M, f,
+                                                  y);
+  });
 }
 
 template <DType QT>
-void launch_qgemv_m(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32,
-                    int M, int ldy, cudaStream_t stream) {
-  switch (M) {
-    case 1:
-      return launch_qgemv_t<QT, 1>(act, w, xq, xs, y, y_f32, ldy, stream);
-    case 2:
-      return launch_qgemv_t<QT, 2>(act, w, xq, xs, y, y_f32, ldy, stream);
-    case 3:
-      return launch_qgemv_t<QT, 3>(act, w, xq, xs, y, y_f32, ldy, stream);
-    case 4:
-      return launch_qgemv_t<QT, 4>(act, w, xq, xs, y, y_f32, ldy, stream);
-    case 5:
-      return launch_qgemv_t<QT, 5>(act, w, xq, xs, y, y_f32, ldy, stream);
-    case 6:
-      return launch_qgemv_t<QT, 6>(act, w, xq, xs, y, y_f32, ldy, stream);
-    case 7:
-      return launch_qgemv_t<QT, 7>(act, w, xq, xs, y, y_f32, ldy, stream);
-    default:
-      return launch_qgemv_t<QT, 8>(act, w, xq, xs, y, y_f32, ldy, stream);
-  }
+void launch_qgemv_m(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, void* y,
+                    cudaStream_t stream) {
+  if (M == 1) return launch_qgemv_t<QT, 1>(act, w, x, M, f, y, stream);
+  if (M == 2) return launch_qgemv_t<QT, 2>(act, w, x, M, f, y, stream);
+  if (M <= 4) return launch_qgemv_t<QT, 4>(act, w, x, M, f, y, stream);
+  return launch_qgemv_t<QT, 8>(act, w, x, M, f, y, stream);
 }
 
 void check_qmatrix(const QMatrix& w, const char* where) {
@@ -419,40 +452,33 @@ size_t QMatrix::payload_bytes() const {
   return size_t(rows) * size_t(cols / l.block) * size_t(l.payload);
 }
 
-void quantize_q8(DType act, const void* x, int M, int K, int8_t* xq, float* xs, cudaStream_t stream) {
-  if (M <= 0) return;
-  if (K % 32) fail("quantize_q8: ", K, " values per row is not a multiple of 32");
-  const int chunks = K / 32;
-  const dim3 grid((chunks + 7) / 8, M);
-  LLAMARUN_DISPATCH_ACT(act, "quantize_q8", {
-    quantize_q8_kernel<T>
-        <<<grid, 256, 0, stream>>>(static_cast<const T*>(x), K, chunks, xq, reinterpret_cast<float2*>(xs));
-  });
-  LLAMARUN_CUDA_LAUNCH_CHECK("quantize_q8");
-}
-
-void qgemv(DType act, const QMatrix& w, const int8_t* xq, const float* xs, void* y, bool y_f32, int M,
-           int ldy, cudaStream_t stream) {
+void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
+           cudaStream_t stream) {
   check_qmatrix(w, "qgemv");
   if (M < 1 || M > 8) fail("qgemv: ", M, " rows of x (1 to 8)");
+  if (w.cols % 32) fail("qgemv: ", w.cols, " columns is not a multiple of 32");
+  if (fusion.prologue == GemvPrologue::kRmsNorm && !fusion.norm_weight)
+    fail("qgemv: the RMSNorm prologue needs the norm weight");
+  QFuse f{int(fusion.prologue), fusion.norm_weight, fusion.eps,
+          fusion.add_to_y,      fusion.y_f32,       fusion.ldy > 0 ? fusion.ldy : w.rows};
   switch (w.type) {
     case DType::Q8_0:
-      launch_qgemv_m<DType::Q8_0>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      launch_qgemv_m<DType::Q8_0>(act, w, x, M, f, y, stream);
       break;
     case DType::Q4_0:
-      launch_qgemv_m<DType::Q4_0>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      launch_qgemv_m<DType::Q4_0>(act, w, x, M, f, y, stream);
       break;
     case DType::Q4_1:
-      launch_qgemv_m<DType::Q4_1>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      launch_qgemv_m<DType::Q4_1>(act, w, x, M, f, y, stream);
       break;
     case DType::Q4_K:
-      launch_qgemv_m<DType::Q4_K>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      launch_qgemv_m<DType::Q4_K>(act, w, x, M, f, y, stream);
       break;
     case DType::Q5_K:
-      launch_qgemv_m<DType::Q5_K>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      launch_qgemv_m<DType::Q5_K>(act, w, x, M, f, y, stream);
       break;
     default:
-      launch_qgemv_m<DType::Q6_K>(act, w, xq, xs, y, y_f32, M, ldy, stream);
+      launch_qgemv_m<DType::Q6_K>(act, w, x, M, f, y, stream);
       break;
   }
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
