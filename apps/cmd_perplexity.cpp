@@ -20,15 +20,15 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "kv/paged_kv_pool.h"
+#ifdef LLAMARUN_WITH_CUDA
+#include "backends/cuda/cuda_step_model.h"
+#endif
 
 namespace llamarun::cli {
 
 namespace {
 
 // The CPU forward over the paged pool with logits for b.logit_rows (one line, so a rename stays trivial).
-void run_forward(LlamaModel& m, const BatchInput& b, PagedKVPool& kv, float* logits) {
-  m.forward(b, kv, logits);
-}
 
 // -log softmax(logits)[tok], the max-shifted sum of exps accumulated in double as llama.cpp does.
 double neg_log_prob(const float* logits, int n_vocab, int tok) {
@@ -40,6 +40,7 @@ double neg_log_prob(const float* logits, int n_vocab, int tok) {
 
 std::vector<OptSpec> perplexity_model_opts() {
   auto v = model_opts();
+  v.push_back(device_opt());
   for (auto& o : v)
     if (o.long_name == "--ctx") o.help = "window size in tokens", o.def = "512";
   return v;
@@ -93,10 +94,33 @@ int cmd_perplexity(int argc, char** argv) {
     windows = int(std::min<long long>(windows, c));
   }
 
-  LlamaModel& m = *model->llama;
   const LlamaConfig& cfg = model->cfg;
   const int block = 16, n_blocks = (ctx + block - 1) / block;
-  PagedKVPool pool(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, block, n_blocks);
+  // The CPU forward over its own pool, or the GPU backend (its pool inside) for --device cuda.
+  const std::string device = device_from(args);
+  std::unique_ptr<PagedKVPool> pool;
+  std::unique_ptr<StepModel> gpu;
+  std::vector<int32_t> ids(static_cast<size_t>(batch));
+  if (is_cuda_device(device)) {
+#ifdef LLAMARUN_WITH_CUDA
+    CudaLlamaOptions co;
+    co.device = device;
+    co.dtype = gpu_dtype_from(args, *model);
+    co.max_context = ctx;
+    co.paged_max_tokens = batch;
+    co.paged_max_seqs = 1;
+    gpu = make_cuda_step_model(*model, co);
+    gpu->init_kv(block, n_blocks, 0);
+#endif
+  } else {
+    pool = std::make_unique<PagedKVPool>(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, block, n_blocks);
+  }
+  auto run_forward = [&](const BatchInput& in, float* out) {
+    if (gpu)
+      gpu->forward(in, nullptr, ids.data(), out);
+    else
+      model->llama->forward(in, *pool, out);
+  };
   std::vector<int32_t> table(static_cast<size_t>(n_blocks));
   std::iota(table.begin(), table.end(), 0);
   const int first = ctx / 2;
@@ -124,10 +148,10 @@ int cmd_perplexity(int argc, char** argv) {
       }
       if (b.logit_rows.empty()) {
         b.logit_rows.push_back(n - 1);  // forward_batch wants at least one row; this one is not scored
-        run_forward(m, b, pool, logits.data());
+        run_forward(b, logits.data());
         continue;
       }
-      run_forward(m, b, pool, logits.data());
+      run_forward(b, logits.data());
       for (size_t r = 0; r < b.logit_rows.size(); ++r) {
         const int p = pos + b.logit_rows[r];
         nll += neg_log_prob(logits.data() + r * size_t(V), V, win[p + 1]);

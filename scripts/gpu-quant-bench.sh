@@ -8,14 +8,18 @@
 #   start   unpack and build llama.cpp in the background; write the F16 GGUF in the background
 #   wait    wait (up to 9 minutes) for both; then llama-quantize the variants
 #   bench   the comparison: prints one line per (engine, file, test)
-# LLAMARUN_BIN: the llamarun binary (default .cudawork/b/llamarun from scripts/pack-gpu-bins.sh).
+#   ppl     perplexity of a real model's quantized GGUF on the CPU and on the GPU (same binary, same file):
+#           the file arrives in pieces .gpp1/ .gpp2/ .gpp3/ (one per call: the transfer limit), joined in /tmp
+# LLAMARUN_BIN: the llamarun binary (default: the one `start` copies from .cudawork/b, scripts/pack-gpu-bins.sh).
 set -euo pipefail
 PHASE=${1:?start|wait|bench}
 W=/tmp/qb
 mkdir -p "$W"
-LB=${LLAMARUN_BIN:-$PWD/.cudawork/b/llamarun}
+LB=${LLAMARUN_BIN:-$W/b/llamarun}
+for d in .gpp1 .gpp2 .gpp3; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "$W/parts/"; done
 case "$PHASE" in
   start)
+    if [ -f .cudawork/unpack.sh ]; then bash .cudawork/unpack.sh && rm -rf "$W/b" && cp -r .cudawork/b "$W/b"; fi
     if [ ! -x "$W/lcpp/build/bin/llama-bench" ] && ! pgrep -f "lcpp/build" >/dev/null; then
       rm -rf "$W/lcpp" && mkdir -p "$W/lcpp"
       tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
@@ -61,6 +65,15 @@ case "$PHASE" in
         "$B" -m "$m" -fa 1 -ngl 99 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | \
           python3 -c "import sys,json; [print(json.dumps({k:d[k] for k in ('n_prompt','n_gen','avg_ts','stddev_ts')})) for d in map(json.loads,sys.stdin)]"
       fi
+    done
+    ;;
+  ppl)
+    P="$W/parts"
+    [ -s "$W/ppl.gguf" ] || cat "$P"/smolpart.* >"$W/ppl.gguf"
+    md5sum "$W/ppl.gguf"
+    for dev in cpu cuda; do
+      echo "== perplexity $dev"
+      "$LB" perplexity -m "$W/ppl.gguf" -f "$P/GPL-3" --chunks "${CHUNKS:-8}" --device "$dev" --json 2>&1 | tail -1
     done
     ;;
 esac
