@@ -6,7 +6,7 @@
 # llama-bench -fa 1 and `llamarun bench --device cuda` on each file.
 # Phases, each well under the machine's 10-minute call limit (/tmp survives while the machine stays warm):
 #   start   unpack and build llama.cpp in the background; write the F16 GGUF in the background
-#   wait    wait (up to 9 minutes) for both; then llama-quantize the variants
+#   wait    wait (up to 9 minutes) for both; then llama-quantize the variants (TYPES, default Q8_0 Q4_K_M)
 #   bench   the comparison: prints one line per (engine, file, test)
 #   ppl     perplexity of a real model's quantized GGUF on the CPU and on the GPU (same binary, same file):
 #           the file arrives in pieces .gpp1/ .gpp2/ .gpp3/ (one per call: the transfer limit), joined in /tmp
@@ -20,13 +20,14 @@ for d in .gpp1 .gpp2 .gpp3; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "
 case "$PHASE" in
   start)
     if [ -f .cudawork/unpack.sh ]; then bash .cudawork/unpack.sh && rm -rf "$W/b" && cp -r .cudawork/b "$W/b"; fi
-    if [ ! -x "$W/lcpp/build/bin/llama-bench" ] && ! pgrep -f "lcpp/build" >/dev/null; then
-      rm -rf "$W/lcpp" && mkdir -p "$W/lcpp"
-      tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
-      setsid bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+    if [ ! -d "$W/lcpp/gguf-py" ]; then
+      mkdir -p "$W/lcpp" && tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
+    fi
+    if [ -z "${NO_LLAMACPP:-}" ] && [ ! -x "$W/lcpp/build/bin/llama-bench" ] && ! pgrep -f "lcpp/build" >/dev/null; then
+      setsid nice -n 19 bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
         -DCMAKE_BUILD_TYPE=Release >$W/lcpp-build.log 2>&1 && \
-        cmake --build build -j 13 --target llama-bench llama-quantize llama-perplexity >>$W/lcpp-build.log 2>&1; \
+        cmake --build build -j 10 --target llama-bench llama-quantize llama-perplexity >>$W/lcpp-build.log 2>&1; \
         echo rc=\$? >>$W/lcpp-build.log" </dev/null >/dev/null 2>&1 &
     fi
     if [ ! -s "$W/7b-f16.gguf" ]; then
@@ -39,15 +40,22 @@ case "$PHASE" in
     echo started
     ;;
   wait)
+    # The F16 file; llama.cpp's build too unless NO_LLAMACPP (then llamarun's own quantizer, whose blocks are
+    # byte-identical to llama.cpp's, makes the variants).
     for _ in $(seq 540); do
-      grep -q '^rc=' "$W/lcpp-build.log" 2>/dev/null && grep -q '^rc=' "$W/gen.log" 2>/dev/null && break
+      grep -q '^rc=' "$W/gen.log" 2>/dev/null && { [ -n "${NO_LLAMACPP:-}" ] || grep -q '^rc=' "$W/lcpp-build.log" 2>/dev/null; } && break
       sleep 1
     done
-    tail -3 "$W/lcpp-build.log"
+    tail -2 "$W/lcpp-build.log" || true
     tail -2 "$W/gen.log"
     Q="$W/lcpp/build/bin/llama-quantize"
-    for t in Q8_0 Q4_K_M Q6_K; do
-      [ -s "$W/7b-$t.gguf" ] || "$Q" "$W/7b-f16.gguf" "$W/7b-$t.gguf" "$t" 14 >"$W/quant-$t.log" 2>&1 &
+    for t in ${TYPES:-Q8_0 Q4_K_M}; do
+      [ -s "$W/7b-$t.gguf" ] && continue
+      if [ -x "$Q" ]; then
+        "$Q" "$W/7b-f16.gguf" "$W/7b-$t.gguf" "$t" 8 >"$W/quant-$t.log" 2>&1 &
+      else
+        "$LB" quantize "$W/7b-f16.gguf" "$W/7b-$t.gguf" "$t" --quiet >"$W/quant-$t.log" 2>&1 &
+      fi
     done
     wait
     ls -la "$W"/*.gguf
