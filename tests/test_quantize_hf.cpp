@@ -60,6 +60,11 @@ TEST_P(QuantizeHf, Q8_0LogitsMatchTransformers) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   std::ifstream in(dir + "/golden.json");
   const nlohmann::json g = nlohmann::json::parse(in);
+  nlohmann::json q8_golden;
+  if (fs::exists(dir + "/golden-q8_0.json")) {
+    std::ifstream q8(dir + "/golden-q8_0.json");
+    q8_golden = nlohmann::json::parse(q8);
+  }
   // The transformers logits of the f32 computation (bf16 checkpoints carry them as logits_f32compute).
   const auto& ref_logits = g.contains("logits_f32compute") ? g["logits_f32compute"] : g["logits"];
   LoadOptions lo;
@@ -75,9 +80,9 @@ TEST_P(QuantizeHf, Q8_0LogitsMatchTransformers) {
     const std::vector<int32_t> prompt = g["prompts"][p].get<std::vector<int32_t>>();
     const std::vector<float> got = q->llama->prompt_logits(prompt);
     const std::vector<float> base = hf->llama->prompt_logits(prompt);
-    // Q8_0 keeps ~8 bits per weight: relative weight error ~0.4%. Over these 2-3 layer models the logits
-    // move by well under 2% of their spread; a Q/K row permutation error or a wrong rope_freqs moves
-    // them by tens of percent.
+    // Q8_0 moves these tiny random models' logits by up to ~6% of their largest magnitude (transformers on
+    // the gguf package's Q8_0 of gqa_untied, golden-q8_0.json, differs from golden.json by 0.152 for logits
+    // up to 4.8); a Q/K row permutation error or wrong rope_freqs moves them by about their own size.
     double scale = 0, err_ref = 0, err_hf = 0;
     for (size_t t = 0; t < prompt.size(); ++t)
       for (int v = 0; v < V; ++v) {
@@ -86,11 +91,24 @@ TEST_P(QuantizeHf, Q8_0LogitsMatchTransformers) {
         err_ref = std::max(err_ref, std::fabs(got[t * V + v] - ref));
         err_hf = std::max(err_hf, double(std::fabs(got[t * V + v] - base[t * V + v])));
       }
-    EXPECT_LT(err_ref, 0.02 * scale + 1e-3)
-        << GetParam() << " prompt " << p << ": max |logit - transformers| " << err_ref << " for logits up to "
-        << scale;
-    EXPECT_LT(err_hf, 0.02 * scale + 1e-3) << GetParam() << " prompt " << p << ": max |Q8_0 - HF directory| "
-                                           << err_hf << " for logits up to " << scale;
+    EXPECT_LT(err_ref, 0.1 * scale) << GetParam() << " prompt " << p << ": max |logit - transformers| "
+                                    << err_ref << " for logits up to " << scale;
+    EXPECT_LT(err_hf, 0.1 * scale) << GetParam() << " prompt " << p << ": max |Q8_0 - HF directory| "
+                                   << err_hf << " for logits up to " << scale;
+    // Where tools/hf_to_gguf.py made a Q8_0 golden (transformers on the gguf package's Q8_0 quantization of
+    // every matrix, dequantized: what llama-quantize Q8_0 writes too), the logits match it as closely as
+    // f32 logits match transformers.
+    if (q8_golden.is_object()) {
+      double e = 0;
+      for (size_t t = 0; t < prompt.size(); ++t)
+        for (int v = 0; v < V; ++v) {
+          const double ref = q8_golden["logits"][p][t][v].get<double>();
+          e = std::max(e, std::fabs(got[t * V + v] - ref));
+          ASSERT_LE(std::fabs(got[t * V + v] - ref), 2e-4 + 2e-4 * std::fabs(ref))
+              << GetParam() << " prompt " << p << " position " << t << " token " << v;
+        }
+      SUCCEED() << "max |logit - golden-q8_0| " << e;
+    }
     EXPECT_GT(err_hf, 0.0) << "the Q8_0 file should not compute exactly the f32/bf16 logits";
   }
 }
