@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
+#include "formats/gguf.h"
 #include "model/model.h"
 
 using namespace llamarun;
@@ -138,6 +139,127 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, QuantizeHf, ::testing::ValuesIn(fixtures()),
                            return s;
                          });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(QuantizeHf);
+
+// GPT-2's byte -> printable character map (bytes_to_unicode), UTF-8 encoded.
+std::string byte_char(int b) {
+  int cp = b;
+  if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
+    int n = 0;
+    for (int x = 0; x < b; ++x)
+      if (!((x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255))) ++n;
+    cp = 256 + n;
+  }
+  std::string s;
+  if (cp < 0x80) {
+    s += char(cp);
+  } else {
+    s += char(0xC0 | (cp >> 6));
+    s += char(0x80 | (cp & 0x3F));
+  }
+  return s;
+}
+
+// A byte-level BPE tokenizer.json for the 1001-token fixture: the 256 byte symbols, a few merges (pair
+// form, as transformers >= 4.45 writes them), a special and a non-special added token, and either
+// SmolLM2's pre-tokenizer (Digits + ByteLevel) or Llama 3's (Split + ByteLevel without regex).
+nlohmann::json small_bpe_json(bool llama3) {
+  nlohmann::json vocab = nlohmann::json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+  const std::string G = byte_char(' ');
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {G, "t"}, {"h", "e"}, {G + "t", "he"}, {"1", "2"}, {"12", "3"}, {"i", "t"}, {"'", "s"}};
+  nlohmann::json m = nlohmann::json::array();
+  int id = 256;
+  for (auto& [a, b] : merges) {
+    vocab[a + b] = id++;
+    m.push_back({a, b});
+  }
+  nlohmann::json pre;
+  if (llama3)
+    pre = {{"type", "Sequence"},
+           {"pretokenizers",
+            {{{"type", "Split"},
+              {"pattern",
+               {{"Regex",
+                 "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+                 "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}},
+              {"behavior", "Isolated"},
+              {"invert", false}},
+             {{"type", "ByteLevel"},
+              {"add_prefix_space", false},
+              {"trim_offsets", true},
+              {"use_regex", false}}}}};
+  else
+    pre = {{"type", "Sequence"},
+           {"pretokenizers",
+            {{{"type", "Digits"}, {"individual_digits", true}},
+             {{"type", "ByteLevel"},
+              {"add_prefix_space", false},
+              {"trim_offsets", true},
+              {"use_regex", true}}}}};
+  return {{"version", "1.0"},
+          {"added_tokens",
+           {{{"id", 264},
+             {"content", "<|endoftext|>"},
+             {"special", true},
+             {"normalized", false},
+             {"lstrip", false},
+             {"rstrip", false},
+             {"single_word", false}},
+            {{"id", 263},
+             {"content", "<tool>"},
+             {"special", false},
+             {"normalized", false},
+             {"lstrip", false},
+             {"rstrip", false},
+             {"single_word", false}}}},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", pre},
+          {"post_processor", nullptr},
+          {"decoder",
+           {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}}},
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", nullptr},
+            {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", llama3},
+            {"vocab", vocab},
+            {"merges", m}}}};
+}
+
+// The vocabulary written into the GGUF file tokenizes text as the directory's tokenizer.json does
+// (llamarun's two loaders), for both pre-tokenizers llama.cpp names (smollm, llama-bpe).
+TEST(QuantizeHfCli, VocabularyTokenizesAsTheDirectory) {
+  for (bool llama3 : {false, true}) {
+    TmpDir tmp;
+    const std::string m = tmp.path + "/m";
+    fs::create_directories(m);
+    for (const char* f : {"config.json", "model.safetensors"})
+      fs::copy_file(kGoldenDir + "/headdim32_vocab1001/" + f, m + "/" + f);
+    std::ofstream(m + "/tokenizer.json") << small_bpe_json(llama3).dump();
+    std::ofstream(m + "/tokenizer_config.json")
+        << R"({"eos_token": "<|endoftext|>", "add_bos_token": false, "chat_template": "{{ messages }}"})";
+    const std::string out = tmp.path + "/q.gguf";
+    RunResult r = run_llamarun({"quantize", m, out, "Q8_0"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    auto g = load_model(out);
+    auto h = load_model(m);
+    ASSERT_TRUE(g->tokenizer && h->tokenizer);
+    EXPECT_EQ(meta_str(*g->weights, "tokenizer.ggml.pre", ""), llama3 ? "llama-bpe" : "smollm");
+    EXPECT_EQ(g->chat_template, "{{ messages }}");
+    EXPECT_EQ(g->tokenizer->eos_id(), 264);
+    for (const char* text : {"Hello the world 12345 it's", "  spaces\n\nnew lines 2024 <tool>x", "the123the",
+                             "<|endoftext|>", "caf\xC3\xA9 \xE2\x82\xAC 7"}) {
+      EXPECT_EQ(g->tokenizer->encode(text, true), h->tokenizer->encode(text, true)) << text;
+      EXPECT_EQ(g->tokenizer->encode(text, false), h->tokenizer->encode(text, false)) << text;
+    }
+    EXPECT_EQ(g->tokenizer->encode("<|endoftext|>", true), std::vector<int32_t>{264});
+  }
+}
 
 TEST(QuantizeHfCli, BadInput) {
   TmpDir tmp;
