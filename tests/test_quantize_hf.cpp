@@ -2,8 +2,9 @@
 // models saved by transformers, sharded and not, GQA / MQA / MHA, tied and untied, linear and Llama 3 rope
 // scaling, bf16): the Q8_0 GGUF it writes computes the logits of transformers' golden.json within Q8_0's
 // error, and quantizing the directory gives the same bytes as converting it to GGUF at its own dtype and
-// quantizing that file. (scripts/test-quantize-hf.sh checks the file's names, types, metadata and
-// vocabulary with the `gguf` PyPI package.)
+// quantizing that file; the vocabulary written from a tokenizer.json tokenizes as the directory does; and
+// `bench --random-weights --quantize` counts the streamed bytes. (scripts/test-quantize-hf.sh checks the
+// file's names, types, metadata and vocabulary with the `gguf` PyPI package.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -259,6 +260,34 @@ TEST(QuantizeHfCli, VocabularyTokenizesAsTheDirectory) {
     }
     EXPECT_EQ(g->tokenizer->encode("<|endoftext|>", true), std::vector<int32_t>{264});
   }
+}
+
+// `bench --random-weights PRESET --quantize TYPE` quantizes the random model under the scheme's rules and
+// counts the bytes a decode step streams. The "tiny" preset (hidden 64, intermediate 176, 2 layers, 4 heads
+// of 16, 2 KV heads, vocab 512, untied) under Q8_0 (34 bytes per 32 values; ffn_down's 176-value rows fall
+// back to F16): per layer q 64x68 + k 32x68 + v 32x68 + o 64x68 + gate/up 176x68 each + down 64x352 = 59520
+// B, two layers, plus output 512x68 = 34816: 153856 B of matrices; norms 5 x 64 x 4 B + one Q8_0 embedding
+// row 68 B = 1348 B.
+TEST(QuantizeHfCli, BenchRandomQuantizedCountsStreamedBytes) {
+  RunResult r = run_llamarun({"bench", "--random-weights", "tiny", "--quantize", "q8_0", "--pp", "8", "--tg",
+                              "4", "-r", "1", "-t", "1", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["model"], "random:tiny:Q8_0");
+  const auto& b = j["bytes_streamed_per_token"];
+  EXPECT_EQ(b["matrices"].get<int64_t>(), 153856);
+  EXPECT_EQ(b["norms_and_embedding_row"].get<int64_t>(), 1348);
+  // K and V of 2 layers x 2 KV heads x 16 values in f32, over depth 0 + tg/2 = 2 positions on average.
+  EXPECT_DOUBLE_EQ(b["kv_mean"].get<double>(), 2.0 * 2 * 2 * 16 * 4 * 2);
+  const double total = b["total"].get<double>();
+  EXPECT_DOUBLE_EQ(total, 153856 + 1348 + b["kv_mean"].get<double>());
+  const double tps = j["tg"]["tok_per_s_median"].get<double>(), gbs = j["tg"]["gbs"].get<double>();
+  EXPECT_NEAR(gbs, tps * total / 1e9, 1e-9 * gbs);
+  EXPECT_NEAR(j["tg"]["pct_of_read_bandwidth"].get<double>(),
+              100 * gbs / j["machine"]["read_bandwidth_gbs"].get<double>(), 1e-9);
+  r = run_llamarun({"bench", "--random-weights", "tiny", "--quantize", "q8_0", "--dtype", "f16"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--quantize"), std::string::npos) << r.err;
 }
 
 TEST(QuantizeHfCli, BadInput) {
