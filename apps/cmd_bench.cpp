@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "engine/generate.h"
+#include "model/quantize_model.h"
 #include "model/random_model.h"
 #include "ops/matmul.h"
 #ifdef LLAMARUN_WITH_CUDA
@@ -41,6 +42,14 @@ size_t streamed_weight_bytes(const LlamaWeights& w) {
   auto b = [](const WeightView& v) { return v.row_bytes() * size_t(v.rows); };
   size_t n = b(w.lm_head);
   for (auto& L : w.layers) n += b(L.wq) + b(L.wk) + b(L.wv) + b(L.wo) + b(L.w_gate) + b(L.w_up) + b(L.w_down);
+  return n;
+}
+
+// The rest of the weight bytes one decode step reads: the RMSNorm weights and one embedding row.
+size_t streamed_small_weight_bytes(const LlamaWeights& w) {
+  auto b = [](const WeightView& v) { return v.row_bytes() * size_t(v.rows); };
+  size_t n = b(w.out_norm) + w.tok_embd.row_bytes();
+  for (auto& L : w.layers) n += b(L.attn_norm) + b(L.ffn_norm);
   return n;
 }
 
@@ -254,7 +263,9 @@ int cmd_bench(int argc, char** argv) {
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
         "llamarun_bench_cuda)",
         "cpu"},
-       {"--quantize", "", true, "quantize the weights at load (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q4_1, ...)",
+       {"--quantize", "", true,
+        "quantize the weights at load (Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q4_0, Q4_1, ...; with --random-weights "
+        "the random f32 values are quantized under the same rules)",
         "off"},
        {"--json", "", false, "print one JSON object", ""}});
   args.parse(argc, argv, 2);
@@ -287,8 +298,12 @@ int cmd_bench(int argc, char** argv) {
                              : (fail("--dtype: unknown dtype '", dt, "'"), DType::F32);
     LlamaConfig rc = random_model_preset(args.str("--random-weights"));
     rc.max_position = std::max({rc.max_position, pp0 + 1, std::max(depth0, 1) + tg0 + 1});
-    m = make_random_model(rc, d, 1, std::min(pp0, 512));
-    model_name = "random:" + args.str("--random-weights") + ":" + dt;
+    const std::string q = args.str("--quantize", "");
+    if (!q.empty() && args.has("--dtype"))
+      fail("--dtype and --quantize exclude each other with --random-weights");
+    const QuantScheme scheme = q.empty() ? QuantScheme{} : parse_quant_scheme(q);
+    m = make_random_model(rc, d, 1, std::min(pp0, 512), q.empty() ? nullptr : &scheme);
+    model_name = "random:" + args.str("--random-weights") + ":" + (q.empty() ? dt : scheme.name);
   } else {
     LoadOptions lo;
     lo.max_batch = std::min(pp0, 512);
@@ -310,10 +325,14 @@ int cmd_bench(int argc, char** argv) {
   auto engine = make_engine(args, *m, "cpu", sh.ctx, bench_engine_config(sh));
   const Timings t = run_bench(*engine, sh, reps, c.vocab_size);
   const Stats &pps = t.pp, &tgs = t.tg;
+  // Bytes one decode step streams: every matrix (at its stored, possibly quantised size), the norms, one
+  // embedding row, and the f32 K and V of the positions attended to (depth + tg/2 on average over the run).
   const size_t wbytes = streamed_weight_bytes(m->llama->weights());
+  const size_t small_bytes = streamed_small_weight_bytes(m->llama->weights());
   const double kv_bytes_per_tok =
       2.0 * c.num_layers * c.num_kv_heads * c.head_dim * sizeof(float) * (depth + tg / 2.0);
-  const double tg_gbs = tgs.median * (wbytes + kv_bytes_per_tok) / 1e9;
+  const double tok_bytes = double(wbytes + small_bytes) + kv_bytes_per_tok;
+  const double tg_gbs = tgs.median * tok_bytes / 1e9;
   const double attn_flops = 4.0 * c.num_layers * c.num_heads * c.head_dim * (pp / 2.0);
   const double pp_gflops = pps.median * (linear_flops_per_token(c) + attn_flops) / 1e9;
   const bool bf16_w = m->llama->weights().layers[0].wq.dtype == DType::BF16 && bf16_peak > 0;
@@ -324,6 +343,11 @@ int cmd_bench(int argc, char** argv) {
       {"threads", threads},
       {"simd", simd_level_name()},
       {"weight_bytes_streamed_per_token", wbytes},
+      {"bytes_streamed_per_token",
+       {{"matrices", wbytes},
+        {"norms_and_embedding_row", small_bytes},
+        {"kv_mean", kv_bytes_per_tok},
+        {"total", tok_bytes}}},
       {"machine",
        {{"read_bandwidth_gbs", bw}, {"fp32_peak_gflops", f32_peak}, {"bf16_peak_gflops", bf16_peak}}},
       {"pp",
@@ -347,8 +371,11 @@ int cmd_bench(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("model %s | %d threads | SIMD %s | %.2f GB streamed per token\n", model_name.c_str(), threads,
-              simd_level_name(), wbytes / 1e9);
+  std::printf(
+      "model %s | %d threads | SIMD %s | %.4f GB streamed per token (matrices %.4f + norms/embedding row "
+      "%.6f + KV %.4f)\n",
+      model_name.c_str(), threads, simd_level_name(), tok_bytes / 1e9, wbytes / 1e9, small_bytes / 1e9,
+      kv_bytes_per_tok / 1e9);
   std::printf("machine: read bandwidth %.1f GB/s | fp32 peak %.1f GFLOP/s | bf16 peak %.1f GFLOP/s\n", bw,
               f32_peak, bf16_peak);
   std::printf("pp%-5d %8.2f tok/s (min %.2f, max %.2f) | %.1f GFLOP/s = %.1f%% of %s peak\n", pp, pps.median,

@@ -56,10 +56,12 @@ int cmd_convert(int argc, char** argv) {
                : m->meta ? "Meta checkpoint"
                          : "safetensors",
                m->cfg.num_layers, double(m->weight_bytes()) / 1e6, out.c_str(), to.c_str());
-  if (to == "gguf" && (src.tokenizer_dir.empty() || !file_exists(src.tokenizer_dir + "/tokenizer.model")))
+  if (to == "gguf" && !m->gguf &&
+      (src.tokenizer_dir.empty() || (!file_exists(src.tokenizer_dir + "/tokenizer.model") &&
+                                     !file_exists(src.tokenizer_dir + "/tokenizer.json"))))
     std::fprintf(stderr,
-                 "llamarun convert: warning: no tokenizer.model beside the input; the GGUF file gets no "
-                 "vocabulary (only SentencePiece vocabularies are written)\n");
+                 "llamarun convert: warning: no tokenizer.model or tokenizer.json beside the input; the GGUF "
+                 "file gets no vocabulary\n");
   if (to == "gguf")
     write_gguf_model(src, out);
   else

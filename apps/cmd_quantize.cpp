@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <map>
 
 #include "args.h"
@@ -13,26 +14,21 @@
 #include "formats/gguf_writer.h"
 #include "formats/model_files.h"
 #include "model/config.h"
+#include "model/convert.h"
+#include "model/meta_checkpoint.h"
+#include "model/model.h"
 #include "model/quantize_model.h"
 
 namespace llamarun::cli {
 
 namespace {
 
-// Output order: token_embd first, then the layers in numeric order, then everything else (output_norm,
-// output), as llama.cpp's converter writes them.
+// Output order: llama.cpp's converter's (gguf_tensor_order_less).
 std::vector<const TensorInfo*> ordered_tensors(const WeightMap& wm) {
   std::vector<const TensorInfo*> v;
   for (auto& [_, t] : wm.tensors) v.push_back(&t);
-  auto key = [](const TensorInfo* t) {
-    const TensorRole r = tensor_role(t->name);
-    const long rank = r.kind == TensorRole::TokenEmbd  ? -2
-                      : r.layer >= 0                   ? r.layer
-                      : t->name == "rope_freqs.weight" ? -1
-                                                       : 1L << 30;
-    return std::make_pair(rank, t->name);
-  };
-  std::stable_sort(v.begin(), v.end(), [&](auto* a, auto* b) { return key(a) < key(b); });
+  std::stable_sort(v.begin(), v.end(),
+                   [](auto* a, auto* b) { return gguf_tensor_order_less(a->name, b->name); });
   return v;
 }
 
@@ -41,10 +37,14 @@ std::vector<const TensorInfo*> ordered_tensors(const WeightMap& wm) {
 int cmd_quantize(int argc, char** argv) {
   Args args(
       "quantize",
-      std::string("Quantize a model to a GGUF file: llamarun quantize IN OUT TYPE\n"
-                  "IN is a GGUF file (any type llamarun reads; requantizing is allowed). OUT gets IN's\n"
-                  "metadata (tokenizer, chat template, config) with general.file_type set, and the tensors\n"
-                  "mixed as llama-quantize mixes them (TYPE: ") +
+      std::string(
+          "Quantize a model to a GGUF file: llamarun quantize IN OUT TYPE\n"
+          "IN is a GGUF file (any type llamarun reads; requantizing is allowed): OUT gets IN's\n"
+          "metadata (tokenizer, chat template, config) with general.file_type set. IN may also be a\n"
+          "Hugging Face directory (config.json, *.safetensors, tokenizer.json or tokenizer.model) or a\n"
+          "Meta checkpoint: OUT is then what `llamarun convert IN OUT.gguf` writes (llama.cpp's tensor\n"
+          "names, metadata and vocabulary; Q/K rows in GGUF's RoPE order), quantized. The tensors are\n"
+          "mixed as llama-quantize mixes them (TYPE: ") +
           quant_scheme_names() +
           ").\nQ4_K_M / Q5_K_M give attn_v and ffn_down Q6_K in the first and last eighth of the layers and "
           "every third between;\nthe output projection gets Q6_K; rows not divisible by 256 fall back to "
@@ -64,12 +64,41 @@ int cmd_quantize(int argc, char** argv) {
   const std::string& out = pos[1];
   const QuantScheme scheme = parse_quant_scheme(pos[2]);
   if (!file_exists(in)) fail(in, ": no such file or directory");
-  if (is_directory(in))
-    fail(in, ": a Hugging Face directory as input is not supported yet; convert it to GGUF first ",
-         "(python3 tools/hf_to_gguf.py DIR --outtype f16) and quantize that");
   if (out == in) fail("OUT must differ from IN (", in, ")");
 
   const auto t0 = std::chrono::steady_clock::now();
+  auto report = [&](size_t n, const std::map<std::string, int>& counts, size_t in_bytes, size_t out_bytes) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::string mix;
+    for (auto& [name, c] : counts) mix += (mix.empty() ? "" : ", ") + std::to_string(c) + " " + name;
+    std::fprintf(stderr, "quantize: %s -> %s (%s): %zu tensors (%s), %.1f MB -> %.1f MB in %.1f s\n",
+                 in.c_str(), out.c_str(), scheme.name.c_str(), n, mix.c_str(), double(in_bytes) / 1e6,
+                 double(out_bytes) / 1e6, secs);
+  };
+  if (is_directory(in)) {
+    // A Hugging Face directory (or a Meta checkpoint): written as `llamarun convert IN OUT.gguf` writes it
+    // (llama.cpp's names, metadata and vocabulary, interleaved Q/K rows), its matrices quantised on the way.
+    LoadOptions lo;
+    lo.max_batch = 1;
+    lo.load_tokenizer = false;
+    auto m = load_model(in, lo);
+    ConvertSource src;
+    src.cfg = &m->cfg;
+    src.weights = m->weights.get();
+    src.gguf_names = m->gguf_names();
+    src.tokenizer_dir = m->meta ? meta_tokenizer_dir(in) : in;
+    src.name = std::filesystem::path(in).filename().string();
+    if (src.name.empty()) src.name = std::filesystem::path(in).parent_path().filename().string();
+    if (!file_exists(src.tokenizer_dir + "/tokenizer.model") &&
+        !file_exists(src.tokenizer_dir + "/tokenizer.json"))
+      std::fprintf(stderr,
+                   "quantize: warning: %s has no tokenizer.model or tokenizer.json; %s gets no vocabulary "
+                   "(llamarun runs it on token ids, llama.cpp refuses it)\n",
+                   in.c_str(), out.c_str());
+    const GgufWriteSummary s = write_gguf_model(src, out, &scheme, "quantize " + scheme.name);
+    report(s.tensors, s.types, s.in_bytes, s.out_bytes);
+    return 0;
+  }
   WeightMap wm = load_weights(in);
   const LlamaConfig cfg = config_from_gguf(wm, in);
   const bool tied = !wm.find("output.weight");
@@ -97,12 +126,7 @@ int cmd_quantize(int argc, char** argv) {
     convert_tensor(*tensors[i], types[i], dst);
     if (progress) progress(i + 1, tensors.size(), tensors[i]->name);
   });
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::string mix;
-  for (auto& [n, c] : counts) mix += (mix.empty() ? "" : ", ") + std::to_string(c) + " " + n;
-  std::fprintf(stderr, "quantize: %s -> %s (%s): %zu tensors (%s), %.1f MB -> %.1f MB in %.1f s\n",
-               in.c_str(), out.c_str(), scheme.name.c_str(), tensors.size(), mix.c_str(),
-               double(in_bytes) / 1e6, double(out_bytes) / 1e6, secs);
+  report(tensors.size(), counts, in_bytes, out_bytes);
   return 0;
 }
 

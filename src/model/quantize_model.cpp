@@ -112,6 +112,18 @@ TensorRole tensor_role(const std::string& n) {
   return r;
 }
 
+bool gguf_tensor_order_less(const std::string& a, const std::string& b) {
+  auto rank = [](const std::string& n) {
+    const TensorRole r = tensor_role(n);
+    return r.kind == TensorRole::TokenEmbd ? -2L
+           : r.layer >= 0                  ? long(r.layer)
+           : n == "rope_freqs.weight"      ? -1L
+                                           : 1L << 30;
+  };
+  const long ra = rank(a), rb = rank(b);
+  return ra != rb ? ra < rb : a < b;
+}
+
 // The rules, from llama.cpp's src/llama-quant.cpp (llama_tensor_get_type and tensor_type_fallback) for a
 // dense Llama model, no importance matrix, restricted to the schemes above:
 //  1. Only tensors of 2+ dims whose name ends in "weight" and holds no "norm" are quantised; the rest keep

@@ -46,6 +46,10 @@ struct TensorRole {
 };
 TensorRole tensor_role(const std::string& name);
 
+// The order llama.cpp's converter writes a Llama model's tensors in: token_embd, rope_freqs, then the
+// layers in numeric order (by name inside a layer), then everything else (output_norm, output).
+bool gguf_tensor_order_less(const std::string& a, const std::string& b);
+
 // The block type a tensor gets under `s` (llama.cpp's llama-quant.cpp rules for Llama models without an
 // importance matrix; see the .cpp for the rules). `shape` is outermost-first; `n_layers` the model's
 // layer count; `tied` whether token_embd doubles as the output projection (no output tensor). Returns

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "model/llama_tensors.h"
+#include "model/quantize_model.h"
 
 namespace llamarun {
 
@@ -50,14 +51,20 @@ uint64_t splitmix(uint64_t& s) {
 
 }  // namespace
 
-std::unique_ptr<Model> make_random_model(const LlamaConfig& cfg, DType dtype, uint64_t seed, int max_batch) {
+std::unique_ptr<Model> make_random_model(const LlamaConfig& cfg, DType dtype, uint64_t seed, int max_batch,
+                                         const QuantScheme* quant) {
   cfg.validate("random model");
   // Every tensor of the table under its Hugging Face name, in table order (global, then per layer);
   // lm_head only when untied. Norms are f32, matrices `dtype`.
   std::vector<Spec> specs;
   auto add = [&](const LlamaTensorSpec& t, int layer) {
-    specs.push_back({llama_tensor_name(t.role, layer, TensorNaming::kHf), llama_tensor_shape(t.role, cfg),
-                     t.ndim == 1 ? DType::F32 : dtype});
+    const std::string name = llama_tensor_name(t.role, layer, TensorNaming::kHf);
+    const std::vector<int64_t> shape = llama_tensor_shape(t.role, cfg);
+    const DType d =
+        t.ndim == 1 ? DType::F32
+        : quant     ? choose_quant_type(*quant, name, shape, DType::F32, cfg.num_layers, cfg.tie_embeddings)
+                    : dtype;
+    specs.push_back({name, shape, d});
   };
   for (const auto& t : llama_tensor_table())
     if (!t.per_layer && !(t.role == LlamaTensor::kLmHead && cfg.tie_embeddings)) add(t, -1);
