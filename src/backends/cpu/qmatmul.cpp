@@ -123,6 +123,16 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
       int64_t m = 0;
+      if (dot.tile) {  // kQTileN x kQDotRows tiles, the last n1 % kQTileN weight rows one at a time
+        for (; m + kQDotRows <= M; m += kQDotRows) {
+          const uint8_t* am = act + size_t(m) * arb;
+          float* ym = a.y + m * N;
+          int64_t n = n0;
+          for (; n + kQTileN <= n1; n += kQTileN)
+            dot.tile(K, a.w + size_t(n) * a.w_row_bytes, a.w_row_bytes, am, arb, ym + n, size_t(N));
+          for (; n < n1; ++n) dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
+        }
+      }
       if (dot.rows) {
         for (; m + kQDotRows <= M; m += kQDotRows) {
           const uint8_t* am = act + size_t(m) * arb;
