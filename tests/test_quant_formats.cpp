@@ -153,9 +153,10 @@ TEST(QuantDot, EveryTypeEveryLevel) {
   }
 }
 
-// The prefill tile kernels (QDot::tile, where a level has one): every (weight row, activation row) result
-// bit-identical to the one-row dot, over distinct activation rows (one with an outlier, one all zero)
-// and weight rows at a stride larger than a row.
+// The prefill tile kernels (QDot::tile, where a level has one), over distinct activation rows (one with
+// an outlier, one all zero) and weight rows at a stride larger than a row: every (weight row,
+// activation row) result within f32 summation error of the scalar reference, and bit-identical to the
+// level's one-row dot where the tile says so (tile_exact).
 TEST(QuantDot, TileMatchesOneRowDot) {
   std::mt19937 rng(19);
   std::normal_distribution<float> nd(0.f, 1.f);
@@ -185,7 +186,9 @@ TEST(QuantDot, TileMatchesOneRowDot) {
       for (int m = 0; m < cpu::kQDotRows; ++m)
         for (int r = 0; r < cpu::kQTileN; ++r) {
           const float want = qd.one(K, wv.row(2 * r), acts.data() + size_t(m) * arb);
-          EXPECT_EQ(out[size_t(m) * ostride + size_t(r)], want) << "m " << m << " r " << r;
+          if (qd.tile_exact) {
+            EXPECT_EQ(out[size_t(m) * ostride + size_t(r)], want) << "m " << m << " r " << r;
+          }
           // And within the f32 summation error of the scalar reference.
           const uint8_t* am = acts.data() + size_t(m) * arb;
           const float ref = cpu::kernels_for(cpu::SimdLevel::kScalar).qdot(ti.t).one(K, wv.row(2 * r), am);
@@ -205,9 +208,9 @@ TEST(QuantDot, TileMatchesOneRowDot) {
       ++tiles_checked;
     }
   }
-  // The AVX-512 VNNI level has tiles for Q4_K, Q6_K and IQ4_XS.
+  // The AVX-512 VNNI level has tiles for Q4_K, Q6_K, IQ4_XS and the six 32-value block types.
   if (cpu::detected_simd_level() >= cpu::SimdLevel::kAvx512 && __builtin_cpu_supports("avx512vnni")) {
-    EXPECT_GE(tiles_checked, 3);
+    EXPECT_GE(tiles_checked, 9);
   }
 }
 
@@ -259,6 +262,11 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
         // Row 0 alone gives the same bits as row 0 in the batch.
         matmul_at_level(l, wv, x.data(), 1, one.data(), inv);
         for (int64_t n = 0; n < N; ++n) ASSERT_EQ(one[size_t(n)], got[size_t(n)]) << "M=" << M << " n=" << n;
+        // Without batch invariance (where tiles that sum in their own order may run): the same bound.
+        matmul_at_level(l, wv, x.data(), M, got.data(), MatmulOptions{});
+        for (int64_t i = 0; i < M * N; ++i)
+          ASSERT_NEAR(got[size_t(i)], scal[size_t(i)], 1e-5 * mag[size_t(i)] + 1e-30)
+              << "free order M=" << M << " i=" << i;
       }
     }
   }

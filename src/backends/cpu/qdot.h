@@ -30,17 +30,19 @@ constexpr int kQDotRows = 4;
 using QDotMultiFn = void (*)(int64_t K, const void* w, const void* act, size_t astride, float* out,
                              size_t ostride);
 // The prefill micro-kernel: kQTileN weight rows (row r at w + r * wstride bytes) against kQDotRows
-// activation rows (row m at act + m * astride), result (m, r) at out[m * ostride + r]; each result
-// bit-identical to QDotFn's for that pair (the same int32 lane sums and f32 operations), so a row's
-// result does not depend on M or on how rows are tiled. Each decoded weight block serves kQDotRows
-// activation rows and each activation block kQTileN weight rows.
+// activation rows (row m at act + m * astride), result (m, r) at out[m * ostride + r]. Each decoded
+// weight block serves kQDotRows activation rows and each activation block kQTileN weight rows.
+// tile_exact: each result bit-identical to QDotFn's for that pair (the same int32 lane sums and f32
+// operations), so matmul may use the tile under MatmulArgs::batch_invariant; otherwise the tile sums
+// in its own f32 order (as accurate; matmul uses it only where results may depend on the batch).
 constexpr int kQTileN = 4;
 using QTileFn = void (*)(int64_t K, const void* w, size_t wstride, const void* act, size_t astride,
                          float* out, size_t ostride);
 struct QDot {
   QDotFn one = nullptr;
   QDotMultiFn rows = nullptr;  // may be null: one() per row
-  QTileFn tile = nullptr;      // may be null: rows() per weight row
+  QTileFn tile = nullptr;      // may be null; needs rows
+  bool tile_exact = false;
 };
 
 // Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
@@ -60,8 +62,10 @@ void quantize_act_row(DType w, const float* x, void* act, int64_t K);
 QDot qdot_scalar(DType w);
 QDot qdot_avx2(DType w);
 QDot qdot_avx512(DType w);
-// The AVX-512 VNNI tile kernels (qgemm_avx512.cpp), null for types without one.
-QTileFn qtile_avx512(DType w);
+// The AVX-512 VNNI tile kernels (qgemm_avx512.cpp), null for types without one; exact: whether the
+// tile is bit-identical to the level's one-row dot (the k-quants and IQ4_XS) or sums in its own order
+// (the 32-value block types).
+QTileFn qtile_avx512(DType w, bool* exact);
 
 // y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m]).
 // Every output depends only on its own weight row and activation row (batch invariant).

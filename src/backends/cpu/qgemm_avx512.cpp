@@ -242,9 +242,152 @@ void tile_iq4_xs(int64_t K, const void* w, size_t wstride, const void* act, size
     for (int n = 0; n < NR; ++n) out[size_t(m) * ostride + size_t(n)] = hsum_ps(acc[n][m]);
 }
 
+// ---- 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) ----
+// These tiles sum in their own f32 order, not bit-identical to the one-row dots (QDot::tile_exact is
+// false: matmul uses them only where results may depend on the batch). Two blocks
+// (b, b + 1) per 512-bit step, block b in the low 256 bits: per pair one vpdpbusd gives 16 exact int32
+// lane sums (value l of a block in lane l / 4 of its half), then one f32 FMA with the per-block scale
+// products dw * da. Signed weights (Q8_0, IQ4_NL) meet the activations as u8 (a + 128), the 128 * sum(w)
+// subtracted through the accumulator's start value; the offsets of Q4_0 / Q5_0 (-8 / -16 times the
+// activation block sum) start the accumulator the same way; the mins of Q4_1 / Q5_1 (m * da * sum(a))
+// add into lanes 0 and 8 of the f32 sum. The result is the sum of the 16 f32 lanes.
+
+template <DType T>
+struct Q32Traits;
+template <>
+struct Q32Traits<DType::Q8_0> {
+  using Block = BlockQ8_0;
+};
+template <>
+struct Q32Traits<DType::Q4_0> {
+  using Block = BlockQ4_0;
+};
+template <>
+struct Q32Traits<DType::Q4_1> {
+  using Block = BlockQ4_1;
+};
+template <>
+struct Q32Traits<DType::Q5_0> {
+  using Block = BlockQ5_0;
+};
+template <>
+struct Q32Traits<DType::Q5_1> {
+  using Block = BlockQ5_1;
+};
+template <>
+struct Q32Traits<DType::IQ4_NL> {
+  using Block = BlockIQ4_NL;
+};
+
+// 16 bytes of nibbles of blocks p0 and p1 as 128-bit lanes [p0 low, p0 high, p1 low, p1 high].
+LR_INLINE __m512i nibbles64(const uint8_t* p0, const uint8_t* p1) {
+  const __m256i r =
+      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
+                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
+  const __m512i z = _mm512_zextsi256_si512(r);
+  constexpr int64_t k4 = 0x0004000400040004;
+  const __m512i shift = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
+  return _mm512_and_si512(_mm512_srlv_epi16(_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)), shift),
+                          _mm512_set1_epi8(0x0f));
+}
+
+// The weight bytes of blocks b and b + 1 (b + 1 only if two; else zero): u8 values, or for the signed
+// types s8 values.
+template <DType T, typename Block>
+LR_INLINE __m512i q32_weights(const Block* x, int64_t b, bool two) {
+  const Block& b0 = x[b];
+  const Block& b1 = x[two ? b + 1 : b];
+  __m512i q;
+  if constexpr (T == DType::Q8_0) {
+    q = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(b0.qs)), load256(b1.qs), 1);
+  } else {
+    q = nibbles64(b0.qs, b1.qs);
+    if constexpr (T == DType::IQ4_NL)
+      q = _mm512_shuffle_epi8(
+          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))), q);
+    if constexpr (T == DType::Q5_0 || T == DType::Q5_1) {
+      uint32_t h0, h1;
+      std::memcpy(&h0, b0.qh, 4);
+      std::memcpy(&h1, b1.qh, 4);
+      q = _mm512_mask_add_epi8(q, __mmask64(h0) | (__mmask64(h1) << 32), q, _mm512_set1_epi8(16));
+    }
+  }
+  if (!two) q = _mm512_zextsi256_si512(_mm512_castsi512_si256(q));
+  return q;
+}
+
+LR_INLINE __m512 halves_ps(float a, float b) {
+  return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
+}
+
+template <DType T, int TN, int TM>
+void q32_kernel(int64_t K, const void* w, size_t wstride, const void* act, size_t astride, float* out,
+                size_t ostride) {
+  using Block = typename Q32Traits<T>::Block;
+  constexpr bool kSigned = T == DType::Q8_0 || T == DType::IQ4_NL;
+  constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
+  constexpr int kOff = T == DType::Q4_0 ? 8 : T == DType::Q5_0 ? 16 : 0;
+  const Block* x[TN];
+  const BlockQ8A32* y[TM];
+  for (int n = 0; n < TN; ++n) x[n] = wrow<Block>(w, wstride, n);
+  for (int m = 0; m < TM; ++m)
+    y[m] = reinterpret_cast<const BlockQ8A32*>(static_cast<const uint8_t*>(act) + size_t(m) * astride);
+  __m512 acc[TN][TM];
+  for (int n = 0; n < TN; ++n)
+    for (int m = 0; m < TM; ++m) acc[n][m] = _mm512_setzero_ps();
+  const int64_t nb = K / 32;
+  for (int64_t b = 0; b < nb; b += 2) {
+    const bool two = b + 1 < nb;
+    const int64_t b1 = two ? b + 1 : b;
+    __m512i a[TM], start[TM];
+    __m512 da[TM];
+    [[maybe_unused]] __m512 dsum[TM];
+    for (int m = 0; m < TM; ++m) {
+      a[m] = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(y[m][b].qs)), load256(y[m][b1].qs), 1);
+      if (!two) a[m] = _mm512_zextsi256_si512(_mm512_castsi512_si256(a[m]));
+      if constexpr (kSigned) a[m] = _mm512_xor_si512(a[m], _mm512_set1_epi8(char(0x80)));
+      const float d1 = two ? y[m][b1].d : 0.f;
+      da[m] = halves_ps(y[m][b].d, d1);
+      start[m] = _mm512_setzero_si512();
+      if constexpr (kOff != 0) {
+        start[m] = _mm512_mask_set1_epi32(start[m], 0x0001, -kOff * y[m][b].sum);
+        if (two) start[m] = _mm512_mask_set1_epi32(start[m], 0x0100, -kOff * y[m][b1].sum);
+      }
+      if constexpr (kMin) {  // lanes 0 and 8: da * sum(a)
+        __m512 v =
+            _mm512_mask_mov_ps(_mm512_setzero_ps(), 0x0001, _mm512_set1_ps(y[m][b].d * float(y[m][b].sum)));
+        if (two) v = _mm512_mask_mov_ps(v, 0x0100, _mm512_set1_ps(y[m][b1].d * float(y[m][b1].sum)));
+        dsum[m] = v;
+      }
+    }
+    for (int n = 0; n < TN; ++n) {
+      const __m512i q = q32_weights<T>(x[n], b, two);
+      const __m512 dw = halves_ps(h2f(x[n][b].d), two ? h2f(x[n][b1].d) : 0.f);
+      [[maybe_unused]] __m512 mw;
+      if constexpr (kMin) mw = halves_ps(h2f(x[n][b].m), two ? h2f(x[n][b1].m) : 0.f);
+      [[maybe_unused]] __m512i corr;  // -128 * (sum of each lane's 4 weights)
+      if constexpr (kSigned)
+        corr = _mm512_sub_epi32(_mm512_setzero_si512(),
+                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), q));
+      for (int m = 0; m < TM; ++m) {
+        __m512i p;
+        if constexpr (kSigned)
+          p = _mm512_dpbusd_epi32(corr, a[m], q);
+        else
+          p = _mm512_dpbusd_epi32(start[m], q, a[m]);
+        acc[n][m] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da[m]), _mm512_cvtepi32_ps(p), acc[n][m]);
+        if constexpr (kMin) acc[n][m] = _mm512_fmadd_ps(mw, dsum[m], acc[n][m]);
+      }
+    }
+  }
+  for (int m = 0; m < TM; ++m)
+    for (int n = 0; n < TN; ++n) out[size_t(m) * ostride + size_t(n)] = _mm512_reduce_add_ps(acc[n][m]);
+}
+
 }  // namespace
 
-QTileFn qtile_avx512(DType w) {
+QTileFn qtile_avx512(DType w, bool* exact) {
+  *exact = true;
   switch (w) {
     case DType::Q4_K:
       return tile_q4_k;
@@ -252,6 +395,23 @@ QTileFn qtile_avx512(DType w) {
       return tile_q6_k;
     case DType::IQ4_XS:
       return tile_iq4_xs;
+    default:
+      break;
+  }
+  *exact = false;
+  switch (w) {
+    case DType::Q8_0:
+      return q32_kernel<DType::Q8_0, NR, MR>;
+    case DType::Q4_0:
+      return q32_kernel<DType::Q4_0, NR, MR>;
+    case DType::Q4_1:
+      return q32_kernel<DType::Q4_1, NR, MR>;
+    case DType::Q5_0:
+      return q32_kernel<DType::Q5_0, NR, MR>;
+    case DType::Q5_1:
+      return q32_kernel<DType::Q5_1, NR, MR>;
+    case DType::IQ4_NL:
+      return q32_kernel<DType::IQ4_NL, NR, MR>;
     default:
       return nullptr;
   }

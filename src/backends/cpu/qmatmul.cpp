@@ -1,5 +1,6 @@
 // The int8-activation matmul driver (qdot.h): activation quantisation and the row loop. Built at the
 // baseline ISA: the per-level work is in the dot functions it is handed.
+#include <emmintrin.h>
 #include <omp.h>
 
 #include <cmath>
@@ -27,8 +28,18 @@ bool is_super(DType w) {
 
 // q = round-to-nearest-even(x * 127 / amax), in [-127, 127]; returns d = amax / 127.
 float quantize_block(const float* x, int n, int8_t* q) {
-  float amax = 0;
-  for (int i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+  // max |x| (n is a multiple of 32) with SSE2 (the baseline ISA), as std::fmax here is a libm call per
+  // value. maxps returns its second operand when either is NaN: NaNs in x are skipped, as fmax does.
+  const __m128 abs_mask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+  __m128 m0 = _mm_setzero_ps(), m1 = _mm_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    m0 = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + i), abs_mask), m0);
+    m1 = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + i + 4), abs_mask), m1);
+  }
+  m0 = _mm_max_ps(m0, m1);
+  m0 = _mm_max_ps(m0, _mm_movehl_ps(m0, m0));
+  m0 = _mm_max_ss(m0, _mm_shuffle_ps(m0, m0, 1));
+  const float amax = _mm_cvtss_f32(m0);
   if (amax == 0) {
     for (int i = 0; i < n; ++i) q[i] = 0;
     return 0;
@@ -108,6 +119,8 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
   const bool par = N * K * M >= (1 << 16);
   // A few rows (decode) are quantised by the calling thread: cheaper than a second barrier.
   const bool serial_act = M <= 8;
+  // A tile that sums in its own order only where a row's result may depend on the batch.
+  const bool use_tile = dot.tile && dot.rows && (dot.tile_exact || !a.batch_invariant);
   if (serial_act)
     for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
 #pragma omp parallel if (par)
@@ -123,7 +136,7 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
       int64_t m = 0;
-      if (dot.tile) {  // kQTileN x kQDotRows tiles, the last n1 % kQTileN weight rows one at a time
+      if (use_tile) {  // kQTileN x kQDotRows tiles, the last n1 % kQTileN weight rows one at a time
         for (; m + kQDotRows <= M; m += kQDotRows) {
           const uint8_t* am = act + size_t(m) * arb;
           float* ym = a.y + m * N;
