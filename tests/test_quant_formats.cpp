@@ -156,19 +156,19 @@ TEST(QuantDot, EveryTypeEveryLevel) {
 // The prefill tile kernels (QDot::tile, where a level has one), over distinct activation rows (one with
 // an outlier, one all zero) and weight rows at a stride larger than a row: every (weight row,
 // activation row) result within f32 summation error of the scalar reference, and bit-identical to the
-// level's one-row dot where the tile says so (tile_exact).
+// level's one-row dot where the tile says so (QTile::exact).
 TEST(QuantDot, TileMatchesOneRowDot) {
   std::mt19937 rng(19);
   std::normal_distribution<float> nd(0.f, 1.f);
   int tiles_checked = 0;
   for (const TypeInfo& ti : all_types()) {
     SCOPED_TRACE(ti.name);
-    const int64_t K = 1536, N = 2 * cpu::kQTileN;
+    const int64_t K = 1536, N = 16, Mt = 16;  // N: twice the widest tile
     const auto w = random_weights(ti, N, K, 23);
     const WeightView wv{ti.t, N, K, w.data()};
     const size_t arb = cpu::qdot_act_row_bytes(ti.t, K);
-    std::vector<uint8_t> acts(arb * cpu::kQDotRows);
-    for (int m = 0; m < cpu::kQDotRows; ++m) {
+    std::vector<uint8_t> acts(arb * Mt);
+    for (int m = 0; m < Mt; ++m) {
       std::vector<float> x(static_cast<size_t>(K));
       for (auto& v : x) v = m == 2 ? 0.f : nd(rng) * float(m + 1);
       if (m == 1) x[300] = 40.f;
@@ -176,17 +176,25 @@ TEST(QuantDot, TileMatchesOneRowDot) {
     }
     for (cpu::SimdLevel l : levels()) {
       const cpu::QDot qd = cpu::kernels_for(l).qdot(ti.t);
-      if (!qd.tile) continue;
+      if (!qd.tile.fn) continue;
+      ASSERT_LE(2 * qd.tile.n, N);
+      ASSERT_LE(qd.tile.m, Mt);
       SCOPED_TRACE(cpu::simd_level_str(l));
-      // Weight rows 0, 2, 4, 6 (stride two rows); out rows of stride 11.
+      // Weight rows 0, 2, 4, ... (stride two rows); out rows of stride 11.
       const size_t ostride = 11;
-      std::vector<float> out(ostride * cpu::kQDotRows, -1.f);
+      std::vector<float> out(ostride * size_t(qd.tile.m), -1.f);
       const size_t wstride = 2 * dtype_row_bytes(ti.t, K);
-      qd.tile(K, wv.row(0), wstride, acts.data(), arb, out.data(), ostride);
-      for (int m = 0; m < cpu::kQDotRows; ++m)
-        for (int r = 0; r < cpu::kQTileN; ++r) {
+      if (qd.tile.pack) {  // the tile reads its activation rows packed
+        std::vector<uint8_t> packed(qd.tile.packed_bytes(K));
+        qd.tile.pack(K, acts.data(), arb, packed.data());
+        qd.tile.fn(K, wv.row(0), wstride, packed.data(), 0, out.data(), ostride);
+      } else {
+        qd.tile.fn(K, wv.row(0), wstride, acts.data(), arb, out.data(), ostride);
+      }
+      for (int m = 0; m < qd.tile.m; ++m)
+        for (int r = 0; r < qd.tile.n; ++r) {
           const float want = qd.one(K, wv.row(2 * r), acts.data() + size_t(m) * arb);
-          if (qd.tile_exact) {
+          if (qd.tile.exact) {
             EXPECT_EQ(out[size_t(m) * ostride + size_t(r)], want) << "m " << m << " r " << r;
           }
           // And within the f32 summation error of the scalar reference.

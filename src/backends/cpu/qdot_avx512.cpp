@@ -18,7 +18,7 @@ QDot qdot_avx512(DType w) {
   static const bool vnni = __builtin_cpu_supports("avx512vnni");
   if (!vnni) return qdot_avx2(w);
   QDot q = simd_qdot(w);
-  q.tile = qtile_avx512(w, &q.tile_exact);
+  q.tile = qtile_avx512(w);
   return q;
 }
 

@@ -1,14 +1,14 @@
-// AVX-512 VNNI tile kernels of the int8-activation path (qdot.h, QTileFn): kQTileN weight rows x
-// kQDotRows activation rows per call, for prefill (qmatmul with M >= kQDotRows). Each weight block is
-// decoded once for all activation rows and each 64-byte activation load serves every weight row; the
-// inner step is vpmaddubsw (u8 weight x s8 activation -> int16 pairs) then vpdpwssd (times the
-// sub-block scales, accumulated in int32): two 512-bit ops per 64 values and pair.
-//
-// Bit-identity with the one-row dots of qdot_simd.inc: those sum each super-block in 8 int32 lanes,
-// value v of the super-block in lane (v % 32) / 4, then do their f32 FMAs on those 8 lanes. Here lane
-// l of the low 256 bits and lane l of the high 256 bits of a 512-bit sum hold values with
-// (v % 32) / 4 == l, so adding the halves gives the same 8 exact int32s, and the f32 operations that
-// follow are the same ones in the same order.
+// AVX-512 VNNI tile kernels of the int8-activation path (qdot.h, QTile), for prefill (qmatmul with many
+// activation rows). Each decoded weight block serves every activation row of the tile and each
+// activation load every weight row.
+//  - Q4_K, Q6_K, IQ4_XS: 4 weight rows x 4 activation rows; vpmaddubsw (u8 weight x s8 activation ->
+//    int16 pairs) then vpdpwssd (times the sub-block scales, accumulated in int32): two 512-bit ops per
+//    64 values and pair. Bit-identical to the one-row dots of qdot_simd.inc (QTile::exact): those sum
+//    each super-block in 8 int32 lanes, value v in lane (v % 32) / 4, then do their f32 FMAs on those 8
+//    lanes. Here lane l of the low 256 bits and lane l of the high 256 bits of a 512-bit sum hold values
+//    with (v % 32) / 4 == l, so adding the halves gives the same 8 exact int32s, and the f32 operations
+//    that follow are the same ones in the same order.
+//  - The 32-value block types: 8 weight rows x 16 activation rows, the rows in the lanes (below).
 #include <immintrin.h>
 
 #include <cstring>
@@ -25,7 +25,9 @@ namespace {
 
 #define LR_INLINE inline __attribute__((always_inline))
 
-constexpr int NR = kQTileN, MR = kQDotRows;
+// Tile shapes (weight rows x activation rows), measured with bench_ops qgemm.
+constexpr int NR = 4, MR = 4;  // the k-quants and IQ4_XS
+constexpr int kQ32N = 8;       // the 32-value block types (x 16 activation rows)
 
 LR_INLINE float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
@@ -242,16 +244,6 @@ void tile_iq4_xs(int64_t K, const void* w, size_t wstride, const void* act, size
     for (int n = 0; n < NR; ++n) out[size_t(m) * ostride + size_t(n)] = hsum_ps(acc[n][m]);
 }
 
-// ---- 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) ----
-// These tiles sum in their own f32 order, not bit-identical to the one-row dots (QDot::tile_exact is
-// false: matmul uses them only where results may depend on the batch). Two blocks
-// (b, b + 1) per 512-bit step, block b in the low 256 bits: per pair one vpdpbusd gives 16 exact int32
-// lane sums (value l of a block in lane l / 4 of its half), then one f32 FMA with the per-block scale
-// products dw * da. Signed weights (Q8_0, IQ4_NL) meet the activations as u8 (a + 128), the 128 * sum(w)
-// subtracted through the accumulator's start value; the offsets of Q4_0 / Q5_0 (-8 / -16 times the
-// activation block sum) start the accumulator the same way; the mins of Q4_1 / Q5_1 (m * da * sum(a))
-// add into lanes 0 and 8 of the f32 sum. The result is the sum of the 16 f32 lanes.
-
 template <DType T>
 struct Q32Traits;
 template <>
@@ -279,141 +271,139 @@ struct Q32Traits<DType::IQ4_NL> {
   using Block = BlockIQ4_NL;
 };
 
-// 16 bytes of nibbles of blocks p0 and p1 as 128-bit lanes [p0 low, p0 high, p1 low, p1 high].
-LR_INLINE __m512i nibbles64(const uint8_t* p0, const uint8_t* p1) {
-  const __m256i r =
-      _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p0))),
-                              _mm_loadu_si128(reinterpret_cast<const __m128i*>(p1)), 1);
-  const __m512i z = _mm512_zextsi256_si512(r);
-  constexpr int64_t k4 = 0x0004000400040004;
-  const __m512i shift = _mm512_set_epi64(k4, k4, 0, 0, k4, k4, 0, 0);
-  return _mm512_and_si512(_mm512_srlv_epi16(_mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(1, 1, 0, 0)), shift),
-                          _mm512_set1_epi8(0x0f));
+// ---- 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): activation rows in the lanes ----
+// These tiles sum in their own f32 order, not bit-identical to the one-row dots (QTile::exact false:
+// matmul uses them only where results may depend on the batch).
+// 16 activation rows per tile, packed per block b (PackedQ32): the 4-byte group s (values 4s..4s+3) of
+// every row side by side (row r at bytes 4r..4r+3), as u8 (a + 128). One vpdpbusd with the weight's
+// group s broadcast (s8) adds that group's products for all 16 rows, so eight give each row's exact block
+// dot (plus 128 * sum(w), removed through the start value) in its own lane; the f32 FMA with the scales
+// dw * da then serves 16 pairs at once. Weights are decoded to their signed values (Q4_0: q - 8, Q5_0:
+// q - 16, the others as stored); the mins of Q4_1 / Q5_1 add m * da * sum(a) per row.
+constexpr int kRowLanes = 16;
+struct PackedQ32 {
+  uint8_t q[8][64];
+  float d[kRowLanes];
+  float dsum[kRowLanes];  // d * sum(q)
+};
+static_assert(sizeof(PackedQ32) == 640);
+
+size_t packed_q32_bytes(int64_t K) { return size_t(K / 32) * sizeof(PackedQ32); }
+
+void pack_q32(int64_t K, const void* act, size_t astride, void* packed) {
+  auto* p = static_cast<PackedQ32*>(packed);
+  for (int r = 0; r < kRowLanes; ++r) {
+    const auto* y =
+        reinterpret_cast<const BlockQ8A32*>(static_cast<const uint8_t*>(act) + size_t(r) * astride);
+    for (int64_t b = 0; b < K / 32; ++b) {
+      p[b].d[r] = y[b].d;
+      p[b].dsum[r] = y[b].d * float(y[b].sum);
+      for (int g = 0; g < 8; ++g) {
+        uint32_t v;
+        std::memcpy(&v, y[b].qs + 4 * g, 4);
+        v ^= 0x80808080u;
+        std::memcpy(&p[b].q[g][4 * r], &v, 4);
+      }
+    }
+  }
 }
 
-// The weight bytes of blocks b and b + 1 (b + 1 only if two; else zero): u8 values, or for the signed
-// types s8 values.
+// The 32 signed weight values of a block in order.
 template <DType T, typename Block>
-LR_INLINE __m512i q32_weights(const Block* x, int64_t b, bool two) {
-  const Block& b0 = x[b];
-  const Block& b1 = x[two ? b + 1 : b];
-  __m512i q;
+LR_INLINE __m256i q32_signed(const Block& x) {
   if constexpr (T == DType::Q8_0) {
-    q = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(b0.qs)), load256(b1.qs), 1);
+    return load256(x.qs);
   } else {
-    q = nibbles64(b0.qs, b1.qs);
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(x.qs));
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m256i q = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(raw, m4)),
+                                        _mm_and_si128(_mm_srli_epi16(raw, 4), m4), 1);
     if constexpr (T == DType::IQ4_NL)
-      q = _mm512_shuffle_epi8(
-          _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))), q);
+      q = _mm256_shuffle_epi8(
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))), q);
     if constexpr (T == DType::Q5_0 || T == DType::Q5_1) {
-      uint32_t h0, h1;
-      std::memcpy(&h0, b0.qh, 4);
-      std::memcpy(&h1, b1.qh, 4);
-      q = _mm512_mask_add_epi8(q, __mmask64(h0) | (__mmask64(h1) << 32), q, _mm512_set1_epi8(16));
+      uint32_t h;
+      std::memcpy(&h, x.qh, 4);
+      q = _mm256_mask_add_epi8(q, __mmask32(h), q, _mm256_set1_epi8(16));
     }
+    if constexpr (T == DType::Q4_0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+    if constexpr (T == DType::Q5_0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    return q;
   }
-  if (!two) q = _mm512_zextsi256_si512(_mm512_castsi512_si256(q));
-  return q;
 }
 
-LR_INLINE __m512 halves_ps(float a, float b) {
-  return _mm512_insertf32x8(_mm512_set1_ps(a), _mm256_set1_ps(b), 1);
+// Sum of 32 signed bytes.
+LR_INLINE int sum_s8(__m256i v) {
+  const __m256i s =
+      _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  return int(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) - 32 * 128;
 }
 
-template <DType T, int TN, int TM>
-void q32_kernel(int64_t K, const void* w, size_t wstride, const void* act, size_t astride, float* out,
-                size_t ostride) {
+template <DType T, int TN>
+void q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, size_t, float* out,
+               size_t ostride) {
   using Block = typename Q32Traits<T>::Block;
-  constexpr bool kSigned = T == DType::Q8_0 || T == DType::IQ4_NL;
   constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
-  constexpr int kOff = T == DType::Q4_0 ? 8 : T == DType::Q5_0 ? 16 : 0;
   const Block* x[TN];
-  const BlockQ8A32* y[TM];
   for (int n = 0; n < TN; ++n) x[n] = wrow<Block>(w, wstride, n);
-  for (int m = 0; m < TM; ++m)
-    y[m] = reinterpret_cast<const BlockQ8A32*>(static_cast<const uint8_t*>(act) + size_t(m) * astride);
-  __m512 acc[TN][TM];
-  for (int n = 0; n < TN; ++n)
-    for (int m = 0; m < TM; ++m) acc[n][m] = _mm512_setzero_ps();
-  const int64_t nb = K / 32;
-  for (int64_t b = 0; b < nb; b += 2) {
-    const bool two = b + 1 < nb;
-    const int64_t b1 = two ? b + 1 : b;
-    __m512i a[TM], start[TM];
-    __m512 da[TM];
-    [[maybe_unused]] __m512 dsum[TM];
-    for (int m = 0; m < TM; ++m) {
-      a[m] = _mm512_inserti64x4(_mm512_zextsi256_si512(load256(y[m][b].qs)), load256(y[m][b1].qs), 1);
-      if (!two) a[m] = _mm512_zextsi256_si512(_mm512_castsi512_si256(a[m]));
-      if constexpr (kSigned) a[m] = _mm512_xor_si512(a[m], _mm512_set1_epi8(char(0x80)));
-      const float d1 = two ? y[m][b1].d : 0.f;
-      da[m] = halves_ps(y[m][b].d, d1);
-      start[m] = _mm512_setzero_si512();
-      if constexpr (kOff != 0) {
-        start[m] = _mm512_mask_set1_epi32(start[m], 0x0001, -kOff * y[m][b].sum);
-        if (two) start[m] = _mm512_mask_set1_epi32(start[m], 0x0100, -kOff * y[m][b1].sum);
-      }
-      if constexpr (kMin) {  // lanes 0 and 8: da * sum(a)
-        __m512 v =
-            _mm512_mask_mov_ps(_mm512_setzero_ps(), 0x0001, _mm512_set1_ps(y[m][b].d * float(y[m][b].sum)));
-        if (two) v = _mm512_mask_mov_ps(v, 0x0100, _mm512_set1_ps(y[m][b1].d * float(y[m][b1].sum)));
-        dsum[m] = v;
-      }
-    }
+  const auto* p = static_cast<const PackedQ32*>(packed);
+  __m512 acc[TN];
+  for (int n = 0; n < TN; ++n) acc[n] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < K / 32; ++b) {
+    __m512i a[8];
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) a[g] = load512(p[b].q[g]);
+    const __m512 da = _mm512_loadu_ps(p[b].d);
+    [[maybe_unused]] __m512 dsum;
+    if constexpr (kMin) dsum = _mm512_loadu_ps(p[b].dsum);
+#pragma GCC unroll 8
     for (int n = 0; n < TN; ++n) {
-      const __m512i q = q32_weights<T>(x[n], b, two);
-      const __m512 dw = halves_ps(h2f(x[n][b].d), two ? h2f(x[n][b1].d) : 0.f);
-      [[maybe_unused]] __m512 mw;
-      if constexpr (kMin) mw = halves_ps(h2f(x[n][b].m), two ? h2f(x[n][b1].m) : 0.f);
-      [[maybe_unused]] __m512i corr;  // -128 * (sum of each lane's 4 weights)
-      if constexpr (kSigned)
-        corr = _mm512_sub_epi32(_mm512_setzero_si512(),
-                                _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(char(0x80)), q));
-      for (int m = 0; m < TM; ++m) {
-        __m512i p;
-        if constexpr (kSigned)
-          p = _mm512_dpbusd_epi32(corr, a[m], q);
-        else
-          p = _mm512_dpbusd_epi32(start[m], q, a[m]);
-        acc[n][m] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da[m]), _mm512_cvtepi32_ps(p), acc[n][m]);
-        if constexpr (kMin) acc[n][m] = _mm512_fmadd_ps(mw, dsum[m], acc[n][m]);
+      alignas(32) int32_t wq[8];
+      const __m256i q = q32_signed<T>(x[n][b]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wq), q);
+      __m512i s0 = _mm512_set1_epi32(-128 * sum_s8(q)), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+      for (int g = 0; g < 8; g += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(wq[g]));
+        s1 = _mm512_dpbusd_epi32(s1, a[g + 1], _mm512_set1_epi32(wq[g + 1]));
       }
+      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(h2f(x[n][b].d)), da);
+      acc[n] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[n]);
+      if constexpr (kMin) acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(h2f(x[n][b].m)), dsum, acc[n]);
     }
   }
-  for (int m = 0; m < TM; ++m)
-    for (int n = 0; n < TN; ++n) out[size_t(m) * ostride + size_t(n)] = _mm512_reduce_add_ps(acc[n][m]);
+  for (int n = 0; n < TN; ++n) {
+    alignas(64) float o[kRowLanes];
+    _mm512_store_ps(o, acc[n]);
+    for (int r = 0; r < kRowLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
+  }
 }
 
 }  // namespace
 
-QTileFn qtile_avx512(DType w, bool* exact) {
-  *exact = true;
+QTile qtile_avx512(DType w) {
   switch (w) {
     case DType::Q4_K:
-      return tile_q4_k;
+      return {tile_q4_k, nullptr, nullptr, NR, MR, true};
     case DType::Q6_K:
-      return tile_q6_k;
+      return {tile_q6_k, nullptr, nullptr, NR, MR, true};
     case DType::IQ4_XS:
-      return tile_iq4_xs;
-    default:
-      break;
-  }
-  *exact = false;
-  switch (w) {
+      return {tile_iq4_xs, nullptr, nullptr, NR, MR, true};
     case DType::Q8_0:
-      return q32_kernel<DType::Q8_0, NR, MR>;
+      return {q32_lanes<DType::Q8_0, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
     case DType::Q4_0:
-      return q32_kernel<DType::Q4_0, NR, MR>;
+      return {q32_lanes<DType::Q4_0, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
     case DType::Q4_1:
-      return q32_kernel<DType::Q4_1, NR, MR>;
+      return {q32_lanes<DType::Q4_1, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
     case DType::Q5_0:
-      return q32_kernel<DType::Q5_0, NR, MR>;
+      return {q32_lanes<DType::Q5_0, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
     case DType::Q5_1:
-      return q32_kernel<DType::Q5_1, NR, MR>;
+      return {q32_lanes<DType::Q5_1, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
     case DType::IQ4_NL:
-      return q32_kernel<DType::IQ4_NL, NR, MR>;
+      return {q32_lanes<DType::IQ4_NL, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
     default:
-      return nullptr;
+      return {};
   }
 }
 

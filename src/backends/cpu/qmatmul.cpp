@@ -120,7 +120,13 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
   // A few rows (decode) are quantised by the calling thread: cheaper than a second barrier.
   const bool serial_act = M <= 8;
   // A tile that sums in its own order only where a row's result may depend on the batch.
-  const bool use_tile = dot.tile && dot.rows && (dot.tile_exact || !a.batch_invariant);
+  const QTile& tile = dot.tile;
+  const bool use_tile = tile.fn && dot.rows && (tile.exact || !a.batch_invariant) && M >= tile.m;
+  // Tiles that read packed activation groups: M / tile.m groups, packed once, shared by all threads.
+  const int64_t groups = use_tile && tile.pack ? M / tile.m : 0;
+  const size_t gbytes = groups ? tile.packed_bytes(K) : 0;
+  uint8_t* packed =
+      groups ? static_cast<uint8_t*>(thread_scratch(kScratchWeights, size_t(groups) * gbytes)) : nullptr;
   if (serial_act)
     for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
 #pragma omp parallel if (par)
@@ -129,6 +135,11 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
 #pragma omp for schedule(static)
       for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
     }
+    if (groups) {
+#pragma omp for schedule(static)
+      for (int64_t g = 0; g < groups; ++g)
+        tile.pack(K, act + size_t(g * tile.m) * arb, arb, packed + size_t(g) * gbytes);
+    }
     // Tiles of kR weight rows (a few KiB, kept in L1) against every activation row.
     constexpr int64_t kR = 16;
     const int64_t tiles = (N + kR - 1) / kR;
@@ -136,14 +147,18 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
       int64_t m = 0;
-      if (use_tile) {  // kQTileN x kQDotRows tiles, the last n1 % kQTileN weight rows one at a time
-        for (; m + kQDotRows <= M; m += kQDotRows) {
+      if (use_tile) {  // tiles; the last n1 % tile.n weight rows kQDotRows activation rows at a time
+        for (; m + tile.m <= M; m += tile.m) {
           const uint8_t* am = act + size_t(m) * arb;
           float* ym = a.y + m * N;
           int64_t n = n0;
-          for (; n + kQTileN <= n1; n += kQTileN)
-            dot.tile(K, a.w + size_t(n) * a.w_row_bytes, a.w_row_bytes, am, arb, ym + n, size_t(N));
-          for (; n < n1; ++n) dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
+          const uint8_t* tact = groups ? packed + size_t(m / tile.m) * gbytes : am;
+          for (; n + tile.n <= n1; n += tile.n)
+            tile.fn(K, a.w + size_t(n) * a.w_row_bytes, a.w_row_bytes, tact, arb, ym + n, size_t(N));
+          for (; n < n1; ++n)
+            for (int i = 0; i < tile.m; i += kQDotRows)
+              dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am + size_t(i) * arb, arb, ym + i * N + n,
+                       size_t(N));
         }
       }
       if (dot.rows) {
