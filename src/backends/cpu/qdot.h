@@ -75,8 +75,10 @@ QDot qdot_avx512(DType w);
 // for the k-quants and IQ4_XS; the 32-value block types sum in their own order.
 QTile qtile_avx512(DType w);
 
-// y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m]).
-// Every output depends only on its own weight row and activation row (batch invariant).
+// y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m])
+// (the level's tiles for groups of rows). Every output depends only on its own weight row and activation
+// row (batch invariant), except through an inexact tile (QTile::exact false), which runs only when
+// a.batch_invariant is false.
 struct MatmulArgs;
 void qmatmul(const MatmulArgs& a, QDot dot);
 
