@@ -241,6 +241,15 @@ void register_all() {
                              "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top) + "/invariant";
     reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, N, K, true); });
   }
+  // The same shapes in free order, as `llamarun bench` / `generate` run prefill (the tiles of the 32-value
+  // block types are used only there): the types of the default model's Q4_K_M / IQ4_XS / Q5_K_M mixes.
+  for (DType t : {DType::Q5_0, DType::Q5_1, DType::IQ4_NL, DType::Q4_K, DType::Q6_K, DType::IQ4_XS}) {
+    const bool super = dtype_block_size(t) == 256;
+    const int64_t N = super ? 576 : 1536, K = super ? 1536 : 576;
+    const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=512/N=" + std::to_string(N) +
+                             "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top);
+    reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, N, K, false); });
+  }
   for (SimdLevel l : {SimdLevel::kScalar, top}) {
     const std::string suffix = std::string("/") + cpu::simd_level_str(l);
     reg("silu_mul/n=5632" + suffix, [=](benchmark::State& s) { BM_SiluMul(s, l, 5632); });

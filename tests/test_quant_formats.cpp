@@ -153,6 +153,75 @@ TEST(QuantDot, EveryTypeEveryLevel) {
   }
 }
 
+// The prefill tile kernels (QDot::tile, where a level has one), over distinct activation rows (one with
+// an outlier, one all zero) and weight rows at a stride larger than a row: every (weight row,
+// activation row) result within f32 summation error of the scalar reference, and bit-identical to the
+// level's one-row dot where the tile says so (QTile::exact).
+TEST(QuantDot, TileMatchesOneRowDot) {
+  std::mt19937 rng(19);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  int tiles_checked = 0;
+  for (const TypeInfo& ti : all_types()) {
+    SCOPED_TRACE(ti.name);
+    const int64_t K = 1536, N = 16, Mt = 16;  // N: twice the widest tile
+    const auto w = random_weights(ti, N, K, 23);
+    const WeightView wv{ti.t, N, K, w.data()};
+    const size_t arb = cpu::qdot_act_row_bytes(ti.t, K);
+    std::vector<uint8_t> acts(arb * Mt);
+    for (int m = 0; m < Mt; ++m) {
+      std::vector<float> x(static_cast<size_t>(K));
+      for (auto& v : x) v = m == 2 ? 0.f : nd(rng) * float(m + 1);
+      if (m == 1) x[300] = 40.f;
+      cpu::quantize_act_row(ti.t, x.data(), acts.data() + size_t(m) * arb, K);
+    }
+    for (cpu::SimdLevel l : levels()) {
+      const cpu::QDot qd = cpu::kernels_for(l).qdot(ti.t);
+      if (!qd.tile.fn) continue;
+      ASSERT_LE(2 * qd.tile.n, N);
+      ASSERT_LE(qd.tile.m, Mt);
+      SCOPED_TRACE(cpu::simd_level_str(l));
+      // Weight rows 0, 2, 4, ... (stride two rows); out rows of stride 11.
+      const size_t ostride = 11;
+      std::vector<float> out(ostride * size_t(qd.tile.m), -1.f);
+      const size_t wstride = 2 * dtype_row_bytes(ti.t, K);
+      if (qd.tile.pack) {  // the tile reads its activation rows packed
+        std::vector<uint8_t> packed(qd.tile.packed_bytes(K));
+        qd.tile.pack(K, acts.data(), arb, packed.data());
+        qd.tile.fn(K, wv.row(0), wstride, packed.data(), 0, out.data(), ostride);
+      } else {
+        qd.tile.fn(K, wv.row(0), wstride, acts.data(), arb, out.data(), ostride);
+      }
+      for (int m = 0; m < qd.tile.m; ++m)
+        for (int r = 0; r < qd.tile.n; ++r) {
+          const float want = qd.one(K, wv.row(2 * r), acts.data() + size_t(m) * arb);
+          if (qd.tile.exact) {
+            EXPECT_EQ(out[size_t(m) * ostride + size_t(r)], want) << "m " << m << " r " << r;
+          }
+          // And within the f32 summation error of the scalar reference.
+          const uint8_t* am = acts.data() + size_t(m) * arb;
+          const float ref = cpu::kernels_for(cpu::SimdLevel::kScalar).qdot(ti.t).one(K, wv.row(2 * r), am);
+          std::vector<float> wd(static_cast<size_t>(K)), ad(static_cast<size_t>(K));
+          dequantize_row(ti.t, wv.row(2 * r), wd.data(), K);
+          if (cpu::qdot_act_type(ti.t) == DType::Q8_K) {
+            dequantize_row(DType::Q8_K, am, ad.data(), K);
+          } else {
+            const auto* b = reinterpret_cast<const cpu::BlockQ8A32*>(am);
+            for (int64_t k = 0; k < K; ++k) ad[size_t(k)] = b[k / 32].d * float(b[k / 32].qs[k % 32]);
+          }
+          double mag = 0;
+          for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(wd[size_t(k)]) * ad[size_t(k)]);
+          EXPECT_NEAR(out[size_t(m) * ostride + size_t(r)], ref, 1e-5 * mag + 1e-30)
+              << "m " << m << " r " << r;
+        }
+      ++tiles_checked;
+    }
+  }
+  // The AVX-512 VNNI level has tiles for Q4_K, Q6_K, IQ4_XS and the six 32-value block types.
+  if (cpu::detected_simd_level() >= cpu::SimdLevel::kAvx512 && __builtin_cpu_supports("avx512vnni")) {
+    EXPECT_GE(tiles_checked, 9);
+  }
+}
+
 // matmul on the int8 path: each level against the scalar level (tight) and against matmul_ref, and a
 // row's result independent of M (batch invariance).
 TEST(QuantMatmul, ParityAndBatchInvariance) {
@@ -201,6 +270,11 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
         // Row 0 alone gives the same bits as row 0 in the batch.
         matmul_at_level(l, wv, x.data(), 1, one.data(), inv);
         for (int64_t n = 0; n < N; ++n) ASSERT_EQ(one[size_t(n)], got[size_t(n)]) << "M=" << M << " n=" << n;
+        // Without batch invariance (where tiles that sum in their own order may run): the same bound.
+        matmul_at_level(l, wv, x.data(), M, got.data(), MatmulOptions{});
+        for (int64_t i = 0; i < M * N; ++i)
+          ASSERT_NEAR(got[size_t(i)], scal[size_t(i)], 1e-5 * mag[size_t(i)] + 1e-30)
+              << "free order M=" << M << " i=" << i;
       }
     }
   }

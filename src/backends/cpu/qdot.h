@@ -29,9 +29,29 @@ using QDotFn = float (*)(int64_t K, const void* w, const void* act);
 constexpr int kQDotRows = 4;
 using QDotMultiFn = void (*)(int64_t K, const void* w, const void* act, size_t astride, float* out,
                              size_t ostride);
+// The prefill micro-kernel: n weight rows (row r at w + r * wstride bytes) against m activation rows
+// (row i at act + i * astride), result (i, r) at out[i * ostride + r]; n and m are the tile's (QTile).
+// Each decoded weight block serves m activation rows and each activation block n weight rows.
+using QTileFn = void (*)(int64_t K, const void* w, size_t wstride, const void* act, size_t astride,
+                         float* out, size_t ostride);
+// Packs m activation rows (row i at act + i * astride) into the layout a tile reads (QTile::pack).
+using QPackFn = void (*)(int64_t K, const void* act, size_t astride, void* packed);
+struct QTile {
+  QTileFn fn = nullptr;
+  // Where non-null, fn reads its m activation rows as one group packed by pack (packed_bytes(K) bytes)
+  // instead of m rows of the QDotFn format (act, astride unused).
+  QPackFn pack = nullptr;
+  size_t (*packed_bytes)(int64_t K) = nullptr;
+  int n = 0, m = 0;  // weight rows, activation rows (a multiple of kQDotRows)
+  // Each result bit-identical to QDotFn's for that pair (the same int32 lane sums and f32 operations),
+  // so matmul may use the tile under MatmulArgs::batch_invariant; otherwise the tile sums in its own
+  // f32 order (as accurate; matmul uses it only where results may depend on the batch).
+  bool exact = false;
+};
 struct QDot {
   QDotFn one = nullptr;
   QDotMultiFn rows = nullptr;  // may be null: one() per row
+  QTile tile;                  // fn may be null; needs rows
 };
 
 // Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
@@ -51,9 +71,14 @@ void quantize_act_row(DType w, const float* x, void* act, int64_t K);
 QDot qdot_scalar(DType w);
 QDot qdot_avx2(DType w);
 QDot qdot_avx512(DType w);
+// The AVX-512 VNNI tile kernels (qgemm_avx512.cpp); fn null for types without one. Exact (see QTile)
+// for the k-quants and IQ4_XS; the 32-value block types sum in their own order.
+QTile qtile_avx512(DType w);
 
-// y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m]).
-// Every output depends only on its own weight row and activation row (batch invariant).
+// y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m])
+// (the level's tiles for groups of rows). Every output depends only on its own weight row and activation
+// row (batch invariant), except through an inexact tile (QTile::exact false), which runs only when
+// a.batch_invariant is false.
 struct MatmulArgs;
 void qmatmul(const MatmulArgs& a, QDot dot);
 

@@ -16,7 +16,10 @@ namespace {
 
 QDot qdot_avx512(DType w) {
   static const bool vnni = __builtin_cpu_supports("avx512vnni");
-  return vnni ? simd_qdot(w) : qdot_avx2(w);
+  if (!vnni) return qdot_avx2(w);
+  QDot q = simd_qdot(w);
+  q.tile = qtile_avx512(w);
+  return q;
 }
 
 }  // namespace llamarun::cpu

@@ -1,5 +1,6 @@
 // The int8-activation matmul driver (qdot.h): activation quantisation and the row loop. Built at the
 // baseline ISA: the per-level work is in the dot functions it is handed.
+#include <emmintrin.h>
 #include <omp.h>
 
 #include <cmath>
@@ -27,8 +28,18 @@ bool is_super(DType w) {
 
 // q = round-to-nearest-even(x * 127 / amax), in [-127, 127]; returns d = amax / 127.
 float quantize_block(const float* x, int n, int8_t* q) {
-  float amax = 0;
-  for (int i = 0; i < n; ++i) amax = std::fmax(amax, std::fabs(x[i]));
+  // max |x| (n is a multiple of 32) with SSE2 (the baseline ISA), as std::fmax here is a libm call per
+  // value. maxps returns its second operand when either is NaN: NaNs in x are skipped, as fmax does.
+  const __m128 abs_mask = _mm_castsi128_ps(_mm_set1_epi32(0x7fffffff));
+  __m128 m0 = _mm_setzero_ps(), m1 = _mm_setzero_ps();
+  for (int i = 0; i < n; i += 8) {
+    m0 = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + i), abs_mask), m0);
+    m1 = _mm_max_ps(_mm_and_ps(_mm_loadu_ps(x + i + 4), abs_mask), m1);
+  }
+  m0 = _mm_max_ps(m0, m1);
+  m0 = _mm_max_ps(m0, _mm_movehl_ps(m0, m0));
+  m0 = _mm_max_ss(m0, _mm_shuffle_ps(m0, m0, 1));
+  const float amax = _mm_cvtss_f32(m0);
   if (amax == 0) {
     for (int i = 0; i < n; ++i) q[i] = 0;
     return 0;
@@ -108,6 +119,14 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
   const bool par = N * K * M >= (1 << 16);
   // A few rows (decode) are quantised by the calling thread: cheaper than a second barrier.
   const bool serial_act = M <= 8;
+  // A tile that sums in its own order only where a row's result may depend on the batch.
+  const QTile& tile = dot.tile;
+  const bool use_tile = tile.fn && dot.rows && (tile.exact || !a.batch_invariant) && M >= tile.m;
+  // Tiles that read packed activation groups: M / tile.m groups, packed once, shared by all threads.
+  const int64_t groups = use_tile && tile.pack ? M / tile.m : 0;
+  const size_t gbytes = groups ? tile.packed_bytes(K) : 0;
+  uint8_t* packed =
+      groups ? static_cast<uint8_t*>(thread_scratch(kScratchWeights, size_t(groups) * gbytes)) : nullptr;
   if (serial_act)
     for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
 #pragma omp parallel if (par)
@@ -116,6 +135,11 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
 #pragma omp for schedule(static)
       for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
     }
+    if (groups) {
+#pragma omp for schedule(static)
+      for (int64_t g = 0; g < groups; ++g)
+        tile.pack(K, act + size_t(g * tile.m) * arb, arb, packed + size_t(g) * gbytes);
+    }
     // Tiles of kR weight rows (a few KiB, kept in L1) against every activation row.
     constexpr int64_t kR = 16;
     const int64_t tiles = (N + kR - 1) / kR;
@@ -123,6 +147,20 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
       int64_t m = 0;
+      if (use_tile) {  // tiles; the last n1 % tile.n weight rows kQDotRows activation rows at a time
+        for (; m + tile.m <= M; m += tile.m) {
+          const uint8_t* am = act + size_t(m) * arb;
+          float* ym = a.y + m * N;
+          int64_t n = n0;
+          const uint8_t* tact = groups ? packed + size_t(m / tile.m) * gbytes : am;
+          for (; n + tile.n <= n1; n += tile.n)
+            tile.fn(K, a.w + size_t(n) * a.w_row_bytes, a.w_row_bytes, tact, arb, ym + n, size_t(N));
+          for (; n < n1; ++n)
+            for (int i = 0; i < tile.m; i += kQDotRows)
+              dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am + size_t(i) * arb, arb, ym + i * N + n,
+                       size_t(N));
+        }
+      }
       if (dot.rows) {
         for (; m + kQDotRows <= M; m += kQDotRows) {
           const uint8_t* am = act + size_t(m) * arb;
