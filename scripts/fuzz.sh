@@ -5,7 +5,8 @@
 # (fuzz/corpus/<target>/, copied to build-fuzz/corpus/ so the repository's seeds stay small).
 # Prints executions per target; exits non-zero on any crash, leak or sanitizer report (the input
 # is saved as build-fuzz/artifacts/<target>-crash-*: add it to fuzz/regressions/<target>/).
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     (env: FUZZ_JOBS, default 1, parallel targets)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]     (env: FUZZ_JOBS, default 1, parallel targets;
+#        FUZZ_RUNS=N stops each target after N executions or SECONDS, whichever comes first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_EACH=${1:-60}
@@ -48,16 +49,18 @@ run_one() {
   fi
   mkdir -p "$B/corpus/$t"
   cp -n fuzz/corpus/"$t"/* "$B/corpus/$t/" 2>/dev/null || true
-  local rc=0
-  "$bin" "$B/corpus/$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="$B/artifacts/$t-" >"$log" 2>&1 || rc=$?
-  local execs
+  local rc=0 runs=()
+  [ -n "${FUZZ_RUNS:-}" ] && runs=(-runs="$FUZZ_RUNS")
+  "$bin" "$B/corpus/$t" "${runs[@]}" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
+    -print_final_stats=1 -artifact_prefix="$B/artifacts/$t-" >"$log" 2>&1 || rc=$?
+  local execs secs
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" | awk '{print $2}' | tail -1)
+  secs=$(grep -o 'Done [0-9]* runs in [0-9]* second' "$log" | awk '{print $5}' | tail -1)
   if [ $rc -ne 0 ]; then
     echo "fuzz: $t FAILED (exit $rc) after ${execs:-?} executions; see $log and $B/artifacts/"
     return 1
   fi
-  echo "fuzz: $t ok: ${execs:-?} executions in ${SECONDS_EACH}s, corpus $(ls "$B/corpus/$t" | wc -l) inputs"
+  echo "fuzz: $t ok: ${execs:-?} executions in ${secs:-$SECONDS_EACH}s, corpus $(ls "$B/corpus/$t" | wc -l) inputs"
 }
 JOBS=${FUZZ_JOBS:-1}
 pids=()
