@@ -171,12 +171,22 @@ int bench_cuda(const Args& args, const std::string& device) {
     co.max_context = sh.ctx;
     co.paged_max_tokens = bench_engine_config(sh).max_batch_tokens;  // the engine's batch limits
     co.paged_max_seqs = bench_engine_config(sh).max_num_seqs;
-    backend = make_cuda_step_model(m->cfg, 1, co);
-    model_name = "random:" + args.str("--random-weights") + ":" + dt;
+    const std::string q = args.str("--quantize", "");
+    if (q.empty()) {
+      backend = make_cuda_step_model(m->cfg, 1, co);  // generated on the GPU
+      model_name = "random:" + args.str("--random-weights") + ":" + dt;
+    } else {  // random host weights quantized under the mixing rules, uploaded as a file's would be
+      const QuantScheme scheme = parse_quant_scheme(q);
+      const LlamaConfig rc = m->cfg;
+      m = make_random_model(rc, DType::F32, 1, 1, &scheme);
+      backend = make_cuda_step_model(*m, co);
+      model_name = "random:" + args.str("--random-weights") + ":" + scheme.name;
+    }
   } else {
     LoadOptions lo;
     lo.max_batch = 1;
     lo.load_tokenizer = false;
+    lo.quantize = args.str("--quantize", "");
     m = load_model(model_path_from(args), lo);
     sh = fit_shape(pp0, tg0, depth0, m->cfg.max_position);
     const bool bf16_embd = m->llama->weights().tok_embd.dtype == DType::BF16;  // as bound by the validator
