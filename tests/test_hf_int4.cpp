@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -211,6 +212,31 @@ TEST(HfInt4, RefusesUnknownMethodsAndPackings) {
     EXPECT_HAS(e, ".qweight'");
     EXPECT_HAS(e, "group size 128");
   }
+}
+
+// Older AutoGPTQ checkpoints: no quantization_config in config.json, a quantize_config.json beside it
+// (without quant_method).
+TEST(HfInt4, ReadsAutoGptqQuantizeConfigJson) {
+  TempDir td;
+  fs::copy_file(kDir + "/gptq/model.safetensors", td.file("model.safetensors"));
+  auto cfg = read_json(kDir + "/gptq/config.json");
+  auto q = cfg["quantization_config"];
+  cfg.erase("quantization_config");
+  q.erase("quant_method");
+  testing_util::write_text(td.file("config.json"), cfg.dump());
+  testing_util::write_text(td.file("quantize_config.json"), q.dump());
+  WeightMap wm = load_weights(td.path());
+  EXPECT_EQ(wm.repacked_from, "gptq");
+  const WeightMap ref = load_weights(kDir + "/gptq");
+  const TensorInfo &a = wm.get("model.layers.1.mlp.down_proj.weight"),
+                   &b = ref.get("model.layers.1.mlp.down_proj.weight");
+  ASSERT_EQ(a.nbytes, b.nbytes);
+  EXPECT_EQ(std::memcmp(a.data, b.data, a.nbytes), 0);
+  q["bits"] = 3;
+  testing_util::write_text(td.file("quantize_config.json"), q.dump());
+  const std::string e = error_of([&] { load_weights(td.path()); });
+  EXPECT_HAS(e, "quantize_config.json");
+  EXPECT_HAS(e, "bits = 3");
 }
 
 // ---- hand-made one-Linear files (test-made safetensors) ----

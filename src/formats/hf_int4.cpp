@@ -60,25 +60,25 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// An integer field of quantization_config under any of `keys` (the first present wins).
+// An integer field of the quantization config under any of `keys` (the first present wins). `pre`
+// prefixes field names in messages ("quantization_config." inside config.json, "" in its own file).
 int64_t int_field(const json& q, std::initializer_list<const char*> keys, int64_t def,
-                  const std::string& where) {
+                  const std::string& where, const std::string& pre) {
   for (const char* k : keys) {
     auto it = q.find(k);
     if (it == q.end() || it->is_null()) continue;
-    if (!it->is_number_integer())
-      fail(where, ": quantization_config.", k, " must be an integer, got ", it->dump());
+    if (!it->is_number_integer()) fail(where, ": ", pre, k, " must be an integer, got ", it->dump());
     return it->get<int64_t>();
   }
   return def;
 }
 
 std::string str_field(const json& q, std::initializer_list<const char*> keys, const std::string& def,
-                      const std::string& where) {
+                      const std::string& where, const std::string& pre) {
   for (const char* k : keys) {
     auto it = q.find(k);
     if (it == q.end() || it->is_null()) continue;
-    if (!it->is_string()) fail(where, ": quantization_config.", k, " must be a string, got ", it->dump());
+    if (!it->is_string()) fail(where, ": ", pre, k, " must be a string, got ", it->dump());
     return it->get<std::string>();
   }
   return def;
@@ -251,58 +251,71 @@ const char* HfInt4Config::name() const {
   return method == Method::kAwq ? "awq" : method == Method::kGptq ? "gptq" : "none";
 }
 
-HfInt4Config hf_int4_config_from_json(const std::string& text, const std::string& where) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    fail(where, ": not valid JSON: ", e.what());
-  }
+namespace {
+
+// The quantization config object `q` (config.json's quantization_config, or the whole of AutoGPTQ's
+// quantize_config.json / AutoAWQ's quant_config.json, which may lack quant_method: `def_method`).
+HfInt4Config config_from_object(const json& q, const std::string& where, const std::string& pre,
+                                const std::string& def_method) {
   HfInt4Config c;
-  if (!j.is_object()) return c;
-  auto it = j.find("quantization_config");
-  if (it == j.end() || it->is_null()) return c;
-  const json& q = *it;
-  if (!q.is_object()) fail(where, ": quantization_config must be an object, got ", q.dump());
-  const std::string method = lower(str_field(q, {"quant_method"}, "", where));
-  if (method.empty()) fail(where, ": quantization_config has no quant_method (supported: awq, gptq)");
+  if (!q.is_object())
+    fail(where, ": ", pre.empty() ? "the quantization config" : "quantization_config",
+         " must be an object, got ", q.dump());
+  const std::string method = lower(str_field(q, {"quant_method"}, def_method, where, pre));
+  if (method.empty()) fail(where, ": ", pre, "quant_method is missing (supported: awq, gptq)");
   if (method == "awq")
     c.method = HfInt4Config::Method::kAwq;
   else if (method == "gptq")
     c.method = HfInt4Config::Method::kGptq;
   else
-    fail(where, ": quantization_config.quant_method '", method,
+    fail(where, ": ", pre, "quant_method '", method,
          "' is not supported (supported: awq, gptq with 4-bit weights; or convert/quantize the float model)");
-  const int64_t bits = int_field(q, {"bits", "w_bit"}, 4, where);
+  const int64_t bits = int_field(q, {"bits", "w_bit"}, 4, where, pre);
   if (bits != 4)
-    fail(where, ": quantization_config.bits = ", bits, " is not supported: only 4-bit ", method,
+    fail(where, ": ", pre, "bits = ", bits, " is not supported: only 4-bit ", method,
          " checkpoints load (repacked into Q4_1)");
   c.bits = 4;
-  const int64_t gs = int_field(q, {"group_size", "q_group_size"}, 128, where);
+  const int64_t gs = int_field(q, {"group_size", "q_group_size"}, 128, where, pre);
   if (gs != -1 && (gs <= 0 || gs % 32 != 0 || gs > (int64_t(1) << 30)))
-    fail(where, ": quantization_config.group_size = ", gs,
+    fail(where, ": ", pre, "group_size = ", gs,
          " is not supported (a positive multiple of 32, or -1 for one group per row)");
   c.group_size = int(gs);
   if (c.method == HfInt4Config::Method::kAwq) {
-    const std::string version = lower(str_field(q, {"version"}, "gemm", where));
+    const std::string version = lower(str_field(q, {"version"}, "gemm", where, pre));
     if (version != "gemm")
-      fail(where, ": quantization_config.version '", version,
+      fail(where, ": ", pre, "version '", version,
            "' is not supported (only AWQ \"gemm\" packing; GEMV / Marlin / exllama packings differ)");
     if (auto z = q.find("zero_point"); z != q.end() && !z->is_null() && !(z->is_boolean() && z->get<bool>()))
-      fail(where, ": quantization_config.zero_point = ", z->dump(),
-           " is not supported (only AWQ with zero points)");
+      fail(where, ": ", pre, "zero_point = ", z->dump(), " is not supported (only AWQ with zero points)");
   } else {
-    const std::string fmt = lower(str_field(q, {"checkpoint_format", "format"}, "gptq", where));
+    const std::string fmt = lower(str_field(q, {"checkpoint_format", "format"}, "gptq", where, pre));
     if (fmt == "gptq")
       c.gptq_v2 = false;
     else if (fmt == "gptq_v2")
       c.gptq_v2 = true;
     else
-      fail(where, ": quantization_config.checkpoint_format '", fmt,
-           "' is not supported (supported: gptq, gptq_v2)");
+      fail(where, ": ", pre, "checkpoint_format '", fmt, "' is not supported (supported: gptq, gptq_v2)");
     // desc_act is checked where it matters: each g_idx must be the trivial i / group_size.
   }
   return c;
+}
+
+json parse_json(const std::string& text, const std::string& where) {
+  try {
+    return json::parse(text);
+  } catch (const json::exception& e) {
+    fail(where, ": not valid JSON: ", e.what());
+  }
+}
+
+}  // namespace
+
+HfInt4Config hf_int4_config_from_json(const std::string& text, const std::string& where) {
+  const json j = parse_json(text, where);
+  if (!j.is_object()) return {};
+  auto it = j.find("quantization_config");
+  if (it == j.end() || it->is_null()) return {};
+  return config_from_object(*it, where, "quantization_config.", "");
 }
 
 void repack_hf_int4(WeightMap& wm, const HfInt4Config& cfg, const std::string& where) {
@@ -335,13 +348,24 @@ void repack_hf_int4(WeightMap& wm, const HfInt4Config& cfg, const std::string& w
 }
 
 void apply_hf_int4(WeightMap& wm, const std::string& dir) {
-  const std::string cfg_path = (fs::path(dir) / "config.json").string();
+  std::string cfg_path = (fs::path(dir) / "config.json").string();
   HfInt4Config cfg;
-  if (!dir.empty() && file_exists(cfg_path)) {
+  if (file_exists(cfg_path)) {
     std::string text = read_text_file(cfg_path);
     // Not valid JSON: left to the config reader, which reports it with its own message.
-    const bool parses = json::accept(text);
-    if (parses) cfg = hf_int4_config_from_json(text, cfg_path);
+    if (json::accept(text)) cfg = hf_int4_config_from_json(text, cfg_path);
+  }
+  // Older checkpoints keep the quantization config in a file of its own: AutoGPTQ's
+  // quantize_config.json, AutoAWQ's quant_config.json (read only when the packed tensors are there).
+  if (cfg.method == HfInt4Config::Method::kNone && !wm.int_tensors.empty()) {
+    for (auto [file, method] : {std::pair<const char*, const char*>{"quantize_config.json", "gptq"},
+                                std::pair<const char*, const char*>{"quant_config.json", "awq"}}) {
+      const std::string p = (fs::path(dir) / file).string();
+      if (!file_exists(p)) continue;
+      cfg = config_from_object(parse_json(read_text_file(p), p), p, "", method);
+      cfg_path = p;
+      break;
+    }
   }
   repack_hf_int4(wm, cfg, cfg_path);
   if (!wm.int_tensors.empty()) {

@@ -40,9 +40,10 @@ HfInt4Config hf_int4_config_from_json(const std::string& config_json_text, const
 // naming the tensor (and its file) on a shape, dtype or act-order problem. `where` names the config.
 void repack_hf_int4(WeightMap& wm, const HfInt4Config& cfg, const std::string& where);
 
-// For a Hugging Face checkpoint read from `dir`: when dir/config.json has a quantization_config,
-// repacks as above; then any I32 tensor left in wm.int_tensors is an Error naming it. A config.json
-// that is missing or not valid JSON is left to the config reader (no repacking).
+// For a Hugging Face checkpoint read from `dir`: when dir/config.json has a quantization_config (or,
+// lacking one, when I32 tensors are present and dir holds AutoGPTQ's quantize_config.json or AutoAWQ's
+// quant_config.json), repacks as above; then any I32 tensor left in wm.int_tensors is an Error naming
+// it. A config.json that is not valid JSON is left to the config reader (no repacking).
 void apply_hf_int4(WeightMap& wm, const std::string& dir);
 
 }  // namespace llamarun
