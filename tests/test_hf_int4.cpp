@@ -161,6 +161,25 @@ TEST(HfInt4, InfoShowsQ4_1AndTheSource) {
   EXPECT_HAS(r2.out, "gptq int4");
 }
 
+// `llamarun convert DIR out.gguf` keeps the repacked Q4_1 matrices (Q/K rows permuted for GGUF's RoPE
+// layout, whole blocks moved): the GGUF model computes the same logits as the AWQ directory.
+TEST(HfInt4, ConvertsToGgufWithTheSameLogits) {
+  TempDir td;
+  const std::string out = td.file("awq.gguf");
+  auto r = testutil::run_llamarun({"convert", kDir + "/awq", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  LoadOptions lo;
+  lo.load_tokenizer = false;
+  lo.activations = "f32";
+  auto a = load_model(kDir + "/awq", lo);
+  auto b = load_model(out, lo);
+  EXPECT_EQ(b->weights->get("blk.0.attn_q.weight").dtype, DType::Q4_1);
+  const std::vector<int32_t> prompt = {1, 17, 200, 3, 45, 99, 7};
+  const std::vector<float> x = a->llama->prompt_logits(prompt), y = b->llama->prompt_logits(prompt);
+  ASSERT_EQ(x.size(), y.size());
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(x[i], y[i], 1e-4) << i;
+}
+
 // ---- refusals: each an Error naming the file / field / tensor, never a crash ----
 
 // A copy of fixture `name` with config.json's quantization_config[key] = value.
