@@ -36,6 +36,9 @@ int cmd_info(int argc, char** argv) {
   nlohmann::json j;
   j["path"] = m->path;
   j["format"] = m->gguf ? "gguf" : m->meta ? "meta-pth" : "safetensors";
+  // AWQ / GPTQ int4 checkpoints are repacked into Q4_1 at load (formats/hf_int4.h).
+  if (!m->weights->repacked_from.empty())
+    j["repacked_from"] = m->weights->repacked_from + " int4 (repacked into q4_1 at load)";
   j["architecture"] = c.architecture;
   j["config"] = {{"vocab_size", c.vocab_size},
                  {"hidden_size", c.hidden_size},
@@ -87,6 +90,8 @@ int cmd_info(int argc, char** argv) {
     return 0;
   }
   std::printf("model:        %s (%s)\n", m->path.c_str(), j["format"].get<std::string>().c_str());
+  if (j.contains("repacked_from"))
+    std::printf("weights:      %s\n", j["repacked_from"].get<std::string>().c_str());
   std::printf("architecture: %s\n", c.architecture.c_str());
   std::printf("config:       %s\n", j["config"].dump().c_str());
   if (m->tokenizer) std::printf("tokenizer:    %s\n", j["tokenizer"].dump().c_str());

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/mmap.h"
 #include "formats/gguf.h"
+#include "formats/hf_int4.h"
 #include "formats/safetensors.h"
 
 namespace llamarun {
@@ -59,10 +60,11 @@ WeightMap load_safetensors_index(const std::string& index_path, const std::strin
   return wm;
 }
 
-WeightMap load_weights(const std::string& path) {
-  if (!file_exists(path)) fail(path, ": no such file or directory");
+namespace {
+
+// The safetensors part of load_weights; AWQ/GPTQ repacking is applied by the caller.
+WeightMap load_safetensors_weights(const std::string& path) {
   if (!is_directory(path)) {
-    if (ends_with(path, ".gguf") || looks_like_gguf(path)) return read_gguf(path);
     if (ends_with(path, ".safetensors")) {
       WeightMap wm;
       read_safetensors(path, wm);
@@ -98,6 +100,18 @@ WeightMap load_weights(const std::string& path) {
   fail(path,
        ": no weights found (looked for model.safetensors, model.safetensors.index.json, a single "
        "*.safetensors file; Meta's params.json + consolidated.00.pth load through load_model)");
+}
+
+}  // namespace
+
+WeightMap load_weights(const std::string& path) {
+  if (!file_exists(path)) fail(path, ": no such file or directory");
+  if (!is_directory(path) && (ends_with(path, ".gguf") || looks_like_gguf(path))) return read_gguf(path);
+  WeightMap wm = load_safetensors_weights(path);
+  // AWQ / GPTQ int4 checkpoints: config.json (beside the files) says how; repacked into Q4_1.
+  const std::string dir = is_directory(path) ? path : fs::path(path).parent_path().string();
+  apply_hf_int4(wm, dir.empty() ? "." : dir);
+  return wm;
 }
 
 }  // namespace llamarun

@@ -84,6 +84,7 @@ void read_safetensors(const std::string& path, WeightMap& out) {
 
   struct Entry {
     TensorInfo info;
+    bool is_int = false;  // I32: goes to out.int_tensors
     uint64_t begin, end;
   };
   std::vector<Entry> entries;
@@ -96,6 +97,9 @@ void read_safetensors(const std::string& path, WeightMap& out) {
     if (name.empty()) fail(path, ": header has a tensor with an empty name");
     if (out.tensors.count(name))
       fail(path, ": ", tw, " is already defined in ", out.tensors.at(name).file, " (duplicate across files)");
+    if (out.int_tensors.count(name))
+      fail(path, ": ", tw, " is already defined in ", out.int_tensors.at(name).file,
+           " (duplicate across files)");
     if (!desc.is_object()) fail(path, ": ", tw, ": entry must be an object");
     auto dt_it = desc.find("dtype");
     auto sh_it = desc.find("shape");
@@ -108,8 +112,11 @@ void read_safetensors(const std::string& path, WeightMap& out) {
     e.info.name = name;
     e.info.file = path;
     const std::string dts = dt_it->get<std::string>();
-    if (!parse_dtype(dts, &e.info.dtype))
-      fail(path, ": ", tw, " has dtype '", dts, "', which is not supported (supported: F32, F16, BF16)");
+    // I32: the packed words of AWQ / GPTQ int4 checkpoints (kept apart in WeightMap::int_tensors).
+    e.is_int = dts == "I32";
+    if (!e.is_int && !parse_dtype(dts, &e.info.dtype))
+      fail(path, ": ", tw, " has dtype '", dts,
+           "', which is not supported (supported: F32, F16, BF16; I32 for AWQ/GPTQ packed weights)");
     int64_t numel = 1;
     for (const auto& d : *sh_it) {
       uint64_t v = get_u64(d, path, tw + " shape dimension");
@@ -122,7 +129,8 @@ void read_safetensors(const std::string& path, WeightMap& out) {
     e.end = get_u64((*off_it)[1], path, tw + " data_offsets[1]");
     if (e.end < e.begin) fail(path, ": ", tw, ": data_offsets [", e.begin, ", ", e.end, "] end before begin");
     uint64_t nbytes;
-    if (__builtin_mul_overflow(uint64_t(numel), dtype_block_bytes(e.info.dtype), &nbytes))
+    const size_t elem = e.is_int ? sizeof(int32_t) : dtype_block_bytes(e.info.dtype);
+    if (__builtin_mul_overflow(uint64_t(numel), elem, &nbytes))
       fail(path, ": ", tw, ": shape ", sh_it->dump(), " overflows the byte size");
     if (e.end - e.begin != nbytes)
       fail(path, ": ", tw, ": data_offsets [", e.begin, ", ", e.end, "] span ", e.end - e.begin,
@@ -151,12 +159,22 @@ void read_safetensors(const std::string& path, WeightMap& out) {
   for (auto& e : entries) {
     // Kernels read elements in place, so each tensor must start on its element size (the reference
     // writer pads the header to 8 bytes and orders tensors to guarantee this).
-    size_t align = dtype_block_bytes(e.info.dtype);
+    size_t align = e.is_int ? sizeof(int32_t) : dtype_block_bytes(e.info.dtype);
     if (e.info.nbytes != 0 && reinterpret_cast<uintptr_t>(data + e.begin) % align != 0)
       fail(path, ": tensor '", e.info.name, "' data at file offset ", 8 + n + e.begin, " is not aligned to ",
            align, " bytes (its element size); re-save the file with the safetensors library");
   }
   for (auto& e : entries) {
+    if (e.is_int) {
+      IntTensorInfo it;
+      it.name = e.info.name;
+      it.shape = std::move(e.info.shape);
+      it.data = reinterpret_cast<const int32_t*>(data + e.begin);
+      it.nbytes = e.info.nbytes;
+      it.file = path;
+      out.int_tensors.emplace(it.name, std::move(it));
+      continue;
+    }
     e.info.data = data + e.begin;
     out.tensors.emplace(e.info.name, std::move(e.info));
   }

@@ -15,7 +15,8 @@ namespace llamarun {
 constexpr uint64_t kSafetensorsMaxHeader = 100'000'000;
 
 // Adds the tensors of one safetensors file to `out` (and its mapping to out.files).
-// Supported dtypes: F32, F16, BF16. Each non-empty tensor must start at a file offset that is a
+// Supported dtypes: F32, F16, BF16, and I32 (AWQ/GPTQ packed int4 words, zero points, group indices),
+// which go to out.int_tensors. Each non-empty tensor must start at a file offset that is a
 // multiple of its element size (the reference writer guarantees this). A tensor name already present in `out`
 // (e.g. from another shard) is an error. `out` is left unchanged if the file is rejected.
 void read_safetensors(const std::string& path, WeightMap& out);
