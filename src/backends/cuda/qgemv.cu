@@ -22,34 +22,6 @@
 
 namespace llamarun::cuda {
 
-bool qlayout(DType t, QLayout* out) {
-  QLayout l;
-  switch (t) {
-    case DType::Q8_0:
-      l = {32, 32, 32, 2};
-      break;
-    case DType::Q4_0:
-      l = {32, 32, 16, 2};
-      break;
-    case DType::Q4_1:
-      l = {32, 32, 16, 4};
-      break;
-    case DType::Q4_K:
-      l = {256, 64, 144, 0};
-      break;
-    case DType::Q5_K:
-      l = {256, 64, 176, 0};
-      break;
-    case DType::Q6_K:
-      l = {256, 128, 208, 2};
-      break;
-    default:
-      return false;
-  }
-  if (out) *out = l;
-  return true;
-}
-
 size_t qmatrix_bytes(DType t, int64_t rows, int64_t cols) {
   QLayout l;
   if (!qlayout(t, &l)) fail("qmatrix_bytes: ", dtype_name(t), " is not a GPU quantized type");
@@ -257,6 +229,31 @@ struct Dec<DType::Q6_K> {
   }
 };
 
+template <DType QT>
+struct QTag {
+  static constexpr DType kType = QT;
+};
+// Calls f(QTag<t>{}) for a GPU quantized type t; false for any other type.
+template <typename F>
+bool with_qtype(DType t, F&& f) {
+  switch (t) {
+    case DType::Q8_0:
+      return f(QTag<DType::Q8_0>{}), true;
+    case DType::Q4_0:
+      return f(QTag<DType::Q4_0>{}), true;
+    case DType::Q4_1:
+      return f(QTag<DType::Q4_1>{}), true;
+    case DType::Q4_K:
+      return f(QTag<DType::Q4_K>{}), true;
+    case DType::Q5_K:
+      return f(QTag<DType::Q5_K>{}), true;
+    case DType::Q6_K:
+      return f(QTag<DType::Q6_K>{}), true;
+    default:
+      return false;
+  }
+}
+
 // One warp per 32 values v (one per lane): q = round(v / d), d = max|v| / 127; xs = (d, d * sum q).
 __device__ __forceinline__ void quantize32(float v, int8_t* xq, float2* xs) {
   const int lane = threadIdx.x & 31;
@@ -446,6 +443,13 @@ void check_qmatrix(const QMatrix& w, const char* where) {
 
 }  // namespace
 
+bool qlayout(DType t, QLayout* out) {
+  return with_qtype(t, [&](auto tag) {
+    using D = Dec<decltype(tag)::kType>;
+    if (out) *out = {D::kBlock, D::kUnit, D::kPayload, D::kHeader};
+  });
+}
+
 size_t QMatrix::payload_bytes() const {
   QLayout l{1, 1, 0, 0};
   if (!qlayout(type, &l)) fail("QMatrix: ", dtype_name(type), " is not a GPU quantized type");
@@ -461,26 +465,7 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
     fail("qgemv: the RMSNorm prologue needs the norm weight");
   QFuse f{int(fusion.prologue), fusion.norm_weight, fusion.eps,
           fusion.add_to_y,      fusion.y_f32,       fusion.ldy > 0 ? fusion.ldy : w.rows};
-  switch (w.type) {
-    case DType::Q8_0:
-      launch_qgemv_m<DType::Q8_0>(act, w, x, M, f, y, stream);
-      break;
-    case DType::Q4_0:
-      launch_qgemv_m<DType::Q4_0>(act, w, x, M, f, y, stream);
-      break;
-    case DType::Q4_1:
-      launch_qgemv_m<DType::Q4_1>(act, w, x, M, f, y, stream);
-      break;
-    case DType::Q4_K:
-      launch_qgemv_m<DType::Q4_K>(act, w, x, M, f, y, stream);
-      break;
-    case DType::Q5_K:
-      launch_qgemv_m<DType::Q5_K>(act, w, x, M, f, y, stream);
-      break;
-    default:
-      launch_qgemv_m<DType::Q6_K>(act, w, x, M, f, y, stream);
-      break;
-  }
+  with_qtype(w.type, [&](auto tag) { launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, y, stream); });
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }
 
@@ -489,30 +474,12 @@ void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream) {
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
   LLAMARUN_DISPATCH_ACT(act, "qdequant", {
-    auto go = [&](auto kernel, int unit) {
-      const int64_t n = int64_t(w.rows) * (w.cols / unit);
-      kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(pay, hdr, w.rows, w.cols, static_cast<T*>(dst));
-    };
-    switch (w.type) {
-      case DType::Q8_0:
-        go(qdequant_kernel<DType::Q8_0, T>, 32);
-        break;
-      case DType::Q4_0:
-        go(qdequant_kernel<DType::Q4_0, T>, 32);
-        break;
-      case DType::Q4_1:
-        go(qdequant_kernel<DType::Q4_1, T>, 32);
-        break;
-      case DType::Q4_K:
-        go(qdequant_kernel<DType::Q4_K, T>, 64);
-        break;
-      case DType::Q5_K:
-        go(qdequant_kernel<DType::Q5_K, T>, 64);
-        break;
-      default:
-        go(qdequant_kernel<DType::Q6_K, T>, 128);
-        break;
-    }
+    with_qtype(w.type, [&](auto tag) {
+      constexpr DType QT = decltype(tag)::kType;
+      const int64_t n = int64_t(w.rows) * (w.cols / Dec<QT>::kUnit);
+      qdequant_kernel<QT, T>
+          <<<unsigned((n + 255) / 256), 256, 0, stream>>>(pay, hdr, w.rows, w.cols, static_cast<T*>(dst));
+    });
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qdequant");
 }
