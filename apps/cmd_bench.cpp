@@ -155,6 +155,7 @@ int bench_cuda(const Args& args, const std::string& device) {
   if (pp0 < 1 || tg0 < 1 || depth0 < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
   CudaLlamaOptions co;
   co.device = device;
+  co.keep_quantized = args.has("--gpu-quant");
   std::unique_ptr<Model> m;
   std::string model_name;
   const std::string dt = args.str("--dtype", args.has("--random-weights") ? "f16" : "auto");
@@ -268,6 +269,10 @@ int cmd_bench(int argc, char** argv) {
        {"--depth", "", true,
         "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
        {"--reps", "-r", true, "repetitions", "3"},
+       {"--gpu-quant", "", false,
+        "--device cuda: keep quantized weights quantized on the GPU (experimental; see llamarun generate "
+        "--help)",
+        ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "

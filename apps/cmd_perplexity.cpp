@@ -106,6 +106,7 @@ int cmd_perplexity(int argc, char** argv) {
     CudaLlamaOptions co;
     co.device = device;
     co.dtype = gpu_dtype_from(args, *model);
+    co.keep_quantized = args.has("--gpu-quant");
     co.max_context = ctx;
     co.paged_max_tokens = batch;
     co.paged_max_seqs = 1;

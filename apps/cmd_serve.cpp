@@ -144,6 +144,7 @@ int cmd_serve(int argc, char** argv) {
     o.make_backend = [ec, device, random, &args](Model& m) -> std::unique_ptr<StepModel> {
       CudaLlamaOptions co;
       co.device = device;
+      co.keep_quantized = args.has("--gpu-quant");
       co.dtype =
           random ? (args.str("--act", "auto") == "bf16" ? DType::BF16 : DType::F16) : gpu_dtype_from(args, m);
       co.max_context =

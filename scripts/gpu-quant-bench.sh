@@ -67,7 +67,7 @@ case "$PHASE" in
       m="$W/7b-$f.gguf"
       [ -s "$m" ] || continue
       echo "== $f llamarun"
-      "$LB" bench -m "$m" --device cuda --pp 512 --tg 128 -r 3 --json 2>"$W/lr-$f.err" | tail -1 || tail -5 "$W/lr-$f.err"
+      "$LB" bench -m "$m" --device cuda --gpu-quant --pp 512 --tg 128 -r 3 --json 2>"$W/lr-$f.err" | tail -1 || tail -5 "$W/lr-$f.err"
       if [ -z "${SKIP_LLAMACPP:-}" ]; then
         echo "== $f llama.cpp"
         "$B" -m "$m" -fa 1 -ngl 99 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | \
