@@ -95,19 +95,24 @@ struct Dec<DType::Q8_0> {
   }
 };
 
-// Q4_0 / Q4_1: value i < 16 is the low nibble of byte i, value 16 + i its high nibble.
+// Q4_0 / Q4_1: value i < 16 is the low nibble of byte i, value 16 + i its high nibble. The 16 bytes at p ->
+// q[0..8): the 32 quants, 4 per int, in value order.
+__device__ __forceinline__ void nibbles32(const uint8_t* p, int* q) {
+  const uint4 v = ld_stream(p);
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    q[i] = int(w[i] & kLow4);
+    q[4 + i] = int((w[i] >> 4) & kLow4);
+  }
+}
+
 template <>
 struct Dec<DType::Q4_0> {
   static constexpr int kBlock = 32, kPayload = 16, kHeader = 2;
   static constexpr int kUnit = 32;
   __device__ static void run(const uint8_t* p, const uint8_t* h, int u, int* q, float* a, float* b) {
-    const uint4 v = ld_stream(p + size_t(u) * 16);
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      q[i] = int(w[i] & kLow4);
-      q[4 + i] = int((w[i] >> 4) & kLow4);
-    }
+    nibbles32(p + size_t(u) * 16, q);
     const float d = h2f(__ldg(reinterpret_cast<const uint16_t*>(h) + u));
     a[0] = a[1] = d;
     b[0] = -8.f * d;
@@ -119,13 +124,7 @@ struct Dec<DType::Q4_1> {
   static constexpr int kBlock = 32, kPayload = 16, kHeader = 4;
   static constexpr int kUnit = 32;
   __device__ static void run(const uint8_t* p, const uint8_t* h, int u, int* q, float* a, float* b) {
-    const uint4 v = ld_stream(p + size_t(u) * 16);
-    const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      q[i] = int(w[i] & kLow4);
-      q[4 + i] = int((w[i] >> 4) & kLow4);
-    }
+    nibbles32(p + size_t(u) * 16, q);
     const uint32_t dm = __ldg(reinterpret_cast<const uint32_t*>(h) + u);
     a[0] = a[1] = h2f(dm);
     b[0] = h2f(dm >> 16);
