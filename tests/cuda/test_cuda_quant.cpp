@@ -129,67 +129,76 @@ TEST_P(QuantKernelTest, GemvMatchesFp64ProductWithinInt8Bound) {
                         {GemvPrologue::kNone, false, false, 8},   {GemvPrologue::kNone, false, true, 2},
                         {GemvPrologue::kRmsNorm, false, true, 1}, {GemvPrologue::kRmsNorm, true, false, 5},
                         {GemvPrologue::kSiluMul, true, false, 1}, {GemvPrologue::kSiluMul, false, false, 4}};
-  for (const Case& c : cases) {
-    const int M = c.M;
-    const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
-    std::mt19937 g(100 + M + 10 * int(c.pro));
-    std::vector<float> x = rand_vec(g, size_t(M) * xw, -2.f, 2.f);
-    std::vector<uint16_t> xb = quantize16(act(), x);  // x rounded to act, as the model holds it
-    const std::vector<float> xp = apply_prologue(act(), c.pro, x, nw, M, K, eps);
-    DevBuf dx(xb.size() * 2);
-    dx.upload(xb.data(), xb.size() * 2);
-    const size_t ysz = c.y_f32 ? 4 : 2;
-    DevBuf dy(size_t(M) * ldy * ysz);
-    dy.poison();
-    std::vector<float> y0(size_t(M) * ldy, 0.f);
-    if (c.add) {  // y starts as a residual stream in act
-      std::vector<float> r = rand_vec(g, y0.size());
-      std::vector<uint16_t> rb = quantize16(act(), r);
-      y0 = r;
-      dy.upload(rb.data(), rb.size() * 2);
-    }
-    QGemvFusion f;
-    f.prologue = c.pro;
-    f.norm_weight = dnw.p;
-    f.eps = eps;
-    f.add_to_y = c.add;
-    f.y_f32 = c.y_f32;
-    f.ldy = ldy;
-    qgemv(act(), m, dx.p, dy.p, M, f, nullptr);
-    CUDA_OK(cudaDeviceSynchronize());
-    std::vector<float> y(size_t(M) * ldy);
-    if (c.y_f32)
-      dy.download(y.data(), y.size() * 4);
-    else
-      y = download16(act(), dy, y.size());
-    const double out_ulp = c.y_f32 ? 0 : (act() == DType::F16 ? 1.0 / 1024 : 1.0 / 128);
-    for (int r = 0; r < M; ++r) {
-      for (int n = 0; n < N; ++n) {
-        double ref = 0, bound = 0, mag = 0;
-        for (int k0 = 0; k0 < K; k0 += 32) {
-          float amax = 0;
-          for (int k = k0; k < k0 + 32; ++k) amax = std::max(amax, std::fabs(xp[size_t(r) * K + k]));
-          for (int k = k0; k < k0 + 32; ++k) {
-            const double wv = h.deq[size_t(n) * K + k], xv = xp[size_t(r) * K + k];
-            ref += wv * xv;
-            mag += std::fabs(wv * xv);
-            bound += std::fabs(wv) * amax / 127 / 2;  // x's int8 rounding: half a step per value
+  // Each case twice: each block staging x itself, and x quantized beforehand by qquantize_x.
+  DevBuf dxq(qx_bytes(8, K));
+  for (int pre = 0; pre < 2; ++pre)
+    for (const Case& c : cases) {
+      const int M = c.M;
+      const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
+      std::mt19937 g(100 + M + 10 * int(c.pro));
+      std::vector<float> x = rand_vec(g, size_t(M) * xw, -2.f, 2.f);
+      std::vector<uint16_t> xb = quantize16(act(), x);  // x rounded to act, as the model holds it
+      const std::vector<float> xp = apply_prologue(act(), c.pro, x, nw, M, K, eps);
+      DevBuf dx(xb.size() * 2);
+      dx.upload(xb.data(), xb.size() * 2);
+      const size_t ysz = c.y_f32 ? 4 : 2;
+      DevBuf dy(size_t(M) * ldy * ysz);
+      dy.poison();
+      std::vector<float> y0(size_t(M) * ldy, 0.f);
+      if (c.add) {  // y starts as a residual stream in act
+        std::vector<float> r = rand_vec(g, y0.size());
+        std::vector<uint16_t> rb = quantize16(act(), r);
+        y0 = r;
+        dy.upload(rb.data(), rb.size() * 2);
+      }
+      QGemvFusion f;
+      f.prologue = c.pro;
+      f.norm_weight = dnw.p;
+      f.eps = eps;
+      f.add_to_y = c.add;
+      f.y_f32 = c.y_f32;
+      f.ldy = ldy;
+      if (pre) {
+        qquantize_x(act(), dx.p, M, K, f, dxq.p, nullptr);
+        f.xq8 = dxq.p;
+        f.prologue = GemvPrologue::kNone;  // ignored with xq8: applied by qquantize_x
+        f.norm_weight = nullptr;
+      }
+      qgemv(act(), m, dx.p, dy.p, M, f, nullptr);
+      CUDA_OK(cudaDeviceSynchronize());
+      std::vector<float> y(size_t(M) * ldy);
+      if (c.y_f32)
+        dy.download(y.data(), y.size() * 4);
+      else
+        y = download16(act(), dy, y.size());
+      const double out_ulp = c.y_f32 ? 0 : (act() == DType::F16 ? 1.0 / 1024 : 1.0 / 128);
+      for (int r = 0; r < M; ++r) {
+        for (int n = 0; n < N; ++n) {
+          double ref = 0, bound = 0, mag = 0;
+          for (int k0 = 0; k0 < K; k0 += 32) {
+            float amax = 0;
+            for (int k = k0; k < k0 + 32; ++k) amax = std::max(amax, std::fabs(xp[size_t(r) * K + k]));
+            for (int k = k0; k < k0 + 32; ++k) {
+              const double wv = h.deq[size_t(n) * K + k], xv = xp[size_t(r) * K + k];
+              ref += wv * xv;
+              mag += std::fabs(wv * xv);
+              bound += std::fabs(wv) * amax / 127 / 2;  // x's int8 rounding: half a step per value
+            }
           }
+          const double base = c.add ? y0[size_t(r) * ldy + n] : 0;
+          ref += base;
+          // fp32 accumulation and scale products, and the output's rounding to act.
+          const double tol = 1.0001 * bound + 1e-5 * (mag + std::fabs(base)) + out_ulp * std::fabs(ref);
+          EXPECT_NEAR(y[size_t(r) * ldy + n], ref, tol)
+              << dtype_name(qt()) << " prologue " << int(c.pro) << " add " << c.add << " M " << M << " row "
+              << r << " n " << n << (c.y_f32 ? " f32" : "") << (pre ? " pre-quantized x" : " staged x");
         }
-        const double base = c.add ? y0[size_t(r) * ldy + n] : 0;
-        ref += base;
-        // fp32 accumulation and scale products, and the output's rounding to act.
-        const double tol = 1.0001 * bound + 1e-5 * (mag + std::fabs(base)) + out_ulp * std::fabs(ref);
-        EXPECT_NEAR(y[size_t(r) * ldy + n], ref, tol)
-            << dtype_name(qt()) << " prologue " << int(c.pro) << " add " << c.add << " M " << M << " row "
-            << r << " n " << n << (c.y_f32 ? " f32" : "");
-      }
-      if (!c.add) {
-        for (int n = N; n < ldy; ++n)  // untouched past N
-          EXPECT_TRUE(std::isnan(y[size_t(r) * ldy + n])) << "column " << n << " written";
+        if (!c.add) {
+          for (int n = N; n < ldy; ++n)  // untouched past N
+            EXPECT_TRUE(std::isnan(y[size_t(r) * ldy + n])) << "column " << n << " written";
+        }
       }
     }
-  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, QuantKernelTest,
@@ -228,6 +237,10 @@ TEST(QuantKernels, LayoutsAndErrors) {
   QGemvFusion no_weight;
   no_weight.prologue = GemvPrologue::kRmsNorm;
   EXPECT_THROW(qgemv(DType::F16, m, b.p, b.p, 1, no_weight, nullptr), Error);
+  EXPECT_THROW(qquantize_x(DType::F16, b.p, 1, 256, no_weight, b.p, nullptr), Error);
+  EXPECT_THROW(qquantize_x(DType::F16, b.p, 1, 100, QGemvFusion{}, b.p, nullptr), Error);  // K % 32
+  EXPECT_THROW(qquantize_x(DType::F16, b.p, 1, 256, QGemvFusion{}, static_cast<char*>(b.p) + 4, nullptr),
+               Error);  // misaligned output
 }
 
 }  // namespace

@@ -112,6 +112,7 @@ struct CudaLlama::Impl {
   bool quantized = false;    // some layer weight stays quantized (QMatrix parts)
   int qmax = 0;              // batches of up to qmax rows take qgemv
   void* wscratch = nullptr;  // one dequantized linear weight (act) for the GEMM path
+  void* xq = nullptr;        // qgemv's input quantized to int8 (qquantize_x), up to 8 rows
   size_t wscratch_bytes = 0;
   float* inv_freq = nullptr;  // [hd / 2]
 
@@ -206,12 +207,13 @@ struct CudaLlama::Impl {
            2 * lin_bytes(1, H);
     return b;
   }
+  size_t xq_bytes() const { return qx_bytes(8, std::max({H, I, nh * hd})); }
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
     b += 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
-    if (quantized) b += wscratch_bytes;
+    if (quantized) b += wscratch_bytes + xq_bytes();
     return b + 16 * 256;  // allocation rounding
   }
 };
@@ -298,6 +300,7 @@ void CudaLlama::Impl::allocate(size_t extra) {
     pdl = false;
     qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
     wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
+    xq = alloc.alloc(xq_bytes(), "quantized GEMV input");
   }
   before = alloc.allocated();
   size_t m = mmax;
@@ -379,19 +382,22 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   QGemvFusion f;
   f.y_f32 = y_f32;
   f.ldy = w.N;
+  f.xq8 = xq;
   for (int m0 = 0; m0 < M; m0 += 8) {
     const int mc = std::min(8, M - m0);
+    const char* xb = static_cast<const char*>(x) + size_t(m0) * w.K * esz;
     char* yb = static_cast<char*>(y) + size_t(m0) * w.N * ysz;
+    bool staged = false;  // x quantized once for every quantized part
     for (const LinPart& part : w.parts) {
       char* yp = yb + size_t(part.row0) * ysz;
       if (part.type != act) {
-        qgemv(act, w.q(part), static_cast<const char*>(x) + size_t(m0) * w.K * esz, yp, mc, f, stream);
+        if (!staged) qquantize_x(act, xb, mc, w.K, QGemvFusion{}, xq, stream);
+        staged = true;
+        qgemv(act, w.q(part), xb, yp, mc, f, stream);
       } else if (mc == 1) {
-        gemv(act, part.data, static_cast<const char*>(x) + size_t(m0) * w.K * esz, yp, y_f32, 1, part.rows,
-             w.K, stream);
+        gemv(act, part.data, xb, yp, y_f32, 1, part.rows, w.K, stream);
       } else {  // into the scratch, then the columns of this part's rows
-        gemv(act, part.data, static_cast<const char*>(x) + size_t(m0) * w.K * esz, wscratch, y_f32, mc,
-             part.rows, w.K, stream);
+        gemv(act, part.data, xb, wscratch, y_f32, mc, part.rows, w.K, stream);
         LLAMARUN_CUDA_CHECK(cudaMemcpy2DAsync(yp, size_t(w.N) * ysz, wscratch, size_t(part.rows) * ysz,
                                               size_t(part.rows) * ysz, mc, cudaMemcpyDeviceToDevice, stream));
       }
@@ -399,9 +405,14 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   }
 }
 
+// One quantization of x (the prologue applied there) for every part.
 void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusion& f) {
-  QGemvFusion pf = f;
+  qquantize_x(act, x, 1, w.K, f, xq, stream);
+  QGemvFusion pf;
+  pf.add_to_y = f.add_to_y;
+  pf.y_f32 = f.y_f32;
   pf.ldy = w.N;
+  pf.xq8 = xq;
   const size_t ysz = f.y_f32 ? 4 : esz;
   for (const LinPart& part : w.parts)
     qgemv(act, w.q(part), x, static_cast<char*>(y) + size_t(part.row0) * ysz, 1, pf, stream);
@@ -688,9 +699,10 @@ void CudaLlama::Impl::forward_decode1() {
   argmax(plogits, V, pids, stream, pdl, dh_pids);
 }
 
-// forward_decode1 with quantized weights: per layer the QKV qgemv (RMSNorm in its staging of x), RoPE + KV
-// append, the split-K attention, the o qgemv adding into x, the gate_up qgemv (RMSNorm), the down qgemv
-// (SiLU-mul in its staging, adding into x): 6 launches per layer (7 where q / k and v differ in type).
+// forward_decode1 with quantized weights: per layer the QKV qgemv (RMSNorm applied where x is quantized
+// to int8), RoPE + KV append, the split-K attention, the o qgemv adding into x, the gate_up qgemv
+// (RMSNorm), the down qgemv (SiLU-mul where its input is quantized, adding into x): 10 launches per layer,
+// 4 of them the small input quantizations (11 where q / k and v differ in type).
 void CudaLlama::Impl::forward_decode1q() {
   const int32_t* d_ids = fin;
   const int32_t* d_pos = fin + 1;

@@ -125,9 +125,19 @@ struct QGemvFusion {
   bool add_to_y = false;
   bool y_f32 = false;
   int ldy = 0;  // 0: W.rows
+  // x already quantized by qquantize_x (M rows of W.cols values, the prologue applied there): qgemv reads
+  // it instead of x and ignores prologue / norm_weight / eps.
+  const void* xq8 = nullptr;
 };
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
            cudaStream_t stream);
+// qgemv's activation quantization alone: x' (the prologue applied as above) of M (1..8) rows of K values
+// quantized into xq8 (qx_bytes(M, K) bytes, 16-byte aligned). Given as QGemvFusion::xq8, one quantization
+// serves every matrix that reads x, and the GEMV's blocks stream weights at once instead of each staging
+// and quantizing all of x first (which costs as much as the weights for a matrix of few rows).
+size_t qx_bytes(int M, int K);
+void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusion, void* xq8,
+                 cudaStream_t stream);
 // dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W.
 void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream);
 

@@ -273,45 +273,70 @@ struct QFuse {
   int ldy;
 };
 
-// y[m * ldy + row] (+)= sum_k x'[m, k] W[row, k] for the M rows of x (MT >= M), x' = the prologue applied
-// to x, rounded to T as the unfused kernels would store it, then quantized to int8 per 32 values into shared
-// memory (sq [MT][K], ss [MT][K / 32]). Each warp takes rows row, row + gridDim.x * warps, ...
+// Row m of x' (the prologue applied to x, rounded to T as the unfused kernels would store it) quantized to
+// int8 per 32 values: q [K], s [K / 32] = (d, d * sum q). Every thread of the block takes part (the
+// RMSNorm's block sum); its warps take 32-value chunks in turn.
+template <typename T>
+__device__ void quantize_row(const T* __restrict__ x, int m, int K, const QFuse& f, int8_t* q, float2* s,
+                             float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+  float inv = 1.f;
+  if (f.prologue == int(GemvPrologue::kRmsNorm)) {
+    float sum = 0.f;
+    for (int i = threadIdx.x; i < K; i += blockDim.x) {
+      const float v = to_f32(xr[i]);
+      sum += v * v;
+    }
+    inv = rsqrtf(block_sum(sum, red) / float(K) + f.eps);
+  }
+  for (int c = warp; c < K / 32; c += warps) {
+    const int i = c * 32 + lane;
+    float v = to_f32(xr[i]);
+    if (f.prologue == int(GemvPrologue::kRmsNorm)) {
+      v = to_f32(from_f32<T>(v * inv * to_f32(static_cast<const T*>(f.norm_w)[i])));
+    } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
+      const float sl = v / (1.f + __expf(-v));
+      v = to_f32(from_f32<T>(sl * to_f32(xr[K + i])));
+    }
+    quantize32(v, q + c * 32, s + c);
+  }
+}
+
+// qquantize_x: block m quantizes row m into the global buffer (q [M][K], then s [M][K / 32]).
+template <typename T>
+__global__ void __launch_bounds__(1024) qquantize_x_kernel(const T* __restrict__ x, int K, QFuse f,
+                                                           int8_t* __restrict__ q, float2* __restrict__ s) {
+  __shared__ float red[32];
+  const int m = blockIdx.x;
+  quantize_row(x, m, K, f, q + size_t(m) * K, s + size_t(m) * (K / 32), red);
+}
+
+// y[m * ldy + row] (+)= sum_k x'[m, k] W[row, k] for the M rows of x (MT >= M). The int8 x' comes either
+// from qquantize_x (gq / gs: read from global memory, where it stays in L1 / L2) or, when gq is null, each
+// block quantizes x itself into shared memory (sq [MT][K], ss [MT][K / 32]) before touching the weights.
+// Each warp takes rows row, row + gridDim.x * warps, ...
 template <DType QT, int MT, typename T>
 __global__ void __launch_bounds__(kWarps * 32)
     qgemv_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
-                 const T* __restrict__ x, int M, QFuse f, void* __restrict__ y) {
+                 const T* __restrict__ x, int M, QFuse f, const int8_t* gq, const float2* gs,
+                 void* __restrict__ y) {
   using D = Dec<QT>;
   constexpr int U = D::kUnit;
   extern __shared__ int4 smem_q[];
   __shared__ float red[32];
-  int8_t* sq = reinterpret_cast<int8_t*>(smem_q);
-  float2* ss = reinterpret_cast<float2*>(sq + size_t(MT) * K);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int chunks = K / 32;
-  for (int m = 0; m < M; ++m) {
-    float inv = 1.f;
-    const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
-    if (f.prologue == int(GemvPrologue::kRmsNorm)) {
-      float sum = 0.f;
-      for (int i = threadIdx.x; i < K; i += blockDim.x) {
-        const float v = to_f32(xr[i]);
-        sum += v * v;
-      }
-      inv = rsqrtf(block_sum(sum, red) / float(K) + f.eps);
-    }
-    for (int c = warp; c < chunks; c += kWarps) {
-      const int i = c * 32 + lane;
-      float v = to_f32(xr[i]);
-      if (f.prologue == int(GemvPrologue::kRmsNorm)) {
-        v = to_f32(from_f32<T>(v * inv * to_f32(static_cast<const T*>(f.norm_w)[i])));
-      } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
-        const float sl = v / (1.f + __expf(-v));
-        v = to_f32(from_f32<T>(sl * to_f32(xr[K + i])));
-      }
-      quantize32(v, sq + size_t(m) * K + c * 32, ss + size_t(m) * chunks + c);
-    }
+  const int8_t* sq = gq;
+  const float2* ss = gs;
+  if (!gq) {
+    int8_t* q = reinterpret_cast<int8_t*>(smem_q);
+    float2* s = reinterpret_cast<float2*>(q + size_t(MT) * K);
+    for (int m = 0; m < M; ++m) quantize_row(x, m, K, f, q + size_t(m) * K, s + size_t(m) * chunks, red);
+    sq = q;
+    ss = s;
+    __syncthreads();
   }
-  __syncthreads();
   const int nb = K / D::kBlock;
   const int units = K / U;
   for (int row = blockIdx.x * kWarps + warp; row < N; row += gridDim.x * kWarps) {
@@ -320,6 +345,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     float acc[MT];
 #pragma unroll
     for (int m = 0; m < MT; ++m) acc[m] = 0.f;
+#pragma unroll(U <= 64 ? 2 : 1)
     for (int u = lane; u < units; u += 32) {
       int q[U / 4];
       float a[U / 16], b[U / 32];
@@ -392,19 +418,21 @@ __global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* 
   }
 }
 
-// Launches MT's instantiation for M rows: a grid of at most 4 blocks per SM (each block stages x once),
-// shared memory for MT rows of quantized x.
+// Launches MT's instantiation for M rows. Staging x in each block (gq null): a grid of at most 4 blocks per
+// SM, each staging x once, with shared memory for MT rows of quantized x. With x quantized beforehand: one
+// row per warp, as many blocks as that takes.
 template <DType QT, int MT>
-void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, void* y,
-                    cudaStream_t stream) {
+void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
+                    const float2* gs, void* y, cudaStream_t stream) {
   static int sm_count = 0;
   if (!sm_count) {
     int dev = 0;
     LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
     LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
   }
-  const size_t smem = size_t(MT) * w.cols + size_t(MT) * (w.cols / 32) * sizeof(float2);
-  const int blocks = std::min((w.rows + kWarps - 1) / kWarps, 4 * sm_count);
+  const size_t smem = gq ? 0 : size_t(MT) * w.cols + size_t(MT) * (w.cols / 32) * sizeof(float2);
+  const int row_blocks = (w.rows + kWarps - 1) / kWarps;
+  const int blocks = gq ? row_blocks : std::min(row_blocks, 4 * sm_count);
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
   LLAMARUN_DISPATCH_ACT(act, "qgemv", {
@@ -418,17 +446,29 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
       }
     }
     kernel<<<blocks, kWarps * 32, smem, stream>>>(pay, hdr, w.rows, w.cols, static_cast<const T*>(x), M, f,
-                                                  y);
+                                                  gq, gs, y);
   });
 }
 
 template <DType QT>
-void launch_qgemv_m(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, void* y,
-                    cudaStream_t stream) {
-  if (M == 1) return launch_qgemv_t<QT, 1>(act, w, x, M, f, y, stream);
-  if (M == 2) return launch_qgemv_t<QT, 2>(act, w, x, M, f, y, stream);
-  if (M <= 4) return launch_qgemv_t<QT, 4>(act, w, x, M, f, y, stream);
-  return launch_qgemv_t<QT, 8>(act, w, x, M, f, y, stream);
+void launch_qgemv_m(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
+                    const float2* gs, void* y, cudaStream_t stream) {
+  if (M == 1) return launch_qgemv_t<QT, 1>(act, w, x, M, f, gq, gs, y, stream);
+  if (M == 2) return launch_qgemv_t<QT, 2>(act, w, x, M, f, gq, gs, y, stream);
+  if (M <= 4) return launch_qgemv_t<QT, 4>(act, w, x, M, f, gq, gs, y, stream);
+  return launch_qgemv_t<QT, 8>(act, w, x, M, f, gq, gs, y, stream);
+}
+
+QFuse qfuse_of(const QGemvFusion& fusion, int rows) {
+  return QFuse{int(fusion.prologue), fusion.norm_weight, fusion.eps,
+               fusion.add_to_y,      fusion.y_f32,       fusion.ldy > 0 ? fusion.ldy : rows};
+}
+
+void check_prologue(const QGemvFusion& fusion, int M, int K, const char* where) {
+  if (M < 1 || M > 8) fail(where, ": ", M, " rows of x (1 to 8)");
+  if (K <= 0 || K % 32) fail(where, ": ", K, " columns is not a positive multiple of 32");
+  if (fusion.prologue == GemvPrologue::kRmsNorm && !fusion.norm_weight)
+    fail(where, ": the RMSNorm prologue needs the norm weight");
 }
 
 void check_qmatrix(const QMatrix& w, const char* where) {
@@ -455,16 +495,32 @@ size_t QMatrix::payload_bytes() const {
   return size_t(rows) * size_t(cols / l.block) * size_t(l.payload);
 }
 
+size_t qx_bytes(int M, int K) { return size_t(M) * K + size_t(M) * (K / 32) * sizeof(float2); }
+
+void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusion, void* xq8,
+                 cudaStream_t stream) {
+  check_prologue(fusion, M, K, "qquantize_x");
+  if (reinterpret_cast<uintptr_t>(xq8) % 16) fail("qquantize_x: the output buffer is not 16-byte aligned");
+  const QFuse f = qfuse_of(fusion, 0);
+  auto* q = static_cast<int8_t*>(xq8);
+  auto* s = reinterpret_cast<float2*>(q + size_t(M) * K);
+  const int threads = std::min(1024, (K / 32 + 3) / 4 * 32);  // about 4 chunks of 32 values per warp
+  LLAMARUN_DISPATCH_ACT(act, "qquantize_x", {
+    qquantize_x_kernel<T><<<M, threads, 0, stream>>>(static_cast<const T*>(x), K, f, q, s);
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("qquantize_x");
+}
+
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
            cudaStream_t stream) {
   check_qmatrix(w, "qgemv");
-  if (M < 1 || M > 8) fail("qgemv: ", M, " rows of x (1 to 8)");
-  if (w.cols % 32) fail("qgemv: ", w.cols, " columns is not a multiple of 32");
-  if (fusion.prologue == GemvPrologue::kRmsNorm && !fusion.norm_weight)
-    fail("qgemv: the RMSNorm prologue needs the norm weight");
-  QFuse f{int(fusion.prologue), fusion.norm_weight, fusion.eps,
-          fusion.add_to_y,      fusion.y_f32,       fusion.ldy > 0 ? fusion.ldy : w.rows};
-  with_qtype(w.type, [&](auto tag) { launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, y, stream); });
+  check_prologue(fusion, M, w.cols, "qgemv");
+  const QFuse f = qfuse_of(fusion, w.rows);
+  const int8_t* gq = static_cast<const int8_t*>(fusion.xq8);
+  const float2* gs = gq ? reinterpret_cast<const float2*>(gq + size_t(M) * w.cols) : nullptr;
+  if (gq && reinterpret_cast<uintptr_t>(gq) % 16) fail("qgemv: the quantized x is not 16-byte aligned");
+  with_qtype(w.type,
+             [&](auto tag) { launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream); });
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }
 
