@@ -154,8 +154,7 @@ int bench_cuda(const Args& args, const std::string& device) {
             depth0 = int(args.integer("--depth", 0));
   if (pp0 < 1 || tg0 < 1 || depth0 < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
   CudaLlamaOptions co;
-  co.device = device;
-  co.keep_quantized = args.has("--gpu-quant");
+  cuda_options_from(args, device, &co);
   std::unique_ptr<Model> m;
   std::string model_name;
   const std::string dt = args.str("--dtype", args.has("--random-weights") ? "f16" : "auto");
@@ -272,6 +271,10 @@ int cmd_bench(int argc, char** argv) {
        {"--gpu-quant", "", false,
         "--device cuda: keep quantized weights quantized on the GPU (experimental; see llamarun generate "
         "--help)",
+        ""},
+       {"--gpu-quant-x-once", "", false,
+        "with --gpu-quant: quantize each GEMV's input once per projection (experimental; see llamarun "
+        "generate --help)",
         ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,

@@ -104,9 +104,8 @@ int cmd_perplexity(int argc, char** argv) {
   if (is_cuda_device(device)) {
 #ifdef LLAMARUN_WITH_CUDA
     CudaLlamaOptions co;
-    co.device = device;
+    cuda_options_from(args, device, &co);
     co.dtype = gpu_dtype_from(args, *model);
-    co.keep_quantized = args.has("--gpu-quant");
     co.max_context = ctx;
     co.paged_max_tokens = batch;
     co.paged_max_seqs = 1;

@@ -143,8 +143,7 @@ int cmd_serve(int argc, char** argv) {
     // args outlives the server (run() returns before cmd_serve does).
     o.make_backend = [ec, device, random, &args](Model& m) -> std::unique_ptr<StepModel> {
       CudaLlamaOptions co;
-      co.device = device;
-      co.keep_quantized = args.has("--gpu-quant");
+      cuda_options_from(args, device, &co);
       co.dtype =
           random ? (args.str("--act", "auto") == "bf16" ? DType::BF16 : DType::F16) : gpu_dtype_from(args, m);
       co.max_context =

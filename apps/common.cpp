@@ -27,8 +27,11 @@ std::vector<OptSpec> model_opts() {
            "off"},
           {"--gpu-quant", "", false,
            "--device cuda: keep Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K weights quantized on the GPU "
-           "(experimental: its parity tests have not yet run on a GPU); without it they are dequantized to "
-           "fp16 / bf16 at load",
+           "(experimental); without it they are dequantized to fp16 / bf16 at load",
+           ""},
+          {"--gpu-quant-x-once", "", false,
+           "with --gpu-quant: quantize each GEMV's input once per projection instead of in every block "
+           "(experimental: not yet run on a GPU)",
            ""}};
 }
 
@@ -94,9 +97,8 @@ std::unique_ptr<Engine> make_engine(const Args& args, Model& model, const std::s
   if (!backend && is_cuda_device(device)) {
 #ifdef LLAMARUN_WITH_CUDA
     CudaLlamaOptions co;
-    co.device = device;
+    cuda_options_from(args, device, &co);
     co.dtype = gpu_dtype_from(args, model);
-    co.keep_quantized = args.has("--gpu-quant");
     co.max_context = ctx;
     co.paged_max_tokens = ec.max_batch_tokens;  // the engine's batch limits
     co.paged_max_seqs = std::min(ec.max_num_seqs, ec.max_batch_tokens);
@@ -107,6 +109,15 @@ std::unique_ptr<Engine> make_engine(const Args& args, Model& model, const std::s
   }
   return std::make_unique<Engine>(model, ec, std::move(backend));
 }
+
+#ifdef LLAMARUN_WITH_CUDA
+void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOptions* co) {
+  co->device = device;
+  co->keep_quantized = args.has("--gpu-quant");
+  co->quantize_input_once = args.has("--gpu-quant-x-once");
+  if (co->quantize_input_once && !co->keep_quantized) fail("--gpu-quant-x-once needs --gpu-quant");
+}
+#endif
 
 std::unique_ptr<Model> open_model(const Args& args) {
   if (args.has("--threads")) {

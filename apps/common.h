@@ -9,6 +9,10 @@
 #include "model/model.h"
 #include "sampling/sampling_params.h"
 
+namespace llamarun {
+struct CudaLlamaOptions;
+}  // namespace llamarun
+
 namespace llamarun::cli {
 
 // --model, --ctx, --threads, --act
@@ -26,6 +30,9 @@ bool is_cuda_device(const std::string& device);
 // The GPU's weight / activation dtype from --act: f16, bf16, or auto (bf16 for bf16 checkpoints, else
 // f16). Throws Error for other values.
 DType gpu_dtype_from(const Args& args, const Model& model);
+
+// The CUDA options every command takes from its flags: the device, --gpu-quant, --gpu-quant-x-once.
+void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOptions* co);
 
 // --model when given, else the default model's path (looked up only then: a machine without the default
 // model runs `-m MODEL` fine).

@@ -239,13 +239,14 @@ CudaLlamaOptions options(DType t, int max_context, int max_tokens = 64) {
 // the dequantize + GEMM path above) unless keep_quantized is off.
 void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
                              bool fast = true, bool kquants = false, int qmax = 64,
-                             bool keep_quantized = true) {
+                             bool keep_quantized = true, bool input_once = false) {
   HostModel hm = make_host_model(cfg, t, gguf, 42, kquants);
   CudaLlamaOptions opt = options(t, 128);
   opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
   opt.fast_decode = fast;
   opt.quant_gemv_max_rows = qmax;
   opt.keep_quantized = keep_quantized;
+  opt.quantize_input_once = input_once;
   const bool quantized = gguf && keep_quantized;
   auto tol = [quantized](DType d) { return quantized ? quant_logits_tol(d) : logits_tol(d); };
   CudaLlama gpu(cfg, hm.wm, opt);
@@ -309,6 +310,12 @@ TEST_P(CudaLlamaTest, KQuantsStayQuantizedAndMatchCpuReference) {
   check_against_reference(tiny_config(), t(), true, 27, 7, true, /*kquants=*/true, 16);
   check_against_reference(tiny_config(), t(), true, 20, 64, true, /*kquants=*/true, 16);
   check_against_reference(tiny_config(), t(), true, 12, 12, true, /*kquants=*/true, 16);
+}
+
+// The same with each projection's input quantized once (qquantize_x) for the GEMV.
+TEST_P(CudaLlamaTest, KQuantsInputQuantizedOnceMatchCpuReference) {
+  check_against_reference(tiny_config(), t(), true, 27, 7, true, /*kquants=*/true, 16, true, true);
+  check_against_reference(tiny_config(), t(), true, 12, 12, true, /*kquants=*/true, 16, true, true);
 }
 
 TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {

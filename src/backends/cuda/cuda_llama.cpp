@@ -112,7 +112,7 @@ struct CudaLlama::Impl {
   bool quantized = false;    // some layer weight stays quantized (QMatrix parts)
   int qmax = 0;              // batches of up to qmax rows take qgemv
   void* wscratch = nullptr;  // one dequantized linear weight (act) for the GEMM path
-  void* xq = nullptr;        // qgemv's input quantized to int8 (qquantize_x), up to 8 rows
+  void* xq = nullptr;        // with opt.quantize_input_once: qgemv's input quantized to int8, up to 8 rows
   size_t wscratch_bytes = 0;
   float* inv_freq = nullptr;  // [hd / 2]
 
@@ -300,7 +300,7 @@ void CudaLlama::Impl::allocate(size_t extra) {
     pdl = false;
     qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
     wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
-    xq = alloc.alloc(xq_bytes(), "quantized GEMV input");
+    if (opt.quantize_input_once) xq = alloc.alloc(xq_bytes(), "quantized GEMV input");
   }
   before = alloc.allocated();
   size_t m = mmax;
@@ -391,7 +391,7 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
     for (const LinPart& part : w.parts) {
       char* yp = yb + size_t(part.row0) * ysz;
       if (part.type != act) {
-        if (!staged) qquantize_x(act, xb, mc, w.K, QGemvFusion{}, xq, stream);
+        if (xq && !staged) qquantize_x(act, xb, mc, w.K, QGemvFusion{}, xq, stream);
         staged = true;
         qgemv(act, w.q(part), xb, yp, mc, f, stream);
       } else if (mc == 1) {
@@ -405,14 +405,16 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   }
 }
 
-// One quantization of x (the prologue applied there) for every part.
+// With xq: one quantization of x (the prologue applied there) for every part; else each qgemv applies the
+// prologue and quantizes x in every block.
 void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusion& f) {
-  qquantize_x(act, x, 1, w.K, f, xq, stream);
-  QGemvFusion pf;
-  pf.add_to_y = f.add_to_y;
-  pf.y_f32 = f.y_f32;
+  QGemvFusion pf = f;
   pf.ldy = w.N;
-  pf.xq8 = xq;
+  if (xq) {
+    qquantize_x(act, x, 1, w.K, f, xq, stream);
+    pf.prologue = GemvPrologue::kNone;
+    pf.xq8 = xq;
+  }
   const size_t ysz = f.y_f32 ? 4 : esz;
   for (const LinPart& part : w.parts)
     qgemv(act, w.q(part), x, static_cast<char*>(y) + size_t(part.row0) * ysz, 1, pf, stream);
@@ -701,8 +703,8 @@ void CudaLlama::Impl::forward_decode1() {
 
 // forward_decode1 with quantized weights: per layer the QKV qgemv (RMSNorm applied where x is quantized
 // to int8), RoPE + KV append, the split-K attention, the o qgemv adding into x, the gate_up qgemv
-// (RMSNorm), the down qgemv (SiLU-mul where its input is quantized, adding into x): 10 launches per layer,
-// 4 of them the small input quantizations (11 where q / k and v differ in type).
+// (RMSNorm), the down qgemv (SiLU-mul where its input is quantized, adding into x): 6 launches per layer
+// (7 where q / k and v differ in type), plus 4 small input quantizations with opt.quantize_input_once.
 void CudaLlama::Impl::forward_decode1q() {
   const int32_t* d_ids = fin;
   const int32_t* d_pos = fin + 1;

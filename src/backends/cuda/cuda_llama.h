@@ -56,6 +56,11 @@ struct CudaLlamaOptions {
   // Q3_K, Q5_0, Q5_1, IQ4_NL, IQ4_XS) are always dequantized at load.
   // Off by default until the kernels' parity tests have run on a GPU (the CLI's --gpu-quant turns it on).
   bool keep_quantized = false;
+  // The quantized GEMV's input quantized to int8 once per projection by its own small kernel (qquantize_x),
+  // the GEMV then streaming weights at once, one row per warp; off: every GEMV block stages and quantizes
+  // all of x before reading its weights. ncu on the H100 put the staging at 0.3-0.4 TB/s for the
+  // projections of few rows (o, v, down; NOTES.md). Off until its parity tests have run on a GPU.
+  bool quantize_input_once = false;
   int quant_gemv_max_rows = 64;
   // Each of the two pinned host buffers the weight upload streams through (host memory held while loading;
   // other sizes not benchmarked; tests use 1 MB to put several chunks through both buffers).
