@@ -15,6 +15,7 @@
 
 #include "backends/cpu/kernels.h"
 #include "backends/cpu/qdot.h"
+#include "core/dequant_ref.h"
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/fp16.h"
@@ -108,6 +109,22 @@ std::vector<cpu::SimdLevel> levels() {
 // Every level's dot for every type (including the types matmul keeps on f32 activations) against the
 // scalar integer reference, and against the exact product of the dequantised weights with x: the
 // activation rounding moves each x_k by at most amax(block) / 254.
+// The word-wise unpacking of the SIMD kernels gives the per-sub-block reference's values.
+TEST(QuantDot, KQuantScalesMinsWordsMatchPerSubBlock) {
+  std::mt19937 g(9);
+  for (int t = 0; t < 2000; ++t) {
+    uint8_t s[12], out[16];
+    for (auto& b : s) b = uint8_t(t < 256 ? (t * 37 + (&b - s) * 11) : g());  // then random bytes
+    k4_scales_mins(s, out);
+    for (int j = 0; j < 8; ++j) {
+      int sc, m;
+      k4_scale_min(s, j, &sc, &m);
+      ASSERT_EQ(out[j], sc) << "scale " << j << " pattern " << t;
+      ASSERT_EQ(out[8 + j], m) << "min " << j << " pattern " << t;
+    }
+  }
+}
+
 TEST(QuantDot, EveryTypeEveryLevel) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 namespace llamarun {
 
@@ -31,6 +32,18 @@ inline void k4_scale_min(const uint8_t* s, int j, int* sc, int* m) {
     *sc = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
     *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
   }
+}
+
+// The same for all eight sub-blocks at once, with word operations (for the SIMD kernels): out[0..8) the
+// scales, out[8..16) the mins. Byte j < 4 of a word holds sub-block j's 6 bits; for j >= 4 the low / high
+// nibble of byte j + 4, with bits 4-5 the top 2 bits of byte j - 4 (scales) / j (mins).
+inline void k4_scales_mins(const uint8_t* s, uint8_t out[16]) {
+  uint32_t w[3];
+  std::memcpy(w, s, 12);
+  const uint32_t lo6 = 0x3f3f3f3fu, lo4 = 0x0f0f0f0fu, b45 = 0x30303030u;  // (b >> 6) << 4 == (b >> 2) & 0x30
+  const uint32_t r[4] = {w[0] & lo6, (w[2] & lo4) | ((w[0] >> 2) & b45), w[1] & lo6,
+                         ((w[2] >> 4) & lo4) | ((w[1] >> 2) & b45)};
+  std::memcpy(out, r, 16);
 }
 
 // Q3_K: the signed scale (-32..31) of 16-value sub-block j (0..15) from the 12 packed bytes.

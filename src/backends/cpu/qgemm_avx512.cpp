@@ -69,14 +69,9 @@ LR_INLINE const BlockQ8_K* arow(const void* act, size_t astride, int m) {
 
 // Q4_K: the 8 6-bit scales then the 8 6-bit mins of a block's 12 scale bytes, as 16 int16.
 LR_INLINE __m256i q4k_scales_mins(const uint8_t* s) {
-  uint32_t u0, u1, u2;
-  std::memcpy(&u0, s, 4);
-  std::memcpy(&u1, s + 4, 4);
-  std::memcpy(&u2, s + 8, 4);
-  const uint32_t sc03 = u0 & 0x3f3f3f3f, mn03 = u1 & 0x3f3f3f3f;
-  const uint32_t sc47 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
-  const uint32_t mn47 = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
-  return _mm256_cvtepu8_epi16(_mm_setr_epi32(int(sc03), int(sc47), int(mn03), int(mn47)));
+  uint8_t sm[16];
+  k4_scales_mins(s, sm);
+  return _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sm)));
 }
 
 // Q4_K: 64 values (chunk c: the low nibbles of qs[32c..32c+32] are sub-block 2c, the high ones 2c + 1)
