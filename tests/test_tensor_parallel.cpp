@@ -4,12 +4,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 #include <vector>
 
 #include "core/error.h"
+#include "model/model.h"
 #include "parallel/communicator.h"
+#include "parallel/tp_llama.h"
 #include "parallel/tp_shard.h"
 
 namespace llamarun {
@@ -227,6 +232,60 @@ TEST(TensorParallelLayer, RanksWithAllReduceEqualTheWholeLayer) {
             << "heads " << k.nh << "/" << k.nkv << " TP " << k.size << " rank " << r << " value " << i;
       EXPECT_EQ(out[size_t(r)], out[0]) << "ranks disagree";
     }
+  }
+}
+
+// The whole model at TP = 2 and 4 (ranks as threads, TpCpuLlama) on the golden fixtures (tiny random
+// Llama models with transformers' logits and greedy continuations, tests/fixtures/golden/, made by
+// tools/make_golden.py): MHA, GQA with KV heads split and replicated (2 and 1 KV heads over 4 ranks), tied
+// and untied heads, Llama 3 / linear RoPE scaling, bf16 checkpoints. The greedy tokens equal transformers'
+// (and so TP = 1's, which test_golden checks), the logits stay within the golden tolerance of TP = 1's.
+TEST(TpCpuLlama, GoldenFixturesGiveTransformersGreedyTokensAtTp2And4) {
+  namespace fs = std::filesystem;
+  const std::string root = std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/golden";
+  int checked = 0;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const fs::path gj = e.path() / "golden.json";
+    if (!e.is_directory() || !fs::exists(gj)) continue;
+    std::ifstream f(gj);
+    const nlohmann::json g = nlohmann::json::parse(f);
+    const bool bf16 = g["dtype"] == "bfloat16";
+    LoadOptions lo;
+    lo.load_tokenizer = false;
+    lo.activations = bf16 ? "bf16" : "f32";
+    auto m = load_model(e.path().string(), lo);
+    const int V = m->cfg.vocab_size;
+    const double atol = bf16 ? 6e-2 : 2e-4, rtol = bf16 ? 3e-2 : 2e-4;  // test_golden's
+    for (int size : {2, 4}) {
+      TpCpuLlama tp(m->cfg, m->llama->weights(), size, m->llama->options());
+      for (size_t p = 0; p < g["prompts"].size(); ++p) {
+        const std::vector<int32_t> prompt = g["prompts"][p].get<std::vector<int32_t>>();
+        const std::vector<int32_t> want = g["greedy"][p].get<std::vector<int32_t>>();
+        const std::vector<float> whole = m->llama->prompt_logits(prompt), split = tp.prompt_logits(prompt);
+        ASSERT_EQ(split.size(), whole.size());
+        for (size_t i = 0; i < whole.size(); ++i)
+          ASSERT_LE(std::fabs(split[i] - whole[i]), atol + rtol * std::fabs(whole[i]))
+              << e.path().filename() << " TP " << size << " prompt " << p << " position " << i / size_t(V)
+              << " token " << i % size_t(V);
+        EXPECT_EQ(tp.greedy(prompt, int(want.size())), want)
+            << e.path().filename() << " TP " << size << " prompt " << p;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 16) << "golden fixtures under " << root;
+}
+
+TEST(TpCpuLlama, RefusesSplitsThatDoNotDivide) {
+  const std::string dir = std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/golden/mha_tied";
+  LoadOptions lo;
+  lo.load_tokenizer = false;
+  auto m = load_model(dir, lo);
+  try {
+    TpCpuLlama tp(m->cfg, m->llama->weights(), 3);
+    ADD_FAILURE() << "TP = 3 over 4 heads was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("do not divide over 3"), std::string::npos) << e.what();
   }
 }
 

@@ -13,6 +13,7 @@
 #include "ops/matmul.h"
 #include "ops/rms_norm.h"
 #include "ops/vector_ops.h"
+#include "parallel/communicator.h"
 
 namespace llamarun {
 
@@ -180,6 +181,7 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
     attention(l, b, kv);
     dump("attn_out", l, att_.data(), int64_t(H) * hd);
     matmul(L.wo, att_.data(), n, o_.data(), mo);
+    if (opts_.comm) opts_.comm->all_reduce_sum(o_.data(), size_t(n) * D);
     round_act(o_.data(), size_t(n) * D);
     for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
     round_act(x_.data(), size_t(n) * D);
@@ -204,6 +206,7 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
     }
     dump("ffn_act", l, gate_.data(), F);
     matmul(L.w_down, gate_.data(), n, o_.data(), mo);
+    if (opts_.comm) opts_.comm->all_reduce_sum(o_.data(), size_t(n) * D);
     round_act(o_.data(), size_t(n) * D);
     for (size_t i = 0; i < size_t(n) * D; ++i) x_[i] += o_[i];
     round_act(x_.data(), size_t(n) * D);

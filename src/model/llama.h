@@ -38,6 +38,8 @@ struct LlamaWeights {
   std::vector<LlamaLayerWeights> layers;
 };
 
+class Communicator;
+
 // Bound by bind_llama_weights (model/llama_tensors.h), the one validator every backend loads through.
 
 // Called with each named intermediate (e.g. "attn_norm", layer 3) when set: for finding where a
@@ -50,6 +52,9 @@ struct ForwardOptions {
   // results track transformers run in bf16). Off: f32 activations throughout.
   bool emulate_bf16 = false;
   DumpHook dump;
+  // Tensor parallelism (parallel/tp_llama.h): this model is one rank's shard, and the partial outputs of
+  // its row-parallel o_proj and down_proj are summed over the group before the residual add.
+  Communicator* comm = nullptr;
 };
 
 // The tokens of one serving step, from any number of sequences (prefill chunks and decodes mixed).
