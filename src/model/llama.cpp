@@ -223,6 +223,20 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
   round_act(logits, size_t(rows) * V);
 }
 
+BatchInput sequence_batch(std::span<const int32_t> ids, std::span<const int32_t> table, bool all_logits) {
+  const int n = int(ids.size());
+  BatchInput b;
+  b.batch_invariant = false;
+  b.tokens.assign(ids.begin(), ids.end());
+  b.block_tables.push_back(table);
+  for (int t = 0; t < n; ++t) {
+    b.positions.push_back(t);
+    b.seq_index.push_back(0);
+    if (all_logits || t == n - 1) b.logit_rows.push_back(t);
+  }
+  return b;
+}
+
 std::vector<float> LlamaModel::prompt_logits(std::span<const int32_t> ids) {
   const int n = int(ids.size());
   LLAMARUN_CHECK(n >= 1 && n <= cfg_.max_position, "prompt_logits: ", n, " tokens; the model takes 1..",
@@ -231,17 +245,8 @@ std::vector<float> LlamaModel::prompt_logits(std::span<const int32_t> ids) {
   PagedKVPool kv(cfg_.num_layers, cfg_.num_kv_heads, cfg_.head_dim, bs, nb);
   std::vector<int32_t> table(nb);
   for (int i = 0; i < nb; ++i) table[i] = i;
-  BatchInput b;
-  b.batch_invariant = false;  // one sequence: the faster blocked GEMM
-  b.tokens.assign(ids.begin(), ids.end());
-  b.block_tables.emplace_back(table.data(), table.size());
-  for (int t = 0; t < n; ++t) {
-    b.positions.push_back(t);
-    b.seq_index.push_back(0);
-    b.logit_rows.push_back(t);
-  }
   std::vector<float> out(size_t(n) * cfg_.vocab_size);
-  forward(b, kv, out.data());
+  forward(sequence_batch(ids, table, true), kv, out.data());
   return out;
 }
 

@@ -82,6 +82,11 @@ struct BatchInput {
   int size() const { return int(tokens.size()); }
 };
 
+// One sequence `ids` at positions 0.. as a batch over the block table `table` (which must outlive it), with
+// the logits of every position (all_logits) or of the last; batch_invariant off (one sequence: the faster
+// GEMM).
+BatchInput sequence_batch(std::span<const int32_t> ids, std::span<const int32_t> table, bool all_logits);
+
 // Thrown by LlamaModel::forward when BatchInput::abort was raised during the step.
 class ForwardAborted : public Error {
  public:

@@ -113,17 +113,8 @@ std::vector<float> TpCpuLlama::prompt_logits(std::span<const int32_t> ids) {
   init_kv(bs, nb);
   std::vector<int32_t> table(static_cast<size_t>(nb));
   for (int i = 0; i < nb; ++i) table[size_t(i)] = i;
-  BatchInput b;
-  b.batch_invariant = false;  // as LlamaModel::prompt_logits
-  b.tokens.assign(ids.begin(), ids.end());
-  b.block_tables.emplace_back(table.data(), table.size());
-  for (int t = 0; t < n; ++t) {
-    b.positions.push_back(t);
-    b.seq_index.push_back(0);
-    b.logit_rows.push_back(t);
-  }
   std::vector<float> out(size_t(n) * cfg_.vocab_size);
-  forward(b, out.data());
+  forward(sequence_batch(ids, table, true), out.data());
   return out;
 }
 
@@ -133,15 +124,7 @@ std::vector<int32_t> TpCpuLlama::greedy(std::span<const int32_t> prompt, int n) 
   init_kv(bs, nb);
   std::vector<int32_t> table(static_cast<size_t>(nb));
   for (int i = 0; i < nb; ++i) table[size_t(i)] = i;
-  BatchInput b;
-  b.batch_invariant = false;
-  b.block_tables.emplace_back(table.data(), table.size());
-  for (size_t t = 0; t < prompt.size(); ++t) {
-    b.tokens.push_back(prompt[t]);
-    b.positions.push_back(int32_t(t));
-    b.seq_index.push_back(0);
-  }
-  b.logit_rows.push_back(b.size() - 1);
+  BatchInput b = sequence_batch(prompt, table, false);
   std::vector<float> logits(size_t(cfg_.vocab_size));
   std::vector<int32_t> out;
   for (int i = 0; i < n; ++i) {
