@@ -17,6 +17,7 @@
 
 #include "cli_util.h"
 #include "core/error.h"
+#include "error_util.h"
 #include "format_writers.h"
 #include "formats/model_files.h"
 #include "model/config.h"
@@ -39,15 +40,7 @@ std::string strip_weight(const std::string& s) {
   return s.substr(0, s.size() - suf.size());
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testutil::error_of;
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "../error_util.h"
 #include "backends/cuda/cuda_llama.h"
 #include "backends/cuda/rope_freq.h"
 #include "core/error.h"
@@ -208,14 +209,7 @@ double quant_logits_tol(DType t) { return t == DType::F16 ? 4e-2 : 8e-2; }
 
 int argmax_of(const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testutil::error_of;
 
 class CudaLlamaTest : public ::testing::TestWithParam<DType> {
  protected:

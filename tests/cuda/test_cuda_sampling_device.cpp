@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <numeric>
 
+#include "../error_util.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/rope_freq.h"
@@ -12,14 +13,7 @@
 namespace llamarun::cuda::test {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testutil::error_of;
 
 TEST(CudaDevice, MalformedSpecIsRejectedWithoutGpu) {
   EXPECT_NE(error_of([] { parse_device("gpu:0"); }).find("expected 'cuda' or 'cuda:N'"), std::string::npos);
