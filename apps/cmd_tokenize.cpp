@@ -14,13 +14,9 @@ namespace llamarun::cli {
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& path) {
   if (is_directory(path)) return load_tokenizer_dir(path);
-  if (ends_with(path, ".model") || ends_with(path, ".json")) return load_tokenizer_file(path);
+  if (path.ends_with(".model") || path.ends_with(".json")) return load_tokenizer_file(path);
   WeightMap wm = load_weights(path);  // GGUF: the vocabulary is in the metadata
   if (!wm.meta.count("tokenizer.ggml.model")) fail(path, ": this GGUF file has no embedded tokenizer");
   return tokenizer_from_gguf(wm);

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace llamarun {
 
@@ -28,6 +29,13 @@ std::string concat(Args&&... args) {
 template <typename... Args>
 [[noreturn]] void fail(Args&&... args) {
   throw Error(detail::concat(std::forward<Args>(args)...));
+}
+
+// A tensor shape as messages print it: "[4096, 11008]".
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string o = "[";
+  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
+  return o + "]";
 }
 
 #define LLAMARUN_CHECK(cond, ...)               \

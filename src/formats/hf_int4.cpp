@@ -50,16 +50,6 @@ std::string lower(std::string s) {
   return s;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
-}
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // An integer field of the quantization config under any of `keys` (the first present wins). `pre`
 // prefixes field names in messages ("quantization_config." inside config.json, "" in its own file).
 int64_t int_field(const json& q, std::initializer_list<const char*> keys, int64_t def,
@@ -322,7 +312,7 @@ void repack_hf_int4(WeightMap& wm, const HfInt4Config& cfg, const std::string& w
   if (cfg.method == HfInt4Config::Method::kNone) return;
   std::vector<std::string> prefixes;
   for (auto& [name, t] : wm.int_tensors)
-    if (ends_with(name, ".qweight")) prefixes.push_back(name.substr(0, name.size() - 8));
+    if (name.ends_with(".qweight")) prefixes.push_back(name.substr(0, name.size() - 8));
   if (prefixes.empty())
     fail(where, ": quantization_config says ", cfg.name(), " but the weights have no '.qweight' tensor");
   for (const auto& p : prefixes) {

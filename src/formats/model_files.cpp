@@ -16,13 +16,7 @@ namespace llamarun {
 
 namespace fs = std::filesystem;
 
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 WeightMap load_safetensors_index(const std::string& index_path, const std::string& dir) {
   nlohmann::json index;
@@ -65,12 +59,12 @@ namespace {
 // The safetensors part of load_weights; AWQ/GPTQ repacking is applied by the caller.
 WeightMap load_safetensors_weights(const std::string& path) {
   if (!is_directory(path)) {
-    if (ends_with(path, ".safetensors")) {
+    if (path.ends_with(".safetensors")) {
       WeightMap wm;
       read_safetensors(path, wm);
       return wm;
     }
-    if (ends_with(path, ".safetensors.index.json"))
+    if (path.ends_with(".safetensors.index.json"))
       return load_safetensors_index(path, fs::path(path).parent_path().string());
     fail(path, ": unknown model file type (expected a .gguf or .safetensors file, or a model directory)");
   }
@@ -106,7 +100,7 @@ WeightMap load_safetensors_weights(const std::string& path) {
 
 WeightMap load_weights(const std::string& path) {
   if (!file_exists(path)) fail(path, ": no such file or directory");
-  if (!is_directory(path) && (ends_with(path, ".gguf") || looks_like_gguf(path))) return read_gguf(path);
+  if (!is_directory(path) && (path.ends_with(".gguf") || looks_like_gguf(path))) return read_gguf(path);
   WeightMap wm = load_safetensors_weights(path);
   // AWQ / GPTQ int4 checkpoints: config.json (beside the files) says how; repacked into Q4_1.
   const std::string dir = is_directory(path) ? path : fs::path(path).parent_path().string();

@@ -69,17 +69,6 @@ constexpr bool table_in_enum_order() {
 }
 static_assert(table_in_enum_order(), "kTable rows must follow LlamaTensor's order");
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-bool ends_with(const std::string& s, const char* suffix) {
-  const size_t n = std::char_traits<char>::length(suffix);
-  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
-}
-
 // "attn_q of layer 3" / "tok_embd".
 std::string describe(const LlamaTensorSpec& s, int layer) {
   return s.per_layer ? detail::concat(s.role_name, " of layer ", layer) : std::string(s.role_name);
@@ -208,7 +197,7 @@ LlamaWeights bind_llama_weights(const LlamaConfig& cfg, const WeightMap& wm, Ten
                                 const std::string& where) {
   cfg.validate(where);
   for (const auto& [name, t] : wm.tensors)
-    if (ends_with(name, ".bias"))
+    if (name.ends_with(".bias"))
       fail(where, ": tensor '", name, "': bias tensors are not supported by the Llama model");
   auto one = [&](LlamaTensor t, int layer) {
     return bind_one(cfg, wm, llama_tensor_spec(t), layer, n, where);

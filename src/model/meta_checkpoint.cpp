@@ -35,12 +35,6 @@ int split_dim(const std::string& gguf_name) {
   return -1;
 }
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string o = "[";
-  for (size_t i = 0; i < s.size(); ++i) o += (i ? ", " : "") + std::to_string(s[i]);
-  return o + "]";
-}
-
 }  // namespace
 
 std::string meta_to_gguf_name(const std::string& n, const std::string& where) {

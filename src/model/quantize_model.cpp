@@ -28,10 +28,6 @@ constexpr SchemeRow kSchemes[] = {
     {"Q5_K_M", DType::Q5_K, 17, true}, {"Q6_K", DType::Q6_K, 18, false},
 };
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // llama.cpp's use_more_bits: the first and last eighth of the layers, and every third layer between.
 bool use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
 
@@ -139,7 +135,7 @@ bool gguf_tensor_order_less(const std::string& a, const std::string& b) {
 //  6. A tensor already of the chosen type is copied unchanged (llama-quantize --allow-requantize does so).
 DType choose_quant_type(const QuantScheme& s, const std::string& name, const std::vector<int64_t>& shape,
                         DType src, int n_layers, bool tied) {
-  if (shape.size() < 2 || !ends_with(name, "weight")) return src;
+  if (shape.size() < 2 || !name.ends_with("weight")) return src;
   const TensorRole role = tensor_role(name);
   if (role.kind == TensorRole::Norm) return src;
   if (!dtype_is_quantized(s.base)) return s.base;  // F32 / F16 / BF16 files convert every matrix
