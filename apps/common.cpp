@@ -116,6 +116,7 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   co->keep_quantized = args.has("--gpu-quant");
   co->quantize_input_once = args.has("--gpu-quant-x-once");
   if (co->quantize_input_once && !co->keep_quantized) fail("--gpu-quant-x-once needs --gpu-quant");
+  co->quant_pdl = !args.has("--gpu-quant-no-pdl");
 }
 #endif
 

@@ -3,7 +3,7 @@
 //
 //   llamarun_bench_cuda [--preset|--random-weights llama2-7b] [--dtype f16|bf16] [--reps 5] [--pp 512]
 //                       [--tg 128] [--depths 0,512,4096] [--device cuda:0] [--json out.json] [--no-graph]
-//                       [--no-fast] [--token-copy] [--decode-batches 2,4,8] [--paged-attn]
+//                       [--no-fast] [--token-copy] [--decode-batches 2,4,8] [--paged-attn] [--qgemv]
 //
 // Everything runs through CudaLlama::forward_paged (the serving forward) over a paged KV pool, one sequence
 // with a shuffled block table of 16-position blocks. pp<N>: one forward of N prompt tokens (one chunk; tok/s
@@ -89,6 +89,7 @@ struct Args {
   int reps = 5, pp = 512, tg = 128;
   std::vector<int> depths = {0, 512, 4096};
   bool graph = true, fast = true, token_direct = true, parts = true;
+  bool qgemv = false;        // --qgemv: the quantized GEMVs alone (see bench_qgemv)
   std::vector<int> batches;  // --decode-batches: decode steps of B sequences at once (the general path)
   bool paged_attn = false;
 };
@@ -131,6 +132,8 @@ Args parse(int argc, char** argv) {
       }
     } else if (k == "--no-parts")
       a.parts = false;
+    else if (k == "--qgemv")
+      a.qgemv = true;
     else if (k == "--paged-attn")
       a.paged_attn = true;
     else if (k == "--depths") {
@@ -148,7 +151,7 @@ Args parse(int argc, char** argv) {
           "usage: llamarun_bench_cuda [--preset llama2-7b|tiny] [--dtype f16|bf16] [--reps N] [--pp N] "
           "[--tg N] [--depths a,b,c] [--device cuda:N] [--json FILE] [--no-graph] [--no-fast] [--token-copy] "
           "[--no-parts] "
-          "[--decode-batches a,b,c] [--paged-attn]\n");
+          "[--decode-batches a,b,c] [--paged-attn] [--qgemv]\n");
       std::exit(0);
     } else {
       fail("unknown option '", k, "' (try --help)");
@@ -229,6 +232,82 @@ void bench_paged_attention(DType dt, const Args& args, double copy_gbs, cudaStre
   J["paged_attention"] = pj;
 }
 
+// --qgemv: the quantized decode GEMV (qgemv.cu) alone at the Llama-2-7B projection shapes, M = 1, for
+// Q4_K, Q6_K, Q8_0 and Q4_0 weights (random blocks), on 4 rotating weight copies (more than L2 holds):
+// "staged", each block applying the RMSNorm and quantizing x itself, against "x once", qquantize_x then
+// the GEMV (both kernels timed), as GB/s of weight bytes against the copy bandwidth.
+void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
+  struct Shape {
+    const char* name;
+    int N, K;
+  } shapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
+  const DType types[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q4_0};
+  void *x, *y, *nw, *xq;
+  LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * 11008 * 2));
+  LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(22016) * 4));
+  LLAMARUN_CUDA_CHECK(cudaMalloc(&nw, size_t(11008) * 2));
+  LLAMARUN_CUDA_CHECK(cudaMalloc(&xq, cuda::qx_bytes(8, 11008)));
+  cuda::fill_random(dt, x, 2 * 11008, 1.f, 21, stream);
+  cuda::fill_random(dt, nw, 11008, 1.f, 22, stream);
+  json qj = json::array();
+  for (DType t : types) {
+    for (const Shape& sh : shapes) {
+      const size_t bytes = cuda::qmatrix_bytes(t, sh.N, sh.K);
+      cuda::QMatrix w[4];
+      for (int c = 0; c < 4; ++c) {
+        void* p;
+        LLAMARUN_CUDA_CHECK(cudaMalloc(&p, bytes));
+        // Random bytes: the fp16 scales become arbitrary values, which costs the kernel nothing more.
+        cuda::fill_random(DType::F16, p, int64_t(bytes / 2), 0.05f, 50 + c, stream);
+        w[c] = {t, p, sh.N, sh.K};
+      }
+      double us[2];
+      for (int once = 0; once < 2; ++once) {
+        cuda::QGemvFusion f;
+        f.prologue = cuda::GemvPrologue::kRmsNorm;
+        f.norm_weight = nw;
+        f.eps = 1e-5f;
+        int it = 0;
+        auto tv = time_events(
+            [&] {
+              for (int c = 0; c < 4; ++c) {
+                cuda::QGemvFusion g = f;
+                if (once) {
+                  cuda::qquantize_x(dt, x, 1, sh.K, f, xq, stream);
+                  g.xq8 = xq;
+                  g.prologue = cuda::GemvPrologue::kNone;
+                }
+                cuda::qgemv(dt, w[(it + c) % 4], x, y, 1, g, stream);
+              }
+              ++it;
+            },
+            3, 20, stream);
+        us[once] = stats_of(tv).median / 4 * 1e6;
+      }
+      for (auto& c : w) cudaFree(const_cast<void*>(c.data));
+      const double gb_staged = bytes / us[0] / 1e3, gb_once = bytes / us[1] / 1e3;
+      qj.push_back({{"type", dtype_name(t)},
+                    {"shape", sh.name},
+                    {"N", sh.N},
+                    {"K", sh.K},
+                    {"bytes", bytes},
+                    {"staged_us", us[0]},
+                    {"x_once_us", us[1]},
+                    {"staged_gbs", gb_staged},
+                    {"x_once_gbs", gb_once}});
+      std::printf("  qgemv %-5s %-8s N=%-6d K=%-6d staged %7.2f us %6.0f GB/s (%4.1f%%)  x once %7.2f us %6.0f "
+                  "GB/s (%4.1f%%)\n",
+                  dtype_name(t), sh.name, sh.N, sh.K, us[0], gb_staged, 100 * gb_staged / copy_gbs, us[1],
+                  gb_once, 100 * gb_once / copy_gbs);
+    }
+  }
+  cudaFree(x);
+  cudaFree(y);
+  cudaFree(nw);
+  cudaFree(xq);
+  J["qgemv"] = qj;
+}
+
 // Writes the JSON report (--json) and releases the stream; the exit code.
 int finish(const Args& args, const json& J, cudaStream_t stream) {
   if (!args.json_path.empty()) {
@@ -287,6 +366,10 @@ int run(int argc, char** argv) {
     cudaFree(a);
     cudaFree(b);
     std::printf("copy D2D (read+write)      %8.1f GB/s  [%.1f .. %.1f]\n", st.median, st.min, st.max);
+  }
+  if (args.qgemv) {
+    bench_qgemv(dt, copy_gbs, stream, J);
+    return finish(args, J, stream);
   }
   if (args.paged_attn) {
     bench_paged_attention(dt, args, copy_gbs, stream, J);

@@ -6,15 +6,19 @@
 # llama-bench -fa 1 and `llamarun bench --device cuda` on each file.
 # Phases, each well under the machine's 10-minute call limit (/tmp survives while the machine stays warm):
 #   start   unpack and build llama.cpp in the background; write the F16 GGUF in the background
+#   tests   the quantized kernels' and models' CUDA tests, compute-sanitizer over the kernel tests, and
+#           llamarun_bench_cuda --qgemv (each GEMV alone, staged vs input quantized once); logs in $OUT
 #   wait    wait (up to 9 minutes) for both; then llama-quantize the variants (TYPES, default Q8_0 Q4_K_M)
 #   bench   the comparison: prints one line per (engine, file, test)
 #   ppl     perplexity of a real model's quantized GGUF on the CPU and on the GPU (same binary, same file):
 #           the file arrives in pieces .gpp1/ .gpp2/ .gpp3/ (one per call: the transfer limit), joined in /tmp
 # LLAMARUN_BIN: the llamarun binary (default: the one `start` copies from .cudawork/b, scripts/pack-gpu-bins.sh).
 set -euo pipefail
-PHASE=${1:?start|wait|bench}
+PHASE=${1:?start|tests|wait|bench|ppl}
 W=/tmp/qb
 mkdir -p "$W"
+OUT=${OUT:-$W/out}
+mkdir -p "$OUT"
 LB=${LLAMARUN_BIN:-$W/b/llamarun}
 for d in .gpp1 .gpp2 .gpp3; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "$W/parts/"; done
 case "$PHASE" in
@@ -23,7 +27,7 @@ case "$PHASE" in
     if [ ! -d "$W/lcpp/gguf-py" ]; then
       mkdir -p "$W/lcpp" && tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
     fi
-    if [ -z "${NO_LLAMACPP:-}" ] && [ ! -x "$W/lcpp/build/bin/llama-bench" ] && ! pgrep -f "lcpp/build" >/dev/null; then
+    if [ -z "${NO_LLAMACPP:-}" ] && [ ! -x "$W/lcpp/build/bin/llama-bench" ] && [ ! -e "$W/lcpp-build.log" ]; then
       setsid nice -n 19 bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
         -DCMAKE_BUILD_TYPE=Release >$W/lcpp-build.log 2>&1 && \
@@ -38,6 +42,19 @@ case "$PHASE" in
         && mv $W/7b-f16.tmp $W/7b-f16.gguf; echo rc=\$? >>$W/gen.log" </dev/null >/dev/null 2>&1 &
     fi
     echo started
+    ;;
+  tests)
+    T="$W/b/tests/llamarun_cuda_tests"
+    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*'
+    "$T" --gtest_filter="$F" >"$OUT/cuda-quant-tests.log" 2>&1 && echo "tests: passed" || echo "tests: FAILED"
+    grep -E "^\[  (PASSED|FAILED) " "$OUT/cuda-quant-tests.log" | head -20
+    if [ -z "${NO_SANITIZER:-}" ]; then
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --gtest_filter='Types/QuantKernel*:QuantKernels*' \
+        >"$OUT/compute-sanitizer-quant.log" 2>&1; echo "memcheck rc=$?"
+      tail -2 "$OUT/compute-sanitizer-quant.log"
+    fi
+    "$W/b/bench/cuda/llamarun_bench_cuda" --qgemv --json "$OUT/qgemv.json" >"$OUT/qgemv.txt" 2>&1
+    cat "$OUT/qgemv.txt"
     ;;
   wait)
     # The F16 file; llama.cpp's build too unless NO_LLAMACPP (then llamarun's own quantizer, whose blocks are
@@ -61,17 +78,29 @@ case "$PHASE" in
     ls -la "$W"/*.gguf
     ;;
   bench)
+    # LR_VARIANTS: llamarun's option sets, separated by '|' (an empty set: the default, dequantized load).
     B="$W/lcpp/build/bin/llama-bench"
     nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
+    IFS='|' read -r -a VARS <<<"${LR_VARIANTS:---gpu-quant --gpu-quant-x-once|--gpu-quant|--gpu-quant --gpu-quant-x-once --gpu-quant-no-pdl}"
     for f in ${FILES:-f16 Q8_0 Q4_K_M Q6_K}; do
       m="$W/7b-$f.gguf"
       [ -s "$m" ] || continue
-      echo "== $f llamarun"
-      "$LB" bench -m "$m" --device cuda --gpu-quant --pp 512 --tg 128 -r 3 --json 2>"$W/lr-$f.err" | tail -1 || tail -5 "$W/lr-$f.err"
-      if [ -z "${SKIP_LLAMACPP:-}" ]; then
-        echo "== $f llama.cpp"
-        "$B" -m "$m" -fa 1 -ngl 99 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | \
-          python3 -c "import sys,json; [print(json.dumps({k:d[k] for k in ('n_prompt','n_gen','avg_ts','stddev_ts')})) for d in map(json.loads,sys.stdin)]"
+      i=0
+      for v in "${VARS[@]}"; do
+        i=$((i + 1))
+        j="$OUT/lr-$f-$i.json"
+        # shellcheck disable=SC2086
+        if "$LB" bench -m "$m" --device cuda $v --pp 512 --tg 128 -r "${REPS:-5}" --json >"$j" 2>"$W/lr-$f-$i.err"; then
+          python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('llamarun', sys.argv[2], repr(sys.argv[3]), \
+            'pp512 %.0f tg128 %.1f mem %.2f GB' % (d['pp']['tok_per_s_median'], d['tg']['tok_per_s_median'], \
+            d['memory']['total_bytes'] / 1e9))" "$j" "$f" "$v"
+        else
+          echo "llamarun $f '$v' failed"; tail -3 "$W/lr-$f-$i.err"
+        fi
+      done
+      if [ -z "${SKIP_LLAMACPP:-}" ] && [ -x "$B" ]; then
+        "$B" -m "$m" -fa 1 -ngl 99 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | tee "$OUT/llama-bench-$f.jsonl" | \
+          python3 -c "import sys,json; [print('llama.cpp', sys.argv[1], 'n_prompt', d['n_prompt'], 'n_gen', d['n_gen'], '%.1f tok/s' % d['avg_ts']) for d in map(json.loads,sys.stdin)]" "$f"
       fi
     done
     ;;

@@ -312,6 +312,40 @@ TEST_P(CudaLlamaTest, KQuantsInputQuantizedOnceMatchCpuReference) {
   check_against_reference(tiny_config(), t(), true, 12, 12, true, /*kquants=*/true, 16, true, true);
 }
 
+// The quantized batch-1 graph with programmatic dependent launch (each kernel may start while its
+// predecessor drains; the GEMVs load their first weights before waiting) against the same kernels launched
+// in order: the same bits at every step, staged or pre-quantized GEMV input.
+TEST_P(CudaLlamaTest, QuantizedDecodeGivesTheSameBitsWithAndWithoutPdl) {
+  LlamaConfig cfg = tiny_config();
+  HostModel hm = make_host_model(cfg, t(), true, 42, /*kquants=*/true);
+  for (bool once : {false, true}) {
+    SCOPED_TRACE(once ? "input quantized once" : "input staged per block");
+    CudaLlamaOptions a = options(t(), 128);
+    a.keep_quantized = true;
+    a.quantize_input_once = once;
+    CudaLlamaOptions b = a;
+    b.quant_pdl = false;
+    CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b);
+    ga.init_paged(8, 40, 0);
+    gb.init_paged(8, 40, 0);
+    PagedSeq sa(ga, shuffled_blocks(40, 11)), sb(gb, shuffled_blocks(40, 11));
+    const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
+    EXPECT_EQ(sa.prefill(prompt, 64), sb.prefill(prompt, 64));
+    int tok = 7;
+    for (int s = 0; s < 10; ++s) {
+      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
+      ASSERT_EQ(la, lb) << "step " << s;
+      tok = argmax_of(la);
+    }
+    EXPECT_EQ(ga.fast_decode_steps(), 10);
+    EXPECT_FALSE(gb.pdl_active());
+    int dev = 0, cc = 0;
+    CUDA_OK(cudaGetDevice(&dev));
+    CUDA_OK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
+    EXPECT_EQ(ga.pdl_active(), cc >= 9);
+  }
+}
+
 TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {
   LlamaConfig c = tiny_config();
   c.num_heads = 2;

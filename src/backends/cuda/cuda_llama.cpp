@@ -297,7 +297,7 @@ void CudaLlama::Impl::allocate(size_t extra) {
       for (const Lin* w : {&lw.qkv, &lw.o, &lw.gate_up, &lw.down})
         for (const LinPart& part : w->parts)
           if (part.type == act) fast_ok = false;
-    pdl = false;
+    pdl = pdl && opt.quant_pdl;
     qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
     wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
     if (opt.quantize_input_once) xq = alloc.alloc(xq_bytes(), "quantized GEMV input");
@@ -411,13 +411,13 @@ void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusio
   QGemvFusion pf = f;
   pf.ldy = w.N;
   if (xq) {
-    qquantize_x(act, x, 1, w.K, f, xq, stream);
+    qquantize_x(act, x, 1, w.K, f, xq, stream, pdl);
     pf.prologue = GemvPrologue::kNone;
     pf.xq8 = xq;
   }
   const size_t ysz = f.y_f32 ? 4 : esz;
   for (const LinPart& part : w.parts)
-    qgemv(act, w.q(part), x, static_cast<char*>(y) + size_t(part.row0) * ysz, 1, pf, stream);
+    qgemv(act, w.q(part), x, static_cast<char*>(y) + size_t(part.row0) * ysz, 1, pf, stream, pdl);
 }
 
 namespace {
@@ -705,6 +705,8 @@ void CudaLlama::Impl::forward_decode1() {
 // to int8), RoPE + KV append, the split-K attention, the o qgemv adding into x, the gate_up qgemv
 // (RMSNorm), the down qgemv (SiLU-mul where its input is quantized, adding into x): 6 launches per layer
 // (7 where q / k and v differ in type), plus 4 small input quantizations with opt.quantize_input_once.
+// With pdl (opt.quant_pdl on Hopper) every kernel after the embedding may start while its predecessor
+// drains; each waits before it reads earlier output or writes.
 void CudaLlama::Impl::forward_decode1q() {
   const int32_t* d_ids = fin;
   const int32_t* d_pos = fin + 1;
@@ -723,9 +725,9 @@ void CudaLlama::Impl::forward_decode1q() {
     norm.norm_weight = lw.attn_norm;
     mmq(lw.qkv, x, qkv, norm);
     rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, 1, nh, nkv, hd, pbs, q,
-                        kp_layer(l), vp_layer(l), stream);
+                        kp_layer(l), vp_layer(l), stream, pdl);
     decode_attention(act, q, kp_layer(l), vp_layer(l), d_table, pbs, d_pos, nh, nkv, hd, max_ctx, scale,
-                     attn_plan, part_o, part_stats, attn, stream, false, merge_counters);
+                     attn_plan, part_o, part_stats, attn, stream, pdl, merge_counters);
     mmq(lw.o, attn, x, add);
     norm.norm_weight = lw.ffn_norm;
     mmq(lw.gate_up, x, gu, norm);
@@ -737,7 +739,7 @@ void CudaLlama::Impl::forward_decode1q() {
     fn.eps = cfg.rms_eps;
     fn.norm_weight = final_norm;
     fn.persistent = true;
-    gemv_fused(act, lm_head.p, x, plogits, true, 1, V, H, fn, stream, false);
+    gemv_fused(act, lm_head.p, x, plogits, true, 1, V, H, fn, stream, pdl);
   } else if (lm_head.parts.size() == 1 && lm_head.parts[0].type != act) {
     QGemvFusion fl = norm;
     fl.norm_weight = final_norm;
@@ -747,7 +749,7 @@ void CudaLlama::Impl::forward_decode1q() {
     add_rmsnorm(act, x, nullptr, final_norm, xn, 1, H, cfg.rms_eps, stream);
     mm(lm_head, xn, plogits, true, 1);
   }
-  argmax(plogits, V, pids, stream, false, dh_pids);
+  argmax(plogits, V, pids, stream, pdl, dh_pids);
 }
 
 // The upload of fin must stay a full dependency of the first kernel (the embedding, launched without PDL):

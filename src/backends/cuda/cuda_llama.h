@@ -61,6 +61,9 @@ struct CudaLlamaOptions {
   // all of x before reading its weights. ncu on the H100 put the staging at 0.3-0.4 TB/s for the
   // projections of few rows (o, v, down; NOTES.md). Off until its parity tests have run on a GPU.
   bool quantize_input_once = false;
+  // The quantized batch-1 path's kernels launched with programmatic dependent launch (Hopper), each
+  // quantized GEMV loading its first weights before it waits for its predecessor. Off until measured.
+  bool quant_pdl = true;
   int quant_gemv_max_rows = 64;
   // Each of the two pinned host buffers the weight upload streams through (host memory held while loading;
   // other sizes not benchmarked; tests use 1 MB to put several chunks through both buffers).

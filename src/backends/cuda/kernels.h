@@ -88,23 +88,22 @@ void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, in
 
 // ---- quantized weights (qgemv.cu) ----
 // GGML block types that stay quantized on the GPU (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K; every other type is
-// dequantized to the activation dtype at load). On the device a matrix of R rows x C columns is stored
-// "split": the payload of each block (its 16-byte aligned part) for all R * C / block blocks, then the
-// header (the fp16 scale(s) GGML puts in front of Q8_0 / Q4_0 / Q4_1 and behind Q6_K; none for Q4_K / Q5_K,
-// whose whole block is payload). Same bytes as in the file.
+// dequantized to the activation dtype at load). On the device a matrix of R rows x C columns keeps the
+// file's bytes in qlayout.h's order: every row's payload (the quants, reordered so that a warp's 16-byte
+// loads are contiguous), then every row's header (the block scales).
 struct QLayout {
   int block;    // values per block
-  int unit;     // values one GPU thread decodes at a time
+  int unit;     // values one GPU thread decodes at a time (32 for every type)
   int payload;  // bytes per block in the payload region
   int header;   // bytes per block in the header region
 };
 // The layout of t, or false for a type without GPU kernels.
 bool qlayout(DType t, QLayout* out = nullptr);
 size_t qmatrix_bytes(DType t, int64_t rows, int64_t cols);
-// Host: GGML blocks of `rows` rows (cols values each) -> the split layout's payload and header regions.
+// Host: GGML blocks of `rows` rows (cols values each) -> the layout's payload and header regions.
 void qpack_rows(DType t, const void* src, int64_t rows, int64_t cols, void* payload, void* header);
 
-// A device matrix in the split layout (data 16-byte aligned; the header region follows the payload).
+// A device matrix in that layout (data 16-byte aligned; the header region follows the payload).
 struct QMatrix {
   DType type = DType::Q8_0;
   const void* data = nullptr;
@@ -129,15 +128,16 @@ struct QGemvFusion {
   // it instead of x and ignores prologue / norm_weight / eps.
   const void* xq8 = nullptr;
 };
+// pdl: launched with programmatic dependent launch (the first weights are loaded before its wait).
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
-           cudaStream_t stream);
+           cudaStream_t stream, bool pdl = false);
 // qgemv's activation quantization alone: x' (the prologue applied as above) of M (1..8) rows of K values
 // quantized into xq8 (qx_bytes(M, K) bytes, 16-byte aligned). Given as QGemvFusion::xq8, one quantization
 // serves every matrix that reads x, and the GEMV's blocks stream weights at once instead of each staging
 // and quantizing all of x first (which costs as much as the weights for a matrix of few rows).
 size_t qx_bytes(int M, int K);
 void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusion, void* xq8,
-                 cudaStream_t stream);
+                 cudaStream_t stream, bool pdl = false);
 // dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W.
 void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream);
 
@@ -194,10 +194,11 @@ void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool 
 // (kHalf) or (2i, 2i + 1) (kInterleaved) by angle pos[m] * inv_freq[i] (inv_freq [hd/2] fp32). Row m (at
 // position pos[m]) has its rotated query stored in q_out [M, nh, hd] and its rotated key / value written to
 // slot slot[m] of the layer's pools (slot = block * block_size + offset; slot < 0: not stored, e.g. padding
-// rows).
+// rows). pdl: launched with programmatic dependent launch.
 void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
                          const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
-                         int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream);
+                         int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream,
+                         bool pdl = false);
 
 // Varlen paged attention, causal: query row m (q [M, nh, hd]) belongs to sequence seq[m] and sits at
 // position pos[m]; it attends to positions 0 .. pos[m] of that sequence, whose K / V are found through

@@ -33,6 +33,8 @@ __global__ void rope_store_kv_paged_kernel(const T* __restrict__ qkv, const int3
                                            const float* __restrict__ inv_freq, int nh, int nkv, int hd,
                                            int block_size, T* __restrict__ q_out, T* __restrict__ k_pool,
                                            T* __restrict__ v_pool) {
+  pdl_trigger();
+  pdl_wait();  // qkv comes from the previous kernel
   const int head = blockIdx.x;
   const int m = blockIdx.y;
   const int i = threadIdx.x;  // pair index, < hd/2
@@ -419,7 +421,8 @@ __global__ void __launch_bounds__(kArgmaxThreads)
 
 void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
                          const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
-                         int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream) {
+                         int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream,
+                         bool pdl) {
   if (M <= 0) return;
   if (hd % 2 != 0 || hd > 2048) fail("rope_store_kv_paged: head_dim ", hd, " must be even and <= 2048");
   if (block_size < 1) fail("rope_store_kv_paged: block_size ", block_size, " must be >= 1");
@@ -431,10 +434,10 @@ void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const in
     auto* vp = static_cast<T*>(v_pool);
     auto* in = static_cast<const T*>(qkv);
     if (layout == RopeLayout::kInterleaved)
-      launch_kernel(false, rope_store_kv_paged_kernel<T, true>, grid, dim3(hd / 2), 0, stream, in, pos, slot,
+      launch_kernel(pdl, rope_store_kv_paged_kernel<T, true>, grid, dim3(hd / 2), 0, stream, in, pos, slot,
                     inv_freq, nh, nkv, hd, block_size, qo, kp, vp);
     else
-      launch_kernel(false, rope_store_kv_paged_kernel<T, false>, grid, dim3(hd / 2), 0, stream, in, pos, slot,
+      launch_kernel(pdl, rope_store_kv_paged_kernel<T, false>, grid, dim3(hd / 2), 0, stream, in, pos, slot,
                     inv_freq, nh, nkv, hd, block_size, qo, kp, vp);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("rope_store_kv_paged");
