@@ -11,7 +11,7 @@
 #   wait    wait (up to 9 minutes) for both; then llama-quantize the variants (TYPES, default Q8_0 Q4_K_M)
 #   bench   the comparison: prints one line per (engine, file, test)
 #   ppl     perplexity of a real model's quantized GGUF on the CPU and on the GPU (same binary, same file):
-#           the file arrives in pieces .gpp1/ .gpp2/ .gpp3/ (one per call: the transfer limit), joined in /tmp
+#           the file arrives in pieces .gpp1/ .. .gpp4/ (one per call: the transfer limit), joined in /tmp
 # LLAMARUN_BIN: the llamarun binary (default: the one `start` copies from .cudawork/b, scripts/pack-gpu-bins.sh).
 set -euo pipefail
 PHASE=${1:?start|tests|wait|bench|ppl}
@@ -20,7 +20,7 @@ mkdir -p "$W"
 OUT=${OUT:-$W/out}
 mkdir -p "$OUT"
 LB=${LLAMARUN_BIN:-$W/b/llamarun}
-for d in .gpp1 .gpp2 .gpp3; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "$W/parts/"; done
+for d in .gpp1 .gpp2 .gpp3 .gpp4; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "$W/parts/"; done
 case "$PHASE" in
   start)
     if [ -f .cudawork/unpack.sh ]; then bash .cudawork/unpack.sh && rm -rf "$W/b" && cp -r .cudawork/b "$W/b"; fi
@@ -45,11 +45,11 @@ case "$PHASE" in
     ;;
   tests)
     T="$W/b/tests/llamarun_cuda_tests"
-    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*'
+    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*:*ConvertToActivationType*:*MatchesCpuReference*'
     "$T" --gtest_filter="$F" >"$OUT/cuda-quant-tests.log" 2>&1 && echo "tests: passed" || echo "tests: FAILED"
     grep -E "^\[  (PASSED|FAILED) " "$OUT/cuda-quant-tests.log" | head -20
     if [ -z "${NO_SANITIZER:-}" ]; then
-      compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --gtest_filter='Types/QuantKernel*:QuantKernels*' \
+      timeout "${SAN_TIMEOUT:-150}" compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --gtest_filter='Types/QuantKernel*:QuantKernels*' \
         >"$OUT/compute-sanitizer-quant.log" 2>&1; echo "memcheck rc=$?"
       tail -2 "$OUT/compute-sanitizer-quant.log"
     fi
@@ -108,9 +108,13 @@ case "$PHASE" in
     P="$W/parts"
     [ -s "$W/ppl.gguf" ] || cat "$P"/smolpart.* >"$W/ppl.gguf"
     md5sum "$W/ppl.gguf"
-    for dev in cpu cuda; do
-      echo "== perplexity $dev"
-      "$LB" perplexity -m "$W/ppl.gguf" -f "$P/GPL-3" --chunks "${CHUNKS:-8}" --device "$dev" --json 2>&1 | tail -1
+    IFS='|' read -r -a VARS <<<"${PPL_VARIANTS:---device cpu|--device cuda|--device cuda --gpu-quant|--device cuda --gpu-quant --gpu-quant-x-once}"
+    i=0
+    for v in "${VARS[@]}"; do
+      i=$((i + 1))
+      echo "== perplexity $v"
+      # shellcheck disable=SC2086
+      "$LB" perplexity -m "$W/ppl.gguf" -f "$P/GPL-3" --chunks "${CHUNKS:-8}" $v --json 2>"$W/ppl-$i.err" | tail -1 | tee "$OUT/ppl-$i.json" || tail -3 "$W/ppl-$i.err"
     done
     ;;
 esac

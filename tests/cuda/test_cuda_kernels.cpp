@@ -91,10 +91,11 @@ TEST_P(CudaKernel, SiluMul) {
   EXPECT_LT(rel_l2(out, ref), tol_rel(t()));
 }
 
-TEST_P(CudaKernel, ConvertAndDequantize) {
+// The float conversions at load (the block types' GPU dequantization: test_cuda_quant.cpp).
+TEST_P(CudaKernel, ConvertToActivationType) {
   const int64_t n = 32 * 70;
   auto src = rand_vec(gen, n, -3, 3);
-  for (DType st : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+  for (DType st : {DType::F32, DType::F16, DType::BF16}) {
     std::vector<uint8_t> raw(dtype_row_bytes(st, n));
     quantize_row(st, src.data(), raw.data(), n);
     std::vector<float> ref(n);
@@ -108,12 +109,14 @@ TEST_P(CudaKernel, ConvertAndDequantize) {
     int bad = 0;
     for (int64_t i = 0; i < n; ++i) {
       float want = round_to(t(), ref[i]);
-      // Exact up to one rounding step of the target type (fma vs mul+add in Q4_1).
+      // Exact up to one rounding step of the target type.
       float ulp = std::max(std::fabs(want), 1e-3f) * (t() == DType::F16 ? 1.f / 1024 : 1.f / 128);
       if (!(std::fabs(out[i] - want) <= ulp)) ++bad;
     }
     EXPECT_EQ(bad, 0) << dtype_name(st) << " -> " << dname(t());
   }
+  DevBuf b(4096);
+  EXPECT_THROW(convert_to_act(t(), DType::Q8_0, b.p, b.p, 64, nullptr), Error);
 }
 
 void gemv_ref(const std::vector<float>& W, const std::vector<float>& x, int M, int N, int K,

@@ -442,16 +442,18 @@ class Uploader {
       if (done_[i]) cudaEventDestroy(done_[i]);
     }
   }
-  // Copies all of w (rows x cols values) into dst (act dtype), converting on the GPU when w.dtype != act.
+  // Copies all of w (rows x cols values) into dst (act dtype), converting on the GPU when w.dtype != act:
+  // F32 / F16 / BF16 by convert_to_act; the types with GPU decoders (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K)
+  // repacked on the host into the GPU layout a chunk of rows at a time and dequantized by qdequant; the
+  // other block types dequantized to f32 on the host (dequantize_row, a chunk at a time into the pinned
+  // buffer) and converted from f32.
   void upload(const WeightView& w, void* dst) {
+    if (qlayout(w.dtype)) return upload_dequantized(w, dst);
     const bool direct = w.dtype == act_;
     const size_t bb = dtype_block_bytes(w.dtype);
     const int64_t be = dtype_block_size(w.dtype);
     const int64_t nblocks = w.rows * w.cols / be;  // whole blocks per row: checked by bind_llama_weights
-    // The GPU converter knows F32/F16/BF16/Q8_0/Q4_0/Q4_1; other block types are dequantised to f32
-    // on the host (dequantize_row, a chunk at a time into the pinned buffer) and converted from f32.
-    const bool host_deq = dtype_is_quantized(w.dtype) && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0 &&
-                          w.dtype != DType::Q4_1;
+    const bool host_deq = dtype_is_quantized(w.dtype);
     const int64_t per_chunk = int64_t(staging_ / (host_deq ? size_t(be) * 4 : bb));
     const auto* src = static_cast<const uint8_t*>(w.data);
     for (int64_t b0 = 0; b0 < nblocks; b0 += per_chunk) {
@@ -477,6 +479,28 @@ class Uploader {
       LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
       bytes_ += bytes;
       if (progress) progress->add(bytes);
+    }
+  }
+  // upload() of a type with GPU decoders: rows repacked into the device staging buffer, then qdequant.
+  void upload_dequantized(const WeightView& w, void* dst) {
+    const size_t srow = w.row_bytes();
+    const int64_t per_chunk = std::max<int64_t>(1, int64_t(staging_ / srow));
+    if (srow > staging_) fail("upload: a row of ", w.cols, " values exceeds the staging buffer");
+    const auto* src = static_cast<const uint8_t*>(w.data);
+    for (int64_t r0 = 0; r0 < w.rows; r0 += per_chunk) {
+      const int64_t nr = std::min(per_chunk, w.rows - r0);
+      int k = turn_;
+      turn_ ^= 1;
+      LLAMARUN_CUDA_CHECK(cudaEventSynchronize(done_[k]));
+      char* hp = static_cast<char*>(host_[k]);
+      const size_t pay = QMatrix{w.dtype, nullptr, int(nr), int(w.cols)}.payload_bytes();
+      qpack_rows(w.dtype, src + size_t(r0) * srow, nr, w.cols, hp, hp + pay);
+      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(dev_[k], hp, size_t(nr) * srow, cudaMemcpyHostToDevice, stream_));
+      qdequant(act_, QMatrix{w.dtype, dev_[k], int(nr), int(w.cols)},
+               static_cast<char*>(dst) + size_t(r0) * size_t(w.cols) * 2, stream_);
+      LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
+      bytes_ += size_t(nr) * srow;
+      if (progress) progress->add(size_t(nr) * srow);
     }
   }
   // Copies the rows of w (GGML blocks of a GPU quantized type) into rows row0.. of the quantized part

@@ -1,5 +1,5 @@
 // Row and element-wise kernels: embedding lookup, fused residual-add + RMSNorm, SiLU-and-multiply,
-// dtype conversion / dequantisation at load, random fills.
+// dtype conversion at load, random fills.
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/sampling_rng.h"
@@ -83,25 +83,8 @@ __global__ void convert_kernel(DType src_type, const void* __restrict__ src, T* 
       case DType::BF16:
         v = __bfloat162float(__ushort_as_bfloat16(static_cast<const uint16_t*>(src)[i]));
         break;
-      case DType::Q8_0: {
-        const BlockQ8_0& b = static_cast<const BlockQ8_0*>(src)[i / 32];
-        v = h2f(b.d) * float(b.qs[i % 32]);
+      default:
         break;
-      }
-      case DType::Q4_0: {
-        const BlockQ4_0& b = static_cast<const BlockQ4_0*>(src)[i / 32];
-        int j = int(i % 32);
-        int q = j < 16 ? (b.qs[j] & 0xf) : (b.qs[j - 16] >> 4);
-        v = h2f(b.d) * float(q - 8);
-        break;
-      }
-      case DType::Q4_1: {
-        const BlockQ4_1& b = static_cast<const BlockQ4_1*>(src)[i / 32];
-        int j = int(i % 32);
-        int q = j < 16 ? (b.qs[j] & 0xf) : (b.qs[j - 16] >> 4);
-        v = h2f(b.d) * float(q) + h2f(b.m);
-        break;
-      }
     }
     dst[i] = from_f32<T>(v);
   }
@@ -164,9 +147,8 @@ void silu_mul(DType act, const void* gu, void* out, int M, int I, cudaStream_t s
 
 void convert_to_act(DType act, DType src_type, const void* src, void* dst, int64_t n, cudaStream_t stream) {
   if (n <= 0) return;
-  if (dtype_is_quantized(src_type) && n % 32 != 0)
-    fail("convert_to_act: ", n, " values of ", dtype_name(src_type),
-         " is not a multiple of the block size 32");
+  if (src_type != DType::F32 && src_type != DType::F16 && src_type != DType::BF16)
+    fail("convert_to_act: ", dtype_name(src_type), " is not F32, F16 or BF16 (block types: qdequant)");
   LLAMARUN_DISPATCH_ACT(act, "convert_to_act", {
     convert_kernel<T><<<grid_for(n, 256), 256, 0, stream>>>(src_type, src, static_cast<T*>(dst), n);
   });

@@ -36,8 +36,8 @@ void add_rmsnorm(DType act, void* x, const void* residual, const void* w, void* 
 // gu [M, 2*I] holds per row the gate (first I) and up (last I) projections; out [M, I] = silu(gate) * up.
 void silu_mul(DType act, const void* gu, void* out, int M, int I, cudaStream_t stream);
 
-// dst[0..n) (act dtype) = src[0..n) converted from src_type (F32, F16, BF16, Q8_0, Q4_0, Q4_1).
-// For quantised types n must be a multiple of 32 and src holds n/32 blocks.
+// dst[0..n) (act dtype) = src[0..n) converted from src_type (F32, F16 or BF16; the block types with GPU
+// decoders are dequantized by qdequant).
 void convert_to_act(DType act, DType src_type, const void* src, void* dst, int64_t n, cudaStream_t stream);
 
 // dst[i] = uniform(-scale, scale), a fixed function of (seed, i) (random-weight models).
