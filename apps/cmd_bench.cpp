@@ -277,7 +277,8 @@ int cmd_bench(int argc, char** argv) {
         "generate --help)",
         ""},
        {"--gpu-quant-no-pdl", "", false,
-        "with --gpu-quant: the batch-1 decode's kernels without programmatic dependent launch (ablation)", ""},
+        "with --gpu-quant: the batch-1 decode's kernels without programmatic dependent launch (ablation)",
+        ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "

@@ -295,10 +295,11 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
                     {"x_once_us", us[1]},
                     {"staged_gbs", gb_staged},
                     {"x_once_gbs", gb_once}});
-      std::printf("  qgemv %-5s %-8s N=%-6d K=%-6d staged %7.2f us %6.0f GB/s (%4.1f%%)  x once %7.2f us %6.0f "
-                  "GB/s (%4.1f%%)\n",
-                  dtype_name(t), sh.name, sh.N, sh.K, us[0], gb_staged, 100 * gb_staged / copy_gbs, us[1],
-                  gb_once, 100 * gb_once / copy_gbs);
+      std::printf(
+          "  qgemv %-5s %-8s N=%-6d K=%-6d staged %7.2f us %6.0f GB/s (%4.1f%%)  x once %7.2f us %6.0f "
+          "GB/s (%4.1f%%)\n",
+          dtype_name(t), sh.name, sh.N, sh.K, us[0], gb_staged, 100 * gb_staged / copy_gbs, us[1], gb_once,
+          100 * gb_once / copy_gbs);
     }
   }
   cudaFree(x);

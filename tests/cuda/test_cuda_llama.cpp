@@ -308,7 +308,8 @@ TEST_P(CudaLlamaTest, KQuantsStayQuantizedAndMatchCpuReference) {
 
 // Without keep_quantized the k-quants are dequantized at load on the GPU (repacked on the host, qdequant).
 TEST_P(CudaLlamaTest, KQuantsDequantizedAtLoadMatchCpuReference) {
-  check_against_reference(tiny_config(), t(), true, 17, 64, true, /*kquants=*/true, 64, /*keep_quantized=*/false);
+  check_against_reference(tiny_config(), t(), true, 17, 64, true, /*kquants=*/true, 64,
+                          /*keep_quantized=*/false);
 }
 
 // The same with each projection's input quantized once (qquantize_x) for the GEMV.

@@ -80,8 +80,8 @@ struct QFuse {
 };
 
 // Row m of x' (the prologue applied to x, rounded to T as the unfused kernels would store it) quantized to
-// int8 per 32 values: q [K] (in qx_off's order), s [K / 32] = (d, d * sum q). Every thread of the block takes part (the
-// RMSNorm's block sum); its warps take 32-value chunks in turn.
+// int8 per 32 values: q [K] (in qx_off's order), s [K / 32] = (d, d * sum q). Every thread of the block takes
+// part (the RMSNorm's block sum); its warps take 32-value chunks in turn.
 template <typename T>
 __device__ void quantize_row(const T* __restrict__ x, int m, int K, const QFuse& f, int8_t* q, float2* s,
                              float* red) {
@@ -326,8 +326,8 @@ void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusi
   auto* s = reinterpret_cast<float2*>(q + size_t(M) * K);
   const int threads = std::min(1024, (K / 32 + 3) / 4 * 32);  // about 4 chunks of 32 values per warp
   LLAMARUN_DISPATCH_ACT(act, "qquantize_x", {
-    launch_kernel(pdl, qquantize_x_kernel<T>, dim3(M), dim3(threads), 0, stream, static_cast<const T*>(x), K, f,
-                  q, s);
+    launch_kernel(pdl, qquantize_x_kernel<T>, dim3(M), dim3(threads), 0, stream, static_cast<const T*>(x), K,
+                  f, q, s);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qquantize_x");
 }
@@ -340,8 +340,9 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
   const int8_t* gq = static_cast<const int8_t*>(fusion.xq8);
   const float2* gs = gq ? reinterpret_cast<const float2*>(gq + size_t(M) * w.cols) : nullptr;
   if (gq && reinterpret_cast<uintptr_t>(gq) % 16) fail("qgemv: the quantized x is not 16-byte aligned");
-  with_qtype(w.type,
-             [&](auto tag) { launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl); });
+  with_qtype(w.type, [&](auto tag) {
+    launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl);
+  });
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }
 

@@ -130,7 +130,8 @@ struct Dec;
 template <>
 struct Dec<DType::Q8_0> {
   static constexpr int kBlock = 32, kPayload = 32, kHeader = 2;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a, float& b) {
+  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
+                              float& b) {
     const W4 v0 = ld16(p + qx_off(u, units, 0)), v1 = ld16(p + qx_off(u, units, 1));
     q[0] = int(v0.x), q[1] = int(v0.y), q[2] = int(v0.z), q[3] = int(v0.w);
     q[4] = int(v1.x), q[5] = int(v1.y), q[6] = int(v1.z), q[7] = int(v1.w);
@@ -183,14 +184,16 @@ LLAMARUN_HD void dec_k45(const uint8_t* p, const uint8_t* h, int units, int u, i
 template <>
 struct Dec<DType::Q4_K> {
   static constexpr int kBlock = 256, kPayload = 128, kHeader = 16;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a, float& b) {
+  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
+                              float& b) {
     dec_k45<false>(p, h, units, u, q, a, b);
   }
 };
 template <>
 struct Dec<DType::Q5_K> {
   static constexpr int kBlock = 256, kPayload = 160, kHeader = 16;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a, float& b) {
+  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
+                              float& b) {
     dec_k45<true>(p, h, units, u, q, a, b);
   }
 };
@@ -199,7 +202,8 @@ struct Dec<DType::Q5_K> {
 template <>
 struct Dec<DType::Q6_K> {
   static constexpr int kBlock = 256, kPayload = 192, kHeader = 18;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a, float& b) {
+  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
+                              float& b) {
     const W4 lo = ld16(p + 16 * u);
     const uint8_t* hp = p + 16 * units + 8 * u;
     const uint32_t h0 = ld4(hp), h1 = ld4(hp + 4);
@@ -281,7 +285,8 @@ inline void pack_row(DType t, const uint8_t* src, int64_t cols, uint8_t* p, uint
             uint32_t w[2] = {0, 0};
             for (int half = 0; half < 2; ++half)
               for (int b = 0; b < 4; ++b)
-                for (int i = 0; i < 4; ++i) w[half] |= uint32_t(vs[16 * half + 4 * i + b] >> 4) << (8 * b + 2 * i);
+                for (int i = 0; i < 4; ++i)
+                  w[half] |= uint32_t(vs[16 * half + 4 * i + b] >> 4) << (8 * b + 2 * i);
             std::memcpy(p + 16 * units + 8 * u, w, 8);
           }
         }
@@ -337,7 +342,8 @@ inline void pack_rows(DType t, const void* src, int64_t rows, int64_t cols, void
   const size_t srow = dtype_row_bytes(t, cols);
   for (int64_t r = 0; r < rows; ++r)
     pack_row(t, static_cast<const uint8_t*>(src) + size_t(r) * srow, cols,
-             static_cast<uint8_t*>(payload) + size_t(r * nb) * pb, static_cast<uint8_t*>(header) + size_t(r * nb) * hb);
+             static_cast<uint8_t*>(payload) + size_t(r * nb) * pb,
+             static_cast<uint8_t*>(header) + size_t(r * nb) * hb);
 }
 
 }  // namespace llamarun::qgpu
