@@ -9,6 +9,10 @@
 #include "backends/cpu/qdot.h"
 #include "core/dequant_ref.h"
 
+// GCC 12 warns falsely about the undefined-vector idiom inside some AVX-512 intrinsics.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 namespace llamarun::cpu {
 namespace {
 #include "backends/cpu/qdot_simd.inc"
