@@ -98,11 +98,17 @@ case "$PHASE" in
           echo "llamarun $f '$v' failed"; tail -3 "$W/lr-$f-$i.err"
         fi
       done
-      if [ -z "${SKIP_LLAMACPP:-}" ] && [ -x "$B" ]; then
+    done
+    # llama.cpp after llamarun: its build may still be running (up to LCPP_WAIT seconds more).
+    if [ -z "${SKIP_LLAMACPP:-}" ]; then
+      for _ in $(seq "${LCPP_WAIT:-0}"); do grep -q '^rc=' "$W/lcpp-build.log" 2>/dev/null && break; sleep 1; done
+      for f in ${FILES:-f16 Q8_0 Q4_K_M Q6_K}; do
+        m="$W/7b-$f.gguf"
+        [ -s "$m" ] && [ -x "$B" ] || continue
         "$B" -m "$m" -fa 1 -ngl 99 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | tee "$OUT/llama-bench-$f.jsonl" | \
           python3 -c "import sys,json; [print('llama.cpp', sys.argv[1], 'n_prompt', d['n_prompt'], 'n_gen', d['n_gen'], '%.1f tok/s' % d['avg_ts']) for d in map(json.loads,sys.stdin)]" "$f"
-      fi
-    done
+      done
+    fi
     ;;
   ppl)
     P="$W/parts"
