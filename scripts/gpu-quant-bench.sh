@@ -45,7 +45,7 @@ case "$PHASE" in
     ;;
   tests)
     T="$W/b/tests/llamarun_cuda_tests"
-    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*:*ConvertToActivationType*:*MatchesCpuReference*'
+    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*:*ConvertToActivationType*'
     "$T" --gtest_filter="$F" >"$OUT/cuda-quant-tests.log" 2>&1 && echo "tests: passed" || echo "tests: FAILED"
     grep -E "^\[  (PASSED|FAILED) " "$OUT/cuda-quant-tests.log" | head -20
     if [ -z "${NO_SANITIZER:-}" ]; then
