@@ -269,12 +269,11 @@ int cmd_bench(int argc, char** argv) {
         "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
        {"--reps", "-r", true, "repetitions", "3"},
        {"--gpu-quant", "", false,
-        "--device cuda: keep quantized weights quantized on the GPU (experimental; see llamarun generate "
-        "--help)",
+        "--device cuda: keep quantized weights quantized on the GPU (see llamarun generate --help)",
         ""},
-       {"--gpu-quant-x-once", "", false,
-        "with --gpu-quant: quantize each GEMV's input once per projection (experimental; see llamarun "
-        "generate --help)",
+       {"--gpu-quant-staged", "", false,
+        "with --gpu-quant: every GEMV block quantizes its input itself instead of one kernel per projection "
+        "(ablation)",
         ""},
        {"--gpu-quant-no-pdl", "", false,
         "with --gpu-quant: the batch-1 decode's kernels without programmatic dependent launch (ablation)",

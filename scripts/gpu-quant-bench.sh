@@ -81,7 +81,7 @@ case "$PHASE" in
     # LR_VARIANTS: llamarun's option sets, separated by '|' (an empty set: the default, dequantized load).
     B="$W/lcpp/build/bin/llama-bench"
     nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
-    IFS='|' read -r -a VARS <<<"${LR_VARIANTS:---gpu-quant --gpu-quant-x-once|--gpu-quant|--gpu-quant --gpu-quant-x-once --gpu-quant-no-pdl}"
+    IFS='|' read -r -a VARS <<<"${LR_VARIANTS:---gpu-quant|--gpu-quant --gpu-quant-staged|--gpu-quant --gpu-quant-no-pdl}"
     for f in ${FILES:-f16 Q8_0 Q4_K_M Q6_K}; do
       m="$W/7b-$f.gguf"
       [ -s "$m" ] || continue
@@ -114,7 +114,7 @@ case "$PHASE" in
     P="$W/parts"
     [ -s "$W/ppl.gguf" ] || cat "$P"/smolpart.* >"$W/ppl.gguf"
     md5sum "$W/ppl.gguf"
-    IFS='|' read -r -a VARS <<<"${PPL_VARIANTS:---device cpu|--device cuda|--device cuda --gpu-quant|--device cuda --gpu-quant --gpu-quant-x-once}"
+    IFS='|' read -r -a VARS <<<"${PPL_VARIANTS:---device cpu|--device cuda|--device cuda --gpu-quant}"
     i=0
     for v in "${VARS[@]}"; do
       i=$((i + 1))

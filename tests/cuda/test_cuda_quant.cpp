@@ -143,11 +143,15 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
       DevBuf dy(size_t(M) * ldy * ysz);
       dy.poison();
       std::vector<float> y0(size_t(M) * ldy, 0.f);
-      if (c.add) {  // y starts as a residual stream in act
+      if (c.add) {  // y starts as a residual stream, in act (or f32 for an f32 output)
         std::vector<float> r = rand_vec(g, y0.size());
-        std::vector<uint16_t> rb = quantize16(act, r);
         y0 = r;
-        dy.upload(rb.data(), rb.size() * 2);
+        if (c.y_f32) {
+          dy.upload(r.data(), r.size() * 4);
+        } else {
+          std::vector<uint16_t> rb = quantize16(act, r);
+          dy.upload(rb.data(), rb.size() * 2);
+        }
       }
       QGemvFusion f;
       f.prologue = c.pro;

@@ -728,7 +728,8 @@ void CudaLlama::Impl::forward_decode1() {
 // forward_decode1 with quantized weights: per layer the QKV qgemv (RMSNorm applied where x is quantized
 // to int8), RoPE + KV append, the split-K attention, the o qgemv adding into x, the gate_up qgemv
 // (RMSNorm), the down qgemv (SiLU-mul where its input is quantized, adding into x): 6 launches per layer
-// (7 where q / k and v differ in type), plus 4 small input quantizations with opt.quantize_input_once.
+// (7 where q / k and v differ in type), plus 4 small input quantizations with opt.quantize_input_once (the
+// default).
 // With pdl (opt.quant_pdl on Hopper) every kernel after the embedding may start while its predecessor
 // drains; each waits before it reads earlier output or writes.
 void CudaLlama::Impl::forward_decode1q() {
