@@ -80,12 +80,11 @@ struct QFuse {
 };
 
 // Row m of x' (the prologue applied to x, rounded to T as the unfused kernels would store it) quantized to
-// int8 per 32 values: q [K] (in qx_off's order), s [K / 32] = (d, d * sum q); this call quantizes the
-// 32-value chunks c0, c0 + step, ... (its warps take them in turn). Every thread of the block takes part
-// (the RMSNorm's block sum over the whole row).
+// int8 per 32 values: q [K] (in qx_off's order), s [K / 32] = (d, d * sum q). Every thread of the block takes
+// part (the RMSNorm's block sum); its warps take 32-value chunks in turn.
 template <typename T>
 __device__ void quantize_row(const T* __restrict__ x, int m, int K, const QFuse& f, int8_t* q, float2* s,
-                             float* red, int c0, int step) {
+                             float* red) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
   float inv = 1.f;
@@ -98,7 +97,7 @@ __device__ void quantize_row(const T* __restrict__ x, int m, int K, const QFuse&
     inv = rsqrtf(block_sum(sum, red) / float(K) + f.eps);
   }
   const int units = K / 32;
-  for (int c = c0 + warp; c < units; c += step * warps) {
+  for (int c = warp; c < units; c += warps) {
     const int i = c * 32 + lane;
     float v = to_f32(xr[i]);
     if (f.prologue == int(GemvPrologue::kRmsNorm)) {
@@ -111,19 +110,15 @@ __device__ void quantize_row(const T* __restrict__ x, int m, int K, const QFuse&
   }
 }
 
-// qquantize_x: block (b, m) quantizes row m's chunks b * warps + w, b * warps + w + gridDim.x * warps, ...
-// into the global buffer (q [M][K], then s [M][K / 32]); with RMSNorm every block sums the whole row.
-constexpr int kQxThreads = 256;
+// qquantize_x: block m quantizes row m into the global buffer (q [M][K], then s [M][K / 32]).
 template <typename T>
-__global__ void __launch_bounds__(kQxThreads)
-    qquantize_x_kernel(const T* __restrict__ x, int K, QFuse f, int8_t* __restrict__ q,
-                       float2* __restrict__ s) {
+__global__ void __launch_bounds__(1024) qquantize_x_kernel(const T* __restrict__ x, int K, QFuse f,
+                                                           int8_t* __restrict__ q, float2* __restrict__ s) {
   __shared__ float red[32];
   pdl_trigger();
   pdl_wait();
-  const int m = blockIdx.y;
-  quantize_row(x, m, K, f, q + size_t(m) * K, s + size_t(m) * (K / 32), red, blockIdx.x * (kQxThreads / 32),
-               gridDim.x);
+  const int m = blockIdx.x;
+  quantize_row(x, m, K, f, q + size_t(m) * K, s + size_t(m) * (K / 32), red);
 }
 
 // y[m * ldy + row] (+)= sum_k x'[m, k] W[row, k] for the M rows of x (MT >= M). The int8 x' comes either
@@ -133,10 +128,8 @@ __global__ void __launch_bounds__(kQxThreads)
 // then multiplied; the first batch of the warp's first row before the PDL wait and the staging of x
 // (weights are constant), so that those loads are in flight across the previous kernel's tail.
 constexpr int kBatch = 4;
-// MT = 1 (decode) is held to 64 registers so that 4 blocks fit an SM: a projection of 4,096 rows is then one
-// wave of warps instead of 1.3 at 80 registers.
 template <DType QT, int MT, typename T>
-__global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 4 : 1)
+__global__ void __launch_bounds__(kWarps * 32)
     qgemv_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
                  const T* __restrict__ x, int M, QFuse f, const int8_t* gq, const float2* gs,
                  void* __restrict__ y) {
@@ -165,8 +158,7 @@ __global__ void __launch_bounds__(kWarps * 32, MT == 1 ? 4 : 1)
   if (!gq) {
     int8_t* qx = reinterpret_cast<int8_t*>(smem_q);
     float2* sx = reinterpret_cast<float2*>(qx + size_t(MT) * K);
-    for (int m = 0; m < M; ++m)
-      quantize_row(x, m, K, f, qx + size_t(m) * K, sx + size_t(m) * chunks, red, 0, 1);
+    for (int m = 0; m < M; ++m) quantize_row(x, m, K, f, qx + size_t(m) * K, sx + size_t(m) * chunks, red);
     sq = qx;
     ss = sx;
     __syncthreads();
@@ -332,11 +324,10 @@ void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusi
   const QFuse f = qfuse_of(fusion, 0);
   auto* q = static_cast<int8_t*>(xq8);
   auto* s = reinterpret_cast<float2*>(q + size_t(M) * K);
-  // One 32-value chunk per warp: K / 256 blocks per row (16 for K = 4,096), each short.
-  const int blocks = (K / 32 + kQxThreads / 32 - 1) / (kQxThreads / 32);
+  const int threads = std::min(1024, (K / 32 + 3) / 4 * 32);  // about 4 chunks of 32 values per warp
   LLAMARUN_DISPATCH_ACT(act, "qquantize_x", {
-    launch_kernel(pdl, qquantize_x_kernel<T>, dim3(blocks, M), dim3(kQxThreads), 0, stream,
-                  static_cast<const T*>(x), K, f, q, s);
+    launch_kernel(pdl, qquantize_x_kernel<T>, dim3(M), dim3(threads), 0, stream, static_cast<const T*>(x), K,
+                  f, q, s);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qquantize_x");
 }
