@@ -269,8 +269,7 @@ int cmd_bench(int argc, char** argv) {
         "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
        {"--reps", "-r", true, "repetitions", "3"},
        {"--gpu-quant", "", false,
-        "--device cuda: keep quantized weights quantized on the GPU (see llamarun generate --help)",
-        ""},
+        "--device cuda: keep quantized weights quantized on the GPU (see llamarun generate --help)", ""},
        {"--gpu-quant-staged", "", false,
         "with --gpu-quant: every GEMV block quantizes its input itself instead of one kernel per projection "
         "(ablation)",
