@@ -78,7 +78,9 @@ case "$PHASE" in
     ls -la "$W"/*.gguf
     ;;
   bench)
-    # LR_VARIANTS: llamarun's option sets, separated by '|' (an empty set: the default, dequantized load).
+    # LR_VARIANTS: llamarun's option sets, separated by '|' (an empty set: the default, dequantized load; bash's
+    # read drops a trailing empty field, so put it first: '|--gpu-quant'). Results: $OUT/lr-FILE-N-TAG.json,
+    # TAG naming the call (BENCH_TAG, default the time), so that later calls do not overwrite them.
     B="$W/lcpp/build/bin/llama-bench"
     nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader
     IFS='|' read -r -a VARS <<<"${LR_VARIANTS:---gpu-quant|--gpu-quant --gpu-quant-staged|--gpu-quant --gpu-quant-no-pdl}"
@@ -88,7 +90,7 @@ case "$PHASE" in
       i=0
       for v in "${VARS[@]}"; do
         i=$((i + 1))
-        j="$OUT/lr-$f-$i.json"
+        j="$OUT/lr-$f-$i-${BENCH_TAG:-$(date +%H%M%S)}.json"
         # shellcheck disable=SC2086
         if "$LB" bench -m "$m" --device cuda $v --pp 512 --tg 128 -r "${REPS:-5}" --json >"$j" 2>"$W/lr-$f-$i.err"; then
           python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print('llamarun', sys.argv[2], repr(sys.argv[3]), \
