@@ -483,51 +483,49 @@ class Uploader {
   }
   // upload() of a type with GPU decoders: rows repacked into the device staging buffer, then qdequant.
   void upload_dequantized(const WeightView& w, void* dst) {
-    const size_t srow = w.row_bytes();
-    const int64_t per_chunk = std::max<int64_t>(1, int64_t(staging_ / srow));
-    if (srow > staging_) fail("upload: a row of ", w.cols, " values exceeds the staging buffer");
-    const auto* src = static_cast<const uint8_t*>(w.data);
-    for (int64_t r0 = 0; r0 < w.rows; r0 += per_chunk) {
-      const int64_t nr = std::min(per_chunk, w.rows - r0);
-      int k = turn_;
-      turn_ ^= 1;
-      LLAMARUN_CUDA_CHECK(cudaEventSynchronize(done_[k]));
-      char* hp = static_cast<char*>(host_[k]);
-      const size_t pay = QMatrix{w.dtype, nullptr, int(nr), int(w.cols)}.payload_bytes();
-      qpack_rows(w.dtype, src + size_t(r0) * srow, nr, w.cols, hp, hp + pay);
-      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(dev_[k], hp, size_t(nr) * srow, cudaMemcpyHostToDevice, stream_));
+    stage_packed_rows(w, [&](int k, int64_t r0, int64_t nr, size_t) {
+      LLAMARUN_CUDA_CHECK(
+          cudaMemcpyAsync(dev_[k], host_[k], size_t(nr) * w.row_bytes(), cudaMemcpyHostToDevice, stream_));
       qdequant(act_, QMatrix{w.dtype, dev_[k], int(nr), int(w.cols)},
                static_cast<char*>(dst) + size_t(r0) * size_t(w.cols) * 2, stream_);
-      LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
-      bytes_ += size_t(nr) * srow;
-      if (progress) progress->add(size_t(nr) * srow);
-    }
+    });
   }
   // Copies the rows of w (GGML blocks of a GPU quantized type) into rows row0.. of the quantized part
-  // (part_rows x w.cols, kernels.h's split layout), repacked on the host while staging.
+  // (part_rows x w.cols, kernels.h's layout), repacked on the host while staging.
   void upload_q(const WeightView& w, void* part, int64_t row0, int64_t part_rows) {
     QLayout l;
     if (!qlayout(w.dtype, &l)) fail("upload: ", dtype_name(w.dtype), " has no GPU kernels");
     const int64_t nb = w.cols / l.block;
-    const size_t prow = size_t(nb) * l.payload, hrow = size_t(nb) * l.header, srow = w.row_bytes();
-    const int64_t per_chunk = std::max<int64_t>(1, int64_t(staging_ / srow));
+    const size_t prow = size_t(nb) * l.payload, hrow = size_t(nb) * l.header;
     char* pay = static_cast<char*>(part);
     char* hdr = pay + size_t(part_rows) * prow;
+    stage_packed_rows(w, [&](int k, int64_t r0, int64_t nr, size_t chunk_payload) {
+      const char* hp = static_cast<const char*>(host_[k]);
+      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(pay + size_t(row0 + r0) * prow, hp, chunk_payload,
+                                          cudaMemcpyHostToDevice, stream_));
+      if (hrow)
+        LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(hdr + size_t(row0 + r0) * hrow, hp + chunk_payload,
+                                            size_t(nr) * hrow, cudaMemcpyHostToDevice, stream_));
+    });
+  }
+  // Streams the rows of w (a type with GPU decoders) through the two pinned buffers a chunk at a time, each
+  // chunk repacked by qpack_rows (its rows' payload, then their header); send(k, r0, nr, payload bytes)
+  // issues the chunk's copies out of host_[k] on the stream.
+  template <typename Send>
+  void stage_packed_rows(const WeightView& w, Send&& send) {
+    const size_t srow = w.row_bytes();
+    if (srow > staging_) fail("upload: a row of ", w.cols, " values exceeds the staging buffer");
+    const int64_t per_chunk = int64_t(staging_ / srow);
     const auto* src = static_cast<const uint8_t*>(w.data);
     for (int64_t r0 = 0; r0 < w.rows; r0 += per_chunk) {
       const int64_t nr = std::min(per_chunk, w.rows - r0);
-      if (size_t(nr) * srow > staging_)
-        fail("upload: a row of ", w.cols, " values exceeds the staging buffer");
       int k = turn_;
       turn_ ^= 1;
-      LLAMARUN_CUDA_CHECK(cudaEventSynchronize(done_[k]));
+      LLAMARUN_CUDA_CHECK(cudaEventSynchronize(done_[k]));  // buffer k free again
       char* hp = static_cast<char*>(host_[k]);
-      qpack_rows(w.dtype, src + size_t(r0) * srow, nr, w.cols, hp, hp + size_t(nr) * prow);
-      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(pay + size_t(row0 + r0) * prow, hp, size_t(nr) * prow,
-                                          cudaMemcpyHostToDevice, stream_));
-      if (hrow)
-        LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(hdr + size_t(row0 + r0) * hrow, hp + size_t(nr) * prow,
-                                            size_t(nr) * hrow, cudaMemcpyHostToDevice, stream_));
+      const size_t pay = QMatrix{w.dtype, nullptr, int(nr), int(w.cols)}.payload_bytes();
+      qpack_rows(w.dtype, src + size_t(r0) * srow, nr, w.cols, hp, hp + pay);
+      send(k, r0, nr, pay);
       LLAMARUN_CUDA_CHECK(cudaEventRecord(done_[k], stream_));
       bytes_ += size_t(nr) * srow;
       if (progress) progress->add(size_t(nr) * srow);

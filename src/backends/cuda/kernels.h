@@ -92,8 +92,7 @@ void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, in
 // file's bytes in qlayout.h's order: every row's payload (the quants, reordered so that a warp's 16-byte
 // loads are contiguous), then every row's header (the block scales).
 struct QLayout {
-  int block;    // values per block
-  int unit;     // values one GPU thread decodes at a time (32 for every type)
+  int block;    // values per block (a GPU thread decodes 32 at a time, whatever the type)
   int payload;  // bytes per block in the payload region
   int header;   // bytes per block in the header region
 };

@@ -8,7 +8,6 @@
 // 32 values at a time (qgpu::Dec) and multiplies it with M rows of x, which are stored in the same grouped
 // order as Q8_0's quants (qgpu::qx_off), so that the lanes' 16-byte loads of x are contiguous too.
 #include <algorithm>
-#include <cstring>
 
 #include "backends/cuda/cuda_types.cuh"
 #include "backends/cuda/kernels.h"
@@ -32,31 +31,7 @@ namespace {
 constexpr int kWarps = 8;
 using qgpu::Dec;
 using qgpu::qx_off;
-
-template <DType QT>
-struct QTag {
-  static constexpr DType kType = QT;
-};
-// Calls f(QTag<t>{}) for a GPU quantized type t; false for any other type.
-template <typename F>
-bool with_qtype(DType t, F&& f) {
-  switch (t) {
-    case DType::Q8_0:
-      return f(QTag<DType::Q8_0>{}), true;
-    case DType::Q4_0:
-      return f(QTag<DType::Q4_0>{}), true;
-    case DType::Q4_1:
-      return f(QTag<DType::Q4_1>{}), true;
-    case DType::Q4_K:
-      return f(QTag<DType::Q4_K>{}), true;
-    case DType::Q5_K:
-      return f(QTag<DType::Q5_K>{}), true;
-    case DType::Q6_K:
-      return f(QTag<DType::Q6_K>{}), true;
-    default:
-      return false;
-  }
-}
+using qgpu::with_qtype;
 
 // One warp per 32 values v (one per lane), chunk c of a row of `units` chunks: q = round(v / d),
 // d = max|v| / 127, stored at qx_off; xs[c] = (d, d * sum q).
@@ -305,12 +280,12 @@ void check_qmatrix(const QMatrix& w, const char* where) {
 bool qlayout(DType t, QLayout* out) {
   return with_qtype(t, [&](auto tag) {
     using D = Dec<decltype(tag)::kType>;
-    if (out) *out = {D::kBlock, 32, D::kPayload, D::kHeader};
+    if (out) *out = {D::kBlock, D::kPayload, D::kHeader};
   });
 }
 
 size_t QMatrix::payload_bytes() const {
-  QLayout l{1, 1, 0, 0};
+  QLayout l{1, 0, 0};
   if (!qlayout(type, &l)) fail("QMatrix: ", dtype_name(type), " is not a GPU quantized type");
   return size_t(rows) * size_t(cols / l.block) * size_t(l.payload);
 }

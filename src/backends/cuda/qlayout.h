@@ -223,6 +223,31 @@ struct Dec<DType::Q6_K> {
   }
 };
 
+template <DType QT>
+struct QTag {
+  static constexpr DType kType = QT;
+};
+// Calls f(QTag<t>{}) for a type t with a GPU layout; false for any other type.
+template <typename F>
+bool with_qtype(DType t, F&& f) {
+  switch (t) {
+    case DType::Q8_0:
+      return f(QTag<DType::Q8_0>{}), true;
+    case DType::Q4_0:
+      return f(QTag<DType::Q4_0>{}), true;
+    case DType::Q4_1:
+      return f(QTag<DType::Q4_1>{}), true;
+    case DType::Q4_K:
+      return f(QTag<DType::Q4_K>{}), true;
+    case DType::Q5_K:
+      return f(QTag<DType::Q5_K>{}), true;
+    case DType::Q6_K:
+      return f(QTag<DType::Q6_K>{}), true;
+    default:
+      return false;
+  }
+}
+
 // ---- host: GGML blocks -> the layout ----
 
 // The unsigned stored quant of value n (0..255) of a k-quant block: Q4_K 4 bits, Q5_K 5, Q6_K 6.
@@ -306,32 +331,11 @@ inline void pack_row(DType t, const uint8_t* src, int64_t cols, uint8_t* p, uint
 
 // Bytes per block in the payload and header regions, or false for a type without GPU kernels.
 inline bool block_bytes(DType t, int* payload, int* header) {
-  int pb = 0, hb = 0;
-  switch (t) {
-    case DType::Q8_0:
-      pb = Dec<DType::Q8_0>::kPayload, hb = Dec<DType::Q8_0>::kHeader;
-      break;
-    case DType::Q4_0:
-      pb = Dec<DType::Q4_0>::kPayload, hb = Dec<DType::Q4_0>::kHeader;
-      break;
-    case DType::Q4_1:
-      pb = Dec<DType::Q4_1>::kPayload, hb = Dec<DType::Q4_1>::kHeader;
-      break;
-    case DType::Q4_K:
-      pb = Dec<DType::Q4_K>::kPayload, hb = Dec<DType::Q4_K>::kHeader;
-      break;
-    case DType::Q5_K:
-      pb = Dec<DType::Q5_K>::kPayload, hb = Dec<DType::Q5_K>::kHeader;
-      break;
-    case DType::Q6_K:
-      pb = Dec<DType::Q6_K>::kPayload, hb = Dec<DType::Q6_K>::kHeader;
-      break;
-    default:
-      return false;
-  }
-  if (payload) *payload = pb;
-  if (header) *header = hb;
-  return true;
+  return with_qtype(t, [&](auto tag) {
+    using D = Dec<decltype(tag)::kType>;
+    if (payload) *payload = D::kPayload;
+    if (header) *header = D::kHeader;
+  });
 }
 
 // rows x cols GGML blocks -> the payload rows (rows x nb x payload bytes) and header rows.
