@@ -171,10 +171,10 @@ int bench_cuda(const Args& args, const std::string& device) {
     co.max_context = sh.ctx;
     co.paged_max_tokens = bench_engine_config(sh).max_batch_tokens;  // the engine's batch limits
     co.paged_max_seqs = bench_engine_config(sh).max_num_seqs;
-    const std::string q = args.str("--quantize", "");
+    const std::string q = host_quantize_from(args);
     if (q.empty()) {
-      backend = make_cuda_step_model(m->cfg, 1, co);  // generated on the GPU
-      model_name = "random:" + args.str("--random-weights") + ":" + dt;
+      backend = make_cuda_step_model(m->cfg, 1, co);  // generated on the GPU (FP8: quantized there)
+      model_name = "random:" + args.str("--random-weights") + ":" + dt + (co.fp8_weights ? ":fp8" : "");
     } else {  // random host weights quantized under the mixing rules, uploaded as a file's would be
       const QuantScheme scheme = parse_quant_scheme(q);
       const LlamaConfig rc = m->cfg;
@@ -186,7 +186,7 @@ int bench_cuda(const Args& args, const std::string& device) {
     LoadOptions lo;
     lo.max_batch = 1;
     lo.load_tokenizer = false;
-    lo.quantize = args.str("--quantize", "");
+    lo.quantize = host_quantize_from(args);
     m = load_model(model_path_from(args), lo);
     sh = fit_shape(pp0, tg0, depth0, m->cfg.max_position);
     const bool bf16_embd = m->llama->weights().tok_embd.dtype == DType::BF16;  // as bound by the validator
@@ -277,6 +277,9 @@ int cmd_bench(int argc, char** argv) {
        {"--gpu-quant-no-pdl", "", false,
         "with --gpu-quant: the batch-1 decode's kernels without programmatic dependent launch (ablation)",
         ""},
+       {"--gpu-quant-occ4", "", false,
+        "with --gpu-quant: the batch-1 GEMV compiled for 4 blocks per SM (at most 64 registers; variant)",
+        ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
@@ -317,7 +320,7 @@ int cmd_bench(int argc, char** argv) {
                              : (fail("--dtype: unknown dtype '", dt, "'"), DType::F32);
     LlamaConfig rc = random_model_preset(args.str("--random-weights"));
     rc.max_position = std::max({rc.max_position, pp0 + 1, std::max(depth0, 1) + tg0 + 1});
-    const std::string q = args.str("--quantize", "");
+    const std::string q = host_quantize_from(args);
     if (!q.empty() && args.has("--dtype"))
       fail("--dtype and --quantize exclude each other with --random-weights");
     const QuantScheme scheme = q.empty() ? QuantScheme{} : parse_quant_scheme(q);
@@ -327,7 +330,7 @@ int cmd_bench(int argc, char** argv) {
     LoadOptions lo;
     lo.max_batch = std::min(pp0, 512);
     lo.load_tokenizer = false;
-    lo.quantize = args.str("--quantize", "");
+    lo.quantize = host_quantize_from(args);
     m = load_model(model_path_from(args), lo);
     model_name = m->path;
   }

@@ -123,7 +123,7 @@ int cmd_serve(int argc, char** argv) {
   o.load_delay_s = args.number("--load-delay", 0);
   if (!(o.load_delay_s >= 0 && o.load_delay_s <= 3600)) fail("--load-delay must be in [0, 3600]");
   o.load.activations = args.str("--act", "auto");
-  o.load.quantize = args.str("--quantize", "");
+  o.load.quantize = host_quantize_from(args);
   if (args.has("--threads")) {
     // The forward pass runs on the engine's thread, which does not inherit omp_set_num_threads from
     // this one; OMP_NUM_THREADS is read when the process starts, so set it and start again.

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 
 #include "core/error.h"
@@ -23,7 +24,8 @@ std::vector<OptSpec> model_opts() {
            "auto"},
           {"--quantize", "", true,
            "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, "
-           "F16, BF16",
+           "F16, BF16; fp8 (--device cuda, compute capability 8.9+): E4M3 weights with per-channel scales, "
+           "quantized on the GPU",
            "off"},
           {"--gpu-quant", "", false,
            "--device cuda: keep Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K weights quantized on the GPU (less "
@@ -77,6 +79,21 @@ std::string device_from(const Args& args) {
   return d;
 }
 
+bool fp8_requested(const Args& args) {
+  std::string q = args.str("--quantize", "");
+  for (char& c : q) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return q == "fp8";
+}
+
+std::string host_quantize_from(const Args& args) {
+  if (!fp8_requested(args)) return args.str("--quantize", "");
+  if (!is_cuda_device(args.str("--device", "cpu")))
+    fail(
+        "--quantize fp8: FP8 (E4M3) weights are a GPU format (Hopper / Ada tensor cores): add --device cuda, "
+        "or use Q8_0 / Q6_K / Q5_K_M / Q4_K_M on the CPU");
+  return "";
+}
+
 std::string model_path_from(const Args& args) {
   return args.has("--model") ? args.str("--model") : default_model_path();
 }
@@ -113,6 +130,8 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   // Ablations (bench only): the GEMV input staged in every block, the batch-1 graph without PDL.
   co->quantize_input_once = !args.has("--gpu-quant-staged");
   co->quant_pdl = !args.has("--gpu-quant-no-pdl");
+  co->quant_occupancy4 = args.has("--gpu-quant-occ4");
+  co->fp8_weights = fp8_requested(args);
 }
 #endif
 
@@ -134,7 +153,7 @@ std::unique_ptr<Model> open_model(const Args& args) {
       fail("--act ", act, " on the CPU: use auto, f32 or bf16 (f16 is for --device cuda)");
     lo.activations = act;
   }
-  lo.quantize = args.str("--quantize", "");
+  lo.quantize = host_quantize_from(args);
   return load_model(model_path_from(args), lo);
 }
 

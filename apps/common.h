@@ -26,6 +26,11 @@ OptSpec device_opt();
 // The --device value checked: "cpu", or "cuda" / "cuda:N" (N a non-negative integer). Throws Error for
 // anything else, and for cuda in a build without the CUDA backend.
 std::string device_from(const Args& args);
+// --quantize for the host loader: the flag's value, except fp8 (a GPU storage format: --device cuda quantizes
+// the weights on the GPU, CudaLlamaOptions::fp8_weights), for which it is empty; fp8 without a GPU device
+// throws Error.
+std::string host_quantize_from(const Args& args);
+bool fp8_requested(const Args& args);
 bool is_cuda_device(const std::string& device);
 // The GPU's weight / activation dtype from --act: f16, bf16, or auto (bf16 for bf16 checkpoints, else
 // f16). Throws Error for other values.

@@ -233,15 +233,18 @@ void bench_paged_attention(DType dt, const Args& args, double copy_gbs, cudaStre
 }
 
 // --qgemv: the quantized decode GEMV (qgemv.cu) alone at the Llama-2-7B projection shapes, M = 1, for
-// Q4_K, Q6_K, Q8_0 and Q4_0 weights (random blocks), on 4 rotating weight copies (more than L2 holds):
-// "staged", each block applying the RMSNorm and quantizing x itself, against "x once", qquantize_x then
-// the GEMV (both kernels timed), as GB/s of weight bytes against the copy bandwidth.
+// Q4_K, Q6_K, Q8_0 and Q4_0 weights (random blocks), on 4 rotating weight copies (more than L2 holds), every
+// kernel launched with programmatic dependent launch as the decode step does: "staged", each block applying
+// the RMSNorm and quantizing x itself, against "x once", qquantize_x then the GEMV (both kernels timed),
+// each also with the GEMV compiled for 4 blocks per SM ("occ4"), as GB/s of weight bytes against the copy
+// bandwidth.
 void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
   struct Shape {
     const char* name;
     int N, K;
   } shapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
   const DType types[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q4_0};
+  const char* variants[] = {"staged", "x_once", "staged_occ4", "x_once_occ4"};
   void *x, *y, *nw, *xq;
   LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * 11008 * 2));
   LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(22016) * 4));
@@ -261,45 +264,38 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
         cuda::fill_random(DType::F16, p, int64_t(bytes / 2), 0.05f, 50 + c, stream);
         w[c] = {t, p, sh.N, sh.K};
       }
-      double us[2];
-      for (int once = 0; once < 2; ++once) {
+      json row = {{"type", dtype_name(t)}, {"shape", sh.name}, {"N", sh.N}, {"K", sh.K}, {"bytes", bytes}};
+      std::printf("  qgemv %-5s %-8s N=%-6d K=%-6d", dtype_name(t), sh.name, sh.N, sh.K);
+      for (int v = 0; v < 4; ++v) {
+        const bool once = v & 1;
         cuda::QGemvFusion f;
         f.prologue = cuda::GemvPrologue::kRmsNorm;
         f.norm_weight = nw;
         f.eps = 1e-5f;
+        f.occupancy4 = v >= 2;
         int it = 0;
         auto tv = time_events(
             [&] {
               for (int c = 0; c < 4; ++c) {
                 cuda::QGemvFusion g = f;
                 if (once) {
-                  cuda::qquantize_x(dt, x, 1, sh.K, f, xq, stream);
+                  cuda::qquantize_x(dt, x, 1, sh.K, f, xq, stream, true);
                   g.xq8 = xq;
                   g.prologue = cuda::GemvPrologue::kNone;
                 }
-                cuda::qgemv(dt, w[(it + c) % 4], x, y, 1, g, stream);
+                cuda::qgemv(dt, w[(it + c) % 4], x, y, 1, g, stream, true);
               }
               ++it;
             },
             3, 20, stream);
-        us[once] = stats_of(tv).median / 4 * 1e6;
+        const double us = stats_of(tv).median / 4 * 1e6, gbs = bytes / us / 1e3;
+        row[std::string(variants[v]) + "_us"] = us;
+        row[std::string(variants[v]) + "_gbs"] = gbs;
+        std::printf("  %s %6.2f us %5.0f GB/s (%4.1f%%)", variants[v], us, gbs, 100 * gbs / copy_gbs);
       }
+      std::printf("\n");
       for (auto& c : w) cudaFree(const_cast<void*>(c.data));
-      const double gb_staged = bytes / us[0] / 1e3, gb_once = bytes / us[1] / 1e3;
-      qj.push_back({{"type", dtype_name(t)},
-                    {"shape", sh.name},
-                    {"N", sh.N},
-                    {"K", sh.K},
-                    {"bytes", bytes},
-                    {"staged_us", us[0]},
-                    {"x_once_us", us[1]},
-                    {"staged_gbs", gb_staged},
-                    {"x_once_gbs", gb_once}});
-      std::printf(
-          "  qgemv %-5s %-8s N=%-6d K=%-6d staged %7.2f us %6.0f GB/s (%4.1f%%)  x once %7.2f us %6.0f "
-          "GB/s (%4.1f%%)\n",
-          dtype_name(t), sh.name, sh.N, sh.K, us[0], gb_staged, 100 * gb_staged / copy_gbs, us[1], gb_once,
-          100 * gb_once / copy_gbs);
+      qj.push_back(row);
     }
   }
   cudaFree(x);

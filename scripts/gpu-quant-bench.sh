@@ -45,11 +45,11 @@ case "$PHASE" in
     ;;
   tests)
     T="$W/b/tests/llamarun_cuda_tests"
-    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*:*ConvertToActivationType*'
+    F='Types/QuantKernel*:QuantKernels*:*KQuant*:*Gguf*:*Quantized*:Fixtures/CudaHfInt4*:*ConvertToActivationType*:*Fp8*'
     "$T" --gtest_filter="$F" >"$OUT/cuda-quant-tests.log" 2>&1 && echo "tests: passed" || echo "tests: FAILED"
     grep -E "^\[  (PASSED|FAILED) " "$OUT/cuda-quant-tests.log" | head -20
     if [ -z "${NO_SANITIZER:-}" ]; then
-      timeout "${SAN_TIMEOUT:-150}" compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --gtest_filter='Types/QuantKernel*:QuantKernels*' \
+      timeout "${SAN_TIMEOUT:-150}" compute-sanitizer --tool memcheck --error-exitcode 9 "$T" --gtest_filter='Types/QuantKernel*:QuantKernels*:CudaFp8.*:Dtypes/CudaFp8Gemv.*' \
         >"$OUT/compute-sanitizer-quant.log" 2>&1; echo "memcheck rc=$?"
       tail -2 "$OUT/compute-sanitizer-quant.log"
     fi

@@ -12,6 +12,8 @@
 #   QUICK=1    fewer requests, no peers
 #   SKIP_PEERS=1
 #   SKIP_PREFIX=1  no shared-prefix run
+#   SERVE_ARGS  extra server options (e.g. "--quantize fp8"); TAG  names the runs' files (serve-TAGc256.json)
+#   ONLY_C256=1    only the 256-client run (no 64-client run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu-results}"
@@ -42,8 +44,9 @@ status=0
 start_server() {  # start_server LOG ARGS...: starts llamarun serve and waits for /health
   local log=$1
   shift
+  # shellcheck disable=SC2086
   "$BUILD_DIR/llamarun" serve --device cuda --random-weights llama2-7b --tokenizer "$TOKENIZER" --port "$PORT" \
-    --quiet "$@" >"$log" 2>&1 &
+    --quiet ${SERVE_ARGS:-} "$@" >"$log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 600); do
     if curl -sf "$URL/health" >/dev/null 2>&1; then return 0; fi
@@ -60,7 +63,7 @@ stop_server() {
 }
 metric() { curl -s "$URL/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 bench() {  # bench NAME ARGS...
-  local name=$1
+  local name=${TAG:-}$1
   shift
   local s0 m0 p0 n0 h0
   s0=$(metric llamarun_engine_schedule_seconds_total) m0=$(metric llamarun_engine_model_seconds_total)
@@ -100,7 +103,7 @@ PYEOF
 
 if start_server "$LOGS/server.log" --max-num-seqs 256 --max-batch-tokens 512; then
   grep -m1 '"ready"' "$LOGS/server.log" >>"$summary"
-  bench c64 --concurrency 64 --num-prompts "$N64" --warmup 2 --processes 4
+  [ "${ONLY_C256:-0}" = 1 ] || bench c64 --concurrency 64 --num-prompts "$N64" --warmup 2 --processes 4
   bench c256 --concurrency 256 --num-prompts "$N256" --warmup 1 --processes 8
   nvidia-smi --query-gpu=memory.used --format=csv,noheader >>"$summary" 2>&1
   stop_server

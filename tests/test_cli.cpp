@@ -184,6 +184,17 @@ TEST(CliBadInput, BadOptions) {
   EXPECT_EQ(r.exit_code, 2);
 }
 
+// FP8 weights are a GPU storage format: on the CPU, --quantize fp8 names the device it needs.
+TEST(CliBadInput, Fp8NeedsTheGpu) {
+  if (!fs::exists(kDefaultModel)) GTEST_SKIP() << "default model not present";
+  expect_clean_error(
+      run_llamarun({"generate", "-m", kDefaultModel, "-p", "x", "-n", "1", "--quantize", "fp8"}),
+      "--device cuda");
+  expect_clean_error(
+      run_llamarun({"bench", "-m", kDefaultModel, "--quantize", "FP8", "--pp", "1", "--tg", "1"}),
+      "--device cuda");
+}
+
 TEST(CliBadInput, DeviceOption) {
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "gpu"}), "--device");
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda:x"}), "--device");

@@ -5,6 +5,7 @@
 
 #include "../error_util.h"
 #include "backends/cuda/cuda_llama.h"
+#include "backends/cuda/fp8.h"
 #include "backends/cuda/rope_freq.h"
 #include "core/error.h"
 #include "cuda_paged_seq.h"
@@ -206,6 +207,9 @@ double logits_tol(DType t) { return t == DType::F16 ? 1e-2 : 6e-2; }
 // With quantized weights kept on the GPU, each matmul also quantizes its input to int8 per 32 values
 // (about 0.6% rms error per product, as llama.cpp's q8_1 activations do).
 double quant_logits_tol(DType t) { return t == DType::F16 ? 4e-2 : 8e-2; }
+// FP8 (E4M3) weights: 3 mantissa bits, about 3.6% rms error per weight (and per activation in the GEMM
+// path), several percent per product; a swapped or missing scale gives errors of order 1.
+double fp8_logits_tol(DType t) { return t == DType::F16 ? 0.15 : 0.18; }
 
 int argmax_of(const std::vector<float>& v) { return int(std::max_element(v.begin(), v.end()) - v.begin()); }
 
@@ -233,16 +237,19 @@ CudaLlamaOptions options(DType t, int max_context, int max_tokens = 64) {
 // the dequantize + GEMM path above) unless keep_quantized is off.
 void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
                              bool fast = true, bool kquants = false, int qmax = 64,
-                             bool keep_quantized = true, bool input_once = false) {
+                             bool keep_quantized = true, bool input_once = false, bool fp8 = false) {
   HostModel hm = make_host_model(cfg, t, gguf, 42, kquants);
   CudaLlamaOptions opt = options(t, 128);
+  opt.fp8_weights = fp8;
   opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
   opt.fast_decode = fast;
   opt.quant_gemv_max_rows = qmax;
   opt.keep_quantized = keep_quantized;
   opt.quantize_input_once = input_once;
   const bool quantized = gguf && keep_quantized;
-  auto tol = [quantized](DType d) { return quantized ? quant_logits_tol(d) : logits_tol(d); };
+  auto tol = [quantized, fp8](DType d) {
+    return fp8 ? fp8_logits_tol(d) : quantized ? quant_logits_tol(d) : logits_tol(d);
+  };
   CudaLlama gpu(cfg, hm.wm, opt);
   gpu.init_paged(8, 40, 0);
   PagedSeq seq(gpu, shuffled_blocks(40, 11));
@@ -282,6 +289,16 @@ TEST_P(CudaLlamaTest, ChunkedPrefillThroughGemvMatchesCpuReference) {
 
 TEST_P(CudaLlamaTest, GeneralDecodePathMatchesCpuReference) {
   check_against_reference(tiny_config(), t(), false, 11, 64, /*fast=*/false);
+}
+
+// FP8 weights (opt.fp8_weights, quantized on the GPU at load): a 20-token prefill through per-token E4M3
+// activations and cuBLASLt's FP8 GEMM, 5-token chunks through the FP8 GEMV, decode through the fused batch-1
+// path and through the general path; the (untied) lm_head is FP8 too.
+TEST_P(CudaLlamaTest, Fp8WeightsMatchCpuReference) {
+  if (!fp8_supported(0)) GTEST_SKIP() << "no FP8 tensor cores (compute capability < 8.9)";
+  check_against_reference(tiny_config(), t(), false, 20, 64, true, false, 64, false, false, /*fp8=*/true);
+  check_against_reference(tiny_config(), t(), false, 13, 5, true, false, 64, false, false, /*fp8=*/true);
+  check_against_reference(tiny_config(), t(), false, 11, 64, false, false, 64, false, false, /*fp8=*/true);
 }
 
 TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {

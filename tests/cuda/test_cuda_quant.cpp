@@ -115,8 +115,8 @@ struct GemvCase {
   int M;
 };
 
-// qgemv of an N x K matrix of type qt against the fp64 product, each case twice: each block staging x
-// itself, and x quantized beforehand by qquantize_x.
+// qgemv of an N x K matrix of type qt against the fp64 product, each case three times: each block staging
+// x itself, x quantized beforehand by qquantize_x, and that with the 4-blocks-per-SM instantiation (M = 1).
 void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& cases) {
   const int ldy = N + 5;  // y wider than N
   HostQ h = make_q(qt, N, K, 11);
@@ -129,7 +129,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
   DevBuf dnw(nwb.size() * 2);
   dnw.upload(nwb.data(), nwb.size() * 2);
   DevBuf dxq(qx_bytes(8, K));
-  for (int pre = 0; pre < 2; ++pre)
+  for (int pre = 0; pre < 3; ++pre)
     for (const GemvCase& c : cases) {
       const int M = c.M;
       const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
@@ -166,6 +166,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
         f.prologue = GemvPrologue::kNone;  // ignored with xq8: applied by qquantize_x
         f.norm_weight = nullptr;
       }
+      f.occupancy4 = pre == 2;
       qgemv(act, m, dx.p, dy.p, M, f, nullptr);
       CUDA_OK(cudaDeviceSynchronize());
       std::vector<float> y(size_t(M) * ldy);
@@ -196,8 +197,10 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
           if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
             ADD_FAILURE() << dtype_name(qt) << " " << N << " x " << K << " prologue " << int(c.pro) << " add "
                           << c.add << " M " << M << " row " << r << " n " << n << (c.y_f32 ? " f32" : "")
-                          << (pre ? " pre-quantized x" : " staged x") << ": " << got << " vs " << ref
-                          << " (tolerance " << tol << ")";
+                          << (pre == 2 ? " pre-quantized x, occupancy 4"
+                              : pre    ? " pre-quantized x"
+                                       : " staged x")
+                          << ": " << got << " vs " << ref << " (tolerance " << tol << ")";
         }
         if (!c.add) {
           for (int n = N; n < ldy; ++n)  // untouched past N

@@ -11,6 +11,7 @@
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/fp8.h"
 #include "backends/cuda/gemm.h"
 #include "backends/cuda/kernels.h"
 #include "core/clock.h"
@@ -56,6 +57,8 @@ struct Lin {
   int N = 0, K = 0;
   void* p = nullptr;   // parts[0].data
   bool plain = false;  // one part in the activation dtype: the fp16 / bf16 kernels take it whole
+  // FP8 storage (opt.fp8_weights): one part, p holds N x K E4M3 bytes, s8 the N per-row scales.
+  float* s8 = nullptr;
   QMatrix q(const LinPart& part) const {
     QMatrix m;
     m.type = part.type;
@@ -66,9 +69,12 @@ struct Lin {
   }
 };
 
-size_t part_bytes(DType type, DType act, int64_t rows, int64_t cols) {
-  const size_t b = type == act ? size_t(rows * cols) * 2 : qmatrix_bytes(type, rows, cols);
-  return (b + 255) & ~size_t(255);
+size_t round256(size_t b) { return (b + 255) & ~size_t(255); }
+// FP8 storage of a part: the E4M3 bytes, then the fp32 row scales.
+size_t fp8_part_bytes(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)) + size_t(rows) * 4; }
+size_t part_bytes(DType type, DType act, int64_t rows, int64_t cols, bool fp8) {
+  if (type == act && fp8) return round256(fp8_part_bytes(rows, cols));
+  return round256(type == act ? size_t(rows * cols) * 2 : qmatrix_bytes(type, rows, cols));
 }
 
 struct LayerWeights {
@@ -114,6 +120,13 @@ struct CudaLlama::Impl {
   void* wscratch = nullptr;  // one dequantized linear weight (act) for the GEMM path
   void* xq = nullptr;        // with opt.quantize_input_once: qgemv's input quantized to int8, up to 8 rows
   size_t wscratch_bytes = 0;
+  // FP8 weights (opt.fp8_weights): every Lin but a tied lm_head is FP8; wscratch holds one weight in act
+  // while it is uploaded and quantized. The GEMM path's activations quantized per token: x8 [mmax, max K]
+  // E4M3, x8s [mmax] scales; f8out [mmax, max N] fp32 for the GEMM's unit-scale fallback.
+  bool fp8 = false;
+  void* x8 = nullptr;
+  float* x8s = nullptr;
+  float* f8out = nullptr;
   float* inv_freq = nullptr;  // [hd / 2]
 
   // Activations, sized for mmax rows.
@@ -197,7 +210,7 @@ struct CudaLlama::Impl {
   char* vp_layer(int l) const { return static_cast<char*>(v_pool) + size_t(l) * pool_layer_bytes(); }
   size_t plan_bytes(const LinPlan& p, int K) const {
     size_t b = 0;
-    for (const auto& [t, rows] : p) b += part_bytes(t, act, rows, K);
+    for (const auto& [t, rows] : p) b += part_bytes(t, act, rows, K, fp8);
     return b;
   }
   size_t weight_bytes() const {
@@ -208,12 +221,25 @@ struct CudaLlama::Impl {
     return b;
   }
   size_t xq_bytes() const { return qx_bytes(8, std::max({H, I, nh * hd})); }
+  int max_k() const { return std::max({H, I, nh * hd}); }
+  // The largest linear weight in act (FP8 weights are uploaded / generated there, then quantized).
+  size_t fp8_scratch_bytes() const {
+    return std::max({size_t(qkv_rows) * H, size_t(H) * nh * hd, size_t(2) * I * H, size_t(H) * I,
+                     cfg.tie_embeddings ? 0 : size_t(V) * H}) *
+           esz;
+  }
+  int max_n() const { return std::max({qkv_rows, 2 * I, H, V}); }
+  size_t fp8_act_bytes() const {
+    return round256(size_t(mmax) * max_k()) + round256(size_t(mmax) * 4) +
+           round256(size_t(mmax) * max_n() * 4);
+  }
   size_t act_bytes() const {
     size_t m = mmax;
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
     b += 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
     if (quantized) b += wscratch_bytes + xq_bytes();
+    if (fp8) b += wscratch_bytes + fp8_act_bytes();
     return b + 16 * 256;  // allocation rounding
   }
 };
@@ -254,6 +280,16 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   device_name = di.name;
   sm_count = di.sm_count;
   pdl = di.cc_major >= 9;  // without it, tg64 -3% on an H200, -3.5% at depth 512 on an H100 (NOTES.md)
+  fp8 = o.fp8_weights;
+  if (fp8) {
+    if (o.keep_quantized) fail("CudaLlama: FP8 weights and keeping GGUF blocks quantized exclude each other");
+    if (!fp8_supported(device))
+      fail("CudaLlama: FP8 weights need a GPU of compute capability 8.9 or newer (FP8 tensor cores); ",
+           di.name, " is ", di.cc_major, ".", di.cc_minor);
+    if (H % 16 || I % 16 || (nh * hd) % 16)
+      fail("CudaLlama: FP8 weights need hidden ", H, ", intermediate ", I, " and heads*head_dim ", nh * hd,
+           " to be multiples of 16");
+  }
   attn_plan = make_decode_attn_plan(nkv, max_ctx, sm_count);
   LLAMARUN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
 }
@@ -301,6 +337,12 @@ void CudaLlama::Impl::allocate(size_t extra) {
     qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
     wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
     if (opt.quantize_input_once) xq = alloc.alloc(xq_bytes(), "quantized GEMV input");
+  }
+  if (fp8) {
+    wscratch = alloc.alloc(wscratch_bytes, "FP8 weight upload scratch");
+    x8 = alloc.alloc(size_t(mmax) * max_k(), "FP8 activations");
+    x8s = alloc.alloc_n<float>(mmax, "FP8 activation scales");
+    f8out = alloc.alloc_n<float>(size_t(mmax) * max_n(), "FP8 GEMM output");
   }
   before = alloc.allocated();
   size_t m = mmax;
@@ -355,17 +397,33 @@ void CudaLlama::Impl::alloc_lin(Lin& w, const LinPlan& p, int K, const std::stri
     part.type = t;
     part.row0 = w.N;
     part.rows = rows;
-    part.data = alloc.alloc(part_bytes(t, act, rows, K), name);
+    part.data = alloc.alloc(part_bytes(t, act, rows, K, fp8), name);
     w.parts.push_back(part);
     w.N += rows;
   }
   w.p = w.parts.empty() ? nullptr : w.parts[0].data;
   w.plain = w.parts.size() == 1 && w.parts[0].type == act;
+  w.s8 = nullptr;
+  if (fp8) {
+    if (w.parts.size() != 1 || w.parts[0].type != act)
+      fail("CudaLlama: ", name, ": FP8 storage of a projection of several storage types");
+    w.plain = false;
+    w.s8 = reinterpret_cast<float*>(static_cast<char*>(w.p) + round256(size_t(w.N) * K));
+  }
 }
 
 // y = x W^T for the M rows of x (act).
 void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M) {
   if (w.plain) return linear(*lt, act, w.p, x, y, y_f32, M, w.N, w.K, stream);
+  if (w.s8) {  // FP8: the GEMV up to 8 rows, else per-token E4M3 activations and cuBLASLt's FP8 GEMM
+    if (M <= 8) {
+      GemvFusion f;
+      f.w_fp8_scale = w.s8;
+      return gemv_fused(act, w.p, x, y, y_f32, M, w.N, w.K, f, stream);
+    }
+    fp8_quantize_rows(act, x, M, w.K, x8, x8s, stream);
+    return lt->run_fp8(act, w.p, w.s8, x8, x8s, y, y_f32, M, w.N, w.K, stream, f8out);
+  }
   const size_t ysz = y_f32 ? 4 : esz;
   if (M > qmax) {
     // Large batches (prefill): the whole weight dequantized into the scratch, then the tensor-core GEMM.
@@ -383,6 +441,7 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   f.y_f32 = y_f32;
   f.ldy = w.N;
   f.xq8 = xq;
+  f.occupancy4 = opt.quant_occupancy4;
   for (int m0 = 0; m0 < M; m0 += 8) {
     const int mc = std::min(8, M - m0);
     const char* xb = static_cast<const char*>(x) + size_t(m0) * w.K * esz;
@@ -410,6 +469,7 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
 void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusion& f) {
   QGemvFusion pf = f;
   pf.ldy = w.N;
+  pf.occupancy4 = opt.quant_occupancy4;
   if (xq) {
     qquantize_x(act, x, 1, w.K, f, xq, stream, pdl);
     pf.prologue = GemvPrologue::kNone;
@@ -582,6 +642,7 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
   }
   // The scratch also holds a part's GEMV rows (M <= 8) before they are scattered into y.
   wscratch_bytes = std::max(wscratch_bytes, size_t(8) * std::max({qkv_rows, 2 * I, V}) * 4);
+  if (fp8) wscratch_bytes = std::max(wscratch_bytes, fp8_scratch_bytes());
   allocate(2 * staging);
   double t0 = now_seconds();
   {
@@ -607,12 +668,15 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
         for (const LinPart& pp : dst.parts)
           if (row >= pp.row0 && row < pp.row0 + pp.rows) part = &pp;
         if (!part) fail("CudaLlama: no storage for rows ", row, " of a projection");
-        if (part->type == act)
+        if (dst.s8)  // FP8: the whole projection in act first, quantized below
+          up.upload(*v, static_cast<char*>(wscratch) + size_t(row) * dst.K * esz);
+        else if (part->type == act)
           up.upload(*v, static_cast<char*>(part->data) + size_t(row - part->row0) * dst.K * esz);
         else
           up.upload_q(*v, part->data, row - part->row0, part->rows);
         row += v->rows;
       }
+      if (dst.s8) fp8_quantize_rows(act, wscratch, dst.N, dst.K, dst.p, dst.s8, stream);
     };
     if (!cfg.tie_embeddings) put(lm_head, {&w.lm_head});
     for (int l = 0; l < L; ++l) {
@@ -641,23 +705,28 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
                      {LinPlan{{act, qkv_rows}}, LinPlan{{act, H}}, LinPlan{{act, 2 * I}}, LinPlan{{act, H}}});
   plan.lm_head.clear();
   if (!cfg.tie_embeddings) plan.lm_head = {{act, V}};
+  if (fp8) wscratch_bytes = fp8_scratch_bytes();
   allocate();
   double t0 = now_seconds();
   uint64_t s = seed * 0x100000001b3ull + 17;
   auto rnd = [&](void* p, size_t rows, size_t cols) {
     fill_random(act, p, int64_t(rows * cols), std::sqrt(3.f / float(cols)), s++, stream);
   };
+  auto rnd_lin = [&](const Lin& w) {  // FP8: generated in act, then quantized
+    rnd(w.s8 ? wscratch : w.p, size_t(w.N), size_t(w.K));
+    if (w.s8) fp8_quantize_rows(act, wscratch, w.N, w.K, w.p, w.s8, stream);
+  };
   fill_random(act, embed, int64_t(V) * H, 1.f, s++, stream);
   fill_const(act, final_norm, H, 1.f, stream);
-  if (!cfg.tie_embeddings) rnd(lm_head.p, V, H);
+  if (!cfg.tie_embeddings) rnd_lin(lm_head);
   for (int l = 0; l < L; ++l) {
     LayerWeights& lw = layers[l];
     fill_const(act, lw.attn_norm, H, 1.f, stream);
     fill_const(act, lw.ffn_norm, H, 1.f, stream);
-    rnd(lw.qkv.p, qkv_rows, H);
-    rnd(lw.o.p, H, size_t(nh) * hd);
-    rnd(lw.gate_up.p, 2 * size_t(I), H);
-    rnd(lw.down.p, H, I);
+    rnd_lin(lw.qkv);
+    rnd_lin(lw.o);
+    rnd_lin(lw.gate_up);
+    rnd_lin(lw.down);
   }
   LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
   load.seconds = now_seconds() - t0;
@@ -710,15 +779,21 @@ void CudaLlama::Impl::forward_decode1() {
     qkv_f.rope_q_out = q;
     qkv_f.rope_k_pool = kp_layer(l);
     qkv_f.rope_v_pool = vp_layer(l);
+    qkv_f.w_fp8_scale = lw.qkv.s8;  // FP8 weights: their row scales (else null)
     gemv_fused(act, lw.qkv.p, x, qkv, false, 1, qkv_rows, H, qkv_f, stream, pdl);
     decode_attention(act, q, kp_layer(l), vp_layer(l), d_table, pbs, d_pos, nh, nkv, hd, max_ctx, scale,
                      attn_plan, part_o, part_stats, attn, stream, pdl, merge_counters);
+    add.w_fp8_scale = lw.o.s8;
     gemv_fused(act, lw.o.p, attn, x, false, 1, H, qd, add, stream, pdl);
     gate_up_f.norm_weight = lw.ffn_norm;
+    gate_up_f.w_fp8_scale = lw.gate_up.s8;
+    gate_up_f.wide = !lw.gate_up.s8;  // FP8's wide variant needs 170 registers (1 block per SM)
     gemv_fused(act, lw.gate_up.p, x, gu, false, 1, 2 * I, H, gate_up_f, stream, pdl);
+    silu_add.w_fp8_scale = lw.down.s8;
     gemv_fused(act, lw.down.p, gu, x, false, 1, H, I, silu_add, stream, pdl);
   }
   norm_attn.norm_weight = final_norm;
+  norm_attn.w_fp8_scale = lm_head.s8;
   gemv_fused(act, lm_head.p, x, plogits, true, 1, V, H, norm_attn, stream, pdl);
   argmax(plogits, V, pids, stream, pdl, dh_pids);
 }

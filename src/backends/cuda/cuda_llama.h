@@ -67,7 +67,16 @@ struct CudaLlamaOptions {
   // quantized GEMV loading its first weights before it waits for its predecessor. Same run: 290.1 tok/s
   // on, 266.6 off.
   bool quant_pdl = true;
+  // The batch-1 quantized GEMV compiled for 4 resident blocks per SM (at most 64 registers a thread, so a
+  // 4,096-row projection is one wave) instead of the compiler's 80 registers (3 blocks). Not yet measured.
+  bool quant_occupancy4 = false;
   int quant_gemv_max_rows = 64;
+  // FP8 weights (the CLI's --quantize fp8 with --device cuda): every linear weight but a tied lm_head stored
+  // as E4M3 with one fp32 scale per output channel (max |row| / 448), quantized on the GPU at load from the
+  // fp16 / bf16 (or dequantized) weights. Batches of up to 8 rows take the decode GEMV reading FP8 (the
+  // fused batch-1 path included); larger ones quantize the activations per token to E4M3 and run cuBLASLt's
+  // FP8 GEMM. Needs compute capability 8.9+ (Error otherwise); excludes keep_quantized.
+  bool fp8_weights = false;
   // Each of the two pinned host buffers the weight upload streams through (host memory held while loading;
   // other sizes not benchmarked; tests use 1 MB to put several chunks through both buffers).
   size_t staging_bytes = 64u << 20;

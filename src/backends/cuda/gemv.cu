@@ -9,6 +9,15 @@
 // RMSNorm (each block recomputes the row's sum of squares: a few KB from L2) or SiLU-and-multiply, and the
 // epilogue can add into y (the residual stream). In the decode step this removes the separate norm,
 // SiLU and residual kernels.
+//
+// FP8 weights (GemvFusion::w_fp8_scale): the kernel is templated on the weight element type WT. A 16-byte
+// weight vector then holds 16 E4M3 values (two 8-value halves, each matched with one 16-byte x vector),
+// so a lane keeps the same R * U 16-byte loads in flight and a step reads the same bytes as with fp16
+// weights (U vectors cover 16 U values). The codes are widened exactly (E4M3 -> fp16 -> fp32) and each
+// row's fp32 warp sum is multiplied by its scale before the epilogue. The staged x is laid out so that
+// each half's x loads of a warp are contiguous (see xpos).
+#include <cuda_fp8.h>
+
 #include <algorithm>
 #include <type_traits>
 
@@ -38,7 +47,29 @@ struct Fuse {
   const float* inv_freq;
   int nh, nkv, hd, block_size;
   void *q_out, *k_pool, *v_pool;
+  const float* w_scale;  // FP8 weights: the per-row scales [N] (null for fp16 / bf16 weights)
 };
+
+using Fp8 = __nv_fp8_e4m3;  // weight element type of the FP8 path (one byte, no arithmetic used)
+
+// Eight E4M3 codes (two words, the first value in the low byte) -> floats. Exact: every E4M3 value is an
+// fp16 value (cvt.rn.f16x2.e4m3x2 on sm_89+, cuda_fp8.h's software decoding below).
+__device__ __forceinline__ void fp8x4_to_f32(uint32_t w, float* f) {
+  const __half2_raw lo = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w & 0xffffu), __NV_E4M3);
+  const __half2_raw hi = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(w >> 16), __NV_E4M3);
+  unpack2<__half>(uint32_t(lo.x) | (uint32_t(lo.y) << 16), f[0], f[1]);
+  unpack2<__half>(uint32_t(hi.x) | (uint32_t(hi.y) << 16), f[2], f[3]);
+}
+
+// FP8 weights, x staged in shared memory: where x vector i (8 values) of a row is kept. Weight vector v
+// (16 values) needs x vectors 2v and 2v + 1; the lanes of a warp read weight vectors 32c .. 32c + 31
+// (chunk c), so chunk c's 64 x vectors are stored as all its first halves, then all its second halves
+// (half = 32, or what the row's last, partial chunk has), and each of a warp's two x loads is contiguous
+// (no shared-memory bank conflicts). A permutation of 0 .. nvec - 1 (nvec = K / 8, even).
+__device__ __forceinline__ int xpos(int i, int nvec) {
+  const int c = i >> 6, half = min(32, (nvec >> 1) - (c << 5));
+  return (c << 6) + (i & 1) * half + ((i >> 1) & 31);
+}
 
 // Row r (< R) of row group rg. With the RoPE epilogue a group is the rotation pair (i, i + hd/2) (half)
 // or (2i, 2i + 1) (interleaved) of one head, so one lane holds both values it rotates.
@@ -81,13 +112,28 @@ __device__ __forceinline__ void rope_store(const Fuse& f, int rg, float a, float
   dst[i1] = from_f32<T>(b);
 }
 
-// Stages x (or its fused transform) into xs as T: M rows of K values.
-template <typename T, int M>
+// Stages x (or its fused transform) into xs as T: M rows of K values (kFp8: each row's vectors in xpos
+// order).
+template <typename T, int M, bool kFp8>
 __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int K, const Fuse& f) {
   const int nvec = K / 8;
   const uint4* xv = reinterpret_cast<const uint4*>(x);
+  // Shared-memory index of x vector v of row m (flat index i = m * nvec + v).
+  auto dst = [&](int i, int m, int v) {
+    if constexpr (kFp8)
+      return m * nvec + xpos(v, nvec);
+    else
+      return i;
+  };
   if (f.prologue == int(GemvPrologue::kNone)) {
-    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[i] = ld_v4(xv + i);
+    if constexpr (kFp8) {
+      for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
+        const int m = i / nvec, v = i % nvec;
+        xs[dst(i, m, v)] = ld_v4(xv + i);
+      }
+    } else {
+      for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[i] = ld_v4(xv + i);
+    }
   } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
     // x rows are [gate (K) | up (K)]
     for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
@@ -97,7 +143,7 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
       unpack8<T>(ld_v4(xv + size_t(m) * 2 * nvec + nvec + v), u);
 #pragma unroll
       for (int j = 0; j < 8; ++j) o[j] = g[j] / (1.f + __expf(-g[j])) * u[j];
-      xs[i] = pack8<T>(o);
+      xs[dst(i, m, v)] = pack8<T>(o);
     }
   } else {  // kRmsNorm
     __shared__ float red[kWarps][M];
@@ -136,26 +182,31 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
       float r = inv[m];
 #pragma unroll
       for (int j = 0; j < 8; ++j) a[j] = a[j] * r * w[j];
-      xs[i] = pack8<T>(a);
+      xs[dst(i, m, v)] = pack8<T>(a);
     }
   }
   __syncthreads();
 }
 
-template <typename T, typename OutT, int M, int R, int U>
+// WT: the weight element type, T (fp16 / bf16, as x) or Fp8 (then f.w_scale holds the row scales).
+template <typename T, typename WT, typename OutT, int M, int R, int U>
 __global__ void __launch_bounds__(kThreads)
-    gemv_kernel(const T* __restrict__ W, const T* __restrict__ x, OutT* __restrict__ y, int N, int K,
+    gemv_kernel(const WT* __restrict__ W, const T* __restrict__ x, OutT* __restrict__ y, int N, int K,
                 bool x_in_smem, Fuse f) {
+  static_assert(std::is_same_v<WT, T> || std::is_same_v<WT, Fp8>, "weights: the act type or E4M3");
+  constexpr bool kFp8 = std::is_same_v<WT, Fp8>;
+  constexpr int kVals = 16 / int(sizeof(WT));  // weight values per 16-byte vector (8, or 16 for FP8)
   extern __shared__ uint4 xs[];
   pdl_trigger();
-  const int nvec = K / 8;
+  const int nvec = K / 8;       // x vectors (8 values) per row
+  const int nwvec = K / kVals;  // weight vectors per row (nvec, or nvec / 2 for FP8)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   // Work: row groups of R rows, warp-strided over the grid (one per warp when the grid covers N, several
   // per warp for a persistent grid). A warp's work is a flat sequence of (row group, batch) steps, each
   // batch U 16-byte vectors of each of the R rows per lane; the next step's loads are issued before the
   // current step's math, and the first step's before the PDL wait and the x staging (weights are
   // constant), so loads stay in flight across the prologue and across row groups.
-  const int nbatch = (nvec + 32 * U - 1) / (32 * U);
+  const int nbatch = (nwvec + 32 * U - 1) / (32 * U);
   const int groups = (N + R - 1) / R;
   const int stride = gridDim.x * kWarps;
   const int rg0 = blockIdx.x * kWarps + warp;
@@ -171,20 +222,33 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         int v = base + u * 32;
-        w[r][u] = v < nvec ? ld_stream(wrow + v) : make_uint4(0, 0, 0, 0);
+        w[r][u] = v < nwvec ? ld_stream(wrow + v) : make_uint4(0, 0, 0, 0);
       }
     }
   };
+  // FP8: the scales of the row group of `step` (loaded with the group's first weights, used at its end).
+  auto load_scale = [&](float(&s)[R], int step) {
+    const int rg = rg0 + (step / nbatch) * stride;
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = __ldg(f.w_scale + min(row_of<R>(f, rg, r), N - 1));
+  };
   uint4 wc[R][U], wn[R][U];
+  float sc[R], sn[R];  // FP8 only: scales of the current and of the next row group
+#pragma unroll
+  for (int r = 0; r < R; ++r) sc[r] = sn[r] = 0.f;
   if (steps > 0) load(wc, 0);
+  if constexpr (kFp8) {
+    if (steps > 0) load_scale(sc, 0);
+  }
   // While the previous kernel drains (PDL), pull the first prefetch_frac of this warp's steps into L2
   // (a step is U * 512 bytes of each of its R rows: R * U * 4 lines of 128 bytes).
+  constexpr int kLine = 128 / int(sizeof(WT));  // elements per 128 bytes
   const int pf = min(steps, int(ceilf(f.prefetch_frac * float(steps))));
   for (int st = 1; st < pf; ++st) {
     const int rg = rg0 + (st / nbatch) * stride;
-    const int base_el = (st % nbatch) * 32 * U * 8;  // first element of the step's span in each row
+    const int base_el = (st % nbatch) * 32 * U * kVals;  // first element of the step's span in each row
     for (int idx = lane; idx < R * U * 4; idx += 32) {
-      const int r = idx / (U * 4), el = base_el + (idx % (U * 4)) * 64;  // 64 elements = 128 bytes
+      const int r = idx / (U * 4), el = base_el + (idx % (U * 4)) * kLine;
       if (el < K) prefetch_l2(W + size_t(min(row_of<R>(f, rg, r), N - 1)) * K + el);
     }
   }
@@ -200,7 +264,7 @@ __global__ void __launch_bounds__(kThreads)
   pdl_wait();  // x (and y, when adding) come from earlier kernels
   const uint4* xv = reinterpret_cast<const uint4*>(x);
   if (x_in_smem) {
-    stage_x<T, M>(x, xs, K, f);
+    stage_x<T, M, kFp8>(x, xs, K, f);
     xv = xs;
   }
 
@@ -212,12 +276,40 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int step = 0; step < steps; ++step) {
     if (step + 1 < steps) load(wn, step + 1);
+    if constexpr (kFp8) {
+      if (step + 1 < steps && (step + 1) % nbatch == 0) load_scale(sn, step + 1);
+    }
     const int b = step % nbatch;
     const int base = lane + b * 32 * U;
 #pragma unroll
     for (int u = 0; u < U; ++u) {
       int v = base + u * 32;
-      if (v < nvec) {
+      if constexpr (kFp8) {
+        if (v < nwvec) {
+          // Weight vector v: values 16v .. 16v + 15, the x vectors 2v (half 0) and 2v + 1 (half 1), found in
+          // the staged x at xpos (v >> 5 is the chunk, v & 31 the lane).
+          const int x0 = x_in_smem ? ((v >> 5) << 6) + lane : 2 * v;
+          const int x1 = x_in_smem ? x0 + min(32, nwvec - (v & ~31)) : 2 * v + 1;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            float wf[R][8];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+              fp8x4_to_f32(h ? wc[r][u].z : wc[r][u].x, wf[r]);
+              fp8x4_to_f32(h ? wc[r][u].w : wc[r][u].y, wf[r] + 4);
+            }
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+              float xf[8];
+              unpack8<T>(ld_v4(xv + m * nvec + (h ? x1 : x0)), xf);
+#pragma unroll
+              for (int r = 0; r < R; ++r)
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[r][m] = fmaf(wf[r][j], xf[j], acc[r][m]);
+            }
+          }
+        }
+      } else if (v < nvec) {
 #pragma unroll
         for (int m = 0; m < M; ++m) {
           float xf[8];
@@ -239,6 +331,12 @@ __global__ void __launch_bounds__(kThreads)
       for (int r = 0; r < R; ++r)
 #pragma unroll
         for (int m = 0; m < M; ++m) acc[r][m] = warp_sum(acc[r][m]);
+      if constexpr (kFp8) {  // the row scale, before the epilogue
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int m = 0; m < M; ++m) acc[r][m] *= sc[r];
+      }
       bool roped = false;
       if constexpr (R == 2 && M == 1 && !std::is_same_v<OutT, float>) {
         if (f.rope) {
@@ -267,14 +365,19 @@ __global__ void __launch_bounds__(kThreads)
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int u = 0; u < U; ++u) wc[r][u] = wn[r][u];
+    if constexpr (kFp8) {
+      if ((step + 1) % nbatch == 0)
+#pragma unroll
+        for (int r = 0; r < R; ++r) sc[r] = sn[r];
+    }
   }
 }
 
-template <typename T, typename OutT, int M, int U = 4>
-void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream, bool pdl) {
+template <typename T, typename WT, typename OutT, int M, int U = 4>
+void launch_m(const WT* W, const T* x, OutT* y, int N, int K, const Fuse& f, cudaStream_t stream, bool pdl) {
   constexpr int R = M <= 2 ? 2 : 1;
   if constexpr (M == 1 && U == 4) {
-    if (f.wide) return launch_m<T, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
+    if (f.wide) return launch_m<T, WT, OutT, 1, 8>(W, x, y, N, K, f, stream, pdl);
   }
   if (f.rope && (M != 1 || std::is_same_v<OutT, float>))
     fail("gemv_fused: the RoPE epilogue needs M = 1 and an fp16/bf16 output");
@@ -285,7 +388,7 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
          " values do not fit the shared-memory staging a fused prologue needs");
   int rows_per_block = kWarps * R;
   int grid = (N + rows_per_block - 1) / rows_per_block;
-  auto kernel = gemv_kernel<T, OutT, M, R, U>;
+  auto kernel = gemv_kernel<T, WT, OutT, M, R, U>;
   const size_t dyn = smem ? xbytes : 0;
   if (f.persistent) {  // one resident wave: each warp walks several row groups
     int dev = 0, sms = 0, per_sm = 0;
@@ -297,33 +400,33 @@ void launch_m(const T* W, const T* x, OutT* y, int N, int K, const Fuse& f, cuda
   launch_kernel(pdl, kernel, dim3(grid), dim3(kThreads), dyn, stream, W, x, y, N, K, smem, f);
 }
 
-template <typename T, typename OutT>
-void launch(const T* W, const T* x, OutT* y, int M, int N, int K, const Fuse& f, cudaStream_t stream,
+template <typename T, typename WT, typename OutT>
+void launch(const WT* W, const T* x, OutT* y, int M, int N, int K, const Fuse& f, cudaStream_t stream,
             bool pdl) {
   switch (M) {
     case 1:
-      launch_m<T, OutT, 1>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 1>(W, x, y, N, K, f, stream, pdl);
       break;
     case 2:
-      launch_m<T, OutT, 2>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 2>(W, x, y, N, K, f, stream, pdl);
       break;
     case 3:
-      launch_m<T, OutT, 3>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 3>(W, x, y, N, K, f, stream, pdl);
       break;
     case 4:
-      launch_m<T, OutT, 4>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 4>(W, x, y, N, K, f, stream, pdl);
       break;
     case 5:
-      launch_m<T, OutT, 5>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 5>(W, x, y, N, K, f, stream, pdl);
       break;
     case 6:
-      launch_m<T, OutT, 6>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 6>(W, x, y, N, K, f, stream, pdl);
       break;
     case 7:
-      launch_m<T, OutT, 7>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 7>(W, x, y, N, K, f, stream, pdl);
       break;
     case 8:
-      launch_m<T, OutT, 8>(W, x, y, N, K, f, stream, pdl);
+      launch_m<T, WT, OutT, 8>(W, x, y, N, K, f, stream, pdl);
       break;
   }
 }
@@ -332,6 +435,7 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
                const Fuse& f, cudaStream_t stream, bool pdl) {
   if (M < 1 || M > 8) fail("gemv: M = ", M, " rows; the GEMV path takes 1..8 (use the GEMM path)");
   if (K % 8 != 0) fail("gemv: K = ", K, " must be a multiple of 8 (16-byte vectors)");
+  if (f.w_scale && K % 16 != 0) fail("gemv: K = ", K, " must be a multiple of 16 with FP8 weights");
   if ((reinterpret_cast<uintptr_t>(W) | reinterpret_cast<uintptr_t>(x) |
        reinterpret_cast<uintptr_t>(f.norm_w)) %
           16 !=
@@ -341,12 +445,19 @@ void gemv_impl(DType act, const void* W, const void* x, void* y, bool y_f32, int
     fail("gemv_fused: RMSNorm prologue without weight");
   if (N <= 0) return;
   LLAMARUN_DISPATCH_ACT(act, "gemv", {
-    if (y_f32)
-      launch<T, float>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<float*>(y), M, N, K, f,
-                       stream, pdl);
-    else
-      launch<T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f, stream,
-                   pdl);
+    if (f.w_scale) {
+      const Fp8* W8 = static_cast<const Fp8*>(W);
+      if (y_f32)
+        launch<T, Fp8, float>(W8, static_cast<const T*>(x), static_cast<float*>(y), M, N, K, f, stream, pdl);
+      else
+        launch<T, Fp8, T>(W8, static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f, stream, pdl);
+    } else if (y_f32) {
+      launch<T, T, float>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<float*>(y), M, N, K,
+                          f, stream, pdl);
+    } else {
+      launch<T, T, T>(static_cast<const T*>(W), static_cast<const T*>(x), static_cast<T*>(y), M, N, K, f,
+                      stream, pdl);
+    }
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("gemv");
 }
@@ -363,8 +474,10 @@ void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, i
 void gemv_fused(DType act, const void* W, const void* x, void* y, bool y_f32, int M, int N, int K,
                 const GemvFusion& fusion, cudaStream_t stream, bool pdl) {
   Fuse f{};
+  const int wbytes = fusion.w_fp8_scale ? 1 : 2;  // bytes per weight value
   f.prefetch_frac =
-      N > 0 && K > 0 ? std::min(1.f, float(double(fusion.prefetch_bytes) / (double(N) * K * 2))) : 0.f;
+      N > 0 && K > 0 ? std::min(1.f, float(double(fusion.prefetch_bytes) / (double(N) * K * wbytes))) : 0.f;
+  f.w_scale = fusion.w_fp8_scale;
   f.prologue = int(fusion.prologue);
   f.norm_w = fusion.norm_weight;
   f.eps = fusion.eps;

@@ -57,6 +57,7 @@ void gemv(DType act, const void* W, const void* x, void* y, bool y_f32, int M, i
 //                      (rounded to act, as add_rmsnorm's output would be). eps: the norm's epsilon.
 //   prologue kSiluMul: x [M, 2K] holds gate | up per row; the GEMV multiplies silu(gate) * up.
 //   add_to_y:          y += x W^T (y is the residual stream; one rounding to act).
+//   w_fp8_scale:       FP8 weights (below).
 // Fused prologues need M * K * 2 bytes <= kGemvStageBytes (Error otherwise).
 constexpr int kGemvStageBytes = 44 * 1024;  // shared memory for staged x (static + dynamic stays < 48 KB)
 enum class GemvPrologue { kNone = 0, kRmsNorm = 1, kSiluMul = 2 };
@@ -68,6 +69,14 @@ struct GemvFusion {
   bool persistent = false;    // grid of one resident wave, each warp streaming several row groups
   bool wide = false;          // M = 1: 8 (instead of 4) 16-byte loads per row per lane per step
   size_t prefetch_bytes = 0;  // with pdl: about this many bytes of W are prefetched into L2 before the wait
+  // FP8 weights when non-null: W is E4M3 [N, K], one byte per value, row-major, 16-byte aligned, K a
+  // multiple of 16 (Error otherwise), with an fp32 scale per row: w_fp8_scale [N] (device). Then
+  // y[m, n] = w_fp8_scale[n] * sum_k x'[m, k] * W[n, k] (x' the prologue's output, act; fp32 sums; the scale
+  // multiplies the fp32 sum before add_to_y / the RoPE epilogue / the rounding to y's type). Every other
+  // fusion works as with fp16 weights (prefetch_bytes counts one byte per value). With pdl the scales, like
+  // W, are read before the PDL wait (constant data). Codes 0x7F / 0xFF (NaN) give NaN. Full speed needs FP8
+  // conversion instructions (compute capability 8.9+); older GPUs decode in software.
+  const float* w_fp8_scale = nullptr;
   // M = 1 QKV GEMV of the decode step: instead of writing y, rotate q / k (RoPE) at position *rope_pos,
   // store q into rope_q_out [nh, hd] and k / v into slot *rope_slot of the layer's paged pools
   // ([blocks][nkv][block_size][hd]; slot = block * block_size + offset; slot < 0: not stored). The rows of
@@ -126,6 +135,8 @@ struct QGemvFusion {
   // x already quantized by qquantize_x (M rows of W.cols values, the prologue applied there): qgemv reads
   // it instead of x and ignores prologue / norm_weight / eps.
   const void* xq8 = nullptr;
+  // M = 1: the GEMV compiled for 4 resident blocks per SM (at most 64 registers a thread) instead of 3.
+  bool occupancy4 = false;
 };
 // pdl: launched with programmatic dependent launch (the first weights are loaded before its wait).
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,

@@ -33,18 +33,6 @@ using qgpu::Dec;
 using qgpu::qx_off;
 using qgpu::with_qtype;
 
-// One warp per 32 values v (one per lane), chunk c of a row of `units` chunks: q = round(v / d),
-// d = max|v| / 127, stored at qx_off; xs[c] = (d, d * sum q).
-__device__ __forceinline__ void quantize32(float v, int c, int units, int8_t* xq, float2* xs) {
-  const int lane = threadIdx.x & 31;
-  const float amax = warp_max(fabsf(v));
-  const float d = amax / 127.f;
-  const int q = amax > 0.f ? max(-127, min(127, __float2int_rn(v / d))) : 0;
-  xq[qx_off(c, units, lane >> 4) + (lane & 15)] = int8_t(q);
-  const float s = warp_sum(float(q));
-  if (lane == 0) xs[c] = make_float2(d, d * s);
-}
-
 struct QFuse {
   int prologue;        // GemvPrologue
   const void* norm_w;  // kRmsNorm: [K]
@@ -54,46 +42,100 @@ struct QFuse {
   int ldy;
 };
 
-// Row m of x' (the prologue applied to x, rounded to T as the unfused kernels would store it) quantized to
-// int8 per 32 values: q [K] (in qx_off's order), s [K / 32] = (d, d * sum q). Every thread of the block takes
-// part (the RMSNorm's block sum); its warps take 32-value chunks in turn.
+// 1 / rms of row m of x over K values (RMSNorm), summed by the whole block; 1 without the RMSNorm prologue.
 template <typename T>
-__device__ void quantize_row(const T* __restrict__ x, int m, int K, const QFuse& f, int8_t* q, float2* s,
-                             float* red) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
-  const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
-  float inv = 1.f;
-  if (f.prologue == int(GemvPrologue::kRmsNorm)) {
-    float sum = 0.f;
-    for (int i = threadIdx.x; i < K; i += blockDim.x) {
-      const float v = to_f32(xr[i]);
-      sum += v * v;
-    }
-    inv = rsqrtf(block_sum(sum, red) / float(K) + f.eps);
+__device__ float row_inv_rms(const T* __restrict__ xr, int K, const QFuse& f, float* red) {
+  if (f.prologue != int(GemvPrologue::kRmsNorm)) return 1.f;
+  float sum = 0.f;
+  for (int i = threadIdx.x; i < K; i += blockDim.x) {
+    const float v = to_f32(xr[i]);
+    sum += v * v;
   }
+  return rsqrtf(block_sum(sum, red) / float(K) + f.eps);
+}
+
+// Units [c0, c1) of row m of x' (the prologue applied to x, rounded to T as the unfused kernels would store
+// it; inv: row_inv_rms) quantized to int8 per 32 values: x' ~ d * q, d = max|x'| / 127, q stored at qx_off
+// in q (the row's K bytes), s[c] = (d, d * sum q). Two adjacent threads share a unit (16 values each, one
+// shuffle for the maximum and one for the sum), so the whole block quantizes K / 32 units in about
+// K / 16 / blockDim.x steps instead of a warp-wide reduction chain per unit. Every thread of the block
+// must call it (the shuffles need the whole warp).
+template <typename T>
+__device__ void quantize_units(const T* __restrict__ xr, int K, const QFuse& f, float inv, int c0, int c1,
+                               int8_t* __restrict__ q, float2* __restrict__ s) {
   const int units = K / 32;
-  for (int c = warp; c < units; c += warps) {
-    const int i = c * 32 + lane;
-    float v = to_f32(xr[i]);
-    if (f.prologue == int(GemvPrologue::kRmsNorm)) {
-      v = to_f32(from_f32<T>(v * inv * to_f32(static_cast<const T*>(f.norm_w)[i])));
-    } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
-      const float sl = v / (1.f + __expf(-v));
-      v = to_f32(from_f32<T>(sl * to_f32(xr[K + i])));
+  const int halves = 2 * (c1 - c0);
+  for (int base = 0; base < halves; base += blockDim.x) {  // the same trip count for every thread
+    const int h = base + int(threadIdx.x);
+    const bool on = h < halves;  // pairs are both on or both off (halves and blockDim.x are even)
+    const int c = c0 + (h >> 1), half = h & 1;
+    float v[16] = {};
+    float amax = 0.f;
+    if (on) {
+      const int k0 = c * 32 + half * 16;
+      float a[16];
+      unpack8<T>(ld_v4(xr + k0), a);
+      unpack8<T>(ld_v4(xr + k0 + 8), a + 8);
+      if (f.prologue == int(GemvPrologue::kRmsNorm)) {
+        float w[16];
+        const T* nw = static_cast<const T*>(f.norm_w);
+        unpack8<T>(ld_v4(nw + k0), w);
+        unpack8<T>(ld_v4(nw + k0 + 8), w + 8);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) v[i] = to_f32(from_f32<T>(a[i] * inv * w[i]));
+      } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
+        float u[16];
+        unpack8<T>(ld_v4(xr + K + k0), u);
+        unpack8<T>(ld_v4(xr + K + k0 + 8), u + 8);
+#pragma unroll
+        for (int i = 0; i < 16; ++i) v[i] = to_f32(from_f32<T>(a[i] / (1.f + __expf(-a[i])) * u[i]));
+      } else {
+#pragma unroll
+        for (int i = 0; i < 16; ++i) v[i] = a[i];
+      }
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(v[i]));
     }
-    quantize32(v, c, units, q, s);
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    const float d = amax / 127.f;
+    int sum = 0;
+    uint32_t packed[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      uint32_t w = 0;
+#pragma unroll
+      for (int b = 0; b < 4; ++b) {
+        const int qi = amax > 0.f ? max(-127, min(127, __float2int_rn(v[4 * j + b] / d))) : 0;
+        sum += qi;
+        w |= uint32_t(qi & 0xff) << (8 * b);
+      }
+      packed[j] = w;
+    }
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    if (on) {
+      *reinterpret_cast<uint4*>(q + qx_off(c, units, half)) =
+          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      if (half == 0) s[c] = make_float2(d, d * float(sum));
+    }
   }
 }
 
-// qquantize_x: block m quantizes row m into the global buffer (q [M][K], then s [M][K / 32]).
+// qquantize_x: block (bx, m) quantizes units [128 bx, 128 bx + 128) of row m into the global buffer (q
+// [M][K], then s [M][K / 32]); with the RMSNorm prologue every block sums its row's squares itself (K values
+// from L2), so the quantization is spread over the GPU instead of one block per row.
+constexpr int kQuantUnitsPerBlock = 128;
 template <typename T>
-__global__ void __launch_bounds__(1024) qquantize_x_kernel(const T* __restrict__ x, int K, QFuse f,
-                                                           int8_t* __restrict__ q, float2* __restrict__ s) {
+__global__ void __launch_bounds__(256) qquantize_x_kernel(const T* __restrict__ x, int K, QFuse f,
+                                                          int8_t* __restrict__ q, float2* __restrict__ s) {
   __shared__ float red[32];
   pdl_trigger();
   pdl_wait();
-  const int m = blockIdx.x;
-  quantize_row(x, m, K, f, q + size_t(m) * K, s + size_t(m) * (K / 32), red);
+  const int m = blockIdx.y, units = K / 32;
+  const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+  const float inv = row_inv_rms(xr, K, f, red);
+  const int c0 = blockIdx.x * kQuantUnitsPerBlock;
+  quantize_units(xr, K, f, inv, c0, min(units, c0 + kQuantUnitsPerBlock), q + size_t(m) * K,
+                 s + size_t(m) * units);
 }
 
 // y[m * ldy + row] (+)= sum_k x'[m, k] W[row, k] for the M rows of x (MT >= M). The int8 x' comes either
@@ -103,8 +145,8 @@ __global__ void __launch_bounds__(1024) qquantize_x_kernel(const T* __restrict__
 // then multiplied; the first batch of the warp's first row before the PDL wait and the staging of x
 // (weights are constant), so that those loads are in flight across the previous kernel's tail.
 constexpr int kBatch = 4;
-template <DType QT, int MT, typename T>
-__global__ void __launch_bounds__(kWarps * 32)
+template <DType QT, int MT, int kMinBlocks, typename T>
+__global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
     qgemv_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
                  const T* __restrict__ x, int M, QFuse f, const int8_t* gq, const float2* gs,
                  void* __restrict__ y) {
@@ -133,7 +175,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (!gq) {
     int8_t* qx = reinterpret_cast<int8_t*>(smem_q);
     float2* sx = reinterpret_cast<float2*>(qx + size_t(MT) * K);
-    for (int m = 0; m < M; ++m) quantize_row(x, m, K, f, qx + size_t(m) * K, sx + size_t(m) * chunks, red);
+    for (int m = 0; m < M; ++m) {
+      const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+      quantize_units(xr, K, f, row_inv_rms(xr, K, f, red), 0, chunks, qx + size_t(m) * K,
+                     sx + size_t(m) * chunks);
+    }
     sq = qx;
     ss = sx;
     __syncthreads();
@@ -213,10 +259,12 @@ __global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* 
   }
 }
 
-// Launches MT's instantiation for M rows. Staging x in each block (gq null): a grid of at most 4 blocks per
-// SM, each staging x once, with shared memory for MT rows of quantized x. With x quantized beforehand: one
-// row per warp, as many blocks as that takes.
-template <DType QT, int MT>
+// Launches MT's instantiation for M rows. Staging x in each block (gq null): a grid of one resident wave
+// (as many blocks as fit on the SMs at once), each block staging x once and then streaming rows, with
+// shared memory for MT rows of quantized x. With x quantized beforehand: one row per warp, as many blocks
+// as that takes. occupancy4 (M = 1): the instantiation compiled for 4 resident blocks per SM (at most 64
+// registers a thread), so that 4,096 rows fit one wave.
+template <DType QT, int MT, int kMinBlocks>
 void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
                     const float2* gs, void* y, cudaStream_t stream, bool pdl) {
   static int sm_count = 0;
@@ -227,11 +275,10 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
   }
   const size_t smem = gq ? 0 : size_t(MT) * w.cols + size_t(MT) * (w.cols / 32) * sizeof(float2);
   const int row_blocks = (w.rows + kWarps - 1) / kWarps;
-  const int blocks = gq ? row_blocks : std::min(row_blocks, 4 * sm_count);
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
   LLAMARUN_DISPATCH_ACT(act, "qgemv", {
-    auto kernel = qgemv_kernel<QT, MT, T>;
+    auto kernel = qgemv_kernel<QT, MT, kMinBlocks, T>;
     if (smem > 48 * 1024) {
       static size_t opted = 0;  // per instantiation
       if (smem > opted) {
@@ -240,6 +287,12 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
         opted = smem;
       }
     }
+    int blocks = row_blocks;
+    if (!gq) {
+      int per_sm = 0;
+      LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem));
+      blocks = std::min(row_blocks, std::max(1, per_sm) * sm_count);
+    }
     launch_kernel(pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, pay, hdr, w.rows, w.cols,
                   static_cast<const T*>(x), M, f, gq, gs, y);
   });
@@ -247,11 +300,14 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
 
 template <DType QT>
 void launch_qgemv_m(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
-                    const float2* gs, void* y, cudaStream_t stream, bool pdl) {
-  if (M == 1) return launch_qgemv_t<QT, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
-  if (M == 2) return launch_qgemv_t<QT, 2>(act, w, x, M, f, gq, gs, y, stream, pdl);
-  if (M <= 4) return launch_qgemv_t<QT, 4>(act, w, x, M, f, gq, gs, y, stream, pdl);
-  return launch_qgemv_t<QT, 8>(act, w, x, M, f, gq, gs, y, stream, pdl);
+                    const float2* gs, void* y, cudaStream_t stream, bool pdl, bool occupancy4) {
+  if (M == 1) {
+    if (occupancy4) return launch_qgemv_t<QT, 1, 4>(act, w, x, M, f, gq, gs, y, stream, pdl);
+    return launch_qgemv_t<QT, 1, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
+  }
+  if (M == 2) return launch_qgemv_t<QT, 2, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
+  if (M <= 4) return launch_qgemv_t<QT, 4, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
+  return launch_qgemv_t<QT, 8, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
 }
 
 QFuse qfuse_of(const QGemvFusion& fusion, int rows) {
@@ -299,10 +355,11 @@ void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusi
   const QFuse f = qfuse_of(fusion, 0);
   auto* q = static_cast<int8_t*>(xq8);
   auto* s = reinterpret_cast<float2*>(q + size_t(M) * K);
-  const int threads = std::min(1024, (K / 32 + 3) / 4 * 32);  // about 4 chunks of 32 values per warp
+  const int units = K / 32;
+  const dim3 grid((units + kQuantUnitsPerBlock - 1) / kQuantUnitsPerBlock, M);
   LLAMARUN_DISPATCH_ACT(act, "qquantize_x", {
-    launch_kernel(pdl, qquantize_x_kernel<T>, dim3(M), dim3(threads), 0, stream, static_cast<const T*>(x), K,
-                  f, q, s);
+    launch_kernel(pdl, qquantize_x_kernel<T>, grid, dim3(2 * kQuantUnitsPerBlock), 0, stream,
+                  static_cast<const T*>(x), K, f, q, s);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qquantize_x");
 }
@@ -316,7 +373,7 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
   const float2* gs = gq ? reinterpret_cast<const float2*>(gq + size_t(M) * w.cols) : nullptr;
   if (gq && reinterpret_cast<uintptr_t>(gq) % 16) fail("qgemv: the quantized x is not 16-byte aligned");
   with_qtype(w.type, [&](auto tag) {
-    launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl);
+    launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl, fusion.occupancy4);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }
