@@ -119,9 +119,58 @@ TEST(DotAxpy, MatchesReferenceAllLevels) {
   }
   const float a[3] = {1, 2, 3}, b[3] = {4, 5, 6};
   EXPECT_EQ(dot_f32(a, b, 3), 32.f);
+  float s = 0;
+  dot_rows_f32(a, 1, b, 3, 1, 0.5f, &s, 1);
+  EXPECT_EQ(s, 16.f);
   float y[3] = {1, 1, 1};
   axpy_f32(2.f, a, y, 3);
   EXPECT_EQ(y[2], 7.f);
+}
+
+// Attention over a run of keys / values for R query rows, every level against the scalar reference (fp64
+// dot products); and each result the same bits whatever R and the run length are (the batch-invariance the
+// forward pass promises: a query row's attention cannot depend on the rows or keys computed beside it).
+TEST(DotAxpyRows, MatchesReferenceAndIsIndependentOfRowsAndRunLength) {
+  for (int64_t d : {8, 16, 64, 72, 128, 7}) {
+    for (int64_t R : {1, 2, 3, 5}) {
+      const int64_t n = 13;
+      const std::vector<float> q = randn(R * d, uint32_t(d + R)), k = randn(n * d, uint32_t(d + 7)),
+                               v = randn(n * d, uint32_t(d + 9)), p = randn(R * n, uint32_t(R + 11), 0.3f);
+      const float scale = 0.125f;
+      for (const cpu::CpuKernels* kt : all_tables()) {
+        std::vector<float> s(R * n, -1.f);
+        kt->dot_rows(q.data(), R, k.data(), d, n, scale, s.data(), n);
+        std::vector<float> out(R * d, 0.5f);
+        kt->axpy_rows(p.data(), n, R, v.data(), d, n, out.data());
+        for (int64_t r = 0; r < R; ++r) {
+          for (int64_t j = 0; j < n; ++j) {
+            double ref = 0, mag = 0;
+            for (int64_t i = 0; i < d; ++i) {
+              ref += double(q[r * d + i]) * k[j * d + i];
+              mag += std::fabs(double(q[r * d + i]) * k[j * d + i]);
+            }
+            EXPECT_NEAR(s[r * n + j], ref * scale, 1e-6 * mag * scale + 1e-30) << "d " << d << " R " << R;
+          }
+          for (int64_t i = 0; i < d; ++i) {
+            double ref = 0.5, mag = 0.5;
+            for (int64_t j = 0; j < n; ++j) {
+              ref += double(p[r * n + j]) * v[j * d + i];
+              mag += std::fabs(double(p[r * n + j]) * v[j * d + i]);
+            }
+            EXPECT_NEAR(out[r * d + i], ref, 1e-6 * mag) << "d " << d << " R " << R;
+          }
+          // Row r alone, over keys 5.. only, and in two runs (5 then 8 keys): the same bits.
+          std::vector<float> s1(n);
+          kt->dot_rows(q.data() + r * d, 1, k.data() + 5 * d, d, n - 5, scale, s1.data(), n);
+          for (int64_t j = 5; j < n; ++j) ASSERT_EQ(s1[j - 5], s[r * n + j]) << "d " << d << " R " << R;
+          std::vector<float> o1(d, 0.5f);
+          kt->axpy_rows(p.data() + r * n, n, 1, v.data(), d, 5, o1.data());
+          kt->axpy_rows(p.data() + r * n + 5, n, 1, v.data() + 5 * d, d, n - 5, o1.data());
+          for (int64_t i = 0; i < d; ++i) ASSERT_EQ(o1[i], out[r * d + i]) << "d " << d << " R " << R;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

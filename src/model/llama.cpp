@@ -45,43 +45,63 @@ void LlamaModel::round_act(float* x, size_t n) const {
 
 namespace {
 
-// One query head over keys/values at positions 0..tpos, stored in blocks of bs positions: k_block(i) /
-// v_block(i) point at block i's first position (then one row of hd floats per position). Scaled dot
-// products (rounded as a bf16 model rounds them when bf), softmax with an f64 sum, then the
-// probability-weighted sum of the values into out[hd]. sc: tpos + 1 floats of scratch.
+// R query heads (q [R][hd], the heads sharing one KV head) over keys/values at positions 0..tpos, stored in
+// blocks of bs positions: k_block(i) / v_block(i) point at block i's first position (then one row of hd
+// floats per position). Scaled dot products (rounded as a bf16 model rounds them when bf), softmax with an
+// f64 sum, then the probability-weighted sum of the values into out [R][hd]. sc: R * (tpos + 1) floats of
+// scratch. Without bf, a block's keys / values are taken at once for all R heads (dot_rows_f32 /
+// axpy_rows_f32: each key and value loaded once for the group, the outputs held in registers across a
+// block), every head's result the same as alone; with bf, one head and position at a time.
 template <typename KBlock, typename VBlock>
-inline void attend_head(const float* q, int hd, int tpos, int bs, float scale, bool bf, KBlock k_block,
-                        VBlock v_block, float* sc, float* out) {
-  float mx = -INFINITY;
-  for (int j = 0, blk = 0; j <= tpos; ++blk) {
-    const float* k = k_block(blk);
-    for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, k += hd) {
-      float s = dot_f32(q, k, hd);
-      if (bf)
-        s = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(s)) * scale));
-      else
-        s *= scale;
-      sc[j] = s;
-      mx = std::max(mx, s);
+inline void attend_group(const float* q, int R, int hd, int tpos, int bs, float scale, bool bf,
+                         KBlock k_block, VBlock v_block, float* sc, float* out) {
+  const int len = tpos + 1;
+  if (!bf) {
+    for (int j = 0, blk = 0; j <= tpos; ++blk, j += bs)
+      dot_rows_f32(q, R, k_block(blk), hd, std::min(len - j, bs), scale, sc + j, len);
+    for (int r = 0; r < R; ++r) {
+      float* s = sc + size_t(r) * len;
+      const float mx = *std::max_element(s, s + len);
+      double sum = 0;
+      for (int j = 0; j < len; ++j) {
+        s[j] = std::exp(s[j] - mx);
+        sum += s[j];
+      }
+      const float inv = float(1.0 / sum);
+      for (int j = 0; j < len; ++j) s[j] *= inv;
     }
+    std::fill(out, out + size_t(R) * hd, 0.0f);
+    for (int j = 0, blk = 0; j <= tpos; ++blk, j += bs)
+      axpy_rows_f32(sc + j, len, R, v_block(blk), hd, std::min(len - j, bs), out);
+    return;
   }
-  double sum = 0;
-  for (int j = 0; j <= tpos; ++j) {
-    sc[j] = std::exp(sc[j] - mx);
-    sum += sc[j];
-  }
-  const float inv = float(1.0 / sum);
-  std::fill(out, out + hd, 0.0f);
-  for (int j = 0, blk = 0; j <= tpos; ++blk) {
-    const float* v = v_block(blk);
-    for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, v += hd) {
-      float p = sc[j] * inv;
-      if (bf) p = bf16_to_f32(f32_to_bf16(p));
-      axpy_f32(p, v, out, hd);
+  for (int r = 0; r < R; ++r) {
+    const float* qr = q + size_t(r) * hd;
+    float* s = sc;
+    float* o = out + size_t(r) * hd;
+    float mx = -INFINITY;
+    for (int j = 0, blk = 0; j <= tpos; ++blk) {
+      const float* k = k_block(blk);
+      for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, k += hd) {
+        const float d = dot_f32(qr, k, hd);
+        s[j] = bf16_to_f32(f32_to_bf16(bf16_to_f32(f32_to_bf16(d)) * scale));
+        mx = std::max(mx, s[j]);
+      }
     }
+    double sum = 0;
+    for (int j = 0; j <= tpos; ++j) {
+      s[j] = std::exp(s[j] - mx);
+      sum += s[j];
+    }
+    const float inv = float(1.0 / sum);
+    std::fill(o, o + hd, 0.0f);
+    for (int j = 0, blk = 0; j <= tpos; ++blk) {
+      const float* v = v_block(blk);
+      for (const int end = std::min(tpos + 1, j + bs); j < end; ++j, v += hd)
+        axpy_f32(bf16_to_f32(f32_to_bf16(s[j] * inv)), v, o, hd);
+    }
+    for (int i = 0; i < hd; ++i) o[i] = bf16_to_f32(f32_to_bf16(o[i]));
   }
-  if (bf)
-    for (int d = 0; d < hd; ++d) out[d] = bf16_to_f32(f32_to_bf16(out[d]));
 }
 
 }  // namespace
@@ -95,20 +115,21 @@ void LlamaModel::attention(int layer, const BatchInput& b, const PagedKVPool& kv
   int max_len = 1;
   for (int t = 0; t < n; ++t) max_len = std::max(max_len, b.positions[t] + 1);
   const int nthreads = omp_get_max_threads();
-  if (scores_.size() < size_t(nthreads) * max_len) scores_.resize(size_t(nthreads) * max_len);
-  const size_t stride = scores_.size() / nthreads;
+  const size_t stride = size_t(group) * max_len;
+  if (scores_.size() < size_t(nthreads) * stride) scores_.resize(size_t(nthreads) * stride);
   // Small batches over short contexts are not worth waking the thread team.
   const bool parallel = int64_t(n) * H * max_len * hd >= (int64_t(1) << 16);
+  // One job per (token, KV head): the group's query heads (consecutive in q_ and att_) together.
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
-  for (int job = 0; job < n * H; ++job) {
-    const int t = job / H, h = job % H, g = h / group;
+  for (int job = 0; job < n * KVH; ++job) {
+    const int t = job / KVH, g = job % KVH;
     const int tpos = b.positions[t];
     const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
-    const float* q = &q_[(size_t(t) * H + h) * hd];
+    const size_t row = size_t(t) * H + size_t(g) * group;
     float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
     auto k_block = [&](int i) { return kv.k(layer, table[i], g, 0); };
     auto v_block = [&](int i) { return kv.v(layer, table[i], g, 0); };
-    attend_head(q, hd, tpos, bs, scale, bf, k_block, v_block, sc, &att_[(size_t(t) * H + h) * hd]);
+    attend_group(&q_[row * hd], group, hd, tpos, bs, scale, bf, k_block, v_block, sc, &att_[row * hd]);
   }
 }
 

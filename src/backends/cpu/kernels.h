@@ -36,6 +36,15 @@ struct CpuKernels {
   float (*dot)(const float* a, const float* b, int64_t n);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // Attention of R query rows (q [R][d], e.g. the query heads sharing one KV head) over a run of n keys /
+  // values stored one row of d floats after another (a KV-cache block):
+  //   s[r * lds + j] = scale * sum_i q[r * d + i] * k[j * d + i]            (r < R, j < n)
+  //   out[r * d + i] += sum_j p[r * ldp + j] * v[j * d + i]                 (j in order)
+  // The keys / values are loaded once for all R rows. Each result depends only on its own inputs (not on
+  // R, n or where the run starts), so attention stays independent of the batch.
+  void (*dot_rows)(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
+                   int64_t lds);
+  void (*axpy_rows)(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n, float* out);
   // The int8-activation dot for weight dtype w (qdot.h); matmul uses it where qdot_uses_int8(w).
   QDot (*qdot)(DType w);
 };
@@ -57,9 +66,16 @@ void rms_norm_scalar(const float* x, DType wt, const void* w, float eps, int64_t
 void silu_mul_scalar(const float* gate, const float* up, float* out, int64_t n);
 float dot_scalar(const float* a, const float* b, int64_t n);
 void axpy_scalar(float a, const float* x, float* y, int64_t n);
+void dot_rows_scalar(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
+                     int64_t lds);
+void axpy_rows_scalar(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n,
+                      float* out);
 
 void silu_mul_avx2(const float* gate, const float* up, float* out, int64_t n);
 float dot_avx2(const float* a, const float* b, int64_t n);
 void axpy_avx2(float a, const float* x, float* y, int64_t n);
+void dot_rows_avx2(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
+                   int64_t lds);
+void axpy_rows_avx2(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n, float* out);
 
 }  // namespace llamarun::cpu

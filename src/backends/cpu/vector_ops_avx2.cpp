@@ -120,4 +120,161 @@ void axpy_avx2(float a, const float* x, float* y, int64_t n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+namespace {
+
+// The 8 lane sums of one score reduced in a fixed order, ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)),
+// whether four keys are reduced together (reduce4) or one alone (reduce1): a score does not depend on the
+// keys beside it.
+LR_INLINE __m128 reduce4(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  const __m128 h0 = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+  const __m128 h1 = _mm_add_ps(_mm256_castps256_ps128(a1), _mm256_extractf128_ps(a1, 1));
+  const __m128 h2 = _mm_add_ps(_mm256_castps256_ps128(a2), _mm256_extractf128_ps(a2, 1));
+  const __m128 h3 = _mm_add_ps(_mm256_castps256_ps128(a3), _mm256_extractf128_ps(a3, 1));
+  // t01 = (h0[0] + h0[2], h1[0] + h1[2], h0[1] + h0[3], h1[1] + h1[3]), t23 likewise
+  const __m128 t01 = _mm_add_ps(_mm_unpacklo_ps(h0, h1), _mm_unpackhi_ps(h0, h1));
+  const __m128 t23 = _mm_add_ps(_mm_unpacklo_ps(h2, h3), _mm_unpackhi_ps(h2, h3));
+  // key k: (h[0] + h[2]) + (h[1] + h[3])
+  return _mm_add_ps(_mm_movelh_ps(t01, t23), _mm_movehl_ps(t23, t01));
+}
+LR_INLINE float reduce1(__m256 a) {
+  alignas(32) float l[8];
+  _mm256_store_ps(l, a);
+  const float h[4] = {l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]};
+  return (h[0] + h[2]) + (h[1] + h[3]);
+}
+
+}  // namespace
+
+// Two query rows x four keys at a time (8 accumulators; each key's 8 values loaded once for both rows),
+// lane l of an accumulator summing dimensions l, l + 8, ... in order; odd rows and key tails alone, with the
+// same per-score order.
+void dot_rows_avx2(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
+                   int64_t lds) {
+  if (d % 8) return dot_rows_scalar(q, R, k, d, n, scale, s, lds);
+  const __m128 vs = _mm_set1_ps(scale);
+  int64_t r = 0;
+  for (; r + 2 <= R; r += 2) {
+    const float* q0 = q + r * d;
+    const float* q1 = q0 + d;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float* k0 = k + j * d;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int64_t i = 0; i < d; i += 8) {
+        const __m256 x0 = _mm256_loadu_ps(q0 + i), x1 = _mm256_loadu_ps(q1 + i);
+        const __m256 c0 = _mm256_loadu_ps(k0 + i), c1 = _mm256_loadu_ps(k0 + d + i),
+                     c2 = _mm256_loadu_ps(k0 + 2 * d + i), c3 = _mm256_loadu_ps(k0 + 3 * d + i);
+        a0 = _mm256_fmadd_ps(x0, c0, a0), b0 = _mm256_fmadd_ps(x1, c0, b0);
+        a1 = _mm256_fmadd_ps(x0, c1, a1), b1 = _mm256_fmadd_ps(x1, c1, b1);
+        a2 = _mm256_fmadd_ps(x0, c2, a2), b2 = _mm256_fmadd_ps(x1, c2, b2);
+        a3 = _mm256_fmadd_ps(x0, c3, a3), b3 = _mm256_fmadd_ps(x1, c3, b3);
+      }
+      _mm_storeu_ps(s + r * lds + j, _mm_mul_ps(reduce4(a0, a1, a2, a3), vs));
+      _mm_storeu_ps(s + (r + 1) * lds + j, _mm_mul_ps(reduce4(b0, b1, b2, b3), vs));
+    }
+    for (; j < n; ++j) {
+      const float* kj = k + j * d;
+      __m256 a = _mm256_setzero_ps(), b = a;
+      for (int64_t i = 0; i < d; i += 8) {
+        const __m256 c = _mm256_loadu_ps(kj + i);
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + i), c, a);
+        b = _mm256_fmadd_ps(_mm256_loadu_ps(q1 + i), c, b);
+      }
+      s[r * lds + j] = reduce1(a) * scale;
+      s[(r + 1) * lds + j] = reduce1(b) * scale;
+    }
+  }
+  for (; r < R; ++r) {
+    const float* q0 = q + r * d;
+    int64_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+      const float* k0 = k + j * d;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int64_t i = 0; i < d; i += 8) {
+        const __m256 x0 = _mm256_loadu_ps(q0 + i);
+        a0 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k0 + i), a0);
+        a1 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k0 + d + i), a1);
+        a2 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k0 + 2 * d + i), a2);
+        a3 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(k0 + 3 * d + i), a3);
+      }
+      _mm_storeu_ps(s + r * lds + j, _mm_mul_ps(reduce4(a0, a1, a2, a3), vs));
+    }
+    for (; j < n; ++j) {
+      const float* kj = k + j * d;
+      __m256 a = _mm256_setzero_ps();
+      for (int64_t i = 0; i < d; i += 8)
+        a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + i), _mm256_loadu_ps(kj + i), a);
+      s[r * lds + j] = reduce1(a) * scale;
+    }
+  }
+}
+
+// out[r] += p[r][j] * v[j] for j = 0, 1, ... in order, lane by lane: two rows at a time over 32 dimensions
+// (8 accumulators, each value vector loaded once for both rows), an odd row over 64; the same per-lane order.
+void axpy_rows_avx2(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n,
+                    float* out) {
+  if (d % 8) return axpy_rows_scalar(p, ldp, R, v, d, n, out);
+  int64_t r = 0;
+  for (; r + 2 <= R; r += 2) {
+    const float* p0 = p + r * ldp;
+    const float* p1 = p0 + ldp;
+    float* o0 = out + r * d;
+    float* o1 = o0 + d;
+    for (int64_t i0 = 0; i0 < d; i0 += 32) {
+      const int64_t w = (d - i0 < 32 ? d - i0 : 32) / 8;  // vectors in this chunk
+      __m256 a[4], b[4];
+      for (int64_t c = 0; c < w; ++c)
+        a[c] = _mm256_loadu_ps(o0 + i0 + 8 * c), b[c] = _mm256_loadu_ps(o1 + i0 + 8 * c);
+      if (w == 4) {
+        for (int64_t j = 0; j < n; ++j) {
+          const __m256 x0 = _mm256_set1_ps(p0[j]), x1 = _mm256_set1_ps(p1[j]);
+          const float* vj = v + j * d + i0;
+#pragma GCC unroll 4
+          for (int c = 0; c < 4; ++c) {
+            const __m256 y = _mm256_loadu_ps(vj + 8 * c);
+            a[c] = _mm256_fmadd_ps(x0, y, a[c]);
+            b[c] = _mm256_fmadd_ps(x1, y, b[c]);
+          }
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          const __m256 x0 = _mm256_set1_ps(p0[j]), x1 = _mm256_set1_ps(p1[j]);
+          const float* vj = v + j * d + i0;
+          for (int64_t c = 0; c < w; ++c) {
+            const __m256 y = _mm256_loadu_ps(vj + 8 * c);
+            a[c] = _mm256_fmadd_ps(x0, y, a[c]);
+            b[c] = _mm256_fmadd_ps(x1, y, b[c]);
+          }
+        }
+      }
+      for (int64_t c = 0; c < w; ++c)
+        _mm256_storeu_ps(o0 + i0 + 8 * c, a[c]), _mm256_storeu_ps(o1 + i0 + 8 * c, b[c]);
+    }
+  }
+  for (; r < R; ++r) {
+    const float* p0 = p + r * ldp;
+    float* o0 = out + r * d;
+    for (int64_t i0 = 0; i0 < d; i0 += 64) {
+      const int64_t w = (d - i0 < 64 ? d - i0 : 64) / 8;
+      __m256 acc[8];
+      for (int64_t c = 0; c < w; ++c) acc[c] = _mm256_loadu_ps(o0 + i0 + 8 * c);
+      if (w == 8) {
+        for (int64_t j = 0; j < n; ++j) {
+          const __m256 x = _mm256_set1_ps(p0[j]);
+          const float* vj = v + j * d + i0;
+#pragma GCC unroll 8
+          for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(x, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+        }
+      } else {
+        for (int64_t j = 0; j < n; ++j) {
+          const __m256 x = _mm256_set1_ps(p0[j]);
+          const float* vj = v + j * d + i0;
+          for (int64_t c = 0; c < w; ++c) acc[c] = _mm256_fmadd_ps(x, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+        }
+      }
+      for (int64_t c = 0; c < w; ++c) _mm256_storeu_ps(o0 + i0 + 8 * c, acc[c]);
+    }
+  }
+}
+
 }  // namespace llamarun::cpu

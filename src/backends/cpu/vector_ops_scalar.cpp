@@ -51,4 +51,16 @@ void axpy_scalar(float a, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+void dot_rows_scalar(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
+                     int64_t lds) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < n; ++j) s[r * lds + j] = dot_scalar(q + r * d, k + j * d, d) * scale;
+}
+
+void axpy_rows_scalar(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n,
+                      float* out) {
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t j = 0; j < n; ++j) axpy_scalar(p[r * ldp + j], v + j * d, out + r * d, d);
+}
+
 }  // namespace llamarun::cpu
