@@ -277,8 +277,13 @@ int cmd_bench(int argc, char** argv) {
        {"--gpu-quant-no-pdl", "", false,
         "with --gpu-quant: the batch-1 decode's kernels without programmatic dependent launch (ablation)",
         ""},
-       {"--gpu-quant-occ4", "", false,
-        "with --gpu-quant: the batch-1 GEMV compiled for 4 blocks per SM (at most 64 registers; variant)",
+       {"--gpu-quant-no-occ4", "", false,
+        "with --gpu-quant: the batch-1 GEMV with the compiler's registers (2 blocks per SM) instead of 64 (4 "
+        "blocks; ablation)",
+        ""},
+       {"--gpu-quant-q8-once", "", false,
+        "with --gpu-quant: Q8_0 projections of the batch-1 path read an input quantized once, as the others "
+        "do, instead of staging it in every block (ablation)",
         ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,

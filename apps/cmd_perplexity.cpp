@@ -108,7 +108,7 @@ int cmd_perplexity(int argc, char** argv) {
     co.dtype = gpu_dtype_from(args, *model);
     co.max_context = ctx;
     co.paged_max_tokens = batch;
-    co.paged_max_seqs = 1;
+    co.paged_max_seqs = batch;  // one sequence, but up to batch logit rows (the scored half of a window)
     gpu = make_cuda_step_model(*model, co);
     gpu->init_kv(block, n_blocks, 0);
 #endif

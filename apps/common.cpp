@@ -130,7 +130,8 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   // Ablations (bench only): the GEMV input staged in every block, the batch-1 graph without PDL.
   co->quantize_input_once = !args.has("--gpu-quant-staged");
   co->quant_pdl = !args.has("--gpu-quant-no-pdl");
-  co->quant_occupancy4 = args.has("--gpu-quant-occ4");
+  co->quant_occupancy4 = !args.has("--gpu-quant-no-occ4");
+  co->quant_stage_q8 = !args.has("--gpu-quant-q8-once");
   co->fp8_weights = fp8_requested(args);
 }
 #endif

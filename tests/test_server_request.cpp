@@ -8,6 +8,7 @@
 
 #include "formats/model_files.h"
 #include "server/api_error.h"
+#include "server/json_text.h"
 #include "server/openai_request.h"
 #include "tokenizer/tokenizer.h"
 
@@ -216,3 +217,17 @@ TEST_F(ServerRequest, UnencodableBytesAreReported) {
 
 }  // namespace
 }  // namespace llamarun::server
+
+// Text a model generates may hold U+0085, U+2028 or U+2029: JSON allows them raw, but clients that split
+// an SSE stream with Python's str.splitlines (httpx's iter_lines) take them for line ends and cut the event.
+// The server escapes them; every other character stays as it was, and the text parses back to the same.
+TEST(JsonText, EscapesTheCharactersLineSplittersBreakOn) {
+  const std::string text =
+      std::string("a\xC2\x85") + "b\xE2\x80\xA8" + "c\xE2\x80\xA9" + "d \xC3\xA9\xE2\x82\xAC\n";
+  const nlohmann::json j{{"text", text}};
+  const std::string s = llamarun::server::json_text(j);
+  EXPECT_EQ(s, R"({"text":"a\u0085b\u2028c\u2029d )" + std::string("\xC3\xA9\xE2\x82\xAC") + R"(\n"})");
+  EXPECT_EQ(nlohmann::json::parse(s)["text"].get<std::string>(), text);
+  // Invalid UTF-8 is replaced, not thrown on.
+  EXPECT_NO_THROW(llamarun::server::json_text(nlohmann::json{{"t", std::string("\xFF\xFE")}}));
+}

@@ -5,8 +5,24 @@
 #include <nlohmann/json.hpp>
 
 #include "core/utf8.h"
+#include "server/json_text.h"
 
 namespace llamarun::server {
+
+std::string json_text(const nlohmann::json& j) {
+  std::string s = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  // The dump is ASCII outside strings, so these byte sequences can only be characters inside strings.
+  static const struct {
+    const char* utf8;
+    const char* escape;
+  } kLineBreaks[] = {{"\xC2\x85", "\\u0085"}, {"\xE2\x80\xA8", "\\u2028"}, {"\xE2\x80\xA9", "\\u2029"}};
+  for (const auto& b : kLineBreaks) {
+    const std::string from = b.utf8;
+    for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + 6))
+      s.replace(at, from.size(), b.escape);
+  }
+  return s;
+}
 
 std::string quote_text(std::string_view s, size_t max_bytes) {
   static const char* kHex = "0123456789abcdef";
@@ -44,7 +60,7 @@ std::string error_body(int status, const std::string& message, const std::string
                    {"type", type.empty() ? ApiError::default_type(status) : type},
                    {"param", param.empty() ? nlohmann::json(nullptr) : nlohmann::json(param)},
                    {"code", status}};
-  return nlohmann::json{{"error", e}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return json_text(nlohmann::json{{"error", e}});
 }
 
 }  // namespace llamarun::server

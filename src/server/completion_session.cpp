@@ -7,6 +7,7 @@
 
 #include "core/clock.h"
 #include "server/api_error.h"
+#include "server/json_text.h"
 #include "tokenizer/tokenizer.h"
 
 namespace llamarun::server {
@@ -18,7 +19,7 @@ namespace {
 // JSON has no -inf: a token the model gave no probability at all gets -9999 (as vLLM does).
 double finite_lp(float lp) { return std::isfinite(lp) ? double(lp) : -9999.0; }
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) { return json_text(j); }
 
 constexpr const char* kCutOffMessage =
     "the server is shutting down and stopped this request at its drain deadline before it finished; retry "

@@ -14,6 +14,7 @@
 #include "server/api_error.h"
 #include "server/chat_page.h"
 #include "server/completion_session.h"
+#include "server/json_text.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -46,7 +47,7 @@ std::string model_name_from_path(const std::string& path) {
 }
 
 void log_event(const json& j) {
-  std::string line = j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+  std::string line = json_text(j) + "\n";
   std::fwrite(line.data(), 1, line.size(), stderr);
 }
 
@@ -214,7 +215,7 @@ void Server::write_log(const RequestLog& log) {
 void Server::reply_json(const std::shared_ptr<Exchange>& ex, int status, const json& body, RequestLog& log) {
   HttpResponse r;
   r.status = status;
-  r.body = body.dump(-1, ' ', false, json::error_handler_t::replace);
+  r.body = json_text(body);
   ex->respond(std::move(r));
   log.status = status;
 }

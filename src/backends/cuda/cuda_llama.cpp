@@ -464,13 +464,15 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   }
 }
 
-// With xq: one quantization of x (the prologue applied there) for every part; else each qgemv applies the
-// prologue and quantizes x in every block.
+// With xq (and not a Q8_0 projection under opt.quant_stage_q8): one quantization of x (the prologue applied
+// there) for every part; else each qgemv applies the prologue and quantizes x in every block.
 void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusion& f) {
   QGemvFusion pf = f;
   pf.ldy = w.N;
-  pf.occupancy4 = opt.quant_occupancy4;
-  if (xq) {
+  bool q8 = opt.quant_stage_q8;
+  for (const LinPart& part : w.parts) q8 = q8 && part.type == DType::Q8_0;
+  if (xq && !q8) {
+    pf.occupancy4 = opt.quant_occupancy4;
     qquantize_x(act, x, 1, w.K, f, xq, stream, pdl);
     pf.prologue = GemvPrologue::kNone;
     pf.xq8 = xq;

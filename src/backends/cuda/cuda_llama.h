@@ -58,18 +58,22 @@ struct CudaLlamaOptions {
   // 1.46x the dequantized path in 0.36x the memory, but prefills at 0.6x (NOTES.md), and batches of 9-64
   // rows (serving) re-read the weights once per 8 rows, not yet measured.
   bool keep_quantized = false;
-  // The quantized GEMV's input quantized to int8 once per projection by its own small kernel (qquantize_x),
-  // the GEMV then streaming weights at once, one row per warp; off: every GEMV block stages and quantizes
-  // all of x before reading its weights. H100, Llama-2-7B shape Q4_K_M, tg128: 290.1 tok/s on, 137.1 off
-  // (NOTES.md "Quantized weights on the GPU").
+  // The quantized GEMV's input quantized to int8 once per projection by its own small kernel (qquantize_x,
+  // spread over K / 4,096 blocks), the GEMV then streaming weights at once, one row per warp; off: every
+  // GEMV block (a resident wave of them) stages and quantizes all of x before reading its weights. Q8_0
+  // projections of the batch-1 path stage anyway while quant_stage_q8 is on. H200, Llama-2-7B shape, tg128
+  // (NOTES.md "Quantized weights on the GPU", third run): Q4_K_M 328.9 tok/s once (with quant_occupancy4)
+  // against 284.9 staged; Q8_0 354.2 staged against 346.4 once.
   bool quantize_input_once = true;
+  bool quant_stage_q8 = true;
   // The quantized batch-1 path's kernels launched with programmatic dependent launch (Hopper), each
   // quantized GEMV loading its first weights before it waits for its predecessor. Same run: 290.1 tok/s
   // on, 266.6 off.
   bool quant_pdl = true;
-  // The batch-1 quantized GEMV compiled for 4 resident blocks per SM (at most 64 registers a thread, so a
-  // 4,096-row projection is one wave) instead of the compiler's 80 registers (3 blocks). Not yet measured.
-  bool quant_occupancy4 = false;
+  // The batch-1 quantized GEMV reading a pre-quantized input compiled for 4 resident blocks per SM (at most
+  // 64 registers a thread) instead of the compiler's 94 (2 blocks: 25% occupancy, ncu). Same run: Q4_K_M
+  // 328.9 tok/s on, 269.7 off.
+  bool quant_occupancy4 = true;
   int quant_gemv_max_rows = 64;
   // FP8 weights (the CLI's --quantize fp8 with --device cuda): every linear weight but a tied lm_head stored
   // as E4M3 with one fp32 scale per output channel (max |row| / 448), quantized on the GPU at load from the
