@@ -70,8 +70,9 @@ struct Lin {
 };
 
 size_t round256(size_t b) { return (b + 255) & ~size_t(255); }
-// FP8 storage of a part: the E4M3 bytes, then the fp32 row scales.
-size_t fp8_part_bytes(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)) + size_t(rows) * 4; }
+// FP8 storage of a part: the E4M3 bytes, then (at fp8_scales_offset) the fp32 row scales.
+size_t fp8_scales_offset(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)); }
+size_t fp8_part_bytes(int64_t rows, int64_t cols) { return fp8_scales_offset(rows, cols) + size_t(rows) * 4; }
 size_t part_bytes(DType type, DType act, int64_t rows, int64_t cols, bool fp8) {
   if (type == act && fp8) return round256(fp8_part_bytes(rows, cols));
   return round256(type == act ? size_t(rows * cols) * 2 : qmatrix_bytes(type, rows, cols));
@@ -408,7 +409,7 @@ void CudaLlama::Impl::alloc_lin(Lin& w, const LinPlan& p, int K, const std::stri
     if (w.parts.size() != 1 || w.parts[0].type != act)
       fail("CudaLlama: ", name, ": FP8 storage of a projection of several storage types");
     w.plain = false;
-    w.s8 = reinterpret_cast<float*>(static_cast<char*>(w.p) + round256(size_t(w.N) * K));
+    w.s8 = reinterpret_cast<float*>(static_cast<char*>(w.p) + fp8_scales_offset(w.N, K));
   }
 }
 

@@ -126,14 +126,7 @@ __device__ __forceinline__ void stage_x(const T* __restrict__ x, uint4* xs, int 
       return i;
   };
   if (f.prologue == int(GemvPrologue::kNone)) {
-    if constexpr (kFp8) {
-      for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {
-        const int m = i / nvec, v = i % nvec;
-        xs[dst(i, m, v)] = ld_v4(xv + i);
-      }
-    } else {
-      for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[i] = ld_v4(xv + i);
-    }
+    for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) xs[dst(i, i / nvec, i % nvec)] = ld_v4(xv + i);
   } else if (f.prologue == int(GemvPrologue::kSiluMul)) {
     // x rows are [gate (K) | up (K)]
     for (int i = threadIdx.x; i < M * nvec; i += blockDim.x) {

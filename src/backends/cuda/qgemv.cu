@@ -42,6 +42,12 @@ struct QFuse {
   int ldy;
 };
 
+// Row m of x: K values, or gate | up (2 K) with the SiLU-mul prologue.
+template <typename T>
+__device__ __forceinline__ const T* x_row(const T* x, int m, int K, const QFuse& f) {
+  return x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+}
+
 // 1 / rms of row m of x over K values (RMSNorm), summed by the whole block; 1 without the RMSNorm prologue.
 template <typename T>
 __device__ float row_inv_rms(const T* __restrict__ xr, int K, const QFuse& f, float* red) {
@@ -131,7 +137,7 @@ __global__ void __launch_bounds__(256) qquantize_x_kernel(const T* __restrict__ 
   pdl_trigger();
   pdl_wait();
   const int m = blockIdx.y, units = K / 32;
-  const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+  const T* xr = x_row(x, m, K, f);
   const float inv = row_inv_rms(xr, K, f, red);
   const int c0 = blockIdx.x * kQuantUnitsPerBlock;
   quantize_units(xr, K, f, inv, c0, min(units, c0 + kQuantUnitsPerBlock), q + size_t(m) * K,
@@ -176,7 +182,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
     int8_t* qx = reinterpret_cast<int8_t*>(smem_q);
     float2* sx = reinterpret_cast<float2*>(qx + size_t(MT) * K);
     for (int m = 0; m < M; ++m) {
-      const T* xr = x + size_t(m) * (f.prologue == int(GemvPrologue::kSiluMul) ? 2 * K : K);
+      const T* xr = x_row(x, m, K, f);
       quantize_units(xr, K, f, row_inv_rms(xr, K, f, red), 0, chunks, qx + size_t(m) * K,
                      sx + size_t(m) * chunks);
     }
