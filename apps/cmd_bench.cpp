@@ -285,6 +285,12 @@ int cmd_bench(int argc, char** argv) {
         "with --gpu-quant: Q8_0 projections of the batch-1 path read an input quantized once, as the others "
         "do, instead of staging it in every block (ablation)",
         ""},
+       {"--gpu-quant-resident", "", false,
+        "with --gpu-quant: GEMVs reading an input quantized once run as one resident wave of blocks whose "
+        "warps stream rows (ablation)",
+        ""},
+       {"--gpu-quant-x-smem", "", false,
+        "with --gpu-quant: those GEMVs copy the quantized input into shared memory per block (ablation)", ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "

@@ -132,6 +132,8 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   co->quant_pdl = !args.has("--gpu-quant-no-pdl");
   co->quant_occupancy4 = !args.has("--gpu-quant-no-occ4");
   co->quant_stage_q8 = !args.has("--gpu-quant-q8-once");
+  co->quant_resident = args.has("--gpu-quant-resident");
+  co->quant_x_smem = args.has("--gpu-quant-x-smem");
   co->fp8_weights = fp8_requested(args);
 }
 #endif

@@ -5,7 +5,8 @@
 # (bench/cuda/make_random_gguf.py), its Q8_0 / Q4_K_M / Q6_K quantizations by llama-quantize, then
 # llama-bench -fa 1 and `llamarun bench --device cuda` on each file.
 # Phases, each well under the machine's 10-minute call limit (/tmp survives while the machine stays warm):
-#   start   unpack and build llama.cpp in the background; write the F16 GGUF in the background
+#   start   unpack and build llama.cpp in the background; write the F16 GGUF in the background (with AWQ=1
+#           also a random AWQ int4 checkpoint of the same shape, bench/cuda/make_random_awq.py: FILES=awq)
 #   tests   the quantized kernels' and models' CUDA tests, compute-sanitizer over the kernel tests, and
 #           llamarun_bench_cuda --qgemv (each GEMV alone, staged vs input quantized once); logs in $OUT
 #   wait    wait (up to 9 minutes) for both; then llama-quantize the variants (TYPES, default Q8_0 Q4_K_M)
@@ -40,6 +41,13 @@ case "$PHASE" in
       setsid bash -c "until [ -d $W/lcpp/gguf-py ]; do sleep 1; done; \
         PYTHONPATH=$W/lcpp/gguf-py python3 $W/py/bench/cuda/make_random_gguf.py $W/7b-f16.tmp >$W/gen.log 2>&1 \
         && mv $W/7b-f16.tmp $W/7b-f16.gguf; echo rc=\$? >>$W/gen.log" </dev/null >/dev/null 2>&1 &
+    fi
+    if [ -n "${AWQ:-}" ] && [ ! -s "$W/awq7b/config.json" ]; then  # a random AWQ int4 checkpoint, 7B shape
+      mkdir -p "$W/py/bench/cuda" "$W/py/tests/fixtures/meta"
+      cp bench/cuda/make_random_awq.py "$W/py/bench/cuda/"
+      cp tests/fixtures/meta/tokenizer.model "$W/py/tests/fixtures/meta/"
+      setsid bash -c "python3 $W/py/bench/cuda/make_random_awq.py $W/awq7b.tmp >$W/awq.log 2>&1 \
+        && rm -rf $W/awq7b && mv $W/awq7b.tmp $W/awq7b; echo rc=\$? >>$W/awq.log" </dev/null >/dev/null 2>&1 &
     fi
     echo started
     ;;
@@ -86,7 +94,8 @@ case "$PHASE" in
     IFS='|' read -r -a VARS <<<"${LR_VARIANTS:---gpu-quant|--gpu-quant --gpu-quant-staged|--gpu-quant --gpu-quant-no-pdl}"
     for f in ${FILES:-f16 Q8_0 Q4_K_M Q6_K}; do
       m="$W/7b-$f.gguf"
-      [ -s "$m" ] || continue
+      [ "$f" = awq ] && m="$W/awq7b"  # AWQ=1 at start: the random AWQ checkpoint (llamarun only)
+      [ -s "$m" ] || [ -s "$m/config.json" ] || continue
       i=0
       for v in "${VARS[@]}"; do
         i=$((i + 1))

@@ -115,8 +115,9 @@ struct GemvCase {
   int M;
 };
 
-// qgemv of an N x K matrix of type qt against the fp64 product, each case three times: each block staging
-// x itself, x quantized beforehand by qquantize_x, and that with the 4-blocks-per-SM instantiation (M = 1).
+// qgemv of an N x K matrix of type qt against the fp64 product, each case five times: each block staging
+// x itself, x quantized beforehand by qquantize_x, that with the 4-blocks-per-SM instantiation (M = 1),
+// that as one resident wave of blocks, and that with x copied into shared memory.
 void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& cases) {
   const int ldy = N + 5;  // y wider than N
   HostQ h = make_q(qt, N, K, 11);
@@ -129,7 +130,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
   DevBuf dnw(nwb.size() * 2);
   dnw.upload(nwb.data(), nwb.size() * 2);
   DevBuf dxq(qx_bytes(8, K));
-  for (int pre = 0; pre < 3; ++pre)
+  for (int pre = 0; pre < 5; ++pre)
     for (const GemvCase& c : cases) {
       const int M = c.M;
       const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
@@ -166,7 +167,9 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
         f.prologue = GemvPrologue::kNone;  // ignored with xq8: applied by qquantize_x
         f.norm_weight = nullptr;
       }
-      f.occupancy4 = pre == 2;
+      f.occupancy4 = pre >= 2;
+      f.resident = pre >= 3;
+      f.x_smem = pre == 4;
       qgemv(act, m, dx.p, dy.p, M, f, nullptr);
       CUDA_OK(cudaDeviceSynchronize());
       std::vector<float> y(size_t(M) * ldy);
@@ -197,9 +200,11 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
           if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
             ADD_FAILURE() << dtype_name(qt) << " " << N << " x " << K << " prologue " << int(c.pro) << " add "
                           << c.add << " M " << M << " row " << r << " n " << n << (c.y_f32 ? " f32" : "")
-                          << (pre == 2 ? " pre-quantized x, occupancy 4"
-                              : pre    ? " pre-quantized x"
-                                       : " staged x")
+                          << (pre == 4   ? " pre-quantized x, occupancy 4, resident, x in shared memory"
+                              : pre == 3 ? " pre-quantized x, occupancy 4, resident"
+                              : pre == 2 ? " pre-quantized x, occupancy 4"
+                              : pre      ? " pre-quantized x"
+                                         : " staged x")
                           << ": " << got << " vs " << ref << " (tolerance " << tol << ")";
         }
         if (!c.add) {
@@ -223,8 +228,8 @@ TEST_P(QuantKernelTest, GemvMatchesFp64ProductWithinInt8Bound) {
   check_gemv(qt(), act(), 75, 5376, {cases[0], cases[2], cases[5], cases[6]});
 }
 
-// More rows than one wave of staging blocks (4 per SM): the warps of the staged kernel take several rows,
-// loading the next row's first weights before finishing the current one.
+// More rows than one wave of staging blocks (4 per SM): the warps of the staged and resident kernels take
+// several rows, loading the next row's first weights before finishing the current one.
 TEST_P(QuantKernelTest, GemvCoversRowsBeyondOneWave) {
   int sms = 0;
   CUDA_OK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));

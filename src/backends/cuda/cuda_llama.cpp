@@ -443,6 +443,8 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   f.ldy = w.N;
   f.xq8 = xq;
   f.occupancy4 = opt.quant_occupancy4;
+  f.resident = opt.quant_resident;
+  f.x_smem = opt.quant_x_smem;
   for (int m0 = 0; m0 < M; m0 += 8) {
     const int mc = std::min(8, M - m0);
     const char* xb = static_cast<const char*>(x) + size_t(m0) * w.K * esz;
@@ -474,6 +476,8 @@ void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusio
   for (const LinPart& part : w.parts) q8 = q8 && part.type == DType::Q8_0;
   if (xq && !q8) {
     pf.occupancy4 = opt.quant_occupancy4;
+    pf.resident = opt.quant_resident;
+    pf.x_smem = opt.quant_x_smem;
     qquantize_x(act, x, 1, w.K, f, xq, stream, pdl);
     pf.prologue = GemvPrologue::kNone;
     pf.xq8 = xq;

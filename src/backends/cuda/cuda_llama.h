@@ -74,6 +74,11 @@ struct CudaLlamaOptions {
   // 64 registers a thread) instead of the compiler's 94 (2 blocks: 25% occupancy, ncu). Same run: Q4_K_M
   // 328.9 tok/s on, 269.7 off.
   bool quant_occupancy4 = true;
+  // The GEMVs reading a pre-quantized input as one resident wave whose warps stream rows (QGemvFusion::
+  // resident), with the input copied into each block's shared memory (quant_x_smem). Not yet measured:
+  // off by default; the CLI's --gpu-quant-resident / --gpu-quant-x-smem turn them on.
+  bool quant_resident = false;
+  bool quant_x_smem = false;
   int quant_gemv_max_rows = 64;
   // FP8 weights (the CLI's --quantize fp8 with --device cuda): every linear weight but a tied lm_head stored
   // as E4M3 with one fp32 scale per output channel (max |row| / 448), quantized on the GPU at load from the

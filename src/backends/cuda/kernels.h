@@ -137,6 +137,11 @@ struct QGemvFusion {
   const void* xq8 = nullptr;
   // M = 1: the GEMV compiled for 4 resident blocks per SM (at most 64 registers a thread) instead of 3.
   bool occupancy4 = false;
+  // With xq8: a grid of one resident wave whose warps stream rows, each loading its next row's first
+  // weights before the current row's sums (else one row per warp, as many blocks as that takes); x_smem:
+  // each block copies the quantized x into shared memory first.
+  bool resident = false;
+  bool x_smem = false;
 };
 // pdl: launched with programmatic dependent launch (the first weights are loaded before its wait).
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,

@@ -40,6 +40,7 @@ struct QFuse {
   bool add;  // y += result
   bool y_f32;
   int ldy;
+  bool x_smem;  // a pre-quantized x (gq) copied into shared memory once per block
 };
 
 // Row m of x: K values, or gate | up (2 K) with the SiLU-mul prologue.
@@ -189,6 +190,16 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
     sq = qx;
     ss = sx;
     __syncthreads();
+  } else if (f.x_smem) {  // the pre-quantized x into shared memory: 16-byte quants, 8-byte scales
+    int8_t* qx = reinterpret_cast<int8_t*>(smem_q);
+    float2* sx = reinterpret_cast<float2*>(qx + size_t(MT) * K);
+    const int q16 = M * K / 16, ns = M * chunks;
+    for (int i = threadIdx.x; i < q16; i += blockDim.x)
+      reinterpret_cast<int4*>(qx)[i] = reinterpret_cast<const int4*>(gq)[i];
+    for (int i = threadIdx.x; i < ns; i += blockDim.x) sx[i] = gs[i];
+    sq = qx;
+    ss = sx;
+    __syncthreads();
   }
   for (; row < N; row += stride) {
     float acc[MT];
@@ -268,18 +279,20 @@ __global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* 
 // Launches MT's instantiation for M rows. Staging x in each block (gq null): a grid of one resident wave
 // (as many blocks as fit on the SMs at once), each block staging x once and then streaming rows, with
 // shared memory for MT rows of quantized x. With x quantized beforehand: one row per warp, as many blocks
-// as that takes. occupancy4 (M = 1): the instantiation compiled for 4 resident blocks per SM (at most 64
-// registers a thread), so that 4,096 rows fit one wave.
+// as that takes, or with `resident` one resident wave whose warps stream rows (each loading its next row's
+// first weights before the current row's sums), x copied into shared memory per block with f.x_smem.
+// occupancy4 (M = 1): the instantiation compiled for 4 resident blocks per SM (at most 64 registers a
+// thread), so that 4,096 rows fit one wave.
 template <DType QT, int MT, int kMinBlocks>
 void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
-                    const float2* gs, void* y, cudaStream_t stream, bool pdl) {
-  static int sm_count = 0;
+                    const float2* gs, void* y, cudaStream_t stream, bool pdl, bool resident) {
+  thread_local int sm_count = 0;
   if (!sm_count) {
     int dev = 0;
     LLAMARUN_CUDA_CHECK(cudaGetDevice(&dev));
     LLAMARUN_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
   }
-  const size_t smem = gq ? 0 : size_t(MT) * w.cols + size_t(MT) * (w.cols / 32) * sizeof(float2);
+  const size_t smem = gq && !f.x_smem ? 0 : size_t(MT) * w.cols + size_t(MT) * (w.cols / 32) * sizeof(float2);
   const int row_blocks = (w.rows + kWarps - 1) / kWarps;
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
@@ -294,9 +307,14 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
       }
     }
     int blocks = row_blocks;
-    if (!gq) {
-      int per_sm = 0;
-      LLAMARUN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem));
+    if (!gq || resident) {  // the occupancy per shared-memory size, asked once per instantiation
+      thread_local size_t asked = ~size_t(0);
+      thread_local int per_sm = 0;
+      if (asked != smem) {
+        LLAMARUN_CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem));
+        asked = smem;
+      }
       blocks = std::min(row_blocks, std::max(1, per_sm) * sm_count);
     }
     launch_kernel(pdl, kernel, dim3(blocks), dim3(kWarps * 32), smem, stream, pay, hdr, w.rows, w.cols,
@@ -306,19 +324,25 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
 
 template <DType QT>
 void launch_qgemv_m(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
-                    const float2* gs, void* y, cudaStream_t stream, bool pdl, bool occupancy4) {
+                    const float2* gs, void* y, cudaStream_t stream, bool pdl, bool occupancy4,
+                    bool resident) {
   if (M == 1) {
-    if (occupancy4) return launch_qgemv_t<QT, 1, 4>(act, w, x, M, f, gq, gs, y, stream, pdl);
-    return launch_qgemv_t<QT, 1, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
+    if (occupancy4) return launch_qgemv_t<QT, 1, 4>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
+    return launch_qgemv_t<QT, 1, 1>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
   }
-  if (M == 2) return launch_qgemv_t<QT, 2, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
-  if (M <= 4) return launch_qgemv_t<QT, 4, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
-  return launch_qgemv_t<QT, 8, 1>(act, w, x, M, f, gq, gs, y, stream, pdl);
+  if (M == 2) return launch_qgemv_t<QT, 2, 1>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
+  if (M <= 4) return launch_qgemv_t<QT, 4, 1>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
+  return launch_qgemv_t<QT, 8, 1>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
 }
 
 QFuse qfuse_of(const QGemvFusion& fusion, int rows) {
-  return QFuse{int(fusion.prologue), fusion.norm_weight, fusion.eps,
-               fusion.add_to_y,      fusion.y_f32,       fusion.ldy > 0 ? fusion.ldy : rows};
+  return QFuse{int(fusion.prologue),
+               fusion.norm_weight,
+               fusion.eps,
+               fusion.add_to_y,
+               fusion.y_f32,
+               fusion.ldy > 0 ? fusion.ldy : rows,
+               fusion.xq8 && fusion.x_smem};
 }
 
 void check_prologue(const QGemvFusion& fusion, int M, int K, const char* where) {
@@ -379,7 +403,8 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
   const float2* gs = gq ? reinterpret_cast<const float2*>(gq + size_t(M) * w.cols) : nullptr;
   if (gq && reinterpret_cast<uintptr_t>(gq) % 16) fail("qgemv: the quantized x is not 16-byte aligned");
   with_qtype(w.type, [&](auto tag) {
-    launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl, fusion.occupancy4);
+    launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl, fusion.occupancy4,
+                                         gq && fusion.resident);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }
