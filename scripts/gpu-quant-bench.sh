@@ -29,10 +29,10 @@ case "$PHASE" in
       mkdir -p "$W/lcpp" && tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
     fi
     if [ -z "${NO_LLAMACPP:-}" ] && [ ! -x "$W/lcpp/build/bin/llama-bench" ] && [ ! -e "$W/lcpp-build.log" ]; then
-      setsid nice -n 19 bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
+      setsid nice -n ${LCPP_NICE:-19} bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
         -DCMAKE_BUILD_TYPE=Release >$W/lcpp-build.log 2>&1 && \
-        cmake --build build -j 10 --target llama-bench llama-quantize llama-perplexity >>$W/lcpp-build.log 2>&1; \
+        cmake --build build -j ${LCPP_JOBS:-10} --target llama-bench llama-quantize llama-perplexity >>$W/lcpp-build.log 2>&1; \
         echo rc=\$? >>$W/lcpp-build.log" </dev/null >/dev/null 2>&1 &
     fi
     if [ ! -s "$W/7b-f16.gguf" ]; then
