@@ -291,6 +291,10 @@ int cmd_bench(int argc, char** argv) {
         ""},
        {"--gpu-quant-x-smem", "", false,
         "with --gpu-quant: those GEMVs copy the quantized input into shared memory per block (ablation)", ""},
+       {"--gpu-quant-decode-at-load", "", false,
+        "with --gpu-quant: the batch-1 GEMV unpacks the quants as it loads them, as before 2026-12-07 "
+        "(ablation)",
+        ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--device", "", true,
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "

@@ -134,6 +134,7 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   co->quant_stage_q8 = !args.has("--gpu-quant-q8-once");
   co->quant_resident = args.has("--gpu-quant-resident");
   co->quant_x_smem = args.has("--gpu-quant-x-smem");
+  co->quant_decode_at_load = args.has("--gpu-quant-decode-at-load");
   co->fp8_weights = fp8_requested(args);
 }
 #endif

@@ -445,6 +445,7 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   f.occupancy4 = opt.quant_occupancy4;
   f.resident = opt.quant_resident;
   f.x_smem = opt.quant_x_smem;
+  f.decode_at_load = opt.quant_decode_at_load;
   for (int m0 = 0; m0 < M; m0 += 8) {
     const int mc = std::min(8, M - m0);
     const char* xb = static_cast<const char*>(x) + size_t(m0) * w.K * esz;
@@ -478,6 +479,7 @@ void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusio
     pf.occupancy4 = opt.quant_occupancy4;
     pf.resident = opt.quant_resident;
     pf.x_smem = opt.quant_x_smem;
+    pf.decode_at_load = opt.quant_decode_at_load;
     qquantize_x(act, x, 1, w.K, f, xq, stream, pdl);
     pf.prologue = GemvPrologue::kNone;
     pf.xq8 = xq;

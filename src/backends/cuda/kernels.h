@@ -142,6 +142,11 @@ struct QGemvFusion {
   // each block copies the quantized x into shared memory first.
   bool resident = false;
   bool x_smem = false;
+  // M = 1 with occupancy4 and xq8: the kernel before 2026-12-07 (ablation): each unit's quants unpacked as
+  // they are loaded, and the staging code compiled in; at 64 registers it spilled (ptxas: 252 bytes of
+  // spill stores for Q4_K; ncu: 925k local-memory requests in the gate_up GEMV). The default holds the
+  // loaded units packed and is compiled for a pre-quantized x only: no spills.
+  bool decode_at_load = false;
 };
 // pdl: launched with programmatic dependent launch (the first weights are loaded before its wait).
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,

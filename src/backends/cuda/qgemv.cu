@@ -151,8 +151,13 @@ __global__ void __launch_bounds__(256) qquantize_x_kernel(const T* __restrict__ 
 // row + gridDim.x * warps, ..., 4 units per lane at a time (kBatch): their weights are loaded and decoded,
 // then multiplied; the first batch of the warp's first row before the PDL wait and the staging of x
 // (weights are constant), so that those loads are in flight across the previous kernel's tail.
+// kRaw: the batch held as loaded (Dec::Raw: packed quants, float scales) and unpacked unit by unit in the
+// products, instead of unpacked at load (4-8 registers a unit fewer: at 64 registers a thread the
+// unpacked batch spilled, ncu).
+// kPre: compiled for a pre-quantized x only (gq never null; no staging code, whose registers would
+// otherwise count against the streaming loop's).
 constexpr int kBatch = 4;
-template <DType QT, int MT, int kMinBlocks, typename T>
+template <DType QT, int MT, int kMinBlocks, bool kRaw, bool kPre, typename T>
 __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
     qgemv_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
                  const T* __restrict__ x, int M, QFuse f, const int8_t* gq, const float2* gs,
@@ -165,21 +170,27 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
   const int chunks = K / 32;
   const int nb = K / D::kBlock;
   const int stride = gridDim.x * kWarps;
+  typename D::Raw raw[kBatch];  // kRaw
   int q[kBatch][8];
   float a[kBatch][2], b[kBatch];
   auto load = [&](int row, int u0) {
     const uint8_t* prow = pay + size_t(row) * nb * D::kPayload;
     const uint8_t* hrow = hdr + size_t(row) * nb * D::kHeader;
 #pragma unroll
-    for (int i = 0; i < kBatch; ++i)
-      if (u0 + 32 * i < chunks) D::run(prow, hrow, chunks, u0 + 32 * i, q[i], a[i], b[i]);
+    for (int i = 0; i < kBatch; ++i) {
+      if (u0 + 32 * i >= chunks) continue;
+      if constexpr (kRaw)
+        raw[i] = D::load(prow, hrow, chunks, u0 + 32 * i);
+      else
+        D::run(prow, hrow, chunks, u0 + 32 * i, q[i], a[i], b[i]);
+    }
   };
   int row = blockIdx.x * kWarps + warp;
   if (row < N) load(row, lane);
   pdl_wait();  // x, and y when adding, come from earlier kernels
   const int8_t* sq = gq;
   const float2* ss = gs;
-  if (!gq) {
+  if (!kPre && !gq) {
     int8_t* qx = reinterpret_cast<int8_t*>(smem_q);
     float2* sx = reinterpret_cast<float2*>(qx + size_t(MT) * K);
     for (int m = 0; m < M; ++m) {
@@ -211,6 +222,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
       for (int i = 0; i < kBatch; ++i) {
         const int u = u0 + 32 * i;
         if (u >= chunks) break;
+        if constexpr (kRaw) D::decode(raw[i], q[i], a[i], b[i]);
         const int o0 = qx_off(u, chunks, 0), o1 = qx_off(u, chunks, 1);
 #pragma unroll
         for (int m = 0; m < MT; ++m) {
@@ -283,7 +295,7 @@ __global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* 
 // first weights before the current row's sums), x copied into shared memory per block with f.x_smem.
 // occupancy4 (M = 1): the instantiation compiled for 4 resident blocks per SM (at most 64 registers a
 // thread), so that 4,096 rows fit one wave.
-template <DType QT, int MT, int kMinBlocks>
+template <DType QT, int MT, int kMinBlocks, bool kRaw = true, bool kPre = false>
 void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
                     const float2* gs, void* y, cudaStream_t stream, bool pdl, bool resident) {
   thread_local int sm_count = 0;
@@ -297,7 +309,7 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
   LLAMARUN_DISPATCH_ACT(act, "qgemv", {
-    auto kernel = qgemv_kernel<QT, MT, kMinBlocks, T>;
+    auto kernel = qgemv_kernel<QT, MT, kMinBlocks, kRaw, kPre, T>;
     if (smem > 48 * 1024) {
       static size_t opted = 0;  // per instantiation
       if (smem > opted) {
@@ -324,9 +336,13 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
 
 template <DType QT>
 void launch_qgemv_m(DType act, const QMatrix& w, const void* x, int M, const QFuse& f, const int8_t* gq,
-                    const float2* gs, void* y, cudaStream_t stream, bool pdl, bool occupancy4,
-                    bool resident) {
+                    const float2* gs, void* y, cudaStream_t stream, bool pdl, bool occupancy4, bool resident,
+                    bool decode_at_load) {
   if (M == 1) {
+    if (occupancy4 && gq && decode_at_load)
+      return launch_qgemv_t<QT, 1, 4, false, false>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
+    if (occupancy4 && gq)
+      return launch_qgemv_t<QT, 1, 4, true, true>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
     if (occupancy4) return launch_qgemv_t<QT, 1, 4>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
     return launch_qgemv_t<QT, 1, 1>(act, w, x, M, f, gq, gs, y, stream, pdl, resident);
   }
@@ -404,7 +420,7 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
   if (gq && reinterpret_cast<uintptr_t>(gq) % 16) fail("qgemv: the quantized x is not 16-byte aligned");
   with_qtype(w.type, [&](auto tag) {
     launch_qgemv_m<decltype(tag)::kType>(act, w, x, M, f, gq, gs, y, stream, pdl, fusion.occupancy4,
-                                         gq && fusion.resident);
+                                         gq && fusion.resident, fusion.decode_at_load);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }

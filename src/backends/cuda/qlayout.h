@@ -123,102 +123,139 @@ LLAMARUN_HD void k4_scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j, int&
   }
 }
 
-// Dec<QT>::run(payload row, header row, units per row, unit u, q[8], a[2], b).
+// Dec<QT>::run(payload row, header row, units per row, unit u, q[8], a[2], b) = decode(load(...)): load
+// reads the unit's bytes and its scales (Raw: the quants still packed, the scales as floats), decode
+// unpacks the quants, so that a kernel can hold several units' loads in few registers.
 template <DType QT>
 struct Dec;
-
-template <>
-struct Dec<DType::Q8_0> {
-  static constexpr int kBlock = 32, kPayload = 32, kHeader = 2;
+template <typename D>
+struct DecRun {
   LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
                               float& b) {
-    const W4 v0 = ld16(p + qx_off(u, units, 0)), v1 = ld16(p + qx_off(u, units, 1));
-    q[0] = int(v0.x), q[1] = int(v0.y), q[2] = int(v0.z), q[3] = int(v0.w);
-    q[4] = int(v1.x), q[5] = int(v1.y), q[6] = int(v1.z), q[7] = int(v1.w);
-    a[0] = a[1] = h2f(ld2(h + 2 * u));
+    D::decode(D::load(p, h, units, u), q, a, b);
+  }
+};
+
+template <>
+struct Dec<DType::Q8_0> : DecRun<Dec<DType::Q8_0>> {
+  static constexpr int kBlock = 32, kPayload = 32, kHeader = 2;
+  struct Raw {
+    W4 v0, v1;
+    float d;
+  };
+  LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int units, int u) {
+    return {ld16(p + qx_off(u, units, 0)), ld16(p + qx_off(u, units, 1)), h2f(ld2(h + 2 * u))};
+  }
+  LLAMARUN_HD static void decode(const Raw& r, int* q, float* a, float& b) {
+    q[0] = int(r.v0.x), q[1] = int(r.v0.y), q[2] = int(r.v0.z), q[3] = int(r.v0.w);
+    q[4] = int(r.v1.x), q[5] = int(r.v1.y), q[6] = int(r.v1.z), q[7] = int(r.v1.w);
+    a[0] = a[1] = r.d;
     b = 0.f;
   }
 };
 
-template <>
-struct Dec<DType::Q4_0> {
-  static constexpr int kBlock = 32, kPayload = 16, kHeader = 2;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int, int u, int* q, float* a, float& b) {
-    nibbles(ld16(p + 16 * u), q);
-    const float d = h2f(ld2(h + 2 * u));
-    a[0] = a[1] = d;
-    b = -8.f * d;
+// Q4_0 / Q4_1 / Q4_K / Q5_K as loaded: the unit's nibbles, its scale and offset (value = a * q + b), and
+// Q5_K's fifth bits.
+struct Raw4 {
+  W4 v;
+  float a, b;
+  uint32_t hb;
+};
+LLAMARUN_HD void decode4(const Raw4& r, bool five, int* q, float* a, float& b) {
+  nibbles(r.v, q);
+  if (five) {
+    LLAMARUN_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      q[i] |= int(((r.hb >> i) & 0x01010101u) << 4);
+      q[4 + i] |= int(((r.hb >> (4 + i)) & 0x01010101u) << 4);
+    }
   }
+  a[0] = a[1] = r.a;
+  b = r.b;
+}
+
+template <>
+struct Dec<DType::Q4_0> : DecRun<Dec<DType::Q4_0>> {
+  static constexpr int kBlock = 32, kPayload = 16, kHeader = 2;
+  using Raw = Raw4;
+  LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int, int u) {
+    const float d = h2f(ld2(h + 2 * u));
+    return {ld16(p + 16 * u), d, -8.f * d, 0u};
+  }
+  LLAMARUN_HD static void decode(const Raw& r, int* q, float* a, float& b) { decode4(r, false, q, a, b); }
 };
 
 template <>
-struct Dec<DType::Q4_1> {
+struct Dec<DType::Q4_1> : DecRun<Dec<DType::Q4_1>> {
   static constexpr int kBlock = 32, kPayload = 16, kHeader = 4;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int, int u, int* q, float* a, float& b) {
-    nibbles(ld16(p + 16 * u), q);
+  using Raw = Raw4;
+  LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int, int u) {
     const uint32_t dm = ld4(h + 4 * u);
-    a[0] = a[1] = h2f(dm);
-    b = h2f(dm >> 16);
+    return {ld16(p + 16 * u), h2f(dm), h2f(dm >> 16), 0u};
   }
+  LLAMARUN_HD static void decode(const Raw& r, int* q, float* a, float& b) { decode4(r, false, q, a, b); }
 };
 
 // Q4_K (kFive false) / Q5_K: value = d * sc_j * q - dmin * m_j for sub-block j = u % 8 of block u / 8.
 template <bool kFive>
-LLAMARUN_HD void dec_k45(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a, float& b) {
-  nibbles(ld16(p + 16 * u), q);
-  if (kFive) {
-    const uint32_t hb = ld4(p + 16 * units + 4 * u);
-    LLAMARUN_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      q[i] |= int(((hb >> i) & 0x01010101u) << 4);
-      q[4 + i] |= int(((hb >> (4 + i)) & 0x01010101u) << 4);
-    }
-  }
+LLAMARUN_HD Raw4 load_k45(const uint8_t* p, const uint8_t* h, int units, int u) {
+  Raw4 r;
+  r.v = ld16(p + 16 * u);
+  r.hb = kFive ? ld4(p + 16 * units + 4 * u) : 0u;
   const W4 hd = ld16(h + 16 * (u >> 3));
   int sc, m;
   k4_scale_min(hd.y, hd.z, hd.w, u & 7, sc, m);
-  a[0] = a[1] = h2f(hd.x) * float(sc);
-  b = -h2f(hd.x >> 16) * float(m);
+  r.a = h2f(hd.x) * float(sc);
+  r.b = -h2f(hd.x >> 16) * float(m);
+  return r;
 }
 
 template <>
-struct Dec<DType::Q4_K> {
+struct Dec<DType::Q4_K> : DecRun<Dec<DType::Q4_K>> {
   static constexpr int kBlock = 256, kPayload = 128, kHeader = 16;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
-                              float& b) {
-    dec_k45<false>(p, h, units, u, q, a, b);
+  using Raw = Raw4;
+  LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int units, int u) {
+    return load_k45<false>(p, h, units, u);
   }
+  LLAMARUN_HD static void decode(const Raw& r, int* q, float* a, float& b) { decode4(r, false, q, a, b); }
 };
 template <>
-struct Dec<DType::Q5_K> {
+struct Dec<DType::Q5_K> : DecRun<Dec<DType::Q5_K>> {
   static constexpr int kBlock = 256, kPayload = 160, kHeader = 16;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
-                              float& b) {
-    dec_k45<true>(p, h, units, u, q, a, b);
+  using Raw = Raw4;
+  LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int units, int u) {
+    return load_k45<true>(p, h, units, u);
   }
+  LLAMARUN_HD static void decode(const Raw& r, int* q, float* a, float& b) { decode4(r, true, q, a, b); }
 };
 
 // Q6_K: value = d * sc[n / 16] * (q - 32), q 6 bits: the low 4 in the nibbles, the high 2 in two words.
 template <>
-struct Dec<DType::Q6_K> {
+struct Dec<DType::Q6_K> : DecRun<Dec<DType::Q6_K>> {
   static constexpr int kBlock = 256, kPayload = 192, kHeader = 18;
-  LLAMARUN_HD static void run(const uint8_t* p, const uint8_t* h, int units, int u, int* q, float* a,
-                              float& b) {
-    const W4 lo = ld16(p + 16 * u);
+  struct Raw {
+    W4 lo;
+    uint32_t h0, h1;
+    float a0, a1;
+  };
+  LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int units, int u) {
     const uint8_t* hp = p + 16 * units + 8 * u;
-    const uint32_t h0 = ld4(hp), h1 = ld4(hp + 4);
-    const uint32_t w[4] = {lo.x, lo.y, lo.z, lo.w};
+    const uint32_t sc = ld2(h + 2 * u);
+    const float d = h2f(ld2(h + 2 * units + 2 * (u >> 3)));
+    return {ld16(p + 16 * u), ld4(hp), ld4(hp + 4), d * float(int8_t(sc & 0xffu)),
+            d * float(int8_t(sc >> 8))};
+  }
+  LLAMARUN_HD static void decode(const Raw& r, int* q, float* a, float& b) {
+    const uint32_t w[4] = {r.lo.x, r.lo.y, r.lo.z, r.lo.w};
     // (v | 0x80) - 32, then flip bit 7 back: v - 32 per byte for v in [0, 64), without borrows between bytes.
     auto sub32 = [](uint32_t v) { return int(((v | 0x80808080u) - 0x20202020u) ^ 0x80808080u); };
     LLAMARUN_UNROLL
     for (int i = 0; i < 4; ++i) {
-      q[i] = sub32((w[i] & kLow4) | (((h0 >> (2 * i)) & 0x03030303u) << 4));
-      q[4 + i] = sub32(((w[i] >> 4) & kLow4) | (((h1 >> (2 * i)) & 0x03030303u) << 4));
+      q[i] = sub32((w[i] & kLow4) | (((r.h0 >> (2 * i)) & 0x03030303u) << 4));
+      q[4 + i] = sub32(((w[i] >> 4) & kLow4) | (((r.h1 >> (2 * i)) & 0x03030303u) << 4));
     }
-    const uint32_t sc = ld2(h + 2 * u);
-    const float d = h2f(ld2(h + 2 * units + 2 * (u >> 3)));
-    a[0] = d * float(int8_t(sc & 0xffu));
-    a[1] = d * float(int8_t(sc >> 8));
+    a[0] = r.a0;
+    a[1] = r.a1;
     b = 0.f;
   }
 };
