@@ -32,7 +32,7 @@ done
 export LD_LIBRARY_PATH
 N64=256 N256=1024
 [ "${QUICK:-0}" = 1 ] && N64=128 N256=512
-summary="$OUT/serve-summary.txt"
+summary="$OUT/serve-${TAG:-}summary.txt"  # per TAG, so that a second call does not overwrite the first
 {
   date -u
   if [ -f "$BUILD_DIR/COMMIT" ]; then echo "binaries built from $(cat "$BUILD_DIR/COMMIT")"; else
