@@ -70,6 +70,14 @@ struct Lin {
 };
 
 size_t round256(size_t b) { return (b + 255) & ~size_t(255); }
+
+// The quantized GEMV's launch variants for an input quantized once (defaults and ablations of the options).
+void set_quant_variants(const CudaLlamaOptions& opt, QGemvFusion& f) {
+  f.occupancy4 = opt.quant_occupancy4;
+  f.resident = opt.quant_resident;
+  f.x_smem = opt.quant_x_smem;
+  f.decode_at_load = opt.quant_decode_at_load;
+}
 // FP8 storage of a part: the E4M3 bytes, then (at fp8_scales_offset) the fp32 row scales.
 size_t fp8_scales_offset(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)); }
 size_t fp8_part_bytes(int64_t rows, int64_t cols) { return fp8_scales_offset(rows, cols) + size_t(rows) * 4; }
@@ -442,10 +450,7 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   f.y_f32 = y_f32;
   f.ldy = w.N;
   f.xq8 = xq;
-  f.occupancy4 = opt.quant_occupancy4;
-  f.resident = opt.quant_resident;
-  f.x_smem = opt.quant_x_smem;
-  f.decode_at_load = opt.quant_decode_at_load;
+  set_quant_variants(opt, f);
   for (int m0 = 0; m0 < M; m0 += 8) {
     const int mc = std::min(8, M - m0);
     const char* xb = static_cast<const char*>(x) + size_t(m0) * w.K * esz;
@@ -476,10 +481,7 @@ void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusio
   bool q8 = opt.quant_stage_q8;
   for (const LinPart& part : w.parts) q8 = q8 && part.type == DType::Q8_0;
   if (xq && !q8) {
-    pf.occupancy4 = opt.quant_occupancy4;
-    pf.resident = opt.quant_resident;
-    pf.x_smem = opt.quant_x_smem;
-    pf.decode_at_load = opt.quant_decode_at_load;
+    set_quant_variants(opt, pf);
     qquantize_x(act, x, 1, w.K, f, xq, stream, pdl);
     pf.prologue = GemvPrologue::kNone;
     pf.xq8 = xq;

@@ -75,8 +75,10 @@ struct CudaLlamaOptions {
   // 328.9 tok/s on, 269.7 off.
   bool quant_occupancy4 = true;
   // The GEMVs reading a pre-quantized input as one resident wave whose warps stream rows (QGemvFusion::
-  // resident), with the input copied into each block's shared memory (quant_x_smem). Not yet measured:
-  // off by default; the CLI's --gpu-quant-resident / --gpu-quant-x-smem turn them on.
+  // resident), with the input copied into each block's shared memory (quant_x_smem). Ablations, off: H100,
+  // Llama-2-7B shape, no change within 1-3% per GEMV and end to end (Q4_K_M tg128 300.8 resident against
+  // 305.9; NOTES.md "Quantized weights on the GPU", fourth run). The CLI's --gpu-quant-resident /
+  // --gpu-quant-x-smem turn them on.
   bool quant_resident = false;
   bool quant_x_smem = false;
   bool quant_decode_at_load = false;  // QGemvFusion::decode_at_load (ablation)
