@@ -296,6 +296,10 @@ int cmd_bench(int argc, char** argv) {
         "(ablation)",
         ""},
        {"--threads", "-t", true, "CPU threads", "all cores"},
+       {"--act", "", true,
+        "CPU activation precision: auto (Q8_0 / Q4_0 / Q4_1 decode on int8-quantized activations, as "
+        "llama.cpp) or f32 (f32 activations wherever a type has that path)",
+        "auto"},
        {"--device", "", true,
         "cpu, cuda or cuda:N (GPU: fp16 weights, or bf16 with --dtype bf16; device ceilings and ablations: "
         "llamarun_bench_cuda)",
@@ -321,6 +325,8 @@ int cmd_bench(int argc, char** argv) {
             depth0 = int(args.integer("--depth", 0)), reps = int(args.integer("--reps", 3));
   if (pp0 < 1 || tg0 < 1 || depth0 < 0 || reps < 1) fail("--pp, --tg, --reps must be >= 1 and --depth >= 0");
   const int threads = omp_get_max_threads();
+  const std::string act = args.str("--act", "auto");
+  if (act != "auto" && act != "f32") fail("--act on the CPU: auto or f32, not '", act, "'");
 
   std::unique_ptr<Model> m;
   std::string model_name;
@@ -346,9 +352,11 @@ int cmd_bench(int argc, char** argv) {
     lo.max_batch = std::min(pp0, 512);
     lo.load_tokenizer = false;
     lo.quantize = host_quantize_from(args);
+    lo.activations = act;
     m = load_model(model_path_from(args), lo);
     model_name = m->path;
   }
+  m->llama->options().int8_activations = act != "f32";
   const LlamaConfig& c = m->cfg;
   const Shape sh = fit_shape(pp0, tg0, depth0, c.max_position);
   const int pp = sh.pp, tg = sh.tg, depth = sh.depth;

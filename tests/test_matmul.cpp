@@ -112,10 +112,11 @@ TEST_P(MatmulParity, AllLevelsAllShapes) {
         const std::vector<double> s = abs_sums(x, w.deq, M, N, K);
         const std::string what = std::string(dtype_name(t)) + " M=" + std::to_string(M) +
                                  " N=" + std::to_string(N) + " K=" + std::to_string(K);
-        // Q8_0/Q4_0/Q4_1 with M <= 8 take the int8-activation path (backends/cpu/qdot.h): each x is
-        // rounded by at most amax(block) / 254, a few times |x| / 254 for normal data (the tight
-        // comparison with the scalar integer reference is in test_quant_formats.cpp).
-        const double rel = cpu::qdot_uses_int8(t, M, false) ? 4.0 / 127.0 : 1e-5;
+        // The types with only the int8-activation path (backends/cpu/qdot.h): each x is rounded by at
+        // most amax(block) / 254, a few times |x| / 254 for normal data (the tight comparison with the
+        // scalar integer reference is in test_quant_formats.cpp). Q8_0/Q4_0/Q4_1 run on f32 activations
+        // here (MatmulOptions::int8_activations off).
+        const double rel = cpu::qdot_uses_int8(t, M, false, false) ? 4.0 / 127.0 : 1e-5;
         for (SimdLevel level : available_levels()) {
           check_level(level, w, x, M, ref, s, rel, /*bf16_act=*/false, what);
           if (t == DType::BF16 && level == SimdLevel::kAvx512Bf16) {

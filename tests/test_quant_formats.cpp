@@ -245,7 +245,7 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (const TypeInfo& ti : all_types()) {
-    if (!cpu::qdot_uses_int8(ti.t, 1, true)) continue;
+    if (!cpu::qdot_uses_int8(ti.t, 1, true, true)) continue;
     SCOPED_TRACE(ti.name);
     const int64_t K = dtype_block_size(ti.t) == 256 ? 768 : 96, N = 37;
     const auto w = random_weights(ti, N, K, 5);
@@ -258,6 +258,7 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
       matmul_ref(wv, x.data(), M, ref.data());
       MatmulOptions inv;
       inv.batch_invariant = true;
+      inv.int8_activations = true;
       matmul_at_level(cpu::SimdLevel::kScalar, wv, x.data(), M, scal.data(), inv);
       std::vector<float> wrow(static_cast<size_t>(K));
       std::vector<double> mag(size_t(M * N), 0.0), bnd(size_t(M * N), 0.0);  // sum |w x|
@@ -287,8 +288,12 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
         // Row 0 alone gives the same bits as row 0 in the batch.
         matmul_at_level(l, wv, x.data(), 1, one.data(), inv);
         for (int64_t n = 0; n < N; ++n) ASSERT_EQ(one[size_t(n)], got[size_t(n)]) << "M=" << M << " n=" << n;
-        // Without batch invariance (where tiles that sum in their own order may run): the same bound.
-        matmul_at_level(l, wv, x.data(), M, got.data(), MatmulOptions{});
+        // Without batch invariance (where tiles that sum in their own order may run): the same bound, where
+        // the int8 path still runs (Q8_0 / Q4_0 / Q4_1 take the f32 GEMM above 8 rows).
+        MatmulOptions free;
+        free.int8_activations = true;
+        if (!cpu::qdot_uses_int8(ti.t, M, false, true)) continue;
+        matmul_at_level(l, wv, x.data(), M, got.data(), free);
         for (int64_t i = 0; i < M * N; ++i)
           ASSERT_NEAR(got[size_t(i)], scal[size_t(i)], 1e-5 * mag[size_t(i)] + 1e-30)
               << "free order M=" << M << " i=" << i;

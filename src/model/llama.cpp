@@ -165,6 +165,7 @@ void LlamaModel::forward(const BatchInput& b, PagedKVPool& kv, float* logits) {
   const bool bf = opts_.emulate_bf16;
   MatmulOptions mo;
   mo.batch_invariant = b.batch_invariant;
+  mo.int8_activations = opts_.int8_activations;
   auto dump = [&](const char* name, int layer, const float* data, int64_t cols) {
     if (opts_.dump) opts_.dump(name, layer, data, n, cols);
   };

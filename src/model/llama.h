@@ -51,6 +51,9 @@ struct ForwardOptions {
   // Round activations to bf16 where a bf16 PyTorch model rounds them (set for bf16 checkpoints so
   // results track transformers run in bf16). Off: f32 activations throughout.
   bool emulate_bf16 = false;
+  // MatmulOptions::int8_activations for every projection (Q8_0 / Q4_0 / Q4_1 weights on llama.cpp's int8
+  // dot; load_model sets it unless the activations are "f32").
+  bool int8_activations = false;
   DumpHook dump;
   // Tensor parallelism (parallel/tp_llama.h): this model is one rank's shard, and the partial outputs of
   // its row-parallel o_proj and down_proj are summed over the group before the residual add.

@@ -104,6 +104,7 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
     m->llama->options().emulate_bf16 = bf16_ckpt;
   else
     fail("activations must be auto, f32 or bf16, not '", opts.activations, "'");
+  m->llama->options().int8_activations = opts.activations != "f32";
   return m;
 }
 

@@ -20,6 +20,12 @@ struct MatmulOptions {
   // a sequence gives bit-identical results alone and batched. bf16_activations is ignored. Prefill-
   // sized M runs somewhat slower than the GEMM.
   bool batch_invariant = false;
+  // Q8_0 / Q4_0 / Q4_1 weights (the block types that have both paths): quantise the activations to int8
+  // per 32 values and take the integer dot (backends/cpu/qdot.h), as llama.cpp does, where it is the
+  // faster path: GEMV-sized M (<= 8) and batch-invariant matmuls. Error ~ sum_k |w_k| amax(block of x) / 254
+  // instead of f32 rounding. false: f32 activations for these types (the other quantised types have only
+  // the int8 path).
+  bool int8_activations = false;
 };
 
 // y[m, n] = sum_k x[m, k] * W[n, k] for m < M, n < W.rows, k < W.cols.

@@ -55,9 +55,9 @@ struct QDot {
 };
 
 // Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
-// f32-activation kernels): always for the types that have no other path; for Q8_0/Q4_0/Q4_1 unless
-// the f32 blocked GEMM is allowed (M > 8, not batch-invariant), where it is faster.
-bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant);
+// f32-activation kernels): always for the types that have no other path; for Q8_0/Q4_0/Q4_1 only where
+// allowed (MatmulOptions::int8_activations) and the f32 blocked GEMM is not (M <= 8, or batch-invariant).
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8);
 // The activation format a weight dtype's dot takes: Q8_K for the super-block types, else the
 // 32-block format (DType::Q8_0 names it here).
 DType qdot_act_type(DType w);

@@ -57,16 +57,17 @@ float quantize_block(const float* x, int n, int8_t* q) {
 
 }  // namespace
 
-// Q8_0 / Q4_0 / Q4_1 have both paths and stay on the f32-activation kernels: their golden tests
-// (logits against transformers on the dequantised weights, tests/test_golden.cpp and
-// test_default_model.cpp) hold them to f32-activation accuracy. Measured (bench_ops qgemv/qgemm,
-// N = K = 2048, one thread's CPU time, this 2-vCPU Xeon), the int8 path would be faster except for the
-// free-order prefill GEMM: M = 1: 1.14x (Q8_0), 1.55x (Q4_0), 1.6x (Q4_1); M = 512 batch-invariant:
-// 1.46x / 1.32x / 1.18x; M = 512 free order: 0.6-0.9x.
-bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant) {
-  (void)M;
-  (void)batch_invariant;
+// Q8_0 / Q4_0 / Q4_1 have both paths. Measured (bench_ops qgemv/qgemm, N = K = 2048, one thread's CPU
+// time, the 2-vCPU AVX-512 Xeon), the int8 path is faster except for the free-order prefill GEMM: M = 1:
+// 1.14x (Q8_0), 1.55x (Q4_0), 1.6x (Q4_1); M = 512 batch-invariant: 1.46x / 1.32x / 1.18x; M = 512 free
+// order: 0.6-0.9x. Models take it unless run with f32 activations (`--act f32`, which the golden tests use:
+// they hold these types to f32-activation accuracy against transformers on the dequantised weights).
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8) {
   switch (w) {
+    case DType::Q8_0:
+    case DType::Q4_0:
+    case DType::Q4_1:
+      return allow_int8 && (M <= 8 || batch_invariant);
     case DType::Q5_0:
     case DType::Q5_1:
     case DType::IQ4_NL:
