@@ -51,7 +51,8 @@ void matmul(const WeightView& w, const float* x, int64_t M, float* y, const Matm
   const cpu::CpuKernels& k = cpu::active_kernels();
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.batch_invariant = opt.batch_invariant;
-  if (cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations)) return cpu::qmatmul(a, k.qdot(w.dtype));
+  if (cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations))
+    return cpu::qmatmul(a, k.qdot(w.dtype));
   a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
   k.matmul(a);
 }
@@ -64,7 +65,8 @@ void matmul_at_level(cpu::SimdLevel level, const WeightView& w, const float* x, 
   const cpu::CpuKernels& k = cpu::kernels_for(level);
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.batch_invariant = opt.batch_invariant;
-  if (cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations)) return cpu::qmatmul(a, k.qdot(w.dtype));
+  if (cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations))
+    return cpu::qmatmul(a, k.qdot(w.dtype));
   a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
   k.matmul(a);
 }
