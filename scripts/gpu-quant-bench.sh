@@ -14,6 +14,9 @@
 #   ppl     perplexity of a real model's quantized GGUF on the CPU and on the GPU (same binary, same file):
 #           the file arrives in pieces .gpp1/ .. .gpp4/ (one per call: the transfer limit), joined in /tmp
 # LLAMARUN_BIN: the llamarun binary (default: the one `start` copies from .cudawork/b, scripts/pack-gpu-bins.sh).
+# LCPP_PREBUILT=1: no llama.cpp build here; its binaries come built on the development machine
+# (scripts/pack-llamacpp-cuda.sh) in two halves, .gpp1/ in one call and .gpp2/ in the next, and gguf-py from
+# .gpurun/gguf-py.tar.xz.
 set -euo pipefail
 PHASE=${1:?start|tests|wait|bench|ppl}
 W=/tmp/qb
@@ -22,13 +25,34 @@ OUT=${OUT:-$W/out}
 mkdir -p "$OUT"
 LB=${LLAMARUN_BIN:-$W/b/llamarun}
 for d in .gpp1 .gpp2 .gpp3 .gpp4; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "$W/parts/"; done
+LB_DIR="$W/lcpp/build/bin"
+# The prebuilt llama.cpp, once both halves are here: joined, checked, unpacked; a stand-in libnccl.so.2
+# where the machine has none (one GPU: ggml-cuda never calls NCCL, and its symbols bind lazily).
+lcpp_unpack() {
+  [ -x "$LB_DIR/llama-bench" ] && return 0
+  [ -s "$W/parts/lcpp-bin.tar.xz.part-aa" ] && [ -s "$W/parts/lcpp-bin.tar.xz.part-ab" ] || return 1
+  cat "$W/parts/lcpp-bin.tar.xz.part-aa" "$W/parts/lcpp-bin.tar.xz.part-ab" >"$W/lcpp-bin.tar.xz"
+  [ "$(sha256sum "$W/lcpp-bin.tar.xz" | cut -d' ' -f1)" = "$(cat "$W/parts/lcpp-bin.sha256")" ] || {
+    echo "lcpp-bin: checksum mismatch"
+    return 1
+  }
+  mkdir -p "$LB_DIR" && tar -xJf "$W/lcpp-bin.tar.xz" -C "$LB_DIR"
+  if ! ldconfig -p | grep -q libnccl.so.2 && [ ! -e /usr/local/cuda/lib64/libnccl.so.2 ] && [ ! -e /usr/local/cuda/lib/libnccl.so.2 ]; then
+    echo 'void llamarun_nccl_stand_in(void) {}' >"$W/nccl.c" && gcc -shared -fPIC -Wl,-soname,libnccl.so.2 -o "$LB_DIR/libnccl.so.2" "$W/nccl.c"
+  fi
+  echo rc=0 >"$W/lcpp-build.log"
+}
+export LD_LIBRARY_PATH="$LB_DIR:/usr/local/cuda/lib64:/usr/local/cuda/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -n "${LCPP_PREBUILT:-}" ] && lcpp_unpack && echo "llama.cpp (prebuilt): unpacked"
 case "$PHASE" in
   start)
     if [ -f .cudawork/unpack.sh ]; then bash .cudawork/unpack.sh && rm -rf "$W/b" && cp -r .cudawork/b "$W/b"; fi
-    if [ ! -d "$W/lcpp/gguf-py" ]; then
+    if [ ! -d "$W/lcpp/gguf-py" ] && [ -f .gpurun/gguf-py.tar.xz ]; then
+      mkdir -p "$W/lcpp" && tar -xJf .gpurun/gguf-py.tar.xz -C "$W/lcpp"
+    elif [ ! -d "$W/lcpp/gguf-py" ]; then
       mkdir -p "$W/lcpp" && tar -xJf .gpurun/llama.cpp.tar.xz -C "$W/lcpp" --strip-components=1
     fi
-    if [ -z "${NO_LLAMACPP:-}" ] && [ ! -x "$W/lcpp/build/bin/llama-bench" ] && [ ! -e "$W/lcpp-build.log" ]; then
+    if [ -z "${NO_LLAMACPP:-}" ] && [ -z "${LCPP_PREBUILT:-}" ] && [ ! -x "$W/lcpp/build/bin/llama-bench" ] && [ ! -e "$W/lcpp-build.log" ]; then
       setsid nice -n ${LCPP_NICE:-19} bash -c "cd $W/lcpp && cmake -S . -B build -G Ninja -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF \
         -DCMAKE_BUILD_TYPE=Release >$W/lcpp-build.log 2>&1 && \
@@ -68,7 +92,8 @@ case "$PHASE" in
     # The F16 file; llama.cpp's build too unless NO_LLAMACPP (then llamarun's own quantizer, whose blocks are
     # byte-identical to llama.cpp's, makes the variants).
     for _ in $(seq 540); do
-      grep -q '^rc=' "$W/gen.log" 2>/dev/null && { [ -n "${NO_LLAMACPP:-}" ] || grep -q '^rc=' "$W/lcpp-build.log" 2>/dev/null; } && break
+      grep -q '^rc=' "$W/gen.log" 2>/dev/null && { [ -n "${NO_LLAMACPP:-}" ] || [ -n "${LCPP_PREBUILT:-}" ] ||
+        grep -q '^rc=' "$W/lcpp-build.log" 2>/dev/null; } && break
       sleep 1
     done
     tail -2 "$W/lcpp-build.log" || true
@@ -86,8 +111,9 @@ case "$PHASE" in
     ls -la "$W"/*.gguf
     ;;
   bench)
-    # LR_VARIANTS: llamarun's option sets, separated by '|' (an empty set: the default, dequantized load; bash's
-    # read drops a trailing empty field, so put it first: '|--gpu-quant'). Results: $OUT/lr-FILE-N-TAG.json,
+    # LR_VARIANTS: llamarun's option sets, separated by '|' (an empty set: the default, weights kept quantized
+    # since 2026-12-07, as --gpu-quant; --gpu-dequant the dequantized load; bash's read drops a trailing empty
+    # field, so put an empty set first). Results: $OUT/lr-FILE-N-TAG.json,
     # TAG naming the call (BENCH_TAG, default the time), so that later calls do not overwrite them.
     B="$W/lcpp/build/bin/llama-bench"
     nvidia-smi --query-gpu=name,clocks.max.sm,clocks.max.mem --format=csv,noheader

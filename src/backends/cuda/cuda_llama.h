@@ -54,9 +54,9 @@ struct CudaLlamaOptions {
   // and above that dequantize each weight into a scratch for the tensor-core GEMM. Off: every weight is
   // dequantized to `dtype` at load (the fp16 paths, the fused batch-1 path included). Other types (Q2_K,
   // Q3_K, Q5_0, Q5_1, IQ4_NL, IQ4_XS) are always dequantized at load.
-  // Off by default (the CLI's --gpu-quant turns it on): with it, H100 Llama-2-7B shape Q4_K_M decodes at
-  // 1.46x the dequantized path in 0.36x the memory, but prefills at 0.6x (NOTES.md), and batches of 9-64
-  // rows (serving) re-read the weights once per 8 rows, not yet measured.
+  // Off in this struct (tests state it); the CLI turns it on unless --gpu-dequant: H100 Llama-2-7B shape
+  // Q4_K_M decodes at 1.46x the dequantized path in 0.36x the memory, but prefills at 0.6x (NOTES.md), and
+  // batches of 9-64 rows (serving) re-read the weights once per 8 rows.
   bool keep_quantized = false;
   // The quantized GEMV's input quantized to int8 once per projection by its own small kernel (qquantize_x,
   // spread over K / 4,096 blocks), the GEMV then streaming weights at once, one row per warp; off: every
