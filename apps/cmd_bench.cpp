@@ -268,9 +268,11 @@ int cmd_bench(int argc, char** argv) {
        {"--depth", "", true,
         "context already in the KV cache before tg (lowered, with a note, to fit the model)", "0"},
        {"--reps", "-r", true, "repetitions", "3"},
-       {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized on the GPU (the default)", ""},
+       {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized on the GPU (the default)",
+        ""},
        {"--gpu-dequant", "", false,
-        "--device cuda: dequantize quantized weights to fp16 / bf16 at load (see llamarun generate --help)", ""},
+        "--device cuda: dequantize quantized weights to fp16 / bf16 at load (see llamarun generate --help)",
+        ""},
        {"--gpu-quant-staged", "", false,
         "with --gpu-quant: every GEMV block quantizes its input itself instead of one kernel per projection "
         "(ablation)",

@@ -14,27 +14,29 @@
 namespace llamarun::cli {
 
 std::vector<OptSpec> model_opts() {
-  return {{"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file",
-           "the default model"},
-          {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
-          {"--threads", "-t", true, "CPU threads", "all cores"},
-          {"--act", "", true,
-           "activation precision. CPU: auto (bf16 rounding for bf16 checkpoints; Q8_0 / Q4_0 / Q4_1 weights "
-           "multiply int8-quantized activations in decode, as llama.cpp), f32 (f32 activations wherever a "
-           "type has that path) or bf16. "
-           "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
-           "auto"},
-          {"--quantize", "", true,
-           "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, "
-           "F16, BF16; fp8 (--device cuda, compute capability 8.9+): E4M3 weights with per-channel scales, "
-           "quantized on the GPU",
-           "off"},
-          {"--gpu-dequant", "", false,
-           "--device cuda: dequantize Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K and AWQ / GPTQ weights to fp16 / bf16 "
-           "at load (pp512 about 1.7x faster on an H100, and batches over 64 rows; 2-4x the weight memory); by default "
-           "they stay quantized on the GPU (decode GEMVs on the blocks)",
-           ""},
-          {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized (the default)", ""}};
+  return {
+      {"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file",
+       "the default model"},
+      {"--ctx", "-c", true, "context size in tokens", "min(model maximum, 4096)"},
+      {"--threads", "-t", true, "CPU threads", "all cores"},
+      {"--act", "", true,
+       "activation precision. CPU: auto (bf16 rounding for bf16 checkpoints; Q8_0 / Q4_0 / Q4_1 weights "
+       "multiply int8-quantized activations in decode, as llama.cpp), f32 (f32 activations wherever a "
+       "type has that path) or bf16. "
+       "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
+       "auto"},
+      {"--quantize", "", true,
+       "quantize the weights at load, in memory: Q8_0, Q6_K, Q5_K_M, Q4_K_M, Q5_0, Q5_1, Q4_0, Q4_1, "
+       "F16, BF16; fp8 (--device cuda, compute capability 8.9+): E4M3 weights with per-channel scales, "
+       "quantized on the GPU",
+       "off"},
+      {"--gpu-dequant", "", false,
+       "--device cuda: dequantize Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K and AWQ / GPTQ weights to fp16 / bf16 "
+       "at load (pp512 about 1.7x faster on an H100, and batches over 64 rows; 2-4x the weight memory); by "
+       "default "
+       "they stay quantized on the GPU (decode GEMVs on the blocks)",
+       ""},
+      {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized (the default)", ""}};
 }
 
 std::vector<OptSpec> sampling_opts(const char* default_temp) {
@@ -130,7 +132,8 @@ std::unique_ptr<Engine> make_engine(const Args& args, Model& model, const std::s
 #ifdef LLAMARUN_WITH_CUDA
 void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOptions* co) {
   co->device = device;
-  if (args.has("--gpu-quant") && args.has("--gpu-dequant")) fail("--gpu-quant and --gpu-dequant exclude each other");
+  if (args.has("--gpu-quant") && args.has("--gpu-dequant"))
+    fail("--gpu-quant and --gpu-dequant exclude each other");
   // FP8 weights replace the file's blocks (quantized on the GPU from the dequantized values).
   co->keep_quantized = !args.has("--gpu-dequant") && !fp8_requested(args);
   // Ablations (bench only): the GEMV input staged in every block, the batch-1 graph without PDL.

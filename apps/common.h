@@ -36,8 +36,8 @@ bool is_cuda_device(const std::string& device);
 // f16). Throws Error for other values.
 DType gpu_dtype_from(const Args& args, const Model& model);
 
-// The CUDA options every command takes from its flags: the device, --gpu-dequant / --gpu-quant, --quantize fp8
-// (and bench's ablations).
+// The CUDA options every command takes from its flags: the device, --gpu-dequant / --gpu-quant, --quantize
+// fp8 (and bench's ablations).
 void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOptions* co);
 
 // --model when given, else the default model's path (looked up only then: a machine without the default
