@@ -15,7 +15,7 @@
 #           the file arrives in pieces .gpp1/ .. .gpp4/ (one per call: the transfer limit), joined in /tmp
 # LLAMARUN_BIN: the llamarun binary (default: the one `start` copies from .cudawork/b, scripts/pack-gpu-bins.sh).
 # LCPP_PREBUILT=1: no llama.cpp build here; its binaries come built on the development machine
-# (scripts/pack-llamacpp-cuda.sh) in two halves, .gpp1/ in one call and .gpp2/ in the next, and gguf-py from
+# (scripts/pack-llamacpp-cuda.sh) in three parts, .gpp1/ .. .gpp3/ in three calls, and gguf-py from
 # .gpurun/gguf-py.tar.xz.
 set -euo pipefail
 PHASE=${1:?start|tests|wait|bench|ppl}
@@ -26,12 +26,12 @@ mkdir -p "$OUT"
 LB=${LLAMARUN_BIN:-$W/b/llamarun}
 for d in .gpp1 .gpp2 .gpp3 .gpp4; do [ -d "$d" ] && mkdir -p "$W/parts" && cp "$d"/* "$W/parts/"; done
 LB_DIR="$W/lcpp/build/bin"
-# The prebuilt llama.cpp, once both halves are here: joined, checked, unpacked; a stand-in libnccl.so.2
+# The prebuilt llama.cpp, once every part is here: joined, checked, unpacked; a stand-in libnccl.so.2
 # where the machine has none (one GPU: ggml-cuda never calls NCCL, and its symbols bind lazily).
 lcpp_unpack() {
   [ -x "$LB_DIR/llama-bench" ] && return 0
-  [ -s "$W/parts/lcpp-bin.tar.xz.part-aa" ] && [ -s "$W/parts/lcpp-bin.tar.xz.part-ab" ] || return 1
-  cat "$W/parts/lcpp-bin.tar.xz.part-aa" "$W/parts/lcpp-bin.tar.xz.part-ab" >"$W/lcpp-bin.tar.xz"
+  for p in aa ab ac; do [ -s "$W/parts/lcpp-bin.tar.xz.part-$p" ] || return 1; done
+  cat "$W/parts/lcpp-bin.tar.xz.part-"a[abc] >"$W/lcpp-bin.tar.xz"
   [ "$(sha256sum "$W/lcpp-bin.tar.xz" | cut -d' ' -f1)" = "$(cat "$W/parts/lcpp-bin.sha256")" ] || {
     echo "lcpp-bin: checksum mismatch"
     return 1
