@@ -1,4 +1,5 @@
-// AVX2 dots of the int8-activation path (qdot_simd.inc), built with -mavx2 -mfma -mf16c.
+// AVX2 dots of the int8-activation path (qdot_simd.inc), built with -mavx2 -mfma -mf16c, and the AVX2
+// prefill tile of the 32-value block types (below).
 #include <immintrin.h>
 
 #include <cstring>
@@ -10,8 +11,188 @@
 namespace llamarun::cpu {
 namespace {
 #include "backends/cpu/qdot_simd.inc"
+
+// ---- Prefill tile of the 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) ----
+// kLanes activation rows, one per 32-bit lane, packed per block (PackedA8): the 4-byte group g (values
+// 4g..4g+3) of every row side by side. Each of the block's 8 groups of a weight row is broadcast to all
+// lanes and multiplied with vpmaddubsw, so a weight block serves 8 activation rows and the f32 step (scales
+// dw * da, one FMA) 8 pairs at once, where the one-row dots spend a conversion and an FMA per pair.
+//  - Weights of at most 5 bits (Q4_0, Q5_0 as signed values q - 8 / q - 16; Q4_1, Q5_1 as stored): the
+//    activations are packed as u8 (a + 128), the weights are the signed operand, and kGroups groups'
+//    int16 pair sums add up before one vpmaddwd (|a + 128| <= 255: a group's pair sum is at most
+//    2 * 255 * max|w|, so kGroups * that stays below 32768). The + 128 comes off through the start value
+//    -128 * sum(w).
+//  - Q8_0, IQ4_NL (|w| up to 127): the activations stay signed; |w| times a with w's sign, one vpmaddwd per
+//    group (2 * 127 * 127 < 32768).
+// The sums are exact integers; the f32 order differs from the one-row dots (QTile::exact false).
+constexpr int kLanes = 8;  // activation rows per tile
+constexpr int kTN = 4;     // weight rows per tile
+
+struct PackedA8 {
+  uint8_t q[8][4 * kLanes];
+  float d[kLanes];
+  float dsum[kLanes];  // d * sum(q)
+};
+static_assert(sizeof(PackedA8) == 320);
+
+size_t packed_a8_bytes(int64_t K) { return size_t(K / 32) * sizeof(PackedA8); }
+
+template <bool kBias>
+void pack_a8(int64_t K, const void* act, size_t astride, void* packed) {
+  auto* p = static_cast<PackedA8*>(packed);
+  for (int r = 0; r < kLanes; ++r) {
+    const auto* y = reinterpret_cast<const BlockQ8A32*>(row_at(act, astride, r));
+    for (int64_t b = 0; b < K / 32; ++b) {
+      p[b].d[r] = y[b].d;
+      p[b].dsum[r] = y[b].d * float(y[b].sum);
+      for (int g = 0; g < 8; ++g) {
+        uint32_t v;
+        std::memcpy(&v, y[b].qs + 4 * g, 4);
+        if constexpr (kBias) v ^= 0x80808080u;  // s8 a -> u8 a + 128
+        std::memcpy(&p[b].q[g][4 * r], &v, 4);
+      }
+    }
+  }
+}
+
+template <DType T>
+using Q32Block = std::conditional_t<
+    T == DType::Q8_0, BlockQ8_0,
+    std::conditional_t<T == DType::Q4_0, BlockQ4_0,
+                       std::conditional_t<T == DType::Q4_1, BlockQ4_1,
+                                          std::conditional_t<T == DType::Q5_0, BlockQ5_0,
+                                                             std::conditional_t<T == DType::Q5_1, BlockQ5_1,
+                                                                                BlockIQ4_NL>>>>>;
+
+// The 32 weight values of a block in order: signed (Q8_0, IQ4_NL, Q4_0 - 8, Q5_0 - 16) or, for the types
+// with a min, as stored.
+template <DType T>
+LR_INLINE __m256i q32_values(const Q32Block<T>& x) {
+  if constexpr (T == DType::Q8_0) {
+    return load256(x.qs);
+  } else {
+    __m256i q = nibbles32(x.qs);
+    if constexpr (T == DType::IQ4_NL)
+      q = _mm256_shuffle_epi8(
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values))), q);
+    if constexpr (T == DType::Q5_0 || T == DType::Q5_1) q = _mm256_or_si256(q, fifth_bits(x.qh));
+    if constexpr (T == DType::Q4_0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(8));
+    if constexpr (T == DType::Q5_0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
+    return q;
+  }
+}
+
+// Sum of 32 signed bytes.
+LR_INLINE int sum_s8(__m256i v) {
+  const __m256i s =
+      _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  return int(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) - 32 * 128;
+}
+
+template <DType T>
+constexpr bool kSmallWeights = T == DType::Q4_0 || T == DType::Q4_1 || T == DType::Q5_0 || T == DType::Q5_1;
+// Groups whose int16 pair sums may add before vpmaddwd: 2 * 255 * max|w| * kGroups < 32768.
+template <DType T>
+constexpr int kGroups = T == DType::Q4_0   ? 8
+                        : T == DType::Q5_1 ? 2
+                                           : 4;
+
+template <DType T>
+void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, size_t, float* out,
+                    size_t ostride) {
+  using Block = Q32Block<T>;
+  constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
+  constexpr bool kBias = kSmallWeights<T>;
+  const Block* x[kTN];
+  for (int n = 0; n < kTN; ++n)
+    x[n] = reinterpret_cast<const Block*>(static_cast<const uint8_t*>(w) + n * wstride);
+  const auto* p = static_cast<const PackedA8*>(packed);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kTN];
+  for (int n = 0; n < kTN; ++n) acc[n] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < K / 32; ++b) {
+    alignas(32) int32_t wq[kTN][8];
+    __m256i s32[kTN];
+#pragma GCC unroll 4
+    for (int n = 0; n < kTN; ++n) {
+      const __m256i q = q32_values<T>(x[n][b]);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wq[n]), q);
+      s32[n] = kBias ? _mm256_set1_epi32(-128 * sum_s8(q)) : _mm256_setzero_si256();
+    }
+    if constexpr (kBias) {
+      constexpr int G = kGroups<T>;
+#pragma GCC unroll 8
+      for (int g0 = 0; g0 < 8; g0 += G) {
+        __m256i s16[kTN];
+#pragma GCC unroll 8
+        for (int g = g0; g < g0 + G; ++g) {
+          const __m256i a = load256(p[b].q[g]);
+#pragma GCC unroll 4
+          for (int n = 0; n < kTN; ++n) {
+            const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(wq[n][g]));
+            s16[n] = g == g0 ? prod : _mm256_add_epi16(s16[n], prod);
+          }
+        }
+#pragma GCC unroll 4
+        for (int n = 0; n < kTN; ++n) s32[n] = _mm256_add_epi32(s32[n], _mm256_madd_epi16(s16[n], ones));
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
+        const __m256i a = load256(p[b].q[g]);
+#pragma GCC unroll 4
+        for (int n = 0; n < kTN; ++n)
+          s32[n] = _mm256_add_epi32(s32[n], dot_ss8(_mm256_set1_epi32(wq[n][g]), a));
+      }
+    }
+    const __m256 da = _mm256_loadu_ps(p[b].d);
+    [[maybe_unused]] __m256 dsum;
+    if constexpr (kMin) dsum = _mm256_loadu_ps(p[b].dsum);
+#pragma GCC unroll 4
+    for (int n = 0; n < kTN; ++n) {
+      const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(h2f(x[n][b].d)), da);
+      acc[n] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32[n]), acc[n]);
+      if constexpr (kMin) acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[n][b].m)), dsum, acc[n]);
+    }
+  }
+  for (int n = 0; n < kTN; ++n) {
+    alignas(32) float o[kLanes];
+    _mm256_store_ps(o, acc[n]);
+    for (int r = 0; r < kLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
+  }
+}
+
+template <DType T>
+QTile q32_tile() {
+  return {tile_q32_lanes<T>, pack_a8<kSmallWeights<T>>, packed_a8_bytes, kTN, kLanes, false};
+}
+
+QTile qtile_avx2(DType w) {
+  switch (w) {
+    case DType::Q8_0:
+      return q32_tile<DType::Q8_0>();
+    case DType::Q4_0:
+      return q32_tile<DType::Q4_0>();
+    case DType::Q4_1:
+      return q32_tile<DType::Q4_1>();
+    case DType::Q5_0:
+      return q32_tile<DType::Q5_0>();
+    case DType::Q5_1:
+      return q32_tile<DType::Q5_1>();
+    case DType::IQ4_NL:
+      return q32_tile<DType::IQ4_NL>();
+    default:
+      return {};
+  }
+}
+
 }  // namespace
 
-QDot qdot_avx2(DType w) { return simd_qdot(w); }
+QDot qdot_avx2(DType w) {
+  QDot q = simd_qdot(w);
+  if (q.rows) q.tile = qtile_avx2(w);
+  return q;
+}
 
 }  // namespace llamarun::cpu
