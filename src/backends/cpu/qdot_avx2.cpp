@@ -10,13 +10,14 @@
 
 namespace llamarun::cpu {
 namespace {
+#include "backends/cpu/q32_lanes.inc"
 #include "backends/cpu/qdot_simd.inc"
 
 // ---- Prefill tile of the 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL) ----
-// kLanes activation rows, one per 32-bit lane, packed per block (PackedA8): the 4-byte group g (values
-// 4g..4g+3) of every row side by side. Each of the block's 8 groups of a weight row is broadcast to all
-// lanes and multiplied with vpmaddubsw, so a weight block serves 8 activation rows and the f32 step (scales
-// dw * da, one FMA) 8 pairs at once, where the one-row dots spend a conversion and an FMA per pair.
+// kLanes activation rows, one per 32-bit lane, packed per block (PackedLanes, q32_lanes.inc). Each of the
+// block's 8 groups of a weight row is broadcast to all lanes and multiplied with vpmaddubsw, so a weight
+// block serves 8 activation rows and the f32 step (scales dw * da, one FMA) 8 pairs at once, where the
+// one-row dots spend a conversion and an FMA per pair.
 //  - Weights of at most 5 bits (Q4_0, Q5_0 as signed values q - 8 / q - 16; Q4_1, Q5_1 as stored): the
 //    activations are packed as u8 (a + 128), the weights are the signed operand, and kGroups groups'
 //    int16 pair sums add up before one vpmaddwd (|a + 128| <= 255: a group's pair sum is at most
@@ -27,42 +28,8 @@ namespace {
 // The sums are exact integers; the f32 order differs from the one-row dots (QTile::exact false).
 constexpr int kLanes = 8;  // activation rows per tile
 constexpr int kTN = 4;     // weight rows per tile
-
-struct PackedA8 {
-  uint8_t q[8][4 * kLanes];
-  float d[kLanes];
-  float dsum[kLanes];  // d * sum(q)
-};
+using PackedA8 = PackedLanes<kLanes>;
 static_assert(sizeof(PackedA8) == 320);
-
-size_t packed_a8_bytes(int64_t K) { return size_t(K / 32) * sizeof(PackedA8); }
-
-template <bool kBias>
-void pack_a8(int64_t K, const void* act, size_t astride, void* packed) {
-  auto* p = static_cast<PackedA8*>(packed);
-  for (int r = 0; r < kLanes; ++r) {
-    const auto* y = reinterpret_cast<const BlockQ8A32*>(row_at(act, astride, r));
-    for (int64_t b = 0; b < K / 32; ++b) {
-      p[b].d[r] = y[b].d;
-      p[b].dsum[r] = y[b].d * float(y[b].sum);
-      for (int g = 0; g < 8; ++g) {
-        uint32_t v;
-        std::memcpy(&v, y[b].qs + 4 * g, 4);
-        if constexpr (kBias) v ^= 0x80808080u;  // s8 a -> u8 a + 128
-        std::memcpy(&p[b].q[g][4 * r], &v, 4);
-      }
-    }
-  }
-}
-
-template <DType T>
-using Q32Block = std::conditional_t<
-    T == DType::Q8_0, BlockQ8_0,
-    std::conditional_t<T == DType::Q4_0, BlockQ4_0,
-                       std::conditional_t<T == DType::Q4_1, BlockQ4_1,
-                                          std::conditional_t<T == DType::Q5_0, BlockQ5_0,
-                                                             std::conditional_t<T == DType::Q5_1, BlockQ5_1,
-                                                                                BlockIQ4_NL>>>>>;
 
 // The 32 weight values of a block in order: signed (Q8_0, IQ4_NL, Q4_0 - 8, Q5_0 - 16) or, for the types
 // with a min, as stored.
@@ -80,14 +47,6 @@ LR_INLINE __m256i q32_values(const Q32Block<T>& x) {
     if constexpr (T == DType::Q5_0) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16));
     return q;
   }
-}
-
-// Sum of 32 signed bytes.
-LR_INLINE int sum_s8(__m256i v) {
-  const __m256i s =
-      _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
-  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-  return int(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) - 32 * 128;
 }
 
 template <DType T>
@@ -165,7 +124,12 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
 
 template <DType T>
 QTile q32_tile() {
-  return {tile_q32_lanes<T>, pack_a8<kSmallWeights<T>>, packed_a8_bytes, kTN, kLanes, false};
+  return {tile_q32_lanes<T>,
+          pack_lanes<kLanes, kSmallWeights<T>>,
+          packed_lanes_bytes<kLanes>,
+          kTN,
+          kLanes,
+          false};
 }
 
 QTile qtile_avx2(DType w) {

@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "backends/cpu/qdot.h"
 #include "core/dequant_ref.h"
@@ -24,6 +25,7 @@ namespace llamarun::cpu {
 namespace {
 
 #define LR_INLINE inline __attribute__((always_inline))
+#include "backends/cpu/q32_lanes.inc"
 
 // Tile shapes (weight rows x activation rows), measured with bench_ops qgemm.
 constexpr int NR = 4, MR = 4;  // the k-quants and IQ4_XS
@@ -239,69 +241,18 @@ void tile_iq4_xs(int64_t K, const void* w, size_t wstride, const void* act, size
     for (int n = 0; n < NR; ++n) out[size_t(m) * ostride + size_t(n)] = hsum_ps(acc[n][m]);
 }
 
-template <DType T>
-struct Q32Traits;
-template <>
-struct Q32Traits<DType::Q8_0> {
-  using Block = BlockQ8_0;
-};
-template <>
-struct Q32Traits<DType::Q4_0> {
-  using Block = BlockQ4_0;
-};
-template <>
-struct Q32Traits<DType::Q4_1> {
-  using Block = BlockQ4_1;
-};
-template <>
-struct Q32Traits<DType::Q5_0> {
-  using Block = BlockQ5_0;
-};
-template <>
-struct Q32Traits<DType::Q5_1> {
-  using Block = BlockQ5_1;
-};
-template <>
-struct Q32Traits<DType::IQ4_NL> {
-  using Block = BlockIQ4_NL;
-};
-
 // ---- 32-value block types (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL): activation rows in the lanes ----
 // These tiles sum in their own f32 order, not bit-identical to the one-row dots (QTile::exact false:
 // matmul uses them only where results may depend on the batch).
-// 16 activation rows per tile, packed per block b (PackedQ32): the 4-byte group s (values 4s..4s+3) of
-// every row side by side (row r at bytes 4r..4r+3), as u8 (a + 128). One vpdpbusd with the weight's
-// group s broadcast (s8) adds that group's products for all 16 rows, so eight give each row's exact block
-// dot (plus 128 * sum(w), removed through the start value) in its own lane; the f32 FMA with the scales
+// 16 activation rows per tile, packed per block b (PackedLanes, q32_lanes.inc): the 4-byte group s (values
+// 4s..4s+3) of every row side by side (row r at bytes 4r..4r+3), as u8 (a + 128). One vpdpbusd with the
+// weight's group s broadcast (s8) adds that group's products for all 16 rows, so eight give each row's exact
+// block dot (plus 128 * sum(w), removed through the start value) in its own lane; the f32 FMA with the scales
 // dw * da then serves 16 pairs at once. Weights are decoded to their signed values (Q4_0: q - 8, Q5_0:
 // q - 16, the others as stored); the mins of Q4_1 / Q5_1 add m * da * sum(a) per row.
 constexpr int kRowLanes = 16;
-struct PackedQ32 {
-  uint8_t q[8][64];
-  float d[kRowLanes];
-  float dsum[kRowLanes];  // d * sum(q)
-};
+using PackedQ32 = PackedLanes<kRowLanes>;
 static_assert(sizeof(PackedQ32) == 640);
-
-size_t packed_q32_bytes(int64_t K) { return size_t(K / 32) * sizeof(PackedQ32); }
-
-void pack_q32(int64_t K, const void* act, size_t astride, void* packed) {
-  auto* p = static_cast<PackedQ32*>(packed);
-  for (int r = 0; r < kRowLanes; ++r) {
-    const auto* y =
-        reinterpret_cast<const BlockQ8A32*>(static_cast<const uint8_t*>(act) + size_t(r) * astride);
-    for (int64_t b = 0; b < K / 32; ++b) {
-      p[b].d[r] = y[b].d;
-      p[b].dsum[r] = y[b].d * float(y[b].sum);
-      for (int g = 0; g < 8; ++g) {
-        uint32_t v;
-        std::memcpy(&v, y[b].qs + 4 * g, 4);
-        v ^= 0x80808080u;
-        std::memcpy(&p[b].q[g][4 * r], &v, 4);
-      }
-    }
-  }
-}
 
 // The 32 signed weight values of a block in order.
 template <DType T, typename Block>
@@ -327,18 +278,10 @@ LR_INLINE __m256i q32_signed(const Block& x) {
   }
 }
 
-// Sum of 32 signed bytes.
-LR_INLINE int sum_s8(__m256i v) {
-  const __m256i s =
-      _mm256_sad_epu8(_mm256_xor_si256(v, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
-  const __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
-  return int(_mm_cvtsi128_si64(_mm_add_epi64(t, _mm_unpackhi_epi64(t, t)))) - 32 * 128;
-}
-
 template <DType T, int TN>
 void q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, size_t, float* out,
                size_t ostride) {
-  using Block = typename Q32Traits<T>::Block;
+  using Block = Q32Block<T>;
   constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
   const Block* x[TN];
   for (int n = 0; n < TN; ++n) x[n] = wrow<Block>(w, wstride, n);
@@ -386,17 +329,47 @@ QTile qtile_avx512(DType w) {
     case DType::IQ4_XS:
       return {tile_iq4_xs, nullptr, nullptr, NR, MR, true};
     case DType::Q8_0:
-      return {q32_lanes<DType::Q8_0, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
+      return {q32_lanes<DType::Q8_0, kQ32N>,
+              pack_lanes<kRowLanes, true>,
+              packed_lanes_bytes<kRowLanes>,
+              kQ32N,
+              kRowLanes,
+              false};
     case DType::Q4_0:
-      return {q32_lanes<DType::Q4_0, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
+      return {q32_lanes<DType::Q4_0, kQ32N>,
+              pack_lanes<kRowLanes, true>,
+              packed_lanes_bytes<kRowLanes>,
+              kQ32N,
+              kRowLanes,
+              false};
     case DType::Q4_1:
-      return {q32_lanes<DType::Q4_1, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
+      return {q32_lanes<DType::Q4_1, kQ32N>,
+              pack_lanes<kRowLanes, true>,
+              packed_lanes_bytes<kRowLanes>,
+              kQ32N,
+              kRowLanes,
+              false};
     case DType::Q5_0:
-      return {q32_lanes<DType::Q5_0, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
+      return {q32_lanes<DType::Q5_0, kQ32N>,
+              pack_lanes<kRowLanes, true>,
+              packed_lanes_bytes<kRowLanes>,
+              kQ32N,
+              kRowLanes,
+              false};
     case DType::Q5_1:
-      return {q32_lanes<DType::Q5_1, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
+      return {q32_lanes<DType::Q5_1, kQ32N>,
+              pack_lanes<kRowLanes, true>,
+              packed_lanes_bytes<kRowLanes>,
+              kQ32N,
+              kRowLanes,
+              false};
     case DType::IQ4_NL:
-      return {q32_lanes<DType::IQ4_NL, kQ32N>, pack_q32, packed_q32_bytes, kQ32N, kRowLanes, false};
+      return {q32_lanes<DType::IQ4_NL, kQ32N>,
+              pack_lanes<kRowLanes, true>,
+              packed_lanes_bytes<kRowLanes>,
+              kQ32N,
+              kRowLanes,
+              false};
     default:
       return {};
   }
