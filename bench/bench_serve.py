@@ -23,6 +23,12 @@ TTFTs also include batching and queueing), and the prompt tokens the server repo
 or from llamarun's /metrics prefix-cache counters). That first request counts in requests / completed /
 failed, not in the throughput and latency statistics.
 
+--prompts random draws every prompt token independently at random from the corpus' tokens (as vLLM's random
+dataset does), so prompts share no prefix and the server's prefix cache cannot serve them: cold prefill. The
+default, --prompts slice, cuts each prompt at a random offset from the repeated corpus text, as every run
+before 2026-12-07 did; prompts of such a periodic text share whole KV blocks (in the 2026-12-07 H100 serving
+runs about 78% of the prompt tokens came from the prefix cache), so its TTFTs measure mostly cached prefill.
+
 --ignore-eos (the default, as before) sends "ignore_eos": true so each output has exactly its output
 length; --no-ignore-eos lets outputs stop at the end-of-sequence token.
 
@@ -183,7 +189,7 @@ async def run(args):
             nonlocal corpus
             n_in = sample_len(rng, args.input_len, args.input_dist, args.range_ratio)
             n_out = sample_len(rng, args.output_len, args.output_dist, args.range_ratio)
-            if prefix:  # independent random tokens, so prompts part right after the shared prefix
+            if prefix or args.prompts == "random":  # independent random tokens: prompts part at once
                 return prefix + [rng.choice(corpus) for _ in range(n_in)], n_out
             while len(corpus) < n_in + 1:
                 corpus = corpus + corpus
@@ -350,6 +356,9 @@ def main():
     ap.add_argument("--shared-prefix-len", type=int, default=0,
                     help="every prompt starts with the same N-token prefix, then --input-len random tokens; "
                          "a first request goes alone and its TTFT is compared with the later ones'")
+    ap.add_argument("--prompts", choices=["slice", "random"], default="slice",
+                    help="slice: cut from the repeated corpus text (prompts share KV blocks); random: every token "
+                         "drawn independently (no shared prefix)")
     ap.add_argument("--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
                     help="send ignore_eos so each output has exactly its output length (default: on)")
     ap.add_argument("--temperature", type=float, default=0.0)
@@ -411,7 +420,7 @@ def run_processes(args):
                "--input-dist", args.input_dist, "--output-dist", args.output_dist, "--range-ratio",
                str(args.range_ratio), "--temperature", str(args.temperature), "--seed", str(args.seed + i),
                "--warmup", str(args.warmup), "--timeout", str(args.timeout), "--raw-out", out,
-               "--ignore-eos" if args.ignore_eos else "--no-ignore-eos"]
+               "--prompts", args.prompts, "--ignore-eos" if args.ignore_eos else "--no-ignore-eos"]
         if args.duration_s:
             cmd += ["--duration-s", str(args.duration_s)]
         if args.model:

@@ -13,6 +13,7 @@
 #   SKIP_PEERS=1
 #   SKIP_PREFIX=1  no shared-prefix run
 #   SERVE_ARGS  extra server options (e.g. "--quantize fp8"); TAG  names the runs' files (serve-TAGc256.json)
+#   BENCH_ARGS  extra bench_serve.py options (e.g. "--prompts random": prompts that share no prefix)
 #   ONLY_C256=1    only the 256-client run (no 64-client run)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,8 +70,9 @@ bench() {  # bench NAME ARGS...
   s0=$(metric llamarun_engine_schedule_seconds_total) m0=$(metric llamarun_engine_model_seconds_total)
   p0=$(metric llamarun_engine_postprocess_seconds_total) n0=$(metric llamarun_engine_steps_total)
   h0=$(metric llamarun_engine_backend_host_seconds_total)
+  # shellcheck disable=SC2086
   "$PY" bench/bench_serve.py --url "$URL" --input-len 128 --output-len 128 --temperature 0 --json "$OUT/serve-$name.json" \
-    "$@" >"$LOGS/serve-$name.log" 2>&1 || status=1
+    ${BENCH_ARGS:-} "$@" >"$LOGS/serve-$name.log" 2>&1 || status=1
   local s1 m1 p1 n1 h1
   s1=$(metric llamarun_engine_schedule_seconds_total) m1=$(metric llamarun_engine_model_seconds_total)
   p1=$(metric llamarun_engine_postprocess_seconds_total) n1=$(metric llamarun_engine_steps_total)
