@@ -349,6 +349,7 @@ int cmd_bench(int argc, char** argv) {
       fail("--dtype and --quantize exclude each other with --random-weights");
     const QuantScheme scheme = q.empty() ? QuantScheme{} : parse_quant_scheme(q);
     m = make_random_model(rc, d, 1, std::min(pp0, 512), q.empty() ? nullptr : &scheme);
+    m->llama->options().int8_activations = act != "f32";  // as load_model sets it for a file
     model_name = "random:" + args.str("--random-weights") + ":" + (q.empty() ? dt : scheme.name);
   } else {
     LoadOptions lo;
@@ -359,7 +360,6 @@ int cmd_bench(int argc, char** argv) {
     m = load_model(model_path_from(args), lo);
     model_name = m->path;
   }
-  m->llama->options().int8_activations = act != "f32";
   const LlamaConfig& c = m->cfg;
   const Shape sh = fit_shape(pp0, tg0, depth0, c.max_position);
   const int pp = sh.pp, tg = sh.tg, depth = sh.depth;

@@ -33,8 +33,7 @@ std::vector<OptSpec> model_opts() {
       {"--gpu-dequant", "", false,
        "--device cuda: dequantize Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K and AWQ / GPTQ weights to fp16 / bf16 "
        "at load (pp512 about 1.7x faster on an H100, and batches over 64 rows; 2-4x the weight memory); by "
-       "default "
-       "they stay quantized on the GPU (decode GEMVs on the blocks)",
+       "default they stay quantized on the GPU (decode GEMVs on the blocks)",
        ""},
       {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized (the default)", ""}};
 }

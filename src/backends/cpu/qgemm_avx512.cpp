@@ -24,8 +24,7 @@
 namespace llamarun::cpu {
 namespace {
 
-#define LR_INLINE inline __attribute__((always_inline))
-#include "backends/cpu/q32_lanes.inc"
+#include "backends/cpu/q32_lanes.inc"  // defines LR_INLINE
 
 // Tile shapes (weight rows x activation rows), measured with bench_ops qgemm.
 constexpr int NR = 4, MR = 4;  // the k-quants and IQ4_XS
@@ -318,6 +317,16 @@ void q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, siz
   }
 }
 
+template <DType T>
+QTile q32_tile() {
+  return {q32_lanes<T, kQ32N>,
+          pack_lanes<kRowLanes, true>,
+          packed_lanes_bytes<kRowLanes>,
+          kQ32N,
+          kRowLanes,
+          false};
+}
+
 }  // namespace
 
 QTile qtile_avx512(DType w) {
@@ -329,47 +338,17 @@ QTile qtile_avx512(DType w) {
     case DType::IQ4_XS:
       return {tile_iq4_xs, nullptr, nullptr, NR, MR, true};
     case DType::Q8_0:
-      return {q32_lanes<DType::Q8_0, kQ32N>,
-              pack_lanes<kRowLanes, true>,
-              packed_lanes_bytes<kRowLanes>,
-              kQ32N,
-              kRowLanes,
-              false};
+      return q32_tile<DType::Q8_0>();
     case DType::Q4_0:
-      return {q32_lanes<DType::Q4_0, kQ32N>,
-              pack_lanes<kRowLanes, true>,
-              packed_lanes_bytes<kRowLanes>,
-              kQ32N,
-              kRowLanes,
-              false};
+      return q32_tile<DType::Q4_0>();
     case DType::Q4_1:
-      return {q32_lanes<DType::Q4_1, kQ32N>,
-              pack_lanes<kRowLanes, true>,
-              packed_lanes_bytes<kRowLanes>,
-              kQ32N,
-              kRowLanes,
-              false};
+      return q32_tile<DType::Q4_1>();
     case DType::Q5_0:
-      return {q32_lanes<DType::Q5_0, kQ32N>,
-              pack_lanes<kRowLanes, true>,
-              packed_lanes_bytes<kRowLanes>,
-              kQ32N,
-              kRowLanes,
-              false};
+      return q32_tile<DType::Q5_0>();
     case DType::Q5_1:
-      return {q32_lanes<DType::Q5_1, kQ32N>,
-              pack_lanes<kRowLanes, true>,
-              packed_lanes_bytes<kRowLanes>,
-              kQ32N,
-              kRowLanes,
-              false};
+      return q32_tile<DType::Q5_1>();
     case DType::IQ4_NL:
-      return {q32_lanes<DType::IQ4_NL, kQ32N>,
-              pack_lanes<kRowLanes, true>,
-              packed_lanes_bytes<kRowLanes>,
-              kQ32N,
-              kRowLanes,
-              false};
+      return q32_tile<DType::IQ4_NL>();
     default:
       return {};
   }
