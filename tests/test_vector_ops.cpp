@@ -173,4 +173,32 @@ TEST(DotAxpyRows, MatchesReferenceAndIsIndependentOfRowsAndRunLength) {
   }
 }
 
+// Softmax, every level against an fp64 reference, on rows of every tail length (the vector tail is masked);
+// each value the same bits whether the row is alone or followed by other data.
+TEST(Softmax, MatchesReferenceForEveryLength) {
+  for (int64_t n : {1, 2, 7, 8, 9, 16, 31, 100, 513}) {
+    std::vector<float> x = randn(n, uint32_t(n + 3), 4.f);
+    x[size_t(n / 2)] = 30.f;  // one dominant score, as attention has
+    std::vector<double> ref(static_cast<size_t>(n));
+    double mx = -1e300, sum = 0;
+    for (float v : x) mx = std::max(mx, double(v));
+    for (int64_t j = 0; j < n; ++j) sum += ref[size_t(j)] = std::exp(double(x[size_t(j)]) - mx);
+    for (double& r : ref) r /= sum;
+    for (const cpu::CpuKernels* kt : all_tables()) {
+      std::vector<float> s = x;
+      s.push_back(1e30f);  // past the row: neither read into the max nor written
+      kt->softmax(s.data(), n);
+      double total = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        // x - max is rounded to f32 first: a relative error up to |x - max| * 2^-24 before exp's own.
+        const double tol = (4e-7 + 1.2e-7 * (mx - x[size_t(j)])) * ref[size_t(j)] + 1e-37;
+        EXPECT_NEAR(s[size_t(j)], ref[size_t(j)], tol) << "n " << n << " j " << j;
+        total += s[size_t(j)];
+      }
+      EXPECT_NEAR(total, 1.0, 1e-6) << "n " << n;
+      EXPECT_EQ(s[size_t(n)], 1e30f) << "n " << n;
+    }
+  }
+}
+
 }  // namespace

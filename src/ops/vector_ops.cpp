@@ -21,4 +21,8 @@ void axpy_rows_f32(const float* p, int64_t ldp, int64_t R, const float* v, int64
   if (R > 0 && n > 0 && d > 0) cpu::active_kernels().axpy_rows(p, ldp, R, v, d, n, out);
 }
 
+void softmax_f32(float* s, int64_t n) {
+  if (n > 0) cpu::active_kernels().softmax(s, n);
+}
+
 }  // namespace llamarun

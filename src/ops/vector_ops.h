@@ -18,4 +18,7 @@ void dot_rows_f32(const float* q, int64_t R, const float* k, int64_t d, int64_t 
                   int64_t lds);
 void axpy_rows_f32(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n, float* out);
 
+// s[j] = exp(s[j] - max) / sum over j < n, in place (each value depends only on the row and n).
+void softmax_f32(float* s, int64_t n);
+
 }  // namespace llamarun

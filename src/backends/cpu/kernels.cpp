@@ -9,13 +9,13 @@ namespace {
 // and on Zen 4 a 512-bit op costs two 256-bit ones.
 const CpuKernels kTables[] = {
     {SimdLevel::kScalar, false, matmul_scalar, silu_mul_scalar, dot_scalar, axpy_scalar, dot_rows_scalar,
-     axpy_rows_scalar, qdot_scalar},
+     axpy_rows_scalar, softmax_scalar, qdot_scalar},
     {SimdLevel::kAvx2, false, matmul_avx2, silu_mul_avx2, dot_avx2, axpy_avx2, dot_rows_avx2, axpy_rows_avx2,
-     qdot_avx2},
+     softmax_avx2, qdot_avx2},
     {SimdLevel::kAvx512, false, matmul_avx512, silu_mul_avx2, dot_avx2, axpy_avx2, dot_rows_avx2,
-     axpy_rows_avx2, qdot_avx512},
+     axpy_rows_avx2, softmax_avx2, qdot_avx512},
     {SimdLevel::kAvx512Bf16, true, matmul_avx512, silu_mul_avx2, dot_avx2, axpy_avx2, dot_rows_avx2,
-     axpy_rows_avx2, qdot_avx512},
+     axpy_rows_avx2, softmax_avx2, qdot_avx512},
 };
 
 }  // namespace

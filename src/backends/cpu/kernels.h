@@ -45,6 +45,8 @@ struct CpuKernels {
   void (*dot_rows)(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
                    int64_t lds);
   void (*axpy_rows)(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n, float* out);
+  // Softmax of s[0..n) in place: exp(s[j] - max) / sum. Each value depends only on the row and n.
+  void (*softmax)(float* s, int64_t n);
   // The int8-activation dot for weight dtype w (qdot.h); matmul uses it where qdot_uses_int8(w).
   QDot (*qdot)(DType w);
 };
@@ -68,6 +70,8 @@ float dot_scalar(const float* a, const float* b, int64_t n);
 void axpy_scalar(float a, const float* x, float* y, int64_t n);
 void dot_rows_scalar(const float* q, int64_t R, const float* k, int64_t d, int64_t n, float scale, float* s,
                      int64_t lds);
+void softmax_scalar(float* s, int64_t n);
+void softmax_avx2(float* s, int64_t n);
 void axpy_rows_scalar(const float* p, int64_t ldp, int64_t R, const float* v, int64_t d, int64_t n,
                       float* out);
 

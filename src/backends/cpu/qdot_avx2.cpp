@@ -79,6 +79,9 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
       _mm256_store_si256(reinterpret_cast<__m256i*>(wq[n]), q);
       s32[n] = kBias ? _mm256_set1_epi32(-128 * sum_s8(q)) : _mm256_setzero_si256();
     }
+    // The groups are broadcast from memory (a load each); without the barrier GCC keeps wq in registers
+    // and extracts each group with two shuffles, and the tile runs out of registers.
+    asm volatile("" ::: "memory");
     if constexpr (kBias) {
       constexpr int G = kGroups<T>;
 #pragma GCC unroll 8

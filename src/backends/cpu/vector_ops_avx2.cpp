@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "backends/cpu/kernels.h"
 
@@ -275,6 +276,35 @@ void axpy_rows_avx2(const float* p, int64_t ldp, int64_t R, const float* v, int6
       for (int64_t c = 0; c < w; ++c) _mm256_storeu_ps(o0 + i0 + 8 * c, acc[c]);
     }
   }
+}
+
+// Vector max, exp256 (about 1 ulp), an f32 sum in 8 lanes reduced in a fixed order, one reciprocal: every
+// value depends only on the row and n (the tail is masked, not handled by scalar code).
+void softmax_avx2(float* s, int64_t n) {
+  const __m256 ninf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  __m256 vm = ninf;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(s + i));
+  const __m256i tail = tail_mask(n - i);
+  if (i < n)
+    vm =
+        _mm256_max_ps(vm, _mm256_blendv_ps(ninf, _mm256_maskload_ps(s + i, tail), _mm256_castsi256_ps(tail)));
+  const __m256 mx = _mm256_set1_ps(hmax(vm));
+  __m256 sum = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + i), mx));
+    _mm256_storeu_ps(s + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  if (i < n) {
+    const __m256 e =
+        _mm256_and_ps(exp256(_mm256_sub_ps(_mm256_maskload_ps(s + i, tail), mx)), _mm256_castsi256_ps(tail));
+    _mm256_maskstore_ps(s + i, tail, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  const __m256 inv = _mm256_set1_ps(1.0f / hsum(sum));
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), inv));
+  if (i < n) _mm256_maskstore_ps(s + i, tail, _mm256_mul_ps(_mm256_maskload_ps(s + i, tail), inv));
 }
 
 }  // namespace llamarun::cpu

@@ -63,4 +63,16 @@ void axpy_rows_scalar(const float* p, int64_t ldp, int64_t R, const float* v, in
     for (int64_t j = 0; j < n; ++j) axpy_scalar(p[r * ldp + j], v + j * d, out + r * d, d);
 }
 
+void softmax_scalar(float* s, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < n; ++j) mx = std::fmax(mx, s[j]);
+  double sum = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    sum += s[j];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t j = 0; j < n; ++j) s[j] *= inv;
+}
+
 }  // namespace llamarun::cpu
