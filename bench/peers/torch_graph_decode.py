@@ -8,7 +8,12 @@ a [L, B, NH, ctx, HD] static cache sized to depth + tg only, one graph replay pe
 for each of the B sequences). It then reports output tokens/s = B x steps/s and the step time in ms, and
 the JSON gains a "batch" field. With the default --batch 1 the run and its output are as before.
 
+--quant int4: gpt-fast's int4 weight-only path instead of fp16 (every linear layer, the output head included,
+as tinygemm int4 with group size 128: torch.ops.aten._weight_int4pack_mm on bf16 activations; random 4-bit
+values, scales and zeros), the PyTorch peer for llamarun's int4 (AWQ / GPTQ) and Q4_K weights.
+
 usage: python3 bench/peers/torch_graph_decode.py [--tg 128] [--depths 0,512,4096] [--reps 3] [--batch 1]
+       python3 bench/peers/torch_graph_decode.py --quant int4 --depths 0
        python3 bench/peers/torch_graph_decode.py --batch 256 --depths 128,256 --tg 128   # ~66 GB on the GPU
        python3 bench/peers/torch_graph_decode.py --device cpu --tiny --batch 4 --depths 0,8 --tg 4  # smoke test
 """
@@ -24,20 +29,50 @@ H, I, L, NH, HD, V = 4096, 11008, 32, 32, 128, 32000
 TINY = dict(H=64, I=160, L=2, NH=4, HD=16, V=256)  # --tiny: a toy shape to smoke-test the code on a CPU
 
 
+GROUP = 128  # int4 group size (gpt-fast's default)
+
+
+class Int4Linear:
+    """gpt-fast's WeightOnlyInt4Linear with random contents: 4-bit values packed for tinygemm
+    (_convert_weight_to_int4pack, inner k tiles 8), bf16 scales and zeros per group of GROUP inputs;
+    y = x @ W.T with W[n, k] = (q[n, k] - 8) * scale[k // GROUP, n] + zero[k // GROUP, n]."""
+
+    def __init__(self, rows, cols, device, g):
+        q = torch.randint(0, 16, (rows, cols), device=device, generator=g, dtype=torch.int32)
+        try:  # torch >= 2.5: uint8 [rows, cols / 2], two values a byte (even index in the high nibble)
+            self.packed = torch.ops.aten._convert_weight_to_int4pack((q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8), 8)
+        except RuntimeError:  # older: int32 [rows, cols]
+            self.packed = torch.ops.aten._convert_weight_to_int4pack(q, 8)
+        a = (3.0 / cols) ** 0.5 / 8
+        sz = torch.empty(cols // GROUP, rows, 2, device=device, dtype=torch.bfloat16)
+        sz[..., 0].uniform_(0.5 * a, 1.5 * a, generator=g)
+        sz[..., 1].uniform_(-a, a, generator=g)
+        self.scales_and_zeros = sz
+        self.rows, self.cols = rows, cols
+
+    def apply(self, x):  # x @ W.T  (x: bf16 [B, cols])
+        return torch.ops.aten._weight_int4pack_mm(x.contiguous(), self.packed, GROUP, self.scales_and_zeros)
+
+
 class Model:
-    def __init__(self, max_ctx, batch=1, dtype=torch.float16, device="cuda"):
+    def __init__(self, max_ctx, batch=1, dtype=torch.float16, device="cuda", quant=None):
         g = torch.Generator(device=device).manual_seed(0)
 
         def w(rows, cols):
             a = (3.0 / cols) ** 0.5
             return (torch.rand(rows, cols, device=device, generator=g, dtype=torch.float32) * 2 - 1).mul_(a).to(dtype)
 
+        def lin(rows, cols):  # a linear layer's weight: fp16 [rows, cols], or an int4 pack (quant)
+            if not quant:
+                return w(rows, cols)
+            return Int4Linear(rows, cols, device, g)
+
         self.embed = w(V, H)
-        self.layers = [dict(qkv=w(3 * NH * HD, H), o=w(H, NH * HD), gu=w(2 * I, H), down=w(H, I),
+        self.layers = [dict(qkv=lin(3 * NH * HD, H), o=lin(H, NH * HD), gu=lin(2 * I, H), down=lin(H, I),
                             n1=torch.ones(H, device=device, dtype=dtype), n2=torch.ones(H, device=device, dtype=dtype))
                        for _ in range(L)]
         self.norm = torch.ones(H, device=device, dtype=dtype)
-        self.head = w(V, H)
+        self.head = lin(V, H)
         self.max_ctx = max_ctx
         self.batch = batch
         self.k = torch.zeros(L, batch, NH, max_ctx, HD, device=device, dtype=dtype)
@@ -47,6 +82,10 @@ class Model:
         f = torch.outer(t, inv)
         self.cos, self.sin = f.cos(), f.sin()
         self.ar = torch.arange(max_ctx, device=device)
+
+    @staticmethod
+    def mm(x, w):  # x @ W.T for an fp16 weight or an Int4Linear
+        return w.apply(x) if isinstance(w, Int4Linear) else x @ w.t()
 
     @staticmethod
     def rms(x, w):
@@ -64,16 +103,16 @@ class Model:
         mask = (self.ar <= pos).view(1, 1, 1, -1)  # broadcast over the batch and heads
         for i, lw in enumerate(self.layers):
             h = self.rms(x, lw["n1"])
-            q, k, v = (h @ lw["qkv"].t()).view(B, 3, NH, 1, HD).unbind(1)  # each [B, NH, 1, HD]
+            q, k, v = self.mm(h, lw["qkv"]).view(B, 3, NH, 1, HD).unbind(1)  # each [B, NH, 1, HD]
             q, k = self.rope(q, pos), self.rope(k, pos)
             self.k[i].index_copy_(2, pos, k)  # cache layer i: [B, NH, ctx, HD]
             self.v[i].index_copy_(2, pos, v)
             a = F.scaled_dot_product_attention(q, self.k[i], self.v[i], attn_mask=mask)
-            x = x + a.reshape(B, NH * HD) @ lw["o"].t()
+            x = x + self.mm(a.reshape(B, NH * HD), lw["o"])
             h = self.rms(x, lw["n2"])
-            g, u = (h @ lw["gu"].t()).split(I, -1)
-            x = x + (F.silu(g) * u) @ lw["down"].t()
-        return torch.argmax(self.rms(x, self.norm) @ self.head.t(), -1)
+            g, u = self.mm(h, lw["gu"]).split(I, -1)
+            x = x + self.mm(F.silu(g) * u, lw["down"])
+        return torch.argmax(self.mm(self.rms(x, self.norm), self.head), -1)
 
 
 def main():
@@ -85,6 +124,7 @@ def main():
     ap.add_argument("--batch", type=int, default=1, help="sequences decoded together, all at the same depth")
     ap.add_argument("--device", default="cuda", help="cuda (graph-captured) or cpu (eager; for --tiny smoke tests)")
     ap.add_argument("--tiny", action="store_true", help="toy model shape instead of Llama-2-7B (smoke test)")
+    ap.add_argument("--quant", choices=["int4"], help="int4 weight-only linear layers (gpt-fast / tinygemm), bf16")
     a = ap.parse_args()
     if a.batch < 1:
         ap.error("--batch must be >= 1")
@@ -95,14 +135,17 @@ def main():
     B = a.batch
     res = {"peer": "torch_graph_decode", "torch": torch.__version__,
            "device": torch.cuda.get_device_name() if cuda else a.device,
-           "dtype": "float16", "tg": a.tg, "reps": a.reps, "results": []}
+           "dtype": "bfloat16 activations, int4 weights (group %d)" % GROUP if a.quant else "float16", "tg": a.tg, "reps": a.reps, "results": []}
     if B != 1:
         res["batch"] = B
     if a.tiny:
         res["tiny"] = True
-    weight_bytes = 2 * (L * (3 * NH * HD * H + H * NH * HD + 3 * H * I + 2 * H) + V * H + H)
+    linear = L * (3 * NH * HD * H + H * NH * HD + 3 * H * I) + V * H  # values in linear layers
+    weight_bytes = 2 * (L * 2 * H + H)  # norms (the embedding: one row a token)
+    weight_bytes += linear * (0.5 + 4.0 / GROUP) if a.quant else 2 * linear
     for d in [int(x) for x in a.depths.split(",")]:
-        m = Model(max_ctx=d + a.tg + 1, batch=B, device=a.device)  # static cache sized to the run, as gpt-fast does
+        m = Model(max_ctx=d + a.tg + 1, batch=B, device=a.device, quant=a.quant,
+                  dtype=torch.bfloat16 if a.quant else torch.float16)  # static cache sized to the run, as gpt-fast does
         tok = (torch.arange(B, dtype=torch.long, device=a.device) % (V - 1)) + 1  # [1] for batch 1, as before
         pos = torch.zeros(1, dtype=torch.long, device=a.device)
         with torch.inference_mode():
