@@ -117,13 +117,16 @@ const WeightPool& get_pool(DType t, int64_t N, int64_t K, size_t min_total_bytes
   return *pool;
 }
 
-void BM_Gemv(benchmark::State& state, DType t, SimdLevel level, int64_t M, int64_t N, int64_t K) {
+void BM_Gemv(benchmark::State& state, DType t, SimdLevel level, int64_t M, int64_t N, int64_t K,
+             bool int8_act = false) {
   const WeightPool& pool = get_pool(t, N, K, size_t(256) << 20);
   const std::vector<float> x = randn(size_t(M * K), 1);
   std::vector<float> y(size_t(M * N));
+  MatmulOptions opt;
+  opt.int8_activations = int8_act;
   int i = 0;
   for (auto _ : state) {
-    matmul_at_level(level, pool.view(i), x.data(), M, y.data());
+    matmul_at_level(level, pool.view(i), x.data(), M, y.data(), opt);
     i = (i + 1) % pool.copies;
     benchmark::DoNotOptimize(y.data());
   }
@@ -227,6 +230,9 @@ void register_all() {
       const std::string name = std::string("qgemv/") + dtype_name(t) + "/M=" + std::to_string(M) +
                                "/N=2048/K=2048/" + cpu::simd_level_str(top);
       reg(name, [=](benchmark::State& s) { BM_Gemv(s, t, top, M, 2048, 2048); });
+      // Q8_0 / Q4_0 / Q4_1 on int8 activations, as models run them by default (the others have only that).
+      if (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1)
+        reg(name + "/int8", [=](benchmark::State& s) { BM_Gemv(s, t, top, M, 2048, 2048, true); });
     }
     const std::string name =
         std::string("qgemm/") + dtype_name(t) + "/M=512/N=2048/K=2048/" + cpu::simd_level_str(top);
