@@ -61,9 +61,9 @@ struct CudaLlamaOptions {
   // The quantized GEMV's input quantized to int8 once per projection by its own small kernel (qquantize_x,
   // spread over K / 4,096 blocks), the GEMV then streaming weights at once, one row per warp; off: every
   // GEMV block (a resident wave of them) stages and quantizes all of x before reading its weights. Q8_0
-  // projections of the batch-1 path with K <= 8,192 stage anyway while quant_stage_q8 is on. H200, Llama-2-7B shape, tg128
-  // (NOTES.md "Quantized weights on the GPU", third run): Q4_K_M 328.9 tok/s once (with quant_occupancy4)
-  // against 284.9 staged; Q8_0 354.2 staged against 346.4 once.
+  // projections of the batch-1 path with K <= 8,192 stage anyway while quant_stage_q8 is on. H200, Llama-2-7B
+  // shape, tg128 (NOTES.md "Quantized weights on the GPU", third run): Q4_K_M 328.9 tok/s once (with
+  // quant_occupancy4) against 284.9 staged; Q8_0 354.2 staged against 346.4 once.
   bool quantize_input_once = true;
   bool quant_stage_q8 = true;
   // The quantized batch-1 path's kernels launched with programmatic dependent launch (Hopper), each
