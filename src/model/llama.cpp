@@ -45,36 +45,27 @@ void LlamaModel::round_act(float* x, size_t n) const {
 
 namespace {
 
-// R = T * group query rows (q [R][hd]): T consecutive positions tpos0 .. tpos0 + T - 1 of one sequence, each
-// with the `group` query heads that share one KV head; row r sees the keys / values at positions
-// 0 .. tpos0 + r / group, stored in blocks of bs positions: k_block(i) / v_block(i) point at block i's first
-// position (then one row of hd floats per position). Scaled dot products (rounded as a bf16 model rounds them
-// when bf), softmax, then the probability-weighted sum of the values into out [R][hd]. sc: R * (tpos0 + T)
-// floats of scratch. Without bf, a block's keys / values are taken at once for all R rows (dot_rows_f32 /
-// axpy_rows_f32: each key and value loaded once for the tile, the outputs held in registers across a block);
-// a row's scores past its own position are computed with the tile's and then replaced by probability 0, which
-// adds exactly nothing to its output, so every row's result is the same bits as alone (T = 1, the decode
-// step's case). With bf, one head and position at a time.
+// R query heads (q [R][hd], the heads sharing one KV head) over keys/values at positions 0..tpos, stored in
+// blocks of bs positions: k_block(i) / v_block(i) point at block i's first position (then one row of hd
+// floats per position). Scaled dot products (rounded as a bf16 model rounds them when bf), softmax (with an
+// f64 sum when bf), then the probability-weighted sum of the values into out [R][hd]. sc: R * (tpos + 1)
+// floats of scratch. Without bf, a block's keys / values are taken at once for all R heads (dot_rows_f32 /
+// axpy_rows_f32: each key and value loaded once for the group, the outputs held in registers across a
+// block), every head's result the same as alone; with bf, one head and position at a time.
 template <typename KBlock, typename VBlock>
-inline void attend_tile(const float* q, int group, int T, int hd, int tpos0, int bs, float scale, bool bf,
-                        KBlock k_block, VBlock v_block, float* sc, float* out) {
-  const int R = group * T, len = tpos0 + T;
+inline void attend_group(const float* q, int R, int hd, int tpos, int bs, float scale, bool bf,
+                         KBlock k_block, VBlock v_block, float* sc, float* out) {
+  const int len = tpos + 1;
   if (!bf) {
-    for (int j = 0, blk = 0; j < len; ++blk, j += bs)
+    for (int j = 0, blk = 0; j <= tpos; ++blk, j += bs)
       dot_rows_f32(q, R, k_block(blk), hd, std::min(len - j, bs), scale, sc + j, len);
-    for (int r = 0; r < R; ++r) {
-      float* s = sc + size_t(r) * len;
-      const int own = tpos0 + r / group + 1;
-      softmax_f32(s, own);
-      std::fill(s + own, s + len, 0.0f);
-    }
+    for (int r = 0; r < R; ++r) softmax_f32(sc + size_t(r) * len, len);
     std::fill(out, out + size_t(R) * hd, 0.0f);
-    for (int j = 0, blk = 0; j < len; ++blk, j += bs)
+    for (int j = 0, blk = 0; j <= tpos; ++blk, j += bs)
       axpy_rows_f32(sc + j, len, R, v_block(blk), hd, std::min(len - j, bs), out);
     return;
   }
   for (int r = 0; r < R; ++r) {
-    const int tpos = tpos0 + r / group;
     const float* qr = q + size_t(r) * hd;
     float* s = sc;
     float* o = out + size_t(r) * hd;
@@ -111,44 +102,24 @@ void LlamaModel::attention(int layer, const BatchInput& b, const PagedKVPool& kv
   const float scale = 1.0f / std::sqrt(float(hd));
   const bool bf = opts_.emulate_bf16;
   const int n = b.size();
-  // Tiles of up to T consecutive positions of one sequence (a prefill's tokens): their group * T query rows
-  // share each key and value load. About 12 rows per tile; one token per tile in bf16 emulation.
-  const int T = bf ? 1 : std::max(1, 12 / group);
-  tiles_.clear();
-  for (int t = 0; t < n; ++t) {
-    const bool extend = !tiles_.empty() && t - tiles_.back() < T && b.seq_index[t] == b.seq_index[t - 1] &&
-                        b.positions[t] == b.positions[t - 1] + 1;
-    if (!extend) tiles_.push_back(t);
-  }
-  const int ntiles = int(tiles_.size());
-  tiles_.push_back(n);
   int max_len = 1;
   for (int t = 0; t < n; ++t) max_len = std::max(max_len, b.positions[t] + 1);
   const int nthreads = omp_get_max_threads();
-  const size_t rows = size_t(group) * T;
-  const size_t stride = rows * (size_t(max_len) + 2 * size_t(hd));  // scores, q rows, output rows
+  const size_t stride = size_t(group) * max_len;
   if (scores_.size() < size_t(nthreads) * stride) scores_.resize(size_t(nthreads) * stride);
   // Small batches over short contexts are not worth waking the thread team.
   const bool parallel = int64_t(n) * H * max_len * hd >= (int64_t(1) << 16);
-  // One job per (tile, KV head): the group's query heads (consecutive in q_ and att_) of the tile's tokens.
+  // One job per (token, KV head): the group's query heads (consecutive in q_ and att_) together.
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
-  for (int job = 0; job < ntiles * KVH; ++job) {
-    const int i = job / KVH, g = job % KVH;
-    const int t0 = tiles_[i], cnt = tiles_[i + 1] - t0;
-    const std::span<const int32_t> table = b.block_tables[b.seq_index[t0]];
+  for (int job = 0; job < n * KVH; ++job) {
+    const int t = job / KVH, g = job % KVH;
+    const int tpos = b.positions[t];
+    const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
+    const size_t row = size_t(t) * H + size_t(g) * group;
     float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
-    float* qt = sc + rows * size_t(max_len);
-    float* ot = qt + rows * size_t(hd);
-    const size_t head_row = size_t(group) * hd;  // one token's rows of this KV head
-    for (int t = 0; t < cnt; ++t)
-      std::memcpy(qt + t * head_row, &q_[(size_t(t0 + t) * H + size_t(g) * group) * hd],
-                  head_row * sizeof(float));
-    auto k_block = [&](int blk) { return kv.k(layer, table[blk], g, 0); };
-    auto v_block = [&](int blk) { return kv.v(layer, table[blk], g, 0); };
-    attend_tile(qt, group, cnt, hd, b.positions[t0], bs, scale, bf, k_block, v_block, sc, ot);
-    for (int t = 0; t < cnt; ++t)
-      std::memcpy(&att_[(size_t(t0 + t) * H + size_t(g) * group) * hd], ot + t * head_row,
-                  head_row * sizeof(float));
+    auto k_block = [&](int i) { return kv.k(layer, table[i], g, 0); };
+    auto v_block = [&](int i) { return kv.v(layer, table[i], g, 0); };
+    attend_group(&q_[row * hd], group, hd, tpos, bs, scale, bf, k_block, v_block, sc, &att_[row * hd]);
   }
 }
 

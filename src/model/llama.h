@@ -140,7 +140,6 @@ class LlamaModel {
   std::vector<float> o_;        // [max_batch, hidden]
   std::vector<float> gate_;     // [max_batch, intermediate]
   std::vector<float> up_;       // [max_batch, intermediate]
-  std::vector<int> tiles_;      // attention: first token of each tile of consecutive positions, then n
   std::vector<float> scores_;   // [threads, longest context] attention scores, grown on first use
   std::vector<float> logit_x_;  // [rows, hidden] the rows whose logits forward computes
 };
