@@ -234,12 +234,20 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
           s0 = __dp4a(q[i][1], x0.y, s0);
           s0 = __dp4a(q[i][2], x0.z, s0);
           s0 = __dp4a(q[i][3], x0.w, s0);
-          int s1 = __dp4a(q[i][4], x1.x, 0);
-          s1 = __dp4a(q[i][5], x1.y, s1);
-          s1 = __dp4a(q[i][6], x1.z, s1);
-          s1 = __dp4a(q[i][7], x1.w, s1);
           const float2 sc = ss[size_t(m) * chunks + u];
-          acc[m] += sc.x * (a[i][0] * float(s0) + a[i][1] * float(s1)) + b[i] * sc.y;
+          if constexpr (D::kOneScale) {  // one scale for the unit's 32 values: one sum
+            s0 = __dp4a(q[i][4], x1.x, s0);
+            s0 = __dp4a(q[i][5], x1.y, s0);
+            s0 = __dp4a(q[i][6], x1.z, s0);
+            s0 = __dp4a(q[i][7], x1.w, s0);
+            acc[m] += sc.x * (a[i][0] * float(s0)) + b[i] * sc.y;
+          } else {
+            int s1 = __dp4a(q[i][4], x1.x, 0);
+            s1 = __dp4a(q[i][5], x1.y, s1);
+            s1 = __dp4a(q[i][6], x1.z, s1);
+            s1 = __dp4a(q[i][7], x1.w, s1);
+            acc[m] += sc.x * (a[i][0] * float(s0) + a[i][1] * float(s1)) + b[i] * sc.y;
+          }
         }
       }
     }

@@ -125,7 +125,8 @@ LLAMARUN_HD void k4_scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j, int&
 
 // Dec<QT>::run(payload row, header row, units per row, unit u, q[8], a[2], b) = decode(load(...)): load
 // reads the unit's bytes and its scales (Raw: the quants still packed, the scales as floats), decode
-// unpacks the quants, so that a kernel can hold several units' loads in few registers.
+// unpacks the quants, so that a kernel can hold several units' loads in few registers. kOneScale: a[0] ==
+// a[1] always (one scale per unit), so a GEMV sums the unit's 32 products in one dp4a chain.
 template <DType QT>
 struct Dec;
 template <typename D>
@@ -139,6 +140,7 @@ struct DecRun {
 template <>
 struct Dec<DType::Q8_0> : DecRun<Dec<DType::Q8_0>> {
   static constexpr int kBlock = 32, kPayload = 32, kHeader = 2;
+  static constexpr bool kOneScale = true;  // a[0] == a[1]
   struct Raw {
     W4 v0, v1;
     float d;
@@ -177,6 +179,7 @@ LLAMARUN_HD void decode4(const Raw4& r, bool five, int* q, float* a, float& b) {
 template <>
 struct Dec<DType::Q4_0> : DecRun<Dec<DType::Q4_0>> {
   static constexpr int kBlock = 32, kPayload = 16, kHeader = 2;
+  static constexpr bool kOneScale = true;
   using Raw = Raw4;
   LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int, int u) {
     const float d = h2f(ld2(h + 2 * u));
@@ -188,6 +191,7 @@ struct Dec<DType::Q4_0> : DecRun<Dec<DType::Q4_0>> {
 template <>
 struct Dec<DType::Q4_1> : DecRun<Dec<DType::Q4_1>> {
   static constexpr int kBlock = 32, kPayload = 16, kHeader = 4;
+  static constexpr bool kOneScale = true;
   using Raw = Raw4;
   LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int, int u) {
     const uint32_t dm = ld4(h + 4 * u);
@@ -213,6 +217,7 @@ LLAMARUN_HD Raw4 load_k45(const uint8_t* p, const uint8_t* h, int units, int u) 
 template <>
 struct Dec<DType::Q4_K> : DecRun<Dec<DType::Q4_K>> {
   static constexpr int kBlock = 256, kPayload = 128, kHeader = 16;
+  static constexpr bool kOneScale = true;
   using Raw = Raw4;
   LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int units, int u) {
     return load_k45<false>(p, h, units, u);
@@ -222,6 +227,7 @@ struct Dec<DType::Q4_K> : DecRun<Dec<DType::Q4_K>> {
 template <>
 struct Dec<DType::Q5_K> : DecRun<Dec<DType::Q5_K>> {
   static constexpr int kBlock = 256, kPayload = 160, kHeader = 16;
+  static constexpr bool kOneScale = true;
   using Raw = Raw4;
   LLAMARUN_HD static Raw load(const uint8_t* p, const uint8_t* h, int units, int u) {
     return load_k45<true>(p, h, units, u);
@@ -233,6 +239,7 @@ struct Dec<DType::Q5_K> : DecRun<Dec<DType::Q5_K>> {
 template <>
 struct Dec<DType::Q6_K> : DecRun<Dec<DType::Q6_K>> {
   static constexpr int kBlock = 256, kPayload = 192, kHeader = 18;
+  static constexpr bool kOneScale = false;  // a scale per 16 values
   struct Raw {
     W4 lo;
     uint32_t h0, h1;
