@@ -174,7 +174,7 @@ TEST(DotAxpyRows, MatchesReferenceAndIsIndependentOfRowsAndRunLength) {
 }
 
 // Softmax, every level against an fp64 reference, on rows of every tail length (the vector tail is masked);
-// each value the same bits whether the row is alone or followed by other data.
+// a huge value just past the row must be neither read (it would take the max and zero the row) nor written.
 TEST(Softmax, MatchesReferenceForEveryLength) {
   for (int64_t n : {1, 2, 7, 8, 9, 16, 31, 100, 513}) {
     std::vector<float> x = randn(n, uint32_t(n + 3), 4.f);
