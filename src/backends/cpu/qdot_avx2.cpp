@@ -135,6 +135,119 @@ QTile q32_tile() {
           false};
 }
 
+// ---- Prefill tile of Q4_K: 8 weight rows in the 32-bit lanes, kQ4kM activation rows ----
+// Per super-block, the 8 rows' nibbles are transposed once into wv[sub-block j][group g] (lane r: values
+// 4g..4g+3 of row r's sub-block j as 4 bytes); each activation row then broadcasts its 4 values of a group to
+// all lanes, so one vpmaddubsw multiplies 4 values of 8 weight rows, the 8 groups of a sub-block add up in
+// int16 (each pair sum at most 2 * 15 * 127, eight of them 30,480), and one vpmaddwd applies the 8 rows'
+// scales of the sub-block. The row kernel spends one vpmaddwd per vpmaddubsw. The mins: per super-block
+// and activation row, sum over j of min[r][j] * (bsums[2j] + bsums[2j + 1]) through 4 vpmaddwd. Integer
+// sums exact; the f32 order differs from the one-row dot (QTile::exact false).
+constexpr int kQ4kN = 8;   // weight rows per tile
+constexpr int kQ4kM = 16;  // activation rows per tile (4 per pass)
+
+// Transposes the 8 x 8 matrix of 32-bit elements r[0..7] (row i = r[i]) in place: r[g] lane i = old r[i] lane g.
+LR_INLINE void transpose8x32(__m256i r[8]) {
+  __m256i t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+  }
+}
+
+void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, size_t astride, float* out,
+                     size_t ostride) {
+  const BlockQ4_K* x[kQ4kN];
+  for (int n = 0; n < kQ4kN; ++n)
+    x[n] = reinterpret_cast<const BlockQ4_K*>(static_cast<const uint8_t*>(w) + n * wstride);
+  alignas(32) __m256i wv[8][8];   // [sub-block][group], lane r = row r
+  alignas(32) int32_t scl[8][8];  // [sub-block][row]: the scale in both int16 halves
+  alignas(32) int32_t mnp[4][8];  // [sub-block pair][row]: mins of sub-blocks 2p, 2p + 1 as int16
+  alignas(32) float acc[kQ4kM][8], accm[kQ4kM][8];
+  for (int m = 0; m < kQ4kM; ++m)
+    for (int r = 0; r < 8; ++r) acc[m][r] = accm[m][r] = 0.f;
+  const __m256i m4 = _mm256_set1_epi8(0x0f);
+  for (int64_t i = 0; i < K / 256; ++i) {
+    alignas(16) uint16_t dh[8], dmh[8];
+    for (int r = 0; r < 8; ++r) {
+      const BlockQ4_K& b = x[r][i];
+      uint8_t sm[16];
+      k4_scales_mins(b.scales, sm);
+      for (int j = 0; j < 8; ++j) scl[j][r] = int32_t(uint32_t(sm[j]) * 0x10001u);
+      for (int p = 0; p < 4; ++p) mnp[p][r] = int32_t(uint32_t(sm[8 + 2 * p]) | (uint32_t(sm[9 + 2 * p]) << 16));
+      dh[r] = b.d;
+      dmh[r] = b.dmin;
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
+    const __m256 dmw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dmh)));
+    for (int c = 0; c < 4; ++c) {  // 64 values: sub-blocks 2c (low nibbles) and 2c + 1 (high)
+      __m256i q[8];
+      for (int r = 0; r < 8; ++r) q[r] = load256(x[r][i].qs + 32 * c);
+      transpose8x32(q);  // q[g] lane r: bytes 4g..4g+3 of row r's 32
+      for (int g = 0; g < 8; ++g) {
+        wv[2 * c][g] = _mm256_and_si256(q[g], m4);
+        wv[2 * c + 1][g] = _mm256_and_si256(_mm256_srli_epi16(q[g], 4), m4);
+      }
+    }
+    asm volatile("" ::: "memory");  // wv is read back from memory (16 registers cannot hold it)
+    for (int m0 = 0; m0 < kQ4kM; m0 += 4) {
+      const BlockQ8_K* y[4];
+      for (int k = 0; k < 4; ++k)
+        y[k] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + size_t(m0 + k) * astride) + i;
+      __m256i sumi[4];
+      for (int k = 0; k < 4; ++k) sumi[k] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+      for (int j = 0; j < 8; ++j) {
+        __m256i s16[4];
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; ++g) {
+          const __m256i wg = _mm256_load_si256(&wv[j][g]);
+#pragma GCC unroll 4
+          for (int k = 0; k < 4; ++k) {
+            int32_t a4;
+            std::memcpy(&a4, y[k]->qs + 32 * j + 4 * g, 4);
+            const __m256i p = _mm256_maddubs_epi16(wg, _mm256_set1_epi32(a4));
+            s16[k] = g == 0 ? p : _mm256_add_epi16(s16[k], p);
+          }
+        }
+        const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(scl[j]));
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(s16[k], sv));
+      }
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        // bsums pairs: hadd gives [b0+b1, b2+b3, b4+b5, b6+b7] twice in the low lane, [b8+b9, ...] in the
+        // high one: int32 element p (p < 2) holds sub-blocks 2p, 2p + 1, element p + 2 (p >= 2) likewise.
+        const __m256i bs = load256(y[k]->bsums);
+        const __m256i bsub = _mm256_hadd_epi16(bs, bs);
+        __m256i summ = _mm256_setzero_si256();
+        for (int p = 0; p < 4; ++p) {
+          const __m256i b2 = _mm256_permutevar8x32_epi32(bsub, _mm256_set1_epi32(p < 2 ? p : p + 2));
+          summ = _mm256_add_epi32(
+              summ, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(mnp[p])), b2));
+        }
+        const __m256 da = _mm256_set1_ps(y[k]->d);
+        float* a = acc[m0 + k];
+        float* am = accm[m0 + k];
+        _mm256_store_ps(a, _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(sumi[k]), _mm256_load_ps(a)));
+        _mm256_store_ps(am, _mm256_fmadd_ps(_mm256_mul_ps(dmw, da), _mm256_cvtepi32_ps(summ), _mm256_load_ps(am)));
+      }
+    }
+  }
+  for (int m = 0; m < kQ4kM; ++m)
+    for (int r = 0; r < kQ4kN; ++r) out[size_t(m) * ostride + size_t(r)] = acc[m][r] - accm[m][r];
+}
+
 QTile qtile_avx2(DType w) {
   switch (w) {
     case DType::Q8_0:
@@ -149,6 +262,8 @@ QTile qtile_avx2(DType w) {
       return q32_tile<DType::Q5_1>();
     case DType::IQ4_NL:
       return q32_tile<DType::IQ4_NL>();
+    case DType::Q4_K:
+      return {tile_q4_k_lanes, nullptr, nullptr, kQ4kN, kQ4kM, false};
     default:
       return {};
   }
