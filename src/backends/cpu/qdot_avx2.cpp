@@ -1,5 +1,5 @@
 // AVX2 dots of the int8-activation path (qdot_simd.inc), built with -mavx2 -mfma -mf16c, and the AVX2
-// prefill tile of the 32-value block types (below).
+// prefill tiles of the 32-value block types and of Q4_K (below).
 #include <immintrin.h>
 
 #include <cstring>
@@ -146,7 +146,7 @@ QTile q32_tile() {
 constexpr int kQ4kN = 8;   // weight rows per tile
 constexpr int kQ4kM = 16;  // activation rows per tile (4 per pass)
 
-// Transposes the 8 x 8 matrix of 32-bit elements r[0..7] (row i = r[i]) in place: r[g] lane i = old r[i] lane g.
+// Transposes the 8 x 8 matrix of 32-bit elements r[0..7] in place: lane i of r[g] becomes lane g of r[i].
 LR_INLINE void transpose8x32(__m256i r[8]) {
   __m256i t[8], u[8];
   for (int i = 0; i < 8; i += 2) {
@@ -184,7 +184,8 @@ void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, 
       uint8_t sm[16];
       k4_scales_mins(b.scales, sm);
       for (int j = 0; j < 8; ++j) scl[j][r] = int32_t(uint32_t(sm[j]) * 0x10001u);
-      for (int p = 0; p < 4; ++p) mnp[p][r] = int32_t(uint32_t(sm[8 + 2 * p]) | (uint32_t(sm[9 + 2 * p]) << 16));
+      for (int p = 0; p < 4; ++p)
+        mnp[p][r] = int32_t(uint32_t(sm[8 + 2 * p]) | (uint32_t(sm[9 + 2 * p]) << 16));
       dh[r] = b.d;
       dmh[r] = b.dmin;
     }
@@ -203,7 +204,9 @@ void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, 
     for (int m0 = 0; m0 < kQ4kM; m0 += 4) {
       const BlockQ8_K* y[4];
       for (int k = 0; k < 4; ++k)
-        y[k] = reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + size_t(m0 + k) * astride) + i;
+        y[k] =
+            reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + size_t(m0 + k) * astride) +
+            i;
       __m256i sumi[4];
       for (int k = 0; k < 4; ++k) sumi[k] = _mm256_setzero_si256();
 #pragma GCC unroll 1
@@ -239,8 +242,10 @@ void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, 
         const __m256 da = _mm256_set1_ps(y[k]->d);
         float* a = acc[m0 + k];
         float* am = accm[m0 + k];
-        _mm256_store_ps(a, _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(sumi[k]), _mm256_load_ps(a)));
-        _mm256_store_ps(am, _mm256_fmadd_ps(_mm256_mul_ps(dmw, da), _mm256_cvtepi32_ps(summ), _mm256_load_ps(am)));
+        _mm256_store_ps(
+            a, _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(sumi[k]), _mm256_load_ps(a)));
+        _mm256_store_ps(
+            am, _mm256_fmadd_ps(_mm256_mul_ps(dmw, da), _mm256_cvtepi32_ps(summ), _mm256_load_ps(am)));
       }
     }
   }
