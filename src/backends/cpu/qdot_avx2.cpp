@@ -145,6 +145,7 @@ QTile q32_tile() {
 // sums exact; the f32 order differs from the one-row dot (QTile::exact false).
 constexpr int kQ4kN = 8;   // weight rows per tile
 constexpr int kQ4kM = 16;  // activation rows per tile (4 per pass)
+static_assert(kQ4kN == 8, "one weight row per 32-bit lane of a 256-bit register");
 
 // Transposes the 8 x 8 matrix of 32-bit elements r[0..7] in place: lane i of r[g] becomes lane g of r[i].
 LR_INLINE void transpose8x32(__m256i r[8]) {
@@ -168,8 +169,7 @@ LR_INLINE void transpose8x32(__m256i r[8]) {
 void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, size_t astride, float* out,
                      size_t ostride) {
   const BlockQ4_K* x[kQ4kN];
-  for (int n = 0; n < kQ4kN; ++n)
-    x[n] = reinterpret_cast<const BlockQ4_K*>(static_cast<const uint8_t*>(w) + n * wstride);
+  for (int n = 0; n < kQ4kN; ++n) x[n] = reinterpret_cast<const BlockQ4_K*>(row_at(w, wstride, n));
   alignas(32) __m256i wv[8][8];   // [sub-block][group], lane r = row r
   alignas(32) int32_t scl[8][8];  // [sub-block][row]: the scale in both int16 halves
   alignas(32) int32_t mnp[4][8];  // [sub-block pair][row]: mins of sub-blocks 2p, 2p + 1 as int16
@@ -203,10 +203,7 @@ void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, 
     asm volatile("" ::: "memory");  // wv is read back from memory (16 registers cannot hold it)
     for (int m0 = 0; m0 < kQ4kM; m0 += 4) {
       const BlockQ8_K* y[4];
-      for (int k = 0; k < 4; ++k)
-        y[k] =
-            reinterpret_cast<const BlockQ8_K*>(static_cast<const uint8_t*>(act) + size_t(m0 + k) * astride) +
-            i;
+      for (int k = 0; k < 4; ++k) y[k] = reinterpret_cast<const BlockQ8_K*>(row_at(act, astride, m0 + k)) + i;
       __m256i sumi[4];
       for (int k = 0; k < 4; ++k) sumi[k] = _mm256_setzero_si256();
 #pragma GCC unroll 1
