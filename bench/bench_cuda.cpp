@@ -245,7 +245,9 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
   } shapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
   const DType types[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q4_0};
   const char* variants[] = {"staged",          "x_once",          "staged_occ4",         "x_once_occ4",
-                            "x_once_occ4_res", "x_once_occ4_dal", "x_once_occ4_res_smem"};
+                            "x_once_occ4_res", "x_once_occ4_dal", "x_once_occ4_res_smem",
+                            "rows2",           "rows4"};
+  constexpr int kVariants = int(sizeof(variants) / sizeof(variants[0]));
   void *x, *y, *nw, *xq;
   LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * 11008 * 2));
   LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(22016) * 4));
@@ -267,7 +269,7 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
       }
       json row = {{"type", dtype_name(t)}, {"shape", sh.name}, {"N", sh.N}, {"K", sh.K}, {"bytes", bytes}};
       std::printf("  qgemv %-5s %-8s N=%-6d K=%-6d", dtype_name(t), sh.name, sh.N, sh.K);
-      for (int v = 0; v < 7; ++v) {
+      for (int v = 0; v < kVariants; ++v) {
         const bool once = v & 1 || v >= 4;
         cuda::QGemvFusion f;
         f.prologue = cuda::GemvPrologue::kRmsNorm;
@@ -277,6 +279,7 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
         f.resident = v == 4 || v == 6;
         f.decode_at_load = v == 5;
         f.x_smem = v == 6;
+        f.rows_per_warp = v == 7 ? 2 : v == 8 ? 4 : 0;
         int it = 0;
         auto tv = time_events(
             [&] {

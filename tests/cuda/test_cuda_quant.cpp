@@ -115,10 +115,10 @@ struct GemvCase {
   int M;
 };
 
-// qgemv of an N x K matrix of type qt against the fp64 product, each case six times: each block staging
+// qgemv of an N x K matrix of type qt against the fp64 product, each case eight times: each block staging
 // x itself, x quantized beforehand by qquantize_x, that with the 4-blocks-per-SM instantiation (M = 1),
-// that as one resident wave of blocks, that with x copied into shared memory, and the 4-blocks-per-SM
-// instantiation unpacking the quants at load.
+// that as one resident wave of blocks, that with x copied into shared memory, the 4-blocks-per-SM
+// instantiation unpacking the quants at load, and 2 and 4 rows per warp (M = 1).
 void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& cases) {
   const int ldy = N + 5;  // y wider than N
   HostQ h = make_q(qt, N, K, 11);
@@ -131,7 +131,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
   DevBuf dnw(nwb.size() * 2);
   dnw.upload(nwb.data(), nwb.size() * 2);
   DevBuf dxq(qx_bytes(8, K));
-  for (int pre = 0; pre < 6; ++pre)
+  for (int pre = 0; pre < 8; ++pre)
     for (const GemvCase& c : cases) {
       const int M = c.M;
       const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
@@ -172,6 +172,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
       f.resident = pre == 3 || pre == 4;
       f.x_smem = pre == 4;
       f.decode_at_load = pre == 5;
+      f.rows_per_warp = pre == 6 ? 2 : pre == 7 ? 4 : 0;
       qgemv(act, m, dx.p, dy.p, M, f, nullptr);
       CUDA_OK(cudaDeviceSynchronize());
       std::vector<float> y(size_t(M) * ldy);
@@ -202,7 +203,9 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
           if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
             ADD_FAILURE() << dtype_name(qt) << " " << N << " x " << K << " prologue " << int(c.pro) << " add "
                           << c.add << " M " << M << " row " << r << " n " << n << (c.y_f32 ? " f32" : "")
-                          << (pre == 5   ? " pre-quantized x, occupancy 4, decoded at load"
+                          << (pre == 7   ? " pre-quantized x, 4 rows per warp"
+                              : pre == 6 ? " pre-quantized x, 2 rows per warp"
+                              : pre == 5 ? " pre-quantized x, occupancy 4, decoded at load"
                               : pre == 4 ? " pre-quantized x, occupancy 4, resident, x in shared memory"
                               : pre == 3 ? " pre-quantized x, occupancy 4, resident"
                               : pre == 2 ? " pre-quantized x, occupancy 4"

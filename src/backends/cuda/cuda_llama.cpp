@@ -77,6 +77,7 @@ void set_quant_variants(const CudaLlamaOptions& opt, QGemvFusion& f) {
   f.resident = opt.quant_resident;
   f.x_smem = opt.quant_x_smem;
   f.decode_at_load = opt.quant_decode_at_load;
+  f.rows_per_warp = opt.quant_rows_per_warp;
 }
 // FP8 storage of a part: the E4M3 bytes, then (at fp8_scales_offset) the fp32 row scales.
 size_t fp8_scales_offset(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)); }

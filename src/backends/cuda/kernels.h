@@ -147,6 +147,8 @@ struct QGemvFusion {
   // spill stores for Q4_K; ncu: 925k local-memory requests in the gate_up GEMV). The default holds the
   // loaded units packed and is compiled for a pre-quantized x only: no spills.
   bool decode_at_load = false;
+  // M = 1 with xq8: 2 or 4 rows per warp sharing each x load (qgemv_rows_kernel); 0 or 1: one row.
+  int rows_per_warp = 0;
 };
 // pdl: launched with programmatic dependent launch (the first weights are loaded before its wait).
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
