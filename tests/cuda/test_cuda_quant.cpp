@@ -68,21 +68,24 @@ TEST_P(QuantKernelTest, DequantizeEqualsReferenceRounded) {
   HostQ h = make_q(qt(), rows, cols, 7);
   QMatrix m;
   auto w = upload_q(qt(), h, rows, cols, &m);
-  DevBuf out(size_t(rows) * cols * 2);
-  out.poison();
-  qdequant(act(), m, out.p, nullptr);
-  CUDA_OK(cudaDeviceSynchronize());
-  std::vector<float> got = download16(act(), out, size_t(rows) * cols);
-  // The GPU computes scale * q + offset in fp32 where the reference may order it differently: one unit in
-  // the last place of the activation dtype at most.
-  const float ulp = act() == DType::F16 ? 1.f / 1024 : 1.f / 128;
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const float ref = round_to(act(), h.deq[i]);
-    if (!(std::fabs(got[i] - ref) <= ulp * std::fabs(ref) + 1e-7f) && bad++ < 5)
-      ADD_FAILURE() << dtype_name(qt()) << " value " << i << ": " << got[i] << " vs " << ref;
+  for (bool staged : {true, false}) {
+    DevBuf out(size_t(rows) * cols * 2);
+    out.poison();
+    qdequant(act(), m, out.p, nullptr, staged);
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> got = download16(act(), out, size_t(rows) * cols);
+    // The GPU computes scale * q + offset in fp32 where the reference may order it differently: one unit in
+    // the last place of the activation dtype at most.
+    const float ulp = act() == DType::F16 ? 1.f / 1024 : 1.f / 128;
+    int bad = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const float ref = round_to(act(), h.deq[i]);
+      if (!(std::fabs(got[i] - ref) <= ulp * std::fabs(ref) + 1e-7f) && bad++ < 5)
+        ADD_FAILURE() << dtype_name(qt()) << " value " << i << ": " << got[i] << " vs " << ref
+                      << (staged ? " (staged stores)" : "");
+    }
+    EXPECT_EQ(bad, 0);
   }
-  EXPECT_EQ(bad, 0);
 }
 
 // The prologue applied on the host as the GPU applies it (values rounded to act where the separate kernels

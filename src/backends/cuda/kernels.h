@@ -160,8 +160,9 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
 size_t qx_bytes(int M, int K);
 void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusion, void* xq8,
                  cudaStream_t stream, bool pdl = false);
-// dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W.
-void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream);
+// dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W. staged_stores: the output staged in
+// shared memory per block and stored lane-contiguously (false: each thread stores its unit's 64 bytes).
+void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream, bool staged_stores = true);
 
 // ---- decode attention, split-K / flash-decoding (attention_decode.cu) ----
 

@@ -354,30 +354,47 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
   }
 }
 
-// One thread per unit of 32 values: W [N, K] -> dst [N, K] in T.
-template <DType QT, typename T>
-__global__ void qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N,
-                                int K, T* __restrict__ dst) {
+// One thread per unit of 32 values: W [N, K] -> dst [N, K] in T. kSmem: the block's 256 units (16 KiB of
+// fp16 / bf16, contiguous in dst since dst is dense) are staged in shared memory and stored 16 bytes a lane
+// contiguously, instead of each lane storing its unit's 64 bytes in four 16-byte stores 64 bytes apart.
+constexpr int kDequantThreads = 256;
+template <DType QT, typename T, bool kSmem>
+__global__ void __launch_bounds__(kDequantThreads)
+    qdequant_kernel(const uint8_t* __restrict__ pay, const uint8_t* __restrict__ hdr, int N, int K,
+                    T* __restrict__ dst) {
   using D = Dec<QT>;
+  __shared__ uint4 stage[kSmem ? kDequantThreads * 4 : 1];
   const int upr = K / 32;
-  const int64_t t = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t >= int64_t(N) * upr) return;
-  const int row = int(t / upr), u = int(t % upr);
-  const int nb = K / D::kBlock;
-  int q[8];
-  float a[2], b;
-  D::run(pay + size_t(row) * nb * D::kPayload, hdr + size_t(row) * nb * D::kHeader, upr, u, q, a, b);
-  T* out = dst + size_t(row) * K + size_t(u) * 32;
+  const int64_t units = int64_t(N) * upr, t0 = int64_t(blockIdx.x) * kDequantThreads;
+  const int64_t t = t0 + threadIdx.x;
+  if (t < units) {
+    const int row = int(t / upr), u = int(t % upr);
+    const int nb = K / D::kBlock;
+    int q[8];
+    float a[2], b;
+    D::run(pay + size_t(row) * nb * D::kPayload, hdr + size_t(row) * nb * D::kHeader, upr, u, q, a, b);
+    T* out = dst + size_t(t) * 32;  // = row * K + 32 u: dst is dense
 #pragma unroll
-  for (int e = 0; e < 32; e += 8) {
-    float f[8];
+    for (int e = 0; e < 32; e += 8) {
+      float f[8];
 #pragma unroll
-    for (int i = 0; i < 8; ++i) {
-      const int k = e + i;
-      const int v = int(int8_t(uint32_t(q[k >> 2]) >> (8 * (k & 3))));
-      f[i] = a[k >> 4] * float(v) + b;
+      for (int i = 0; i < 8; ++i) {
+        const int k = e + i;
+        const int v = int(int8_t(uint32_t(q[k >> 2]) >> (8 * (k & 3))));
+        f[i] = a[k >> 4] * float(v) + b;
+      }
+      if constexpr (kSmem)
+        stage[4 * threadIdx.x + e / 8] = pack8<T>(f);
+      else
+        *reinterpret_cast<uint4*>(out + e) = pack8<T>(f);
     }
-    *reinterpret_cast<uint4*>(out + e) = pack8<T>(f);
+  }
+  if constexpr (kSmem) {
+    __syncthreads();
+    // The block's units are dst's 16-byte chunks [4 t0, 4 t0 + 4 n): lane-contiguous stores.
+    const int64_t n = units - t0 < kDequantThreads ? units - t0 : kDequantThreads;
+    uint4* o = reinterpret_cast<uint4*>(dst) + 4 * t0;
+    for (int i = threadIdx.x; i < 4 * n; i += kDequantThreads) o[i] = stage[i];
   }
 }
 
@@ -428,8 +445,8 @@ void launch_qgemv_t(DType act, const QMatrix& w, const void* x, int M, const QFu
 }
 
 template <DType QT, int kR, int kB>
-void launch_qgemv_rows(DType act, const QMatrix& w, const QFuse& f, const int8_t* gq, const float2* gs, void* y,
-                       cudaStream_t stream, bool pdl) {
+void launch_qgemv_rows(DType act, const QMatrix& w, const QFuse& f, const int8_t* gq, const float2* gs,
+                       void* y, cudaStream_t stream, bool pdl) {
   const int rows_per_block = kR * kWarps;
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
@@ -532,7 +549,7 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
   LLAMARUN_CUDA_LAUNCH_CHECK("qgemv");
 }
 
-void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream) {
+void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream, bool staged_stores) {
   check_qmatrix(w, "qdequant");
   const auto* pay = static_cast<const uint8_t*>(w.data);
   const uint8_t* hdr = pay + w.payload_bytes();
@@ -540,8 +557,13 @@ void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream) {
     with_qtype(w.type, [&](auto tag) {
       constexpr DType QT = decltype(tag)::kType;
       const int64_t n = int64_t(w.rows) * (w.cols / 32);
-      qdequant_kernel<QT, T>
-          <<<unsigned((n + 255) / 256), 256, 0, stream>>>(pay, hdr, w.rows, w.cols, static_cast<T*>(dst));
+      const unsigned blocks = unsigned((n + kDequantThreads - 1) / kDequantThreads);
+      if (staged_stores)
+        qdequant_kernel<QT, T, true>
+            <<<blocks, kDequantThreads, 0, stream>>>(pay, hdr, w.rows, w.cols, static_cast<T*>(dst));
+      else
+        qdequant_kernel<QT, T, false>
+            <<<blocks, kDequantThreads, 0, stream>>>(pay, hdr, w.rows, w.cols, static_cast<T*>(dst));
     });
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("qdequant");
