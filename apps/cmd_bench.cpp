@@ -299,7 +299,8 @@ int cmd_bench(int argc, char** argv) {
         "(ablation)",
         ""},
        {"--gpu-quant-rows", "", true,
-        "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4)", "1"},
+        "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4)",
+        "1"},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--act", "", true,
         "CPU activation precision: auto (Q8_0 / Q4_0 / Q4_1 decode on int8-quantized activations, as "
