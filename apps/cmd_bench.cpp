@@ -298,6 +298,10 @@ int cmd_bench(int argc, char** argv) {
         "with --gpu-quant: the batch-1 GEMV unpacks the quants as it loads them, as before 2026-12-07 "
         "(ablation)",
         ""},
+       {"--gpu-quant-dequant-unstaged", "", false,
+        "with --gpu-quant: prefill's dequantization stores each lane's unit directly instead of staging a "
+        "block's output in shared memory (ablation)",
+        ""},
        {"--gpu-quant-rows", "", true,
         "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4)",
         "1"},

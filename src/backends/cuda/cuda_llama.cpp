@@ -443,7 +443,7 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
         LLAMARUN_CUDA_CHECK(
             cudaMemcpyAsync(dst, part.data, size_t(part.rows) * w.K * esz, cudaMemcpyDeviceToDevice, stream));
       else
-        qdequant(act, w.q(part), dst, stream);
+        qdequant(act, w.q(part), dst, stream, opt.quant_dequant_staged);
     }
     return lt->run(act, wscratch, x, y, y_f32, M, w.N, w.K, stream);
   }
