@@ -302,6 +302,10 @@ int cmd_bench(int argc, char** argv) {
         "with --gpu-quant: prefill's dequantization stores each lane's unit directly instead of staging a "
         "block's output in shared memory (ablation)",
         ""},
+       {"--gpu-quant-dequant-ahead", "", false,
+        "with --gpu-quant: prefill dequantizes the next weight on a side stream while the current GEMM runs "
+        "(experimental)",
+        ""},
        {"--gpu-quant-rows", "", true,
         "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4)",
         "1"},

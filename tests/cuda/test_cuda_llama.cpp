@@ -369,6 +369,38 @@ TEST_P(CudaLlamaTest, QuantizedDecodeGivesTheSameBitsWithAndWithoutPdl) {
   }
 }
 
+// Prefill dequantizing each next weight on a side stream (quant_dequant_ahead) against the same forward
+// dequantizing on the main stream: the same bits, for the k-quant model (every projection quantized) and the
+// legacy-type one (its BF16 up part copied into the scratch), over several prefill forwards, graph replays
+// of the decode steps in between.
+TEST_P(CudaLlamaTest, PrefillDequantizingAheadGivesTheSameBits) {
+  LlamaConfig cfg = tiny_config();
+  for (bool kq : {true, false}) {
+    SCOPED_TRACE(kq ? "k-quants" : "legacy types");
+    HostModel hm = make_host_model(cfg, t(), true, 42, kq);
+    CudaLlamaOptions a = options(t(), 128);
+    a.keep_quantized = true;
+    a.quant_gemv_max_rows = 8;
+    CudaLlamaOptions b = a;
+    b.quant_dequant_ahead = true;
+    CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b);
+    ga.init_paged(8, 40, 0);
+    gb.init_paged(8, 40, 0);
+    PagedSeq sa(ga, shuffled_blocks(40, 11)), sb(gb, shuffled_blocks(40, 11));
+    std::mt19937 g(5);
+    std::vector<int32_t> prompt(30);
+    for (auto& id : prompt) id = int32_t(g() % cfg.vocab_size);
+    EXPECT_EQ(sa.prefill(prompt, 12), sb.prefill(prompt, 12));  // forwards of 12, 12 and 6 rows
+    int tok = 7;
+    for (int s = 0; s < 3; ++s) {
+      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
+      ASSERT_EQ(la, lb) << "step " << s;
+      tok = argmax_of(la);
+    }
+    EXPECT_EQ(sa.prefill(prompt, 30), sb.prefill(prompt, 30));
+  }
+}
+
 TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {
   LlamaConfig c = tiny_config();
   c.num_heads = 2;
