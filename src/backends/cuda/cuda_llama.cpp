@@ -460,6 +460,11 @@ void CudaLlama::Impl::ahead_begin(int T) {
   ahead_on = false;
   ahead_next = 0;
   if (!side_stream || T <= qmax || ahead_seq.empty()) return;
+  // Not inside a graph capture (the decode batches' bucket graphs): the fork / join would be captured too,
+  // but no test covers it yet, so captured batches keep the main-stream dequantization.
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  LLAMARUN_CUDA_CHECK(cudaStreamIsCapturing(stream, &cs));
+  if (cs != cudaStreamCaptureStatusNone) return;
   // The side stream forks from the main one here (a graph capture follows the fork; the scratches' last
   // readers, the previous forward's GEMMs, are before it) and joins it at every GEMM's wait.
   LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_fork, stream));
