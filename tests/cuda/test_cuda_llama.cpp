@@ -335,6 +335,29 @@ TEST_P(CudaLlamaTest, KQuantsInputQuantizedOnceMatchCpuReference) {
   check_against_reference(tiny_config(), t(), true, 12, 12, true, /*kquants=*/true, 16, true, true);
 }
 
+// Two models of the same weights under options a and b, each with one paged sequence (the same shuffled
+// blocks), for tests that two code paths give the same bits.
+struct Twins {
+  CudaLlama ga, gb;
+  PagedSeq sa, sb;
+  Twins(const LlamaConfig& cfg, const HostModel& hm, const CudaLlamaOptions& a, const CudaLlamaOptions& b)
+      : ga(cfg, hm.wm, a), gb(cfg, hm.wm, b), sa(init(ga)), sb(init(gb)) {}
+  static PagedSeq init(CudaLlama& m) {
+    m.init_paged(8, 40, 0);
+    return PagedSeq(m, shuffled_blocks(40, 11));
+  }
+  // n greedy decode steps on both from token 7: the same logits at each.
+  void expect_same_steps(int n) {
+    int tok = 7;
+    for (int s = 0; s < n; ++s) {
+      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
+      ASSERT_EQ(la, lb) << "step " << s;
+      tok = argmax_of(la);
+    }
+  }
+};
+const std::vector<int32_t> kPrompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
+
 // The quantized batch-1 graph with programmatic dependent launch (each kernel may start while its
 // predecessor drains; the GEMVs load their first weights before waiting) against the same kernels launched
 // in order: the same bits at every step, staged or pre-quantized GEMV input.
@@ -348,24 +371,15 @@ TEST_P(CudaLlamaTest, QuantizedDecodeGivesTheSameBitsWithAndWithoutPdl) {
     a.quantize_input_once = once;
     CudaLlamaOptions b = a;
     b.quant_pdl = false;
-    CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b);
-    ga.init_paged(8, 40, 0);
-    gb.init_paged(8, 40, 0);
-    PagedSeq sa(ga, shuffled_blocks(40, 11)), sb(gb, shuffled_blocks(40, 11));
-    const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
-    EXPECT_EQ(sa.prefill(prompt, 64), sb.prefill(prompt, 64));
-    int tok = 7;
-    for (int s = 0; s < 10; ++s) {
-      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
-      ASSERT_EQ(la, lb) << "step " << s;
-      tok = argmax_of(la);
-    }
-    EXPECT_EQ(ga.fast_decode_steps(), 10);
-    EXPECT_FALSE(gb.pdl_active());
+    Twins tw(cfg, hm, a, b);
+    EXPECT_EQ(tw.sa.prefill(kPrompt, 64), tw.sb.prefill(kPrompt, 64));
+    tw.expect_same_steps(10);
+    EXPECT_EQ(tw.ga.fast_decode_steps(), 10);
+    EXPECT_FALSE(tw.gb.pdl_active());
     int dev = 0, cc = 0;
     CUDA_OK(cudaGetDevice(&dev));
     CUDA_OK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
-    EXPECT_EQ(ga.pdl_active(), cc >= 9);
+    EXPECT_EQ(tw.ga.pdl_active(), cc >= 9);
   }
 }
 
@@ -383,21 +397,13 @@ TEST_P(CudaLlamaTest, PrefillDequantizingAheadGivesTheSameBits) {
     a.quant_gemv_max_rows = 8;
     CudaLlamaOptions b = a;
     b.quant_dequant_ahead = true;
-    CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b);
-    ga.init_paged(8, 40, 0);
-    gb.init_paged(8, 40, 0);
-    PagedSeq sa(ga, shuffled_blocks(40, 11)), sb(gb, shuffled_blocks(40, 11));
+    Twins tw(cfg, hm, a, b);
     std::mt19937 g(5);
     std::vector<int32_t> prompt(30);
     for (auto& id : prompt) id = int32_t(g() % cfg.vocab_size);
-    EXPECT_EQ(sa.prefill(prompt, 12), sb.prefill(prompt, 12));  // forwards of 12, 12 and 6 rows
-    int tok = 7;
-    for (int s = 0; s < 3; ++s) {
-      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
-      ASSERT_EQ(la, lb) << "step " << s;
-      tok = argmax_of(la);
-    }
-    EXPECT_EQ(sa.prefill(prompt, 30), sb.prefill(prompt, 30));
+    EXPECT_EQ(tw.sa.prefill(prompt, 12), tw.sb.prefill(prompt, 12));  // forwards of 12, 12 and 6 rows
+    tw.expect_same_steps(3);
+    EXPECT_EQ(tw.sa.prefill(prompt, 30), tw.sb.prefill(prompt, 30));
   }
 }
 
