@@ -298,6 +298,17 @@ int cmd_bench(int argc, char** argv) {
         "with --gpu-quant: the batch-1 GEMV unpacks the quants as it loads them, as before 2026-12-07 "
         "(ablation)",
         ""},
+       {"--gpu-quant-dequant-unstaged", "", false,
+        "with --gpu-quant: prefill's dequantization stores each lane's unit directly instead of staging a "
+        "block's output in shared memory (ablation)",
+        ""},
+       {"--gpu-quant-dequant-ahead", "", false,
+        "with --gpu-quant: prefill dequantizes the next weight on a side stream while the current GEMM runs "
+        "(experimental)",
+        ""},
+       {"--gpu-quant-rows", "", true,
+        "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4)",
+        "1"},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--act", "", true,
         "CPU activation precision: auto (Q8_0 / Q4_0 / Q4_1 decode on int8-quantized activations, as "

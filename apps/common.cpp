@@ -143,6 +143,9 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   co->quant_resident = args.has("--gpu-quant-resident");
   co->quant_x_smem = args.has("--gpu-quant-x-smem");
   co->quant_decode_at_load = args.has("--gpu-quant-decode-at-load");
+  co->quant_dequant_staged = !args.has("--gpu-quant-dequant-unstaged");
+  co->quant_dequant_ahead = args.has("--gpu-quant-dequant-ahead");
+  if (args.has("--gpu-quant-rows")) co->quant_rows_per_warp = int(args.integer("--gpu-quant-rows", 1));
   co->fp8_weights = fp8_requested(args);
 }
 #endif

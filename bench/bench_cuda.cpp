@@ -244,8 +244,16 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
     int N, K;
   } shapes[] = {{"qkv", 12288, 4096}, {"o", 4096, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
   const DType types[] = {DType::Q4_K, DType::Q6_K, DType::Q8_0, DType::Q4_0};
-  const char* variants[] = {"staged",          "x_once",          "staged_occ4",         "x_once_occ4",
-                            "x_once_occ4_res", "x_once_occ4_dal", "x_once_occ4_res_smem"};
+  const char* variants[] = {"staged",
+                            "x_once",
+                            "staged_occ4",
+                            "x_once_occ4",
+                            "x_once_occ4_res",
+                            "x_once_occ4_dal",
+                            "x_once_occ4_res_smem",
+                            "rows2",
+                            "rows4"};
+  constexpr int kVariants = int(sizeof(variants) / sizeof(variants[0]));
   void *x, *y, *nw, *xq;
   LLAMARUN_CUDA_CHECK(cudaMalloc(&x, size_t(2) * 11008 * 2));
   LLAMARUN_CUDA_CHECK(cudaMalloc(&y, size_t(22016) * 4));
@@ -267,7 +275,7 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
       }
       json row = {{"type", dtype_name(t)}, {"shape", sh.name}, {"N", sh.N}, {"K", sh.K}, {"bytes", bytes}};
       std::printf("  qgemv %-5s %-8s N=%-6d K=%-6d", dtype_name(t), sh.name, sh.N, sh.K);
-      for (int v = 0; v < 7; ++v) {
+      for (int v = 0; v < kVariants; ++v) {
         const bool once = v & 1 || v >= 4;
         cuda::QGemvFusion f;
         f.prologue = cuda::GemvPrologue::kRmsNorm;
@@ -277,6 +285,7 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
         f.resident = v == 4 || v == 6;
         f.decode_at_load = v == 5;
         f.x_smem = v == 6;
+        f.rows_per_warp = v == 7 ? 2 : v == 8 ? 4 : 0;
         int it = 0;
         auto tv = time_events(
             [&] {
@@ -307,6 +316,43 @@ void bench_qgemv(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
   cudaFree(nw);
   cudaFree(xq);
   J["qgemv"] = qj;
+}
+
+// With --qgemv: the dequantization that feeds prefill's GEMM (qdequant: each quantized matrix into an
+// act scratch) at the 7B shapes, each thread storing its unit directly against the output staged in
+// shared memory, as GB/s of bytes read plus written.
+void bench_qdequant(DType dt, double copy_gbs, cudaStream_t stream, json& J) {
+  struct Shape {
+    const char* name;
+    int N, K;
+  } shapes[] = {{"qkv", 12288, 4096}, {"gate_up", 22016, 4096}, {"down", 4096, 11008}};
+  json dj = json::array();
+  void* dst;
+  LLAMARUN_CUDA_CHECK(cudaMalloc(&dst, size_t(22016) * 4096 * 2));
+  for (DType t : {DType::Q4_K, DType::Q6_K, DType::Q8_0}) {
+    for (const Shape& sh : shapes) {
+      const size_t bytes = cuda::qmatrix_bytes(t, sh.N, sh.K);
+      void* p;
+      LLAMARUN_CUDA_CHECK(cudaMalloc(&p, bytes));
+      cuda::fill_random(DType::F16, p, int64_t(bytes / 2), 0.05f, 60, stream);
+      const cuda::QMatrix w{t, p, sh.N, sh.K};
+      const double moved = double(bytes) + double(sh.N) * sh.K * 2;
+      json row = {{"type", dtype_name(t)}, {"shape", sh.name}, {"N", sh.N}, {"K", sh.K}};
+      std::printf("  qdequant %-5s %-8s", dtype_name(t), sh.name);
+      for (bool staged : {false, true}) {
+        auto tv = time_events([&] { cuda::qdequant(dt, w, dst, stream, staged); }, 3, 20, stream);
+        const double us = stats_of(tv).median * 1e6, gbs = moved / us / 1e3;
+        row[staged ? "staged_us" : "direct_us"] = us;
+        std::printf("  %s %7.2f us %5.0f GB/s (%4.1f%%)", staged ? "staged" : "direct", us, gbs,
+                    100 * gbs / copy_gbs);
+      }
+      std::printf("\n");
+      cudaFree(p);
+      dj.push_back(row);
+    }
+  }
+  cudaFree(dst);
+  J["qdequant"] = dj;
 }
 
 // Writes the JSON report (--json) and releases the stream; the exit code.
@@ -370,6 +416,7 @@ int run(int argc, char** argv) {
   }
   if (args.qgemv) {
     bench_qgemv(dt, copy_gbs, stream, J);
+    bench_qdequant(dt, copy_gbs, stream, J);
     return finish(args, J, stream);
   }
   if (args.paged_attn) {

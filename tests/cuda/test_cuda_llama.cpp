@@ -335,6 +335,29 @@ TEST_P(CudaLlamaTest, KQuantsInputQuantizedOnceMatchCpuReference) {
   check_against_reference(tiny_config(), t(), true, 12, 12, true, /*kquants=*/true, 16, true, true);
 }
 
+// Two models of the same weights under options a and b, each with one paged sequence (the same shuffled
+// blocks), for tests that two code paths give the same bits.
+struct Twins {
+  CudaLlama ga, gb;
+  PagedSeq sa, sb;
+  Twins(const LlamaConfig& cfg, const HostModel& hm, const CudaLlamaOptions& a, const CudaLlamaOptions& b)
+      : ga(cfg, hm.wm, a), gb(cfg, hm.wm, b), sa(init(ga)), sb(init(gb)) {}
+  static PagedSeq init(CudaLlama& m) {
+    m.init_paged(8, 40, 0);
+    return PagedSeq(m, shuffled_blocks(40, 11));
+  }
+  // n greedy decode steps on both from token 7: the same logits at each.
+  void expect_same_steps(int n) {
+    int tok = 7;
+    for (int s = 0; s < n; ++s) {
+      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
+      ASSERT_EQ(la, lb) << "step " << s;
+      tok = argmax_of(la);
+    }
+  }
+};
+const std::vector<int32_t> kPrompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
+
 // The quantized batch-1 graph with programmatic dependent launch (each kernel may start while its
 // predecessor drains; the GEMVs load their first weights before waiting) against the same kernels launched
 // in order: the same bits at every step, staged or pre-quantized GEMV input.
@@ -348,24 +371,39 @@ TEST_P(CudaLlamaTest, QuantizedDecodeGivesTheSameBitsWithAndWithoutPdl) {
     a.quantize_input_once = once;
     CudaLlamaOptions b = a;
     b.quant_pdl = false;
-    CudaLlama ga(cfg, hm.wm, a), gb(cfg, hm.wm, b);
-    ga.init_paged(8, 40, 0);
-    gb.init_paged(8, 40, 0);
-    PagedSeq sa(ga, shuffled_blocks(40, 11)), sb(gb, shuffled_blocks(40, 11));
-    const std::vector<int32_t> prompt = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5};
-    EXPECT_EQ(sa.prefill(prompt, 64), sb.prefill(prompt, 64));
-    int tok = 7;
-    for (int s = 0; s < 10; ++s) {
-      const auto la = sa.step_logits(tok), lb = sb.step_logits(tok);
-      ASSERT_EQ(la, lb) << "step " << s;
-      tok = argmax_of(la);
-    }
-    EXPECT_EQ(ga.fast_decode_steps(), 10);
-    EXPECT_FALSE(gb.pdl_active());
+    Twins tw(cfg, hm, a, b);
+    EXPECT_EQ(tw.sa.prefill(kPrompt, 64), tw.sb.prefill(kPrompt, 64));
+    tw.expect_same_steps(10);
+    EXPECT_EQ(tw.ga.fast_decode_steps(), 10);
+    EXPECT_FALSE(tw.gb.pdl_active());
     int dev = 0, cc = 0;
     CUDA_OK(cudaGetDevice(&dev));
     CUDA_OK(cudaDeviceGetAttribute(&cc, cudaDevAttrComputeCapabilityMajor, dev));
-    EXPECT_EQ(ga.pdl_active(), cc >= 9);
+    EXPECT_EQ(tw.ga.pdl_active(), cc >= 9);
+  }
+}
+
+// Prefill dequantizing each next weight on a side stream (quant_dequant_ahead) against the same forward
+// dequantizing on the main stream: the same bits, for the k-quant model (every projection quantized) and the
+// legacy-type one (its BF16 up part copied into the scratch), over several prefill forwards, graph replays
+// of the decode steps in between.
+TEST_P(CudaLlamaTest, PrefillDequantizingAheadGivesTheSameBits) {
+  LlamaConfig cfg = tiny_config();
+  for (bool kq : {true, false}) {
+    SCOPED_TRACE(kq ? "k-quants" : "legacy types");
+    HostModel hm = make_host_model(cfg, t(), true, 42, kq);
+    CudaLlamaOptions a = options(t(), 128);
+    a.keep_quantized = true;
+    a.quant_gemv_max_rows = 8;
+    CudaLlamaOptions b = a;
+    b.quant_dequant_ahead = true;
+    Twins tw(cfg, hm, a, b);
+    std::mt19937 g(5);
+    std::vector<int32_t> prompt(30);
+    for (auto& id : prompt) id = int32_t(g() % cfg.vocab_size);
+    EXPECT_EQ(tw.sa.prefill(prompt, 12), tw.sb.prefill(prompt, 12));  // forwards of 12, 12 and 6 rows
+    tw.expect_same_steps(3);
+    EXPECT_EQ(tw.sa.prefill(prompt, 30), tw.sb.prefill(prompt, 30));
   }
 }
 

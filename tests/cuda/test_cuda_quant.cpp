@@ -68,21 +68,24 @@ TEST_P(QuantKernelTest, DequantizeEqualsReferenceRounded) {
   HostQ h = make_q(qt(), rows, cols, 7);
   QMatrix m;
   auto w = upload_q(qt(), h, rows, cols, &m);
-  DevBuf out(size_t(rows) * cols * 2);
-  out.poison();
-  qdequant(act(), m, out.p, nullptr);
-  CUDA_OK(cudaDeviceSynchronize());
-  std::vector<float> got = download16(act(), out, size_t(rows) * cols);
-  // The GPU computes scale * q + offset in fp32 where the reference may order it differently: one unit in
-  // the last place of the activation dtype at most.
-  const float ulp = act() == DType::F16 ? 1.f / 1024 : 1.f / 128;
-  int bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    const float ref = round_to(act(), h.deq[i]);
-    if (!(std::fabs(got[i] - ref) <= ulp * std::fabs(ref) + 1e-7f) && bad++ < 5)
-      ADD_FAILURE() << dtype_name(qt()) << " value " << i << ": " << got[i] << " vs " << ref;
+  for (bool staged : {true, false}) {
+    DevBuf out(size_t(rows) * cols * 2);
+    out.poison();
+    qdequant(act(), m, out.p, nullptr, staged);
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float> got = download16(act(), out, size_t(rows) * cols);
+    // The GPU computes scale * q + offset in fp32 where the reference may order it differently: one unit in
+    // the last place of the activation dtype at most.
+    const float ulp = act() == DType::F16 ? 1.f / 1024 : 1.f / 128;
+    int bad = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const float ref = round_to(act(), h.deq[i]);
+      if (!(std::fabs(got[i] - ref) <= ulp * std::fabs(ref) + 1e-7f) && bad++ < 5)
+        ADD_FAILURE() << dtype_name(qt()) << " value " << i << ": " << got[i] << " vs " << ref
+                      << (staged ? " (staged stores)" : "");
+    }
+    EXPECT_EQ(bad, 0);
   }
-  EXPECT_EQ(bad, 0);
 }
 
 // The prologue applied on the host as the GPU applies it (values rounded to act where the separate kernels
@@ -115,10 +118,10 @@ struct GemvCase {
   int M;
 };
 
-// qgemv of an N x K matrix of type qt against the fp64 product, each case six times: each block staging
+// qgemv of an N x K matrix of type qt against the fp64 product, each case eight times: each block staging
 // x itself, x quantized beforehand by qquantize_x, that with the 4-blocks-per-SM instantiation (M = 1),
-// that as one resident wave of blocks, that with x copied into shared memory, and the 4-blocks-per-SM
-// instantiation unpacking the quants at load.
+// that as one resident wave of blocks, that with x copied into shared memory, the 4-blocks-per-SM
+// instantiation unpacking the quants at load, and 2 and 4 rows per warp (M = 1).
 void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& cases) {
   const int ldy = N + 5;  // y wider than N
   HostQ h = make_q(qt, N, K, 11);
@@ -131,7 +134,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
   DevBuf dnw(nwb.size() * 2);
   dnw.upload(nwb.data(), nwb.size() * 2);
   DevBuf dxq(qx_bytes(8, K));
-  for (int pre = 0; pre < 6; ++pre)
+  for (int pre = 0; pre < 8; ++pre)
     for (const GemvCase& c : cases) {
       const int M = c.M;
       const int xw = c.pro == GemvPrologue::kSiluMul ? 2 * K : K;
@@ -172,6 +175,7 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
       f.resident = pre == 3 || pre == 4;
       f.x_smem = pre == 4;
       f.decode_at_load = pre == 5;
+      f.rows_per_warp = pre == 6 ? 2 : pre == 7 ? 4 : 0;
       qgemv(act, m, dx.p, dy.p, M, f, nullptr);
       CUDA_OK(cudaDeviceSynchronize());
       std::vector<float> y(size_t(M) * ldy);
@@ -202,7 +206,9 @@ void check_gemv(DType qt, DType act, int N, int K, const std::vector<GemvCase>& 
           if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
             ADD_FAILURE() << dtype_name(qt) << " " << N << " x " << K << " prologue " << int(c.pro) << " add "
                           << c.add << " M " << M << " row " << r << " n " << n << (c.y_f32 ? " f32" : "")
-                          << (pre == 5   ? " pre-quantized x, occupancy 4, decoded at load"
+                          << (pre == 7   ? " pre-quantized x, 4 rows per warp"
+                              : pre == 6 ? " pre-quantized x, 2 rows per warp"
+                              : pre == 5 ? " pre-quantized x, occupancy 4, decoded at load"
                               : pre == 4 ? " pre-quantized x, occupancy 4, resident, x in shared memory"
                               : pre == 3 ? " pre-quantized x, occupancy 4, resident"
                               : pre == 2 ? " pre-quantized x, occupancy 4"

@@ -77,6 +77,7 @@ void set_quant_variants(const CudaLlamaOptions& opt, QGemvFusion& f) {
   f.resident = opt.quant_resident;
   f.x_smem = opt.quant_x_smem;
   f.decode_at_load = opt.quant_decode_at_load;
+  f.rows_per_warp = opt.quant_rows_per_warp;
 }
 // FP8 storage of a part: the E4M3 bytes, then (at fp8_scales_offset) the fp32 row scales.
 size_t fp8_scales_offset(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)); }
@@ -127,7 +128,16 @@ struct CudaLlama::Impl {
   bool quantized = false;    // some layer weight stays quantized (QMatrix parts)
   int qmax = 0;              // batches of up to qmax rows take qgemv
   void* wscratch = nullptr;  // one dequantized linear weight (act) for the GEMM path
-  void* xq = nullptr;        // with opt.quantize_input_once: qgemv's input quantized to int8, up to 8 rows
+  // opt.quant_dequant_ahead: the layer weights of a prefill forward in call order (ahead_seq), dequantized
+  // alternately into wscratch and wscratch2 on side_stream, one weight ahead of the GEMMs; ahead_ready[s]
+  // (side) when slot s holds the weight, ahead_free[s] (main) when its GEMM has read it.
+  void* wscratch2 = nullptr;
+  cudaStream_t side_stream = nullptr;
+  cudaEvent_t ahead_fork = nullptr, ahead_ready[2] = {}, ahead_free[2] = {};
+  std::vector<const Lin*> ahead_seq;
+  size_t ahead_next = 0;
+  bool ahead_on = false;
+  void* xq = nullptr;  // with opt.quantize_input_once: qgemv's input quantized to int8, up to 8 rows
   size_t wscratch_bytes = 0;
   // FP8 weights (opt.fp8_weights): every Lin but a tied lm_head is FP8; wscratch holds one weight in act
   // while it is uploaded and quantized. The GEMM path's activations quantized per token: x8 [mmax, max K]
@@ -192,6 +202,11 @@ struct CudaLlama::Impl {
   // y = x W^T for M rows: the fp16 / bf16 GEMV / GEMM, or for quantized weights qgemv (up to
   // opt.quant_gemv_max_rows rows) or a dequantization into wscratch and the GEMM.
   void mm(const Lin& w, const void* x, void* y, bool y_f32, int M);
+  // The whole weight w in act into dst (qdequant per quantized part, a copy per act part), on s.
+  void dequant_into(const Lin& w, void* dst, cudaStream_t s);
+  // opt.quant_dequant_ahead: arms the pipeline for a forward of T rows (first weight dequantized on
+  // side_stream); no-op when the batch takes the GEMVs or nothing is quantized.
+  void ahead_begin(int T);
   // The batch-1 step with quantized weights (forward_decode1's counterpart; every part quantized).
   void forward_decode1q();
   // y (+)= x' W^T for one row through qgemv's prologue / epilogue fusions (all parts quantized).
@@ -247,7 +262,7 @@ struct CudaLlama::Impl {
     size_t b = esz * m * (3 * size_t(H) + qkv_rows + 2 * size_t(nh) * hd + 2 * size_t(I) + I + H);
     b += 4 * size_t(nkv) + 256 +
          (decode_attn_partial_floats(attn_plan, nh, hd) + decode_attn_stats_floats(attn_plan, nh)) * 4;
-    if (quantized) b += wscratch_bytes + xq_bytes();
+    if (quantized) b += wscratch_bytes * (opt.quant_dequant_ahead ? 2 : 1) + xq_bytes();
     if (fp8) b += wscratch_bytes + fp8_act_bytes();
     return b + 16 * 256;  // allocation rounding
   }
@@ -345,6 +360,15 @@ void CudaLlama::Impl::allocate(size_t extra) {
     pdl = pdl && opt.quant_pdl;
     qmax = std::max(1, std::min(mmax, opt.quant_gemv_max_rows));
     wscratch = alloc.alloc(wscratch_bytes, "dequantized weight scratch");
+    if (opt.quant_dequant_ahead) {
+      wscratch2 = alloc.alloc(wscratch_bytes, "dequantized weight scratch (ahead)");
+      LLAMARUN_CUDA_CHECK(cudaStreamCreateWithFlags(&side_stream, cudaStreamNonBlocking));
+      for (cudaEvent_t* e : {&ahead_fork, &ahead_ready[0], &ahead_ready[1], &ahead_free[0], &ahead_free[1]})
+        LLAMARUN_CUDA_CHECK(cudaEventCreateWithFlags(e, cudaEventDisableTiming));
+      for (const LayerWeights& lw : layers)
+        for (const Lin* w : {&lw.qkv, &lw.o, &lw.gate_up, &lw.down})
+          if (!w->plain) ahead_seq.push_back(w);
+    }
     if (opt.quantize_input_once) xq = alloc.alloc(xq_bytes(), "quantized GEMV input");
   }
   if (fp8) {
@@ -421,6 +445,35 @@ void CudaLlama::Impl::alloc_lin(Lin& w, const LinPlan& p, int K, const std::stri
   }
 }
 
+void CudaLlama::Impl::dequant_into(const Lin& w, void* dst, cudaStream_t s) {
+  for (const LinPart& part : w.parts) {
+    char* d = static_cast<char*>(dst) + size_t(part.row0) * w.K * esz;
+    if (part.type == act)
+      LLAMARUN_CUDA_CHECK(
+          cudaMemcpyAsync(d, part.data, size_t(part.rows) * w.K * esz, cudaMemcpyDeviceToDevice, s));
+    else
+      qdequant(act, w.q(part), d, s, opt.quant_dequant_staged);
+  }
+}
+
+void CudaLlama::Impl::ahead_begin(int T) {
+  ahead_on = false;
+  ahead_next = 0;
+  if (!side_stream || T <= qmax || ahead_seq.empty()) return;
+  // Not inside a graph capture (the decode batches' bucket graphs): the fork / join would be captured too,
+  // but no test covers it yet, so captured batches keep the main-stream dequantization.
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  LLAMARUN_CUDA_CHECK(cudaStreamIsCapturing(stream, &cs));
+  if (cs != cudaStreamCaptureStatusNone) return;
+  // The side stream forks from the main one here (a graph capture follows the fork; the scratches' last
+  // readers, the previous forward's GEMMs, are before it) and joins it at every GEMM's wait.
+  LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_fork, stream));
+  LLAMARUN_CUDA_CHECK(cudaStreamWaitEvent(side_stream, ahead_fork, 0));
+  dequant_into(*ahead_seq[0], wscratch, side_stream);
+  LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_ready[0], side_stream));
+  ahead_on = true;
+}
+
 // y = x W^T for the M rows of x (act).
 void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M) {
   if (w.plain) return linear(*lt, act, w.p, x, y, y_f32, M, w.N, w.K, stream);
@@ -435,15 +488,28 @@ void CudaLlama::Impl::mm(const Lin& w, const void* x, void* y, bool y_f32, int M
   }
   const size_t ysz = y_f32 ? 4 : esz;
   if (M > qmax) {
-    // Large batches (prefill): the whole weight dequantized into the scratch, then the tensor-core GEMM.
-    for (const LinPart& part : w.parts) {
-      char* dst = static_cast<char*>(wscratch) + size_t(part.row0) * w.K * esz;
-      if (part.type == act)
-        LLAMARUN_CUDA_CHECK(
-            cudaMemcpyAsync(dst, part.data, size_t(part.rows) * w.K * esz, cudaMemcpyDeviceToDevice, stream));
-      else
-        qdequant(act, w.q(part), dst, stream);
+    // Large batches (prefill): the whole weight dequantized into a scratch, then the tensor-core GEMM.
+    if (ahead_on && ahead_next < ahead_seq.size() && ahead_seq[ahead_next] == &w) {
+      const size_t i = ahead_next++;
+      const int slot = int(i & 1), other = slot ^ 1;
+      void* bufs[2] = {wscratch, wscratch2};
+      LLAMARUN_CUDA_CHECK(cudaStreamWaitEvent(stream, ahead_ready[slot], 0));
+      if (i + 1 < ahead_seq.size()) {  // the next weight into the other slot once GEMM i - 1 has read it
+        if (i > 0) LLAMARUN_CUDA_CHECK(cudaStreamWaitEvent(side_stream, ahead_free[other], 0));
+        dequant_into(*ahead_seq[i + 1], bufs[other], side_stream);
+        LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_ready[other], side_stream));
+      }
+      lt->run(act, bufs[slot], x, y, y_f32, M, w.N, w.K, stream);
+      LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_free[slot], stream));
+      if (i + 1 == ahead_seq.size()) ahead_on = false;  // every side-stream record has been waited on
+      return;
     }
+    if (ahead_on) {  // a weight out of the armed order: the side stream joins first (it may write wscratch)
+      LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_fork, side_stream));
+      LLAMARUN_CUDA_CHECK(cudaStreamWaitEvent(stream, ahead_fork, 0));
+      ahead_on = false;
+    }
+    dequant_into(w, wscratch, stream);
     return lt->run(act, wscratch, x, y, y_f32, M, w.N, w.K, stream);
   }
   QGemvFusion f;
@@ -910,8 +976,12 @@ CudaLlama::Impl::~Impl() {
   if (h_fin) cudaFreeHost(h_fin);
   if (h_pin) cudaFreeHost(h_pin);
   if (h_pids) cudaFreeHost(h_pids);
+  if (side_stream) cudaStreamSynchronize(side_stream);
   lt.reset();
   alloc.free_all();
+  for (cudaEvent_t e : {ahead_fork, ahead_ready[0], ahead_ready[1], ahead_free[0], ahead_free[1]})
+    if (e) cudaEventDestroy(e);
+  if (side_stream) cudaStreamDestroy(side_stream);
   if (stream) cudaStreamDestroy(stream);
 }
 
@@ -1059,6 +1129,7 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
   const int32_t* d_tables = d_rows + pseqs;
   const float scale = 1.f / std::sqrt(float(hd));
   const int qd = nh * hd;
+  ahead_begin(T);
   embedding(act, d_ids, T, embed, V, H, x, stream);
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = layers[l];

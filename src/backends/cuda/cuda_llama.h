@@ -82,6 +82,12 @@ struct CudaLlamaOptions {
   bool quant_resident = false;
   bool quant_x_smem = false;
   bool quant_decode_at_load = false;  // QGemvFusion::decode_at_load (ablation)
+  int quant_rows_per_warp = 1;        // QGemvFusion::rows_per_warp
+  bool quant_dequant_staged = true;   // qdequant's staged_stores (prefill; ablation: off)
+  // Prefill (batches over quant_gemv_max_rows) dequantizes the layers' next quantized weight into a second
+  // scratch on a side stream while the GEMM of the current one runs (one more scratch of the largest
+  // projection); off: each weight dequantized on the main stream right before its GEMM. Experimental.
+  bool quant_dequant_ahead = false;
   int quant_gemv_max_rows = 64;
   // FP8 weights (the CLI's --quantize fp8 with --device cuda): every linear weight but a tied lm_head stored
   // as E4M3 with one fp32 scale per output channel (max |row| / 448), quantized on the GPU at load from the

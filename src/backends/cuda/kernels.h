@@ -147,6 +147,8 @@ struct QGemvFusion {
   // spill stores for Q4_K; ncu: 925k local-memory requests in the gate_up GEMV). The default holds the
   // loaded units packed and is compiled for a pre-quantized x only: no spills.
   bool decode_at_load = false;
+  // M = 1 with xq8: 2 or 4 rows per warp sharing each x load (qgemv_rows_kernel); 0 or 1: one row.
+  int rows_per_warp = 0;
 };
 // pdl: launched with programmatic dependent launch (the first weights are loaded before its wait).
 void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGemvFusion& fusion,
@@ -158,8 +160,9 @@ void qgemv(DType act, const QMatrix& w, const void* x, void* y, int M, const QGe
 size_t qx_bytes(int M, int K);
 void qquantize_x(DType act, const void* x, int M, int K, const QGemvFusion& fusion, void* xq8,
                  cudaStream_t stream, bool pdl = false);
-// dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W.
-void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream);
+// dst [W.rows, W.cols] (act, 16-byte aligned) = the dequantized W. staged_stores: the output staged in
+// shared memory per block and stored lane-contiguously (false: each thread stores its unit's 64 bytes).
+void qdequant(DType act, const QMatrix& w, void* dst, cudaStream_t stream, bool staged_stores = true);
 
 // ---- decode attention, split-K / flash-decoding (attention_decode.cu) ----
 
