@@ -36,7 +36,7 @@ constexpr IntRange kIntRanges[] = {
     {"--max-batch-tokens", 1, 1 << 20},
     {"--max-body-bytes", 1024, 1ll << 32},
     {"--max-connections", 1, 1 << 20},
-    {"--gpu-quant-rows", 1, 4},
+    {"--gpu-quant-rows", 0, 4},
 };
 
 const IntRange* int_range(const std::string& name) {

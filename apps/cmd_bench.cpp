@@ -307,7 +307,8 @@ int cmd_bench(int argc, char** argv) {
         "(experimental)",
         ""},
        {"--gpu-quant-rows", "", true,
-        "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4)",
+        "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4; 0: "
+        "by each projection's shape)",
         "1"},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--act", "", true,

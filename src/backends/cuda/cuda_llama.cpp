@@ -79,6 +79,14 @@ void set_quant_variants(const CudaLlamaOptions& opt, QGemvFusion& f) {
   f.decode_at_load = opt.quant_decode_at_load;
   f.rows_per_warp = opt.quant_rows_per_warp;
 }
+// quant_rows_per_warp 0: rows per warp of the batch-1 GEMV by the part's shape, as measured per projection
+// (H100, Llama-2-7B shape, `llamarun_bench_cuda --qgemv`, bench/cuda/runs/2026-12-07e-h100-branch/): Q4_K
+// qkv (12,288 x 4,096) 18.0 us with 4 rows a warp against 19.4 with one, gate_up (22,016 x 4,096) 26.5 with 2
+// against 29.4; o and down (4,096 rows) slower with either (10.0 -> 11.6, 22.6 -> 25.8 with 2 rows).
+int auto_rows_per_warp(int rows, int K) {
+  if (K > 4096 || rows < 8192) return 1;
+  return rows >= 16384 ? 2 : 4;
+}
 // FP8 storage of a part: the E4M3 bytes, then (at fp8_scales_offset) the fp32 row scales.
 size_t fp8_scales_offset(int64_t rows, int64_t cols) { return round256(size_t(rows * cols)); }
 size_t fp8_part_bytes(int64_t rows, int64_t cols) { return fp8_scales_offset(rows, cols) + size_t(rows) * 4; }
@@ -557,8 +565,10 @@ void CudaLlama::Impl::mmq(const Lin& w, const void* x, void* y, const QGemvFusio
     pf.xq8 = xq;
   }
   const size_t ysz = f.y_f32 ? 4 : esz;
-  for (const LinPart& part : w.parts)
+  for (const LinPart& part : w.parts) {
+    if (pf.xq8 && opt.quant_rows_per_warp == 0) pf.rows_per_warp = auto_rows_per_warp(part.rows, w.K);
     qgemv(act, w.q(part), x, static_cast<char*>(y) + size_t(part.row0) * ysz, 1, pf, stream, pdl);
+  }
 }
 
 namespace {

@@ -82,7 +82,7 @@ struct CudaLlamaOptions {
   bool quant_resident = false;
   bool quant_x_smem = false;
   bool quant_decode_at_load = false;  // QGemvFusion::decode_at_load (ablation)
-  int quant_rows_per_warp = 1;        // QGemvFusion::rows_per_warp
+  int quant_rows_per_warp = 1;        // QGemvFusion::rows_per_warp; 0: auto_rows_per_warp by shape
   bool quant_dequant_staged = true;   // qdequant's staged_stores (prefill; ablation: off)
   // Prefill (batches over quant_gemv_max_rows) dequantizes the layers' next quantized weight into a second
   // scratch on a side stream while the GEMM of the current one runs (one more scratch of the largest
