@@ -309,7 +309,7 @@ int cmd_bench(int argc, char** argv) {
        {"--gpu-quant-rows", "", true,
         "with --gpu-quant: rows per warp of the batch-1 GEMV reading an input quantized once (1, 2 or 4; 0: "
         "by each projection's shape)",
-        "1"},
+        "0"},
        {"--threads", "-t", true, "CPU threads", "all cores"},
        {"--act", "", true,
         "CPU activation precision: auto (Q8_0 / Q4_0 / Q4_1 decode on int8-quantized activations, as "

@@ -82,7 +82,11 @@ struct CudaLlamaOptions {
   bool quant_resident = false;
   bool quant_x_smem = false;
   bool quant_decode_at_load = false;  // QGemvFusion::decode_at_load (ablation)
-  int quant_rows_per_warp = 1;        // QGemvFusion::rows_per_warp; 0: auto_rows_per_warp by shape
+  // Rows per warp of the batch-1 GEMV reading a pre-quantized input (QGemvFusion::rows_per_warp): 1, 2, 4,
+  // or 0: by each part's shape (cuda_llama.cpp's auto_rows_per_warp). H100, Llama-2-7B shape Q4_K_M tg128,
+  // four same-run rounds: 406.6-409.1 tok/s with 0 against 388.6-391.0 with 1 (bench/cuda/runs/
+  // 2026-12-07f-h100-rows-auto/); 2 or 4 for every projection: 368.9 / 307.8.
+  int quant_rows_per_warp = 0;
   bool quant_dequant_staged = true;   // qdequant's staged_stores (prefill; ablation: off)
   // Prefill (batches over quant_gemv_max_rows) dequantizes the layers' next quantized weight into a second
   // scratch on a side stream while the GEMM of the current one runs (one more scratch of the largest
