@@ -270,6 +270,7 @@ int cmd_bench(int argc, char** argv) {
        {"--reps", "-r", true, "repetitions", "3"},
        {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized on the GPU (the default)",
         ""},
+       kv_cache_dtype_opt(),
        {"--gpu-dequant", "", false,
         "--device cuda: dequantize quantized weights to fp16 / bf16 at load (see llamarun generate --help)",
         ""},

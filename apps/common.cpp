@@ -35,7 +35,26 @@ std::vector<OptSpec> model_opts() {
        "at load (pp512 about 1.7x faster on an H100, and batches over 64 rows; 2-4x the weight memory); by "
        "default they stay quantized on the GPU (decode GEMVs on the blocks)",
        ""},
-      {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized (the default)", ""}};
+      {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized (the default)", ""},
+      kv_cache_dtype_opt()};
+}
+
+OptSpec kv_cache_dtype_opt() {
+  return {"--kv-cache-dtype", "", true,
+          "--device cuda: auto (the activation dtype) or fp8 (E4M3 keys and values, unit scale: twice the "
+          "cached positions per GiB, half the bytes for attention to read; single streams lose the fused "
+          "batch-1 path)",
+          "auto"};
+}
+
+bool kv_fp8_requested(const Args& args, const std::string& device) {
+  std::string v = args.str("--kv-cache-dtype", "auto");
+  for (char& c : v) c = char(std::tolower(static_cast<unsigned char>(c)));
+  if (v != "auto" && v != "fp8")
+    fail("--kv-cache-dtype '", args.str("--kv-cache-dtype", ""), "': expected auto or fp8");
+  if (v == "fp8" && !is_cuda_device(device))
+    fail("--kv-cache-dtype fp8: the FP8 KV cache is a GPU format: add --device cuda");
+  return v == "fp8";
 }
 
 std::vector<OptSpec> sampling_opts(const char* default_temp) {
@@ -71,6 +90,7 @@ DType gpu_dtype_from(const Args& args, const Model& model) {
 
 std::string device_from(const Args& args) {
   std::string d = args.str("--device", "cpu");
+  kv_fp8_requested(args, d);  // a bad value, or fp8 off the GPU: an error before anything loads
   if (d == "cpu") return d;
   bool ok = d == "cuda";
   if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() <= 8) {
@@ -147,6 +167,7 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   co->quant_dequant_ahead = args.has("--gpu-quant-dequant-ahead");
   if (args.has("--gpu-quant-rows")) co->quant_rows_per_warp = int(args.integer("--gpu-quant-rows", 1));
   co->fp8_weights = fp8_requested(args);
+  co->kv_fp8 = kv_fp8_requested(args, device);
 }
 #endif
 

@@ -31,6 +31,10 @@ std::string device_from(const Args& args);
 // throws Error.
 std::string host_quantize_from(const Args& args);
 bool fp8_requested(const Args& args);
+// --kv-cache-dtype: the option, and whether it asks for the FP8 KV cache (Error on a bad value, or fp8 with
+// a CPU device).
+OptSpec kv_cache_dtype_opt();
+bool kv_fp8_requested(const Args& args, const std::string& device);
 bool is_cuda_device(const std::string& device);
 // The GPU's weight / activation dtype from --act: f16, bf16, or auto (bf16 for bf16 checkpoints, else
 // f16). Throws Error for other values.

@@ -407,6 +407,34 @@ TEST_P(CudaLlamaTest, PrefillDequantizingAheadGivesTheSameBits) {
   }
 }
 
+// The FP8 KV cache (kv_fp8): half the bytes per cached position, the batch-1 fused path off, and logits
+// near the fp16 / bf16 cache's over a prefill (chunks of 20: the tensor-core path's gather from the E4M3
+// pool) and decode steps (paged_attention over it). Measured, not exact: E4M3 keeps 3 mantissa bits.
+TEST_P(CudaLlamaTest, Fp8KvCacheStaysNearTheActivationDtypeCache) {
+  LlamaConfig cfg = tiny_config();
+  HostModel hm = make_host_model(cfg, t(), false, 42);
+  CudaLlamaOptions a = options(t(), 128);
+  CudaLlamaOptions b = a;
+  b.kv_fp8 = true;
+  Twins tw(cfg, hm, a, b);
+  EXPECT_EQ(2 * tw.gb.kv_bytes_per_token(0), tw.ga.kv_bytes_per_token(0));
+  std::mt19937 g(9);
+  std::vector<int32_t> prompt(40);
+  for (auto& id : prompt) id = int32_t(g() % cfg.vocab_size);
+  const auto pa = tw.sa.prefill(prompt, 20), pb = tw.sb.prefill(prompt, 20);
+  const double e0 = rel_l2(pb, pa);
+  EXPECT_LT(e0, 0.1) << "prefill logits";
+  EXPECT_GT(e0, 0.0) << "the E4M3 cache rounds K and V";
+  int tok = argmax_of(pa);
+  for (int s = 0; s < 6; ++s) {
+    const auto la = tw.sa.step_logits(tok), lb = tw.sb.step_logits(tok);
+    EXPECT_LT(rel_l2(lb, la), 0.1) << "step " << s;
+    tok = argmax_of(la);
+  }
+  EXPECT_GT(tw.ga.fast_decode_steps(), 0);
+  EXPECT_EQ(tw.gb.fast_decode_steps(), 0);
+}
+
 TEST_P(CudaLlamaTest, MhaHeadDim128MatchesCpuReference) {
   LlamaConfig c = tiny_config();
   c.num_heads = 2;

@@ -1,6 +1,8 @@
 // Parity tests of the paged-KV serving kernels (paged_attention.cu): rope_store_kv_paged,
 // paged_attention (varlen batches over shuffled block tables, against a CPU reference and against the
 // contiguous-cache decode / prefill attention kernels), gather_rows and argmax_rows.
+#include <cuda_fp8.h>
+
 #include <algorithm>
 #include <limits>
 #include <numeric>
@@ -21,6 +23,11 @@ class CudaPaged : public ::testing::TestWithParam<DType> {
 };
 
 constexpr uint16_t kNaNBits = 0x7fff;  // NaN in both fp16 and bf16
+constexpr uint8_t kNaNE4M3 = 0xff;     // NaN in E4M3 (and the poison byte)
+
+// E4M3 by cuda_fp8.h's host conversions (round to nearest even, saturated): the FP8 KV cache's reference.
+uint8_t to_e4m3(float v) { return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3); }
+float from_e4m3(uint8_t b) { return float(__half(__nv_cvt_fp8_to_halfraw(b, __NV_E4M3))); }
 
 // Block tables for sequences of the given context lengths over a pool of shuffled blocks. The pool has
 // `spare` extra blocks that no sequence owns; table entries past a sequence's last block point at one of
@@ -133,15 +140,17 @@ struct Row {
   int seq, pos;
 };
 
+// f8: the pool holds E4M3 bytes (kv_fp8), and the reference attends over their values.
 void run_varlen_case(DType t, std::mt19937& gen, int nh, int nkv, int hd, int bs, const std::vector<int>& ctx,
-                     const std::vector<Row>& rows, float qrange) {
+                     const std::vector<Row>& rows, float qrange, bool f8 = false) {
   const std::string what = std::string(dname(t)) + " nh=" + std::to_string(nh) +
                            " nkv=" + std::to_string(nkv) + " hd=" + std::to_string(hd) +
-                           " bs=" + std::to_string(bs);
+                           " bs=" + std::to_string(bs) + (f8 ? " kv fp8" : "");
   const int nseq = int(ctx.size()), M = int(rows.size()), G = nh / nkv;
   const float scale = 1.f / std::sqrt(float(hd));
   PagedLayout L = make_layout(gen, ctx, nkv, hd, bs);
   std::vector<uint16_t> kpool(L.elems(), kNaNBits), vpool(L.elems(), kNaNBits);
+  std::vector<uint8_t> kpool8(f8 ? L.elems() : 0, kNaNE4M3), vpool8(f8 ? L.elems() : 0, kNaNE4M3);
   std::vector<std::vector<float>> kc(nseq), vc(nseq);
   for (int s = 0; s < nseq; ++s) {
     kc[s] = rand_vec(gen, size_t(nkv) * ctx[s] * hd, -2, 2);
@@ -152,6 +161,13 @@ void run_varlen_case(DType t, std::mt19937& gen, int nh, int nkv, int hd, int bs
         const size_t src = (size_t(kh) * ctx[s] + p) * hd, dst = L.index(s, kh, p);
         std::copy(kb.begin() + src, kb.begin() + src + hd, kpool.begin() + dst);
         std::copy(vb.begin() + src, vb.begin() + src + hd, vpool.begin() + dst);
+        if (!f8) continue;
+        for (int i = 0; i < hd; ++i) {
+          kpool8[dst + i] = to_e4m3(kc[s][src + i]);
+          vpool8[dst + i] = to_e4m3(vc[s][src + i]);
+          kc[s][src + i] = from_e4m3(kpool8[dst + i]);
+          vc[s][src + i] = from_e4m3(vpool8[dst + i]);
+        }
       }
   }
   auto q = rand_vec(gen, size_t(M) * nh * hd, -qrange, qrange);
@@ -161,17 +177,18 @@ void run_varlen_case(DType t, std::mt19937& gen, int nh, int nkv, int hd, int bs
     seq[m] = rows[m].seq;
     pos[m] = rows[m].pos;
   }
-  DevBuf dk(kpool.size() * 2), dv(vpool.size() * 2), dq(qb.size() * 2), dout(qb.size() * 2),
+  const size_t esz = f8 ? 1 : 2;
+  DevBuf dk(L.elems() * esz), dv(L.elems() * esz), dq(qb.size() * 2), dout(qb.size() * 2),
       dtab(L.tables.size() * 4), dseq(M * 4), dpos(M * 4);
-  dk.upload(kpool.data(), kpool.size() * 2);
-  dv.upload(vpool.data(), vpool.size() * 2);
+  dk.upload(f8 ? static_cast<const void*>(kpool8.data()) : kpool.data(), L.elems() * esz);
+  dv.upload(f8 ? static_cast<const void*>(vpool8.data()) : vpool.data(), L.elems() * esz);
   dq.upload(qb.data(), qb.size() * 2);
   dtab.upload(L.tables.data(), L.tables.size() * 4);
   dseq.upload(seq.data(), M * 4);
   dpos.upload(pos.data(), M * 4);
   dout.poison();
   paged_attention(t, dq.p, dk.p, dv.p, dtab.as<int32_t>(), L.max_blocks, dseq.as<int32_t>(),
-                  dpos.as<int32_t>(), M, nh, nkv, hd, bs, scale, dout.p, nullptr);
+                  dpos.as<int32_t>(), M, nh, nkv, hd, bs, scale, dout.p, nullptr, f8);
   CUDA_OK(cudaDeviceSynchronize());
   auto out = download16(t, dout, qb.size());
   for (int m = 0; m < M; ++m) {
@@ -208,6 +225,81 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatch) {
   run_varlen_case(t(), gen, 8, 2, 128, 16, ctx, rows, 6.f);
   // A long context whose pages span several tiles per warp, one large page size.
   run_varlen_case(t(), gen, 4, 4, 128, 256, {1000, 3}, {{0, 999}, {1, 2}, {0, 511}}, 1.f);
+}
+
+// The same over E4M3 pools (kv_fp8): the kernel's result against attention over the pool's values.
+TEST_P(CudaPaged, PagedAttentionVarlenBatchFp8Kv) {
+  const std::vector<int> ctx = {1, 17, 300, 75, 64, 203};
+  std::vector<Row> rows = {{0, 0}, {1, 16}, {2, 299}, {4, 63}, {5, 202}, {0, -1}};
+  for (int p = 60; p < 75; ++p) rows.push_back({3, p});
+  std::shuffle(rows.begin(), rows.end(), gen);
+  for (int hd : {16, 32, 64, 128})
+    for (int bs : {16, 5}) {
+      run_varlen_case(t(), gen, 8, 2, hd, bs, ctx, rows, 1.f, true);
+      run_varlen_case(t(), gen, 4, 4, hd, bs, ctx, rows, 1.f, true);
+    }
+  run_varlen_case(t(), gen, 32, 8, 128, 16, ctx, rows, 6.f, true);
+}
+
+// rope_store_kv_paged into E4M3 pools: each value stored is cuda_fp8.h's rounding of what the fp16 / bf16
+// pools get (the values, V exactly; the rotated K from fp32, so a tie may round the other way: at most a
+// few in a thousand differ, by one step); untouched bytes keep their poison.
+TEST_P(CudaPaged, RopeStoreKvPagedFp8) {
+  for (int hd : {32, 128}) {
+    for (int bs : {16, 5}) {
+      const int nh = 4, nkv = 2, rows = nh + 2 * nkv, num_blocks = 7;
+      RopeScaling sc;
+      auto inv = rope_inv_freq(hd, 10000.f, sc);
+      std::vector<int32_t> pos = {0, 37, 5, 1234, 4};
+      std::vector<int32_t> slot = {3 * bs, 6 * bs + bs - 1, -1, 1 * bs + 2 % bs, 0};
+      const int M = int(pos.size());
+      auto qkv = rand_vec(gen, size_t(M) * rows * hd, -3, 3);
+      auto qb = quantize16(t(), qkv);
+      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
+      DevBuf dqkv(qb.size() * 2), dpos(M * 4), dslot(M * 4), dinv(inv.size() * 4),
+          dq(size_t(M) * nh * hd * 2);
+      DevBuf dk(pool_n * 2), dv(pool_n * 2), dk8(pool_n), dv8(pool_n);
+      dqkv.upload(qb.data(), qb.size() * 2);
+      dpos.upload(pos.data(), M * 4);
+      dslot.upload(slot.data(), M * 4);
+      dinv.upload(inv.data(), inv.size() * 4);
+      for (DevBuf* b : {&dk, &dv, &dk8, &dv8}) b->poison();
+      for (bool f8 : {false, true})
+        rope_store_kv_paged(t(), RopeLayout::kHalf, dqkv.p, dpos.as<int32_t>(), dslot.as<int32_t>(),
+                            dinv.as<float>(), M, nh, nkv, hd, bs, dq.p, f8 ? dk8.p : dk.p, f8 ? dv8.p : dv.p,
+                            nullptr, false, f8);
+      CUDA_OK(cudaDeviceSynchronize());
+      auto gk = download16(t(), dk, pool_n), gv = download16(t(), dv, pool_n);
+      std::vector<uint8_t> k8(pool_n), v8(pool_n);
+      dk8.download(k8.data(), pool_n);
+      dv8.download(v8.data(), pool_n);
+      size_t stored = 0, k_off = 0, k_far = 0;
+      std::vector<float> kf, kref;
+      for (size_t i = 0; i < pool_n; ++i) {
+        if (std::isnan(gk[i])) {  // not written: poison in both
+          ASSERT_EQ(k8[i], kNaNE4M3) << i;
+          ASSERT_EQ(v8[i], kNaNE4M3) << i;
+          continue;
+        }
+        ++stored;
+        ASSERT_EQ(v8[i], to_e4m3(gv[i])) << "value " << i;
+        const float want = from_e4m3(to_e4m3(gk[i])), got = from_e4m3(k8[i]);
+        if (got != want) {
+          ++k_off;
+          // One E4M3 step at most: 1/8 of the value's power of two (subnormals 2^-9).
+          k_far += std::fabs(got - want) > std::max(std::fabs(want) / 8.f, 1.f / 512.f) * 1.01f;
+        }
+        kf.push_back(got);
+        kref.push_back(gk[i]);
+      }
+      const std::string what =
+          std::string(dname(t())) + " hd=" + std::to_string(hd) + " bs=" + std::to_string(bs);
+      EXPECT_EQ(stored, size_t(4) * nkv * hd) << what;  // 4 rows with a slot
+      EXPECT_LE(k_off, stored / 100) << what;
+      EXPECT_EQ(k_far, 0u) << what;
+      EXPECT_LT(rel_l2(kf, kref), 0.04) << "E4M3 keys against the fp16 / bf16 ones " << what;
+    }
+  }
 }
 
 // paged_attention equals the split-K decode_attention (the batch-1 fast path's, on the same pool) and the
@@ -345,6 +437,49 @@ TEST_P(CudaPaged, GatherKvPages) {
             const size_t src = ((size_t(table[p / bs]) * nkv + kh) * bs + p % bs) * hd + i;
             ASSERT_EQ(kg[o], k[src]) << "hd " << hd << " bs " << bs << " kv head " << kh << " position " << p;
             ASSERT_EQ(vg[o], v[src]) << "hd " << hd << " bs " << bs << " kv head " << kh << " position " << p;
+          }
+    }
+  }
+}
+
+// From E4M3 pools: each value widened exactly (every E4M3 value is an fp16 and a bf16 value).
+TEST_P(CudaPaged, GatherKvPagesFromFp8) {
+  for (int hd : {16, 128}) {
+    for (int bs : {16, 5}) {
+      const int nkv = 3, num_blocks = 12, n = 37, max_ctx = 64;
+      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
+      std::vector<uint8_t> k(pool_n), v(pool_n);
+      for (size_t i = 0; i < pool_n; ++i) {  // any byte but the two NaNs
+        do k[i] = uint8_t(gen());
+        while ((k[i] & 0x7f) == 0x7f);
+        do v[i] = uint8_t(gen());
+        while ((v[i] & 0x7f) == 0x7f);
+      }
+      std::vector<int32_t> table(num_blocks);
+      std::iota(table.begin(), table.end(), 0);
+      std::shuffle(table.begin(), table.end(), gen);
+      DevBuf dk(pool_n), dv(pool_n), dt(table.size() * 4);
+      DevBuf ko(size_t(nkv) * max_ctx * hd * 2), vo(size_t(nkv) * max_ctx * hd * 2);
+      dk.upload(k.data(), pool_n);
+      dv.upload(v.data(), pool_n);
+      dt.upload(table.data(), table.size() * 4);
+      ko.poison();
+      vo.poison();
+      gather_kv_pages(t(), dk.p, dv.p, dt.as<int32_t>(), n, nkv, hd, bs, max_ctx, ko.p, vo.p, nullptr, true);
+      CUDA_OK(cudaDeviceSynchronize());
+      auto kg = download16(t(), ko, size_t(nkv) * max_ctx * hd),
+           vg = download16(t(), vo, size_t(nkv) * max_ctx * hd);
+      for (int kh = 0; kh < nkv; ++kh)
+        for (int p = 0; p < max_ctx; ++p)
+          for (int i = 0; i < hd; ++i) {
+            const size_t o = (size_t(kh) * max_ctx + p) * hd + i;
+            if (p >= n) {
+              ASSERT_TRUE(std::isnan(kg[o]) && std::isnan(vg[o])) << "position " << p << " was written";
+              continue;
+            }
+            const size_t src = ((size_t(table[p / bs]) * nkv + kh) * bs + p % bs) * hd + i;
+            ASSERT_EQ(kg[o], from_e4m3(k[src])) << "hd " << hd << " bs " << bs << " position " << p;
+            ASSERT_EQ(vg[o], from_e4m3(v[src])) << "hd " << hd << " bs " << bs << " position " << p;
           }
     }
   }

@@ -234,7 +234,8 @@ struct CudaLlama::Impl {
   // The batch staged in pin: T tokens, R logit rows, tc_chunks through the tensor-core attention.
   void forward_varlen(int T, int R);
   size_t pin_ints() const { return 5 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
-  size_t pool_layer_bytes() const { return size_t(pnb) * nkv * pbs * hd * esz; }
+  size_t kvsz = 2;  // bytes per element of the paged KV pool (1: opt.kv_fp8)
+  size_t pool_layer_bytes() const { return size_t(pnb) * nkv * pbs * hd * kvsz; }
   ~Impl();
 
   size_t lin_bytes(size_t rows, size_t cols) const { return rows * cols * esz; }
@@ -304,7 +305,9 @@ void CudaLlama::Impl::init_common(const LlamaConfig& c, const CudaLlamaOptions& 
   mmax = o.paged_max_tokens;
   pseqs = std::min(o.paged_max_seqs, o.paged_max_tokens);
   esz = 2;
-  fast_ok = o.fast_decode && size_t(std::max({H, I, nh * hd})) * 2 <= size_t(kGemvStageBytes);
+  kvsz = o.kv_fp8 ? 1 : esz;
+  // The batch-1 fused path (its QKV epilogue and split-K attention) reads and writes act pools only.
+  fast_ok = o.fast_decode && !o.kv_fp8 && size_t(std::max({H, I, nh * hd})) * 2 <= size_t(kGemvStageBytes);
 
   device = parse_device(o.device);
   set_device(device);
@@ -1047,7 +1050,7 @@ size_t CudaLlama::weight_bytes_per_token() const {
 
 size_t CudaLlama::kv_bytes_per_token(int p) const {
   const Impl& m = *impl_;
-  return 2 * size_t(m.L) * m.nkv * size_t(p + 1) * m.hd * m.esz;
+  return 2 * size_t(m.L) * m.nkv * size_t(p + 1) * m.hd * m.kvsz;
 }
 
 // ---- serving: paged KV pool, varlen batches ----
@@ -1069,7 +1072,7 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   if (block_size < 1 || block_size > 1024) fail("init_paged: block_size ", block_size, " outside [1, 1024]");
   m.pbs = block_size;
   m.pmb = (m.max_ctx + block_size - 1) / block_size;
-  const size_t per_block = 2 * size_t(m.L) * m.nkv * block_size * m.hd * m.esz;
+  const size_t per_block = 2 * size_t(m.L) * m.nkv * block_size * m.hd * m.kvsz;
   // Batch buffers first: the pool takes what is left.
   size_t before = m.alloc.allocated();
   m.pin = m.alloc.alloc_n<int32_t>(m.pin_ints(), "batch inputs");
@@ -1148,11 +1151,12 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
     add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, T, H, cfg.rms_eps, stream);
     mm(lw.qkv, xn, qkv, false, T);
     rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, T, nh, nkv, hd, pbs, q, kp, vp,
-                        stream);
-    paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_apos, T, nh, nkv, hd, pbs, scale, attn, stream);
+                        stream, false, opt.kv_fp8);
+    paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_apos, T, nh, nkv, hd, pbs, scale, attn, stream,
+                    opt.kv_fp8);
     for (const PrefillChunk& c : tc_chunks) {
       gather_kv_pages(act, kp, vp, d_tables + size_t(c.seq) * pmb, c.start + c.n, nkv, hd, pbs, max_ctx,
-                      k_scratch, v_scratch, stream);
+                      k_scratch, v_scratch, stream, opt.kv_fp8);
       const size_t off = size_t(c.row0) * qd * esz;
       prefill_attention(act, static_cast<char*>(q) + off, k_scratch, v_scratch, c.n, c.start, nh, nkv, hd,
                         max_ctx, scale, static_cast<char*>(attn) + off, stream);

@@ -87,7 +87,7 @@ struct CudaLlamaOptions {
   // four same-run rounds: 406.6-409.1 tok/s with 0 against 388.6-391.0 with 1 (bench/cuda/runs/
   // 2026-12-07f-h100-rows-auto/); 2 or 4 for every projection: 368.9 / 307.8.
   int quant_rows_per_warp = 0;
-  bool quant_dequant_staged = true;   // qdequant's staged_stores (prefill; ablation: off)
+  bool quant_dequant_staged = true;  // qdequant's staged_stores (prefill; ablation: off)
   // Prefill (batches over quant_gemv_max_rows) dequantizes the layers' next quantized weight into a second
   // scratch on a side stream while the GEMM of the current one runs (one more scratch of the largest
   // projection); off: each weight dequantized on the main stream right before its GEMM. Experimental.
@@ -99,6 +99,11 @@ struct CudaLlamaOptions {
   // fused batch-1 path included); larger ones quantize the activations per token to E4M3 and run cuBLASLt's
   // FP8 GEMM. Needs compute capability 8.9+ (Error otherwise); excludes keep_quantized.
   bool fp8_weights = false;
+  // The paged KV cache in E4M3 with a unit scale (the CLI's --kv-cache-dtype fp8): half the bytes per
+  // position, so twice the positions in the same memory and half the bytes for attention to read (what
+  // bounds decode batches over long contexts). Rounds every key and value to E4M3 (3 mantissa bits); the
+  // batch-1 fused path is off with it (a single stream takes the varlen path).
+  bool kv_fp8 = false;
   // Each of the two pinned host buffers the weight upload streams through (host memory held while loading;
   // other sizes not benchmarked; tests use 1 MB to put several chunks through both buffers).
   size_t staging_bytes = 64u << 20;

@@ -210,7 +210,9 @@ void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool 
 // ---- paged KV cache for serving (paged_attention.cu) ----
 // The pool holds, per layer and for K and V separately, [num_blocks][nkv][block_size][hd] (the CPU
 // PagedKVPool's layout): the keys of one head inside a block are contiguous. A sequence's position p
-// lives in block table[p / block_size], slot p % block_size.
+// lives in block table[p / block_size], slot p % block_size. Its elements are act values, or with kv_fp8
+// E4M3 bytes with a unit scale (stored as cuda_fp8.h's __nv_cvt_float_to_fp8(v, __NV_SATFINITE,
+// __NV_E4M3): round to nearest even, saturated to +-448), half the bytes for attention to read.
 
 // RoPE fused with the KV append, for a varlen batch over the paged pool. qkv [M, (nh + 2*nkv) * hd]: per
 // row the nh query heads, then nkv key heads, then nkv value heads. rope rotates pairs (i, i + hd/2)
@@ -221,7 +223,7 @@ void argmax(const float* logits, int V, int32_t* out, cudaStream_t stream, bool 
 void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
                          const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
                          int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream,
-                         bool pdl = false);
+                         bool pdl = false, bool kv_fp8 = false);
 
 // Varlen paged attention, causal: query row m (q [M, nh, hd]) belongs to sequence seq[m] and sits at
 // position pos[m]; it attends to positions 0 .. pos[m] of that sequence, whose K / V are found through
@@ -231,14 +233,15 @@ void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const in
 void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq, const int32_t* pos,
                      int M, int nh, int nkv, int hd, int block_size, float scale, void* out,
-                     cudaStream_t stream);
+                     cudaStream_t stream, bool kv_fp8 = false);
 
 // Positions 0 .. n-1 of one sequence, one layer, from the paged pool into the contiguous cache layout
 // (k_out, v_out [nkv, max_ctx, hd]), so prefill_attention's tensor-core kernel
 // can serve a long prefill chunk: k_out[kh, p, :] = K of position p (block table[p / block_size], device
 // int32). hd a multiple of 8; n <= max_ctx.
 void gather_kv_pages(DType act, const void* k_pool, const void* v_pool, const int32_t* table, int n, int nkv,
-                     int hd, int block_size, int max_ctx, void* k_out, void* v_out, cudaStream_t stream);
+                     int hd, int block_size, int max_ctx, void* k_out, void* v_out, cudaStream_t stream,
+                     bool kv_fp8 = false);
 
 // out[r, :] = x[rows[r], :] for r in [0, R); x and out rows of H act values; rows device int32.
 void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, void* out, cudaStream_t stream);

@@ -14,6 +14,8 @@
 // output) are merged through shared memory. A page size that is a multiple of 16 (the usual 16) makes
 // every tile one contiguous run inside one page (one block-table read per tile, prefetched one tile
 // ahead); any other page size in [1, 1024] takes a generic path that looks up each key's page.
+#include <cuda_fp8.h>
+
 #include <algorithm>
 #include <type_traits>
 
@@ -24,15 +26,49 @@ namespace llamarun::cuda {
 
 namespace {
 
+// ---- the pool's element type ----
+// S = T (fp16 / bf16) or uint8_t (E4M3, unit scale: kv_fp8). A lane's 8 consecutive values of a head are
+// one Kv8<S>::Raw: 16 bytes of fp16 / bf16, 8 bytes of E4M3.
+template <typename S, typename T>
+struct Kv8 {
+  using Raw = uint4;
+  static __device__ __forceinline__ Raw load(const S* p) { return ld_stream(p); }
+  static __device__ __forceinline__ void unpack(const Raw& r, float* f) { unpack8<T>(r, f); }
+  static __device__ __forceinline__ S from(float v) { return from_f32<T>(v); }
+};
+template <typename T>
+struct Kv8<uint8_t, T> {
+  using Raw = uint2;
+  static __device__ __forceinline__ Raw load(const uint8_t* p) {
+    Raw r;
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(p));
+    return r;
+  }
+  static __device__ __forceinline__ void unpack(const Raw& r, float* f) {
+    const uint32_t w[2] = {r.x, r.y};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+          static_cast<__nv_fp8x2_storage_t>((w[i >> 1] >> (16 * (i & 1))) & 0xffffu), __NV_E4M3);
+      const float2 v = __half22float2(__half2(h));
+      f[2 * i] = v.x;
+      f[2 * i + 1] = v.y;
+    }
+  }
+  static __device__ __forceinline__ uint8_t from(float v) {
+    return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+  }
+};
+
 // ---- rope_store_kv_paged ----
 
 // grid (nh + 2*nkv, M); block hd/2 threads: thread i handles rotation pair i of one head.
-template <typename T, bool kInterleaved>
+template <typename T, typename S, bool kInterleaved>
 __global__ void rope_store_kv_paged_kernel(const T* __restrict__ qkv, const int32_t* __restrict__ pos,
                                            const int32_t* __restrict__ slot,
                                            const float* __restrict__ inv_freq, int nh, int nkv, int hd,
-                                           int block_size, T* __restrict__ q_out, T* __restrict__ k_pool,
-                                           T* __restrict__ v_pool) {
+                                           int block_size, T* __restrict__ q_out, S* __restrict__ k_pool,
+                                           S* __restrict__ v_pool) {
   pdl_trigger();
   pdl_wait();  // qkv comes from the previous kernel
   const int head = blockIdx.x;
@@ -42,26 +78,29 @@ __global__ void rope_store_kv_paged_kernel(const T* __restrict__ qkv, const int3
   const T* src = qkv + (size_t(m) * (nh + 2 * nkv) + head) * hd;
   int i0, i1;
   rope_pair_index<kInterleaved>(i, hd, i0, i1);
-  T* dst;
-  if (head < nh) {
-    dst = q_out + (size_t(m) * nh + head) * hd;
-  } else {
-    const int s = slot[m];
-    if (s < 0) return;
-    const int kh = head < nh + nkv ? head - nh : head - nh - nkv;
-    const size_t off = ((size_t(s / block_size) * nkv + kh) * block_size + s % block_size) * hd;
-    if (head >= nh + nkv) {  // value head: plain copy
-      dst = v_pool + off;
-      dst[i0] = src[i0];
-      dst[i1] = src[i1];
-      return;
-    }
-    dst = k_pool + off;
-  }
   float f0, f1;
-  rope_rotate(to_f32(src[i0]), to_f32(src[i1]), p, inv_freq[i], f0, f1);
-  dst[i0] = from_f32<T>(f0);
-  dst[i1] = from_f32<T>(f1);
+  if (head < nh) {
+    T* dst = q_out + (size_t(m) * nh + head) * hd;
+    rope_rotate(to_f32(src[i0]), to_f32(src[i1]), p, inv_freq[i], f0, f1);
+    dst[i0] = from_f32<T>(f0);
+    dst[i1] = from_f32<T>(f1);
+    return;
+  }
+  const int s = slot[m];
+  if (s < 0) return;
+  const int kh = head < nh + nkv ? head - nh : head - nh - nkv;
+  const size_t off = ((size_t(s / block_size) * nkv + kh) * block_size + s % block_size) * hd;
+  S* dst;
+  if (head >= nh + nkv) {  // value head: a copy (exact for fp16 / bf16 pools)
+    dst = v_pool + off;
+    f0 = to_f32(src[i0]);
+    f1 = to_f32(src[i1]);
+  } else {
+    dst = k_pool + off;
+    rope_rotate(to_f32(src[i0]), to_f32(src[i1]), p, inv_freq[i], f0, f1);
+  }
+  dst[i0] = Kv8<S, T>::from(f0);
+  dst[i1] = Kv8<S, T>::from(f1);
 }
 
 // ---- paged_attention ----
@@ -93,10 +132,11 @@ struct ReduceScatter {
   }
 };
 
-// kContig: block_size % kTileKeys == 0, so a tile lies in one page, contiguously.
-template <typename T, int HD, int MAXG, bool kContig>
+// kContig: block_size % kTileKeys == 0, so a tile lies in one page, contiguously. S: the pool's element
+// type (Kv8).
+template <typename T, typename S, int HD, int MAXG, bool kContig>
 __global__ void __launch_bounds__(kPaThreads)
-    paged_attn_kernel(const T* __restrict__ q, const T* __restrict__ k_pool, const T* __restrict__ v_pool,
+    paged_attn_kernel(const T* __restrict__ q, const S* __restrict__ k_pool, const S* __restrict__ v_pool,
                       const int32_t* __restrict__ block_tables, int max_blocks,
                       const int32_t* __restrict__ seq, const int32_t* __restrict__ pos, int nh, int nkv,
                       int G, int bs, float scale, T* __restrict__ out) {
@@ -105,6 +145,8 @@ __global__ void __launch_bounds__(kPaThreads)
   constexpr int NLD = kTileKeys / KPL;  // loads per lane per tile (K, and as many for V)
   constexpr int DUP = LPK / NLD;        // lanes left holding each reduced score
   static_assert(NLD >= 1 && NLD <= LPK && DUP >= 1, "tile shape");
+  using KV = Kv8<S, T>;
+  using Raw = typename KV::Raw;
   __shared__ float s_p[kPaWarps][MAXG][kTileKeys];
   __shared__ float s_m[kPaWarps][MAXG], s_l[kPaWarps][MAXG];
   __shared__ float s_o[kPaWarps][MAXG][HD];
@@ -170,10 +212,9 @@ __global__ void __launch_bounds__(kPaThreads)
         if (p < len) off[j] = size_t(table[p / bs]) * blk_stride + kv_off + size_t(p % bs) * HD + dl * 8;
       }
     }
-    uint4 raw[NLD];
+    Raw raw[NLD];
 #pragma unroll
-    for (int j = 0; j < NLD; ++j)
-      raw[j] = t0 + j * KPL + ks < len ? ld_stream(k_pool + off[j]) : make_uint4(0, 0, 0, 0);
+    for (int j = 0; j < NLD; ++j) raw[j] = t0 + j * KPL + ks < len ? KV::load(k_pool + off[j]) : Raw{};
     // Partial dot products over this lane's 8 dims, combined across the key's lanes: sc[g] is the score
     // of key jm * KPL + ks for head g.
     float sc[MAXG];
@@ -187,7 +228,7 @@ __global__ void __launch_bounds__(kPaThreads)
 #pragma unroll
           for (int j = 0; j < NLD; ++j) {
             float kf[8];
-            unpack8<T>(raw[j], kf);
+            KV::unpack(raw[j], kf);
             float s = 0.f;
 #pragma unroll
             for (int i = 0; i < 8; ++i) s = fmaf(qf[g][i], kf[i], s);
@@ -202,7 +243,7 @@ __global__ void __launch_bounds__(kPaThreads)
 #pragma unroll
       for (int j = 0; j < NLD; ++j) {
         float kf[8];
-        unpack8<T>(raw[j], kf);
+        KV::unpack(raw[j], kf);
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) {
           float s = 0.f;
@@ -224,8 +265,7 @@ __global__ void __launch_bounds__(kPaThreads)
     }
     // V loads now: their latency overlaps the softmax below.
 #pragma unroll
-    for (int j = 0; j < NLD; ++j)
-      raw[j] = t0 + j * KPL + ks < len ? ld_stream(v_pool + off[j]) : make_uint4(0, 0, 0, 0);
+    for (int j = 0; j < NLD; ++j) raw[j] = t0 + j * KPL + ks < len ? KV::load(v_pool + off[j]) : Raw{};
     const bool valid = t0 + jm * KPL + ks < len;
 #pragma unroll
     for (int g = 0; g < MAXG; ++g) {
@@ -248,7 +288,7 @@ __global__ void __launch_bounds__(kPaThreads)
 #pragma unroll
     for (int j = 0; j < NLD; ++j) {
       float vf[8];
-      unpack8<T>(raw[j], vf);
+      KV::unpack(raw[j], vf);
 #pragma unroll
       for (int g = 0; g < MAXG; ++g) {
         if (g < G) {
@@ -299,8 +339,8 @@ __global__ void __launch_bounds__(kPaThreads)
   }
 }
 
-template <typename T, int HD>
-void launch_paged_hd(const T* q, const T* k, const T* v, const int32_t* tables, int max_blocks,
+template <typename T, typename S, int HD>
+void launch_paged_hd(const T* q, const S* k, const S* v, const int32_t* tables, int max_blocks,
                      const int32_t* seq, const int32_t* pos, int M, int nh, int nkv, int bs, float scale,
                      T* out, cudaStream_t stream) {
   const int G = nh / nkv;
@@ -313,13 +353,13 @@ void launch_paged_hd(const T* q, const T* k, const T* v, const int32_t* tables, 
   auto by_g = [&](auto c) {
     constexpr bool C = decltype(c)::value;
     if (G == 1)
-      go(paged_attn_kernel<T, HD, 1, C>);
+      go(paged_attn_kernel<T, S, HD, 1, C>);
     else if (G == 2)
-      go(paged_attn_kernel<T, HD, 2, C>);
+      go(paged_attn_kernel<T, S, HD, 2, C>);
     else if (G <= 4)
-      go(paged_attn_kernel<T, HD, 4, C>);
+      go(paged_attn_kernel<T, S, HD, 4, C>);
     else
-      go(paged_attn_kernel<T, HD, 8, C>);
+      go(paged_attn_kernel<T, S, HD, 8, C>);
   };
   if (contig)
     by_g(std::true_type{});
@@ -352,9 +392,10 @@ __global__ void gather_rows_kernel(const T* __restrict__ x, const int32_t* __res
 
 // ---- gather_kv_pages ----
 
-// One 16-byte vector (8 values) of K and of V per thread; vector e = ((kh * n) + p) * (hd / 8) + j.
-template <typename T>
-__global__ void gather_kv_pages_kernel(const T* __restrict__ k_pool, const T* __restrict__ v_pool,
+// One vector of 8 values of K and of V per thread; vector e = ((kh * n) + p) * (hd / 8) + j. An E4M3 pool's
+// values are widened to T.
+template <typename T, typename S>
+__global__ void gather_kv_pages_kernel(const S* __restrict__ k_pool, const S* __restrict__ v_pool,
                                        const int32_t* __restrict__ table, int n, int nkv, int hd, int bs,
                                        int max_ctx, T* __restrict__ k_out, T* __restrict__ v_out) {
   const int vpr = hd / 8;  // vectors per row
@@ -365,8 +406,16 @@ __global__ void gather_kv_pages_kernel(const T* __restrict__ k_pool, const T* __
   const int p = int(row % n), kh = int(row / n);
   const size_t src = ((size_t(table[p / bs]) * nkv + kh) * bs + p % bs) * hd + size_t(j) * 8;
   const size_t dst = (size_t(kh) * max_ctx + p) * hd + size_t(j) * 8;
-  *reinterpret_cast<uint4*>(k_out + dst) = *reinterpret_cast<const uint4*>(k_pool + src);
-  *reinterpret_cast<uint4*>(v_out + dst) = *reinterpret_cast<const uint4*>(v_pool + src);
+  if constexpr (std::is_same_v<S, T>) {
+    *reinterpret_cast<uint4*>(k_out + dst) = *reinterpret_cast<const uint4*>(k_pool + src);
+    *reinterpret_cast<uint4*>(v_out + dst) = *reinterpret_cast<const uint4*>(v_pool + src);
+  } else {
+    float f[8];
+    Kv8<S, T>::unpack(*reinterpret_cast<const uint2*>(k_pool + src), f);
+    *reinterpret_cast<uint4*>(k_out + dst) = pack8<T>(f);
+    Kv8<S, T>::unpack(*reinterpret_cast<const uint2*>(v_pool + src), f);
+    *reinterpret_cast<uint4*>(v_out + dst) = pack8<T>(f);
+  }
 }
 
 // ---- argmax_rows ----
@@ -422,7 +471,7 @@ __global__ void __launch_bounds__(kArgmaxThreads)
 void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const int32_t* pos,
                          const int32_t* slot, const float* inv_freq, int M, int nh, int nkv, int hd,
                          int block_size, void* q_out, void* k_pool, void* v_pool, cudaStream_t stream,
-                         bool pdl) {
+                         bool pdl, bool kv_fp8) {
   if (M <= 0) return;
   if (hd % 2 != 0 || hd > 2048) fail("rope_store_kv_paged: head_dim ", hd, " must be even and <= 2048");
   if (block_size < 1) fail("rope_store_kv_paged: block_size ", block_size, " must be >= 1");
@@ -430,15 +479,20 @@ void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const in
   const dim3 grid(nh + 2 * nkv, M);
   LLAMARUN_DISPATCH_ACT(act, "rope_store_kv_paged", {
     auto* qo = static_cast<T*>(q_out);
-    auto* kp = static_cast<T*>(k_pool);
-    auto* vp = static_cast<T*>(v_pool);
     auto* in = static_cast<const T*>(qkv);
-    if (layout == RopeLayout::kInterleaved)
-      launch_kernel(pdl, rope_store_kv_paged_kernel<T, true>, grid, dim3(hd / 2), 0, stream, in, pos, slot,
-                    inv_freq, nh, nkv, hd, block_size, qo, kp, vp);
+    auto go = [&](auto* kp, auto* vp) {
+      using S = std::remove_pointer_t<decltype(kp)>;
+      if (layout == RopeLayout::kInterleaved)
+        launch_kernel(pdl, rope_store_kv_paged_kernel<T, S, true>, grid, dim3(hd / 2), 0, stream, in, pos,
+                      slot, inv_freq, nh, nkv, hd, block_size, qo, kp, vp);
+      else
+        launch_kernel(pdl, rope_store_kv_paged_kernel<T, S, false>, grid, dim3(hd / 2), 0, stream, in, pos,
+                      slot, inv_freq, nh, nkv, hd, block_size, qo, kp, vp);
+    };
+    if (kv_fp8)
+      go(static_cast<uint8_t*>(k_pool), static_cast<uint8_t*>(v_pool));
     else
-      launch_kernel(pdl, rope_store_kv_paged_kernel<T, false>, grid, dim3(hd / 2), 0, stream, in, pos, slot,
-                    inv_freq, nh, nkv, hd, block_size, qo, kp, vp);
+      go(static_cast<T*>(k_pool), static_cast<T*>(v_pool));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("rope_store_kv_paged");
 }
@@ -446,7 +500,7 @@ void rope_store_kv_paged(DType act, RopeLayout layout, const void* qkv, const in
 void paged_attention(DType act, const void* q, const void* k_pool, const void* v_pool,
                      const int32_t* block_tables, int max_blocks, const int32_t* seq, const int32_t* pos,
                      int M, int nh, int nkv, int hd, int block_size, float scale, void* out,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, bool kv_fp8) {
   if (M <= 0) return;
   if (nkv <= 0 || nh % nkv != 0)
     fail("paged_attention: ", nh, " query heads not a multiple of ", nkv, " kv heads");
@@ -458,21 +512,26 @@ void paged_attention(DType act, const void* q, const void* k_pool, const void* v
     fail("paged_attention: block_size ", block_size, " not in [1, 1024]");
   LLAMARUN_DISPATCH_ACT(act, "paged_attention", {
     auto* qq = static_cast<const T*>(q);
-    auto* kk = static_cast<const T*>(k_pool);
-    auto* vv = static_cast<const T*>(v_pool);
     auto* oo = static_cast<T*>(out);
-    if (hd == 16)
-      launch_paged_hd<T, 16>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
-                             oo, stream);
-    else if (hd == 32)
-      launch_paged_hd<T, 32>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
-                             oo, stream);
-    else if (hd == 64)
-      launch_paged_hd<T, 64>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
-                             oo, stream);
+    auto go = [&](auto* kk, auto* vv) {
+      using S = std::remove_const_t<std::remove_pointer_t<decltype(kk)>>;
+      if (hd == 16)
+        launch_paged_hd<T, S, 16>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size,
+                                  scale, oo, stream);
+      else if (hd == 32)
+        launch_paged_hd<T, S, 32>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size,
+                                  scale, oo, stream);
+      else if (hd == 64)
+        launch_paged_hd<T, S, 64>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size,
+                                  scale, oo, stream);
+      else
+        launch_paged_hd<T, S, 128>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size,
+                                   scale, oo, stream);
+    };
+    if (kv_fp8)
+      go(static_cast<const uint8_t*>(k_pool), static_cast<const uint8_t*>(v_pool));
     else
-      launch_paged_hd<T, 128>(qq, kk, vv, block_tables, max_blocks, seq, pos, M, nh, nkv, block_size, scale,
-                              oo, stream);
+      go(static_cast<const T*>(k_pool), static_cast<const T*>(v_pool));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("paged_attention");
 }
@@ -489,16 +548,23 @@ void gather_rows(DType act, const void* x, const int32_t* rows, int R, int H, vo
 }
 
 void gather_kv_pages(DType act, const void* k_pool, const void* v_pool, const int32_t* table, int n, int nkv,
-                     int hd, int block_size, int max_ctx, void* k_out, void* v_out, cudaStream_t stream) {
+                     int hd, int block_size, int max_ctx, void* k_out, void* v_out, cudaStream_t stream,
+                     bool kv_fp8) {
   if (n <= 0) return;
   if (hd % 8 != 0) fail("gather_kv_pages: head_dim ", hd, " not a multiple of 8");
   if (n > max_ctx) fail("gather_kv_pages: ", n, " positions exceed the cache of ", max_ctx);
   const size_t vecs = size_t(nkv) * n * (hd / 8);
   const int threads = 256;
+  const dim3 grid(unsigned((vecs + threads - 1) / threads));
   LLAMARUN_DISPATCH_ACT(act, "gather_kv_pages", {
-    launch_kernel(false, gather_kv_pages_kernel<T>, dim3(unsigned((vecs + threads - 1) / threads)),
-                  dim3(threads), 0, stream, static_cast<const T*>(k_pool), static_cast<const T*>(v_pool),
-                  table, n, nkv, hd, block_size, max_ctx, static_cast<T*>(k_out), static_cast<T*>(v_out));
+    if (kv_fp8)
+      launch_kernel(false, gather_kv_pages_kernel<T, uint8_t>, grid, dim3(threads), 0, stream,
+                    static_cast<const uint8_t*>(k_pool), static_cast<const uint8_t*>(v_pool), table, n, nkv,
+                    hd, block_size, max_ctx, static_cast<T*>(k_out), static_cast<T*>(v_out));
+    else
+      launch_kernel(false, gather_kv_pages_kernel<T, T>, grid, dim3(threads), 0, stream,
+                    static_cast<const T*>(k_pool), static_cast<const T*>(v_pool), table, n, nkv, hd,
+                    block_size, max_ctx, static_cast<T*>(k_out), static_cast<T*>(v_out));
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("gather_kv_pages");
 }
