@@ -195,6 +195,17 @@ TEST(CliBadInput, Fp8NeedsTheGpu) {
       "--device cuda");
 }
 
+// The FP8 KV cache likewise; a value other than auto / fp8 is named. Both fail before a model loads.
+TEST(CliBadInput, KvCacheDtype) {
+  expect_clean_error(run_llamarun({"generate", "-p", "x", "-n", "1", "--kv-cache-dtype", "fp8"}),
+                     "--device cuda");
+  expect_clean_error(run_llamarun({"serve", "--kv-cache-dtype", "FP8", "--port", "0"}), "--device cuda");
+  expect_clean_error(run_llamarun({"generate", "-p", "x", "--kv-cache-dtype", "int4"}),
+                     "'int4': expected auto or fp8");
+  expect_clean_error(run_llamarun({"bench", "--kv-cache-dtype", "e5m2", "--pp", "1", "--tg", "1"}),
+                     "--kv-cache-dtype");
+}
+
 TEST(CliBadInput, DeviceOption) {
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "gpu"}), "--device");
   expect_clean_error(run_llamarun({"generate", "-p", "x", "--device", "cuda:x"}), "--device");
