@@ -242,8 +242,9 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatchFp8Kv) {
 }
 
 // rope_store_kv_paged into E4M3 pools: each value stored is cuda_fp8.h's rounding of what the fp16 / bf16
-// pools get (the values, V exactly; the rotated K from fp32, so a tie may round the other way: at most a
-// few in a thousand differ, by one step); untouched bytes keep their poison.
+// pools get (the values, V exactly; the rotated K from fp32, where the fp16 / bf16 pool rounded once before:
+// a few percent of keys round the other way, by one step, H100: up to 27 of 1,024 for bf16); untouched
+// bytes keep their poison.
 TEST_P(CudaPaged, RopeStoreKvPagedFp8) {
   for (int hd : {32, 128}) {
     for (int bs : {16, 5}) {
@@ -295,7 +296,7 @@ TEST_P(CudaPaged, RopeStoreKvPagedFp8) {
       const std::string what =
           std::string(dname(t())) + " hd=" + std::to_string(hd) + " bs=" + std::to_string(bs);
       EXPECT_EQ(stored, size_t(4) * nkv * hd) << what;  // 4 rows with a slot
-      EXPECT_LE(k_off, stored / 100) << what;
+      EXPECT_LE(k_off, stored / 20) << what;            // bf16 (8 significant bits) ties more often than fp16
       EXPECT_EQ(k_far, 0u) << what;
       EXPECT_LT(rel_l2(kf, kref), 0.04) << "E4M3 keys against the fp16 / bf16 ones " << what;
     }
