@@ -227,7 +227,9 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatch) {
   run_varlen_case(t(), gen, 4, 4, 128, 256, {1000, 3}, {{0, 999}, {1, 2}, {0, 511}}, 1.f);
 }
 
-// The same over E4M3 pools (kv_fp8): the kernel's result against attention over the pool's values.
+// The same over E4M3 pools (kv_fp8): the kernel's result against attention over the pool's values (groups
+// of 1 and 2 query heads take the 16-values-a-lane kernel at head sizes >= 32, larger groups the 8-value
+// one).
 TEST_P(CudaPaged, PagedAttentionVarlenBatchFp8Kv) {
   const std::vector<int> ctx = {1, 17, 300, 75, 64, 203};
   std::vector<Row> rows = {{0, 0}, {1, 16}, {2, 299}, {4, 63}, {5, 202}, {0, -1}};
@@ -236,9 +238,12 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatchFp8Kv) {
   for (int hd : {16, 32, 64, 128})
     for (int bs : {16, 5}) {
       run_varlen_case(t(), gen, 8, 2, hd, bs, ctx, rows, 1.f, true);
+      run_varlen_case(t(), gen, 8, 4, hd, bs, ctx, rows, 1.f, true);
       run_varlen_case(t(), gen, 4, 4, hd, bs, ctx, rows, 1.f, true);
     }
   run_varlen_case(t(), gen, 32, 8, 128, 16, ctx, rows, 6.f, true);
+  run_varlen_case(t(), gen, 32, 32, 128, 16, ctx, rows, 6.f, true);
+  run_varlen_case(t(), gen, 4, 4, 128, 256, {1000, 3}, {{0, 999}, {1, 2}, {0, 511}}, 1.f, true);
 }
 
 // rope_store_kv_paged into E4M3 pools: each value stored is cuda_fp8.h's rounding of what the fp16 / bf16

@@ -27,17 +27,29 @@ namespace llamarun::cuda {
 namespace {
 
 // ---- the pool's element type ----
-// S = T (fp16 / bf16) or uint8_t (E4M3, unit scale: kv_fp8). A lane's 8 consecutive values of a head are
-// one Kv8<S>::Raw: 16 bytes of fp16 / bf16, 8 bytes of E4M3.
-template <typename S, typename T>
-struct Kv8 {
+// S = T (fp16 / bf16) or uint8_t (E4M3, unit scale: kv_fp8). A lane's VPL consecutive values of a head are
+// one KvVec<S, T, VPL>::Raw: 16 bytes of fp16 / bf16 (VPL 8), 8 or 16 bytes of E4M3 (VPL 8 or 16).
+template <int W>
+__device__ __forceinline__ void e4m3_words_to_f32(const uint32_t* w, float* f) {  // 4 W values
+#pragma unroll
+  for (int i = 0; i < 2 * W; ++i) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+        static_cast<__nv_fp8x2_storage_t>((w[i >> 1] >> (16 * (i & 1))) & 0xffffu), __NV_E4M3);
+    const float2 v = __half22float2(__half2(h));
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+template <typename S, typename T, int VPL = 8>
+struct KvVec {
+  static_assert(VPL == 8, "fp16 / bf16 pools: 8 values a lane");
   using Raw = uint4;
   static __device__ __forceinline__ Raw load(const S* p) { return ld_stream(p); }
   static __device__ __forceinline__ void unpack(const Raw& r, float* f) { unpack8<T>(r, f); }
   static __device__ __forceinline__ S from(float v) { return from_f32<T>(v); }
 };
 template <typename T>
-struct Kv8<uint8_t, T> {
+struct KvVec<uint8_t, T, 8> {
   using Raw = uint2;
   static __device__ __forceinline__ Raw load(const uint8_t* p) {
     Raw r;
@@ -46,17 +58,19 @@ struct Kv8<uint8_t, T> {
   }
   static __device__ __forceinline__ void unpack(const Raw& r, float* f) {
     const uint32_t w[2] = {r.x, r.y};
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-          static_cast<__nv_fp8x2_storage_t>((w[i >> 1] >> (16 * (i & 1))) & 0xffffu), __NV_E4M3);
-      const float2 v = __half22float2(__half2(h));
-      f[2 * i] = v.x;
-      f[2 * i + 1] = v.y;
-    }
+    e4m3_words_to_f32<2>(w, f);
   }
   static __device__ __forceinline__ uint8_t from(float v) {
     return __nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3);
+  }
+};
+template <typename T>
+struct KvVec<uint8_t, T, 16> {
+  using Raw = uint4;
+  static __device__ __forceinline__ Raw load(const uint8_t* p) { return ld_stream(p); }
+  static __device__ __forceinline__ void unpack(const Raw& r, float* f) {
+    const uint32_t w[4] = {r.x, r.y, r.z, r.w};
+    e4m3_words_to_f32<4>(w, f);
   }
 };
 
@@ -99,8 +113,8 @@ __global__ void rope_store_kv_paged_kernel(const T* __restrict__ qkv, const int3
     dst = k_pool + off;
     rope_rotate(to_f32(src[i0]), to_f32(src[i1]), p, inv_freq[i], f0, f1);
   }
-  dst[i0] = Kv8<S, T>::from(f0);
-  dst[i1] = Kv8<S, T>::from(f1);
+  dst[i0] = KvVec<S, T>::from(f0);
+  dst[i1] = KvVec<S, T>::from(f1);
 }
 
 // ---- paged_attention ----
@@ -133,19 +147,21 @@ struct ReduceScatter {
 };
 
 // kContig: block_size % kTileKeys == 0, so a tile lies in one page, contiguously. S: the pool's element
-// type (Kv8).
-template <typename T, typename S, int HD, int MAXG, bool kContig>
+// type; VPL: values of a key per lane (KvVec): 8, or 16 for E4M3 pools with small groups, so that each
+// load instruction of the warp still reads 512 contiguous bytes and each lane's per-key work (the score
+// reduction, the softmax, the probability exchange) serves twice the values.
+template <typename T, typename S, int HD, int MAXG, bool kContig, int VPL = 8>
 __global__ void __launch_bounds__(kPaThreads)
     paged_attn_kernel(const T* __restrict__ q, const S* __restrict__ k_pool, const S* __restrict__ v_pool,
                       const int32_t* __restrict__ block_tables, int max_blocks,
                       const int32_t* __restrict__ seq, const int32_t* __restrict__ pos, int nh, int nkv,
                       int G, int bs, float scale, T* __restrict__ out) {
-  constexpr int LPK = HD / 8;           // lanes per key: each holds 8 of its HD values
+  constexpr int LPK = HD / VPL;         // lanes per key: each holds VPL of its HD values
   constexpr int KPL = 32 / LPK;         // keys per load instruction of the warp
   constexpr int NLD = kTileKeys / KPL;  // loads per lane per tile (K, and as many for V)
   constexpr int DUP = LPK / NLD;        // lanes left holding each reduced score
   static_assert(NLD >= 1 && NLD <= LPK && DUP >= 1, "tile shape");
-  using KV = Kv8<S, T>;
+  using KV = KvVec<S, T, VPL>;
   using Raw = typename KV::Raw;
   __shared__ float s_p[kPaWarps][MAXG][kTileKeys];
   __shared__ float s_m[kPaWarps][MAXG], s_l[kPaWarps][MAXG];
@@ -161,32 +177,34 @@ __global__ void __launch_bounds__(kPaThreads)
   }
   const int len = P + 1;
   const int32_t* table = block_tables + size_t(seq[m]) * max_blocks;
-  const int dl = lane % LPK;  // which 8 values of the head
+  const int dl = lane % LPK;  // which VPL values of the head
   const int ks = lane / LPK;  // key slot within a load instruction
   const size_t head_stride = size_t(bs) * HD;
   const size_t blk_stride = size_t(nkv) * head_stride;
   const size_t kv_off = size_t(kvh) * head_stride;
 
-  float qf[MAXG][8];
-  const T* qrow = q + (size_t(m) * nh + size_t(kvh) * G) * HD + dl * 8;
+  float qf[MAXG][VPL];
+  const T* qrow = q + (size_t(m) * nh + size_t(kvh) * G) * HD + dl * VPL;
 #pragma unroll
   for (int g = 0; g < MAXG; ++g) {
     if (g < G) {
-      unpack8<T>(*reinterpret_cast<const uint4*>(qrow + size_t(g) * HD), qf[g]);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) qf[g][j] *= scale;
+      for (int c = 0; c < VPL / 8; ++c)
+        unpack8<T>(*reinterpret_cast<const uint4*>(qrow + size_t(g) * HD + 8 * c), qf[g] + 8 * c);
+#pragma unroll
+      for (int j = 0; j < VPL; ++j) qf[g][j] *= scale;
     } else {
 #pragma unroll
-      for (int j = 0; j < 8; ++j) qf[g][j] = 0.f;
+      for (int j = 0; j < VPL; ++j) qf[g][j] = 0.f;
     }
   }
-  float acc[MAXG][8], m_run[MAXG], l_run[MAXG];
+  float acc[MAXG][VPL], m_run[MAXG], l_run[MAXG];
 #pragma unroll
   for (int g = 0; g < MAXG; ++g) {
     m_run[g] = -INFINITY;
     l_run[g] = 0.f;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) acc[g][j] = 0.f;
+    for (int j = 0; j < VPL; ++j) acc[g][j] = 0.f;
   }
 
   // The score this lane ends up holding after the reduce-scatter: key jm * KPL + ks of the tile.
@@ -201,7 +219,7 @@ __global__ void __launch_bounds__(kPaThreads)
     if constexpr (kContig) {
       const int blk = blk_next;
       if (tile + kPaWarps < ntiles) blk_next = table[(t0 + kPaWarps * kTileKeys) / bs];
-      const size_t base = size_t(blk) * blk_stride + kv_off + size_t(t0 % bs) * HD + size_t(lane) * 8;
+      const size_t base = size_t(blk) * blk_stride + kv_off + size_t(t0 % bs) * HD + size_t(lane) * VPL;
 #pragma unroll
       for (int j = 0; j < NLD; ++j) off[j] = base + size_t(j) * KPL * HD;
     } else {
@@ -209,13 +227,13 @@ __global__ void __launch_bounds__(kPaThreads)
       for (int j = 0; j < NLD; ++j) {
         const int p = t0 + j * KPL + ks;
         off[j] = 0;
-        if (p < len) off[j] = size_t(table[p / bs]) * blk_stride + kv_off + size_t(p % bs) * HD + dl * 8;
+        if (p < len) off[j] = size_t(table[p / bs]) * blk_stride + kv_off + size_t(p % bs) * HD + dl * VPL;
       }
     }
     Raw raw[NLD];
 #pragma unroll
     for (int j = 0; j < NLD; ++j) raw[j] = t0 + j * KPL + ks < len ? KV::load(k_pool + off[j]) : Raw{};
-    // Partial dot products over this lane's 8 dims, combined across the key's lanes: sc[g] is the score
+    // Partial dot products over this lane's VPL dims, combined across the key's lanes: sc[g] is the score
     // of key jm * KPL + ks for head g.
     float sc[MAXG];
     if constexpr (MAXG >= 4) {
@@ -227,11 +245,11 @@ __global__ void __launch_bounds__(kPaThreads)
           float d[NLD];
 #pragma unroll
           for (int j = 0; j < NLD; ++j) {
-            float kf[8];
+            float kf[VPL];
             KV::unpack(raw[j], kf);
             float s = 0.f;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) s = fmaf(qf[g][i], kf[i], s);
+            for (int i = 0; i < VPL; ++i) s = fmaf(qf[g][i], kf[i], s);
             d[j] = s;
           }
           ReduceScatter<NLD, LPK / 2>::run(d, lane);
@@ -242,14 +260,14 @@ __global__ void __launch_bounds__(kPaThreads)
       float d[MAXG][NLD];
 #pragma unroll
       for (int j = 0; j < NLD; ++j) {
-        float kf[8];
+        float kf[VPL];
         KV::unpack(raw[j], kf);
 #pragma unroll
         for (int g = 0; g < MAXG; ++g) {
           float s = 0.f;
           if (g < G) {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) s = fmaf(qf[g][i], kf[i], s);
+            for (int i = 0; i < VPL; ++i) s = fmaf(qf[g][i], kf[i], s);
           }
           d[g][j] = s;
         }
@@ -280,21 +298,21 @@ __global__ void __launch_bounds__(kPaThreads)
         const float p = valid ? __expf(s - m_new) : 0.f;
         l_run[g] = l_run[g] * alpha + (owner ? p : 0.f);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
+        for (int i = 0; i < VPL; ++i) acc[g][i] *= alpha;
         if (owner) s_p[warp][g][jm * KPL + ks] = p;
       }
     }
     __syncwarp();
 #pragma unroll
     for (int j = 0; j < NLD; ++j) {
-      float vf[8];
+      float vf[VPL];
       KV::unpack(raw[j], vf);
 #pragma unroll
       for (int g = 0; g < MAXG; ++g) {
         if (g < G) {
           const float p = s_p[warp][g][j * KPL + ks];  // 0 past the end
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(p, vf[i], acc[g][i]);
+          for (int i = 0; i < VPL; ++i) acc[g][i] = fmaf(p, vf[i], acc[g][i]);
         }
       }
     }
@@ -308,11 +326,11 @@ __global__ void __launch_bounds__(kPaThreads)
 #pragma unroll
       for (int o = LPK; o < 32; o <<= 1)
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] += __shfl_xor_sync(kFull, acc[g][i], o);
+        for (int i = 0; i < VPL; ++i) acc[g][i] += __shfl_xor_sync(kFull, acc[g][i], o);
       const float l = warp_sum(l_run[g]);
       if (ks == 0)
 #pragma unroll
-        for (int i = 0; i < 8; ++i) s_o[warp][g][dl * 8 + i] = acc[g][i];
+        for (int i = 0; i < VPL; ++i) s_o[warp][g][dl * VPL + i] = acc[g][i];
       if (lane == 0) {
         s_m[warp][g] = m_run[g];
         s_l[warp][g] = l;
@@ -350,12 +368,14 @@ void launch_paged_hd(const T* q, const S* k, const S* v, const int32_t* tables, 
     launch_kernel(false, kernel, grid, dim3(kPaThreads), 0, stream, q, k, v, tables, max_blocks, seq, pos, nh,
                   nkv, G, bs, scale, out);
   };
+  // E4M3 pools with groups of 1-2 heads: 16 values a lane (the registers of larger groups would not fit).
+  constexpr int kWide = !std::is_same_v<S, T> && HD >= 32 ? 16 : 8;
   auto by_g = [&](auto c) {
     constexpr bool C = decltype(c)::value;
     if (G == 1)
-      go(paged_attn_kernel<T, S, HD, 1, C>);
+      go(paged_attn_kernel<T, S, HD, 1, C, kWide>);
     else if (G == 2)
-      go(paged_attn_kernel<T, S, HD, 2, C>);
+      go(paged_attn_kernel<T, S, HD, 2, C, kWide>);
     else if (G <= 4)
       go(paged_attn_kernel<T, S, HD, 4, C>);
     else
@@ -411,9 +431,9 @@ __global__ void gather_kv_pages_kernel(const S* __restrict__ k_pool, const S* __
     *reinterpret_cast<uint4*>(v_out + dst) = *reinterpret_cast<const uint4*>(v_pool + src);
   } else {
     float f[8];
-    Kv8<S, T>::unpack(*reinterpret_cast<const uint2*>(k_pool + src), f);
+    KvVec<S, T>::unpack(*reinterpret_cast<const uint2*>(k_pool + src), f);
     *reinterpret_cast<uint4*>(k_out + dst) = pack8<T>(f);
-    Kv8<S, T>::unpack(*reinterpret_cast<const uint2*>(v_pool + src), f);
+    KvVec<S, T>::unpack(*reinterpret_cast<const uint2*>(v_pool + src), f);
     *reinterpret_cast<uint4*>(v_out + dst) = pack8<T>(f);
   }
 }
