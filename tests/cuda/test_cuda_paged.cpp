@@ -66,37 +66,57 @@ PagedLayout make_layout(std::mt19937& g, const std::vector<int>& ctx, int nkv, i
   return L;
 }
 
+// The inputs of the rope_store_kv_paged tests, uploaded: 5 rows (row 2 is padding, slot -1: its q is still
+// written, nothing goes to the pools) of 4 query and 2 kv heads of hd values, uniform in [lo, hi] and rounded
+// to t, over a pool of 7 blocks of bs positions; dq (the rotated queries) poisoned.
+struct RopeStoreInputs {
+  static constexpr int nh = 4, nkv = 2, rows = nh + 2 * nkv, num_blocks = 7, M = 5;
+  int hd, bs;
+  std::vector<float> inv;
+  std::vector<int32_t> pos = {0, 37, 5, 1234, 4}, slot;
+  std::vector<float> qkv;
+  DevBuf dqkv, dpos{M * 4}, dslot{M * 4}, dinv, dq;
+  RopeStoreInputs(DType t, std::mt19937& gen, int hd_, int bs_, float lo, float hi)
+      : hd(hd_),
+        bs(bs_),
+        inv(rope_inv_freq(hd, 10000.f, RopeScaling{})),
+        slot{3 * bs, 6 * bs + bs - 1, -1, 1 * bs + 2 % bs, 0},
+        qkv(rand_vec(gen, size_t(M) * rows * hd, lo, hi)),
+        dqkv(qkv.size() * 2),
+        dinv(inv.size() * 4),
+        dq(size_t(M) * nh * hd * 2) {
+    const auto qb = quantize16(t, qkv);
+    dqkv.upload(qb.data(), qb.size() * 2);
+    dpos.upload(pos.data(), M * 4);
+    dslot.upload(slot.data(), M * 4);
+    dinv.upload(inv.data(), inv.size() * 4);
+    dq.poison();
+  }
+  size_t pool_n() const { return size_t(num_blocks) * nkv * bs * hd; }
+  void run(DType t, RopeLayout lay, void* k_pool, void* v_pool, bool kv_fp8 = false) const {
+    rope_store_kv_paged(t, lay, dqkv.p, dpos.as<int32_t>(), dslot.as<int32_t>(), dinv.as<float>(), M, nh, nkv,
+                        hd, bs, dq.p, k_pool, v_pool, nullptr, false, kv_fp8);
+  }
+};
+
 TEST_P(CudaPaged, RopeStoreKvPaged) {
   for (RopeLayout lay : {RopeLayout::kHalf, RopeLayout::kInterleaved}) {
     for (int hd : {16, 32, 64, 128}) {
       for (int bs : {16, 5}) {
-        const int nh = 4, nkv = 2, rows = nh + 2 * nkv, num_blocks = 7;
-        RopeScaling sc;
-        auto inv = rope_inv_freq(hd, 10000.f, sc);
-        // Row 2 is padding (slot -1): its q is still written, nothing goes to the pools.
-        std::vector<int32_t> pos = {0, 37, 5, 1234, 4};
-        std::vector<int32_t> slot = {3 * bs, 6 * bs + bs - 1, -1, 1 * bs + 2 % bs, 0};
-        const int M = int(pos.size());
-        auto qkv = rand_vec(gen, size_t(M) * rows * hd);
-        auto qb = quantize16(t(), qkv);
-        const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
-        DevBuf dqkv(qb.size() * 2), dpos(M * 4), dslot(M * 4), dinv(inv.size() * 4),
-            dq(size_t(M) * nh * hd * 2);
+        const RopeStoreInputs in(t(), gen, hd, bs, -1.f, 1.f);
+        const int nh = in.nh, nkv = in.nkv, rows = in.rows, M = in.M;
+        const auto &inv = in.inv, &qkv = in.qkv;
+        const auto &pos = in.pos, &slot = in.slot;
+        const size_t pool_n = in.pool_n();
         DevBuf dk(pool_n * 2), dv(pool_n * 2);
-        dqkv.upload(qb.data(), qb.size() * 2);
-        dpos.upload(pos.data(), M * 4);
-        dslot.upload(slot.data(), M * 4);
-        dinv.upload(inv.data(), inv.size() * 4);
-        dq.poison();
         dk.poison();
         dv.poison();
-        rope_store_kv_paged(t(), lay, dqkv.p, dpos.as<int32_t>(), dslot.as<int32_t>(), dinv.as<float>(), M,
-                            nh, nkv, hd, bs, dq.p, dk.p, dv.p, nullptr);
+        in.run(t(), lay, dk.p, dv.p);
         CUDA_OK(cudaDeviceSynchronize());
         std::vector<float> ref = qkv;
         for (int m = 0; m < M; ++m)
           for (int h = 0; h < nh + nkv; ++h) rope_ref(ref, (size_t(m) * rows + h) * hd, hd, pos[m], inv, lay);
-        auto gq = download16(t(), dq, size_t(M) * nh * hd);
+        auto gq = download16(t(), in.dq, size_t(M) * nh * hd);
         auto gk = download16(t(), dk, pool_n), gv = download16(t(), dv, pool_n);
         std::vector<float> rq, ok, rk, ov, rv;
         size_t written = 0;
@@ -253,27 +273,12 @@ TEST_P(CudaPaged, PagedAttentionVarlenBatchFp8Kv) {
 TEST_P(CudaPaged, RopeStoreKvPagedFp8) {
   for (int hd : {32, 128}) {
     for (int bs : {16, 5}) {
-      const int nh = 4, nkv = 2, rows = nh + 2 * nkv, num_blocks = 7;
-      RopeScaling sc;
-      auto inv = rope_inv_freq(hd, 10000.f, sc);
-      std::vector<int32_t> pos = {0, 37, 5, 1234, 4};
-      std::vector<int32_t> slot = {3 * bs, 6 * bs + bs - 1, -1, 1 * bs + 2 % bs, 0};
-      const int M = int(pos.size());
-      auto qkv = rand_vec(gen, size_t(M) * rows * hd, -3, 3);
-      auto qb = quantize16(t(), qkv);
-      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
-      DevBuf dqkv(qb.size() * 2), dpos(M * 4), dslot(M * 4), dinv(inv.size() * 4),
-          dq(size_t(M) * nh * hd * 2);
+      const RopeStoreInputs in(t(), gen, hd, bs, -3.f, 3.f);
+      const int nkv = in.nkv;
+      const size_t pool_n = in.pool_n();
       DevBuf dk(pool_n * 2), dv(pool_n * 2), dk8(pool_n), dv8(pool_n);
-      dqkv.upload(qb.data(), qb.size() * 2);
-      dpos.upload(pos.data(), M * 4);
-      dslot.upload(slot.data(), M * 4);
-      dinv.upload(inv.data(), inv.size() * 4);
       for (DevBuf* b : {&dk, &dv, &dk8, &dv8}) b->poison();
-      for (bool f8 : {false, true})
-        rope_store_kv_paged(t(), RopeLayout::kHalf, dqkv.p, dpos.as<int32_t>(), dslot.as<int32_t>(),
-                            dinv.as<float>(), M, nh, nkv, hd, bs, dq.p, f8 ? dk8.p : dk.p, f8 ? dv8.p : dv.p,
-                            nullptr, false, f8);
+      for (bool f8 : {false, true}) in.run(t(), RopeLayout::kHalf, f8 ? dk8.p : dk.p, f8 ? dv8.p : dv.p, f8);
       CUDA_OK(cudaDeviceSynchronize());
       auto gk = download16(t(), dk, pool_n), gv = download16(t(), dv, pool_n);
       std::vector<uint8_t> k8(pool_n), v8(pool_n);
