@@ -145,6 +145,43 @@ __global__ void __launch_bounds__(256) qquantize_x_kernel(const T* __restrict__ 
                  s + size_t(m) * units);
 }
 
+// One unit of 32 values (decoded: q, a, b) times the int8 x' of those 32 positions (x0: values 0-15, x1:
+// 16-31, sc: x's scale and sum term): the int32 dot products (one chain for one-scale types, one per 16
+// values otherwise) scaled to f32.
+template <typename D>
+__device__ __forceinline__ float unit_dot(const int* q, const int4& x0, const int4& x1, const float* a,
+                                          float b, const float2& sc) {
+  int s0 = __dp4a(q[0], x0.x, 0);
+  s0 = __dp4a(q[1], x0.y, s0);
+  s0 = __dp4a(q[2], x0.z, s0);
+  s0 = __dp4a(q[3], x0.w, s0);
+  if constexpr (D::kOneScale) {  // one scale for the unit's 32 values: one sum
+    s0 = __dp4a(q[4], x1.x, s0);
+    s0 = __dp4a(q[5], x1.y, s0);
+    s0 = __dp4a(q[6], x1.z, s0);
+    s0 = __dp4a(q[7], x1.w, s0);
+    return sc.x * (a[0] * float(s0)) + b * sc.y;
+  } else {
+    int s1 = __dp4a(q[4], x1.x, 0);
+    s1 = __dp4a(q[5], x1.y, s1);
+    s1 = __dp4a(q[6], x1.z, s1);
+    s1 = __dp4a(q[7], x1.w, s1);
+    return sc.x * (a[0] * float(s0) + a[1] * float(s1)) + b * sc.y;
+  }
+}
+
+// y[o] = v, or y[o] += v with f.add; y fp32 (f.y_f32) or T.
+template <typename T>
+__device__ __forceinline__ void store_y(const QFuse& f, void* y, size_t o, float v) {
+  if (f.y_f32) {
+    float* yo = static_cast<float*>(y) + o;
+    *yo = f.add ? *yo + v : v;
+  } else {
+    T* yo = static_cast<T*>(y) + o;
+    *yo = from_f32<T>(f.add ? to_f32(*yo) + v : v);
+  }
+}
+
 // y[m * ldy + row] (+)= sum_k x'[m, k] W[row, k] for the M rows of x (MT >= M). The int8 x' comes either
 // from qquantize_x (gq / gs: read from global memory, where it stays in L1 / L2) or, when gq is null, each
 // block quantizes x itself into shared memory (sq [MT][K], ss [MT][K / 32]). Each warp takes rows row,
@@ -230,24 +267,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
           const int8_t* xq = sq + size_t(m) * K;
           const int4 x0 = *reinterpret_cast<const int4*>(xq + o0);
           const int4 x1 = *reinterpret_cast<const int4*>(xq + o1);
-          int s0 = __dp4a(q[i][0], x0.x, 0);
-          s0 = __dp4a(q[i][1], x0.y, s0);
-          s0 = __dp4a(q[i][2], x0.z, s0);
-          s0 = __dp4a(q[i][3], x0.w, s0);
-          const float2 sc = ss[size_t(m) * chunks + u];
-          if constexpr (D::kOneScale) {  // one scale for the unit's 32 values: one sum
-            s0 = __dp4a(q[i][4], x1.x, s0);
-            s0 = __dp4a(q[i][5], x1.y, s0);
-            s0 = __dp4a(q[i][6], x1.z, s0);
-            s0 = __dp4a(q[i][7], x1.w, s0);
-            acc[m] += sc.x * (a[i][0] * float(s0)) + b[i] * sc.y;
-          } else {
-            int s1 = __dp4a(q[i][4], x1.x, 0);
-            s1 = __dp4a(q[i][5], x1.y, s1);
-            s1 = __dp4a(q[i][6], x1.z, s1);
-            s1 = __dp4a(q[i][7], x1.w, s1);
-            acc[m] += sc.x * (a[i][0] * float(s0) + a[i][1] * float(s1)) + b[i] * sc.y;
-          }
+          acc[m] += unit_dot<D>(q[i], x0, x1, a[i], b[i], ss[size_t(m) * chunks + u]);
         }
       }
     }
@@ -257,14 +277,7 @@ __global__ void __launch_bounds__(kWarps * 32, kMinBlocks)
       if (m >= M) break;
       const float v = warp_sum(acc[m]);
       if (lane != 0) continue;
-      const size_t o = size_t(m) * f.ldy + row;
-      if (f.y_f32) {
-        float* yo = static_cast<float*>(y) + o;
-        *yo = f.add ? *yo + v : v;
-      } else {
-        T* yo = static_cast<T*>(y) + o;
-        *yo = from_f32<T>(f.add ? to_f32(*yo) + v : v);
-      }
+      store_y<T>(f, y, size_t(m) * f.ldy + row, v);
     }
   }
 }
@@ -315,23 +328,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
         int q[8];
         float a[2], b;
         D::decode(raw[r][i], q, a, b);
-        int s0 = __dp4a(q[0], x0.x, 0);
-        s0 = __dp4a(q[1], x0.y, s0);
-        s0 = __dp4a(q[2], x0.z, s0);
-        s0 = __dp4a(q[3], x0.w, s0);
-        if constexpr (D::kOneScale) {
-          s0 = __dp4a(q[4], x1.x, s0);
-          s0 = __dp4a(q[5], x1.y, s0);
-          s0 = __dp4a(q[6], x1.z, s0);
-          s0 = __dp4a(q[7], x1.w, s0);
-          acc[r] += sc.x * (a[0] * float(s0)) + b * sc.y;
-        } else {
-          int s1 = __dp4a(q[4], x1.x, 0);
-          s1 = __dp4a(q[5], x1.y, s1);
-          s1 = __dp4a(q[6], x1.z, s1);
-          s1 = __dp4a(q[7], x1.w, s1);
-          acc[r] += sc.x * (a[0] * float(s0) + a[1] * float(s1)) + b * sc.y;
-        }
+        acc[r] += unit_dot<D>(q, x0, x1, a, b, sc);
       }
     }
   }
@@ -343,14 +340,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 #pragma unroll
   for (int r = 0; r < kR; ++r) {
     if (r0 + r >= N) break;
-    const float v = acc[r];
-    if (f.y_f32) {
-      float* yo = static_cast<float*>(y) + r0 + r;
-      *yo = f.add ? *yo + v : v;
-    } else {
-      T* yo = static_cast<T*>(y) + r0 + r;
-      *yo = from_f32<T>(f.add ? to_f32(*yo) + v : v);
-    }
+    store_y<T>(f, y, size_t(r0 + r), acc[r]);
   }
 }
 
