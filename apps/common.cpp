@@ -13,6 +13,15 @@
 
 namespace llamarun::cli {
 
+namespace {
+// An option's value in lower case (the choice options that take any case: --quantize, --kv-cache-dtype).
+std::string lower_value(const Args& args, const std::string& name, const std::string& def) {
+  std::string v = args.str(name, def);
+  for (char& c : v) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return v;
+}
+}  // namespace
+
 std::vector<OptSpec> model_opts() {
   return {
       {"--model", "-m", true, "model directory (Hugging Face or Meta checkpoint) or GGUF file",
@@ -48,8 +57,7 @@ OptSpec kv_cache_dtype_opt() {
 }
 
 bool kv_fp8_requested(const Args& args, const std::string& device) {
-  std::string v = args.str("--kv-cache-dtype", "auto");
-  for (char& c : v) c = char(std::tolower(static_cast<unsigned char>(c)));
+  const std::string v = lower_value(args, "--kv-cache-dtype", "auto");
   if (v != "auto" && v != "fp8")
     fail("--kv-cache-dtype '", args.str("--kv-cache-dtype", ""), "': expected auto or fp8");
   if (v == "fp8" && !is_cuda_device(device))
@@ -104,11 +112,7 @@ std::string device_from(const Args& args) {
   return d;
 }
 
-bool fp8_requested(const Args& args) {
-  std::string q = args.str("--quantize", "");
-  for (char& c : q) c = char(std::tolower(static_cast<unsigned char>(c)));
-  return q == "fp8";
-}
+bool fp8_requested(const Args& args) { return lower_value(args, "--quantize", "") == "fp8"; }
 
 std::string host_quantize_from(const Args& args) {
   if (!fp8_requested(args)) return args.str("--quantize", "");
