@@ -416,27 +416,48 @@ TEST_P(CudaPaged, GatherRows) {
   }
 }
 
-TEST_P(CudaPaged, GatherKvPages) {
+// gather_kv_pages over a pool of shuffled blocks, fp16 / bf16 or E4M3 (f8: any byte but the two NaNs): each
+// of positions 0 .. n-1 of each kv head lands at [kh][p], widened as the pool's values are; the positions
+// past n keep their NaN poison.
+void check_gather_kv_pages(DType t, std::mt19937& gen, bool f8) {
   for (int hd : {16, 128}) {
     for (int bs : {16, 5}) {
       const int nkv = 3, num_blocks = 12, n = 37, max_ctx = 64;
-      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
-      auto k = rand_vec(gen, pool_n), v = rand_vec(gen, pool_n);
-      auto kb = quantize16(t(), k), vb = quantize16(t(), v);
+      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd, esz = f8 ? 1 : 2;
+      std::vector<float> k, v;  // the pools' values
+      std::vector<uint16_t> kb, vb;
+      std::vector<uint8_t> k8(f8 ? pool_n : 0), v8(f8 ? pool_n : 0);
+      if (f8) {
+        for (size_t i = 0; i < pool_n; ++i) {
+          do k8[i] = uint8_t(gen());
+          while ((k8[i] & 0x7f) == 0x7f);
+          do v8[i] = uint8_t(gen());
+          while ((v8[i] & 0x7f) == 0x7f);
+        }
+        for (size_t i = 0; i < pool_n; ++i) {
+          k.push_back(from_e4m3(k8[i]));
+          v.push_back(from_e4m3(v8[i]));
+        }
+      } else {
+        k = rand_vec(gen, pool_n);
+        v = rand_vec(gen, pool_n);
+        kb = quantize16(t, k);
+        vb = quantize16(t, v);
+      }
       std::vector<int32_t> table(num_blocks);
       std::iota(table.begin(), table.end(), 0);
       std::shuffle(table.begin(), table.end(), gen);
-      DevBuf dk(pool_n * 2), dv(pool_n * 2), dt(table.size() * 4);
+      DevBuf dk(pool_n * esz), dv(pool_n * esz), dt(table.size() * 4);
       DevBuf ko(size_t(nkv) * max_ctx * hd * 2), vo(size_t(nkv) * max_ctx * hd * 2);
-      dk.upload(kb.data(), pool_n * 2);
-      dv.upload(vb.data(), pool_n * 2);
+      dk.upload(f8 ? static_cast<const void*>(k8.data()) : kb.data(), pool_n * esz);
+      dv.upload(f8 ? static_cast<const void*>(v8.data()) : vb.data(), pool_n * esz);
       dt.upload(table.data(), table.size() * 4);
       ko.poison();
       vo.poison();
-      gather_kv_pages(t(), dk.p, dv.p, dt.as<int32_t>(), n, nkv, hd, bs, max_ctx, ko.p, vo.p, nullptr);
+      gather_kv_pages(t, dk.p, dv.p, dt.as<int32_t>(), n, nkv, hd, bs, max_ctx, ko.p, vo.p, nullptr, f8);
       CUDA_OK(cudaDeviceSynchronize());
-      auto kg = download16(t(), ko, size_t(nkv) * max_ctx * hd),
-           vg = download16(t(), vo, size_t(nkv) * max_ctx * hd);
+      auto kg = download16(t, ko, size_t(nkv) * max_ctx * hd),
+           vg = download16(t, vo, size_t(nkv) * max_ctx * hd);
       for (int kh = 0; kh < nkv; ++kh)
         for (int p = 0; p < max_ctx; ++p)
           for (int i = 0; i < hd; ++i) {
@@ -453,48 +474,10 @@ TEST_P(CudaPaged, GatherKvPages) {
   }
 }
 
+TEST_P(CudaPaged, GatherKvPages) { check_gather_kv_pages(t(), gen, false); }
+
 // From E4M3 pools: each value widened exactly (every E4M3 value is an fp16 and a bf16 value).
-TEST_P(CudaPaged, GatherKvPagesFromFp8) {
-  for (int hd : {16, 128}) {
-    for (int bs : {16, 5}) {
-      const int nkv = 3, num_blocks = 12, n = 37, max_ctx = 64;
-      const size_t pool_n = size_t(num_blocks) * nkv * bs * hd;
-      std::vector<uint8_t> k(pool_n), v(pool_n);
-      for (size_t i = 0; i < pool_n; ++i) {  // any byte but the two NaNs
-        do k[i] = uint8_t(gen());
-        while ((k[i] & 0x7f) == 0x7f);
-        do v[i] = uint8_t(gen());
-        while ((v[i] & 0x7f) == 0x7f);
-      }
-      std::vector<int32_t> table(num_blocks);
-      std::iota(table.begin(), table.end(), 0);
-      std::shuffle(table.begin(), table.end(), gen);
-      DevBuf dk(pool_n), dv(pool_n), dt(table.size() * 4);
-      DevBuf ko(size_t(nkv) * max_ctx * hd * 2), vo(size_t(nkv) * max_ctx * hd * 2);
-      dk.upload(k.data(), pool_n);
-      dv.upload(v.data(), pool_n);
-      dt.upload(table.data(), table.size() * 4);
-      ko.poison();
-      vo.poison();
-      gather_kv_pages(t(), dk.p, dv.p, dt.as<int32_t>(), n, nkv, hd, bs, max_ctx, ko.p, vo.p, nullptr, true);
-      CUDA_OK(cudaDeviceSynchronize());
-      auto kg = download16(t(), ko, size_t(nkv) * max_ctx * hd),
-           vg = download16(t(), vo, size_t(nkv) * max_ctx * hd);
-      for (int kh = 0; kh < nkv; ++kh)
-        for (int p = 0; p < max_ctx; ++p)
-          for (int i = 0; i < hd; ++i) {
-            const size_t o = (size_t(kh) * max_ctx + p) * hd + i;
-            if (p >= n) {
-              ASSERT_TRUE(std::isnan(kg[o]) && std::isnan(vg[o])) << "position " << p << " was written";
-              continue;
-            }
-            const size_t src = ((size_t(table[p / bs]) * nkv + kh) * bs + p % bs) * hd + i;
-            ASSERT_EQ(kg[o], from_e4m3(k[src])) << "hd " << hd << " bs " << bs << " position " << p;
-            ASSERT_EQ(vg[o], from_e4m3(v[src])) << "hd " << hd << " bs " << bs << " position " << p;
-          }
-    }
-  }
-}
+TEST_P(CudaPaged, GatherKvPagesFromFp8) { check_gather_kv_pages(t(), gen, true); }
 
 // argmax with the lowest index on ties, NaN below everything; all NaN / -inf: the lowest such index (0).
 int argmax_ref(const float* v, int V) {
