@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -164,6 +165,54 @@ TEST(BatchInvariance, MatmulRowsDoNotDependOnBatch) {
         for (int64_t n = 0; n < N; ++n) ASSERT_NEAR(y1[n], yr[n], 1e-3 * (1 + std::fabs(yr[n])));
       }
     }
+  }
+}
+
+// Attention takes a prefill chunk's consecutive tokens together (runs of up to 8 positions sharing each key
+// and value load; a row's scores past its own position get probability 0): every row's logits are the bits
+// that the same token alone gives, with the batch-invariant matmul. A GQA model (2 query heads per KV head)
+// and an MHA one, a prompt of 37 tokens (runs of 8 and a shorter last one) over blocks of 16 positions, plus
+// a second sequence in the same batch.
+TEST(BatchInvariance, PrefillRunsEqualTokenByToken) {
+  for (const char* name : {"gqa_untied", "mha_tied"}) {
+    LoadOptions lo;
+    lo.load_tokenizer = false;
+    lo.activations = "f32";
+    auto m = load_model(std::string(LLAMARUN_SOURCE_DIR) + "/tests/fixtures/golden/" + name, lo);
+    const int V = m->cfg.vocab_size, n = 37, bs = 16;
+    std::vector<int32_t> ids(n), other = {5, 9, 2, 77, 31};
+    for (int i = 0; i < n; ++i) ids[i] = (i * 37 + 11) % V;
+    std::vector<int32_t> ta = {0, 1, 2}, tb = {3};
+    PagedKVPool kv(m->cfg.num_layers, m->cfg.num_kv_heads, m->cfg.head_dim, bs, 4);
+    // One batch: the prompt, then the other sequence's 5 tokens; every row's logits.
+    BatchInput b = sequence_batch(ids, ta, /*all_logits=*/true);
+    b.block_tables.push_back(tb);
+    for (int i = 0; i < int(other.size()); ++i) {
+      b.tokens.push_back(other[i]);
+      b.positions.push_back(i);
+      b.seq_index.push_back(1);
+      b.logit_rows.push_back(n + i);
+    }
+    b.batch_invariant = true;
+    std::vector<float> batched(size_t(b.size()) * V);
+    m->llama->forward(b, kv, batched.data());
+    // The same tokens one forward each, in a fresh pool.
+    PagedKVPool kv1(m->cfg.num_layers, m->cfg.num_kv_heads, m->cfg.head_dim, bs, 4);
+    std::vector<float> one(V);
+    auto check = [&](int32_t id, int pos, std::span<const int32_t> table, int row) {
+      BatchInput s;
+      s.tokens = {id};
+      s.positions = {pos};
+      s.seq_index = {0};
+      s.block_tables = {table};
+      s.logit_rows = {0};
+      s.batch_invariant = true;
+      m->llama->forward(s, kv1, one.data());
+      ASSERT_EQ(0, std::memcmp(one.data(), &batched[size_t(row) * V], size_t(V) * 4))
+          << name << ": batch row " << row << " (position " << pos << ")";
+    };
+    for (int i = 0; i < n; ++i) check(ids[i], i, ta, i);
+    for (int i = 0; i < int(other.size()); ++i) check(other[i], i, tb, n + i);
   }
 }
 

@@ -45,26 +45,35 @@ void LlamaModel::round_act(float* x, size_t n) const {
 
 namespace {
 
-// R query heads (q [R][hd], the heads sharing one KV head) over keys/values at positions 0..tpos, stored in
-// blocks of bs positions: k_block(i) / v_block(i) point at block i's first position (then one row of hd
-// floats per position). Scaled dot products (rounded as a bf16 model rounds them when bf), softmax (with an
-// f64 sum when bf), then the probability-weighted sum of the values into out [R][hd]. sc: R * (tpos + 1)
-// floats of scratch. Without bf, a block's keys / values are taken at once for all R heads (dot_rows_f32 /
-// axpy_rows_f32: each key and value loaded once for the group, the outputs held in registers across a
-// block), every head's result the same as alone; with bf, one head and position at a time.
+// Attention of T consecutive positions tpos0 .. tpos0 + T - 1 of one sequence for the `group` query heads
+// that share one KV head: q [R][hd], R = T * group rows (token i's heads in rows i * group ..), over keys /
+// values at positions 0 .. tpos0 + T - 1 stored in blocks of bs positions: k_block(i) / v_block(i) point at
+// block i's first position (then one row of hd floats per position). Row r attends to positions
+// 0 .. tpos0 + r / group. Scaled dot products (rounded as a bf16 model rounds them when bf), softmax (with an
+// f64 sum when bf), then the probability-weighted sum of the values into out [R][hd]. sc: R * (tpos0 + T)
+// floats of scratch. Without bf, a block's keys / values are taken at once for all R rows (dot_rows_f32 /
+// axpy_rows_f32: each key and value loaded once for the run, the outputs held in registers across a block);
+// a row's scores past its own position are computed, then given probability 0, so every row's result is the
+// same as alone (adding 0 * v leaves its sums unchanged). With bf (T = 1), one head and position at a time.
 template <typename KBlock, typename VBlock>
-inline void attend_group(const float* q, int R, int hd, int tpos, int bs, float scale, bool bf,
-                         KBlock k_block, VBlock v_block, float* sc, float* out) {
-  const int len = tpos + 1;
+inline void attend_run(const float* q, int group, int T, int hd, int tpos0, int bs, float scale, bool bf,
+                       KBlock k_block, VBlock v_block, float* sc, float* out) {
+  const int R = group * T, len = tpos0 + T;
   if (!bf) {
-    for (int j = 0, blk = 0; j <= tpos; ++blk, j += bs)
+    for (int j = 0, blk = 0; j < len; ++blk, j += bs)
       dot_rows_f32(q, R, k_block(blk), hd, std::min(len - j, bs), scale, sc + j, len);
-    for (int r = 0; r < R; ++r) softmax_f32(sc + size_t(r) * len, len);
+    for (int r = 0; r < R; ++r) {
+      const int own = tpos0 + r / group + 1;
+      softmax_f32(sc + size_t(r) * len, own);
+      std::fill(sc + size_t(r) * len + own, sc + size_t(r + 1) * len, 0.0f);
+    }
     std::fill(out, out + size_t(R) * hd, 0.0f);
-    for (int j = 0, blk = 0; j <= tpos; ++blk, j += bs)
+    for (int j = 0, blk = 0; j < len; ++blk, j += bs)
       axpy_rows_f32(sc + j, len, R, v_block(blk), hd, std::min(len - j, bs), out);
     return;
   }
+  LLAMARUN_CHECK(T == 1, "attend_run: bf16 emulation takes one token at a time");
+  const int tpos = tpos0;
   for (int r = 0; r < R; ++r) {
     const float* qr = q + size_t(r) * hd;
     float* s = sc;
@@ -94,6 +103,9 @@ inline void attend_group(const float* q, int R, int hd, int tpos, int bs, float 
   }
 }
 
+// Tokens per attention job: a prefill chunk's consecutive positions share each key and value load.
+constexpr int kRunTokens = 8;
+
 }  // namespace
 
 void LlamaModel::attention(int layer, const BatchInput& b, const PagedKVPool& kv) {
@@ -102,24 +114,49 @@ void LlamaModel::attention(int layer, const BatchInput& b, const PagedKVPool& kv
   const float scale = 1.0f / std::sqrt(float(hd));
   const bool bf = opts_.emulate_bf16;
   const int n = b.size();
+  // Runs of up to kRunTokens tokens of one sequence at consecutive positions (one token each with bf).
+  runs_.clear();
   int max_len = 1;
-  for (int t = 0; t < n; ++t) max_len = std::max(max_len, b.positions[t] + 1);
+  for (int i = 0; i < n;) {
+    int e = i + 1;
+    while (!bf && e < n && e - i < kRunTokens && b.seq_index[e] == b.seq_index[i] &&
+           b.positions[e] == b.positions[e - 1] + 1)
+      ++e;
+    runs_.push_back({i, e - i});
+    max_len = std::max(max_len, b.positions[e - 1] + 1);
+    i = e;
+  }
+  const int max_rows = group * (bf ? 1 : kRunTokens);
   const int nthreads = omp_get_max_threads();
-  const size_t stride = size_t(group) * max_len;
+  // Per thread: the scores, then a run's queries and outputs gathered into [R][hd].
+  const size_t stride = size_t(max_rows) * max_len + 2 * size_t(max_rows) * hd;
   if (scores_.size() < size_t(nthreads) * stride) scores_.resize(size_t(nthreads) * stride);
   // Small batches over short contexts are not worth waking the thread team.
   const bool parallel = int64_t(n) * H * max_len * hd >= (int64_t(1) << 16);
-  // One job per (token, KV head): the group's query heads (consecutive in q_ and att_) together.
+  const int jobs = int(runs_.size()) * KVH;
+  // One job per (run, KV head): the run's tokens' query heads of that KV head together.
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
-  for (int job = 0; job < n * KVH; ++job) {
-    const int t = job / KVH, g = job % KVH;
-    const int tpos = b.positions[t];
-    const std::span<const int32_t> table = b.block_tables[b.seq_index[t]];
-    const size_t row = size_t(t) * H + size_t(g) * group;
+  for (int job = 0; job < jobs; ++job) {
+    const auto [t0, T] = runs_[job / KVH];
+    const int g = job % KVH;
+    const std::span<const int32_t> table = b.block_tables[b.seq_index[t0]];
     float* sc = &scores_[size_t(omp_get_thread_num()) * stride];
+    float* qg = sc + size_t(max_rows) * max_len;
+    float* og = qg + size_t(max_rows) * hd;
+    const size_t rows = size_t(group) * hd;  // one token's heads of this KV head
+    auto row_of = [&](int i) { return (size_t(t0 + i) * H + size_t(g) * group) * hd; };
+    const float* q = &q_[row_of(0)];
+    float* out = &att_[row_of(0)];
+    if (T > 1) {  // the tokens' rows are H * hd apart: gather them
+      for (int i = 0; i < T; ++i) std::copy_n(&q_[row_of(i)], rows, qg + i * rows);
+      q = qg;
+      out = og;
+    }
     auto k_block = [&](int i) { return kv.k(layer, table[i], g, 0); };
     auto v_block = [&](int i) { return kv.v(layer, table[i], g, 0); };
-    attend_group(&q_[row * hd], group, hd, tpos, bs, scale, bf, k_block, v_block, sc, &att_[row * hd]);
+    attend_run(q, group, T, hd, b.positions[t0], bs, scale, bf, k_block, v_block, sc, out);
+    if (T > 1)
+      for (int i = 0; i < T; ++i) std::copy_n(og + i * rows, rows, &att_[row_of(i)]);
   }
 }
 

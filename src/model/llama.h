@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -131,17 +132,18 @@ class LlamaModel {
   int max_batch_;
   std::vector<float> inv_freq_;
   // Per-step scratch, preallocated for max_batch tokens (nothing allocates in the decode loop).
-  std::vector<float> x_;        // [max_batch, hidden]   residual stream
-  std::vector<float> xn_;       // [max_batch, hidden]   normalised input
-  std::vector<float> q_;        // [max_batch, n_heads*head_dim]
-  std::vector<float> k_;        // [max_batch, n_kv_heads*head_dim]
-  std::vector<float> v_;        // [max_batch, n_kv_heads*head_dim]
-  std::vector<float> att_;      // [max_batch, n_heads*head_dim]  attention output
-  std::vector<float> o_;        // [max_batch, hidden]
-  std::vector<float> gate_;     // [max_batch, intermediate]
-  std::vector<float> up_;       // [max_batch, intermediate]
-  std::vector<float> scores_;   // [threads, longest context] attention scores, grown on first use
-  std::vector<float> logit_x_;  // [rows, hidden] the rows whose logits forward computes
+  std::vector<float> x_;       // [max_batch, hidden]   residual stream
+  std::vector<float> xn_;      // [max_batch, hidden]   normalised input
+  std::vector<float> q_;       // [max_batch, n_heads*head_dim]
+  std::vector<float> k_;       // [max_batch, n_kv_heads*head_dim]
+  std::vector<float> v_;       // [max_batch, n_kv_heads*head_dim]
+  std::vector<float> att_;     // [max_batch, n_heads*head_dim]  attention output
+  std::vector<float> o_;       // [max_batch, hidden]
+  std::vector<float> gate_;    // [max_batch, intermediate]
+  std::vector<float> up_;      // [max_batch, intermediate]
+  std::vector<float> scores_;  // per thread: attention scores and a run's gathered queries / outputs
+  std::vector<std::pair<int, int>> runs_;  // attention's runs of tokens: (first token, count)
+  std::vector<float> logit_x_;             // [rows, hidden] the rows whose logits forward computes
 };
 
 }  // namespace llamarun
