@@ -72,11 +72,13 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
   for (int n = 0; n < kTN; ++n) acc[n] = _mm256_setzero_ps();
   for (int64_t b = 0; b < K / 32; ++b) {
     alignas(32) int32_t wq[kTN][8];
+    alignas(32) int32_t wabs[kTN][kBias ? 1 : 8];  // signed weights: |w|, the sign going onto a
     __m256i s32[kTN];
 #pragma GCC unroll 4
     for (int n = 0; n < kTN; ++n) {
       const __m256i q = q32_values<T>(x[n][b]);
       _mm256_store_si256(reinterpret_cast<__m256i*>(wq[n]), q);
+      if constexpr (!kBias) _mm256_store_si256(reinterpret_cast<__m256i*>(wabs[n]), _mm256_abs_epi8(q));
       s32[n] = kBias ? _mm256_set1_epi32(-128 * sum_s8(q)) : _mm256_setzero_si256();
     }
     // The groups are broadcast from memory (a load each); without the barrier GCC keeps wq in registers
@@ -105,7 +107,8 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
         const __m256i a = load256(p[b].q[g]);
 #pragma GCC unroll 4
         for (int n = 0; n < kTN; ++n)
-          s32[n] = _mm256_add_epi32(s32[n], dot_ss8(_mm256_set1_epi32(wq[n][g]), a));
+          s32[n] = _mm256_add_epi32(s32[n], dot_us8(_mm256_set1_epi32(wabs[n][g]),
+                                                    _mm256_sign_epi8(a, _mm256_set1_epi32(wq[n][g]))));
       }
     }
     const __m256 da = _mm256_loadu_ps(p[b].d);
