@@ -107,8 +107,8 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
         const __m256i a = load256(p[b].q[g]);
 #pragma GCC unroll 4
         for (int n = 0; n < kTN; ++n)
-          s32[n] = _mm256_add_epi32(s32[n], dot_us8(_mm256_set1_epi32(wabs[n][g]),
-                                                    _mm256_sign_epi8(a, _mm256_set1_epi32(wq[n][g]))));
+          s32[n] = _mm256_add_epi32(s32[n],
+                                    dot_ss8(_mm256_set1_epi32(wabs[n][g]), _mm256_set1_epi32(wq[n][g]), a));
       }
     }
     const __m256 da = _mm256_loadu_ps(p[b].d);
