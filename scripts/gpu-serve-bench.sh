@@ -15,6 +15,7 @@
 #   SERVE_ARGS  extra server options (e.g. "--quantize fp8"); TAG  names the runs' files (serve-TAGc256.json)
 #   BENCH_ARGS  extra bench_serve.py options (e.g. "--prompts random": prompts that share no prefix)
 #   ONLY_C256=1    only the 256-client run (no 64-client run)
+#   MAX_BATCH_TOKENS  the server's --max-batch-tokens (default: the server's, 2048 on a GPU)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-./gpu-results}"
@@ -103,7 +104,7 @@ print(f"  engine per step ({int(steps)} steps): schedule {1e3 * sched:.3f} ms, b
 PYEOF
 }
 
-if start_server "$LOGS/server.log" --max-num-seqs 256 --max-batch-tokens 512; then
+if start_server "$LOGS/server.log" --max-num-seqs 256 ${MAX_BATCH_TOKENS:+--max-batch-tokens "$MAX_BATCH_TOKENS"}; then
   grep -m1 '"ready"' "$LOGS/server.log" >>"$summary"
   [ "${ONLY_C256:-0}" = 1 ] || bench c64 --concurrency 64 --num-prompts "$N64" --warmup 2 --processes 4
   bench c256 --concurrency 256 --num-prompts "$N256" --warmup 1 --processes 8
