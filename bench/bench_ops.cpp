@@ -138,13 +138,14 @@ void BM_Gemv(benchmark::State& state, DType t, SimdLevel level, int64_t M, int64
 }
 
 void BM_Gemm(benchmark::State& state, DType t, SimdLevel level, bool bf16_act, int64_t M, int64_t N,
-             int64_t K, bool batch_invariant = false) {
+             int64_t K, bool batch_invariant = false, bool int8 = false) {
   const WeightPool& pool = get_pool(t, N, K, 0);
   const std::vector<float> x = randn(size_t(M * K), 1);
   std::vector<float> y(size_t(M * N));
   MatmulOptions opt;
   opt.bf16_activations = bf16_act;
   opt.batch_invariant = batch_invariant;
+  opt.int8_activations = int8;
   for (auto _ : state) {
     matmul_at_level(level, pool.view(0), x.data(), M, y.data(), opt);
     benchmark::DoNotOptimize(y.data());
@@ -239,6 +240,9 @@ void register_all() {
     reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048); });
     // With MatmulOptions::batch_invariant, as the model runs it.
     reg(name + "/invariant", [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, true); });
+    if (t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1)  // int8 activations, as models run them
+      reg(name + "/int8",
+          [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, false, true); });
   }
   // Prefill at the default model's shapes (hidden 576, MLP 1536), batch-invariant as the model runs.
   for (DType t : {DType::Q8_0, DType::Q5_0, DType::Q6_K}) {

@@ -116,7 +116,7 @@ TEST_P(MatmulParity, AllLevelsAllShapes) {
         // most amax(block) / 254, a few times |x| / 254 for normal data (the tight comparison with the
         // scalar integer reference is in test_quant_formats.cpp). Q8_0/Q4_0/Q4_1 run on f32 activations
         // here (MatmulOptions::int8_activations off).
-        const double rel = cpu::qdot_uses_int8(t, M, false, false) ? 4.0 / 127.0 : 1e-5;
+        const double rel = cpu::qdot_uses_int8(t, M, false, false, false) ? 4.0 / 127.0 : 1e-5;
         for (SimdLevel level : available_levels()) {
           check_level(level, w, x, M, ref, s, rel, /*bf16_act=*/false, what);
           if (t == DType::BF16 && level == SimdLevel::kAvx512Bf16) {

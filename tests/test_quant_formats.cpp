@@ -200,13 +200,21 @@ TEST(QuantDot, TileMatchesOneRowDot) {
       // Weight rows 0, 2, 4, ... (stride two rows); out rows of stride 11.
       const size_t ostride = 11;
       std::vector<float> out(ostride * size_t(qd.tile.m), -1.f);
-      const size_t wstride = 2 * dtype_row_bytes(ti.t, K);
+      size_t wstride = 2 * dtype_row_bytes(ti.t, K);
+      const void* w = wv.row(0);
+      std::vector<uint8_t> prepped;
+      if (qd.tile.prep) {  // the tile reads its weight rows decoded
+        prepped.resize(qd.tile.prep_bytes(K));
+        qd.tile.prep(K, w, wstride, prepped.data());
+        w = prepped.data();
+        wstride = 0;
+      }
       if (qd.tile.pack) {  // the tile reads its activation rows packed
         std::vector<uint8_t> packed(qd.tile.packed_bytes(K));
         qd.tile.pack(K, acts.data(), arb, packed.data());
-        qd.tile.fn(K, wv.row(0), wstride, packed.data(), 0, out.data(), ostride);
+        qd.tile.fn(K, w, wstride, packed.data(), 0, out.data(), ostride);
       } else {
-        qd.tile.fn(K, wv.row(0), wstride, acts.data(), arb, out.data(), ostride);
+        qd.tile.fn(K, w, wstride, acts.data(), arb, out.data(), ostride);
       }
       for (int m = 0; m < qd.tile.m; ++m)
         for (int r = 0; r < qd.tile.n; ++r) {
@@ -245,7 +253,7 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.f, 1.f);
   for (const TypeInfo& ti : all_types()) {
-    if (!cpu::qdot_uses_int8(ti.t, 1, true, true)) continue;
+    if (!cpu::qdot_uses_int8(ti.t, 1, true, true, false)) continue;
     SCOPED_TRACE(ti.name);
     const int64_t K = dtype_block_size(ti.t) == 256 ? 768 : 96, N = 37;
     const auto w = random_weights(ti, N, K, 5);
@@ -289,10 +297,12 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
         matmul_at_level(l, wv, x.data(), 1, one.data(), inv);
         for (int64_t n = 0; n < N; ++n) ASSERT_EQ(one[size_t(n)], got[size_t(n)]) << "M=" << M << " n=" << n;
         // Without batch invariance (where tiles that sum in their own order may run): the same bound, where
-        // the int8 path still runs (Q8_0 / Q4_0 / Q4_1 take the f32 GEMM above 8 rows).
+        // the int8 path still runs (Q8_0 / Q4_0 / Q4_1 take the f32 GEMM above 8 rows, except at a level
+        // whose tile decodes each weight row once).
         MatmulOptions free;
         free.int8_activations = true;
-        if (!cpu::qdot_uses_int8(ti.t, M, false, true)) continue;
+        if (!cpu::qdot_uses_int8(ti.t, M, false, true, cpu::kernels_for(l).qdot(ti.t).tile.prep != nullptr))
+          continue;
         matmul_at_level(l, wv, x.data(), M, got.data(), free);
         for (int64_t i = 0; i < M * N; ++i)
           ASSERT_NEAR(got[size_t(i)], scal[size_t(i)], 1e-5 * mag[size_t(i)] + 1e-30)

@@ -71,11 +71,13 @@ TEST(QuantizeCli, FileEqualsQuantizeAtLoad) {
   EXPECT_TRUE(meta_has(wm, "tokenizer.chat_template"));
   EXPECT_EQ(wm.get("blk.0.ffn_down.weight").dtype, DType::Q8_0);
   EXPECT_EQ(wm.get("blk.0.attn_norm.weight").dtype, DType::F32);
-  auto from_file = ppl_json({"-m", out, "--ctx", "128", "--chunks", "2"});
-  auto at_load = ppl_json({"-m", kModel, "--quantize", "Q8_0", "--ctx", "128", "--chunks", "2"});
-  auto original = ppl_json({"-m", kModel, "--ctx", "128", "--chunks", "2"});
+  auto from_file = ppl_json({"-m", out, "--ctx", "256", "--chunks", "2"});
+  auto at_load = ppl_json({"-m", kModel, "--quantize", "Q8_0", "--ctx", "256", "--chunks", "2"});
+  auto original = ppl_json({"-m", kModel, "--ctx", "256", "--chunks", "2"});
   EXPECT_EQ(from_file["ppl"].get<double>(), at_load["ppl"].get<double>());
-  // Requantizing Q4_1 weights to Q8_0 moves the perplexity a little, not a lot.
+  // Requantizing Q4_1 weights to Q8_0 moves the perplexity a little, not a lot. (254 scored tokens: with
+  // 126 (--ctx 128) the two files' values were 4.7% apart on f32 activations and 6.8% on the int8 prefill,
+  // 0.5% and 0.7% with 2,040.)
   EXPECT_NEAR(from_file["ppl"].get<double>(), original["ppl"].get<double>(),
               0.05 * original["ppl"].get<double>());
   std::remove(out.c_str());

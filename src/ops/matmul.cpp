@@ -51,8 +51,9 @@ void matmul(const WeightView& w, const float* x, int64_t M, float* y, const Matm
   const cpu::CpuKernels& k = cpu::active_kernels();
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.batch_invariant = opt.batch_invariant;
-  if (cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations))
-    return cpu::qmatmul(a, k.qdot(w.dtype));
+  if (const cpu::QDot q = k.qdot(w.dtype);
+      cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations, q.tile.prep != nullptr))
+    return cpu::qmatmul(a, q);
   a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
   k.matmul(a);
 }
@@ -65,8 +66,9 @@ void matmul_at_level(cpu::SimdLevel level, const WeightView& w, const float* x, 
   const cpu::CpuKernels& k = cpu::kernels_for(level);
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.batch_invariant = opt.batch_invariant;
-  if (cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations))
-    return cpu::qmatmul(a, k.qdot(w.dtype));
+  if (const cpu::QDot q = k.qdot(w.dtype);
+      cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations, q.tile.prep != nullptr))
+    return cpu::qmatmul(a, q);
   a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
   k.matmul(a);
 }

@@ -36,6 +36,8 @@ using QTileFn = void (*)(int64_t K, const void* w, size_t wstride, const void* a
                          float* out, size_t ostride);
 // Packs m activation rows (row i at act + i * astride) into the layout a tile reads (QTile::pack).
 using QPackFn = void (*)(int64_t K, const void* act, size_t astride, void* packed);
+// Decodes n weight rows (row r at w + r * wstride bytes) into the layout a tile reads (QTile::prep).
+using QPrepFn = void (*)(int64_t K, const void* w, size_t wstride, void* prepped);
 struct QTile {
   QTileFn fn = nullptr;
   // Where non-null, fn reads its m activation rows as one group packed by pack (packed_bytes(K) bytes)
@@ -47,6 +49,11 @@ struct QTile {
   // so matmul may use the tile under MatmulArgs::batch_invariant; otherwise the tile sums in its own
   // f32 order (as accurate; matmul uses it only where results may depend on the batch).
   bool exact = false;
+  // Where non-null, qmatmul decodes each tile's n weight rows once with prep (prep_bytes(K) bytes, the
+  // block values, their sums and scales) and fn reads that instead of the blocks (w; wstride unused) for
+  // every group of activation rows, so the decoding is paid once per weight row instead of M / m times.
+  QPrepFn prep = nullptr;
+  size_t (*prep_bytes)(int64_t K) = nullptr;
 };
 struct QDot {
   QDotFn one = nullptr;
@@ -56,8 +63,9 @@ struct QDot {
 
 // Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
 // f32-activation kernels): always for the types that have no other path; for Q8_0/Q4_0/Q4_1 only where
-// allowed (MatmulOptions::int8_activations) and the f32 blocked GEMM is not (M <= 8, or batch-invariant).
-bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8);
+// allowed (MatmulOptions::int8_activations) and faster than the f32 blocked GEMM (M <= 8, batch-invariant,
+// or prep_tile: the level's tile for w decodes each weight row once, QTile::prep).
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8, bool prep_tile);
 // The activation format a weight dtype's dot takes: Q8_K for the super-block types, else the
 // 32-block format (DType::Q8_0 names it here).
 DType qdot_act_type(DType w);

@@ -277,16 +277,52 @@ LR_INLINE __m256i q32_signed(const Block& x) {
   }
 }
 
-template <DType T, int TN>
-void q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, size_t, float* out,
-               size_t ostride) {
+// A tile's kQ32N weight rows decoded once per matmul (QTile::prep) and read by q32_lanes for every group
+// of activation rows: per block, per row, the 8 groups of 4 signed values, the start value -128 * sum(w),
+// the scale and the min.
+struct PrepQ32Row {
+  int32_t q[8];
+  int32_t bias;
+  float d, m;
+  int32_t pad;
+};
+struct PrepQ32Block {
+  PrepQ32Row r[kQ32N];
+};
+static_assert(sizeof(PrepQ32Block) == 48 * kQ32N);
+
+size_t q32_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepQ32Block); }
+
+template <DType T>
+void q32_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   using Block = Q32Block<T>;
+  auto* out = static_cast<PrepQ32Block*>(prepped);
+  for (int n = 0; n < kQ32N; ++n) {
+    const Block* x = wrow<Block>(w, wstride, n);
+    for (int64_t b = 0; b < K / 32; ++b) {
+      PrepQ32Row& r = out[b].r[n];
+      const __m256i q = q32_signed<T>(x[b]);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
+      r.bias = -128 * sum_s8(q);
+      r.d = h2f(x[b].d);
+      if constexpr (T == DType::Q4_1 || T == DType::Q5_1) {
+        r.m = h2f(x[b].m);
+      } else {
+        r.m = 0.f;
+      }
+      r.pad = 0;
+    }
+  }
+}
+
+template <DType T>
+void q32_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
+               size_t ostride) {
   constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
-  const Block* x[TN];
-  for (int n = 0; n < TN; ++n) x[n] = wrow<Block>(w, wstride, n);
+  const auto* wb = static_cast<const PrepQ32Block*>(prepped);
   const auto* p = static_cast<const PackedQ32*>(packed);
-  __m512 acc[TN];
-  for (int n = 0; n < TN; ++n) acc[n] = _mm512_setzero_ps();
+  __m512 acc[kQ32N];
+  for (int n = 0; n < kQ32N; ++n) acc[n] = _mm512_setzero_ps();
   for (int64_t b = 0; b < K / 32; ++b) {
     __m512i a[8];
 #pragma GCC unroll 8
@@ -295,22 +331,20 @@ void q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, siz
     [[maybe_unused]] __m512 dsum;
     if constexpr (kMin) dsum = _mm512_loadu_ps(p[b].dsum);
 #pragma GCC unroll 8
-    for (int n = 0; n < TN; ++n) {
-      alignas(32) int32_t wq[8];
-      const __m256i q = q32_signed<T>(x[n][b]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wq), q);
-      __m512i s0 = _mm512_set1_epi32(-128 * sum_s8(q)), s1 = _mm512_setzero_si512();
+    for (int n = 0; n < kQ32N; ++n) {
+      const PrepQ32Row& r = wb[b].r[n];
+      __m512i s0 = _mm512_set1_epi32(r.bias), s1 = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int g = 0; g < 8; g += 2) {
-        s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(wq[g]));
-        s1 = _mm512_dpbusd_epi32(s1, a[g + 1], _mm512_set1_epi32(wq[g + 1]));
+        s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(r.q[g]));
+        s1 = _mm512_dpbusd_epi32(s1, a[g + 1], _mm512_set1_epi32(r.q[g + 1]));
       }
-      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(h2f(x[n][b].d)), da);
+      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(r.d), da);
       acc[n] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[n]);
-      if constexpr (kMin) acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(h2f(x[n][b].m)), dsum, acc[n]);
+      if constexpr (kMin) acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(r.m), dsum, acc[n]);
     }
   }
-  for (int n = 0; n < TN; ++n) {
+  for (int n = 0; n < kQ32N; ++n) {
     alignas(64) float o[kRowLanes];
     _mm512_store_ps(o, acc[n]);
     for (int r = 0; r < kRowLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
@@ -319,12 +353,10 @@ void q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, siz
 
 template <DType T>
 QTile q32_tile() {
-  return {q32_lanes<T, kQ32N>,
-          pack_lanes<kRowLanes, true>,
-          packed_lanes_bytes<kRowLanes>,
-          kQ32N,
-          kRowLanes,
-          false};
+  QTile t{q32_lanes<T>, pack_lanes<kRowLanes, true>, packed_lanes_bytes<kRowLanes>, kQ32N, kRowLanes, false};
+  t.prep = q32_prep<T>;
+  t.prep_bytes = q32_prep_bytes;
+  return t;
 }
 
 }  // namespace

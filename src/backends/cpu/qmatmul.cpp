@@ -60,14 +60,16 @@ float quantize_block(const float* x, int n, int8_t* q) {
 // Q8_0 / Q4_0 / Q4_1 have both paths. Measured (bench_ops qgemv/qgemm, N = K = 2048, one thread's CPU
 // time, the 2-vCPU AVX-512 Xeon), the int8 path is faster except for the free-order prefill GEMM: M = 1:
 // 1.14x (Q8_0), 1.55x (Q4_0), 1.6x (Q4_1); M = 512 batch-invariant: 1.46x / 1.32x / 1.18x; M = 512 free
-// order: 0.6-0.9x. Models take it unless run with f32 activations (`--act f32`, which the golden tests use:
-// they hold these types to f32-activation accuracy against transformers on the dequantised weights).
-bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8) {
+// order: 0.6-0.9x, unless the level's tile decodes each weight row once (QTile::prep, the AVX-512 VNNI
+// tile): 2.0-2.4x there (9.0-10.8 against 21.6-22.2 ms, 2-vCPU AMD EPYC with AVX-512, 2026-12-07). Models
+// take it unless run with f32 activations (`--act f32`, which the golden tests use: they hold these types
+// to f32-activation accuracy against transformers on the dequantised weights).
+bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8, bool prep_tile) {
   switch (w) {
     case DType::Q8_0:
     case DType::Q4_0:
     case DType::Q4_1:
-      return allow_int8 && (M <= 8 || batch_invariant);
+      return allow_int8 && (M <= 8 || batch_invariant || prep_tile);
     case DType::Q5_0:
     case DType::Q5_1:
     case DType::IQ4_NL:
@@ -128,9 +130,16 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
   const size_t gbytes = groups ? tile.packed_bytes(K) : 0;
   uint8_t* packed =
       groups ? static_cast<uint8_t*>(thread_scratch(kScratchWeights, size_t(groups) * gbytes)) : nullptr;
+  // Tiles that read decoded weight rows: one buffer per thread, taken here so allocation errors surface
+  // outside the parallel region.
+  const int nthreads = omp_get_max_threads();
+  const size_t pbytes = use_tile && tile.prep ? (tile.prep_bytes(K) + 63) & ~size_t(63) : 0;
+  uint8_t* prepped =
+      pbytes ? static_cast<uint8_t*>(thread_scratch(kScratchTileWeights, size_t(nthreads) * pbytes))
+             : nullptr;
   if (serial_act)
     for (int64_t m = 0; m < M; ++m) quantize_act_row(a.dtype, a.x + m * K, act + size_t(m) * arb, K);
-#pragma omp parallel if (par)
+#pragma omp parallel num_threads(nthreads) if (par)
   {
     if (!serial_act) {
 #pragma omp for schedule(static)
@@ -148,7 +157,22 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * kR, n1 = n0 + kR < N ? n0 + kR : N;
       int64_t m = 0;
-      if (use_tile) {  // tiles; the last n1 % tile.n weight rows kQDotRows activation rows at a time
+      if (prepped) {  // each tile's weight rows decoded once, then against every group of activation rows
+        uint8_t* wbuf = prepped + size_t(omp_get_thread_num()) * pbytes;
+        const int64_t mt = M - M % tile.m;
+        int64_t n = n0;
+        for (; n + tile.n <= n1; n += tile.n) {
+          tile.prep(K, a.w + size_t(n) * a.w_row_bytes, a.w_row_bytes, wbuf);
+          for (int64_t g = 0; g < mt; g += tile.m)
+            tile.fn(K, wbuf, 0, groups ? packed + size_t(g / tile.m) * gbytes : act + size_t(g) * arb, arb,
+                    a.y + g * N + n, size_t(N));
+        }
+        for (; n < n1; ++n)
+          for (int64_t i = 0; i < mt; i += kQDotRows)
+            dot.rows(K, a.w + size_t(n) * a.w_row_bytes, act + size_t(i) * arb, arb, a.y + i * N + n,
+                     size_t(N));
+        m = mt;
+      } else if (use_tile) {  // tiles; the last n1 % tile.n weight rows kQDotRows activation rows at a time
         for (; m + tile.m <= M; m += tile.m) {
           const uint8_t* am = act + size_t(m) * arb;
           float* ym = a.y + m * N;

@@ -12,7 +12,8 @@ enum ScratchSlot : int {
   kScratchWeights = 1,
   kScratchRow = 2,
   kScratchBlockSums = 3,
-  kScratchSlots = 4
+  kScratchTileWeights = 4,
+  kScratchSlots = 5
 };
 
 // A 64-byte aligned buffer of at least `bytes` bytes owned by the calling thread. Its content is
