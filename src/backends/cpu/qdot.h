@@ -59,6 +59,9 @@ struct QDot {
   QDotFn one = nullptr;
   QDotMultiFn rows = nullptr;  // may be null: one() per row
   QTile tile;                  // fn may be null; needs rows
+  // Where fn is set, a tile that sums in its own order (not exact), faster than tile: qmatmul takes it
+  // instead of tile where results may depend on the batch (MatmulArgs::batch_invariant false).
+  QTile free_tile;
 };
 
 // Whether matmul takes the int8-activation path for weight dtype w with M activation rows (else the
@@ -82,6 +85,9 @@ QDot qdot_avx512(DType w);
 // The AVX-512 VNNI tile kernels (qgemm_avx512.cpp); fn null for types without one. Exact (see QTile)
 // for the k-quants and IQ4_XS; the 32-value block types sum in their own order.
 QTile qtile_avx512(DType w);
+// The AVX-512 VNNI free-order tiles of IQ4_XS, Q4_K and Q5_K (QDot::free_tile): their 32-value sub-blocks
+// through the 32-value block types' tile.
+QTile free_tile_avx512(DType w);
 
 // y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m])
 // (the level's tiles for groups of rows). Every output depends only on its own weight row and activation

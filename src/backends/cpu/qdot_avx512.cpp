@@ -23,6 +23,7 @@ QDot qdot_avx512(DType w) {
   if (!vnni) return qdot_avx2(w);
   QDot q = simd_qdot(w);
   q.tile = qtile_avx512(w);
+  q.free_tile = free_tile_avx512(w);
   return q;
 }
 

@@ -230,6 +230,6 @@ QDotFn scalar_one(DType w) {
 
 }  // namespace
 
-QDot qdot_scalar(DType w) { return QDot{scalar_one(w), nullptr, QTile{}}; }
+QDot qdot_scalar(DType w) { return QDot{scalar_one(w), nullptr, QTile{}, QTile{}}; }
 
 }  // namespace llamarun::cpu

@@ -123,7 +123,7 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
   // A few rows (decode) are quantised by the calling thread: cheaper than a second barrier.
   const bool serial_act = M <= 8;
   // A tile that sums in its own order only where a row's result may depend on the batch.
-  const QTile& tile = dot.tile;
+  const QTile& tile = dot.free_tile.fn && !a.batch_invariant ? dot.free_tile : dot.tile;
   const bool use_tile = tile.fn && dot.rows && (tile.exact || !a.batch_invariant) && M >= tile.m;
   // Tiles that read packed activation groups: M / tile.m groups, packed once, shared by all threads.
   const int64_t groups = use_tile && tile.pack ? M / tile.m : 0;
