@@ -30,7 +30,8 @@ std::vector<OptSpec> model_opts() {
       {"--threads", "-t", true, "CPU threads", "all cores"},
       {"--act", "", true,
        "activation precision. CPU: auto (bf16 rounding for bf16 checkpoints; Q8_0 / Q4_0 / Q4_1 weights "
-       "multiply int8-quantized activations in decode, as llama.cpp), f32 (f32 activations wherever a "
+       "multiply int8-quantized activations in decode, and in prefill on AVX-512 VNNI, as llama.cpp), f32 "
+       "(f32 activations wherever a "
        "type has that path) or bf16. "
        "--device cuda: auto (bf16 for bf16 checkpoints, else f16), f16 or bf16",
        "auto"},
