@@ -180,7 +180,7 @@ void BM_Dot(benchmark::State& state, SimdLevel level, int64_t n) {
 const DType kDtypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_1};
 
 void register_all() {
-  const SimdLevel top = cpu::detected_simd_level();
+  const SimdLevel top = cpu::active_simd_level();  // LLAMARUN_SIMD may lower it
   std::vector<SimdLevel> levels;  // SIMD levels worth comparing: avx2 .. top (+ scalar for gemv)
   for (int l = 0; l <= int(top); ++l)
     if (SimdLevel(l) != SimdLevel::kAvx512Bf16) levels.push_back(SimdLevel(l));

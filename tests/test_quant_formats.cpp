@@ -191,59 +191,65 @@ TEST(QuantDot, TileMatchesOneRowDot) {
       if (m == 1) x[300] = 40.f;
       cpu::quantize_act_row(ti.t, x.data(), acts.data() + size_t(m) * arb, K);
     }
-    for (cpu::SimdLevel l : levels()) {
-      const cpu::QDot qd = cpu::kernels_for(l).qdot(ti.t);
-      if (!qd.tile.fn) continue;
-      ASSERT_LE(2 * qd.tile.n, N);
-      ASSERT_LE(qd.tile.m, Mt);
-      SCOPED_TRACE(cpu::simd_level_str(l));
-      // Weight rows 0, 2, 4, ... (stride two rows); out rows of stride 11.
-      const size_t ostride = 11;
-      std::vector<float> out(ostride * size_t(qd.tile.m), -1.f);
-      size_t wstride = 2 * dtype_row_bytes(ti.t, K);
-      const void* w = wv.row(0);
-      std::vector<uint8_t> prepped;
-      if (qd.tile.prep) {  // the tile reads its weight rows decoded
-        prepped.resize(qd.tile.prep_bytes(K));
-        qd.tile.prep(K, w, wstride, prepped.data());
-        w = prepped.data();
-        wstride = 0;
-      }
-      if (qd.tile.pack) {  // the tile reads its activation rows packed
-        std::vector<uint8_t> packed(qd.tile.packed_bytes(K));
-        qd.tile.pack(K, acts.data(), arb, packed.data());
-        qd.tile.fn(K, w, wstride, packed.data(), 0, out.data(), ostride);
-      } else {
-        qd.tile.fn(K, w, wstride, acts.data(), arb, out.data(), ostride);
-      }
-      for (int m = 0; m < qd.tile.m; ++m)
-        for (int r = 0; r < qd.tile.n; ++r) {
-          const float want = qd.one(K, wv.row(2 * r), acts.data() + size_t(m) * arb);
-          if (qd.tile.exact) {
-            EXPECT_EQ(out[size_t(m) * ostride + size_t(r)], want) << "m " << m << " r " << r;
-          }
-          // And within the f32 summation error of the scalar reference.
-          const uint8_t* am = acts.data() + size_t(m) * arb;
-          const float ref = cpu::kernels_for(cpu::SimdLevel::kScalar).qdot(ti.t).one(K, wv.row(2 * r), am);
-          std::vector<float> wd(static_cast<size_t>(K)), ad(static_cast<size_t>(K));
-          dequantize_row(ti.t, wv.row(2 * r), wd.data(), K);
-          if (cpu::qdot_act_type(ti.t) == DType::Q8_K) {
-            dequantize_row(DType::Q8_K, am, ad.data(), K);
-          } else {
-            const auto* b = reinterpret_cast<const cpu::BlockQ8A32*>(am);
-            for (int64_t k = 0; k < K; ++k) ad[size_t(k)] = b[k / 32].d * float(b[k / 32].qs[k % 32]);
-          }
-          double mag = 0;
-          for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(wd[size_t(k)]) * ad[size_t(k)]);
-          EXPECT_NEAR(out[size_t(m) * ostride + size_t(r)], ref, 1e-5 * mag + 1e-30)
-              << "m " << m << " r " << r;
+    for (cpu::SimdLevel l : levels())
+      for (bool free_tile : {false, true}) {
+        cpu::QDot qd = cpu::kernels_for(l).qdot(ti.t);
+        if (free_tile) qd.tile = qd.free_tile;  // the free-order tile (QDot::free_tile), where there is one
+        if (!qd.tile.fn) continue;
+        SCOPED_TRACE(free_tile ? "free_tile" : "tile");
+        ASSERT_LE(2 * qd.tile.n, N);
+        ASSERT_LE(qd.tile.m, Mt);
+        SCOPED_TRACE(cpu::simd_level_str(l));
+        // Weight rows 0, 2, 4, ... (stride two rows); out rows of stride 11.
+        const size_t ostride = 11;
+        std::vector<float> out(ostride * size_t(qd.tile.m), -1.f);
+        size_t wstride = 2 * dtype_row_bytes(ti.t, K);
+        const void* w = wv.row(0);
+        std::vector<uint8_t> prepped;
+        if (qd.tile.prep) {  // the tile reads its weight rows decoded
+          prepped.resize(qd.tile.prep_bytes(K));
+          qd.tile.prep(K, w, wstride, prepped.data());
+          w = prepped.data();
+          wstride = 0;
         }
-      ++tiles_checked;
-    }
+        if (qd.tile.pack) {  // the tile reads its activation rows packed
+          std::vector<uint8_t> packed(qd.tile.packed_bytes(K));
+          qd.tile.pack(K, acts.data(), arb, packed.data());
+          qd.tile.fn(K, w, wstride, packed.data(), 0, out.data(), ostride);
+        } else {
+          qd.tile.fn(K, w, wstride, acts.data(), arb, out.data(), ostride);
+        }
+        for (int m = 0; m < qd.tile.m; ++m)
+          for (int r = 0; r < qd.tile.n; ++r) {
+            const float want = qd.one(K, wv.row(2 * r), acts.data() + size_t(m) * arb);
+            if (qd.tile.exact) {
+              EXPECT_EQ(out[size_t(m) * ostride + size_t(r)], want) << "m " << m << " r " << r;
+            }
+            // And within the f32 summation error of the scalar reference.
+            const uint8_t* am = acts.data() + size_t(m) * arb;
+            const float ref = cpu::kernels_for(cpu::SimdLevel::kScalar).qdot(ti.t).one(K, wv.row(2 * r), am);
+            std::vector<float> wd(static_cast<size_t>(K)), ad(static_cast<size_t>(K));
+            dequantize_row(ti.t, wv.row(2 * r), wd.data(), K);
+            if (cpu::qdot_act_type(ti.t) == DType::Q8_K) {
+              dequantize_row(DType::Q8_K, am, ad.data(), K);
+            } else {
+              const auto* b = reinterpret_cast<const cpu::BlockQ8A32*>(am);
+              for (int64_t k = 0; k < K; ++k) ad[size_t(k)] = b[k / 32].d * float(b[k / 32].qs[k % 32]);
+            }
+            double mag = 0;
+            for (int64_t k = 0; k < K; ++k) mag += std::fabs(double(wd[size_t(k)]) * ad[size_t(k)]);
+            EXPECT_NEAR(out[size_t(m) * ostride + size_t(r)], ref, 1e-5 * mag + 1e-30)
+                << "m " << m << " r " << r;
+          }
+        ++tiles_checked;
+      }
   }
-  // The AVX-512 VNNI level has tiles for Q4_K, Q6_K, IQ4_XS and the six 32-value block types.
+  // The AVX-512 VNNI level has tiles for Q4_K, Q6_K, IQ4_XS and the six 32-value block types, and free-order
+  // tiles for IQ4_XS, Q4_K and Q5_K; the AVX2 level the six and the three.
   if (cpu::detected_simd_level() >= cpu::SimdLevel::kAvx512 && __builtin_cpu_supports("avx512vnni")) {
-    EXPECT_GE(tiles_checked, 9);
+    EXPECT_GE(tiles_checked, 9 + 3 + 6 + 3);
+  } else if (cpu::detected_simd_level() >= cpu::SimdLevel::kAvx2) {
+    EXPECT_GE(tiles_checked, 6 + 3);
   }
 }
 

@@ -86,7 +86,7 @@ QDot qdot_avx512(DType w);
 // for the k-quants and IQ4_XS; the 32-value block types sum in their own order.
 QTile qtile_avx512(DType w);
 // The AVX-512 VNNI free-order tiles of IQ4_XS, Q4_K and Q5_K (QDot::free_tile): their 32-value sub-blocks
-// through the 32-value block types' tile.
+// through the 32-value block types' tile (qdot_avx2 sets the AVX2 ones).
 QTile free_tile_avx512(DType w);
 
 // y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m])

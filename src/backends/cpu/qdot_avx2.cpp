@@ -1,5 +1,5 @@
 // AVX2 dots of the int8-activation path (qdot_simd.inc), built with -mavx2 -mfma -mf16c, and the AVX2
-// prefill tiles of the 32-value block types and of Q4_K (below).
+// prefill tile of the 32-value block types (below), which also takes the sub-blocks of IQ4_XS, Q4_K and Q5_K.
 #include <immintrin.h>
 
 #include <cstring>
@@ -57,35 +57,64 @@ constexpr int kGroups = T == DType::Q4_0   ? 8
                         : T == DType::Q5_1 ? 2
                                            : 4;
 
+// A tile's kTN weight rows decoded once per matmul (QTile::prep), read by tile_q32_lanes for every group of
+// activation rows: per block, per row, the 8 groups of 4 values (signed, or as stored for the types with a
+// min), their |w|, the start value -128 * sum(w) (u8 activations), the scale and the min.
+struct PrepA2Row {
+  int32_t q[8];
+  int32_t qa[8];
+  int32_t bias;
+  float d, m;
+  int32_t pad;
+};
+struct PrepA2Block {
+  PrepA2Row r[kTN];
+};
+static_assert(sizeof(PrepA2Block) == 80 * kTN);
+
+size_t q32_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepA2Block); }
+
+LR_INLINE void prep_row(PrepA2Row& r, __m256i q, float d, float m) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.qa), _mm256_abs_epi8(q));
+  r.bias = -128 * sum_s8(q);
+  r.d = d;
+  r.m = m;
+  r.pad = 0;
+}
+
 template <DType T>
-void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed, size_t, float* out,
-                    size_t ostride) {
+void q32_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   using Block = Q32Block<T>;
-  constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
-  constexpr bool kBias = kSmallWeights<T>;
-  const Block* x[kTN];
-  for (int n = 0; n < kTN; ++n)
-    x[n] = reinterpret_cast<const Block*>(static_cast<const uint8_t*>(w) + n * wstride);
+  auto* out = static_cast<PrepA2Block*>(prepped);
+  for (int n = 0; n < kTN; ++n) {
+    const auto* x = reinterpret_cast<const Block*>(row_at(w, wstride, n));
+    for (int64_t b = 0; b < K / 32; ++b) {
+      if constexpr (T == DType::Q4_1 || T == DType::Q5_1) {
+        prep_row(out[b].r[n], q32_values<T>(x[b]), h2f(x[b].d), h2f(x[b].m));
+      } else {
+        prep_row(out[b].r[n], q32_values<T>(x[b]), h2f(x[b].d), 0.f);
+      }
+    }
+  }
+}
+
+// kBias: u8 activations (a + 128) times signed weights of at most 5 bits, G groups' int16 pair sums added
+// before one vpmaddwd; otherwise signed activations, |w| times a with w's sign. kMin: + m * da * sum(a).
+template <bool kBias, bool kMin, int G>
+void tile_q32_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
+                    size_t ostride) {
+  const auto* wb = static_cast<const PrepA2Block*>(prepped);
   const auto* p = static_cast<const PackedA8*>(packed);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kTN];
   for (int n = 0; n < kTN; ++n) acc[n] = _mm256_setzero_ps();
   for (int64_t b = 0; b < K / 32; ++b) {
-    alignas(32) int32_t wq[kTN][8];
-    alignas(32) int32_t wabs[kTN][kBias ? 1 : 8];  // signed weights: |w|, the sign going onto a
+    const PrepA2Row* r = wb[b].r;
     __m256i s32[kTN];
 #pragma GCC unroll 4
-    for (int n = 0; n < kTN; ++n) {
-      const __m256i q = q32_values<T>(x[n][b]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wq[n]), q);
-      if constexpr (!kBias) _mm256_store_si256(reinterpret_cast<__m256i*>(wabs[n]), _mm256_abs_epi8(q));
-      s32[n] = kBias ? _mm256_set1_epi32(-128 * sum_s8(q)) : _mm256_setzero_si256();
-    }
-    // The groups are broadcast from memory (a load each); without the barrier GCC keeps wq in registers
-    // and extracts each group with two shuffles, and the tile runs out of registers.
-    asm volatile("" ::: "memory");
+    for (int n = 0; n < kTN; ++n) s32[n] = kBias ? _mm256_set1_epi32(r[n].bias) : _mm256_setzero_si256();
     if constexpr (kBias) {
-      constexpr int G = kGroups<T>;
 #pragma GCC unroll 8
       for (int g0 = 0; g0 < 8; g0 += G) {
         __m256i s16[kTN];
@@ -94,7 +123,7 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
           const __m256i a = load256(p[b].q[g]);
 #pragma GCC unroll 4
           for (int n = 0; n < kTN; ++n) {
-            const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(wq[n][g]));
+            const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(r[n].q[g]));
             s16[n] = g == g0 ? prod : _mm256_add_epi16(s16[n], prod);
           }
         }
@@ -108,7 +137,7 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
 #pragma GCC unroll 4
         for (int n = 0; n < kTN; ++n)
           s32[n] = _mm256_add_epi32(s32[n],
-                                    dot_ss8(_mm256_set1_epi32(wabs[n][g]), _mm256_set1_epi32(wq[n][g]), a));
+                                    dot_ss8(_mm256_set1_epi32(r[n].qa[g]), _mm256_set1_epi32(r[n].q[g]), a));
       }
     }
     const __m256 da = _mm256_loadu_ps(p[b].d);
@@ -116,9 +145,9 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
     if constexpr (kMin) dsum = _mm256_loadu_ps(p[b].dsum);
 #pragma GCC unroll 4
     for (int n = 0; n < kTN; ++n) {
-      const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(h2f(x[n][b].d)), da);
+      const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(r[n].d), da);
       acc[n] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32[n]), acc[n]);
-      if constexpr (kMin) acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[n][b].m)), dsum, acc[n]);
+      if constexpr (kMin) acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(r[n].m), dsum, acc[n]);
     }
   }
   for (int n = 0; n < kTN; ++n) {
@@ -130,127 +159,61 @@ void tile_q32_lanes(int64_t K, const void* w, size_t wstride, const void* packed
 
 template <DType T>
 QTile q32_tile() {
-  return {tile_q32_lanes<T>,
+  constexpr bool kMin = T == DType::Q4_1 || T == DType::Q5_1;
+  QTile t{tile_q32_lanes<kSmallWeights<T>, kMin, kGroups<T>>,
           pack_lanes<kLanes, kSmallWeights<T>>,
           packed_lanes_bytes<kLanes>,
           kTN,
           kLanes,
           false};
+  t.prep = q32_prep<T>;
+  t.prep_bytes = q32_prep_bytes;
+  return t;
 }
 
-// ---- Prefill tile of Q4_K: 8 weight rows in the 32-bit lanes, kQ4kM activation rows ----
-// Per super-block, the 8 rows' nibbles are transposed once into wv[sub-block j][group g] (lane r: values
-// 4g..4g+3 of row r's sub-block j as 4 bytes); each activation row then broadcasts its 4 values of a group to
-// all lanes, so one vpmaddubsw multiplies 4 values of 8 weight rows, the 8 groups of a sub-block add up in
-// int16 (each pair sum at most 2 * 15 * 127, eight of them 30,480), and one vpmaddwd applies the 8 rows'
-// scales of the sub-block. The row kernel spends one vpmaddwd per vpmaddubsw. The mins: per super-block
-// and activation row, sum over j of min[r][j] * (bsums[2j] + bsums[2j + 1]) through 4 vpmaddwd. Integer
-// sums exact; the f32 order differs from the one-row dot (QTile::exact false).
-constexpr int kQ4kN = 8;   // weight rows per tile
-constexpr int kQ4kM = 16;  // activation rows per tile (4 per pass)
-static_assert(kQ4kN == 8, "one weight row per 32-bit lane of a 256-bit register");
+// ---- The same tile for IQ4_XS, Q4_K and Q5_K in free order (QDot::free_tile) ----
+// Their 32-value sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc).
+#include "backends/cpu/q32_subblocks.inc"
 
-// Transposes the 8 x 8 matrix of 32-bit elements r[0..7] in place: lane i of r[g] becomes lane g of r[i].
-LR_INLINE void transpose8x32(__m256i r[8]) {
-  __m256i t[8], u[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
-    u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
-    u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
-    u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
-    r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
-  }
-}
-
-void tile_q4_k_lanes(int64_t K, const void* w, size_t wstride, const void* act, size_t astride, float* out,
-                     size_t ostride) {
-  const BlockQ4_K* x[kQ4kN];
-  for (int n = 0; n < kQ4kN; ++n) x[n] = reinterpret_cast<const BlockQ4_K*>(row_at(w, wstride, n));
-  alignas(32) __m256i wv[8][8];   // [sub-block][group], lane r = row r
-  alignas(32) int32_t scl[8][8];  // [sub-block][row]: the scale in both int16 halves
-  alignas(32) int32_t mnp[4][8];  // [sub-block pair][row]: mins of sub-blocks 2p, 2p + 1 as int16
-  alignas(32) float acc[kQ4kM][8], accm[kQ4kM][8];
-  for (int m = 0; m < kQ4kM; ++m)
-    for (int r = 0; r < 8; ++r) acc[m][r] = accm[m][r] = 0.f;
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
-  for (int64_t i = 0; i < K / 256; ++i) {
-    alignas(16) uint16_t dh[8], dmh[8];
-    for (int r = 0; r < 8; ++r) {
-      const BlockQ4_K& b = x[r][i];
-      uint8_t sm[16];
-      k4_scales_mins(b.scales, sm);
-      for (int j = 0; j < 8; ++j) scl[j][r] = int32_t(uint32_t(sm[j]) * 0x10001u);
-      for (int p = 0; p < 4; ++p)
-        mnp[p][r] = int32_t(uint32_t(sm[8 + 2 * p]) | (uint32_t(sm[9 + 2 * p]) << 16));
-      dh[r] = b.d;
-      dmh[r] = b.dmin;
-    }
-    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dh)));
-    const __m256 dmw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(dmh)));
-    for (int c = 0; c < 4; ++c) {  // 64 values: sub-blocks 2c (low nibbles) and 2c + 1 (high)
-      __m256i q[8];
-      for (int r = 0; r < 8; ++r) q[r] = load256(x[r][i].qs + 32 * c);
-      transpose8x32(q);  // q[g] lane r: bytes 4g..4g+3 of row r's 32
-      for (int g = 0; g < 8; ++g) {
-        wv[2 * c][g] = _mm256_and_si256(q[g], m4);
-        wv[2 * c + 1][g] = _mm256_and_si256(_mm256_srli_epi16(q[g], 4), m4);
-      }
-    }
-    asm volatile("" ::: "memory");  // wv is read back from memory (16 registers cannot hold it)
-    for (int m0 = 0; m0 < kQ4kM; m0 += 4) {
-      const BlockQ8_K* y[4];
-      for (int k = 0; k < 4; ++k) y[k] = reinterpret_cast<const BlockQ8_K*>(row_at(act, astride, m0 + k)) + i;
-      __m256i sumi[4];
-      for (int k = 0; k < 4; ++k) sumi[k] = _mm256_setzero_si256();
-#pragma GCC unroll 1
+void iq4_xs_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
+  auto* out = static_cast<PrepA2Block*>(prepped);
+  for (int n = 0; n < kTN; ++n) {
+    const auto* x = reinterpret_cast<const BlockIQ4_XS*>(row_at(w, wstride, n));
+    for (int64_t i = 0; i < K / 256; ++i)
       for (int j = 0; j < 8; ++j) {
-        __m256i s16[4];
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; ++g) {
-          const __m256i wg = _mm256_load_si256(&wv[j][g]);
-#pragma GCC unroll 4
-          for (int k = 0; k < 4; ++k) {
-            int32_t a4;
-            std::memcpy(&a4, y[k]->qs + 32 * j + 4 * g, 4);
-            const __m256i p = _mm256_maddubs_epi16(wg, _mm256_set1_epi32(a4));
-            s16[k] = g == 0 ? p : _mm256_add_epi16(s16[k], p);
-          }
-        }
-        const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(scl[j]));
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; ++k) sumi[k] = _mm256_add_epi32(sumi[k], _mm256_madd_epi16(s16[k], sv));
+        float d;
+        const __m256i q = iq4_xs_sub(x[i], j, &d);
+        prep_row(out[8 * i + j].r[n], q, d, 0.f);
       }
-#pragma GCC unroll 4
-      for (int k = 0; k < 4; ++k) {
-        // bsums pairs: hadd gives [b0+b1, b2+b3, b4+b5, b6+b7] twice in the low lane, [b8+b9, ...] in the
-        // high one: int32 element p (p < 2) holds sub-blocks 2p, 2p + 1, element p + 2 (p >= 2) likewise.
-        const __m256i bs = load256(y[k]->bsums);
-        const __m256i bsub = _mm256_hadd_epi16(bs, bs);
-        __m256i summ = _mm256_setzero_si256();
-        for (int p = 0; p < 4; ++p) {
-          const __m256i b2 = _mm256_permutevar8x32_epi32(bsub, _mm256_set1_epi32(p < 2 ? p : p + 2));
-          summ = _mm256_add_epi32(
-              summ, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(mnp[p])), b2));
-        }
-        const __m256 da = _mm256_set1_ps(y[k]->d);
-        float* a = acc[m0 + k];
-        float* am = accm[m0 + k];
-        _mm256_store_ps(
-            a, _mm256_fmadd_ps(_mm256_mul_ps(dw, da), _mm256_cvtepi32_ps(sumi[k]), _mm256_load_ps(a)));
-        _mm256_store_ps(
-            am, _mm256_fmadd_ps(_mm256_mul_ps(dmw, da), _mm256_cvtepi32_ps(summ), _mm256_load_ps(am)));
-      }
-    }
   }
-  for (int m = 0; m < kQ4kM; ++m)
-    for (int r = 0; r < kQ4kN; ++r) out[size_t(m) * ostride + size_t(r)] = acc[m][r] - accm[m][r];
+}
+
+template <typename Block>
+void k45_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
+  auto* out = static_cast<PrepA2Block*>(prepped);
+  for (int n = 0; n < kTN; ++n) {
+    const auto* x = reinterpret_cast<const Block*>(row_at(w, wstride, n));
+    for (int64_t i = 0; i < K / 256; ++i)
+      for (int j = 0; j < 8; ++j) {
+        float d, m;
+        const __m256i q = k45_sub(x[i], j, &d, &m);
+        prep_row(out[8 * i + j].r[n], q, d, m);
+      }
+  }
+}
+
+// Q4_K values up to 15 (2 * 255 * 15 * 4 < 32768: 4 groups a vpmaddwd), Q5_K up to 31 (2 groups).
+template <bool kBias, bool kMin, int G>
+QTile k_free_tile(QPrepFn prep) {
+  QTile t{tile_q32_lanes<kBias, kMin, G>,
+          pack_lanes_q8k<kLanes, kBias>,
+          packed_lanes_bytes<kLanes>,
+          kTN,
+          kLanes,
+          false};
+  t.prep = prep;
+  t.prep_bytes = q32_prep_bytes;
+  return t;
 }
 
 QTile qtile_avx2(DType w) {
@@ -267,8 +230,6 @@ QTile qtile_avx2(DType w) {
       return q32_tile<DType::Q5_1>();
     case DType::IQ4_NL:
       return q32_tile<DType::IQ4_NL>();
-    case DType::Q4_K:
-      return {tile_q4_k_lanes, nullptr, nullptr, kQ4kN, kQ4kM, false};
     default:
       return {};
   }
@@ -276,9 +237,25 @@ QTile qtile_avx2(DType w) {
 
 }  // namespace
 
+QTile free_tile_avx2(DType w) {
+  switch (w) {
+    case DType::IQ4_XS:
+      return k_free_tile<false, false, 1>(iq4_xs_prep);
+    case DType::Q4_K:
+      return k_free_tile<true, true, 4>(k45_prep<BlockQ4_K>);
+    case DType::Q5_K:
+      return k_free_tile<true, true, 2>(k45_prep<BlockQ5_K>);
+    default:
+      return {};
+  }
+}
+
 QDot qdot_avx2(DType w) {
   QDot q = simd_qdot(w);
-  if (q.rows) q.tile = qtile_avx2(w);
+  if (q.rows) {
+    q.tile = qtile_avx2(w);
+    q.free_tile = free_tile_avx2(w);
+  }
   return q;
 }
 

@@ -291,6 +291,14 @@ struct PrepQ32Block {
 };
 static_assert(sizeof(PrepQ32Block) == 48 * kQ32N);
 
+LR_INLINE void prep_row(PrepQ32Row& r, __m256i q, float d, float m) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
+  r.bias = -128 * sum_s8(q);
+  r.d = d;
+  r.m = m;
+  r.pad = 0;
+}
+
 size_t q32_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepQ32Block); }
 
 template <DType T>
@@ -300,17 +308,11 @@ void q32_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   for (int n = 0; n < kQ32N; ++n) {
     const Block* x = wrow<Block>(w, wstride, n);
     for (int64_t b = 0; b < K / 32; ++b) {
-      PrepQ32Row& r = out[b].r[n];
-      const __m256i q = q32_signed<T>(x[b]);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
-      r.bias = -128 * sum_s8(q);
-      r.d = h2f(x[b].d);
       if constexpr (T == DType::Q4_1 || T == DType::Q5_1) {
-        r.m = h2f(x[b].m);
+        prep_row(out[b].r[n], q32_signed<T>(x[b]), h2f(x[b].d), h2f(x[b].m));
       } else {
-        r.m = 0.f;
+        prep_row(out[b].r[n], q32_signed<T>(x[b]), h2f(x[b].d), 0.f);
       }
-      r.pad = 0;
     }
   }
 }
@@ -361,91 +363,45 @@ QTile q32_tile() {
 }
 
 // ---- The same lanes tile for IQ4_XS, Q4_K and Q5_K in free order (QDot::free_tile) ----
-// Their 32-value sub-blocks are 32-value blocks with a float scale (IQ4_XS: d * (ls - 32); Q4_K / Q5_K:
-// d * sc, and the min -dmin * m), so prep writes them as such, and pack turns Q8_K activation rows into
-// 32-value lanes groups (the scale d of the super-block, d * the sum of the two 16-value sums).
-template <int kLanes>
-void pack_lanes_q8k(int64_t K, const void* act, size_t astride, void* packed) {
-  auto* p = static_cast<PackedLanes<kLanes>*>(packed);
-  for (int r = 0; r < kLanes; ++r) {
-    const auto* y = arow(act, astride, r);
-    for (int64_t b = 0; b < K / 32; ++b) {
-      const BlockQ8_K& yb = y[b / 8];
-      const int j = int(b % 8);
-      p[b].d[r] = yb.d;
-      p[b].dsum[r] = yb.d * float(yb.bsums[2 * j] + yb.bsums[2 * j + 1]);
-      for (int g = 0; g < 8; ++g) {
-        uint32_t v;
-        std::memcpy(&v, yb.qs + 32 * j + 4 * g, 4);
-        v ^= 0x80808080u;  // s8 a -> u8 a + 128
-        std::memcpy(&p[b].q[g][4 * r], &v, 4);
-      }
-    }
-  }
-}
-
-LR_INLINE void prep_row(PrepQ32Row& r, __m256i q, float d, float m) {
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
-  r.bias = -128 * sum_s8(q);
-  r.d = d;
-  r.m = m;
-  r.pad = 0;
-}
-
-// 16 bytes of nibbles (the low ones are values 0..15, the high ones 16..31) as 32 bytes.
-LR_INLINE __m256i nibbles_lo_hi(const uint8_t* qs) {
+// Their 32-value sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc).
+LR_INLINE __m256i nibbles32(const uint8_t* qs) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i m4 = _mm_set1_epi8(0x0f);
   return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(raw, m4)),
                                  _mm_and_si128(_mm_srli_epi16(raw, 4), m4), 1);
 }
+#include "backends/cpu/q32_subblocks.inc"
 
 void iq4_xs_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   auto* out = static_cast<PrepQ32Block*>(prepped);
-  const __m256i table =
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIQ4Values)));
   for (int n = 0; n < kQ32N; ++n) {
     const BlockIQ4_XS* x = wrow<BlockIQ4_XS>(w, wstride, n);
-    for (int64_t i = 0; i < K / 256; ++i) {
-      const float d = h2f(x[i].d);
+    for (int64_t i = 0; i < K / 256; ++i)
       for (int j = 0; j < 8; ++j) {
-        const int ls =
-            (((x[i].scales_l[j / 2] >> (4 * (j % 2))) & 15) | (((x[i].scales_h >> (2 * j)) & 3) << 4)) - 32;
-        prep_row(out[8 * i + j].r[n], _mm256_shuffle_epi8(table, nibbles_lo_hi(x[i].qs + 16 * j)),
-                 d * float(ls), 0.f);
+        float d;
+        const __m256i q = iq4_xs_sub(x[i], j, &d);
+        prep_row(out[8 * i + j].r[n], q, d, 0.f);
       }
-    }
   }
 }
 
-// Q4_K / Q5_K: sub-block j takes the low (j even) or high (j odd) nibbles of qs[32 (j / 2) ..] and, for
-// Q5_K, bit j of qh[0..32) as its fifth bit.
 template <typename Block>
 void k45_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   auto* out = static_cast<PrepQ32Block*>(prepped);
-  const __m256i m4 = _mm256_set1_epi8(0x0f);
   for (int n = 0; n < kQ32N; ++n) {
     const Block* x = wrow<Block>(w, wstride, n);
-    for (int64_t i = 0; i < K / 256; ++i) {
-      const float d = h2f(x[i].d), dmin = h2f(x[i].dmin);
+    for (int64_t i = 0; i < K / 256; ++i)
       for (int j = 0; j < 8; ++j) {
-        const __m256i raw = load256(x[i].qs + 32 * (j / 2));
-        __m256i q = _mm256_and_si256(j % 2 ? _mm256_srli_epi16(raw, 4) : raw, m4);
-        if constexpr (std::is_same_v<Block, BlockQ5_K>) {
-          const __m256i hbit = _mm256_and_si256(_mm256_srli_epi16(load256(x[i].qh), j), _mm256_set1_epi8(1));
-          q = _mm256_or_si256(q, _mm256_slli_epi16(hbit, 4));
-        }
-        int sc, m;
-        k4_scale_min(x[i].scales, j, &sc, &m);
-        prep_row(out[8 * i + j].r[n], q, d * float(sc), -dmin * float(m));
+        float d, m;
+        const __m256i q = k45_sub(x[i], j, &d, &m);
+        prep_row(out[8 * i + j].r[n], q, d, m);
       }
-    }
   }
 }
 
 QTile k_free_tile(QPrepFn prep, bool min) {
   QTile t{min ? q32_lanes<true> : q32_lanes<false>,
-          pack_lanes_q8k<kRowLanes>,
+          pack_lanes_q8k<kRowLanes, true>,
           packed_lanes_bytes<kRowLanes>,
           kQ32N,
           kRowLanes,

@@ -61,9 +61,10 @@ float quantize_block(const float* x, int n, int8_t* q) {
 // time, the 2-vCPU AVX-512 Xeon), the int8 path is faster except for the free-order prefill GEMM: M = 1:
 // 1.14x (Q8_0), 1.55x (Q4_0), 1.6x (Q4_1); M = 512 batch-invariant: 1.46x / 1.32x / 1.18x; M = 512 free
 // order: 0.6-0.9x, unless the level's tile decodes each weight row once (QTile::prep, the AVX-512 VNNI
-// tile): 2.0-2.4x there (9.0-10.8 against 21.6-22.2 ms, 2-vCPU AMD EPYC with AVX-512, 2026-12-07). Models
-// take it unless run with f32 activations (`--act f32`, which the golden tests use: they hold these types
-// to f32-activation accuracy against transformers on the dequantised weights).
+// and AVX2 tiles): 2.0-2.4x there (9.0-10.8 against 21.6-22.2 ms, 2-vCPU AMD EPYC with AVX-512, 2026-12-07),
+// and 1.1-1.7x for the AVX2 tile on the same machine (19.3 / 15.8 / 14.0 against 21.3 / 21.8 / 23.9 ms).
+// Models take it unless run with f32 activations (`--act f32`, which the golden tests use: they hold these
+// types to f32-activation accuracy against transformers on the dequantised weights).
 bool qdot_uses_int8(DType w, int64_t M, bool batch_invariant, bool allow_int8, bool prep_tile) {
   switch (w) {
     case DType::Q8_0:
