@@ -202,6 +202,83 @@ void k45_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   }
 }
 
+// Q6_K: 16-value sub-blocks, so each 32-value block has two scales: its halves (groups 0-3, 4-7) sum apart,
+// each from its own start value; values -32..31, so 2 groups' int16 pair sums a vpmaddwd (2 * 255 * 32 * 2
+// < 32768).
+struct PrepQ16Row {
+  int32_t q[8];
+  int32_t bias[2];
+  float d[2];
+};
+struct PrepQ16Block {
+  PrepQ16Row r[kTN];
+};
+
+size_t q16_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepQ16Block); }
+
+void q6_k_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
+  auto* out = static_cast<PrepQ16Block*>(prepped);
+  for (int n = 0; n < kTN; ++n) {
+    const auto* x = reinterpret_cast<const BlockQ6_K*>(row_at(w, wstride, n));
+    for (int64_t i = 0; i < K / 256; ++i)
+      for (int j = 0; j < 8; ++j) {
+        PrepQ16Row& r = out[8 * i + j].r[n];
+        const __m256i q = q6k_sub(x[i], j, &r.d[0], &r.d[1]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
+        const int lo = sum_s8(_mm256_inserti128_si256(q, _mm_setzero_si128(), 1));
+        r.bias[0] = -128 * lo;
+        r.bias[1] = -128 * (sum_s8(q) - lo);
+      }
+  }
+}
+
+void tile_q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
+                    size_t ostride) {
+  const auto* wb = static_cast<const PrepQ16Block*>(prepped);
+  const auto* p = static_cast<const PackedA8*>(packed);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[kTN];
+  for (int n = 0; n < kTN; ++n) acc[n] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < K / 32; ++b) {
+    const PrepQ16Row* r = wb[b].r;
+    __m256i s32[2][kTN];
+#pragma GCC unroll 4
+    for (int n = 0; n < kTN; ++n) {
+      s32[0][n] = _mm256_set1_epi32(r[n].bias[0]);
+      s32[1][n] = _mm256_set1_epi32(r[n].bias[1]);
+    }
+#pragma GCC unroll 4
+    for (int g0 = 0; g0 < 8; g0 += 2) {
+      __m256i s16[kTN];
+#pragma GCC unroll 2
+      for (int g = g0; g < g0 + 2; ++g) {
+        const __m256i a = load256(p[b].q[g]);
+#pragma GCC unroll 4
+        for (int n = 0; n < kTN; ++n) {
+          const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(r[n].q[g]));
+          s16[n] = g == g0 ? prod : _mm256_add_epi16(s16[n], prod);
+        }
+      }
+#pragma GCC unroll 4
+      for (int n = 0; n < kTN; ++n)
+        s32[g0 / 4][n] = _mm256_add_epi32(s32[g0 / 4][n], _mm256_madd_epi16(s16[n], ones));
+    }
+    const __m256 da = _mm256_loadu_ps(p[b].d);
+#pragma GCC unroll 4
+    for (int n = 0; n < kTN; ++n) {
+      acc[n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(r[n].d[0]), da), _mm256_cvtepi32_ps(s32[0][n]),
+                               acc[n]);
+      acc[n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(r[n].d[1]), da), _mm256_cvtepi32_ps(s32[1][n]),
+                               acc[n]);
+    }
+  }
+  for (int n = 0; n < kTN; ++n) {
+    alignas(32) float o[kLanes];
+    _mm256_store_ps(o, acc[n]);
+    for (int r = 0; r < kLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
+  }
+}
+
 // Q4_K values up to 15 (2 * 255 * 15 * 4 < 32768: 4 groups a vpmaddwd), Q5_K up to 31 (2 groups).
 template <bool kBias, bool kMin, int G>
 QTile k_free_tile(QPrepFn prep) {
@@ -245,6 +322,12 @@ QTile free_tile_avx2(DType w) {
       return k_free_tile<true, true, 4>(k45_prep<BlockQ4_K>);
     case DType::Q5_K:
       return k_free_tile<true, true, 2>(k45_prep<BlockQ5_K>);
+    case DType::Q6_K: {
+      QTile t = k_free_tile<true, false, 2>(q6_k_prep);
+      t.fn = tile_q16_lanes;
+      t.prep_bytes = q16_prep_bytes;
+      return t;
+    }
     default:
       return {};
   }

@@ -399,6 +399,67 @@ void k45_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   }
 }
 
+// Q6_K: 16-value sub-blocks, so each 32-value block has two scales: its two halves (groups 0-3, 4-7) sum
+// apart, each from its own start value.
+struct PrepQ16Row {
+  int32_t q[8];
+  int32_t bias[2];
+  float d[2];
+};
+struct PrepQ16Block {
+  PrepQ16Row r[kQ32N];
+};
+static_assert(sizeof(PrepQ16Block) == 48 * kQ32N);
+
+size_t q16_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepQ16Block); }
+
+void q6_k_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
+  auto* out = static_cast<PrepQ16Block*>(prepped);
+  for (int n = 0; n < kQ32N; ++n) {
+    const BlockQ6_K* x = wrow<BlockQ6_K>(w, wstride, n);
+    for (int64_t i = 0; i < K / 256; ++i)
+      for (int j = 0; j < 8; ++j) {
+        PrepQ16Row& r = out[8 * i + j].r[n];
+        const __m256i q = q6k_sub(x[i], j, &r.d[0], &r.d[1]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
+        const int lo = sum_s8(_mm256_inserti128_si256(q, _mm_setzero_si128(), 1));
+        r.bias[0] = -128 * lo;
+        r.bias[1] = -128 * (sum_s8(q) - lo);
+      }
+  }
+}
+
+void q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
+               size_t ostride) {
+  const auto* wb = static_cast<const PrepQ16Block*>(prepped);
+  const auto* p = static_cast<const PackedQ32*>(packed);
+  __m512 acc[kQ32N];
+  for (int n = 0; n < kQ32N; ++n) acc[n] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < K / 32; ++b) {
+    __m512i a[8];
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; ++g) a[g] = load512(p[b].q[g]);
+    const __m512 da = _mm512_loadu_ps(p[b].d);
+#pragma GCC unroll 8
+    for (int n = 0; n < kQ32N; ++n) {
+      const PrepQ16Row& r = wb[b].r[n];
+      __m512i s0 = _mm512_set1_epi32(r.bias[0]), s1 = _mm512_set1_epi32(r.bias[1]);
+#pragma GCC unroll 4
+      for (int g = 0; g < 4; ++g) {
+        s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(r.q[g]));
+        s1 = _mm512_dpbusd_epi32(s1, a[g + 4], _mm512_set1_epi32(r.q[g + 4]));
+      }
+      acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(r.d[0]), da), _mm512_cvtepi32_ps(s0), acc[n]);
+      acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(r.d[1]), da), _mm512_cvtepi32_ps(s1), acc[n]);
+    }
+  }
+  for (int n = 0; n < kQ32N; ++n) {
+    alignas(64) float o[kRowLanes];
+    _mm512_store_ps(o, acc[n]);
+    for (int r = 0; r < kRowLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
+  }
+}
+
 QTile k_free_tile(QPrepFn prep, bool min) {
   QTile t{min ? q32_lanes<true> : q32_lanes<false>,
           pack_lanes_q8k<kRowLanes, true>,
@@ -421,6 +482,12 @@ QTile free_tile_avx512(DType w) {
       return k_free_tile(k45_prep<BlockQ4_K>, true);
     case DType::Q5_K:
       return k_free_tile(k45_prep<BlockQ5_K>, true);
+    case DType::Q6_K: {
+      QTile t = k_free_tile(q6_k_prep, false);
+      t.fn = q16_lanes;
+      t.prep_bytes = q16_prep_bytes;
+      return t;
+    }
     default:
       return {};
   }
