@@ -260,6 +260,12 @@ void register_all() {
                              "/K=" + std::to_string(K) + "/" + cpu::simd_level_str(top);
     reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, N, K, false); });
   }
+  // A 1B model's MLP down projection (K = 8192), free order: the k-quants' tiles over long rows.
+  for (DType t : {DType::Q4_K, DType::Q6_K}) {
+    const std::string name =
+        std::string("qgemm/") + dtype_name(t) + "/M=512/N=2048/K=8192/" + cpu::simd_level_str(top);
+    reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 8192, false); });
+  }
   for (SimdLevel l : {SimdLevel::kScalar, top}) {
     const std::string suffix = std::string("/") + cpu::simd_level_str(l);
     reg("silu_mul/n=5632" + suffix, [=](benchmark::State& s) { BM_SiluMul(s, l, 5632); });
