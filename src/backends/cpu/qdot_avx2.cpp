@@ -171,70 +171,14 @@ QTile q32_tile() {
   return t;
 }
 
-// ---- The same tile for IQ4_XS, Q4_K and Q5_K in free order (QDot::free_tile) ----
-// Their 32-value sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc).
+// ---- The same tile for IQ4_XS, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
+// Their sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc); Q6_K's two 16-value
+// halves of a block sum apart (tile_q16_lanes).
 #include "backends/cpu/q32_subblocks.inc"
-
-void iq4_xs_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
-  auto* out = static_cast<PrepA2Block*>(prepped);
-  for (int n = 0; n < kTN; ++n) {
-    const auto* x = reinterpret_cast<const BlockIQ4_XS*>(row_at(w, wstride, n));
-    for (int64_t i = 0; i < K / 256; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float d;
-        const __m256i q = iq4_xs_sub(x[i], j, &d);
-        prep_row(out[8 * i + j].r[n], q, d, 0.f);
-      }
-  }
-}
-
-template <typename Block>
-void k45_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
-  auto* out = static_cast<PrepA2Block*>(prepped);
-  for (int n = 0; n < kTN; ++n) {
-    const auto* x = reinterpret_cast<const Block*>(row_at(w, wstride, n));
-    for (int64_t i = 0; i < K / 256; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float d, m;
-        const __m256i q = k45_sub(x[i], j, &d, &m);
-        prep_row(out[8 * i + j].r[n], q, d, m);
-      }
-  }
-}
-
-// Q6_K: 16-value sub-blocks, so each 32-value block has two scales: its halves (groups 0-3, 4-7) sum apart,
-// each from its own start value; values -32..31, so 2 groups' int16 pair sums a vpmaddwd (2 * 255 * 32 * 2
-// < 32768).
-struct PrepQ16Row {
-  int32_t q[8];
-  int32_t bias[2];
-  float d[2];
-};
-struct PrepQ16Block {
-  PrepQ16Row r[kTN];
-};
-
-size_t q16_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepQ16Block); }
-
-void q6_k_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
-  auto* out = static_cast<PrepQ16Block*>(prepped);
-  for (int n = 0; n < kTN; ++n) {
-    const auto* x = reinterpret_cast<const BlockQ6_K*>(row_at(w, wstride, n));
-    for (int64_t i = 0; i < K / 256; ++i)
-      for (int j = 0; j < 8; ++j) {
-        PrepQ16Row& r = out[8 * i + j].r[n];
-        const __m256i q = q6k_sub(x[i], j, &r.d[0], &r.d[1]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
-        const int lo = sum_s8(_mm256_inserti128_si256(q, _mm_setzero_si128(), 1));
-        r.bias[0] = -128 * lo;
-        r.bias[1] = -128 * (sum_s8(q) - lo);
-      }
-  }
-}
 
 void tile_q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
                     size_t ostride) {
-  const auto* wb = static_cast<const PrepQ16Block*>(prepped);
+  const auto* wb = static_cast<const PrepQ16Block<kTN>*>(prepped);
   const auto* p = static_cast<const PackedA8*>(packed);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kTN];
@@ -317,15 +261,15 @@ QTile qtile_avx2(DType w) {
 QTile free_tile_avx2(DType w) {
   switch (w) {
     case DType::IQ4_XS:
-      return k_free_tile<false, false, 1>(iq4_xs_prep);
+      return k_free_tile<false, false, 1>(iq4_xs_prep<PrepA2Block, kTN>);
     case DType::Q4_K:
-      return k_free_tile<true, true, 4>(k45_prep<BlockQ4_K>);
+      return k_free_tile<true, true, 4>(k45_prep<PrepA2Block, kTN, BlockQ4_K>);
     case DType::Q5_K:
-      return k_free_tile<true, true, 2>(k45_prep<BlockQ5_K>);
+      return k_free_tile<true, true, 2>(k45_prep<PrepA2Block, kTN, BlockQ5_K>);
     case DType::Q6_K: {
-      QTile t = k_free_tile<true, false, 2>(q6_k_prep);
+      QTile t = k_free_tile<true, false, 2>(q6_k_prep<kTN>);
       t.fn = tile_q16_lanes;
-      t.prep_bytes = q16_prep_bytes;
+      t.prep_bytes = q16_prep_bytes<kTN>;
       return t;
     }
     default:

@@ -362,8 +362,9 @@ QTile q32_tile() {
   return t;
 }
 
-// ---- The same lanes tile for IQ4_XS, Q4_K and Q5_K in free order (QDot::free_tile) ----
-// Their 32-value sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc).
+// ---- The same lanes tile for IQ4_XS, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
+// Their sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc); Q6_K's two 16-value
+// halves of a block sum apart (q16_lanes).
 LR_INLINE __m256i nibbles32(const uint8_t* qs) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i m4 = _mm_set1_epi8(0x0f);
@@ -372,66 +373,9 @@ LR_INLINE __m256i nibbles32(const uint8_t* qs) {
 }
 #include "backends/cpu/q32_subblocks.inc"
 
-void iq4_xs_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
-  auto* out = static_cast<PrepQ32Block*>(prepped);
-  for (int n = 0; n < kQ32N; ++n) {
-    const BlockIQ4_XS* x = wrow<BlockIQ4_XS>(w, wstride, n);
-    for (int64_t i = 0; i < K / 256; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float d;
-        const __m256i q = iq4_xs_sub(x[i], j, &d);
-        prep_row(out[8 * i + j].r[n], q, d, 0.f);
-      }
-  }
-}
-
-template <typename Block>
-void k45_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
-  auto* out = static_cast<PrepQ32Block*>(prepped);
-  for (int n = 0; n < kQ32N; ++n) {
-    const Block* x = wrow<Block>(w, wstride, n);
-    for (int64_t i = 0; i < K / 256; ++i)
-      for (int j = 0; j < 8; ++j) {
-        float d, m;
-        const __m256i q = k45_sub(x[i], j, &d, &m);
-        prep_row(out[8 * i + j].r[n], q, d, m);
-      }
-  }
-}
-
-// Q6_K: 16-value sub-blocks, so each 32-value block has two scales: its two halves (groups 0-3, 4-7) sum
-// apart, each from its own start value.
-struct PrepQ16Row {
-  int32_t q[8];
-  int32_t bias[2];
-  float d[2];
-};
-struct PrepQ16Block {
-  PrepQ16Row r[kQ32N];
-};
-static_assert(sizeof(PrepQ16Block) == 48 * kQ32N);
-
-size_t q16_prep_bytes(int64_t K) { return size_t(K / 32) * sizeof(PrepQ16Block); }
-
-void q6_k_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
-  auto* out = static_cast<PrepQ16Block*>(prepped);
-  for (int n = 0; n < kQ32N; ++n) {
-    const BlockQ6_K* x = wrow<BlockQ6_K>(w, wstride, n);
-    for (int64_t i = 0; i < K / 256; ++i)
-      for (int j = 0; j < 8; ++j) {
-        PrepQ16Row& r = out[8 * i + j].r[n];
-        const __m256i q = q6k_sub(x[i], j, &r.d[0], &r.d[1]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(r.q), q);
-        const int lo = sum_s8(_mm256_inserti128_si256(q, _mm_setzero_si128(), 1));
-        r.bias[0] = -128 * lo;
-        r.bias[1] = -128 * (sum_s8(q) - lo);
-      }
-  }
-}
-
 void q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
                size_t ostride) {
-  const auto* wb = static_cast<const PrepQ16Block*>(prepped);
+  const auto* wb = static_cast<const PrepQ16Block<kQ32N>*>(prepped);
   const auto* p = static_cast<const PackedQ32*>(packed);
   __m512 acc[kQ32N];
   for (int n = 0; n < kQ32N; ++n) acc[n] = _mm512_setzero_ps();
@@ -477,15 +421,15 @@ QTile k_free_tile(QPrepFn prep, bool min) {
 QTile free_tile_avx512(DType w) {
   switch (w) {
     case DType::IQ4_XS:
-      return k_free_tile(iq4_xs_prep, false);
+      return k_free_tile(iq4_xs_prep<PrepQ32Block, kQ32N>, false);
     case DType::Q4_K:
-      return k_free_tile(k45_prep<BlockQ4_K>, true);
+      return k_free_tile(k45_prep<PrepQ32Block, kQ32N, BlockQ4_K>, true);
     case DType::Q5_K:
-      return k_free_tile(k45_prep<BlockQ5_K>, true);
+      return k_free_tile(k45_prep<PrepQ32Block, kQ32N, BlockQ5_K>, true);
     case DType::Q6_K: {
-      QTile t = k_free_tile(q6_k_prep, false);
+      QTile t = k_free_tile(q6_k_prep<kQ32N>, false);
       t.fn = q16_lanes;
-      t.prep_bytes = q16_prep_bytes;
+      t.prep_bytes = q16_prep_bytes<kQ32N>;
       return t;
     }
     default:
