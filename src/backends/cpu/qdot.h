@@ -85,9 +85,9 @@ QDot qdot_avx512(DType w);
 // The AVX-512 VNNI tile kernels (qgemm_avx512.cpp); fn null for types without one. Exact (see QTile)
 // for the k-quants and IQ4_XS; the 32-value block types sum in their own order.
 QTile qtile_avx512(DType w);
-// The AVX-512 VNNI free-order tiles of IQ4_XS, Q4_K, Q5_K and Q6_K (QDot::free_tile): their sub-blocks
-// through the 32-value block types' tile (Q6_K's 16-value halves with a scale each; qdot_avx2 sets the AVX2
-// ones).
+// The AVX-512 VNNI free-order tiles of IQ4_XS, Q3_K, Q4_K, Q5_K and Q6_K (QDot::free_tile): their sub-blocks
+// through the 32-value block types' tile (Q6_K's / Q3_K's 16-value halves with a scale each; qdot_avx2 sets
+// the AVX2 ones).
 QTile free_tile_avx512(DType w);
 
 // y = W x over quantised activations: quantises the M rows of x once, then y[m, n] = dot(W[n], xq[m])

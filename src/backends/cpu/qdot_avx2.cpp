@@ -171,9 +171,9 @@ QTile q32_tile() {
   return t;
 }
 
-// ---- The same tile for IQ4_XS, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
+// ---- The same tile for IQ4_XS, Q3_K, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
 // Their sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc); Q6_K's two 16-value
-// halves of a block sum apart (tile_q16_lanes).
+// halves of a block (Q3_K's too) sum apart (tile_q16_lanes).
 #include "backends/cpu/q32_subblocks.inc"
 
 void tile_q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
@@ -266,8 +266,11 @@ QTile free_tile_avx2(DType w) {
       return k_free_tile<true, true, 4>(k45_prep<PrepA2Block, kTN, BlockQ4_K>);
     case DType::Q5_K:
       return k_free_tile<true, true, 2>(k45_prep<PrepA2Block, kTN, BlockQ5_K>);
-    case DType::Q6_K: {
-      QTile t = k_free_tile<true, false, 2>(q6_k_prep<kTN>);
+    case DType::Q6_K:
+    case DType::Q3_K: {
+      // Q3_K's values -4..3 fit the same 2 groups a vpmaddwd as Q6_K's.
+      QTile t = k_free_tile<true, false, 2>(w == DType::Q6_K ? q16_prep<kTN, BlockQ6_K, q6k_sub>
+                                                             : q16_prep<kTN, BlockQ3_K, q3k_sub>);
       t.fn = tile_q16_lanes;
       t.prep_bytes = q16_prep_bytes<kTN>;
       return t;

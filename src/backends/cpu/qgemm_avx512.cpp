@@ -362,9 +362,9 @@ QTile q32_tile() {
   return t;
 }
 
-// ---- The same lanes tile for IQ4_XS, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
+// ---- The same lanes tile for IQ4_XS, Q3_K, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
 // Their sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc); Q6_K's two 16-value
-// halves of a block sum apart (q16_lanes).
+// halves of a block (Q3_K's too) sum apart (q16_lanes).
 LR_INLINE __m256i nibbles32(const uint8_t* qs) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i m4 = _mm_set1_epi8(0x0f);
@@ -426,8 +426,11 @@ QTile free_tile_avx512(DType w) {
       return k_free_tile(k45_prep<PrepQ32Block, kQ32N, BlockQ4_K>, true);
     case DType::Q5_K:
       return k_free_tile(k45_prep<PrepQ32Block, kQ32N, BlockQ5_K>, true);
-    case DType::Q6_K: {
-      QTile t = k_free_tile(q6_k_prep<kQ32N>, false);
+    case DType::Q6_K:
+    case DType::Q3_K: {
+      QTile t = k_free_tile(
+          w == DType::Q6_K ? q16_prep<kQ32N, BlockQ6_K, q6k_sub> : q16_prep<kQ32N, BlockQ3_K, q3k_sub>,
+          false);
       t.fn = q16_lanes;
       t.prep_bytes = q16_prep_bytes<kQ32N>;
       return t;
