@@ -44,11 +44,10 @@ bool prepare(const WeightView& w, const float* x, int64_t M, float* y, const cha
   return true;
 }
 
-}  // namespace
-
-void matmul(const WeightView& w, const float* x, int64_t M, float* y, const MatmulOptions& opt) {
+// matmul with level k's kernels: the int8-activation path where qdot_uses_int8 says so, else k.matmul.
+void matmul_with(const cpu::CpuKernels& k, const WeightView& w, const float* x, int64_t M, float* y,
+                 const MatmulOptions& opt) {
   if (!prepare(w, x, M, y, "matmul")) return;
-  const cpu::CpuKernels& k = cpu::active_kernels();
   cpu::MatmulArgs a = make_args(w, x, M, y);
   a.batch_invariant = opt.batch_invariant;
   if (const cpu::QDot q = k.qdot(w.dtype);
@@ -58,19 +57,17 @@ void matmul(const WeightView& w, const float* x, int64_t M, float* y, const Matm
   k.matmul(a);
 }
 
+}  // namespace
+
+void matmul(const WeightView& w, const float* x, int64_t M, float* y, const MatmulOptions& opt) {
+  matmul_with(cpu::active_kernels(), w, x, M, y, opt);
+}
+
 void matmul(const WeightView& w, const float* x, int64_t M, float* y) { matmul(w, x, M, y, MatmulOptions{}); }
 
 void matmul_at_level(cpu::SimdLevel level, const WeightView& w, const float* x, int64_t M, float* y,
                      const MatmulOptions& opt) {
-  if (!prepare(w, x, M, y, "matmul")) return;
-  const cpu::CpuKernels& k = cpu::kernels_for(level);
-  cpu::MatmulArgs a = make_args(w, x, M, y);
-  a.batch_invariant = opt.batch_invariant;
-  if (const cpu::QDot q = k.qdot(w.dtype);
-      cpu::qdot_uses_int8(w.dtype, M, opt.batch_invariant, opt.int8_activations, q.tile.prep != nullptr))
-    return cpu::qmatmul(a, q);
-  a.bf16_dot = k.has_bf16_dot && opt.bf16_activations && w.dtype == DType::BF16;
-  k.matmul(a);
+  matmul_with(cpu::kernels_for(level), w, x, M, y, opt);
 }
 
 void matmul_ref(const WeightView& w, const float* x, int64_t M, float* y) {

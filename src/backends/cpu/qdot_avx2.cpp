@@ -1,5 +1,6 @@
 // AVX2 dots of the int8-activation path (qdot_simd.inc), built with -mavx2 -mfma -mf16c, and the AVX2
-// prefill tile of the 32-value block types (below), which also takes the sub-blocks of IQ4_XS, Q4_K and Q5_K.
+// prefill tile of the 32-value block types (below), which also takes the sub-blocks of IQ4_XS and the
+// k-quants but Q2_K.
 #include <immintrin.h>
 
 #include <cstring>
