@@ -317,40 +317,11 @@ void q32_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   }
 }
 
-template <bool kMin>
+// kHalves: the blocks come as PrepQ16Row (Q6_K, Q3_K: q32_subblocks.inc), each 16-value half (groups 0-3,
+// 4-7) with its own start value and scale; the tile is defined after that file's include.
+template <bool kMin, bool kHalves = false>
 void q32_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
-               size_t ostride) {
-  const auto* wb = static_cast<const PrepQ32Block*>(prepped);
-  const auto* p = static_cast<const PackedQ32*>(packed);
-  __m512 acc[kQ32N];
-  for (int n = 0; n < kQ32N; ++n) acc[n] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < K / 32; ++b) {
-    __m512i a[8];
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; ++g) a[g] = load512(p[b].q[g]);
-    const __m512 da = _mm512_loadu_ps(p[b].d);
-    [[maybe_unused]] __m512 dsum;
-    if constexpr (kMin) dsum = _mm512_loadu_ps(p[b].dsum);
-#pragma GCC unroll 8
-    for (int n = 0; n < kQ32N; ++n) {
-      const PrepQ32Row& r = wb[b].r[n];
-      __m512i s0 = _mm512_set1_epi32(r.bias), s1 = _mm512_setzero_si512();
-#pragma GCC unroll 4
-      for (int g = 0; g < 8; g += 2) {
-        s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(r.q[g]));
-        s1 = _mm512_dpbusd_epi32(s1, a[g + 1], _mm512_set1_epi32(r.q[g + 1]));
-      }
-      const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(r.d), da);
-      acc[n] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[n]);
-      if constexpr (kMin) acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(r.m), dsum, acc[n]);
-    }
-  }
-  for (int n = 0; n < kQ32N; ++n) {
-    alignas(64) float o[kRowLanes];
-    _mm512_store_ps(o, acc[n]);
-    for (int r = 0; r < kRowLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
-  }
-}
+               size_t ostride);
 
 template <DType T>
 QTile q32_tile() {
@@ -364,7 +335,7 @@ QTile q32_tile() {
 
 // ---- The same lanes tile for IQ4_XS, Q3_K, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
 // Their sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc); Q6_K's two 16-value
-// halves of a block (Q3_K's too) sum apart (q16_lanes).
+// halves of a block (Q3_K's too) sum apart (q32_lanes<.., true>).
 LR_INLINE __m256i nibbles32(const uint8_t* qs) {
   const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
   const __m128i m4 = _mm_set1_epi8(0x0f);
@@ -373,9 +344,11 @@ LR_INLINE __m256i nibbles32(const uint8_t* qs) {
 }
 #include "backends/cpu/q32_subblocks.inc"
 
-void q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
+template <bool kMin, bool kHalves>
+void q32_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
                size_t ostride) {
-  const auto* wb = static_cast<const PrepQ16Block<kQ32N>*>(prepped);
+  using Block = std::conditional_t<kHalves, PrepQ16Block<kQ32N>, PrepQ32Block>;
+  const auto* wb = static_cast<const Block*>(prepped);
   const auto* p = static_cast<const PackedQ32*>(packed);
   __m512 acc[kQ32N];
   for (int n = 0; n < kQ32N; ++n) acc[n] = _mm512_setzero_ps();
@@ -384,17 +357,31 @@ void q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_
 #pragma GCC unroll 8
     for (int g = 0; g < 8; ++g) a[g] = load512(p[b].q[g]);
     const __m512 da = _mm512_loadu_ps(p[b].d);
+    [[maybe_unused]] __m512 dsum;
+    if constexpr (kMin) dsum = _mm512_loadu_ps(p[b].dsum);
 #pragma GCC unroll 8
     for (int n = 0; n < kQ32N; ++n) {
-      const PrepQ16Row& r = wb[b].r[n];
-      __m512i s0 = _mm512_set1_epi32(r.bias[0]), s1 = _mm512_set1_epi32(r.bias[1]);
+      const auto& r = wb[b].r[n];
+      if constexpr (kHalves) {
+        __m512i s0 = _mm512_set1_epi32(r.bias[0]), s1 = _mm512_set1_epi32(r.bias[1]);
 #pragma GCC unroll 4
-      for (int g = 0; g < 4; ++g) {
-        s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(r.q[g]));
-        s1 = _mm512_dpbusd_epi32(s1, a[g + 4], _mm512_set1_epi32(r.q[g + 4]));
+        for (int g = 0; g < 4; ++g) {
+          s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(r.q[g]));
+          s1 = _mm512_dpbusd_epi32(s1, a[g + 4], _mm512_set1_epi32(r.q[g + 4]));
+        }
+        acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(r.d[0]), da), _mm512_cvtepi32_ps(s0), acc[n]);
+        acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(r.d[1]), da), _mm512_cvtepi32_ps(s1), acc[n]);
+      } else {
+        __m512i s0 = _mm512_set1_epi32(r.bias), s1 = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int g = 0; g < 8; g += 2) {
+          s0 = _mm512_dpbusd_epi32(s0, a[g], _mm512_set1_epi32(r.q[g]));
+          s1 = _mm512_dpbusd_epi32(s1, a[g + 1], _mm512_set1_epi32(r.q[g + 1]));
+        }
+        const __m512 sc = _mm512_mul_ps(_mm512_set1_ps(r.d), da);
+        acc[n] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), acc[n]);
+        if constexpr (kMin) acc[n] = _mm512_fmadd_ps(_mm512_set1_ps(r.m), dsum, acc[n]);
       }
-      acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(r.d[0]), da), _mm512_cvtepi32_ps(s0), acc[n]);
-      acc[n] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(r.d[1]), da), _mm512_cvtepi32_ps(s1), acc[n]);
     }
   }
   for (int n = 0; n < kQ32N; ++n) {
@@ -431,7 +418,7 @@ QTile free_tile_avx512(DType w) {
       QTile t = k_free_tile(
           w == DType::Q6_K ? q16_prep<kQ32N, BlockQ6_K, q6k_sub> : q16_prep<kQ32N, BlockQ3_K, q3k_sub>,
           false);
-      t.fn = q16_lanes;
+      t.fn = q32_lanes<false, true>;
       t.prep_bytes = q16_prep_bytes<kQ32N>;
       return t;
     }
