@@ -100,63 +100,12 @@ void q32_prep(int64_t K, const void* w, size_t wstride, void* prepped) {
   }
 }
 
-// kBias: u8 activations (a + 128) times signed weights of at most 5 bits, G groups' int16 pair sums added
-// before one vpmaddwd; otherwise signed activations, |w| times a with w's sign. kMin: + m * da * sum(a).
-template <bool kBias, bool kMin, int G>
+// The lanes tile over decoded rows (below, after q32_subblocks.inc). kHalves: the blocks come as PrepQ16Row
+// (Q6_K, Q3_K: q32_subblocks.inc), each 16-value half (groups 0-3, 4-7) with its own start value and scale;
+// the tile is defined after that file's include.
+template <bool kBias, bool kMin, int G, bool kHalves = false>
 void tile_q32_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
-                    size_t ostride) {
-  const auto* wb = static_cast<const PrepA2Block*>(prepped);
-  const auto* p = static_cast<const PackedA8*>(packed);
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[kTN];
-  for (int n = 0; n < kTN; ++n) acc[n] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < K / 32; ++b) {
-    const PrepA2Row* r = wb[b].r;
-    __m256i s32[kTN];
-#pragma GCC unroll 4
-    for (int n = 0; n < kTN; ++n) s32[n] = kBias ? _mm256_set1_epi32(r[n].bias) : _mm256_setzero_si256();
-    if constexpr (kBias) {
-#pragma GCC unroll 8
-      for (int g0 = 0; g0 < 8; g0 += G) {
-        __m256i s16[kTN];
-#pragma GCC unroll 8
-        for (int g = g0; g < g0 + G; ++g) {
-          const __m256i a = load256(p[b].q[g]);
-#pragma GCC unroll 4
-          for (int n = 0; n < kTN; ++n) {
-            const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(r[n].q[g]));
-            s16[n] = g == g0 ? prod : _mm256_add_epi16(s16[n], prod);
-          }
-        }
-#pragma GCC unroll 4
-        for (int n = 0; n < kTN; ++n) s32[n] = _mm256_add_epi32(s32[n], _mm256_madd_epi16(s16[n], ones));
-      }
-    } else {
-#pragma GCC unroll 8
-      for (int g = 0; g < 8; ++g) {
-        const __m256i a = load256(p[b].q[g]);
-#pragma GCC unroll 4
-        for (int n = 0; n < kTN; ++n)
-          s32[n] = _mm256_add_epi32(s32[n],
-                                    dot_ss8(_mm256_set1_epi32(r[n].qa[g]), _mm256_set1_epi32(r[n].q[g]), a));
-      }
-    }
-    const __m256 da = _mm256_loadu_ps(p[b].d);
-    [[maybe_unused]] __m256 dsum;
-    if constexpr (kMin) dsum = _mm256_loadu_ps(p[b].dsum);
-#pragma GCC unroll 4
-    for (int n = 0; n < kTN; ++n) {
-      const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(r[n].d), da);
-      acc[n] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32[n]), acc[n]);
-      if constexpr (kMin) acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(r[n].m), dsum, acc[n]);
-    }
-  }
-  for (int n = 0; n < kTN; ++n) {
-    alignas(32) float o[kLanes];
-    _mm256_store_ps(o, acc[n]);
-    for (int r = 0; r < kLanes; ++r) out[size_t(r) * ostride + size_t(n)] = o[r];
-  }
-}
+                    size_t ostride);
 
 template <DType T>
 QTile q32_tile() {
@@ -174,47 +123,79 @@ QTile q32_tile() {
 
 // ---- The same tile for IQ4_XS, Q3_K, Q4_K, Q5_K and Q6_K in free order (QDot::free_tile) ----
 // Their sub-blocks as 32-value blocks with a float scale and min (q32_subblocks.inc); Q6_K's two 16-value
-// halves of a block (Q3_K's too) sum apart (tile_q16_lanes).
+// halves of a block (Q3_K's too) sum apart (tile_q32_lanes<.., true>).
 #include "backends/cpu/q32_subblocks.inc"
 
-void tile_q16_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
+// kBias: u8 activations (a + 128) times signed weights of at most 5 bits (6 for the halves), G groups' int16
+// pair sums added before one vpmaddwd; otherwise signed activations, |w| times a with w's sign. kMin: + m *
+// da * sum(a).
+template <bool kBias, bool kMin, int G, bool kHalves>
+void tile_q32_lanes(int64_t K, const void* prepped, size_t, const void* packed, size_t, float* out,
                     size_t ostride) {
-  const auto* wb = static_cast<const PrepQ16Block<kTN>*>(prepped);
+  static_assert(!kHalves || (kBias && !kMin && 4 % G == 0),
+                "halves: u8 activations, no min, G within a half");
+  constexpr int H = kHalves ? 2 : 1;
+  using Block = std::conditional_t<kHalves, PrepQ16Block<kTN>, PrepA2Block>;
+  const auto* wb = static_cast<const Block*>(prepped);
   const auto* p = static_cast<const PackedA8*>(packed);
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[kTN];
   for (int n = 0; n < kTN; ++n) acc[n] = _mm256_setzero_ps();
   for (int64_t b = 0; b < K / 32; ++b) {
-    const PrepQ16Row* r = wb[b].r;
-    __m256i s32[2][kTN];
+    const auto* r = wb[b].r;
+    __m256i s32[H][kTN];
 #pragma GCC unroll 4
     for (int n = 0; n < kTN; ++n) {
-      s32[0][n] = _mm256_set1_epi32(r[n].bias[0]);
-      s32[1][n] = _mm256_set1_epi32(r[n].bias[1]);
+      if constexpr (kHalves) {
+        s32[0][n] = _mm256_set1_epi32(r[n].bias[0]);
+        s32[1][n] = _mm256_set1_epi32(r[n].bias[1]);
+      } else {
+        s32[0][n] = kBias ? _mm256_set1_epi32(r[n].bias) : _mm256_setzero_si256();
+      }
     }
+    if constexpr (kBias) {
+#pragma GCC unroll 8
+      for (int g0 = 0; g0 < 8; g0 += G) {
+        __m256i s16[kTN];
+#pragma GCC unroll 8
+        for (int g = g0; g < g0 + G; ++g) {
+          const __m256i a = load256(p[b].q[g]);
 #pragma GCC unroll 4
-    for (int g0 = 0; g0 < 8; g0 += 2) {
-      __m256i s16[kTN];
-#pragma GCC unroll 2
-      for (int g = g0; g < g0 + 2; ++g) {
+          for (int n = 0; n < kTN; ++n) {
+            const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(r[n].q[g]));
+            s16[n] = g == g0 ? prod : _mm256_add_epi16(s16[n], prod);
+          }
+        }
+        constexpr int kHalfOf = kHalves ? 4 : 8;  // the half g0 is in
+#pragma GCC unroll 4
+        for (int n = 0; n < kTN; ++n)
+          s32[g0 / kHalfOf][n] = _mm256_add_epi32(s32[g0 / kHalfOf][n], _mm256_madd_epi16(s16[n], ones));
+      }
+    } else {
+#pragma GCC unroll 8
+      for (int g = 0; g < 8; ++g) {
         const __m256i a = load256(p[b].q[g]);
 #pragma GCC unroll 4
-        for (int n = 0; n < kTN; ++n) {
-          const __m256i prod = _mm256_maddubs_epi16(a, _mm256_set1_epi32(r[n].q[g]));
-          s16[n] = g == g0 ? prod : _mm256_add_epi16(s16[n], prod);
-        }
+        for (int n = 0; n < kTN; ++n)
+          s32[0][n] = _mm256_add_epi32(
+              s32[0][n], dot_ss8(_mm256_set1_epi32(r[n].qa[g]), _mm256_set1_epi32(r[n].q[g]), a));
       }
-#pragma GCC unroll 4
-      for (int n = 0; n < kTN; ++n)
-        s32[g0 / 4][n] = _mm256_add_epi32(s32[g0 / 4][n], _mm256_madd_epi16(s16[n], ones));
     }
     const __m256 da = _mm256_loadu_ps(p[b].d);
+    [[maybe_unused]] __m256 dsum;
+    if constexpr (kMin) dsum = _mm256_loadu_ps(p[b].dsum);
 #pragma GCC unroll 4
     for (int n = 0; n < kTN; ++n) {
-      acc[n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(r[n].d[0]), da), _mm256_cvtepi32_ps(s32[0][n]),
-                               acc[n]);
-      acc[n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(r[n].d[1]), da), _mm256_cvtepi32_ps(s32[1][n]),
-                               acc[n]);
+      if constexpr (kHalves) {
+        acc[n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(r[n].d[0]), da), _mm256_cvtepi32_ps(s32[0][n]),
+                                 acc[n]);
+        acc[n] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(r[n].d[1]), da), _mm256_cvtepi32_ps(s32[1][n]),
+                                 acc[n]);
+      } else {
+        const __m256 sc = _mm256_mul_ps(_mm256_set1_ps(r[n].d), da);
+        acc[n] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(s32[0][n]), acc[n]);
+        if constexpr (kMin) acc[n] = _mm256_fmadd_ps(_mm256_set1_ps(r[n].m), dsum, acc[n]);
+      }
     }
   }
   for (int n = 0; n < kTN; ++n) {
@@ -272,7 +253,7 @@ QTile free_tile_avx2(DType w) {
       // Q3_K's values -4..3 fit the same 2 groups a vpmaddwd as Q6_K's.
       QTile t = k_free_tile<true, false, 2>(w == DType::Q6_K ? q16_prep<kTN, BlockQ6_K, q6k_sub>
                                                              : q16_prep<kTN, BlockQ3_K, q3k_sub>);
-      t.fn = tile_q16_lanes;
+      t.fn = tile_q32_lanes<true, false, 2, true>;
       t.prep_bytes = q16_prep_bytes<kTN>;
       return t;
     }
