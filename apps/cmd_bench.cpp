@@ -271,6 +271,7 @@ int cmd_bench(int argc, char** argv) {
        {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized on the GPU (the default)",
         ""},
        kv_cache_dtype_opt(),
+       fp8_weight_scale_opt(),
        {"--gpu-dequant", "", false,
         "--device cuda: dequantize quantized weights to fp16 / bf16 at load (see llamarun generate --help)",
         ""},

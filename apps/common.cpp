@@ -46,7 +46,15 @@ std::vector<OptSpec> model_opts() {
        "default they stay quantized on the GPU (decode GEMVs on the blocks)",
        ""},
       {"--gpu-quant", "", false, "--device cuda: keep quantized weights quantized (the default)", ""},
-      kv_cache_dtype_opt()};
+      kv_cache_dtype_opt(),
+      fp8_weight_scale_opt()};
+}
+
+OptSpec fp8_weight_scale_opt() {
+  return {"--fp8-weight-scale", "", true,
+          "with --quantize fp8: each weight row's scale is search (the least squared error among 16 scales "
+          "from max/448 to 2 max/448) or max (max/448)",
+          "search"};
 }
 
 OptSpec kv_cache_dtype_opt() {
@@ -172,6 +180,10 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   co->quant_dequant_ahead = args.has("--gpu-quant-dequant-ahead");
   if (args.has("--gpu-quant-rows")) co->quant_rows_per_warp = int(args.integer("--gpu-quant-rows", 1));
   co->fp8_weights = fp8_requested(args);
+  const std::string ws = lower_value(args, "--fp8-weight-scale", "search");
+  if (ws != "search" && ws != "max")
+    fail("--fp8-weight-scale '", args.str("--fp8-weight-scale", ""), "': expected search or max");
+  co->fp8_weight_scale = ws == "max" ? cuda::Fp8Scale::kMax : cuda::Fp8Scale::kSearch;
   co->kv_fp8 = kv_fp8_requested(args, device);
 }
 #endif

@@ -34,6 +34,8 @@ bool fp8_requested(const Args& args);
 // --kv-cache-dtype: the option, and whether it asks for the FP8 KV cache (Error on a bad value, or fp8 with
 // a CPU device).
 OptSpec kv_cache_dtype_opt();
+// --fp8-weight-scale search|max (CudaLlamaOptions::fp8_weight_scale).
+OptSpec fp8_weight_scale_opt();
 bool kv_fp8_requested(const Args& args, const std::string& device);
 bool is_cuda_device(const std::string& device);
 // The GPU's weight / activation dtype from --act: f16, bf16, or auto (bf16 for bf16 checkpoints, else

@@ -107,6 +107,87 @@ TEST_F(CudaFp8, QuantizeRowsMatchesHostConversion) {
   }
 }
 
+// Fp8Scale::kSearch against a host search over the same 16 candidates (cuda_fp8.h's host conversion, errors
+// summed in fp64): the chosen scale is one of the row's candidates bit for bit, its error is the least within
+// the fp32 summation's rounding, and the codes are the host's codes for that scale. Rows drawn from a
+// 16-level grid (as weights dequantized from Q4_1 blocks are) must gain: some row picks k > 0 with less
+// error.
+TEST_F(CudaFp8, QuantizeRowsSearchPicksTheLeastSquaredError) {
+  struct Case {
+    int rows, cols;
+    bool grid;
+  };
+  for (DType t : {DType::F16, DType::BF16}) {
+    for (Case c : {Case{37, 16, false}, Case{13, 4096, false}, Case{7, 11008, false}, Case{2000, 16, false},
+                   Case{64, 576, true}}) {
+      std::vector<float> x(size_t(c.rows) * c.cols);
+      if (c.grid) {
+        std::uniform_int_distribution<int> level(0, 15);
+        std::uniform_real_distribution<float> scale(0.001f, 0.05f), lo(-0.3f, 0.f);
+        for (int r = 0; r < c.rows; ++r) {
+          const float d = scale(gen), m = lo(gen);
+          for (int k = 0; k < c.cols; ++k) x[size_t(r) * c.cols + k] = m + d * float(level(gen));
+        }
+      } else {
+        x = rand_vec(gen, x.size(), -1.f, 1.f);
+        std::fill(x.begin(), x.begin() + c.cols, 0.f);  // a zero row: scale 1, codes 0
+        if (c.rows > 3) {                               // an outlier row
+          std::transform(x.begin() + 3 * size_t(c.cols), x.begin() + 4 * size_t(c.cols),
+                         x.begin() + 3 * size_t(c.cols), [](float v) { return v * 1e-3f; });
+          x[size_t(3) * c.cols + c.cols / 3] = 5.f;
+        }
+      }
+      auto xb = quantize16(t, x);  // x now holds the stored values
+      DevBuf dx(xb.size() * 2), dq(x.size()), ds(size_t(c.rows) * 4);
+      dx.upload(xb.data(), xb.size() * 2);
+      dq.poison();
+      ds.poison();
+      fp8_quantize_rows(t, dx.p, c.rows, c.cols, dq.p, ds.as<float>(), nullptr, Fp8Scale::kSearch);
+      CUDA_OK(cudaDeviceSynchronize());
+      std::vector<uint8_t> q(x.size());
+      std::vector<float> s(c.rows);
+      dq.download(q.data(), q.size());
+      ds.download(s.data(), s.size() * 4);
+      int gained = 0, bad_scale = 0, bad_err = 0;
+      size_t bad_q = 0;
+      for (int r = 0; r < c.rows; ++r) {
+        const float* row = x.data() + size_t(r) * c.cols;
+        float amax = 0.f;
+        for (int k = 0; k < c.cols; ++k) amax = std::max(amax, std::fabs(row[k]));
+        const float s0 = amax > 0.f ? amax / 448.f : 1.f;
+        double err[kFp8ScaleCandidates];
+        int pick = -1;
+        for (int k = 0; k < kFp8ScaleCandidates; ++k) {
+          const float sk = s0 * kFp8ScaleSteps[k];
+          err[k] = 0;
+          for (int i = 0; i < c.cols; ++i) {
+            const double d = double(e4m3_value(e4m3_code(row[i] / sk)) * sk) - row[i];
+            err[k] += d * d;
+          }
+          if (float_bits(sk) == float_bits(s[r])) pick = k;
+        }
+        if (pick < 0) {
+          ++bad_scale;
+          continue;
+        }
+        const double best = *std::min_element(err, err + kFp8ScaleCandidates);
+        bad_err += err[pick] > best * (1 + 1e-4) + 1e-30;
+        gained += pick > 0 && err[pick] < err[0] * 0.99;
+        for (int i = 0; i < c.cols; ++i) bad_q += q[size_t(r) * c.cols + i] != e4m3_code(row[i] / s[r]);
+      }
+      const std::string what =
+          std::string(dname(t)) + " " + std::to_string(c.rows) + " x " + std::to_string(c.cols);
+      EXPECT_EQ(bad_scale, 0) << what << ": scales that are none of the row's candidates";
+      EXPECT_EQ(bad_err, 0) << what << ": rows whose chosen scale is not the least squared error";
+      EXPECT_EQ(bad_q, 0u) << what;
+      EXPECT_EQ(s[0], c.grid ? s[0] : 1.f) << what << ": zero row";
+      if (c.grid) {
+        EXPECT_GT(gained, 0) << what << ": no grid row found a better scale than max / 448";
+      }
+    }
+  }
+}
+
 TEST_F(CudaFp8, QuantizeRowsRejectsBadArguments) {
   DevBuf src(4096), q(4096 + 16), s(64);
   EXPECT_THROW(fp8_quantize_rows(DType::F16, src.p, 2, 24, q.p, s.as<float>(), nullptr), Error);

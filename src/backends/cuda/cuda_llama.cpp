@@ -770,7 +770,7 @@ void CudaLlama::Impl::load_weights(const LlamaWeights& w) {
           up.upload_q(*v, part->data, row - part->row0, part->rows);
         row += v->rows;
       }
-      if (dst.s8) fp8_quantize_rows(act, wscratch, dst.N, dst.K, dst.p, dst.s8, stream);
+      if (dst.s8) fp8_quantize_rows(act, wscratch, dst.N, dst.K, dst.p, dst.s8, stream, opt.fp8_weight_scale);
     };
     if (!cfg.tie_embeddings) put(lm_head, {&w.lm_head});
     for (int l = 0; l < L; ++l) {
@@ -808,7 +808,7 @@ void CudaLlama::Impl::random_weights(uint64_t seed) {
   };
   auto rnd_lin = [&](const Lin& w) {  // FP8: generated in act, then quantized
     rnd(w.s8 ? wscratch : w.p, size_t(w.N), size_t(w.K));
-    if (w.s8) fp8_quantize_rows(act, wscratch, w.N, w.K, w.p, w.s8, stream);
+    if (w.s8) fp8_quantize_rows(act, wscratch, w.N, w.K, w.p, w.s8, stream, opt.fp8_weight_scale);
   };
   fill_random(act, embed, int64_t(V) * H, 1.f, s++, stream);
   fill_const(act, final_norm, H, 1.f, stream);

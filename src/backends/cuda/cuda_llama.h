@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/fp8_scale.h"
 #include "core/dtype.h"
 #include "model/config.h"
 #include "model/llama.h"
@@ -94,11 +95,15 @@ struct CudaLlamaOptions {
   bool quant_dequant_ahead = false;
   int quant_gemv_max_rows = 64;
   // FP8 weights (the CLI's --quantize fp8 with --device cuda): every linear weight but a tied lm_head stored
-  // as E4M3 with one fp32 scale per output channel (max |row| / 448), quantized on the GPU at load from the
+  // as E4M3 with one fp32 scale per output channel (chosen per row as fp8_weight_scale says), quantized on
+  // the GPU at load from the
   // fp16 / bf16 (or dequantized) weights. Batches of up to 8 rows take the decode GEMV reading FP8 (the
   // fused batch-1 path included); larger ones quantize the activations per token to E4M3 and run cuBLASLt's
   // FP8 GEMM. Needs compute capability 8.9+ (Error otherwise); excludes keep_quantized.
   bool fp8_weights = false;
+  // How each FP8 weight row's scale is chosen (fp8.h): kSearch, the least squared error among 16 scales
+  // from max / 448 to 2 max / 448 (the default; the CLI's --fp8-weight-scale search), or kMax, max / 448.
+  cuda::Fp8Scale fp8_weight_scale = cuda::Fp8Scale::kSearch;
   // The paged KV cache in E4M3 with a unit scale (the CLI's --kv-cache-dtype fp8): half the bytes per
   // position, so twice the positions in the same memory and half the bytes for attention to read (what
   // bounds decode batches over long contexts). Rounds every key and value to E4M3 (3 mantissa bits); the

@@ -75,6 +75,73 @@ __global__ void __launch_bounds__(kQuantThreads)
   }
 }
 
+// fp8_quantize_rows_search: as fp8_quantize_rows_kernel, with the scale chosen among
+// amax / 448 * kFp8ScaleSteps[k] by the least sum of squared errors over the row. Pass 1: max |v|; pass 2:
+// each thread's squared errors under every candidate (16 conversions per value), 16 block sums; pass 3
+// writes the codes with the chosen scale.
+struct ScaleSteps {  // kFp8ScaleSteps as a kernel argument (a host constant otherwise)
+  float v[kFp8ScaleCandidates];
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kQuantThreads)
+    fp8_quantize_rows_search_kernel(const T* __restrict__ src, int rows, int cols, uint8_t* __restrict__ q,
+                                    float* __restrict__ scale, ScaleSteps steps) {
+  __shared__ float red[32];
+  const int chunks = cols / 16;
+  for (int r = blockIdx.x; r < rows; r += gridDim.x) {
+    const T* row = src + size_t(r) * cols;
+    float amax = 0.f;
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+      float f[16];
+      load16(row + size_t(c) * 16, f);
+#pragma unroll
+      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(f[i]));
+    }
+    amax = block_max(amax, red);
+    const float s0 = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+    float err[kFp8ScaleCandidates];
+#pragma unroll
+    for (int k = 0; k < kFp8ScaleCandidates; ++k) err[k] = 0.f;
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+      float f[16];
+      load16(row + size_t(c) * 16, f);
+#pragma unroll
+      for (int k = 0; k < kFp8ScaleCandidates; ++k) {
+        const float sk = s0 * steps.v[k];
+#pragma unroll
+        for (int i = 0; i < 16; i += 2) {
+          const uint32_t two = fp8x2(f[i], f[i + 1], sk);
+          const __half2 h = __half2(__nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two), __NV_E4M3));
+          const float2 d = __half22float2(h);
+          const float e0 = d.x * sk - f[i], e1 = d.y * sk - f[i + 1];
+          err[k] = fmaf(e0, e0, fmaf(e1, e1, err[k]));
+        }
+      }
+    }
+    int best = 0;
+    float best_err = 0.f;
+    for (int k = 0; k < kFp8ScaleCandidates; ++k) {
+      const float e = block_sum(err[k], red);
+      if (k == 0 || e < best_err) best = k, best_err = e;  // ties keep the smaller scale
+    }
+    const float s = s0 * steps.v[best];
+    if (threadIdx.x == 0) scale[r] = s;
+    uint8_t* qrow = q + size_t(r) * cols;
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+      float f[16];
+      load16(row + size_t(c) * 16, f);
+      uint4 o;
+      o.x = fp8x2(f[0], f[1], s) | (fp8x2(f[2], f[3], s) << 16);
+      o.y = fp8x2(f[4], f[5], s) | (fp8x2(f[6], f[7], s) << 16);
+      o.z = fp8x2(f[8], f[9], s) | (fp8x2(f[10], f[11], s) << 16);
+      o.w = fp8x2(f[12], f[13], s) | (fp8x2(f[14], f[15], s) << 16);
+      *reinterpret_cast<uint4*>(qrow + size_t(c) * 16) = o;
+    }
+    __syncthreads();  // red is reused by the next row's reductions
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ void store4(T* p, const float* v) {
   uint2 u;
@@ -109,7 +176,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }  // namespace
 
 void fp8_quantize_rows(DType act, const void* src, int rows, int cols, void* q, float* scale,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, Fp8Scale how) {
   if (cols <= 0 || cols % 16 != 0)
     fail("fp8_quantize_rows: cols = ", cols, " must be a positive multiple of 16 (16-byte code vectors)");
   if (rows < 0) fail("fp8_quantize_rows: rows = ", rows);
@@ -119,9 +186,15 @@ void fp8_quantize_rows(DType act, const void* src, int rows, int cols, void* q, 
   const int chunks = cols / 16;
   const int threads = std::min(kQuantThreads, (chunks + 31) / 32 * 32);
   const int grid = std::min(rows, kMaxGrid);
+  ScaleSteps steps;
+  std::copy(kFp8ScaleSteps, kFp8ScaleSteps + kFp8ScaleCandidates, steps.v);
   LLAMARUN_DISPATCH_ACT(act, "fp8_quantize_rows", {
-    fp8_quantize_rows_kernel<T><<<grid, threads, 0, stream>>>(static_cast<const T*>(src), rows, cols,
-                                                              static_cast<uint8_t*>(q), scale);
+    if (how == Fp8Scale::kSearch)
+      fp8_quantize_rows_search_kernel<T><<<grid, threads, 0, stream>>>(
+          static_cast<const T*>(src), rows, cols, static_cast<uint8_t*>(q), scale, steps);
+    else
+      fp8_quantize_rows_kernel<T><<<grid, threads, 0, stream>>>(static_cast<const T*>(src), rows, cols,
+                                                                static_cast<uint8_t*>(q), scale);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("fp8_quantize_rows");
 }
