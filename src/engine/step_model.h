@@ -15,6 +15,7 @@ namespace llamarun {
 // What a backend reports about itself, for `bench` and `info` (0 where it does not know).
 struct BackendStats {
   double load_seconds = 0;            // weight upload / initialisation wall time
+  double warmup_seconds = 0;          // serving warm-up in init_kv (CudaLlama::warm_up_paged), if any
   size_t load_bytes = 0;              // bytes read from the host weights (0 for random weights)
   size_t weight_bytes_per_token = 0;  // weight bytes one decode step reads (layers, final norm, lm_head)
   size_t kv_bytes_per_position = 0;   // K and V bytes one cached position holds (all layers)

@@ -174,6 +174,7 @@ void Server::on_loaded() {
              {"max_model_len", api_.max_model_len},
              {"backend", engine_->backend_name()},
              {"kv_blocks", engine_->num_kv_blocks()},
+             {"warmup_s", engine_->backend_stats().warmup_seconds},
              {"chat_format", chat_format_name(api_.chat_format)}});
 }
 

@@ -542,6 +542,58 @@ TEST_P(CudaLlamaTest, FastDecodePathEqualsGeneralPath) {
   fast_vs_general(t(), false);
 }
 
+// The serving warm-up (paged_warmup, warm_up_paged): a model that warmed up has the decode graphs of every
+// bucket up to min(paged_max_tokens, paged_max_seqs) = 8 (2, 4, 8) and the fast path's before its first
+// step, and computes the same bits as one that did not, on the FP8 and quantized-weight paths too: the
+// warm-up's padding rows store nothing into the pool, and its GEMMs only write scratch activations.
+TEST_P(CudaLlamaTest, WarmUpCapturesGraphsAndChangesNoResult) {
+  LlamaConfig cfg = tiny_config();
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool fp8 = variant == 1, quant = variant == 2;
+    if (fp8 && !fp8_supported(0)) continue;
+    SCOPED_TRACE(fp8 ? "fp8 weights" : quant ? "quantized weights" : "plain weights");
+    HostModel hm = make_host_model(cfg, t(), quant, 21);
+    CudaLlamaOptions cold = options(t(), 128), warm = cold;
+    cold.fp8_weights = warm.fp8_weights = fp8;
+    cold.keep_quantized = warm.keep_quantized = quant;
+    warm.paged_warmup = true;
+    CudaLlama mc(cfg, hm.wm, cold), mw(cfg, hm.wm, warm);
+    mc.init_paged(4, 64, 0);
+    mw.init_paged(4, 64, 0);
+    EXPECT_EQ(mc.paged_graph_count(), 0);
+    EXPECT_EQ(mc.warmup_seconds(), 0.0);
+    EXPECT_EQ(mw.paged_graph_count(), 4) << "buckets 2, 4, 8 and the batch-1 fast path";
+    EXPECT_GT(mw.warmup_seconds(), 0.0);
+    const std::vector<int32_t> blocks = shuffled_blocks(64, 9);
+    std::vector<int32_t> ta(blocks.begin(), blocks.begin() + 32), tb(blocks.begin() + 32, blocks.end());
+    PagedSeq ca(mc, ta), cb(mc, tb), wa(mw, ta), wb(mw, tb);
+    const std::vector<int32_t> pa = {5, 17, 99, 3, 42, 7, 8, 200, 13, 1, 4, 4}, pb = {77, 6, 150, 21, 9};
+    ASSERT_EQ(ca.prefill(pa, 64), wa.prefill(pa, 64));
+    ASSERT_EQ(cb.prefill(pb, 3), wb.prefill(pb, 3));
+    int32_t a = ca.last(), b = cb.last();
+    for (int s = 0; s < 6; ++s) {
+      std::vector<float> lc(2 * size_t(cfg.vocab_size)), lw(lc.size());
+      int32_t idc[2], idw[2];
+      BatchInput bc, bw;
+      ca.add_decode_row(bc, a);
+      cb.add_decode_row(bc, b);
+      wa.add_decode_row(bw, a);
+      wb.add_decode_row(bw, b);
+      mc.forward_paged(bc, nullptr, idc, lc.data());
+      mw.forward_paged(bw, nullptr, idw, lw.data());
+      ASSERT_EQ(lc, lw) << "decode batch of 2, step " << s;
+      ca.advance(idc[0]);
+      cb.advance(idc[1]);
+      wa.advance(idw[0]);
+      wb.advance(idw[1]);
+      ASSERT_EQ(ca.step_logits(idc[0]), wa.step_logits(idw[0])) << "batch-1 step " << s;
+      a = ca.last();
+      b = cb.last();
+    }
+    EXPECT_EQ(mw.paged_graph_count(), 4) << "no graph captured after the warm-up";
+  }
+}
+
 TEST_P(CudaLlamaTest, RandomWeightsAreDeterministicAndFinite) {
   LlamaConfig cfg = cuda_preset_config("tiny");
   CudaLlamaOptions o = options(t(), 256);

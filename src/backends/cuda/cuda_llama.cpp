@@ -193,6 +193,7 @@ struct CudaLlama::Impl {
   std::map<int, cudaGraphExec_t> bucket_graphs;  // decode batch size -> graph
   cudaGraphExec_t fast_graph = nullptr;          // the batch-1 fast path
   int64_t fast_steps = 0;
+  double warmup_s = 0;        // the last warm_up_paged
   void* k_scratch = nullptr;  // [nkv, max_ctx, hd]: one sequence's K / V for the tensor-core prefill path
   void* v_scratch = nullptr;
   struct PrefillChunk {
@@ -231,6 +232,7 @@ struct CudaLlama::Impl {
   // Uploads h_fin, runs forward_decode1 and copies the token back to h_pids[0] (what the graph holds).
   void fast_step();
   void capture_fast_graph();
+  void capture_decode_graph(int TB);
   // The batch staged in pin: T tokens, R logit rows, tc_chunks through the tensor-core attention.
   void forward_varlen(int T, int R);
   size_t pin_ints() const { return 5 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
@@ -1126,6 +1128,7 @@ int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   LLAMARUN_CUDA_CHECK(cudaMemsetAsync(m.v_pool, 0, nb * per_block / 2, m.stream));
   LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   m.mem.kv_cache = m.alloc.allocated() - before;
+  if (m.opt.paged_warmup) warm_up_paged();
   return m.pnb;
 }
 
@@ -1284,27 +1287,10 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
   if (decode && m.opt.paged_graphs) {
     auto it = m.bucket_graphs.find(TB);
-    if (it == m.bucket_graphs.end()) {
-      m.forward_varlen(TB, TB);  // eager first: cuBLASLt picks its algorithms outside the capture
-      LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
-      cudaGraph_t g = nullptr;
-      cudaGraphExec_t ge = nullptr;
-      LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(m.stream, cudaStreamCaptureModeThreadLocal));
-      try {
-        m.forward_varlen(TB, TB);
-      } catch (...) {
-        cudaStreamEndCapture(m.stream, &g);
-        if (g) cudaGraphDestroy(g);
-        throw;
-      }
-      LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(m.stream, &g));
-      cudaError_t err = cudaGraphInstantiate(&ge, g, 0);
-      cudaGraphDestroy(g);
-      LLAMARUN_CUDA_CHECK(err);
-      it = m.bucket_graphs.emplace(TB, ge).first;
-    } else {
+    if (it == m.bucket_graphs.end())
+      m.capture_decode_graph(TB);  // its eager forward has run this batch
+    else
       LLAMARUN_CUDA_CHECK(cudaGraphLaunch(it->second, m.stream));
-    }
   } else {
     m.forward_varlen(T, R);
   }
@@ -1324,6 +1310,82 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   std::copy(m.h_pids, m.h_pids + R, ids);
 }
+
+// The decode graph of bucket TB over the staged batch (pin): an eager forward first (cuBLASLt picks its
+// algorithms outside the capture; it computes the batch), then the capture, kept in bucket_graphs.
+void CudaLlama::Impl::capture_decode_graph(int TB) {
+  forward_varlen(TB, TB);
+  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t ge = nullptr;
+  LLAMARUN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    forward_varlen(TB, TB);
+  } catch (...) {
+    cudaStreamEndCapture(stream, &g);
+    if (g) cudaGraphDestroy(g);
+    throw;
+  }
+  LLAMARUN_CUDA_CHECK(cudaStreamEndCapture(stream, &g));
+  cudaError_t err = cudaGraphInstantiate(&ge, g, 0);
+  cudaGraphDestroy(g);
+  LLAMARUN_CUDA_CHECK(err);
+  bucket_graphs.emplace(TB, ge);
+}
+
+double CudaLlama::warm_up_paged() {
+  Impl& m = *impl_;
+  if (!m.k_pool) fail("warm_up_paged: call init_paged first");
+  int cur_dev = -1;
+  if (cudaGetDevice(&cur_dev) != cudaSuccess || cur_dev != m.device) set_device(m.device);
+  const double t0 = now_seconds();
+  // Every GEMM shape of a mixed step: the layer projections for batches above the GEMV's rows (their
+  // inputs and outputs are the forward's own buffers; what they hold does not matter), the lm_head for up
+  // to pseqs logit rows. One layer's weights stand for all (same shapes).
+  const LayerWeights& lw = m.layers[0];
+  for (int M = 9; M <= m.mmax; ++M) {  // up to 8 rows (up to qmax quantized) take GEMVs
+    m.mm(lw.qkv, m.xn, m.qkv, false, M);
+    m.mm(lw.o, m.attn, m.o, false, M);
+    m.mm(lw.gate_up, m.xn, m.gu, false, M);
+    m.mm(lw.down, m.mlp, m.down, false, M);
+  }
+  for (int R = 9; R <= m.pseqs; ++R) m.mm(m.lm_head, m.xn, m.plogits, true, R);
+  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  // The decode graphs, over a batch of padding rows (no position to attend to, no KV slot to store into).
+  if (m.opt.paged_graphs) {
+    const int limit = std::min(m.mmax, m.pseqs);
+    int32_t* h = m.h_pin;
+    const int32_t mm = m.mmax;
+    // forward_paged pads a decode batch of T rows to min(decode_bucket(T), limit); the buckets end at 512
+    // (larger batches get a graph per size, captured when they come).
+    for (int b = 1; b <= 512; b = decode_bucket(b + 1)) {
+      const int TB = std::min(b, limit);
+      if ((TB == 1 && m.fast_ok) || m.bucket_graphs.count(TB)) {  // the fast path takes one row
+        if (TB >= limit) break;
+        continue;
+      }
+      for (int i = 0; i < TB; ++i) {
+        h[i] = 0;            // ids
+        h[mm + i] = -1;      // pos
+        h[2 * mm + i] = -1;  // slot
+        h[3 * mm + i] = 0;   // seq
+        h[4 * mm + i] = -1;  // apos
+        h[5 * mm + i] = i;   // rows
+      }
+      std::fill(h + 5 * size_t(mm) + m.pseqs, h + 5 * size_t(mm) + m.pseqs + m.pmb, 0);  // one table
+      const size_t n_up = 5 * size_t(mm) + m.pseqs + size_t(m.pmb);
+      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
+      m.capture_decode_graph(TB);
+      if (TB >= limit) break;
+    }
+    if (m.fast_ok && !m.fast_graph) m.capture_fast_graph();  // captured, not launched
+  }
+  LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
+  m.warmup_s = now_seconds() - t0;
+  return m.warmup_s;
+}
+
+double CudaLlama::warmup_seconds() const { return impl_->warmup_s; }
 
 int CudaLlama::paged_blocks() const { return impl_->pnb; }
 int CudaLlama::paged_graph_count() const {

@@ -37,6 +37,9 @@ struct CudaLlamaOptions {
   // Without (H100, Llama-2-7B shape fp16, NOTES.md "One forward"): tg128@d0 -1.3%, decode batches of 2 / 8
   // -4.6% / -4%.
   bool paged_graphs = true;
+  // init_paged warms the serving paths up (warm_up_paged) before it returns: the CLI's serve turns it on
+  // (--no-warmup turns it off); off in this struct, so that tests state it.
+  bool paged_warmup = false;
   // A batch of one decode row takes the fused batch-1 path (5 kernels per layer with PDL, split-K attention
   // through the block table); off, it takes the general varlen path (cuBLASLt / GEMV, paged_attention):
   // tg128@d0 -7.2% (same run). Tests turn it off to compare the two paths.
@@ -163,6 +166,15 @@ class CudaLlama {
   // as kv_bytes holds, or (kv_bytes == 0 too) as many as fit in free GPU memory less a reserve for CUDA
   // graphs and cuBLASLt. Returns the block count. Throws Error with the sizes when none fits.
   int init_paged(int block_size, int num_blocks, size_t kv_bytes);
+  // What a fresh server otherwise does inside its first requests' steps (the 256-client benchmark's first
+  // burst): captures the decode graph of every batch bucket up to min(paged_max_tokens, paged_max_seqs) and
+  // the batch-1 fast path's (capture only: nothing runs), and runs every projection's GEMM once for each
+  // batch of qmax + 1 .. paged_max_tokens rows (the lm_head's up to paged_max_seqs), so that cuBLASLt has
+  // chosen, and the driver loaded, every kernel a mixed step takes. Leaves the KV pool as it was (padding
+  // rows store nothing). Returns the seconds it took. init_paged calls it with opt.paged_warmup.
+  double warm_up_paged();
+  // Seconds the last warm_up_paged took (0 before any).
+  double warmup_seconds() const;
   // A varlen batch over the pool (see StepModel::forward): ids[r] = argmax of logit row r; the logits of
   // rows with want_logits[r] (all rows when want_logits is null) are copied to logits[r * vocab ..].
   void forward_paged(const BatchInput& b, const uint8_t* want_logits, int32_t* ids, float* logits);

@@ -23,6 +23,7 @@ class CudaStepModel final : public StepModel {
     const CudaLoadStats ls = m_->load_stats();
     const CudaMemoryStats ms = m_->memory_stats();
     s.load_seconds = ls.seconds;
+    s.warmup_seconds = m_->warmup_seconds();
     s.load_bytes = ls.host_bytes;
     s.weight_bytes_per_token = m_->weight_bytes_per_token();
     s.kv_bytes_per_position = m_->kv_bytes_per_token(0);
