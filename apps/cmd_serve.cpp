@@ -39,6 +39,10 @@ int cmd_serve(int argc, char** argv) {
                "bucket, cuBLASLt's choice for every batch size up to --max-batch-tokens; a few seconds for a "
                "7B model), so that the first requests' steps pay for it instead",
                ""},
+              {"--gpu-fp8-unfused", "", false,
+               "with --quantize fp8: quantize the FP8 GEMMs' inputs in separate kernels instead of inside "
+               "RMSNorm / SiLU-mul (ablation)",
+               ""},
               {"--host", "", true, "address to listen on", "127.0.0.1"},
               {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
               {"--api-key", "", true, "require 'Authorization: Bearer KEY' (also $LLAMARUN_API_KEY)", ""},

@@ -184,6 +184,7 @@ void cuda_options_from(const Args& args, const std::string& device, CudaLlamaOpt
   if (ws != "search" && ws != "max")
     fail("--fp8-weight-scale '", args.str("--fp8-weight-scale", ""), "': expected search or max");
   co->fp8_weight_scale = ws == "max" ? cuda::Fp8Scale::kMax : cuda::Fp8Scale::kSearch;
+  co->fp8_fused_act_quant = !args.has("--gpu-fp8-unfused");  // declared by bench and serve (ablation)
   co->kv_fp8 = kv_fp8_requested(args, device);
 }
 #endif

@@ -7,6 +7,7 @@
 
 #include "backends/cuda/fp8.h"
 #include "backends/cuda/gemm.h"
+#include "backends/cuda/kernels.h"
 #include "core/error.h"
 #include "cuda_test_util.h"
 
@@ -183,6 +184,52 @@ TEST_F(CudaFp8, QuantizeRowsSearchPicksTheLeastSquaredError) {
       EXPECT_EQ(s[0], c.grid ? s[0] : 1.f) << what << ": zero row";
       if (c.grid) {
         EXPECT_GT(gained, 0) << what << ": no grid row found a better scale than max / 448";
+      }
+    }
+  }
+}
+
+// add_rmsnorm_fp8 / silu_mul_fp8 against the two kernels they fuse (add_rmsnorm or silu_mul, then
+// fp8_quantize_rows): the residual stream, the codes and the scales bit for bit.
+TEST_F(CudaFp8, FusedNormAndSiluQuantizationsMatchTheTwoKernels) {
+  for (DType t : {DType::F16, DType::BF16}) {
+    for (int M : {1, 9, 300}) {
+      for (int H : {576, 4096}) {
+        const int I = H == 576 ? 1536 : 11008;
+        auto xf = rand_vec(gen, size_t(M) * H, -3.f, 3.f), rf = rand_vec(gen, size_t(M) * H, -1.f, 1.f);
+        auto wf = rand_vec(gen, size_t(H), 0.5f, 1.5f), gf = rand_vec(gen, size_t(M) * 2 * I, -6.f, 6.f);
+        auto xb = quantize16(t, xf), rb = quantize16(t, rf), wb = quantize16(t, wf), gb = quantize16(t, gf);
+        DevBuf x1(xb.size() * 2), x2(xb.size() * 2), r(rb.size() * 2), w(wb.size() * 2), gu(gb.size() * 2);
+        DevBuf xn(xb.size() * 2), mlp(size_t(M) * I * 2);
+        DevBuf q1(size_t(M) * I), q2(size_t(M) * I), s1(size_t(M) * 4), s2(size_t(M) * 4);
+        x1.upload(xb.data(), xb.size() * 2);
+        x2.upload(xb.data(), xb.size() * 2);
+        r.upload(rb.data(), rb.size() * 2);
+        w.upload(wb.data(), wb.size() * 2);
+        gu.upload(gb.data(), gb.size() * 2);
+        auto same = [&](const DevBuf& a, const DevBuf& b, size_t n, const char* what) {
+          std::vector<uint8_t> ha(n), hb(n);
+          a.download(ha.data(), n);
+          b.download(hb.data(), n);
+          size_t bad = 0;
+          for (size_t i = 0; i < n; ++i) bad += ha[i] != hb[i];
+          EXPECT_EQ(bad, 0u) << dname(t) << " M=" << M << " H=" << H << ": " << what;
+        };
+        for (bool residual : {false, true}) {
+          add_rmsnorm(t, x1.p, residual ? r.p : nullptr, w.p, xn.p, M, H, 1e-5f, nullptr);
+          fp8_quantize_rows(t, xn.p, M, H, q1.p, s1.as<float>(), nullptr);
+          add_rmsnorm_fp8(t, x2.p, residual ? r.p : nullptr, w.p, M, H, 1e-5f, q2.p, s2.as<float>(), nullptr);
+          CUDA_OK(cudaDeviceSynchronize());
+          same(x1, x2, xb.size() * 2, "residual stream");
+          same(q1, q2, size_t(M) * H, "norm codes");
+          same(s1, s2, size_t(M) * 4, "norm scales");
+        }
+        silu_mul(t, gu.p, mlp.p, M, I, nullptr);
+        fp8_quantize_rows(t, mlp.p, M, I, q1.p, s1.as<float>(), nullptr);
+        silu_mul_fp8(t, gu.p, M, I, q2.p, s2.as<float>(), nullptr);
+        CUDA_OK(cudaDeviceSynchronize());
+        same(q1, q2, size_t(M) * I, "SiLU codes");
+        same(s1, s2, size_t(M) * 4, "SiLU scales");
       }
     }
   }

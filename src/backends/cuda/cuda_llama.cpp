@@ -211,6 +211,7 @@ struct CudaLlama::Impl {
   // y = x W^T for M rows: the fp16 / bf16 GEMV / GEMM, or for quantized weights qgemv (up to
   // opt.quant_gemv_max_rows rows) or a dequantization into wscratch and the GEMM.
   void mm(const Lin& w, const void* x, void* y, bool y_f32, int M);
+  void mm_x8(const Lin& w, void* y, int M);
   // The whole weight w in act into dst (qdequant per quantized part, a copy per act part), on s.
   void dequant_into(const Lin& w, void* dst, cudaStream_t s);
   // opt.quant_dequant_ahead: arms the pipeline for a forward of T rows (first weight dequantized on
@@ -485,6 +486,12 @@ void CudaLlama::Impl::ahead_begin(int T) {
   dequant_into(*ahead_seq[0], wscratch, side_stream);
   LLAMARUN_CUDA_CHECK(cudaEventRecord(ahead_ready[0], side_stream));
   ahead_on = true;
+}
+
+// y = x W^T for FP8 weights and the M rows already quantized in x8 / x8s (add_rmsnorm_fp8, silu_mul_fp8).
+void CudaLlama::Impl::mm_x8(const Lin& w, void* y, int M) {
+  if (!w.s8) fail("CudaLlama: mm_x8 of a weight that is not FP8");
+  lt->run_fp8(act, w.p, w.s8, x8, x8s, y, false, M, w.N, w.K, stream, f8out);
 }
 
 // y = x W^T for the M rows of x (act).
@@ -1145,14 +1152,20 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
   const int32_t* d_tables = d_rows + pseqs;
   const float scale = 1.f / std::sqrt(float(hd));
   const int qd = nh * hd;
+  // FP8 weights: batches that take the FP8 GEMM (over 8 rows) get their inputs quantized by the norm and
+  // SiLU kernels (opt.fp8_fused_act_quant; the attention output still through mm's fp8_quantize_rows).
+  const bool f8 = fp8 && T > 8 && opt.fp8_fused_act_quant;
   ahead_begin(T);
   embedding(act, d_ids, T, embed, V, H, x, stream);
   for (int l = 0; l < L; ++l) {
     const LayerWeights& lw = layers[l];
     char* kp = kp_layer(l);
     char* vp = vp_layer(l);
-    add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, T, H, cfg.rms_eps, stream);
-    mm(lw.qkv, xn, qkv, false, T);
+    if (f8)  // FP8 GEMM inputs quantized inside their producers (x8 / x8s)
+      add_rmsnorm_fp8(act, x, l == 0 ? nullptr : down, lw.attn_norm, T, H, cfg.rms_eps, x8, x8s, stream);
+    else
+      add_rmsnorm(act, x, l == 0 ? nullptr : down, lw.attn_norm, xn, T, H, cfg.rms_eps, stream);
+    f8 ? mm_x8(lw.qkv, qkv, T) : mm(lw.qkv, xn, qkv, false, T);
     rope_store_kv_paged(act, cfg.rope_layout, qkv, d_pos, d_slot, inv_freq, T, nh, nkv, hd, pbs, q, kp, vp,
                         stream, false, opt.kv_fp8);
     paged_attention(act, q, kp, vp, d_tables, pmb, d_seq, d_apos, T, nh, nkv, hd, pbs, scale, attn, stream,
@@ -1165,10 +1178,17 @@ void CudaLlama::Impl::forward_varlen(int T, int R) {
                         max_ctx, scale, static_cast<char*>(attn) + off, stream);
     }
     mm(lw.o, attn, o, false, T);
-    add_rmsnorm(act, x, o, lw.ffn_norm, xn, T, H, cfg.rms_eps, stream);
-    mm(lw.gate_up, xn, gu, false, T);
-    silu_mul(act, gu, mlp, T, I, stream);
-    mm(lw.down, mlp, down, false, T);
+    if (f8) {
+      add_rmsnorm_fp8(act, x, o, lw.ffn_norm, T, H, cfg.rms_eps, x8, x8s, stream);
+      mm_x8(lw.gate_up, gu, T);
+      silu_mul_fp8(act, gu, T, I, x8, x8s, stream);
+      mm_x8(lw.down, down, T);
+    } else {
+      add_rmsnorm(act, x, o, lw.ffn_norm, xn, T, H, cfg.rms_eps, stream);
+      mm(lw.gate_up, xn, gu, false, T);
+      silu_mul(act, gu, mlp, T, I, stream);
+      mm(lw.down, mlp, down, false, T);
+    }
   }
   if (R == 0) return;  // a step of prefill chunks that sample nothing yet
   gather_rows(act, x, d_rows, R, H, xg, stream);

@@ -107,6 +107,10 @@ struct CudaLlamaOptions {
   // How each FP8 weight row's scale is chosen (fp8.h): kSearch, the least squared error among 16 scales
   // from max / 448 to 2 max / 448 (the default; the CLI's --fp8-weight-scale search), or kMax, max / 448.
   cuda::Fp8Scale fp8_weight_scale = cuda::Fp8Scale::kSearch;
+  // With FP8 weights, batches over 8 rows quantize the GEMM inputs inside the RMSNorm and SiLU-mul kernels
+  // (add_rmsnorm_fp8 / silu_mul_fp8, fp8.h: the same bits, three kernels fewer per layer) instead of a
+  // separate fp8_quantize_rows each. Off: the separate kernels (ablation, the CLI's --gpu-fp8-unfused).
+  bool fp8_fused_act_quant = true;
   // The paged KV cache in E4M3 with a unit scale (the CLI's --kv-cache-dtype fp8): half the bytes per
   // position, so twice the positions in the same memory and half the bytes for attention to read (what
   // bounds decode batches over long contexts). Rounds every key and value to E4M3 (3 mantissa bits); the

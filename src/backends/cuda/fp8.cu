@@ -142,6 +142,75 @@ __global__ void __launch_bounds__(kQuantThreads)
   }
 }
 
+// E4M3 code of v / s: the per-element form of fp8x2 (the same correctly rounded quotient and conversion).
+__device__ __forceinline__ uint8_t fp8_code(float v, float s) {
+  return uint8_t(__nv_cvt_float_to_fp8(__fdiv_rn(v, s), __NV_SATFINITE, __NV_E4M3));
+}
+
+// add_rmsnorm_kernel (elementwise.cu) with fp8_quantize_rows_kernel of its output: the same block size
+// (kNormThreads), loops and reductions, so the residual stream, the normalised values (rounded to T) and
+// hence the row's max, scale and codes are those of the two kernels; the normalised row is kept in shared
+// memory instead of being stored.
+constexpr int kNormThreads = 512;
+template <typename T>
+__global__ void add_rmsnorm_fp8_kernel(T* __restrict__ x, const T* __restrict__ residual,
+                                       const T* __restrict__ w, int H, float eps, uint8_t* __restrict__ q,
+                                       float* __restrict__ scale) {
+  __shared__ float scratch[32];
+  extern __shared__ float rowbuf[];  // H floats
+  const int m = blockIdx.x;
+  T* xr = x + size_t(m) * H;
+  const T* rr = residual ? residual + size_t(m) * H : nullptr;
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float v = to_f32(xr[i]);
+    if (rr) {
+      T sum = from_f32<T>(v + to_f32(rr[i]));
+      xr[i] = sum;
+      v = to_f32(sum);
+    }
+    rowbuf[i] = v;
+    ss += v * v;
+  }
+  ss = block_sum(ss, scratch);
+  const float inv = rsqrtf(ss / float(H) + eps);
+  float amax = 0.f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    const float o = to_f32(from_f32<T>(rowbuf[i] * inv * to_f32(w[i])));
+    rowbuf[i] = o;
+    amax = fmaxf(amax, fabsf(o));
+  }
+  amax = block_max(amax, scratch);
+  const float s = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+  if (threadIdx.x == 0) scale[m] = s;
+  uint8_t* qr = q + size_t(m) * H;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) qr[i] = fp8_code(rowbuf[i], s);
+}
+
+// silu_mul_kernel's values (rounded to T) quantized per row as fp8_quantize_rows does: a block per row,
+// the row computed twice (for its max, then for the codes) instead of stored.
+template <typename T>
+__device__ __forceinline__ float silu_mul_value(const T* g, const T* u, int i) {
+  const float a = to_f32(g[i]);
+  const float sl = a / (1.f + __expf(-a));
+  return to_f32(from_f32<T>(sl * to_f32(u[i])));
+}
+template <typename T>
+__global__ void silu_mul_fp8_kernel(const T* __restrict__ gu, int I, uint8_t* __restrict__ q,
+                                    float* __restrict__ scale) {
+  __shared__ float scratch[32];
+  const int m = blockIdx.x;
+  const T* g = gu + size_t(m) * 2 * I;
+  const T* u = g + I;
+  float amax = 0.f;
+  for (int i = threadIdx.x; i < I; i += blockDim.x) amax = fmaxf(amax, fabsf(silu_mul_value(g, u, i)));
+  amax = block_max(amax, scratch);
+  const float s = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+  if (threadIdx.x == 0) scale[m] = s;
+  uint8_t* qr = q + size_t(m) * I;
+  for (int i = threadIdx.x; i < I; i += blockDim.x) qr[i] = fp8_code(silu_mul_value(g, u, i), s);
+}
+
 template <typename T>
 __device__ __forceinline__ void store4(T* p, const float* v) {
   uint2 u;
@@ -197,6 +266,30 @@ void fp8_quantize_rows(DType act, const void* src, int rows, int cols, void* q, 
                                                                 static_cast<uint8_t*>(q), scale);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("fp8_quantize_rows");
+}
+
+void add_rmsnorm_fp8(DType act, void* x, const void* residual, const void* w, int M, int H, float eps,
+                     void* q, float* scale, cudaStream_t stream) {
+  if (M <= 0) return;
+  const size_t smem = size_t(H) * sizeof(float);
+  if (smem > 48 * 1024 - 256) fail("add_rmsnorm_fp8: hidden size ", H, " too large (max 12224)");
+  if (!scale) fail("add_rmsnorm_fp8: no scale output");
+  LLAMARUN_DISPATCH_ACT(act, "add_rmsnorm_fp8", {
+    add_rmsnorm_fp8_kernel<T><<<M, kNormThreads, smem, stream>>>(
+        static_cast<T*>(x), static_cast<const T*>(residual), static_cast<const T*>(w), H, eps,
+        static_cast<uint8_t*>(q), scale);
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("add_rmsnorm_fp8");
+}
+
+void silu_mul_fp8(DType act, const void* gu, int M, int I, void* q, float* scale, cudaStream_t stream) {
+  if (M <= 0) return;
+  if (!scale) fail("silu_mul_fp8: no scale output");
+  LLAMARUN_DISPATCH_ACT(act, "silu_mul_fp8", {
+    silu_mul_fp8_kernel<T>
+        <<<M, kQuantThreads * 2, 0, stream>>>(static_cast<const T*>(gu), I, static_cast<uint8_t*>(q), scale);
+  });
+  LLAMARUN_CUDA_LAUNCH_CHECK("silu_mul_fp8");
 }
 
 void fp8_rescale(DType act, const float* acc, const float* xscale, const float* wscale, void* y, bool y_f32,

@@ -36,6 +36,15 @@ bool fp8_supported(int device);
 void fp8_quantize_rows(DType act, const void* src, int rows, int cols, void* q, float* scale,
                        cudaStream_t stream, Fp8Scale how = Fp8Scale::kMax);
 
+// The FP8 GEMM's inputs quantized where they are produced (one kernel instead of two, and no act copy of
+// the row): add_rmsnorm_fp8 is add_rmsnorm (kernels.h: x += residual when residual is non-null, stored in
+// act) followed by fp8_quantize_rows (Fp8Scale::kMax) of the normalised rows, which are not stored;
+// silu_mul_fp8 is silu_mul of gu [M, 2 I] followed by fp8_quantize_rows of its [M, I] output. x / the codes
+// q, the scales [M]: bit-identical to the two kernels'. H at most 12224.
+void add_rmsnorm_fp8(DType act, void* x, const void* residual, const void* w, int M, int H, float eps,
+                     void* q, float* scale, cudaStream_t stream);
+void silu_mul_fp8(DType act, const void* gu, int M, int I, void* q, float* scale, cudaStream_t stream);
+
 // Epilogue of the unit-scale FP8 GEMM: y[m, n] = acc[m, n] * xscale[m] * wscale[n] for acc [M, N] fp32
 // row-major; y [M, N] fp32 when y_f32 (then y may alias acc) else act (one rounding). N a multiple of 4;
 // acc and y 16-byte aligned.
