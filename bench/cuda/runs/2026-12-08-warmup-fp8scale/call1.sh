@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../../../.."
 OUT=${OUT:-./gpu-results}
 mkdir -p "$OUT" /tmp/cw
-bash .cudawork/unpack.sh >/dev/null 2>&1 && cp -r .cudawork/b /tmp/cw/ && cp .gpux1/* /tmp/cw/
+bash .cudawork/unpack.sh >/dev/null 2>&1 && cp -r .cudawork/b /tmp/cw/
 B=/tmp/cw/b
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -14,6 +14,6 @@ timeout 200 $B/tests/llamarun_cuda_tests \
   --gtest_filter='CudaFp8.*:*WarmUp*:*GraphReplay*:*Fp8Weights*:*FastDecodePath*:*Fp8KvCache*' >"$OUT/tests.log" 2>&1
 echo "tests rc=$?"
 grep -E "^\[  (PASSED|FAILED)|Failure|Expected|actual|Which is|FAILED  \]" "$OUT/tests.log" | head -30
-SKIP_TESTS=1 BUILD_DIR=$B OUT=$OUT ROUND=r1 CONFIGS="${CONFIGS:-\"f16|\" \"fp8kv8|--quantize fp8 --kv-cache-dtype fp8\" \"f16-nowarm|--no-warmup\"}" \
+SKIP_TESTS=1 BUILD_DIR=$B OUT=$OUT ROUND=r1 CONFIGS="${CONFIGS:-\"f16|\" \"fp8kv8|--quantize fp8 --kv-cache-dtype fp8\" \"f16-nowarm|--no-warmup\" \"fp8kv8-unfused|--quantize fp8 --kv-cache-dtype fp8 --gpu-fp8-unfused\"}" \
   bash scripts/gpu-serve-fp8-compare.sh
 grep -h '"ready"' "$OUT"/serve-*summary.txt | sed 's/.*"warmup_s":\([0-9.]*\).*/warmup_s \1/' | head
