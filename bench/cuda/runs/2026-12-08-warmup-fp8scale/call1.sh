@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Call 1 on the GPU machine (carry .cudawork and .gpux1): the binaries kept under /tmp/cw for later calls,
+# Call 1 on the GPU machine (carry .cudawork and .gpux1: the first part of the default model): the binaries kept under /tmp/cw for later calls,
 # the new tests, then fresh servers (one per configuration) at 256 clients with and without the warm-up.
 set -uo pipefail
 cd "$(dirname "$0")/../../../.."
 OUT=${OUT:-./gpu-results}
 mkdir -p "$OUT" /tmp/cw
 bash .cudawork/unpack.sh >/dev/null 2>&1 && cp -r .cudawork/b /tmp/cw/
+cp .gpux1/part-* /tmp/cw/ 2>/dev/null  # the default model travels in three parts (call1-3)
 B=/tmp/cw/b
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
