@@ -272,9 +272,10 @@ int cmd_bench(int argc, char** argv) {
         ""},
        kv_cache_dtype_opt(),
        fp8_weight_scale_opt(),
-       {"--gpu-fp8-unfused", "", false,
-        "with --quantize fp8: quantize the FP8 GEMMs' inputs in separate kernels instead of inside RMSNorm / "
-        "SiLU-mul (ablation)",
+       {"--gpu-fp8-fused", "", false,
+        "with --quantize fp8: quantize the FP8 GEMMs' inputs inside RMSNorm / SiLU-mul instead of in "
+        "separate "
+        "kernels (experimental: not yet measured on a GPU)",
         ""},
        {"--gpu-dequant", "", false,
         "--device cuda: dequantize quantized weights to fp16 / bf16 at load (see llamarun generate --help)",

@@ -33,15 +33,14 @@ int cmd_serve(int argc, char** argv) {
                ""},
               {"--tokenizer", "", true,
                "tokenizer file (tokenizer.model / tokenizer.json) for --random-weights", ""},
-              {"--no-warmup", "", false,
-               "--device cuda: skip the warm-up before the server reports ready (decode graphs of every "
-               "batch "
-               "bucket, cuBLASLt's choice for every batch size up to --max-batch-tokens; a few seconds for a "
-               "7B model), so that the first requests' steps pay for it instead",
+              {"--warmup", "", false,
+               "--device cuda: warm up before the server reports ready (the decode graphs of every batch "
+               "bucket captured, cuBLASLt's choice made for every batch size up to --max-batch-tokens), so "
+               "that the first requests' steps do not pay for it (experimental: not yet measured on a GPU)",
                ""},
-              {"--gpu-fp8-unfused", "", false,
-               "with --quantize fp8: quantize the FP8 GEMMs' inputs in separate kernels instead of inside "
-               "RMSNorm / SiLU-mul (ablation)",
+              {"--gpu-fp8-fused", "", false,
+               "with --quantize fp8: quantize the FP8 GEMMs' inputs inside RMSNorm / SiLU-mul instead of in "
+               "separate kernels (experimental: not yet measured on a GPU)",
                ""},
               {"--host", "", true, "address to listen on", "127.0.0.1"},
               {"--port", "", true, "TCP port (0: any free port, printed in the log)", "8080"},
@@ -166,7 +165,7 @@ int cmd_serve(int argc, char** argv) {
           ec.max_model_len > 0 ? std::min(ec.max_model_len, m.cfg.max_position) : m.cfg.max_position;
       co.paged_max_tokens = ec.max_batch_tokens;
       co.paged_max_seqs = std::min(ec.max_num_seqs, ec.max_batch_tokens);
-      co.paged_warmup = !args.has("--no-warmup");
+      co.paged_warmup = args.has("--warmup");
       if (random) return make_cuda_step_model(m.cfg, 1, co);
       return make_cuda_step_model(m, co);
     };

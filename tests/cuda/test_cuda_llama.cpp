@@ -237,10 +237,15 @@ CudaLlamaOptions options(DType t, int max_context, int max_tokens = 64) {
 // the dequantize + GEMM path above) unless keep_quantized is off.
 void check_against_reference(const LlamaConfig& cfg, DType t, bool gguf, int prompt_len, int chunk,
                              bool fast = true, bool kquants = false, int qmax = 64,
-                             bool keep_quantized = true, bool input_once = false, bool fp8 = false) {
+                             bool keep_quantized = true, bool input_once = false, bool fp8 = false,
+                             bool fp8_search_fused = false) {
   HostModel hm = make_host_model(cfg, t, gguf, 42, kquants);
   CudaLlamaOptions opt = options(t, 128);
   opt.fp8_weights = fp8;
+  if (fp8_search_fused) {  // the FP8 options still off by default
+    opt.fp8_weight_scale = Fp8Scale::kSearch;
+    opt.fp8_fused_act_quant = true;
+  }
   opt.staging_bytes = 1 << 20;  // several chunks per tensor, both staging buffers in use
   opt.fast_decode = fast;
   opt.quant_gemv_max_rows = qmax;
@@ -299,6 +304,9 @@ TEST_P(CudaLlamaTest, Fp8WeightsMatchCpuReference) {
   check_against_reference(tiny_config(), t(), false, 20, 64, true, false, 64, false, false, /*fp8=*/true);
   check_against_reference(tiny_config(), t(), false, 13, 5, true, false, 64, false, false, /*fp8=*/true);
   check_against_reference(tiny_config(), t(), false, 11, 64, false, false, 64, false, false, /*fp8=*/true);
+  // Scale search and the fused activation quantization: a 20-token prefill takes add_rmsnorm_fp8 /
+  // silu_mul_fp8.
+  check_against_reference(tiny_config(), t(), false, 20, 64, true, false, 64, false, false, true, true);
 }
 
 TEST_P(CudaLlamaTest, GgufNamesQuantizedInterleavedRopeMatchCpuReference) {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Call 1 on the GPU machine (carry .cudawork and .gpux1: the first part of the default model): the binaries kept under /tmp/cw for later calls,
-# the new tests, then fresh servers (one per configuration) at 256 clients with and without the warm-up.
+# the new tests, then fresh servers (one per configuration) at 256 clients: fp16 with and without --warmup,
+# FP8 + FP8 KV (warmed up) with and without --gpu-fp8-fused.
 set -uo pipefail
 cd "$(dirname "$0")/../../../.."
 OUT=${OUT:-./gpu-results}
@@ -15,6 +16,6 @@ timeout 200 $B/tests/llamarun_cuda_tests \
   --gtest_filter='CudaFp8.*:*WarmUp*:*GraphReplay*:*Fp8Weights*:*FastDecodePath*:*Fp8KvCache*' >"$OUT/tests.log" 2>&1
 echo "tests rc=$?"
 grep -E "^\[  (PASSED|FAILED)|Failure|Expected|actual|Which is|FAILED  \]" "$OUT/tests.log" | head -30
-SKIP_TESTS=1 BUILD_DIR=$B OUT=$OUT ROUND=r1 CONFIGS="${CONFIGS:-\"f16|\" \"fp8kv8|--quantize fp8 --kv-cache-dtype fp8\" \"f16-nowarm|--no-warmup\" \"fp8kv8-unfused|--quantize fp8 --kv-cache-dtype fp8 --gpu-fp8-unfused\"}" \
+SKIP_TESTS=1 BUILD_DIR=$B OUT=$OUT ROUND=r1 CONFIGS="${CONFIGS:-\"f16|\" \"f16-warm|--warmup\" \"fp8kv8-warm|--quantize fp8 --kv-cache-dtype fp8 --warmup\" \"fp8kv8-fused-warm|--quantize fp8 --kv-cache-dtype fp8 --warmup --gpu-fp8-fused\"}" \
   bash scripts/gpu-serve-fp8-compare.sh
 grep -h '"ready"' "$OUT"/serve-*summary.txt | sed 's/.*"warmup_s":\([0-9.]*\).*/warmup_s \1/' | head

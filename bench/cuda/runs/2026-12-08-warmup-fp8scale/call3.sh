@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Call 3 (carry .gpux3: the default model's last part and GPL-3): the default model put together, and its
-# perplexity on the GPU in fp16, FP8 weights (scale search, the default; and max / 448), FP8 + FP8 KV, and
+# perplexity on the GPU in fp16, FP8 weights (max / 448, the default, and the scale search), FP8 + FP8 KV, and
 # on the CPU (same binary), 8 windows of 512 tokens of GPL-3 as in runs/2026-12-06-h200-quant-3.
 set -uo pipefail
 cd "$(dirname "$0")/../../../.."
@@ -19,8 +19,8 @@ while IFS= read -r v; do
 done <<'VARIANTS'
 --device cuda
 --device cuda --quantize fp8
---device cuda --quantize fp8 --fp8-weight-scale max
---device cuda --quantize fp8 --kv-cache-dtype fp8
+--device cuda --quantize fp8 --fp8-weight-scale search
+--device cuda --quantize fp8 --fp8-weight-scale search --kv-cache-dtype fp8
 --device cuda --kv-cache-dtype fp8
 --device cpu
 VARIANTS
