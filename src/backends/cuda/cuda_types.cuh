@@ -130,6 +130,26 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(r);
 }
 
+// The first pass of the residual add + RMSNorm (add_rmsnorm_kernel, add_rmsnorm_fp8_kernel; one block per
+// row): x += residual when residual is non-null (the residual stream is stored in T), the row's values into
+// rowbuf, and the block's sum of their squares (the same loop and reduction for both, so the same bits).
+template <typename T>
+__device__ __forceinline__ float residual_add_sumsq(T* xr, const T* rr, float* rowbuf, int H,
+                                                    float* scratch) {
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < H; i += blockDim.x) {
+    float v = to_f32(xr[i]);
+    if (rr) {
+      T sum = from_f32<T>(v + to_f32(rr[i]));
+      xr[i] = sum;
+      v = to_f32(sum);
+    }
+    rowbuf[i] = v;
+    ss += v * v;
+  }
+  return block_sum(ss, scratch);
+}
+
 // RoPE: element indices of rotation pair i of a head of hd values ((i, i + hd/2) for the half layout,
 // (2i, 2i + 1) interleaved), and the rotation of (x0, x1) by angle p * inv_freq. Shared by rope_store_kv
 // and rope_store_kv_paged so that both caches hold bit-identical keys.

@@ -33,20 +33,8 @@ __global__ void add_rmsnorm_kernel(T* __restrict__ x, const T* __restrict__ resi
   __shared__ float scratch[32];
   extern __shared__ float rowbuf[];  // H floats: the updated row, kept for the second pass
   int m = blockIdx.x;
-  T* xr = x + size_t(m) * H;
-  const T* rr = residual ? residual + size_t(m) * H : nullptr;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    float v = to_f32(xr[i]);
-    if (rr) {
-      T sum = from_f32<T>(v + to_f32(rr[i]));  // the residual stream is stored in T
-      xr[i] = sum;
-      v = to_f32(sum);
-    }
-    rowbuf[i] = v;
-    ss += v * v;
-  }
-  ss = block_sum(ss, scratch);
+  const float ss = residual_add_sumsq(x + size_t(m) * H, residual ? residual + size_t(m) * H : nullptr,
+                                      rowbuf, H, scratch);
   float inv = rsqrtf(ss / float(H) + eps);
   T* o = out + size_t(m) * H;
   for (int i = threadIdx.x; i < H; i += blockDim.x) o[i] = from_f32<T>(rowbuf[i] * inv * to_f32(w[i]));

@@ -40,9 +40,37 @@ __device__ __forceinline__ uint32_t fp8x2(float a, float b, float s) {
   return __nv_cvt_float2_to_fp8x2(make_float2(__fdiv_rn(a, s), __fdiv_rn(b, s)), __NV_SATFINITE, __NV_E4M3);
 }
 
-// A block per row (grid-stride over rows). Each thread takes chunks of 16 values: two 16-byte loads and
-// one 16-byte store of codes. Pass 1: the row's max |v| (block reduction); pass 2 reads the row again
-// (from L1 / L2) and writes the codes.
+// The row's max |v| over the block (chunks of 16 values per thread), and max / 448 (1 for a zero row).
+template <typename T>
+__device__ __forceinline__ float row_max_scale(const T* row, int chunks, float* red) {
+  float amax = 0.f;
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    float f[16];
+    load16(row + size_t(c) * 16, f);
+#pragma unroll
+    for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(f[i]));
+  }
+  amax = block_max(amax, red);
+  return amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+}
+
+// The row's codes for scale s: two 16-byte loads and one 16-byte store per chunk of 16 values.
+template <typename T>
+__device__ __forceinline__ void row_codes(const T* row, int chunks, float s, uint8_t* qrow) {
+  for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
+    float f[16];
+    load16(row + size_t(c) * 16, f);
+    uint4 o;
+    o.x = fp8x2(f[0], f[1], s) | (fp8x2(f[2], f[3], s) << 16);
+    o.y = fp8x2(f[4], f[5], s) | (fp8x2(f[6], f[7], s) << 16);
+    o.z = fp8x2(f[8], f[9], s) | (fp8x2(f[10], f[11], s) << 16);
+    o.w = fp8x2(f[12], f[13], s) | (fp8x2(f[14], f[15], s) << 16);
+    *reinterpret_cast<uint4*>(qrow + size_t(c) * 16) = o;
+  }
+}
+
+// A block per row (grid-stride over rows). Pass 1: the row's max |v| (block reduction); pass 2 reads the
+// row again (from L1 / L2) and writes the codes.
 template <typename T>
 __global__ void __launch_bounds__(kQuantThreads)
     fp8_quantize_rows_kernel(const T* __restrict__ src, int rows, int cols, uint8_t* __restrict__ q,
@@ -51,27 +79,9 @@ __global__ void __launch_bounds__(kQuantThreads)
   const int chunks = cols / 16;
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = src + size_t(r) * cols;
-    float amax = 0.f;
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-      float f[16];
-      load16(row + size_t(c) * 16, f);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(f[i]));
-    }
-    amax = block_max(amax, red);
-    const float s = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+    const float s = row_max_scale(row, chunks, red);
     if (threadIdx.x == 0) scale[r] = s;
-    uint8_t* qrow = q + size_t(r) * cols;
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-      float f[16];
-      load16(row + size_t(c) * 16, f);
-      uint4 o;
-      o.x = fp8x2(f[0], f[1], s) | (fp8x2(f[2], f[3], s) << 16);
-      o.y = fp8x2(f[4], f[5], s) | (fp8x2(f[6], f[7], s) << 16);
-      o.z = fp8x2(f[8], f[9], s) | (fp8x2(f[10], f[11], s) << 16);
-      o.w = fp8x2(f[12], f[13], s) | (fp8x2(f[14], f[15], s) << 16);
-      *reinterpret_cast<uint4*>(qrow + size_t(c) * 16) = o;
-    }
+    row_codes(row, chunks, s, q + size_t(r) * cols);
   }
 }
 
@@ -91,15 +101,7 @@ __global__ void __launch_bounds__(kQuantThreads)
   const int chunks = cols / 16;
   for (int r = blockIdx.x; r < rows; r += gridDim.x) {
     const T* row = src + size_t(r) * cols;
-    float amax = 0.f;
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-      float f[16];
-      load16(row + size_t(c) * 16, f);
-#pragma unroll
-      for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(f[i]));
-    }
-    amax = block_max(amax, red);
-    const float s0 = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+    const float s0 = row_max_scale(row, chunks, red);
     float err[kFp8ScaleCandidates];
 #pragma unroll
     for (int k = 0; k < kFp8ScaleCandidates; ++k) err[k] = 0.f;
@@ -127,17 +129,7 @@ __global__ void __launch_bounds__(kQuantThreads)
     }
     const float s = s0 * steps.v[best];
     if (threadIdx.x == 0) scale[r] = s;
-    uint8_t* qrow = q + size_t(r) * cols;
-    for (int c = threadIdx.x; c < chunks; c += blockDim.x) {
-      float f[16];
-      load16(row + size_t(c) * 16, f);
-      uint4 o;
-      o.x = fp8x2(f[0], f[1], s) | (fp8x2(f[2], f[3], s) << 16);
-      o.y = fp8x2(f[4], f[5], s) | (fp8x2(f[6], f[7], s) << 16);
-      o.z = fp8x2(f[8], f[9], s) | (fp8x2(f[10], f[11], s) << 16);
-      o.w = fp8x2(f[12], f[13], s) | (fp8x2(f[14], f[15], s) << 16);
-      *reinterpret_cast<uint4*>(qrow + size_t(c) * 16) = o;
-    }
+    row_codes(row, chunks, s, q + size_t(r) * cols);
     __syncthreads();  // red is reused by the next row's reductions
   }
 }
@@ -159,20 +151,8 @@ __global__ void add_rmsnorm_fp8_kernel(T* __restrict__ x, const T* __restrict__ 
   __shared__ float scratch[32];
   extern __shared__ float rowbuf[];  // H floats
   const int m = blockIdx.x;
-  T* xr = x + size_t(m) * H;
-  const T* rr = residual ? residual + size_t(m) * H : nullptr;
-  float ss = 0.f;
-  for (int i = threadIdx.x; i < H; i += blockDim.x) {
-    float v = to_f32(xr[i]);
-    if (rr) {
-      T sum = from_f32<T>(v + to_f32(rr[i]));
-      xr[i] = sum;
-      v = to_f32(sum);
-    }
-    rowbuf[i] = v;
-    ss += v * v;
-  }
-  ss = block_sum(ss, scratch);
+  const float ss = residual_add_sumsq(x + size_t(m) * H, residual ? residual + size_t(m) * H : nullptr,
+                                      rowbuf, H, scratch);
   const float inv = rsqrtf(ss / float(H) + eps);
   float amax = 0.f;
   for (int i = threadIdx.x; i < H; i += blockDim.x) {
