@@ -488,6 +488,20 @@ TEST_P(CudaLlamaTest, GraphReplayEqualsDirectLaunchAndGreedyMatchesLogits) {
 // wrote). Logits within a tight tolerance, greedy tokens identical.
 // The fast path's token reaches the host either written by its argmax kernel into mapped pinned memory
 // (the default) or by a copy node after it (fast_token_direct = false): both are checked.
+// One decode batch of two sequences of model m (their next tokens ta, tb): the logits of both rows and their
+// argmax ids; the sequences advance by those ids.
+std::vector<float> decode_pair(CudaLlama& m, PagedSeq& a, PagedSeq& b, int32_t ta, int32_t tb,
+                               int32_t ids[2]) {
+  std::vector<float> logits(2 * size_t(m.config().vocab_size));
+  BatchInput batch;
+  a.add_decode_row(batch, ta);
+  b.add_decode_row(batch, tb);
+  m.forward_paged(batch, nullptr, ids, logits.data());
+  a.advance(ids[0]);
+  b.advance(ids[1]);
+  return logits;
+}
+
 void fast_vs_general(DType dt, bool token_direct) {
   SCOPED_TRACE(token_direct ? "token written by the argmax kernel" : "token copied back");
   LlamaConfig cfg = tiny_config();
@@ -513,22 +527,11 @@ void fast_vs_general(DType dt, bool token_direct) {
   int32_t a = fa.last(), b = fb.last();
   for (int s = 0; s < 24; ++s) {
     if (s % 3 == 2) {  // both sequences in one batch: the general path on both models
-      std::vector<float> lf(2 * size_t(cfg.vocab_size)), lg(lf.size());
       int32_t idf[2], idg[2];
-      BatchInput bf, bg;
-      fa.add_decode_row(bf, a);
-      fb.add_decode_row(bf, b);
-      ga.add_decode_row(bg, a);
-      gb.add_decode_row(bg, b);
-      mf.forward_paged(bf, nullptr, idf, lf.data());
-      mg.forward_paged(bg, nullptr, idg, lg.data());
+      const auto lf = decode_pair(mf, fa, fb, a, b, idf), lg = decode_pair(mg, ga, gb, a, b, idg);
       EXPECT_LT(rel_l2(lf, lg), tol) << "batched step " << s;
       ASSERT_EQ(idf[0], idg[0]) << "step " << s;
       ASSERT_EQ(idf[1], idg[1]) << "step " << s;
-      fa.advance(idf[0]);
-      fb.advance(idf[1]);
-      ga.advance(idg[0]);
-      gb.advance(idg[1]);
     } else {
       auto lfa = fa.step_logits(a), lga = ga.step_logits(a);
       EXPECT_LT(rel_l2(lfa, lga), tol) << "sequence A, step " << s << ", position " << fa.position() - 1;
@@ -580,20 +583,9 @@ TEST_P(CudaLlamaTest, WarmUpCapturesGraphsAndChangesNoResult) {
     ASSERT_EQ(cb.prefill(pb, 3), wb.prefill(pb, 3));
     int32_t a = ca.last(), b = cb.last();
     for (int s = 0; s < 6; ++s) {
-      std::vector<float> lc(2 * size_t(cfg.vocab_size)), lw(lc.size());
       int32_t idc[2], idw[2];
-      BatchInput bc, bw;
-      ca.add_decode_row(bc, a);
-      cb.add_decode_row(bc, b);
-      wa.add_decode_row(bw, a);
-      wb.add_decode_row(bw, b);
-      mc.forward_paged(bc, nullptr, idc, lc.data());
-      mw.forward_paged(bw, nullptr, idw, lw.data());
-      ASSERT_EQ(lc, lw) << "decode batch of 2, step " << s;
-      ca.advance(idc[0]);
-      cb.advance(idc[1]);
-      wa.advance(idw[0]);
-      wb.advance(idw[1]);
+      ASSERT_EQ(decode_pair(mc, ca, cb, a, b, idc), decode_pair(mw, wa, wb, a, b, idw))
+          << "decode batch of 2, step " << s;
       ASSERT_EQ(ca.step_logits(idc[0]), wa.step_logits(idw[0])) << "batch-1 step " << s;
       a = ca.last();
       b = cb.last();
