@@ -244,6 +244,17 @@ void register_all() {
       reg(name + "/int8",
           [=](benchmark::State& s) { BM_Gemm(s, t, top, false, 512, 2048, 2048, false, true); });
   }
+  // Batches of 4k + 3 rows below the AVX-512 int8 tile's 16 (decode batches of 7 and 11, a 15-row prefill
+  // chunk): Q8_0 / Q4_0 / Q4_1 on f32 activations (the GEMM, or the GEMV up to 8 rows) against int8
+  // (qdot_uses_int8's choice: the 4-row dots, then the 3 rows left).
+  for (DType t : {DType::Q8_0, DType::Q4_0, DType::Q4_1})
+    for (int64_t M : {7, 11, 15}) {
+      const std::string name = std::string("qgemm/") + dtype_name(t) + "/M=" + std::to_string(M) +
+                               "/N=2048/K=2048/" + cpu::simd_level_str(top);
+      reg(name, [=](benchmark::State& s) { BM_Gemm(s, t, top, false, M, 2048, 2048); });
+      reg(name + "/int8",
+          [=](benchmark::State& s) { BM_Gemm(s, t, top, false, M, 2048, 2048, false, true); });
+    }
   // Prefill at the default model's shapes (hidden 576, MLP 1536), batch-invariant as the model runs.
   for (DType t : {DType::Q8_0, DType::Q5_0, DType::Q6_K}) {
     const int64_t N = t == DType::Q6_K ? 576 : 1536, K = t == DType::Q6_K ? 1536 : 576;

@@ -147,7 +147,7 @@ TEST(BatchInvariance, MatmulRowsDoNotDependOnBatch) {
         for (auto& v : x1) v = nd(rng);
         std::vector<float> y1(N);
         matmul_at_level(cpu::SimdLevel(level), w, x1.data(), 1, y1.data(), mo);
-        for (int M : {2, 3, 5, 8, 9, 16, 17, 33, 64}) {
+        for (int M : {2, 3, 5, 7, 8, 9, 11, 15, 16, 17, 33, 64}) {
           for (int at : {0, M / 2, M - 1}) {
             std::vector<float> x(size_t(M) * K), y(size_t(M) * N);
             for (auto& v : x) v = nd(rng);

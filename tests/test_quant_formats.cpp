@@ -264,7 +264,7 @@ TEST(QuantMatmul, ParityAndBatchInvariance) {
     const int64_t K = dtype_block_size(ti.t) == 256 ? 768 : 96, N = 37;
     const auto w = random_weights(ti, N, K, 5);
     const WeightView wv{ti.t, N, K, w.data()};
-    for (int64_t M : {1, 3, 9, 33}) {
+    for (int64_t M : {1, 3, 7, 9, 15, 33}) {
       std::vector<float> x(static_cast<size_t>(M * K));
       for (auto& v : x) v = nd(rng);
       std::vector<float> ref(static_cast<size_t>(M * N)), scal(static_cast<size_t>(M * N)),
