@@ -1373,6 +1373,7 @@ double CudaLlama::warm_up_paged() {
   LLAMARUN_CUDA_CHECK(cudaStreamSynchronize(m.stream));
   // The decode graphs, over a batch of padding rows (no position to attend to, no KV slot to store into).
   if (m.opt.paged_graphs) {
+    m.tc_chunks.clear();  // decode batches have no prefill chunks (forward_varlen reads this list)
     const int limit = std::min(m.mmax, m.pseqs);
     int32_t* h = m.h_pin;
     const int32_t mm = m.mmax;
