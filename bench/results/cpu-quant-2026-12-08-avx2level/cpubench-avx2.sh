@@ -10,7 +10,8 @@ OUT=${OUT:-/tmp/avx2level}
 mkdir -p "$OUT"
 for r in $(seq "${ROUNDS:-1}"); do
   for t in ${TYPES:-m-Q4_K_M m-Q8_0 m-Q6_K m-Q5_K_M m-IQ4_XS m-Q4_1 m-Q4_0 m-F16 m-Q2_K 1b-q4km}; do
-    LLAMARUN_SIMD=avx2 ./build-cuda/llamarun bench -m /tmp/$t.gguf --pp 512 --tg 64 -r 3 --json >"$OUT/lr-$t-$r.json" 2>/dev/null
+    lvl=${LEVEL-avx2}  # LEVEL=native: llamarun's own dispatch (cpubench-avx512.sh)
+    env $([ "$lvl" != native ] && echo LLAMARUN_SIMD=$lvl) ./build-cuda/llamarun bench -m /tmp/$t.gguf --pp 512 --tg 64 -r 3 --json >"$OUT/lr-$t-$r.json" 2>/dev/null
     python3 -c "import json,sys;d=json.load(open(sys.argv[1]));print('llamarun  %-10s r%s pp %7.1f tg %6.1f'%(sys.argv[2],sys.argv[3],d['pp']['tok_per_s_median'],d['tg']['tok_per_s_median']))" "$OUT/lr-$t-$r.json" "$t" "$r"
     "$LB" -m /tmp/$t.gguf -t 2 -p 512 -n 64 -r 3 -o jsonl 2>/dev/null >"$OUT/lc-$t-$r.jsonl"
     python3 -c "import json,sys;ds=[json.loads(l) for l in open(sys.argv[1])];print('llama.cpp %-10s r%s '%(sys.argv[2],sys.argv[3])+' '.join('%s %7.1f'%('pp' if d['n_prompt'] else 'tg', d['avg_ts']) for d in ds))" "$OUT/lc-$t-$r.jsonl" "$t" "$r"
