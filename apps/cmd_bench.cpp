@@ -274,8 +274,7 @@ int cmd_bench(int argc, char** argv) {
        fp8_weight_scale_opt(),
        {"--gpu-fp8-fused", "", false,
         "with --quantize fp8: quantize the FP8 GEMMs' inputs inside RMSNorm / SiLU-mul instead of in "
-        "separate "
-        "kernels (experimental: not yet measured on a GPU)",
+        "separate kernels (experimental: not yet measured on a GPU)",
         ""},
        {"--gpu-dequant", "", false,
         "--device cuda: dequantize quantized weights to fp16 / bf16 at load (see llamarun generate --help)",

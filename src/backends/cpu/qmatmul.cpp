@@ -188,23 +188,20 @@ void qmatmul(const MatmulArgs& a, QDot dot) {
         }
       }
       if (dot.rows) {
-        const int64_t rows_start = m;  // the rows before it came from a tile
-        for (; m + kQDotRows <= M; m += kQDotRows) {
-          const uint8_t* am = act + size_t(m) * arb;
-          float* ym = a.y + m * N;
+        auto rows_from = [&](int64_t r0) {  // activation rows r0 .. r0 + kQDotRows against the tile's rows
+          const uint8_t* am = act + size_t(r0) * arb;
+          float* ym = a.y + r0 * N;
           for (int64_t n = n0; n < n1; ++n)
             dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
-        }
+        };
+        const int64_t rows_start = m;  // the rows before it came from a tile
+        for (; m + kQDotRows <= M; m += kQDotRows) rows_from(m);
         // 3 rows left after at least one group here: the last kQDotRows rows in one pass over the weights
         // instead of three single-row passes (with 1 or 2 left the single rows measured as fast). The rows
         // done already are computed again and written with the same bits (each result of QDotMultiFn is
         // QDotFn's: qdot.h).
         if (M - m == 3 && M - kQDotRows >= rows_start) {
-          const int64_t m2 = M - kQDotRows;
-          const uint8_t* am = act + size_t(m2) * arb;
-          float* ym = a.y + m2 * N;
-          for (int64_t n = n0; n < n1; ++n)
-            dot.rows(K, a.w + size_t(n) * a.w_row_bytes, am, arb, ym + n, size_t(N));
+          rows_from(M - kQDotRows);
           m = M;
         }
       }

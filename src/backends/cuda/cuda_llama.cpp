@@ -234,6 +234,15 @@ struct CudaLlama::Impl {
   void fast_step();
   void capture_fast_graph();
   void capture_decode_graph(int TB);
+  // The host mirror of pin by field, and what forward_paged and warm_up_paged stage in it: padding rows
+  // [from, to) (no token, no position to attend to, no KV slot to store into), and the upload of the
+  // staged batch with its first S block tables.
+  struct HostPin {
+    int32_t *ids, *pos, *slot, *seq, *apos, *rows, *tab;
+  };
+  HostPin host_pin() const;
+  void pad_rows(int from, int to);
+  void upload_pin(int S);
   // The batch staged in pin: T tokens, R logit rows, tc_chunks through the tensor-core attention.
   void forward_varlen(int T, int R);
   size_t pin_ints() const { return 5 * size_t(mmax) + pseqs + size_t(pseqs) * pmb; }
@@ -1065,15 +1074,37 @@ size_t CudaLlama::kv_bytes_per_token(int p) const {
 // ---- serving: paged KV pool, varlen batches ----
 
 namespace {
-// Decode batches are padded up to one of these sizes, so a few captured graphs serve every batch.
+// Decode batches are padded up to one of these sizes, so a few captured graphs serve every batch (larger
+// batches get a graph per size).
+constexpr int kDecodeBuckets[] = {1,  2,   4,   8,   16,  24,  32,  48,  64,  80,
+                                  96, 128, 160, 192, 224, 256, 320, 384, 448, 512};
 int decode_bucket(int n) {
-  static const int kBuckets[] = {1,  2,   4,   8,   16,  24,  32,  48,  64,  80,
-                                 96, 128, 160, 192, 224, 256, 320, 384, 448, 512};
-  for (int b : kBuckets)
+  for (int b : kDecodeBuckets)
     if (b >= n) return b;
   return n;
 }
 }  // namespace
+
+CudaLlama::Impl::HostPin CudaLlama::Impl::host_pin() const {
+  int32_t* h = h_pin;
+  const size_t mm = size_t(mmax);
+  return {h, h + mm, h + 2 * mm, h + 3 * mm, h + 4 * mm, h + 5 * mm, h + 5 * mm + pseqs};
+}
+
+void CudaLlama::Impl::pad_rows(int from, int to) {
+  const HostPin hp = host_pin();
+  for (int i = from; i < to; ++i) {
+    hp.ids[i] = 0;
+    hp.pos[i] = -1;
+    hp.slot[i] = -1;
+    hp.seq[i] = 0;
+  }
+}
+
+void CudaLlama::Impl::upload_pin(int S) {
+  const size_t n = 5 * size_t(mmax) + pseqs + size_t(std::max(S, 1)) * pmb;
+  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(pin, h_pin, n * 4, cudaMemcpyHostToDevice, stream));
+}
 
 int CudaLlama::init_paged(int block_size, int num_blocks, size_t kv_bytes) {
   Impl& m = *impl_;
@@ -1218,11 +1249,9 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
   const bool fast = decode && T == 1 && m.fast_ok;
   const int TB =
       decode && !fast && m.opt.paged_graphs ? std::min(decode_bucket(T), std::min(m.mmax, m.pseqs)) : T;
-  int32_t* h = m.h_pin;
-  int32_t *h_ids = h, *h_pos = h + m.mmax, *h_slot = h + 2 * size_t(m.mmax), *h_seq = h + 3 * size_t(m.mmax);
-  int32_t* h_apos = h + 4 * size_t(m.mmax);
-  int32_t* h_rows = h + 5 * size_t(m.mmax);
-  int32_t* h_tab = h_rows + m.pseqs;
+  const Impl::HostPin hp = m.host_pin();
+  int32_t *h_ids = hp.ids, *h_pos = hp.pos, *h_slot = hp.slot, *h_seq = hp.seq, *h_apos = hp.apos,
+          *h_rows = hp.rows, *h_tab = hp.tab;
   for (int i = 0; i < T; ++i) {
     const int32_t id = b.tokens[i], p = b.positions[i], s = b.seq_index[i];
     if (id < 0 || id >= m.V) fail("forward_paged: token id ", id, " at row ", i, " outside [0, ", m.V, ")");
@@ -1267,12 +1296,7 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     ids[0] = m.h_pids[0];
     return;
   }
-  for (int i = T; i < TB; ++i) {  // padding rows: attend to nothing, store nothing
-    h_ids[i] = 0;
-    h_pos[i] = -1;
-    h_slot[i] = -1;
-    h_seq[i] = 0;
-  }
+  m.pad_rows(T, TB);
   // Runs of rows of one sequence at consecutive positions, long enough for the tensor-core attention.
   std::copy(h_pos, h_pos + TB, h_apos);
   m.tc_chunks.clear();
@@ -1302,9 +1326,8 @@ void CudaLlama::forward_paged(const BatchInput& b, const uint8_t* want_logits, i
     }
     for (size_t j = n; j < size_t(m.pmb); ++j) h_tab[size_t(s) * m.pmb + j] = 0;
   }
-  const size_t n_up = 5 * size_t(m.mmax) + m.pseqs + size_t(std::max(S, 1)) * m.pmb;
   m.paged_host_s += now_seconds() - t_host;
-  LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
+  m.upload_pin(S);
   if (decode && m.opt.paged_graphs) {
     auto it = m.bucket_graphs.find(TB);
     if (it == m.bucket_graphs.end())
@@ -1374,29 +1397,20 @@ double CudaLlama::warm_up_paged() {
   // The decode graphs, over a batch of padding rows (no position to attend to, no KV slot to store into).
   if (m.opt.paged_graphs) {
     m.tc_chunks.clear();  // decode batches have no prefill chunks (forward_varlen reads this list)
+    // forward_paged pads a decode batch of T rows to min(decode_bucket(T), limit): those sizes, but one
+    // row where the fast path takes it.
     const int limit = std::min(m.mmax, m.pseqs);
-    int32_t* h = m.h_pin;
-    const int32_t mm = m.mmax;
-    // forward_paged pads a decode batch of T rows to min(decode_bucket(T), limit); the buckets end at 512
-    // (larger batches get a graph per size, captured when they come).
-    for (int b = 1; b <= 512; b = decode_bucket(b + 1)) {
+    const Impl::HostPin hp = m.host_pin();
+    for (int b : kDecodeBuckets) {
       const int TB = std::min(b, limit);
-      if ((TB == 1 && m.fast_ok) || m.bucket_graphs.count(TB)) {  // the fast path takes one row
-        if (TB >= limit) break;
-        continue;
+      if (!(TB == 1 && m.fast_ok) && !m.bucket_graphs.count(TB)) {
+        m.pad_rows(0, TB);
+        std::copy(hp.pos, hp.pos + TB, hp.apos);
+        for (int r = 0; r < TB; ++r) hp.rows[r] = r;
+        std::fill(hp.tab, hp.tab + m.pmb, 0);  // sequence 0's table: never read
+        m.upload_pin(1);
+        m.capture_decode_graph(TB);
       }
-      for (int i = 0; i < TB; ++i) {
-        h[i] = 0;            // ids
-        h[mm + i] = -1;      // pos
-        h[2 * mm + i] = -1;  // slot
-        h[3 * mm + i] = 0;   // seq
-        h[4 * mm + i] = -1;  // apos
-        h[5 * mm + i] = i;   // rows
-      }
-      std::fill(h + 5 * size_t(mm) + m.pseqs, h + 5 * size_t(mm) + m.pseqs + m.pmb, 0);  // one table
-      const size_t n_up = 5 * size_t(mm) + m.pseqs + size_t(m.pmb);
-      LLAMARUN_CUDA_CHECK(cudaMemcpyAsync(m.pin, h, n_up * 4, cudaMemcpyHostToDevice, m.stream));
-      m.capture_decode_graph(TB);
       if (TB >= limit) break;
     }
     if (m.fast_ok && !m.fast_graph) m.capture_fast_graph();  // captured, not launched

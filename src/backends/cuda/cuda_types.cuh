@@ -130,6 +130,12 @@ __device__ __forceinline__ float block_max(float v, float* scratch) {
   return warp_max(r);
 }
 
+// The residual add + RMSNorm kernels (add_rmsnorm_kernel, add_rmsnorm_fp8_kernel): one block of
+// kRmsNormThreads per row (the same for both, so that their sums of squares are the same bits), the row in
+// shared memory, so at most kRmsNormMaxHidden values (48 KB less 256 bytes of floats).
+constexpr int kRmsNormThreads = 512;
+constexpr int kRmsNormMaxHidden = (48 * 1024 - 256) / 4;
+
 // The first pass of the residual add + RMSNorm (add_rmsnorm_kernel, add_rmsnorm_fp8_kernel; one block per
 // row): x += residual when residual is non-null (the residual stream is stored in T), the row's values into
 // rowbuf, and the block's sum of their squares (the same loop and reduction for both, so the same bits).
@@ -149,6 +155,9 @@ __device__ __forceinline__ float residual_add_sumsq(T* xr, const T* rr, float* r
   }
   return block_sum(ss, scratch);
 }
+
+// SiLU(g) * u in f32, before the rounding to the activation type (silu_mul_kernel, silu_mul_fp8_kernel).
+__device__ __forceinline__ float silu_mul_f32(float g, float u) { return g / (1.f + __expf(-g)) * u; }
 
 // RoPE: element indices of rotation pair i of a head of hd values ((i, i + hd/2) for the half layout,
 // (2i, 2i + 1) interleaved), and the rotation of (x0, x1) by angle p * inv_freq. Shared by rope_store_kv

@@ -47,9 +47,7 @@ __global__ void silu_mul_kernel(const T* __restrict__ gu, T* __restrict__ out, i
   const T* u = g + I;
   T* o = out + size_t(m) * I;
   for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < I; i += gridDim.x * blockDim.x) {
-    float a = to_f32(g[i]);
-    float s = a / (1.f + __expf(-a));
-    o[i] = from_f32<T>(s * to_f32(u[i]));
+    o[i] = from_f32<T>(silu_mul_f32(to_f32(g[i]), to_f32(u[i])));
   }
 }
 
@@ -114,11 +112,11 @@ void embedding(DType act, const int32_t* ids, int M, const void* table, int V, i
 void add_rmsnorm(DType act, void* x, const void* residual, const void* w, void* out, int M, int H, float eps,
                  cudaStream_t stream) {
   if (M <= 0) return;
-  size_t smem = size_t(H) * sizeof(float);
-  if (smem > 48 * 1024 - 256) fail("add_rmsnorm: hidden size ", H, " too large (max 12224)");
+  if (H > kRmsNormMaxHidden) fail("add_rmsnorm: hidden size ", H, " too large (max ", kRmsNormMaxHidden, ")");
+  const size_t smem = size_t(H) * sizeof(float);
   LLAMARUN_DISPATCH_ACT(act, "add_rmsnorm", {
     add_rmsnorm_kernel<T>
-        <<<M, kRowThreads * 2, smem, stream>>>(static_cast<T*>(x), static_cast<const T*>(residual),
+        <<<M, kRmsNormThreads, smem, stream>>>(static_cast<T*>(x), static_cast<const T*>(residual),
                                                static_cast<const T*>(w), static_cast<T*>(out), H, eps);
   });
   LLAMARUN_CUDA_LAUNCH_CHECK("add_rmsnorm");

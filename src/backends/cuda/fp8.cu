@@ -40,7 +40,12 @@ __device__ __forceinline__ uint32_t fp8x2(float a, float b, float s) {
   return __nv_cvt_float2_to_fp8x2(make_float2(__fdiv_rn(a, s), __fdiv_rn(b, s)), __NV_SATFINITE, __NV_E4M3);
 }
 
-// The row's max |v| over the block (chunks of 16 values per thread), and max / 448 (1 for a zero row).
+// A row's E4M3 scale from its max |v|: max / 448, correctly rounded (1 for a zero row).
+__device__ __forceinline__ float scale_of_max(float amax) {
+  return amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+}
+
+// The row's max |v| over the block (chunks of 16 values per thread), and its scale_of_max.
 template <typename T>
 __device__ __forceinline__ float row_max_scale(const T* row, int chunks, float* red) {
   float amax = 0.f;
@@ -50,8 +55,7 @@ __device__ __forceinline__ float row_max_scale(const T* row, int chunks, float* 
 #pragma unroll
     for (int i = 0; i < 16; ++i) amax = fmaxf(amax, fabsf(f[i]));
   }
-  amax = block_max(amax, red);
-  return amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+  return scale_of_max(block_max(amax, red));
 }
 
 // The row's codes for scale s: two 16-byte loads and one 16-byte store per chunk of 16 values.
@@ -140,10 +144,9 @@ __device__ __forceinline__ uint8_t fp8_code(float v, float s) {
 }
 
 // add_rmsnorm_kernel (elementwise.cu) with fp8_quantize_rows_kernel of its output: the same block size
-// (kNormThreads), loops and reductions, so the residual stream, the normalised values (rounded to T) and
+// (kRmsNormThreads), loops and reductions, so the residual stream, the normalised values (rounded to T) and
 // hence the row's max, scale and codes are those of the two kernels; the normalised row is kept in shared
 // memory instead of being stored.
-constexpr int kNormThreads = 512;
 template <typename T>
 __global__ void add_rmsnorm_fp8_kernel(T* __restrict__ x, const T* __restrict__ residual,
                                        const T* __restrict__ w, int H, float eps, uint8_t* __restrict__ q,
@@ -160,8 +163,7 @@ __global__ void add_rmsnorm_fp8_kernel(T* __restrict__ x, const T* __restrict__ 
     rowbuf[i] = o;
     amax = fmaxf(amax, fabsf(o));
   }
-  amax = block_max(amax, scratch);
-  const float s = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+  const float s = scale_of_max(block_max(amax, scratch));
   if (threadIdx.x == 0) scale[m] = s;
   uint8_t* qr = q + size_t(m) * H;
   for (int i = threadIdx.x; i < H; i += blockDim.x) qr[i] = fp8_code(rowbuf[i], s);
@@ -171,9 +173,7 @@ __global__ void add_rmsnorm_fp8_kernel(T* __restrict__ x, const T* __restrict__ 
 // the row computed twice (for its max, then for the codes) instead of stored.
 template <typename T>
 __device__ __forceinline__ float silu_mul_value(const T* g, const T* u, int i) {
-  const float a = to_f32(g[i]);
-  const float sl = a / (1.f + __expf(-a));
-  return to_f32(from_f32<T>(sl * to_f32(u[i])));
+  return to_f32(from_f32<T>(silu_mul_f32(to_f32(g[i]), to_f32(u[i]))));
 }
 template <typename T>
 __global__ void silu_mul_fp8_kernel(const T* __restrict__ gu, int I, uint8_t* __restrict__ q,
@@ -184,8 +184,7 @@ __global__ void silu_mul_fp8_kernel(const T* __restrict__ gu, int I, uint8_t* __
   const T* u = g + I;
   float amax = 0.f;
   for (int i = threadIdx.x; i < I; i += blockDim.x) amax = fmaxf(amax, fabsf(silu_mul_value(g, u, i)));
-  amax = block_max(amax, scratch);
-  const float s = amax > 0.f ? __fdiv_rn(amax, kFp8E4M3Max) : 1.f;
+  const float s = scale_of_max(block_max(amax, scratch));
   if (threadIdx.x == 0) scale[m] = s;
   uint8_t* qr = q + size_t(m) * I;
   for (int i = threadIdx.x; i < I; i += blockDim.x) qr[i] = fp8_code(silu_mul_value(g, u, i), s);
@@ -251,11 +250,12 @@ void fp8_quantize_rows(DType act, const void* src, int rows, int cols, void* q, 
 void add_rmsnorm_fp8(DType act, void* x, const void* residual, const void* w, int M, int H, float eps,
                      void* q, float* scale, cudaStream_t stream) {
   if (M <= 0) return;
+  if (H > kRmsNormMaxHidden)
+    fail("add_rmsnorm_fp8: hidden size ", H, " too large (max ", kRmsNormMaxHidden, ")");
   const size_t smem = size_t(H) * sizeof(float);
-  if (smem > 48 * 1024 - 256) fail("add_rmsnorm_fp8: hidden size ", H, " too large (max 12224)");
   if (!scale) fail("add_rmsnorm_fp8: no scale output");
   LLAMARUN_DISPATCH_ACT(act, "add_rmsnorm_fp8", {
-    add_rmsnorm_fp8_kernel<T><<<M, kNormThreads, smem, stream>>>(
+    add_rmsnorm_fp8_kernel<T><<<M, kRmsNormThreads, smem, stream>>>(
         static_cast<T*>(x), static_cast<const T*>(residual), static_cast<const T*>(w), H, eps,
         static_cast<uint8_t*>(q), scale);
   });
